@@ -1,0 +1,1 @@
+"""Framework integrations for coyote_mw, one module per framework."""

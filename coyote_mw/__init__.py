@@ -1,0 +1,55 @@
+"""coyote_mw: a dynamic-routing WSGI/ASGI middleware.
+
+Clients register their routes at run time into a shared route table; a middleware
+mounted in any host app looks every request up there and relays it, through bounded
+concurrency and a bounded queue, to the matching handler.
+"""
+
+from coyote_mw.client import Client, route
+from coyote_mw.errors import (
+    BadRequest,
+    BadRequestPath,
+    CoyoteError,
+    DispatchError,
+    HandlerTimeout,
+    InvalidRoute,
+    MethodNotAllowed,
+    NoMatchingRoute,
+    PayloadTooLarge,
+    RegistrationError,
+    RelaySaturated,
+    RouteConflict,
+    RoutingError,
+)
+from coyote_mw.leader import Coyote
+from coyote_mw.request import Request
+from coyote_mw.responses import Response
+from coyote_mw.table import Match, Registration, Route, RouteTable, TableChange
+from coyote_mw.topology import by_header
+
+__all__ = [
+    "BadRequest",
+    "BadRequestPath",
+    "Client",
+    "Coyote",
+    "CoyoteError",
+    "DispatchError",
+    "HandlerTimeout",
+    "InvalidRoute",
+    "Match",
+    "MethodNotAllowed",
+    "NoMatchingRoute",
+    "PayloadTooLarge",
+    "Registration",
+    "RegistrationError",
+    "RelaySaturated",
+    "Request",
+    "Response",
+    "Route",
+    "RouteConflict",
+    "RouteTable",
+    "RoutingError",
+    "TableChange",
+    "by_header",
+    "route",
+]

@@ -1,0 +1,162 @@
+"""The ASGI middleware: ``coyote.asgi(app)``.
+
+A pure ASGI class, as Starlette's middleware are: it takes the requests whose
+method and path fit a route of its table and passes on untouched everything else
+(other scope types, unmatched paths) to the host app.  Where coyote owns the path
+- no host app, or under its ``mount`` prefix - an unmatched request is answered
+404 "No matching route", or 405 with ``Allow`` when only the method is wrong.
+
+Lifespan: the host's lifespan messages pass through; coyote's own startup (sub-app
+lifespans) runs before the host's and its shutdown after it.  The request body is
+never read here: a handler reads it from ``receive`` when it asks for it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
+from coyote_mw.handlers import Dispatch, send_response
+from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.responses import error_response
+from coyote_mw.topology import TopologyResolver, mount_relative
+
+if TYPE_CHECKING:
+    from coyote_mw.leader import Coyote
+
+__all__ = ["CoyoteASGI"]
+
+Scope = dict[str, Any]
+
+
+class CoyoteASGI:
+    def __init__(
+        self,
+        coyote: Coyote,
+        app: Any = None,
+        *,
+        mount: str = "",
+        topology: str | TopologyResolver = "default",
+    ) -> None:
+        self.coyote = coyote
+        self.app = app
+        self.mount = mount.rstrip("/")
+        self.resolve = TopologyResolver.of(topology)
+        self.owns_all = app is None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif self.app is not None:
+            await self.app(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        method: str = scope["method"]
+        coyote = self.coyote
+        try:
+            path = _canonical(scope)
+        except BadRequestPath as exc:
+            await self._answer(send, scope, exc, start, method, scope.get("path", ""))
+            return
+        owned = self.owns_all
+        relative = path
+        if self.mount:
+            relative_or_none = mount_relative(path, self.mount)
+            if relative_or_none is None:
+                if self.app is not None:
+                    await self.app(scope, receive, send)
+                else:
+                    await self._answer(send, scope, coyote.no_match(method, path, "default"), start, method, path.raw)
+                return
+            relative, owned = relative_or_none, True
+        topology = self.resolve(scope)
+        match = coyote.table.match(topology, method, relative.path, relative.segments)
+        if match is None:
+            if not owned:
+                await self.app(scope, receive, send)
+                return
+            exc = coyote.no_match(method, relative, topology)
+            await self._answer(send, scope, exc, start, method, path.raw)
+            return
+        endpoint = match.endpoint
+        d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
+        try:
+            status = await endpoint.pick().handler.serve_asgi(d, scope, receive, send)
+        except DispatchError as exc:
+            await self._answer(send, scope, exc, start, method, path.raw, endpoint)
+            return
+        coyote.log_access(method, path.raw, status, start, endpoint)
+
+    async def _answer(
+        self,
+        send: Any,
+        scope: Scope,
+        exc: DispatchError,
+        start: float,
+        method: str,
+        raw: str,
+        endpoint: Any = None,
+    ) -> None:
+        response = error_response(exc)
+        try:
+            await send_response(send, response, method == "HEAD")
+        except RuntimeError:
+            # The handler had already started a response; nothing more can be sent.
+            if not isinstance(exc, RoutingError):
+                raise
+        self.coyote.log_access(method, raw, exc.status, start, endpoint)
+
+    async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
+        coyote = self.coyote
+        if self.app is None:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await coyote.startup()
+                    except Exception as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await coyote.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+        async def wrapped_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "lifespan.startup":
+                await coyote.startup()  # ours first, so host startup code can use it
+            return message
+
+        async def wrapped_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await coyote.shutdown()  # ours last
+            await send(message)
+
+        await self.app(scope, wrapped_receive, wrapped_send)
+
+
+def _canonical(scope: Scope) -> CanonicalPath:
+    """The canonical path below ``root_path``, from ``raw_path`` when the server gives it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    raw: bytes | None = scope.get("raw_path")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+        if raw is not None:
+            # drop as many raw segments as root_path has
+            parts = raw.split(b"?", 1)[0].split(b"/")
+            raw = b"/".join([b"", *parts[root.count("/") + 1 :]])
+    elif raw is not None:
+        raw = raw.split(b"?", 1)[0]
+    if raw is None or not raw:
+        return canonicalize(from_decoded(path))
+    return canonicalize(raw)

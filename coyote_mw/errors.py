@@ -1,0 +1,165 @@
+"""The exception tree of coyote_mw, drawn once.
+
+    CoyoteError
+    ├── RegistrationError          refused at registration time; the table is unchanged
+    │   ├── InvalidRoute           a pattern, method or converter that cannot be used (400)
+    │   └── RouteConflict          another service holds that method + pattern (409)
+    └── DispatchError              raised while serving a request; carries .status
+        ├── BadRequest             a body the handler asked for is malformed (400)
+        │   └── BadRequestPath     malformed percent-encoding, bad UTF-8, NUL, ".." above root
+        ├── PayloadTooLarge        a body the handler read is over ``max_body`` (413)
+        ├── NoMatchingRoute        nothing fits (404)
+        ├── MethodNotAllowed       the path fits, the method does not (405, .allowed)
+        ├── RoutingError           the handler raised or failed (502); detail goes to the log only
+        ├── RelaySaturated         the relay's queue is full (503, .retry_after)
+        └── HandlerTimeout         the handler took longer than the timeout (504)
+
+The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
+JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
+raises on the request path: it returns a ``Match`` or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class CoyoteError(Exception):
+    """Base class of every error coyote_mw raises on purpose."""
+
+
+class RegistrationError(CoyoteError):
+    """A registration was refused; the route table was left exactly as it was."""
+
+    status = 400
+
+
+class InvalidRoute(RegistrationError):
+    """A route cannot be used as declared: the message says how to fix it."""
+
+    status = 400
+
+
+class RouteConflict(RegistrationError):
+    """Two services claim the same method and pattern in one topology."""
+
+    status = 409
+
+    def __init__(self, existing: Any, duplicate: Any) -> None:
+        self.existing = existing
+        self.duplicate = duplicate
+        super().__init__(
+            f"{duplicate.method} {duplicate.pattern} in topology {duplicate.topology!r} is "
+            f"already served by service {existing.service!r} "
+            f"({existing.method} {existing.pattern}); "
+            f"service {duplicate.service!r} may not take it. Deregister the other service "
+            "first, or register as another instance of the same service."
+        )
+
+
+class DispatchError(CoyoteError):
+    """A request could not be served. ``status`` and ``error`` make its HTTP answer."""
+
+    status = 500
+    error = "Internal error"
+
+    def fields(self) -> dict[str, Any]:
+        """Extra JSON fields for the response body (never internal detail)."""
+        return {}
+
+    def headers(self) -> list[tuple[str, str]]:
+        return []
+
+
+class BadRequest(DispatchError):
+    status = 400
+    error = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+
+class BadRequestPath(BadRequest):
+    error = "Bad request path"
+
+
+class PayloadTooLarge(DispatchError):
+    status = 413
+    error = "Request body too large"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body over {limit} bytes")
+
+    def fields(self) -> dict[str, Any]:
+        return {"max_body": self.limit}
+
+
+class NoMatchingRoute(DispatchError):
+    status = 404
+    error = "No matching route"
+
+    def __init__(self, method: str, path: str, topology: str) -> None:
+        self.method, self.path, self.topology = method, path, topology
+        super().__init__(f"{method} {path} (topology {topology!r})")
+
+    def fields(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "topology": self.topology}
+
+
+class MethodNotAllowed(DispatchError):
+    status = 405
+    error = "Method not allowed"
+
+    def __init__(self, method: str, path: str, allowed: Iterable[str]) -> None:
+        self.method, self.path = method, path
+        self.allowed = sorted(allowed)
+        super().__init__(f"{method} {path}; allowed: {', '.join(self.allowed)}")
+
+    def fields(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "allowed": self.allowed}
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("allow", ", ".join(self.allowed))]
+
+
+class RoutingError(DispatchError):
+    """The handler raised, returned an error, or the remote service failed.
+
+    The message is for the log; the HTTP body says only "Routing error".
+    """
+
+    status = 502
+    error = "Routing error"
+
+
+class RelaySaturated(DispatchError):
+    status = 503
+    error = "Relay saturated"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"relay queue full; retry after {retry_after}s")
+
+    def fields(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("retry-after", str(self.retry_after))]
+
+
+class HandlerTimeout(DispatchError):
+    status = 504
+    error = "Handler timeout"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"handler took longer than {timeout}s")
+
+    def fields(self) -> dict[str, Any]:
+        return {"timeout": self.timeout}

@@ -1,0 +1,316 @@
+"""``Coyote``: the leader.  It owns the route table, the relay and the settings.
+
+    coyote = Coyote()                       # embedded, in-memory table
+    coyote.register(Saloon())               # topology "default"
+    app = coyote.asgi(host_app)             # or coyote.wsgi(wsgi_app); None: standalone
+
+Settings, each one keyword with a documented default:
+
+=================  =========  ======================================================
+concurrency        50         handlers running at once (Coyote's GenStage max_demand)
+queue              100        requests waiting for a slot beyond that; more get 503
+timeout            30.0       seconds a handler may take (504), and a request may wait
+max_body           10 MiB     bytes a handler may read from a request body (413)
+access_log         True       one INFO line per request on logger ``coyote_mw.access``
+=================  =========  ======================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import json as jsonlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from coyote_mw.asgi import CoyoteASGI
+from coyote_mw.client import Client
+from coyote_mw.errors import MethodNotAllowed, NoMatchingRoute, RelaySaturated
+from coyote_mw.handlers import (
+    ASGIAppHandler,
+    Dispatch,
+    FunctionHandler,
+    Handler,
+    WSGIAppHandler,
+)
+from coyote_mw.paths import CanonicalPath, canonicalize
+from coyote_mw.relay import Relay
+from coyote_mw.request import BytesBody, Request
+from coyote_mw.responses import Response
+from coyote_mw.table import DEFAULT_TOPOLOGY, Endpoint, Match, Registration, RouteTable
+from coyote_mw.topology import TopologyResolver
+from coyote_mw.wsgi import CoyoteWSGI
+
+__all__ = ["Coyote"]
+
+access_logger = logging.getLogger("coyote_mw.access")
+logger = logging.getLogger("coyote_mw")
+
+
+class Coyote:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 50,
+        queue: int = 100,
+        timeout: float = 30.0,
+        max_body: int = 10 * 1024 * 1024,
+        access_log: bool = True,
+    ) -> None:
+        self.table = RouteTable()
+        self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
+        self.max_body = max_body
+        self.access_log = access_log
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"
+
+    # -- registration -------------------------------------------------------------
+
+    def register(
+        self,
+        target: Any,
+        *,
+        topology: str = DEFAULT_TOPOLOGY,
+        routes: Iterable[Any] | None = None,
+        service: str | None = None,
+        instance: str | None = None,
+        interface: str | None = None,
+    ) -> Registration:
+        """Register a ``Client``, or a whole ASGI/WSGI app with the ``routes`` it serves.
+
+        ``interface`` ("asgi" or "wsgi") says what an app speaks when it cannot be told
+        from its signature.  Raises ``InvalidRoute`` / ``RouteConflict``; the table is
+        then unchanged.
+        """
+        if isinstance(target, Client):
+            declared = target.declared_routes()
+            if routes is not None:
+                raise TypeError("a Client declares its own routes; do not pass routes=")
+            handlers = {r: FunctionHandler(fn) for r, fn in declared.items()}
+            return self.table.register(
+                service or target.service_name(),
+                list(declared),
+                handlers,
+                instance=instance,
+                topology=topology,
+            )
+        if routes is None:
+            raise TypeError(
+                f"{target!r} is not a coyote_mw.Client: pass routes=[(method, pattern), ...] "
+                "to register it as an ASGI or WSGI app"
+            )
+        handler = _app_handler(target, interface)
+        name = service or getattr(target, "__name__", None) or type(target).__name__
+        return self.table.register(
+            name, list(routes), lambda r: handler, instance=instance, topology=topology
+        )
+
+    def deregister(self, **criteria: Any) -> list[Registration]:
+        """``RouteTable.deregister``: by ``lease``, or ``service`` (+ instance, topology)."""
+        return self.table.deregister(**criteria)
+
+    # -- mounting -----------------------------------------------------------------
+
+    def asgi(
+        self,
+        app: Any = None,
+        *,
+        mount: str = "",
+        topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+    ) -> CoyoteASGI:
+        """ASGI middleware in front of ``app`` (None: coyote answers everything)."""
+        return CoyoteASGI(self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology))
+
+    def wsgi(
+        self,
+        app: Any = None,
+        *,
+        mount: str = "",
+        topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+    ) -> CoyoteWSGI:
+        """WSGI middleware in front of ``app`` (None: coyote answers everything)."""
+        return CoyoteWSGI(self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology))
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start in-process ASGI apps' lifespans (called from the host's lifespan)."""
+        self._started = True
+        for handler in self._app_handlers():
+            await handler.startup()
+
+    async def shutdown(self) -> None:
+        """Let accepted casts finish, then stop sub-app lifespans."""
+        await self.relay.drain()
+        for handler in self._app_handlers():
+            await handler.shutdown()
+        self._started = False
+
+    def close(self) -> None:
+        self.relay.close()
+
+    def _app_handlers(self) -> list[Handler]:
+        seen: dict[int, Handler] = {}
+        for reg in self.table.registrations():
+            for h in reg.handlers.values():
+                if isinstance(h, ASGIAppHandler):
+                    seen[id(h)] = h
+        return list(seen.values())
+
+    # -- dispatch without HTTP (Coyote.call / Coyote.cast) ------------------------------
+
+    def no_match(self, method: str, path: CanonicalPath, topology: str) -> NoMatchingRoute | MethodNotAllowed:
+        """The one place a failed lookup becomes 404 or 405."""
+        allowed = self.table.allowed_methods(topology, path.path, path.segments)
+        if allowed:
+            return MethodNotAllowed(method, path.raw, allowed)
+        return NoMatchingRoute(method, path.raw, topology)
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        topology: str,
+        body: bytes | str | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        query: str | Mapping[str, str] | None,
+    ) -> tuple[Handler, Dispatch, Request]:
+        method = method.upper()
+        raw, _, qs = path.partition("?")
+        canon = canonicalize(raw)
+        match: Match | None = self.table.match(topology, method, canon.path, canon.segments)
+        if match is None:
+            raise self.no_match(method, canon, topology)
+        hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            hdrs.setdefault("content-type", "application/json")
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        if query is not None:
+            from urllib.parse import urlencode
+
+            qs = query if isinstance(query, str) else urlencode(query, doseq=True)
+        d = Dispatch(match, method, canon, topology, self.relay, self.max_body)
+        request = Request(
+            method,
+            canon.path,
+            raw_path=canon.raw,
+            params=match.params,
+            query_string=qs.encode("latin-1"),
+            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in hdrs.items()],
+            body=BytesBody(data, self.max_body),
+            topology=topology,
+            route=match.endpoint.pattern,
+            service=match.endpoint.service,
+        )
+        return match.endpoint.pick().handler, d, request
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        topology: str = DEFAULT_TOPOLOGY,
+        body: bytes | str | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        query: str | Mapping[str, str] | None = None,
+    ) -> Response:
+        """Call the handler for ``method path`` and wait for its ``Response``.
+
+        Raises the ``DispatchError`` a request would have been answered with:
+        ``NoMatchingRoute``, ``MethodNotAllowed``, ``RoutingError``, ``RelaySaturated``,
+        ``HandlerTimeout``.  From a coroutine, use ``await coyote.acall(...)``.
+        """
+        handler, d, request = self._prepare(method, path, topology, body, json, headers, query)
+        return handler.call(d, request)
+
+    async def acall(
+        self,
+        method: str,
+        path: str,
+        *,
+        topology: str = DEFAULT_TOPOLOGY,
+        body: bytes | str | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        query: str | Mapping[str, str] | None = None,
+    ) -> Response:
+        handler, d, request = self._prepare(method, path, topology, body, json, headers, query)
+        return await handler.acall(d, request)
+
+    def cast(
+        self,
+        method: str,
+        path: str,
+        *,
+        topology: str = DEFAULT_TOPOLOGY,
+        body: bytes | str | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        query: str | Mapping[str, str] | None = None,
+    ) -> None:
+        """Fire and forget: run the handler on the relay and return at once.
+
+        Raises ``NoMatchingRoute`` / ``MethodNotAllowed`` at once, and
+        ``RelaySaturated`` when the relay has no room; failures later are logged.
+        """
+        handler, d, request = self._prepare(method, path, topology, body, json, headers, query)
+        if not self.relay.has_room():
+            raise RelaySaturated(self.relay.retry_after)
+
+        def failed(exc: BaseException) -> None:
+            logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
+
+        future = self.relay.submit_coroutine(handler.acall(d, request))
+        future.add_done_callback(lambda f: f.cancelled() or (f.exception() and failed(f.exception())))  # type: ignore[arg-type]
+
+    # -- access log -------------------------------------------------------------------
+
+    def log_access(
+        self,
+        method: str,
+        raw_path: str,
+        status: int,
+        start: float,
+        endpoint: Endpoint | None,
+        result: Any = None,
+    ) -> None:
+        if not self.access_log or not access_logger.isEnabledFor(logging.INFO):
+            return
+        ms = (time.perf_counter() - start) * 1000
+        if endpoint is None:
+            access_logger.info("%s %s %d %.1fms", method, raw_path, status, ms)
+        else:
+            access_logger.info(
+                "%s %s %d %.1fms route=%s service=%s",
+                method,
+                raw_path,
+                status,
+                ms,
+                endpoint.pattern,
+                endpoint.service,
+            )
+
+
+def _check_mount(mount: str) -> str:
+    if mount and (not mount.startswith("/") or "//" in mount or "?" in mount):
+        raise ValueError(f"mount {mount!r} must be a path such as '/saloon'")
+    return mount.rstrip("/")
+
+
+def _app_handler(app: Any, interface: str | None) -> Handler:
+    if interface is None:
+        call = getattr(app, "__call__", None)  # noqa: B004
+        is_async = inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
+        interface = "asgi" if is_async else "wsgi"
+    if interface == "asgi":
+        return ASGIAppHandler(app)
+    if interface == "wsgi":
+        return WSGIAppHandler(app)
+    raise ValueError("interface must be 'asgi' or 'wsgi'")
+

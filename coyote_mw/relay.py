@@ -1,0 +1,281 @@
+"""The relay: bounded concurrency and a bounded queue between requests and handlers.
+
+Coyote's relay is a GenStage producer with ``max_demand`` 50: at most that many
+requests are with handlers at once, the rest wait.  Here:
+
+* ``concurrency`` slots (default 50).  A request takes a slot for as long as its
+  handler runs; a ``def`` handler keeps its slot until its thread returns, even
+  after its caller was answered 504, so the bound on threads holds.
+* ``queue`` waiting requests beyond that (default 100).  One more is refused at
+  once with ``RelaySaturated`` (503 + Retry-After).  A request that waits ``timeout``
+  seconds without getting a slot is refused the same way.
+* ``timeout`` seconds a handler may take (default 30) before ``HandlerTimeout`` (504).
+
+Which thread runs user code: ``async def`` handlers run on the caller's event loop
+(ASGI) or on the relay's own loop thread (WSGI and ``Coyote.call``); ``def``
+handlers run in the relay's thread pool of ``concurrency`` threads.  Slots are one
+pool shared by ASGI, WSGI, calls and casts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from coyote_mw.errors import HandlerTimeout, RelaySaturated
+
+__all__ = ["Relay"]
+
+logger = logging.getLogger("coyote_mw.relay")
+
+T = TypeVar("T")
+
+
+class _Waiter:
+    __slots__ = ("event", "future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
+        self.event = None if loop else threading.Event()
+        self.granted = False
+
+    def wake(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        else:
+            assert self.event is not None
+            self.event.set()
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class Relay:
+    def __init__(self, concurrency: int = 50, queue: int = 100, timeout: float = 30.0) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if queue < 0:
+            raise ValueError("queue must be 0 or more")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.concurrency = concurrency
+        self.queue = queue
+        self.timeout = timeout
+        self.retry_after = max(1, round(timeout / 10))
+        self._lock = threading.Lock()
+        self._active = 0
+        self._waiting: deque[_Waiter] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.rejected = 0
+
+    # -- slots ------------------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def has_room(self) -> bool:
+        """Whether one more request would be accepted now (a slot or a queue place)."""
+        return self._active < self.concurrency or len(self._waiting) < self.queue
+
+    def _enter(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
+        """Take a slot now (None), join the queue (a waiter) or raise RelaySaturated."""
+        with self._lock:
+            if self._active < self.concurrency and not self._waiting:
+                self._active += 1
+                return None
+            if len(self._waiting) >= self.queue:
+                self.rejected += 1
+                raise RelaySaturated(self.retry_after)
+            waiter = _Waiter(loop)
+            self._waiting.append(waiter)
+            return waiter
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        """A waiter stops waiting; a slot granted to it meanwhile is passed on."""
+        with self._lock:
+            if not waiter.granted:
+                self._waiting.remove(waiter)
+                self.rejected += 1
+                return
+        self.release()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                waiter = self._waiting.popleft()
+                waiter.granted = True  # the slot passes straight to it
+                waiter.wake()
+                return
+            self._active -= 1
+
+    async def _acquire(self) -> None:
+        waiter = self._enter(asyncio.get_running_loop())
+        if waiter is None:
+            return
+        assert waiter.future is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout)
+        except TimeoutError:
+            self._give_up(waiter)
+            raise RelaySaturated(self.retry_after) from None
+        except asyncio.CancelledError:
+            self._give_up(waiter)
+            raise
+
+    def _acquire_sync(self) -> None:
+        waiter = self._enter(None)
+        if waiter is None:
+            return
+        assert waiter.event is not None
+        if not waiter.event.wait(self.timeout):
+            self._give_up(waiter)
+            raise RelaySaturated(self.retry_after)
+
+    # -- running handlers ----------------------------------------------------------
+
+    async def run(self, fn: Callable[[], Any], is_async: bool) -> Any:
+        """Run a handler on the caller's event loop (ASGI) within the bounds."""
+        await self._acquire()
+        return await self._run_acquired(fn, is_async)
+
+    async def _run_acquired(self, fn: Callable[[], Any], is_async: bool) -> Any:
+        if is_async:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await fn()
+            except TimeoutError:
+                raise HandlerTimeout(self.timeout) from None
+            finally:
+                self.release()
+        future = self._submit(fn)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(asyncio.wrap_future(future))
+        except TimeoutError:
+            future.cancel()  # only helps if it has not started yet
+            raise HandlerTimeout(self.timeout) from None
+
+    def run_sync(self, fn: Callable[[], Any], is_async: bool) -> Any:
+        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)."""
+        self._acquire_sync()
+        if is_async:
+            future = self.submit_coroutine(self._timed(fn))
+        else:
+            future = self._submit(fn)
+        try:
+            return future.result(self.timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise HandlerTimeout(self.timeout) from None
+
+    async def _timed(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await fn()
+        except TimeoutError:
+            raise HandlerTimeout(self.timeout) from None
+        finally:
+            self.release()
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` in the pool, holding the slot already taken until it returns."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        self.concurrency, thread_name_prefix="coyote-relay"
+                    )
+        ctx = contextvars.copy_context()
+        try:
+            future = self._executor.submit(ctx.run, fn)
+        except RuntimeError:
+            self.release()
+            raise
+        future.add_done_callback(lambda _: self.release())
+        return future
+
+    # -- casts: fire and forget, same bounds ---------------------------------------
+
+    def cast(self, fn: Callable[[], Any], is_async: bool, on_error: Callable[[BaseException], None]) -> None:
+        """Accept a handler run for later, or raise ``RelaySaturated`` at once.
+
+        Call it from an event loop (the task runs there) or from any thread (the
+        task runs on the relay's own loop).
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        waiter = self._enter(loop or self._ensure_loop())
+
+        async def later() -> None:
+            try:
+                if waiter is not None:
+                    assert waiter.future is not None
+                    try:
+                        await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout)
+                    except (TimeoutError, asyncio.CancelledError):
+                        self._give_up(waiter)
+                        raise RelaySaturated(self.retry_after) from None
+                await self._run_acquired(fn, is_async)
+            except BaseException as exc:  # logged, never raised: nobody is waiting
+                on_error(exc)
+
+        if loop is not None:
+            task = loop.create_task(later())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            self.submit_coroutine(later())
+
+    # -- the relay's own event loop, for async handlers called from threads ----------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    thread = threading.Thread(
+                        target=loop.run_forever, name="coyote-relay-loop", daemon=True
+                    )
+                    thread.start()
+                    self._loop, self._loop_thread = loop, thread
+        return self._loop
+
+    def submit_coroutine(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for casts accepted on this loop to finish (host shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout or self.timeout)
+
+    def close(self) -> None:
+        """Stop the relay's loop thread and thread pool (pending handlers finish)."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+            loop.close()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=False)

@@ -1,0 +1,286 @@
+"""What a handler receives: ``Request``.
+
+The body is not read until a handler asks for it, and then through one of two
+twins, as in httpx: ``read()`` / ``json()`` / ``form()`` for ``def`` handlers and
+``await aread()`` / ``await ajson()`` / ``await aform()`` for ``async def`` handlers,
+with ``iter_bytes()`` / ``aiter_bytes()`` to stream it.  A body over ``max_body``
+bytes is refused with 413 once read; malformed JSON or form data with 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from urllib.parse import parse_qsl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+from werkzeug.datastructures import Headers, MultiDict
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
+
+from coyote_mw.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["Body", "Request"]
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+CHUNK = 64 * 1024
+
+
+class Body:
+    """A request body that is read at most once, from wherever it comes."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self._data: bytes | None = None
+
+    def _check(self, size: int) -> None:
+        if size > self.max_body:
+            raise PayloadTooLarge(self.max_body)
+
+    def read(self) -> bytes:
+        if self._data is None:
+            self._data = b"".join(self.iter_bytes())
+        return self._data
+
+    async def aread(self) -> bytes:
+        if self._data is None:
+            self._data = b"".join([c async for c in self.aiter_bytes()])
+        return self._data
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        if self._data is not None:
+            yield self._data
+            return
+        yield from self._iter_sync()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if self._data is not None:
+            yield self._data
+            return
+        async for chunk in self._iter_async():
+            yield chunk
+
+    def _iter_sync(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def _iter_async(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+
+class BytesBody(Body):
+    """A body already in memory (``Coyote.call``)."""
+
+    def __init__(self, data: bytes, max_body: int) -> None:
+        super().__init__(max_body)
+        self._check(len(data))
+        self._data = data
+
+
+class ASGIBody(Body):
+    """Reads ``http.request`` messages from ASGI ``receive``.
+
+    A ``def`` handler runs in the relay's thread pool; its ``read()`` hands the
+    receiving back to the event loop that owns ``receive`` and waits for it.
+    """
+
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
+        super().__init__(max_body)
+        self._receive = receive
+        self._loop = loop
+        self._done = False
+
+    async def _iter_async(self) -> AsyncIterator[bytes]:
+        size = 0
+        while not self._done:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            self._done = not message.get("more_body", False)
+            size += len(chunk)
+            self._check(size)
+            if chunk:
+                yield chunk
+
+    def _iter_sync(self) -> Iterator[bytes]:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("in an async handler, use `await request.aread()`")
+        agen = self._iter_async().__aiter__()
+        while True:
+            fut = asyncio.run_coroutine_threadsafe(_next(agen), self._loop)
+            chunk = fut.result()
+            if chunk is None:
+                return
+            yield chunk
+
+
+async def _next(agen: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await agen.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+class WSGIBody(Body):
+    """Reads ``wsgi.input``, at most ``CONTENT_LENGTH`` bytes when it is given."""
+
+    def __init__(self, stream: Any, length: int | None, max_body: int) -> None:
+        super().__init__(max_body)
+        self._stream = stream
+        self._length = length
+        if length is not None:
+            self._check(length)
+
+    def _iter_sync(self) -> Iterator[bytes]:
+        remaining = self._length
+        size = 0
+        while remaining is None or remaining > 0:
+            chunk = self._stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not chunk:
+                return
+            size += len(chunk)
+            self._check(size)
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+    async def _iter_async(self) -> AsyncIterator[bytes]:
+        # wsgi.input blocks: read it off the event loop.
+        data = await asyncio.to_thread(self.read)
+        if data:
+            yield data
+
+
+class Request:
+    """An HTTP request as a handler sees it."""
+
+    __slots__ = (
+        "_body",
+        "_headers",
+        "_query",
+        "_raw_headers",
+        "client",
+        "method",
+        "params",
+        "path",
+        "query_string",
+        "raw_path",
+        "route",
+        "scheme",
+        "service",
+        "topology",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        raw_path: str | None = None,
+        params: dict[str, Any] | None = None,
+        query_string: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | Headers | None = None,
+        body: Body | None = None,
+        topology: str = "default",
+        route: str = "",
+        service: str = "",
+        scheme: str = "http",
+        client: tuple[str, int] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        """Decoded canonical path, e.g. ``/files/a b``."""
+        self.raw_path = raw_path if raw_path is not None else path
+        """Canonical percent-encoded path, as forwarded."""
+        self.params = params if params is not None else {}
+        """Path parameters, converted: ``{id:int}`` gives an ``int``."""
+        self.query_string = query_string
+        self.topology = topology
+        self.route = route
+        """The pattern that matched, e.g. ``/items/{id:int}``."""
+        self.service = service
+        self.scheme = scheme
+        self.client = client
+        self._raw_headers = headers
+        self._headers: Headers | None = headers if isinstance(headers, Headers) else None
+        self._query: MultiDict[str, str] | None = None
+        self._body = body if body is not None else BytesBody(b"", 0)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.raw_path} route={self.route!r}>"
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive, multi-valued request headers."""
+        if self._headers is None:
+            raw = self._raw_headers or []
+            assert isinstance(raw, list)
+            self._headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        return self._headers
+
+    @property
+    def query(self) -> MultiDict[str, str]:
+        """Query parameters (``request.query.getlist("tag")`` for repeated ones)."""
+        if self._query is None:
+            qs = self.query_string.decode("latin-1")
+            self._query = MultiDict(parse_qsl(qs, keep_blank_values=True))
+        return self._query
+
+    # -- body, sync twins -----------------------------------------------------------
+
+    def read(self) -> bytes:
+        return self._body.read()
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        return self._body.iter_bytes()
+
+    def json(self) -> Any:
+        return _parse_json(self.read())
+
+    def form(self) -> MultiDict[str, Any]:
+        return self._parse_form(self.read())
+
+    # -- body, async twins ----------------------------------------------------------
+
+    async def aread(self) -> bytes:
+        return await self._body.aread()
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self._body.aiter_bytes()
+
+    async def ajson(self) -> Any:
+        return _parse_json(await self.aread())
+
+    async def aform(self) -> MultiDict[str, Any]:
+        return self._parse_form(await self.aread())
+
+    def _parse_form(self, data: bytes) -> MultiDict[str, Any]:
+        """Form fields and files (``FileStorage``) of an urlencoded or multipart body."""
+        mimetype, options = parse_options_header(self.headers.get("content-type", ""))
+        if mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise BadRequest(f"expected a form body, got content-type {mimetype or 'none'!r}")
+        try:
+            _, form, files = FormDataParser(max_content_length=self._body.max_body).parse(
+                io.BytesIO(data), mimetype, len(data), options
+            )
+        except ValueError as exc:
+            raise BadRequest(f"malformed form body: {exc}") from exc
+        merged: MultiDict[str, Any] = MultiDict(form)
+        for key, value in files.items(multi=True):
+            merged.add(key, value)
+        return merged
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from exc
+

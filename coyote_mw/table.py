@@ -1,0 +1,434 @@
+"""The route table: named topologies of routes registered by services at run time.
+
+Writes (register / deregister) take a lock, build each changed topology's next
+compiled ``Snapshot`` from the last one and publish all of them with one assignment.
+Reads (``match``) never lock: they see the old table or the new one, never a mix.
+
+A *registration* is one instance of one service declaring its routes in a topology.
+Several instances of one service share its routes (an ``Endpoint`` lists them); a
+route that another service already holds in that topology is refused with
+``RouteConflict`` and the table is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.matcher import Builder, Snapshot
+from coyote_mw.patterns import Pattern, parse_method, parse_pattern
+
+__all__ = [
+    "Endpoint",
+    "Instance",
+    "Match",
+    "Registration",
+    "Route",
+    "RouteTable",
+    "TableChange",
+]
+
+logger = logging.getLogger("coyote_mw.table")
+
+DEFAULT_TOPOLOGY = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route as declared: method, pattern and whether it is a cast (202 at once)."""
+
+    method: str
+    pattern: str
+    cast: bool = False
+
+    @classmethod
+    def coerce(cls, value: Any) -> Route:
+        """Accept a ``Route``, a ``route(...)`` spec, ``(method, pattern)`` or a dict."""
+        if isinstance(value, Route):
+            return value
+        as_route = getattr(value, "as_route", None)
+        if callable(as_route):
+            r = as_route()
+            assert isinstance(r, Route)
+            return r
+        if isinstance(value, Mapping):
+            try:
+                return cls(value["method"], value["path"], bool(value.get("cast", False)))
+            except KeyError as exc:
+                raise InvalidRoute(f"route {value!r} needs 'method' and 'path'") from exc
+        if isinstance(value, tuple | list) and len(value) in (2, 3):
+            cast = bool(value[2].get("cast")) if len(value) == 3 else False
+            return cls(value[0], value[1], cast)
+        raise InvalidRoute(
+            f"route {value!r} is not a (method, pattern) pair, a dict or a coyote_mw.route"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance of a service behind a route: its id and the handler to call."""
+
+    service: str
+    instance: str
+    handler: Any
+
+
+class Endpoint:
+    """Everything a match needs: the route, its service, and its instances."""
+
+    __slots__ = ("_rr", "cast", "instances", "method", "names", "pattern", "service", "topology")
+
+    def __init__(
+        self,
+        method: str,
+        pattern: Pattern,
+        service: str,
+        topology: str,
+        cast: bool,
+        instances: tuple[Instance, ...],
+    ) -> None:
+        self.method = method
+        self.pattern = pattern.text
+        self.names = pattern.names
+        self.service = service
+        self.topology = topology
+        self.cast = cast
+        self.instances = instances
+        self._rr = itertools.count()
+
+    def pick(self) -> Instance:
+        """The next instance, round robin."""
+        inst = self.instances
+        if len(inst) == 1:
+            return inst[0]
+        return inst[next(self._rr) % len(inst)]
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
+
+
+class Match:
+    """A successful lookup: the endpoint and the converted path parameters."""
+
+    __slots__ = ("endpoint", "params")
+
+    def __init__(self, endpoint: Endpoint, params: dict[str, Any]) -> None:
+        self.endpoint = endpoint
+        self.params = params
+
+    @property
+    def route(self) -> str:
+        return self.endpoint.pattern
+
+    @property
+    def service(self) -> str:
+        return self.endpoint.service
+
+    def __repr__(self) -> str:
+        return f"<Match {self.endpoint!r} params={self.params!r}>"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One instance of one service with its routes in one topology."""
+
+    service: str
+    instance: str
+    topology: str
+    routes: tuple[Route, ...]
+    handlers: Mapping[Route, Any] = field(repr=False, compare=False)
+    lease: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.topology, self.service, self.instance)
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """Sent to subscribers after a change is visible to lookups."""
+
+    action: str  # "registered" | "deregistered"
+    registration: Registration
+
+
+_Key = tuple[str, str, str]  # (topology, method, shape) of one endpoint
+
+
+class RouteTable:
+    """Topologies of routes; ``match`` is lock-free, writes are serialised."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._registrations: dict[tuple[str, str, str], Registration] = {}
+        self._by_lease: dict[str, Registration] = {}
+        self._endpoints: dict[_Key, tuple[Pattern, Endpoint]] = {}
+        self._snapshots: dict[str, Snapshot[Endpoint]] = {}
+        self._subscribers: list[Callable[[TableChange], None]] = []
+
+    # -- reads: lock-free ---------------------------------------------------------
+
+    def match(
+        self,
+        topology: str,
+        method: str,
+        path: str,
+        segments: tuple[str, ...] | None = None,
+    ) -> Match | None:
+        """Look ``method path`` up in ``topology``; ``path`` is canonical (paths.py)."""
+        snapshot = self._snapshots.get(topology)
+        if snapshot is None:
+            return None
+        found = snapshot.find(method, path, segments)
+        if found is None:
+            return None
+        endpoint, values = found
+        return Match(endpoint, dict(zip(endpoint.names, values, strict=True)) if values else {})
+
+    def allowed_methods(
+        self, topology: str, path: str, segments: tuple[str, ...] | None = None
+    ) -> set[str]:
+        """Methods accepted at ``path``: empty when no route fits it at all."""
+        snapshot = self._snapshots.get(topology)
+        return snapshot.allowed(path, segments) if snapshot is not None else set()
+
+    def topologies(self) -> list[str]:
+        return sorted(self._snapshots)
+
+    def registrations(self) -> list[Registration]:
+        return list(self._registrations.values())
+
+    def routes(self, topology: str | None = None) -> list[dict[str, Any]]:
+        """The table as plain data, sorted by topology, pattern and method."""
+        out = []
+        for (topo, _, _), (_, ep) in list(self._endpoints.items()):
+            if topology is not None and topo != topology:
+                continue
+            out.append(
+                {
+                    "topology": topo,
+                    "method": ep.method,
+                    "path": ep.pattern,
+                    "service": ep.service,
+                    "cast": ep.cast,
+                    "instances": sorted(i.instance for i in ep.instances),
+                }
+            )
+        out.sort(key=lambda r: (r["topology"], r["path"], r["method"]))
+        return out
+
+    def __len__(self) -> int:
+        return sum(s.size for s in self._snapshots.values())
+
+    # -- writes -------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[TableChange], None]) -> Callable[[], None]:
+        """Call ``callback`` after every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def register(
+        self,
+        service: str,
+        routes: Iterable[Any],
+        handlers: Mapping[Route, Any] | Callable[[Route], Any],
+        *,
+        instance: str | None = None,
+        topology: str = DEFAULT_TOPOLOGY,
+        lease: str | None = None,
+    ) -> Registration:
+        """Register (or re-register) one instance of ``service`` with ``routes``.
+
+        ``handlers`` maps each route to what the relay calls for it, or is a function
+        giving it.  Re-registering the same service instance replaces its routes.
+        Raises ``InvalidRoute`` or ``RouteConflict``; the table is then unchanged.
+        """
+        _check_name("service", service)
+        _check_name("topology", topology)
+        instance = instance if instance is not None else "main"
+        _check_name("instance", instance)
+        declared = [Route.coerce(r) for r in routes]
+        if not declared:
+            raise InvalidRoute(f"service {service!r} declares no routes")
+        parsed: list[tuple[Route, str, Pattern]] = []
+        seen: dict[tuple[str, tuple[str, ...]], str] = {}
+        for r in declared:
+            method, pattern = parse_method(r.method), parse_pattern(r.pattern)
+            key = (method, pattern.shape)
+            if key in seen:
+                raise InvalidRoute(
+                    f"service {service!r} declares {method} {r.pattern} twice "
+                    f"(as {seen[key]!r} and {r.pattern!r})"
+                )
+            seen[key] = r.pattern
+            parsed.append((Route(method, r.pattern, r.cast), method, pattern))
+        lookup = handlers if callable(handlers) else handlers.__getitem__
+        resolved = {r: lookup(orig) for (r, _, _), orig in zip(parsed, declared, strict=True)}
+        reg = Registration(
+            service,
+            instance,
+            topology,
+            tuple(r for r, _, _ in parsed),
+            resolved,
+            **({"lease": lease} if lease else {}),
+        )
+        with self._lock:
+            previous = self._registrations.get(reg.key)
+            for r, method, pattern in parsed:
+                held = self._endpoints.get((topology, method, "/".join(pattern.shape)))
+                if held is None:
+                    continue
+                held_pattern, ep = held
+                if ep.service != service:
+                    raise RouteConflict(ep, _Declared(method, r.pattern, service, topology))
+                if held_pattern.text != pattern.text and not _only(ep, instance):
+                    raise InvalidRoute(
+                        f"{method} {r.pattern}: instances of service {service!r} must declare "
+                        f"the same pattern; another instance declared {held_pattern.text!r}"
+                    )
+            builder = self._builder(topology)
+            if previous is not None:
+                self._withdraw(builder, previous)
+            for r, method, pattern in parsed:
+                self._add(builder, reg, r, method, pattern)
+            self._registrations[reg.key] = reg
+            if previous is not None:
+                self._by_lease.pop(previous.lease, None)
+            self._by_lease[reg.lease] = reg
+            self._publish(topology, builder)
+        self._notify(TableChange("registered", reg))
+        return reg
+
+    def deregister(
+        self,
+        *,
+        service: str | None = None,
+        instance: str | None = None,
+        lease: str | None = None,
+        topology: str | None = None,
+        route: tuple[str, str] | None = None,
+    ) -> list[Registration]:
+        """Remove registrations by lease, or by service (and instance, topology).
+
+        With ``route=(method, pattern)`` only that route is withdrawn from the matching
+        registrations.  Returns the registrations affected; unknown ones are ignored.
+        """
+        if lease is None and service is None:
+            raise ValueError("deregister needs a lease or a service")
+        with self._lock:
+            if lease is not None:
+                found = [self._by_lease[lease]] if lease in self._by_lease else []
+            else:
+                found = [
+                    reg
+                    for reg in self._registrations.values()
+                    if reg.service == service
+                    and (instance is None or reg.instance == instance)
+                    and (topology is None or reg.topology == topology)
+                ]
+            changes: list[TableChange] = []
+            for reg in found:
+                builder = self._builder(reg.topology)
+                self._withdraw(builder, reg)
+                del self._registrations[reg.key]
+                del self._by_lease[reg.lease]
+                kept = tuple(
+                    r for r in reg.routes if route is not None and (r.method, r.pattern) != route
+                )
+                if kept:
+                    remaining = Registration(
+                        reg.service,
+                        reg.instance,
+                        reg.topology,
+                        kept,
+                        reg.handlers,
+                        reg.lease,
+                    )
+                    for r in kept:
+                        self._add(builder, remaining, r, r.method, parse_pattern(r.pattern))
+                    self._registrations[remaining.key] = remaining
+                    self._by_lease[remaining.lease] = remaining
+                self._publish(reg.topology, builder)
+                changes.append(TableChange("deregistered", reg))
+        for change in changes:
+            self._notify(change)
+        return found
+
+    # -- internals (called with the lock held) --------------------------------------
+
+    def _builder(self, topology: str) -> Builder[Endpoint]:
+        return Builder(self._snapshots.get(topology))
+
+    def _add(
+        self, builder: Builder[Endpoint], reg: Registration, r: Route, method: str, p: Pattern
+    ) -> None:
+        key = (reg.topology, method, "/".join(p.shape))
+        inst = Instance(reg.service, reg.instance, reg.handlers[r])
+        held = self._endpoints.get(key)
+        others = tuple(i for i in held[1].instances if i.instance != reg.instance) if held else ()
+        ep = Endpoint(method, p, reg.service, reg.topology, r.cast, (*others, inst))
+        self._endpoints[key] = (p, ep)
+        builder.put(method, p, ep)
+
+    def _withdraw(self, builder: Builder[Endpoint], reg: Registration) -> None:
+        for r in reg.routes:
+            p = parse_pattern(r.pattern)
+            key = (reg.topology, r.method, "/".join(p.shape))
+            held = self._endpoints.get(key)
+            if held is None:
+                continue
+            pattern, ep = held
+            rest = tuple(i for i in ep.instances if i.instance != reg.instance)
+            if rest:
+                ep = Endpoint(r.method, pattern, ep.service, ep.topology, ep.cast, rest)
+                self._endpoints[key] = (pattern, ep)
+                builder.put(r.method, pattern, ep)
+            else:
+                del self._endpoints[key]
+                builder.remove(r.method, pattern)
+
+    def _publish(self, topology: str, builder: Builder[Endpoint]) -> None:
+        snapshot = builder.build()
+        snapshots = dict(self._snapshots)
+        if snapshot.size:
+            snapshots[topology] = snapshot
+        else:
+            snapshots.pop(topology, None)
+        self._snapshots = snapshots  # the one assignment readers see
+
+    def _notify(self, change: TableChange) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(change)
+            except Exception:
+                logger.exception("route table subscriber %r failed", callback)
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    method: str
+    pattern: str
+    service: str
+    topology: str
+
+
+def _only(ep: Endpoint, instance: str) -> bool:
+    return all(i.instance == instance for i in ep.instances)
+
+
+def _check_name(what: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
+        raise InvalidRoute(f"{what} must be a non-empty printable string of at most 200 chars")

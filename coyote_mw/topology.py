@@ -1,0 +1,109 @@
+"""Which topology a request is routed in, and where a mount prefix ends.
+
+A middleware serves one topology (``topology="saloon"``), or picks one per request:
+``by_header("X-Coyote-Topology", allowed={"blue", "green"})`` reads a header and
+falls back to the default when the header is absent or names a topology that is not
+allowed (a client never reaches a topology you did not list), or any function of the
+ASGI scope / WSGI environ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from coyote_mw.paths import CanonicalPath
+
+__all__ = ["TopologyResolver", "by_header", "mount_relative"]
+
+
+class TopologyResolver:
+    """Gives the topology of an ASGI scope or a WSGI environ."""
+
+    def __init__(self, default: str = "default") -> None:
+        self.default = default
+
+    def __call__(self, scope: dict[str, Any]) -> str:
+        return self.default
+
+    def wsgi(self, environ: dict[str, Any]) -> str:
+        return self.default
+
+    @staticmethod
+    def of(value: str | TopologyResolver | Callable[[dict[str, Any]], str]) -> TopologyResolver:
+        if isinstance(value, TopologyResolver):
+            return value
+        if isinstance(value, str):
+            return TopologyResolver(value)
+        if callable(value):
+            return _FunctionResolver(value)
+        raise TypeError("topology must be a name, by_header(...) or a function")
+
+
+class _FunctionResolver(TopologyResolver):
+    def __init__(self, fn: Callable[[dict[str, Any]], str]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __call__(self, scope: dict[str, Any]) -> str:
+        return self.fn(scope)
+
+    def wsgi(self, environ: dict[str, Any]) -> str:
+        return self.fn(environ)
+
+
+class _HeaderResolver(TopologyResolver):
+    def __init__(self, header: str, default: str, allowed: Iterable[str] | None) -> None:
+        super().__init__(default)
+        self.header = header.lower().encode("latin-1")
+        self.environ_key = "HTTP_" + header.upper().replace("-", "_")
+        self.allowed = frozenset(allowed) if allowed is not None else None
+
+    def _pick(self, value: str | None) -> str:
+        if not value or (self.allowed is not None and value not in self.allowed):
+            return self.default
+        return value
+
+    def __call__(self, scope: dict[str, Any]) -> str:
+        for name, value in scope.get("headers", ()):
+            if name == self.header:
+                return self._pick(value.decode("latin-1"))
+        return self.default
+
+    def wsgi(self, environ: dict[str, Any]) -> str:
+        return self._pick(environ.get(self.environ_key))
+
+
+def by_header(
+    header: str = "X-Coyote-Topology",
+    *,
+    default: str = "default",
+    allowed: Iterable[str] | None = None,
+) -> TopologyResolver:
+    """Route each request in the topology its ``header`` names (if allowed)."""
+    return _HeaderResolver(header, default, allowed)
+
+
+def mount_relative(path: CanonicalPath, mount: str) -> CanonicalPath | None:
+    """``path`` below the ``mount`` prefix (``/saloon/x`` -> ``/x``), or None if outside."""
+    if not mount:
+        return path
+    if path.segments is not None:
+        # an encoded slash somewhere: compare segment by segment
+        parts = mount.split("/")[1:]
+        if list(path.segments[: len(parts)]) != parts:
+            return None
+        rest = path.segments[len(parts) :] or ("",)
+        raw_rest = path.raw.split("/")[len(parts) + 1 :] or [""]
+        return CanonicalPath(
+            "/" + "/".join(rest),
+            "/" + "/".join(raw_rest),
+            rest if any("/" in s for s in rest) else None,
+        )
+    p = path.path
+    if p == mount:
+        return CanonicalPath("/", "/", None)
+    if not p.startswith(mount + "/"):
+        return None
+    raw_parts = path.raw.split("/")[mount.count("/") + 1 :]
+    return CanonicalPath(p[len(mount) :], "/" + "/".join(raw_parts), None)

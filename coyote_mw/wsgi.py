@@ -1,0 +1,118 @@
+"""The WSGI middleware: ``coyote.wsgi(app)``; the twin of ``coyote_mw.asgi``.
+
+The same rules: matched requests go to the relay, everything else to the host app,
+and 404 / 405 where coyote owns the path.  The path is taken from the raw request
+line (``REQUEST_URI`` / ``RAW_URI``, set by gunicorn, Werkzeug and most servers) so an
+encoded slash or dot-segment gets the same verdict as under ASGI; without it, from
+``PATH_INFO``, which the server has already decoded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from coyote_mw.errors import BadRequestPath, DispatchError
+from coyote_mw.handlers import Dispatch, wsgi_response
+from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.responses import error_response
+from coyote_mw.topology import TopologyResolver, mount_relative
+
+if TYPE_CHECKING:
+    from coyote_mw.leader import Coyote
+
+__all__ = ["CoyoteWSGI"]
+
+Environ = dict[str, Any]
+
+
+class CoyoteWSGI:
+    def __init__(
+        self,
+        coyote: Coyote,
+        app: Any = None,
+        *,
+        mount: str = "",
+        topology: str | TopologyResolver = "default",
+    ) -> None:
+        self.coyote = coyote
+        self.app = app
+        self.mount = mount.rstrip("/")
+        self.resolve = TopologyResolver.of(topology)
+        self.owns_all = app is None
+
+    def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start = time.perf_counter()
+        method: str = environ["REQUEST_METHOD"]
+        coyote = self.coyote
+        try:
+            path = _canonical(environ)
+        except BadRequestPath as exc:
+            return self._answer(start_response, exc, start, method, environ.get("PATH_INFO", ""))
+        owned = self.owns_all
+        relative: CanonicalPath | None = path
+        if self.mount:
+            relative = mount_relative(path, self.mount)
+            if relative is None:
+                if self.app is not None:
+                    return self.app(environ, start_response)  # type: ignore[no-any-return]
+                exc404 = coyote.no_match(method, path, "default")
+                return self._answer(start_response, exc404, start, method, path.raw)
+            owned = True
+        topology = self.resolve.wsgi(environ)
+        match = coyote.table.match(topology, method, relative.path, relative.segments)
+        if match is None:
+            if not owned:
+                return self.app(environ, start_response)  # type: ignore[no-any-return]
+            exc = coyote.no_match(method, relative, topology)
+            return self._answer(start_response, exc, start, method, path.raw)
+        endpoint = match.endpoint
+        d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
+        status = 0
+
+        def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = int(status_line[:3])
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            result = endpoint.pick().handler.serve_wsgi(d, environ, recording_start_response)
+        except DispatchError as exc:
+            return self._answer(start_response, exc, start, method, path.raw, endpoint)
+        coyote.log_access(method, path.raw, status, start, endpoint)
+        return result  # type: ignore[no-any-return]
+
+    def _answer(
+        self,
+        start_response: Any,
+        exc: DispatchError,
+        start: float,
+        method: str,
+        raw: str,
+        endpoint: Any = None,
+    ) -> Iterable[bytes]:
+        self.coyote.log_access(method, raw, exc.status, start, endpoint)
+        return wsgi_response(self.coyote.relay, error_response(exc), start_response, method == "HEAD")
+
+
+def _canonical(environ: Environ) -> CanonicalPath:
+    """The canonical path below ``SCRIPT_NAME``, from the raw request line if given."""
+    path_info = _text(environ.get("PATH_INFO", "")) or "/"
+    script = _text(environ.get("SCRIPT_NAME", ""))
+    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if uri:
+        raw = urlsplit(uri).path if "://" in uri[:10] else uri.split("?", 1)[0]
+        # Trust the raw line only when it is the request PATH_INFO describes: a
+        # middleware before us may have rewritten PATH_INFO / SCRIPT_NAME.
+        if unquote(raw) == script + path_info:
+            if script:
+                raw = "/" + "/".join(raw.split("/")[script.count("/") + 1 :])
+            return canonicalize(raw)
+    return canonicalize(from_decoded(path_info))
+
+
+def _text(value: str) -> str:
+    """PEP 3333 strings carry bytes as latin-1; paths are UTF-8."""
+    return value.encode("latin-1").decode("utf-8", "surrogateescape")

@@ -87,6 +87,9 @@ class Handler:
     async def shutdown(self) -> None:
         """Called in the host's lifespan shutdown."""
 
+    def close(self) -> None:
+        """Best effort, from any thread: end what ``startup`` began if nobody did."""
+
 
 def handler_failed(d: Dispatch, exc: BaseException) -> RoutingError:
     """Log a handler's failure with its detail; the client sees only "Routing error"."""
@@ -214,19 +217,30 @@ class ASGIAppHandler(Handler):
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._lifespan: _Lifespan | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._wsgi: Any = None
 
     def __repr__(self) -> str:
         return f"<ASGIAppHandler {self.app!r}>"
 
     async def startup(self) -> None:
-        if self._lifespan is None:
+        # the first caller starts the lifespan; concurrent first requests wait for it
+        if self._ready is None:
             self._lifespan = _Lifespan(self.app)
-            await self._lifespan.startup()
+            self._ready = asyncio.ensure_future(self._lifespan.startup())
+        await asyncio.shield(self._ready)
+
+    def close(self) -> None:
+        lifespan = self._lifespan
+        if lifespan is not None and lifespan.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self.shutdown(), lifespan.loop).result(10)
+            except Exception:
+                logger.warning("sub-app %r did not shut down cleanly", self.app, exc_info=True)
 
     async def shutdown(self) -> None:
         if self._lifespan is not None:
-            lifespan, self._lifespan = self._lifespan, None
+            lifespan, self._lifespan, self._ready = self._lifespan, None, None
             await lifespan.shutdown()
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
@@ -417,6 +431,7 @@ class _Lifespan:
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.supported = True
+        self.loop = asyncio.get_running_loop()
 
     async def _run(self) -> None:
         try:

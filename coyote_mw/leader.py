@@ -150,6 +150,9 @@ class Coyote:
         self._started = False
 
     def close(self) -> None:
+        """Stop sub-app lifespans still running and the relay's threads."""
+        for handler in self._app_handlers():
+            handler.close()
         self.relay.close()
 
     def _app_handlers(self) -> list[Handler]:
@@ -190,6 +193,8 @@ class Coyote:
             body = jsonlib.dumps(json).encode()
             hdrs.setdefault("content-type", "application/json")
         data = body.encode() if isinstance(body, str) else (body or b"")
+        if data:
+            hdrs["content-length"] = str(len(data))
         if query is not None:
             from urllib.parse import urlencode
 

@@ -1,0 +1,273 @@
+"""The request path through both middlewares: one body per behaviour, ASGI and WSGI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from coyote_mw import Client, Coyote, Request, Response, by_header, route
+from sample_apps.deadwood.saloon import STORY, Saloon
+
+
+class Shop(Client):
+    service = "shop"
+
+    @route("GET", "/items/{id:int}")
+    def item(self, request: Request) -> dict[str, Any]:
+        return {"id": request.params["id"], "route": request.route}
+
+    @route("GET", "/items/{id:int}/async")
+    async def item_async(self, request: Request) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"id": request.params["id"], "async": True}
+
+    @route("POST", "/echo")
+    def echo(self, request: Request) -> bytes:
+        return request.read()
+
+    @route("POST", "/json")
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        return {"got": await request.ajson()}
+
+    @route("POST", "/form")
+    def form(self, request: Request) -> dict[str, Any]:
+        return {k: v for k, v in request.form().items()}
+
+    @route("GET", "/created")
+    def created(self, request: Request) -> tuple[int, dict[str, bool], dict[str, str]]:
+        return 201, {"created": True}, {"X-Thing": "1"}
+
+    @route("GET", "/nothing")
+    def nothing(self, request: Request) -> None:
+        return None
+
+    @route("GET", "/stream")
+    def stream(self, request: Request) -> Response:
+        return Response(iter([b"one,", b"two"]), media_type="text/plain")
+
+    @route("GET", "/query")
+    def query(self, request: Request) -> dict[str, Any]:
+        return {"tags": request.query.getlist("tag"), "header": request.headers.get("x-test")}
+
+    @route("GET", "/files/{rest:path}")
+    def files(self, request: Request) -> dict[str, Any]:
+        return {"rest": request.params["rest"], "path": request.path, "raw": request.raw_path}
+
+    @route("GET", "/boom")
+    def boom(self, request: Request) -> str:
+        raise RuntimeError("secret detail from deep inside")
+
+    @route("GET", "/bad-return")
+    def bad_return(self, request: Request) -> Any:
+        return object()
+
+
+@pytest.fixture
+def shop(coyote: Coyote) -> Coyote:
+    coyote.register(Saloon())
+    coyote.register(Shop())
+    return coyote
+
+
+def test_saloon_serves_the_story_at_root(shop: Coyote, serve: Any) -> None:
+    r = serve(shop).get("/")
+    assert r.status_code == 200
+    assert r.text == STORY
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+
+
+def test_unmatched_path_is_404_no_matching_route_when_standalone(shop: Coyote, serve: Any) -> None:
+    r = serve(shop).get("/no/such/route")
+    assert r.status_code == 404
+    assert r.json() == {
+        "error": "No matching route",
+        "method": "GET",
+        "path": "/no/such/route",
+        "topology": "default",
+    }
+
+
+def test_unmatched_path_falls_through_to_the_host_app(shop: Coyote, serve: Any, host_app: Any) -> None:
+    client = serve(shop, host_app)
+    assert client.get("/host").text == "host"
+    assert client.get("/").text == STORY
+    r = client.get("/no/such/route")
+    assert (r.status_code, r.text) == (404, "host 404")
+
+
+def test_wrong_method_under_a_host_falls_through_but_is_405_where_coyote_owns(
+    shop: Coyote, serve: Any, host_app: Any
+) -> None:
+    assert serve(shop, host_app).post("/").text == "host 404"
+    r = serve(shop).post("/")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, HEAD"
+    assert r.json()["error"] == "Method not allowed"
+
+
+def test_mount_prefix_is_owned_by_coyote(shop: Coyote, serve: Any, host_app: Any) -> None:
+    client = serve(shop, host_app, mount="/saloon")
+    assert client.get("/saloon/").text == STORY
+    assert client.get("/saloon").text == STORY
+    assert client.get("/saloon/items/4").json()["id"] == 4
+    assert client.get("/host").text == "host"
+    r = client.get("/saloon/missing")
+    assert r.status_code == 404 and r.json()["error"] == "No matching route"
+    assert client.get("/saloonx").text == "host 404"
+
+
+def test_path_parameters_are_converted(shop: Coyote, serve: Any) -> None:
+    client = serve(shop)
+    assert client.get("/items/42").json() == {"id": 42, "route": "/items/{id:int}"}
+    assert client.get("/items/42/async").json() == {"id": 42, "async": True}
+    assert client.get("/items/forty-two").status_code == 404
+
+
+def test_head_falls_back_to_get_without_a_body(shop: Coyote, serve: Any) -> None:
+    r = serve(shop).head("/")
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == str(len(STORY.encode()))
+
+
+def test_request_body_query_and_headers_reach_the_handler(shop: Coyote, serve: Any) -> None:
+    client = serve(shop)
+    assert client.post("/echo", content=b"x" * 100_000).content == b"x" * 100_000
+    assert client.post("/json", json={"a": [1, 2]}).json() == {"got": {"a": [1, 2]}}
+    assert client.post("/form", data={"name": "Coyote"}).json() == {"name": "Coyote"}
+    r = client.get("/query?tag=a&tag=b", headers={"X-Test": "yes"})
+    assert r.json() == {"tags": ["a", "b"], "header": "yes"}
+
+
+def test_return_values_map_to_responses(shop: Coyote, serve: Any) -> None:
+    client = serve(shop)
+    r = client.get("/created")
+    assert (r.status_code, r.json(), r.headers["x-thing"]) == (201, {"created": True}, "1")
+    assert client.get("/nothing").status_code == 204
+    assert client.get("/stream").text == "one,two"
+
+
+def test_malformed_json_body_is_400_not_502(shop: Coyote, serve: Any) -> None:
+    r = serve(shop).post("/json", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "Bad request"
+
+
+def test_body_over_max_body_is_413(serve: Any) -> None:
+    coyote = Coyote(max_body=1000)
+    coyote.register(Shop())
+    r = serve(coyote).post("/echo", content=b"x" * 1001)
+    assert r.status_code == 413
+    assert r.json() == {"error": "Request body too large", "max_body": 1000}
+    assert serve(coyote).post("/echo", content=b"x" * 1000).status_code == 200
+    coyote.close()
+
+
+def test_handler_exception_is_502_with_detail_logged_not_sent(
+    shop: Coyote, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="coyote_mw"):
+        r = serve(shop).get("/boom")
+    assert r.status_code == 502
+    assert r.json() == {"error": "Routing error"}
+    assert "secret" not in r.text
+    logged = "\n".join(rec.getMessage() + str(rec.exc_info) for rec in caplog.records)
+    assert "secret detail from deep inside" in logged
+    assert "/boom" in logged and "shop" in logged
+
+
+def test_a_value_a_handler_cannot_return_is_502(shop: Coyote, serve: Any) -> None:
+    r = serve(shop).get("/bad-return")
+    assert r.status_code == 502 and r.json() == {"error": "Routing error"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/files/a%2Fb", {"rest": "a/b", "path": "/files/a/b", "raw": "/files/a%2Fb"}),
+        ("/files/x/../y", {"rest": "y", "path": "/files/y", "raw": "/files/y"}),
+        ("/files//z", {"rest": "z", "path": "/files/z", "raw": "/files/z"}),
+        ("/files/%7Euser", {"rest": "~user", "path": "/files/~user", "raw": "/files/~user"}),
+    ],
+)
+def test_paths_are_canonicalised_before_matching(
+    shop: Coyote, interface: str, serve: Any, raw: str, expected: dict[str, str]
+) -> None:
+    if interface == "wsgi" and "%2F" in raw:
+        pytest.skip("httpx's WSGITransport gives no raw URI; see test_servers.py for real servers")
+    r = serve(shop).get(raw)
+    assert r.status_code == 200, r.text
+    assert r.json() == expected
+
+
+def test_malformed_percent_encoding_is_400(shop: Coyote, serve: Any, interface: str) -> None:
+    if interface == "wsgi":
+        pytest.skip("httpx's WSGITransport decodes the path first; see test_servers.py")
+    r = serve(shop).get("/files/%zz")
+    assert r.status_code == 400
+    assert r.json()["error"] == "Bad request path"
+
+
+def test_cast_route_answers_202_and_runs_later(serve: Any) -> None:
+    import threading
+
+    done = threading.Event()
+    seen: list[bytes] = []
+
+    class Ledger(Client):
+        @route("POST", "/log", cast=True)
+        def log(self, request: Request) -> None:
+            seen.append(request.read())
+            done.set()
+
+    coyote = Coyote()
+    coyote.register(Ledger())
+    r = serve(coyote).post("/log", content=b"a drink")
+    assert r.status_code == 202
+    assert done.wait(5)
+    assert seen == [b"a drink"]
+    coyote.close()
+
+
+def test_topology_per_mount_and_by_header(serve: Any) -> None:
+    coyote = Coyote()
+    coyote.register(Saloon(), topology="saloon")
+    assert serve(coyote).get("/").status_code == 404
+    assert serve(coyote, topology="saloon").get("/").text == STORY
+    client = serve(coyote, topology=by_header("X-Coyote-Topology", allowed={"saloon"}))
+    assert client.get("/", headers={"X-Coyote-Topology": "saloon"}).text == STORY
+    assert client.get("/", headers={"X-Coyote-Topology": "secret"}).status_code == 404
+    coyote.close()
+
+
+def test_access_log_line_per_request(
+    shop: Coyote, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="coyote_mw.access"):
+        client = serve(shop)
+        client.get("/items/7")
+        client.get("/missing")
+    lines = [r.getMessage() for r in caplog.records if r.name == "coyote_mw.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /items/7 200 ")
+    assert "route=/items/{id:int} service=shop" in lines[0]
+    assert lines[1].startswith("GET /missing 404 ")
+
+
+def test_registration_during_traffic_becomes_visible(shop: Coyote, serve: Any) -> None:
+    client = serve(shop)
+
+    class Late(Client):
+        @route("GET", "/late")
+        def late(self, request: Request) -> str:
+            return "late"
+
+    assert client.get("/late").status_code == 404
+    shop.register(Late())
+    assert client.get("/late").text == "late"
+    shop.deregister(service="Late")
+    assert client.get("/late").status_code == 404
+    assert client.get("/").text == STORY

@@ -1,0 +1,173 @@
+"""The relay's bounds: concurrency, queue (503 + Retry-After) and timeout (504)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from coyote_mw import Client, Coyote, HandlerTimeout, RelaySaturated, Request, route
+from coyote_mw.relay import Relay
+
+
+class Gate(Client):
+    """Handlers that block until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    @route("GET", "/wait")
+    def wait(self, request: Request) -> str:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        self.entered.release()
+        self.opened.wait(10)
+        with self.lock:
+            self.running -= 1
+        return "through"
+
+    @route("GET", "/sleep")
+    async def sleep(self, request: Request) -> str:
+        await asyncio.sleep(float(request.query.get("s", "10")))
+        return "woke"
+
+    @route("GET", "/block")
+    def block(self, request: Request) -> str:
+        time.sleep(float(request.query.get("s", "10")))
+        return "woke"
+
+
+def test_full_queue_answers_503_with_retry_after_and_nothing_is_lost(serve: Any) -> None:
+    coyote = Coyote(concurrency=2, queue=1, timeout=5)
+    gate = Gate()
+    coyote.register(gate)
+    client = serve(coyote)
+    results: list[Any] = []
+    sender = threading.Thread(
+        target=lambda: results.extend(client.gather(*[("GET", "/wait")] * 4))
+    )
+    sender.start()
+    for _ in range(2):  # two handlers running...
+        assert gate.entered.acquire(timeout=5)
+    deadline = time.monotonic() + 5
+    while coyote.relay.waiting < 1 and time.monotonic() < deadline:  # ...one queued
+        time.sleep(0.01)
+    assert coyote.relay.waiting == 1
+    assert coyote.relay.rejected == 1  # the fourth was refused at once
+    gate.opened.set()
+    sender.join(10)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 200, 200, 503]
+    refused = next(r for r in results if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "Relay saturated", "retry_after": 1}
+    assert gate.peak == 2
+    assert (coyote.relay.active, coyote.relay.waiting) == (0, 0)
+    coyote.close()
+
+
+@pytest.mark.parametrize("path", ["/sleep?s=5", "/block?s=2"])
+def test_slow_handler_answers_504(serve: Any, path: str) -> None:
+    coyote = Coyote(timeout=0.3)
+    coyote.register(Gate())
+    started = time.monotonic()
+    r = serve(coyote).get(path)
+    assert r.status_code == 504
+    assert r.json() == {"error": "Handler timeout", "timeout": 0.3}
+    assert time.monotonic() - started < 1.9  # answered at the timeout, not when it woke
+    coyote.close()
+
+
+def test_relay_slot_of_a_timed_out_thread_is_held_until_it_returns() -> None:
+    relay = Relay(concurrency=1, queue=0, timeout=0.2)
+    release = threading.Event()
+    with pytest.raises(HandlerTimeout):
+        relay.run_sync(lambda: release.wait(5), is_async=False)
+    # the thread still runs: its slot is still taken
+    with pytest.raises(RelaySaturated):
+        relay.run_sync(lambda: "x", is_async=False)
+    release.set()
+    deadline = time.monotonic() + 5
+    while relay.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert relay.run_sync(lambda: "x", is_async=False) == "x"
+    relay.close()
+
+
+def test_waiting_longer_than_timeout_for_a_slot_is_503() -> None:
+    relay = Relay(concurrency=1, queue=5, timeout=0.2)
+
+    async def scenario() -> list[Any]:
+        async def slow() -> str:
+            await asyncio.sleep(0.15)
+            return "slow"
+
+        async def hog() -> str:
+            await asyncio.sleep(0.19)
+            return "hog"
+
+        first = asyncio.ensure_future(relay.run(hog, True))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(relay.run(slow, True))
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    hog_result, slow_result = asyncio.run(scenario())
+    assert hog_result == "hog"
+    # waited ~0.18 s then ran 0.15 s: within its own timeout, so it succeeds
+    assert slow_result == "slow"
+    assert relay.active == 0
+
+
+def test_async_handlers_run_under_wsgi_and_sync_handlers_off_the_loop_under_asgi(
+    serve: Any,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    class Where(Client):
+        @route("GET", "/sync")
+        def sync(self, request: Request) -> str:
+            try:
+                asyncio.get_running_loop()
+                seen["sync"] = "on a loop"
+            except RuntimeError:
+                seen["sync"] = threading.current_thread().name
+            return "ok"
+
+        @route("GET", "/async")
+        async def asynchronous(self, request: Request) -> str:
+            seen["async"] = threading.current_thread().name
+            return "ok"
+
+    coyote = Coyote()
+    coyote.register(Where())
+    client = serve(coyote)
+    assert client.get("/sync").text == "ok"
+    assert client.get("/async").text == "ok"
+    assert seen["sync"].startswith("coyote-relay")
+    coyote.close()
+
+
+def test_casts_share_the_bounds_and_are_refused_when_saturated() -> None:
+    coyote = Coyote(concurrency=1, queue=0, timeout=5)
+    gate = Gate()
+    coyote.register(gate)
+    coyote.cast("GET", "/wait")
+    assert gate.entered.acquire(timeout=5)
+    with pytest.raises(RelaySaturated):
+        coyote.cast("GET", "/wait")
+    gate.opened.set()
+    coyote.close()
+
+
+def test_invalid_relay_settings_are_refused() -> None:
+    for kwargs in ({"concurrency": 0}, {"queue": -1}, {"timeout": 0}):
+        with pytest.raises(ValueError):
+            Relay(**kwargs)  # type: ignore[arg-type]

@@ -73,7 +73,14 @@ class CoyoteASGI:
                 if self.app is not None:
                     await self.app(scope, receive, send)
                 else:
-                    await self._answer(send, scope, coyote.no_match(method, path, "default"), start, method, path.raw)
+                    await self._answer(
+                        send,
+                        scope,
+                        coyote.no_match(method, path, "default"),
+                        start,
+                        method,
+                        path.raw,
+                    )
                 return
             relative, owned = relative_or_none, True
         topology = self.resolve(scope)
@@ -82,8 +89,8 @@ class CoyoteASGI:
             if not owned:
                 await self.app(scope, receive, send)
                 return
-            exc = coyote.no_match(method, relative, topology)
-            await self._answer(send, scope, exc, start, method, path.raw)
+            miss = coyote.no_match(method, relative, topology)
+            await self._answer(send, scope, miss, start, method, path.raw)
             return
         endpoint = match.endpoint
         d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)

@@ -90,6 +90,4 @@ class Client:
         self, *leaders: Coyote, topology: str = DEFAULT_TOPOLOGY, instance: str | None = None
     ) -> list[Registration]:
         """Register this client with each leader (Coyote's ``register_routes``)."""
-        return [
-            leader.register(self, topology=topology, instance=instance) for leader in leaders
-        ]
+        return [leader.register(self, topology=topology, instance=instance) for leader in leaders]

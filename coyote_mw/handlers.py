@@ -136,9 +136,7 @@ class FunctionHandler(Handler):
 
     def _casting(self, d: Dispatch, request: Request) -> Response:
         d.relay.cast(lambda: self.fn(request), self.is_async, lambda e: _cast_failed(d, e))
-        return Response(
-            b'{"status":"accepted"}', 202, [("content-type", "application/json")]
-        )
+        return Response(b'{"status":"accepted"}', 202, [("content-type", "application/json")])
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
         if d.match.endpoint.cast:
@@ -188,7 +186,9 @@ class FunctionHandler(Handler):
         return wsgi_response(d.relay, response, start_response, d.method == "HEAD")
 
     @staticmethod
-    def request_for(d: Dispatch, body: bytes, headers: list[tuple[bytes, bytes]], qs: bytes) -> Request:
+    def request_for(
+        d: Dispatch, body: bytes, headers: list[tuple[bytes, bytes]], qs: bytes
+    ) -> Request:
         ep = d.match.endpoint
         return Request(
             d.method,
@@ -329,7 +329,9 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
     task.add_done_callback(lambda _: relay.release())
     waiter = asyncio.ensure_future(started.wait())
     try:
-        done, _ = await asyncio.wait({task, waiter}, timeout=relay.timeout, return_when="FIRST_COMPLETED")
+        done, _ = await asyncio.wait(
+            {task, waiter}, timeout=relay.timeout, return_when="FIRST_COMPLETED"
+        )
     finally:
         waiter.cancel()
     if not done:
@@ -412,7 +414,9 @@ async def call_asgi_app(handler: Handler, d: Dispatch, request: Request) -> Resp
         "raw_path": request.raw_path.encode("latin-1", "replace"),
         "root_path": "",
         "query_string": request.query_string,
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+        ],
         "client": None,
         "server": None,
         "state": {},
@@ -435,8 +439,11 @@ class _Lifespan:
 
     async def _run(self) -> None:
         try:
-            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-                           self._inbox.get, self._outbox.put)
+            await self.app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                self._inbox.get,
+                self._outbox.put,
+            )
         except Exception:
             # Apps without lifespan support raise on the scope type: that is fine.
             self.supported = False
@@ -477,16 +484,22 @@ async def send_response(send: Any, response: Response, head: bool) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     else:
         iterator = iter(body)
-        while (chunk := await asyncio.to_thread(next, iterator, None)) is not None:
+        while (chunk := await asyncio.to_thread(_next_or_none, iterator)) is not None:  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+def _next_or_none(iterator: Iterator[bytes]) -> bytes | None:
+    return next(iterator, None)
 
 
 def status_line(status: int) -> str:
     return f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}"
 
 
-def wsgi_response(relay: Relay, response: Response, start_response: Any, head: bool) -> Iterable[bytes]:
+def wsgi_response(
+    relay: Relay, response: Response, start_response: Any, head: bool
+) -> Iterable[bytes]:
     start_response(status_line(response.status), response.headers)
     body = response.body
     if head:

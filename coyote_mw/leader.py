@@ -21,6 +21,7 @@ import inspect
 import json as jsonlib
 import logging
 import time
+from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -122,7 +123,9 @@ class Coyote:
         topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
     ) -> CoyoteASGI:
         """ASGI middleware in front of ``app`` (None: coyote answers everything)."""
-        return CoyoteASGI(self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology))
+        return CoyoteASGI(
+            self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology)
+        )
 
     def wsgi(
         self,
@@ -132,7 +135,9 @@ class Coyote:
         topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
     ) -> CoyoteWSGI:
         """WSGI middleware in front of ``app`` (None: coyote answers everything)."""
-        return CoyoteWSGI(self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology))
+        return CoyoteWSGI(
+            self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology)
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -165,7 +170,9 @@ class Coyote:
 
     # -- dispatch without HTTP (Coyote.call / Coyote.cast) ------------------------------
 
-    def no_match(self, method: str, path: CanonicalPath, topology: str) -> NoMatchingRoute | MethodNotAllowed:
+    def no_match(
+        self, method: str, path: CanonicalPath, topology: str
+    ) -> NoMatchingRoute | MethodNotAllowed:
         """The one place a failed lookup becomes 404 or 405."""
         allowed = self.table.allowed_methods(topology, path.path, path.segments)
         if allowed:
@@ -268,11 +275,12 @@ class Coyote:
         if not self.relay.has_room():
             raise RelaySaturated(self.relay.retry_after)
 
-        def failed(exc: BaseException) -> None:
-            logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
+        def done(future: Future[Response]) -> None:
+            exc = None if future.cancelled() else future.exception()
+            if exc is not None:
+                logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
 
-        future = self.relay.submit_coroutine(handler.acall(d, request))
-        future.add_done_callback(lambda f: f.cancelled() or (f.exception() and failed(f.exception())))  # type: ignore[arg-type]
+        self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)
 
     # -- access log -------------------------------------------------------------------
 
@@ -318,4 +326,3 @@ def _app_handler(app: Any, interface: str | None) -> Handler:
     if interface == "wsgi":
         return WSGIAppHandler(app)
     raise ValueError("interface must be 'asgi' or 'wsgi'")
-

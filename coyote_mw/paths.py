@@ -59,11 +59,12 @@ def quote_segment(segment: str) -> str:
 def canonicalize(raw: str | bytes) -> CanonicalPath:
     """Canonicalise a raw request path (no query string). Raises ``BadRequestPath``."""
     if isinstance(raw, bytes):
+        data = raw
         try:
-            raw = raw.decode("ascii")
+            raw = data.decode("ascii")
         except UnicodeDecodeError:
             # Some clients send UTF-8 unescaped; treat it as if it were escaped.
-            raw = quote_from_bytes(raw, safe="/%" + _PCHAR_SAFE)
+            raw = quote_from_bytes(data, safe="/%" + _PCHAR_SAFE)
     elif not raw.isascii():
         raw = quote_from_bytes(raw.encode("utf-8"), safe="/%" + _PCHAR_SAFE)
     # Fast path: nothing to decode, collapse or resolve.

@@ -190,14 +190,14 @@ def parse_pattern(text: str) -> Pattern:
         if whole:
             c = convs[0]
             segments.append(
-                Segment("param", "{:%s}" % c.name, convertors=(c,), priority=c.priority)
+                Segment("param", "{:" + c.name + "}", convertors=(c,), priority=c.priority)
             )
             continue
         # Literals and parameters mixed in one segment: compile one regex for it.
         regex, key, pos = "", "", 0
         for m, c in zip(params, convs, strict=True):
             regex += re.escape(part[pos : m.start()]) + f"({c.regex})"
-            key += part[pos : m.start()] + "{:%s}" % c.name
+            key += part[pos : m.start()] + "{:" + c.name + "}"
             pos = m.end()
         regex += re.escape(part[pos:])
         key += part[pos:]

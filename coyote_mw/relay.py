@@ -176,10 +176,7 @@ class Relay:
     def run_sync(self, fn: Callable[[], Any], is_async: bool) -> Any:
         """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)."""
         self._acquire_sync()
-        if is_async:
-            future = self.submit_coroutine(self._timed(fn))
-        else:
-            future = self._submit(fn)
+        future = self.submit_coroutine(self._timed(fn)) if is_async else self._submit(fn)
         try:
             return future.result(self.timeout)
         except FutureTimeout:
@@ -214,7 +211,9 @@ class Relay:
 
     # -- casts: fire and forget, same bounds ---------------------------------------
 
-    def cast(self, fn: Callable[[], Any], is_async: bool, on_error: Callable[[BaseException], None]) -> None:
+    def cast(
+        self, fn: Callable[[], Any], is_async: bool, on_error: Callable[[BaseException], None]
+    ) -> None:
         """Accept a handler run for later, or raise ``RelaySaturated`` at once.
 
         Call it from an event loop (the task runs there) or from any thread (the

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from urllib.parse import parse_qsl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.formparser import FormDataParser
@@ -283,4 +283,3 @@ def _parse_json(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from exc
-

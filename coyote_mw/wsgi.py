@@ -52,22 +52,22 @@ class CoyoteWSGI:
         except BadRequestPath as exc:
             return self._answer(start_response, exc, start, method, environ.get("PATH_INFO", ""))
         owned = self.owns_all
-        relative: CanonicalPath | None = path
+        relative = path
         if self.mount:
-            relative = mount_relative(path, self.mount)
-            if relative is None:
+            below = mount_relative(path, self.mount)
+            if below is None:
                 if self.app is not None:
                     return self.app(environ, start_response)  # type: ignore[no-any-return]
-                exc404 = coyote.no_match(method, path, "default")
-                return self._answer(start_response, exc404, start, method, path.raw)
-            owned = True
+                outside = coyote.no_match(method, path, "default")
+                return self._answer(start_response, outside, start, method, path.raw)
+            relative, owned = below, True
         topology = self.resolve.wsgi(environ)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None:
             if not owned:
                 return self.app(environ, start_response)  # type: ignore[no-any-return]
-            exc = coyote.no_match(method, relative, topology)
-            return self._answer(start_response, exc, start, method, path.raw)
+            miss = coyote.no_match(method, relative, topology)
+            return self._answer(start_response, miss, start, method, path.raw)
         endpoint = match.endpoint
         d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
         status = 0
@@ -94,7 +94,9 @@ class CoyoteWSGI:
         endpoint: Any = None,
     ) -> Iterable[bytes]:
         self.coyote.log_access(method, raw, exc.status, start, endpoint)
-        return wsgi_response(self.coyote.relay, error_response(exc), start_response, method == "HEAD")
+        return wsgi_response(
+            self.coyote.relay, error_response(exc), start_response, method == "HEAD"
+        )
 
 
 def _canonical(environ: Environ) -> CanonicalPath:

@@ -108,7 +108,9 @@ def serve(interface: str, loop_thread: LoopThread) -> Iterator[Callable[..., Any
         if interface == "asgi":
             client: Any = ASGIClient(coyote.asgi(host, **options), loop_thread)
         else:
-            client = WSGIClient(transport=httpx.WSGITransport(coyote.wsgi(host, **options)), base_url=BASE)
+            client = WSGIClient(
+                transport=httpx.WSGITransport(coyote.wsgi(host, **options)), base_url=BASE
+            )
         clients.append(client)
         return client
 

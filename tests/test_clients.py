@@ -199,7 +199,9 @@ def apps(coyote: Coyote) -> Coyote:
     return coyote
 
 
-def test_asgi_and_wsgi_apps_are_served_in_process_under_both_hosts(apps: Coyote, serve: Any) -> None:
+def test_asgi_and_wsgi_apps_are_served_in_process_under_both_hosts(
+    apps: Coyote, serve: Any
+) -> None:
     client = serve(apps)
     assert client.get("/api/hello/bob").text == "starlette bob /api/hello/bob"
     assert client.get("/legacy/hello/ann").text == "flask ann /legacy/hello/ann"

@@ -90,7 +90,9 @@ def test_unmatched_path_is_404_no_matching_route_when_standalone(shop: Coyote, s
     }
 
 
-def test_unmatched_path_falls_through_to_the_host_app(shop: Coyote, serve: Any, host_app: Any) -> None:
+def test_unmatched_path_falls_through_to_the_host_app(
+    shop: Coyote, serve: Any, host_app: Any
+) -> None:
     client = serve(shop, host_app)
     assert client.get("/host").text == "host"
     assert client.get("/").text == STORY
@@ -151,7 +153,9 @@ def test_return_values_map_to_responses(shop: Coyote, serve: Any) -> None:
 
 
 def test_malformed_json_body_is_400_not_502(shop: Coyote, serve: Any) -> None:
-    r = serve(shop).post("/json", content=b"{not json", headers={"content-type": "application/json"})
+    r = serve(shop).post(
+        "/json", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"] == "Bad request"
 

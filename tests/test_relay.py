@@ -51,9 +51,7 @@ def test_full_queue_answers_503_with_retry_after_and_nothing_is_lost(serve: Any)
     coyote.register(gate)
     client = serve(coyote)
     results: list[Any] = []
-    sender = threading.Thread(
-        target=lambda: results.extend(client.gather(*[("GET", "/wait")] * 4))
-    )
+    sender = threading.Thread(target=lambda: results.extend(client.gather(*[("GET", "/wait")] * 4)))
     sender.start()
     for _ in range(2):  # two handlers running...
         assert gate.entered.acquire(timeout=5)

@@ -56,10 +56,10 @@ def test_full_queue_answers_503_with_retry_after_and_nothing_is_lost(serve: Any)
     for _ in range(2):  # two handlers running...
         assert gate.entered.acquire(timeout=5)
     deadline = time.monotonic() + 5
-    while coyote.relay.waiting < 1 and time.monotonic() < deadline:  # ...one queued
+    while (coyote.relay.waiting, coyote.relay.rejected) != (1, 1) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert coyote.relay.waiting == 1
-    assert coyote.relay.rejected == 1  # the fourth was refused at once
+    assert coyote.relay.waiting == 1  # ...one queued
+    assert coyote.relay.rejected == 1  # ...and the fourth refused at once
     gate.opened.set()
     sender.join(10)
     statuses = sorted(r.status_code for r in results)

@@ -234,3 +234,24 @@ def test_asgi_sub_app_lifespan_runs_with_the_host(apps: Coyote, loop_thread: Any
 def test_call_reaches_whole_apps_too(apps: Coyote) -> None:
     assert apps.call("GET", "/api/hello/cy").text == "starlette cy /api/hello/cy"
     assert apps.call("POST", "/legacy/upload", body=b"abc").json() == {"size": 3}
+
+
+def test_host_lifespan_passes_through_with_coyote_first_up_and_last_down(
+    coyote: Coyote,
+) -> None:
+    from starlette.testclient import TestClient
+
+    @contextlib.asynccontextmanager
+    async def host_lifespan(app: Starlette) -> AsyncIterator[None]:
+        lifespan_events.append("host startup")
+        yield
+        lifespan_events.append("host shutdown")
+
+    lifespan_events.clear()
+    coyote.register(make_starlette(), routes=[("GET", "/api/hello/{name}")], service="sub")
+    host = Starlette(lifespan=host_lifespan)
+    with TestClient(coyote.asgi(host)) as client:
+        lifespan_events.append("serving")
+        assert client.get("/api/hello/x").status_code == 200
+    # "startup"/"shutdown" are the sub-app's: up before the host, down after it
+    assert lifespan_events == ["startup", "host startup", "serving", "host shutdown", "shutdown"]

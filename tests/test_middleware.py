@@ -275,3 +275,41 @@ def test_registration_during_traffic_becomes_visible(shop: Coyote, serve: Any) -
     shop.deregister(service="Late")
     assert client.get("/late").status_code == 404
     assert client.get("/").text == STORY
+
+
+def test_registration_churn_during_traffic_never_fails_a_stable_route(
+    shop: Coyote, serve: Any
+) -> None:
+    import threading
+
+    client = serve(shop)
+    stop = threading.Event()
+    churned = 0
+
+    def churn() -> None:
+        nonlocal churned
+        for i in range(200):  # bounded: 200 register/deregister pairs
+            if stop.is_set():
+                return
+
+            class Passing(Client):
+                service = f"passing-{i}"
+
+                @route("GET", f"/passing/{i}/{{x}}")
+                def passing(self, request: Request) -> str:
+                    return "p"
+
+            shop.register(Passing())
+            shop.deregister(service=f"passing-{i}")
+            churned += 1
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    statuses = [client.get("/items/1").status_code for _ in range(150)]
+    stop.set()
+    writer.join(30)
+    assert set(statuses) == {200}
+    assert churned > 0
+    assert [r["service"] for r in shop.table.routes()].count("shop") == len(
+        Shop().declared_routes()
+    )

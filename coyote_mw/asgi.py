@@ -153,9 +153,11 @@ class CoyoteASGI:
 
 def _canonical(scope: Scope) -> CanonicalPath:
     """The canonical path below ``root_path``, from ``raw_path`` when the server gives it."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
+    root: str = scope.get("root_path", "")
+    if raw and not root and b"?" not in raw:
+        return canonicalize(raw)  # the common case
+    path: str = scope["path"]
     if root and path.startswith(root):
         path = path[len(root) :] or "/"
         if raw is not None:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import inspect
 import json as jsonlib
 import logging
-import time
-from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
+from coyote_mw.accesslog import AccessLog
 from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
 from coyote_mw.errors import MethodNotAllowed, NoMatchingRoute, RelaySaturated
@@ -39,13 +39,12 @@ from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.relay import Relay
 from coyote_mw.request import BytesBody, Request
 from coyote_mw.responses import Response
-from coyote_mw.table import DEFAULT_TOPOLOGY, Endpoint, Match, Registration, RouteTable
+from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
 from coyote_mw.topology import TopologyResolver
 from coyote_mw.wsgi import CoyoteWSGI
 
 __all__ = ["Coyote"]
 
-access_logger = logging.getLogger("coyote_mw.access")
 logger = logging.getLogger("coyote_mw")
 
 
@@ -62,7 +61,7 @@ class Coyote:
         self.table = RouteTable()
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
         self.max_body = max_body
-        self.access_log = access_log
+        self.log_access = AccessLog(access_log)
         self._started = False
 
     def __repr__(self) -> str:
@@ -281,33 +280,6 @@ class Coyote:
                 logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
 
         self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)
-
-    # -- access log -------------------------------------------------------------------
-
-    def log_access(
-        self,
-        method: str,
-        raw_path: str,
-        status: int,
-        start: float,
-        endpoint: Endpoint | None,
-        result: Any = None,
-    ) -> None:
-        if not self.access_log or not access_logger.isEnabledFor(logging.INFO):
-            return
-        ms = (time.perf_counter() - start) * 1000
-        if endpoint is None:
-            access_logger.info("%s %s %d %.1fms", method, raw_path, status, ms)
-        else:
-            access_logger.info(
-                "%s %s %d %.1fms route=%s service=%s",
-                method,
-                raw_path,
-                status,
-                ms,
-                endpoint.pattern,
-                endpoint.service,
-            )
 
 
 def _check_mount(mount: str) -> str:

@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,52 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+class _Watch:
+    __slots__ = ("deadline", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.fired = False
+
+
+class _Watchdog:
+    """Cancels handlers past their deadline: one timer per loop, not one per request.
+
+    It holds only the handlers running on its loop (at most ``concurrency``), checks
+    them every ``tick`` seconds while any run, and so cancels a handler at most ``tick``
+    seconds after its deadline.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        self.running: set[_Watch] = set()
+        self.armed = False
+
+    def watch(self, task: asyncio.Task[Any], deadline: float) -> _Watch:
+        w = _Watch(task, deadline)
+        self.running.add(w)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(self.tick, self._check)
+        return w
+
+    def done(self, w: _Watch) -> None:
+        self.running.discard(w)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        for w in [w for w in self.running if w.deadline <= now]:
+            self.running.discard(w)
+            w.fired = True
+            w.task.cancel()
+        if self.running:
+            self.loop.call_later(self.tick, self._check)
+        else:
+            self.armed = False
+
+
 class Relay:
     def __init__(self, concurrency: int = 50, queue: int = 100, timeout: float = 30.0) -> None:
         if concurrency < 1:
@@ -79,6 +126,10 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last_watchdog: _Watchdog | None = None
         self.rejected = 0
 
     # -- slots ------------------------------------------------------------------------
@@ -157,21 +208,38 @@ class Relay:
         return await self._run_acquired(fn, is_async)
 
     async def _run_acquired(self, fn: Callable[[], Any], is_async: bool) -> Any:
-        if is_async:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await fn()
-            except TimeoutError:
-                raise HandlerTimeout(self.timeout) from None
-            finally:
-                self.release()
-        future = self._submit(fn)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
+        dog = self._watchdog(loop)
+        watch = dog.watch(task, loop.time() + self.timeout)
+        future = None
         try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(asyncio.wrap_future(future))
-        except TimeoutError:
-            future.cancel()  # only helps if it has not started yet
+            if is_async:
+                return await fn()
+            future = self._submit(fn)
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            task.uncancel()
+            if future is not None:
+                future.cancel()  # only helps if it has not started yet
             raise HandlerTimeout(self.timeout) from None
+        finally:
+            dog.done(watch)
+            if future is None:
+                self.release()  # a thread releases its own slot when it returns
+
+    def _watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
+        dog = self._last_watchdog
+        if dog is not None and dog.loop is loop:
+            return dog
+        dog = self._watchdogs.get(loop)
+        if dog is None:
+            dog = self._watchdogs[loop] = _Watchdog(loop, min(0.05, self.timeout / 10))
+        self._last_watchdog = dog
+        return dog
 
     def run_sync(self, fn: Callable[[], Any], is_async: bool) -> Any:
         """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)."""

@@ -46,13 +46,17 @@ class Response:
             media_type = media_type or "text/plain; charset=utf-8"
         self.status = status
         self.body: Body = body
-        items = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        self.headers: list[tuple[str, str]] = [(k.lower(), str(v)) for k, v in items]
-        if media_type and not any(k == "content-type" for k, _ in self.headers):
-            self.headers.append(("content-type", media_type))
+        hs: list[tuple[str, str]]
+        if headers is None:  # the common case, kept cheap: it is on every request
+            hs = [("content-type", media_type)] if media_type else []
+        else:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            hs = [(k.lower(), str(v)) for k, v in items if k.lower() != "content-length"]
+            if media_type and not any(k == "content-type" for k, _ in hs):
+                hs.append(("content-type", media_type))
         if isinstance(body, bytes) and status >= 200 and status not in (204, 304):
-            self.headers = [(k, v) for k, v in self.headers if k != "content-length"]
-            self.headers.append(("content-length", str(len(body))))
+            hs.append(("content-length", str(len(body))))
+        self.headers = hs
 
     @property
     def content(self) -> bytes:

@@ -152,10 +152,10 @@ class WSGIBody(Body):
             yield chunk
 
     async def _iter_async(self) -> AsyncIterator[bytes]:
-        # wsgi.input blocks: read it off the event loop.
-        data = await asyncio.to_thread(self.read)
-        if data:
-            yield data
+        # wsgi.input blocks: read it off the event loop, a chunk at a time.
+        chunks = self._iter_sync()
+        while (chunk := await asyncio.to_thread(next, chunks, b"")) != b"":
+            yield chunk
 
 
 class Request:

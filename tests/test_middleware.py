@@ -313,3 +313,74 @@ def test_registration_churn_during_traffic_never_fails_a_stable_route(
     assert [r["service"] for r in shop.table.routes()].count("shop") == len(
         Shop().declared_routes()
     )
+
+
+class Uploads(Client):
+    @route("POST", "/ignore")
+    async def ignore(self, request: Request) -> str:
+        return "not read"
+
+    @route("POST", "/chunks")
+    async def chunks(self, request: Request) -> dict[str, int]:
+        sizes = [len(c) async for c in request.aiter_bytes()]
+        return {"chunks": len(sizes), "total": sum(sizes)}
+
+
+def test_asgi_body_is_streamed_and_never_read_unless_asked(loop_thread: Any) -> None:
+    coyote = Coyote()
+    coyote.register(Uploads())
+    app = coyote.asgi()
+    pieces = [b"x" * 1000] * 5
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": pieces[received - 1], "more_body": received < 5}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def scope(path: str) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [],
+            "root_path": "",
+        }
+
+    loop_thread.run(app(scope("/ignore"), receive, send))
+    assert received == 0
+    assert sent[-1]["body"] == b"not read"
+    loop_thread.run(app(scope("/chunks"), receive, send))
+    assert received == 5
+    assert sent[-1]["body"] == b'{"chunks":5,"total":5000}'
+    coyote.close()
+
+
+def test_wsgi_body_is_not_read_unless_asked() -> None:
+    import io
+
+    coyote = Coyote()
+    coyote.register(Uploads())
+    body = io.BytesIO(b"y" * 5000)
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/ignore",
+        "wsgi.input": body,
+        "CONTENT_LENGTH": "5000",
+        "SERVER_NAME": "t",
+        "SERVER_PORT": "80",
+    }
+    out = b"".join(coyote.wsgi()(environ, lambda status, headers, exc=None: None))
+    assert out == b"not read"
+    assert body.tell() == 0
+    environ.update(PATH_INFO="/chunks")
+    out = b"".join(coyote.wsgi()(environ, lambda status, headers, exc=None: None))
+    assert out == b'{"chunks":1,"total":5000}'
+    coyote.close()

@@ -38,12 +38,18 @@ class CoyoteASGI:
         *,
         mount: str = "",
         topology: str | TopologyResolver = "default",
+        precedence: str = "coyote",
     ) -> None:
+        if precedence not in ("coyote", "host"):
+            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
         self.coyote = coyote
         self.app = app
         self.mount = mount.rstrip("/")
         self.resolve = TopologyResolver.of(topology)
         self.owns_all = app is None
+        # "host": a matched request goes to the host app first, and to coyote only
+        # when the host answers 404 (and had not read the body).
+        self.host_first = precedence == "host" and app is not None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -92,6 +98,8 @@ class CoyoteASGI:
             miss = coyote.no_match(method, relative, topology)
             await self._answer(send, scope, miss, start, method, path.raw)
             return
+        if self.host_first and not await self._host_missed(scope, receive, send):
+            return
         endpoint = match.endpoint
         d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
         try:
@@ -100,6 +108,20 @@ class CoyoteASGI:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
         coyote.log_access(method, path.raw, status, start, endpoint)
+
+    async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> bool:
+        """Run the host app; True when it answered 404 (its answer is then dropped)."""
+        missed = False
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal missed
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                missed = True
+            if not missed:
+                await send(message)
+
+        await self.app(scope, receive, guarded_send)
+        return missed
 
     async def _answer(
         self,

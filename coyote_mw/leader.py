@@ -64,6 +64,31 @@ class Coyote:
         self.log_access = AccessLog(access_log)
         self._started = False
 
+    def configure(
+        self,
+        *,
+        concurrency: int | None = None,
+        queue: int | None = None,
+        timeout: float | None = None,
+        max_body: int | None = None,
+        access_log: bool | None = None,
+    ) -> None:
+        """Change settings before serving (framework adapters read them from config)."""
+        if concurrency is not None or queue is not None or timeout is not None:
+            old = self.relay
+            if old.active or old.waiting:
+                raise RuntimeError("configure() the relay before it serves requests")
+            self.relay = Relay(
+                concurrency=old.concurrency if concurrency is None else concurrency,
+                queue=old.queue if queue is None else queue,
+                timeout=old.timeout if timeout is None else timeout,
+            )
+            old.close()
+        if max_body is not None:
+            self.max_body = max_body
+        if access_log is not None:
+            self.log_access.enabled = access_log
+
     def __repr__(self) -> str:
         return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"
 
@@ -120,10 +145,19 @@ class Coyote:
         *,
         mount: str = "",
         topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+        precedence: str = "coyote",
     ) -> CoyoteASGI:
-        """ASGI middleware in front of ``app`` (None: coyote answers everything)."""
+        """ASGI middleware in front of ``app`` (None: coyote answers everything).
+
+        ``precedence="host"`` lets the host app answer a matched request first and
+        gives it to coyote only when the host answers 404.
+        """
         return CoyoteASGI(
-            self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology)
+            self,
+            app,
+            mount=_check_mount(mount),
+            topology=TopologyResolver.of(topology),
+            precedence=precedence,
         )
 
     def wsgi(
@@ -132,10 +166,15 @@ class Coyote:
         *,
         mount: str = "",
         topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+        precedence: str = "coyote",
     ) -> CoyoteWSGI:
         """WSGI middleware in front of ``app`` (None: coyote answers everything)."""
         return CoyoteWSGI(
-            self, app, mount=_check_mount(mount), topology=TopologyResolver.of(topology)
+            self,
+            app,
+            mount=_check_mount(mount),
+            topology=TopologyResolver.of(topology),
+            precedence=precedence,
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -36,12 +36,18 @@ class CoyoteWSGI:
         *,
         mount: str = "",
         topology: str | TopologyResolver = "default",
+        precedence: str = "coyote",
     ) -> None:
+        if precedence not in ("coyote", "host"):
+            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
         self.coyote = coyote
         self.app = app
         self.mount = mount.rstrip("/")
         self.resolve = TopologyResolver.of(topology)
         self.owns_all = app is None
+        # "host": a matched request goes to the host app first, and to coyote only
+        # when the host answers 404 (and had not read the body).
+        self.host_first = precedence == "host" and app is not None
 
     def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
         start = time.perf_counter()
@@ -68,6 +74,10 @@ class CoyoteWSGI:
                 return self.app(environ, start_response)  # type: ignore[no-any-return]
             miss = coyote.no_match(method, relative, topology)
             return self._answer(start_response, miss, start, method, path.raw)
+        if self.host_first:
+            host_answer = _host_answer(self.app, environ, start_response)
+            if host_answer is not None:
+                return host_answer
         endpoint = match.endpoint
         d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
         status = 0
@@ -97,6 +107,45 @@ class CoyoteWSGI:
         return wsgi_response(
             self.coyote.relay, error_response(exc), start_response, method == "HEAD"
         )
+
+
+def _host_answer(app: Any, environ: Environ, start_response: Any) -> Iterable[bytes] | None:
+    """Run the host app; its answer, or None (answer dropped) when it was a 404."""
+    held: list[Any] = []
+
+    def holding_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        held[:] = [status, headers, exc_info]
+        if status[:3] == "404":
+            return lambda data: None
+        return start_response(status, headers, exc_info)
+
+    result: Iterable[bytes] = app(environ, holding_start_response)
+    iterator = iter(result)
+    first: list[bytes] = []
+    if not held:  # a generator app calls start_response on its first chunk
+        first = [next(iterator, b"")]
+    if held and held[0][:3] == "404":
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        return None
+    return _Chain(first, iterator, result)
+
+
+class _Chain:
+    """The host's answer, with the chunk already pulled put back in front."""
+
+    def __init__(self, first: list[bytes], rest: Any, result: Any) -> None:
+        self._first, self._rest, self._result = first, rest, result
+
+    def __iter__(self) -> Any:
+        yield from self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
 
 
 def _canonical(environ: Environ) -> CanonicalPath:

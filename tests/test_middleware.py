@@ -384,3 +384,24 @@ def test_wsgi_body_is_not_read_unless_asked() -> None:
     out = b"".join(coyote.wsgi()(environ, lambda status, headers, exc=None: None))
     assert out == b'{"chunks":1,"total":5000}'
     coyote.close()
+
+
+def test_precedence_host_lets_the_host_answer_first_and_coyote_after_its_404(
+    serve: Any, host_app: Any
+) -> None:
+    class Shadow(Client):
+        @route("GET", "/host")
+        def shadow(self, request: Request) -> str:
+            return "coyote's /host"
+
+    coyote = Coyote()
+    coyote.register(Shadow())
+    coyote.register(Saloon())
+    assert serve(coyote, host_app).get("/host").text == "coyote's /host"
+    host_first = serve(coyote, host_app, precedence="host")
+    assert host_first.get("/host").text == "host"
+    assert host_first.get("/").text == STORY  # the host's 404 gave way to coyote
+    assert host_first.get("/missing").text == "host 404"
+    with pytest.raises(ValueError, match="precedence"):
+        coyote.asgi(host_app, precedence="sometimes")
+    coyote.close()

@@ -169,3 +169,13 @@ def test_invalid_relay_settings_are_refused() -> None:
     for kwargs in ({"concurrency": 0}, {"queue": -1}, {"timeout": 0}):
         with pytest.raises(ValueError):
             Relay(**kwargs)  # type: ignore[arg-type]
+
+
+def test_configure_changes_the_bounds_before_serving() -> None:
+    coyote = Coyote()
+    coyote.configure(concurrency=3, queue=7, timeout=2.5, max_body=10)
+    assert (coyote.relay.concurrency, coyote.relay.queue, coyote.relay.timeout) == (3, 7, 2.5)
+    assert coyote.max_body == 10
+    with pytest.raises(ValueError):
+        coyote.configure(concurrency=0)
+    coyote.close()

@@ -14,6 +14,7 @@ never read here: a handler reads it from ``receive`` when it asks for it.
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CoyoteASGI"]
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 class CoyoteASGI:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import json as jsonlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -40,7 +40,7 @@ from coyote_mw.relay import Relay
 from coyote_mw.request import BytesBody, Request
 from coyote_mw.responses import Response
 from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
-from coyote_mw.topology import TopologyResolver
+from coyote_mw.topology import TopologyResolver, TopologySpec
 from coyote_mw.wsgi import CoyoteWSGI
 
 __all__ = ["Coyote"]
@@ -144,7 +144,7 @@ class Coyote:
         app: Any = None,
         *,
         mount: str = "",
-        topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+        topology: TopologySpec = DEFAULT_TOPOLOGY,
         precedence: str = "coyote",
     ) -> CoyoteASGI:
         """ASGI middleware in front of ``app`` (None: coyote answers everything).
@@ -155,7 +155,7 @@ class Coyote:
         return CoyoteASGI(
             self,
             app,
-            mount=_check_mount(mount),
+            mount=check_mount(mount),
             topology=TopologyResolver.of(topology),
             precedence=precedence,
         )
@@ -165,14 +165,14 @@ class Coyote:
         app: Any = None,
         *,
         mount: str = "",
-        topology: str | TopologyResolver | Callable[[dict[str, Any]], str] = DEFAULT_TOPOLOGY,
+        topology: TopologySpec = DEFAULT_TOPOLOGY,
         precedence: str = "coyote",
     ) -> CoyoteWSGI:
         """WSGI middleware in front of ``app`` (None: coyote answers everything)."""
         return CoyoteWSGI(
             self,
             app,
-            mount=_check_mount(mount),
+            mount=check_mount(mount),
             topology=TopologyResolver.of(topology),
             precedence=precedence,
         )
@@ -321,7 +321,7 @@ class Coyote:
         self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)
 
 
-def _check_mount(mount: str) -> str:
+def check_mount(mount: str) -> str:
     if mount and (not mount.startswith("/") or "//" in mount or "?" in mount):
         raise ValueError(f"mount {mount!r} must be a path such as '/saloon'")
     return mount.rstrip("/")

@@ -9,12 +9,12 @@ ASGI scope / WSGI environ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from coyote_mw.paths import CanonicalPath
 
-__all__ = ["TopologyResolver", "by_header", "mount_relative"]
+__all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 
 
 class TopologyResolver:
@@ -23,14 +23,14 @@ class TopologyResolver:
     def __init__(self, default: str = "default") -> None:
         self.default = default
 
-    def __call__(self, scope: dict[str, Any]) -> str:
+    def __call__(self, scope: Mapping[str, Any]) -> str:
         return self.default
 
-    def wsgi(self, environ: dict[str, Any]) -> str:
+    def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.default
 
     @staticmethod
-    def of(value: str | TopologyResolver | Callable[[dict[str, Any]], str]) -> TopologyResolver:
+    def of(value: TopologySpec) -> TopologyResolver:
         if isinstance(value, TopologyResolver):
             return value
         if isinstance(value, str):
@@ -41,14 +41,14 @@ class TopologyResolver:
 
 
 class _FunctionResolver(TopologyResolver):
-    def __init__(self, fn: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(self, fn: Callable[[Mapping[str, Any]], str]) -> None:
         super().__init__()
         self.fn = fn
 
-    def __call__(self, scope: dict[str, Any]) -> str:
+    def __call__(self, scope: Mapping[str, Any]) -> str:
         return self.fn(scope)
 
-    def wsgi(self, environ: dict[str, Any]) -> str:
+    def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.fn(environ)
 
 
@@ -64,14 +64,18 @@ class _HeaderResolver(TopologyResolver):
             return self.default
         return value
 
-    def __call__(self, scope: dict[str, Any]) -> str:
+    def __call__(self, scope: Mapping[str, Any]) -> str:
         for name, value in scope.get("headers", ()):
             if name == self.header:
                 return self._pick(value.decode("latin-1"))
         return self.default
 
-    def wsgi(self, environ: dict[str, Any]) -> str:
+    def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self._pick(environ.get(self.environ_key))
+
+
+TopologySpec = str | TopologyResolver | Callable[[Mapping[str, Any]], str]
+"""A topology name, ``by_header(...)``, or a function of the scope / environ."""
 
 
 def by_header(

@@ -1,0 +1,65 @@
+"""Flask: coyote as an extension wrapping ``app.wsgi_app``.
+
+    from coyote_mw.adapters.flask import Coyote
+
+    coyote = Coyote(app)                 # or Coyote() and, in a factory, init_app(app)
+    coyote.register(Saloon())
+
+``Coyote`` here is ``coyote_mw.Coyote`` with ``init_app``; it reads these keys of
+``app.config`` (every one optional):
+
+=====================  ===========  =================================================
+COYOTE_CLIENTS         []           clients to register, as "module:Class" strings
+COYOTE_MOUNT           ""           a prefix coyote owns ("" : the whole path space)
+COYOTE_TOPOLOGY        "default"    the topology this app serves
+COYOTE_PRECEDENCE      "coyote"     "coyote": matched requests go to coyote first;
+                                    "host": to the Flask routes first, coyote after a 404
+COYOTE_CONCURRENCY     50           relay slots
+COYOTE_QUEUE           100          relay queue
+COYOTE_TIMEOUT         30.0         seconds a handler may take
+COYOTE_MAX_BODY        10 MiB       bytes a handler may read
+COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
+=====================  ===========  =================================================
+
+With the default precedence a route registered in coyote shadows a Flask route of
+the same path; unmatched requests always reach Flask untouched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from coyote_mw.leader import Coyote as _Coyote
+from coyote_mw.loading import import_string
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["Coyote"]
+
+
+class Coyote(_Coyote):
+    def __init__(self, app: Flask | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        cfg = app.config
+        self.configure(
+            concurrency=cfg.get("COYOTE_CONCURRENCY"),
+            queue=cfg.get("COYOTE_QUEUE"),
+            timeout=cfg.get("COYOTE_TIMEOUT"),
+            max_body=cfg.get("COYOTE_MAX_BODY"),
+            access_log=cfg.get("COYOTE_ACCESS_LOG"),
+        )
+        topology = cfg.get("COYOTE_TOPOLOGY", "default")
+        for spec in cfg.get("COYOTE_CLIENTS", ()):
+            self.register(import_string(spec)(), topology=topology)
+        app.wsgi_app = self.wsgi(  # type: ignore[method-assign]
+            app.wsgi_app,
+            mount=cfg.get("COYOTE_MOUNT", ""),
+            topology=topology,
+            precedence=cfg.get("COYOTE_PRECEDENCE", "coyote"),
+        )
+        app.extensions["coyote"] = self

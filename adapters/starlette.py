@@ -1,0 +1,43 @@
+"""Starlette and FastAPI: coyote as one entry of the app's middleware list.
+
+    from starlette.middleware import Middleware
+    from coyote_mw.adapters.starlette import CoyoteMiddleware
+
+    coyote = Coyote()
+    coyote.register(Saloon())
+    app = Starlette(routes=[...], middleware=[Middleware(CoyoteMiddleware, coyote=coyote)])
+    # FastAPI: app.add_middleware(CoyoteMiddleware, coyote=coyote)
+
+The relay and in-process ASGI apps start and stop in the host's lifespan: coyote's
+startup runs before the host's, its shutdown after.  Options are those of
+``Coyote.asgi``: ``mount``, ``topology``, ``precedence``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coyote_mw.asgi import CoyoteASGI
+from coyote_mw.leader import Coyote, check_mount
+from coyote_mw.topology import TopologyResolver, TopologySpec
+
+__all__ = ["CoyoteMiddleware"]
+
+
+class CoyoteMiddleware(CoyoteASGI):
+    def __init__(
+        self,
+        app: Any,
+        coyote: Coyote | None = None,
+        *,
+        mount: str = "",
+        topology: TopologySpec = "default",
+        precedence: str = "coyote",
+    ) -> None:
+        super().__init__(
+            coyote if coyote is not None else Coyote(),
+            app,
+            mount=check_mount(mount),
+            topology=TopologyResolver.of(topology),
+            precedence=precedence,
+        )

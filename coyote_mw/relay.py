@@ -118,7 +118,7 @@ class Relay:
         self.concurrency = concurrency
         self.queue = queue
         self.timeout = timeout
-        self.retry_after = max(1, round(timeout / 10))
+        self.retry_after = 1  # seconds: a queue drains in about that under load
         self._lock = threading.Lock()
         self._active = 0
         self._waiting: deque[_Waiter] = deque()

@@ -21,7 +21,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 	@touch $@
 
 ## make demo: the Deadwood Saloon behind a Starlette host on 127.0.0.1:$(PORT)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
 from coyote_mw.handlers import Dispatch, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
 from coyote_mw.responses import error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
@@ -72,6 +73,10 @@ class CoyoteASGI:
         except BadRequestPath as exc:
             await self._answer(send, scope, exc, start, method, scope.get("path", ""))
             return
+        api = coyote.api
+        if api is not None and api.owns(path.path):
+            await self._api(api, scope, receive, send, method, path.path, start)
+            return
         owned = self.owns_all
         relative = path
         if self.mount:
@@ -104,11 +109,37 @@ class CoyoteASGI:
         endpoint = match.endpoint
         d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
         try:
-            status = await endpoint.pick().handler.serve_asgi(d, scope, receive, send)
+            status = await endpoint.pick().serve_asgi(d, scope, receive, send)
         except DispatchError as exc:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
         coyote.log_access(method, path.raw, status, start, endpoint)
+
+    async def _api(
+        self,
+        api: RegistrationAPI,
+        scope: Scope,
+        receive: Any,
+        send: Any,
+        method: str,
+        path: str,
+        start: float,
+    ) -> None:
+        body: bytes | None = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            more = message.get("more_body", False)
+            if body is not None:
+                body += message.get("body", b"")
+                if len(body) > MAX_PAYLOAD:
+                    body = None  # keep draining, answer 413
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        response = api.handle(method, path, headers, body)
+        await send_response(send, response, method == "HEAD")
+        self.coyote.log_access(method, path, response.status, start, None)
 
     async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> bool:
         """Run the host app; True when it answered 404 (its answer is then dropped)."""

@@ -12,6 +12,7 @@
         ├── MethodNotAllowed       the path fits, the method does not (405, .allowed)
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
+        ├── NoHealthyInstance      the route exists but every instance is ejected (503)
         └── HandlerTimeout         the handler took longer than the timeout (504)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
@@ -148,6 +149,24 @@ class RelaySaturated(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"retry_after": self.retry_after}
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("retry-after", str(self.retry_after))]
+
+
+class NoHealthyInstance(DispatchError):
+    """The route exists, but every instance behind it is ejected or draining."""
+
+    status = 503
+    error = "No healthy instance"
+
+    def __init__(self, service: str, retry_after: int = 1) -> None:
+        self.service = service
+        self.retry_after = retry_after
+        super().__init__(f"every instance of {service!r} is ejected")
+
+    def fields(self) -> dict[str, Any]:
+        return {"service": self.service, "retry_after": self.retry_after}
 
     def headers(self) -> list[tuple[str, str]]:
         return [("retry-after", str(self.retry_after))]

@@ -67,6 +67,8 @@ class Handler:
     """The interface; see the module docstring."""
 
     kind = "handler"
+    ejected = False
+    """A remote instance that failed repeatedly is skipped until it heart-beats."""
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         """Serve under an ASGI host; return the status sent."""
@@ -360,10 +362,10 @@ def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_res
     except Exception as exc:
         d.relay.release()
         raise handler_failed(d, exc) from exc
-    return _Closing(result, d.relay.release)
+    return Closing(result, d.relay.release)
 
 
-class _Closing:
+class Closing:
     """A WSGI response iterable that releases the relay slot when closed."""
 
     def __init__(self, iterable: Iterable[bytes], on_close: Callable[[], None]) -> None:

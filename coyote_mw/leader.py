@@ -12,6 +12,8 @@ queue              100        requests waiting for a slot beyond that; more get 
 timeout            30.0       seconds a handler may take (504), and a request may wait
 max_body           10 MiB     bytes a handler may read from a request body (413)
 access_log         True       one INFO line per request on logger ``coyote_mw.access``
+token              None       bearer token of the registration API (off while None)
+prefix             /_coyote   where the registration API lives
 =================  =========  ======================================================
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 from coyote_mw.accesslog import AccessLog
 from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
-from coyote_mw.errors import MethodNotAllowed, NoMatchingRoute, RelaySaturated
+from coyote_mw.errors import InvalidRoute, MethodNotAllowed, NoMatchingRoute, RelaySaturated
 from coyote_mw.handlers import (
     ASGIAppHandler,
     Dispatch,
@@ -36,10 +38,11 @@ from coyote_mw.handlers import (
     WSGIAppHandler,
 )
 from coyote_mw.paths import CanonicalPath, canonicalize
+from coyote_mw.registration import RegistrationAPI
 from coyote_mw.relay import Relay
 from coyote_mw.request import BytesBody, Request
 from coyote_mw.responses import Response
-from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
+from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
 from coyote_mw.topology import TopologyResolver, TopologySpec
 from coyote_mw.wsgi import CoyoteWSGI
 
@@ -57,8 +60,16 @@ class Coyote:
         timeout: float = 30.0,
         max_body: int = 10 * 1024 * 1024,
         access_log: bool = True,
+        token: str | None = None,
+        prefix: str = "/_coyote",
     ) -> None:
         self.table = RouteTable()
+        self.prefix = check_mount(prefix)
+        if not self.prefix:
+            raise ValueError("prefix must be a path such as '/_coyote'")
+        if token is not None and len(token) < 16:
+            raise ValueError("token must be at least 16 characters: it guards the route table")
+        self.api = RegistrationAPI(self, token, self.prefix) if token else None
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
@@ -110,6 +121,11 @@ class Coyote:
         from its signature.  Raises ``InvalidRoute`` / ``RouteConflict``; the table is
         then unchanged.
         """
+        reserved = [r for r in (routes or ()) if self._reserved(r)]
+        if isinstance(target, Client):
+            reserved = [r for r in target.declared_routes() if self._reserved(r)]
+        if reserved:
+            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
         if isinstance(target, Client):
             declared = target.declared_routes()
             if routes is not None:
@@ -132,6 +148,36 @@ class Coyote:
         return self.table.register(
             name, list(routes), lambda r: handler, instance=instance, topology=topology
         )
+
+    def register_remote(
+        self,
+        url: str,
+        *,
+        routes: Iterable[Any],
+        service: str,
+        instance: str | None = None,
+        topology: str = DEFAULT_TOPOLOGY,
+    ) -> Registration:
+        """Register a service reached over HTTP at ``url`` (a static upstream, no lease).
+
+        Instances that should come and go register themselves through the API instead.
+        """
+        from coyote_mw.proxy import RemoteHandler
+
+        handler = RemoteHandler(url, self)
+        routes = list(routes)
+        reserved = [r for r in routes if self._reserved(r)]
+        if reserved:
+            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
+        return self.table.register(
+            service, routes, lambda r: handler, instance=instance or url, topology=topology
+        )
+
+    def _reserved(self, route: Any) -> bool:
+        if self.api is None:
+            return False
+        pattern = Route.coerce(route).pattern
+        return self.api.reserved(pattern)
 
     def deregister(self, **criteria: Any) -> list[Registration]:
         """``RouteTable.deregister``: by ``lease``, or ``service`` (+ instance, topology)."""
@@ -196,6 +242,8 @@ class Coyote:
         """Stop sub-app lifespans still running and the relay's threads."""
         for handler in self._app_handlers():
             handler.close()
+        if self.api is not None:
+            self.api.close()
         self.relay.close()
 
     def _app_handlers(self) -> list[Handler]:
@@ -257,7 +305,7 @@ class Coyote:
             route=match.endpoint.pattern,
             service=match.endpoint.service,
         )
-        return match.endpoint.pick().handler, d, request
+        return match.endpoint.pick(), d, request
 
     def call(
         self,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.errors import InvalidRoute, NoHealthyInstance, RouteConflict
 from coyote_mw.matcher import Builder, Snapshot
 from coyote_mw.patterns import Pattern, parse_method, parse_pattern
 
@@ -102,12 +102,25 @@ class Endpoint:
         self.instances = instances
         self._rr = itertools.count()
 
-    def pick(self) -> Instance:
-        """The next instance, round robin."""
+    def pick(self, exclude: Any = None) -> Any:
+        """The next healthy instance's handler, round robin (skipping ``exclude``).
+
+        Raises ``NoHealthyInstance`` when every instance is ejected: the route exists,
+        so that is a 503, not a 404.
+        """
         inst = self.instances
         if len(inst) == 1:
-            return inst[0]
-        return inst[next(self._rr) % len(inst)]
+            handler = inst[0].handler
+            if not handler.ejected and handler is not exclude:
+                return handler
+        else:
+            n = len(inst)
+            start = next(self._rr)
+            for k in range(n):
+                handler = inst[(start + k) % n].handler
+                if not handler.ejected and handler is not exclude:
+                    return handler
+        raise NoHealthyInstance(self.service)
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
@@ -197,6 +210,9 @@ class RouteTable:
         """Methods accepted at ``path``: empty when no route fits it at all."""
         snapshot = self._snapshots.get(topology)
         return snapshot.allowed(path, segments) if snapshot is not None else set()
+
+    def registration(self, lease: str) -> Registration | None:
+        return self._by_lease.get(lease)
 
     def topologies(self) -> list[str]:
         return sorted(self._snapshots)

@@ -14,9 +14,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from werkzeug.datastructures import EnvironHeaders
+
 from coyote_mw.errors import BadRequestPath, DispatchError
 from coyote_mw.handlers import Dispatch, wsgi_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
 from coyote_mw.responses import error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
@@ -57,6 +60,9 @@ class CoyoteWSGI:
             path = _canonical(environ)
         except BadRequestPath as exc:
             return self._answer(start_response, exc, start, method, environ.get("PATH_INFO", ""))
+        api = coyote.api
+        if api is not None and api.owns(path.path):
+            return self._api(api, environ, start_response, method, path.path, start)
         owned = self.owns_all
         relative = path
         if self.mount:
@@ -88,11 +94,29 @@ class CoyoteWSGI:
             return start_response(status_line, headers, exc_info)
 
         try:
-            result = endpoint.pick().handler.serve_wsgi(d, environ, recording_start_response)
+            result = endpoint.pick().serve_wsgi(d, environ, recording_start_response)
         except DispatchError as exc:
             return self._answer(start_response, exc, start, method, path.raw, endpoint)
         coyote.log_access(method, path.raw, status, start, endpoint)
         return result  # type: ignore[no-any-return]
+
+    def _api(
+        self,
+        api: RegistrationAPI,
+        environ: Environ,
+        start_response: Any,
+        method: str,
+        path: str,
+        start: float,
+    ) -> Iterable[bytes]:
+        length = environ.get("CONTENT_LENGTH") or "0"
+        body: bytes | None = None
+        if length.isdigit() and int(length) <= MAX_PAYLOAD:
+            body = environ["wsgi.input"].read(int(length)) if int(length) else b""
+        headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
+        response = api.handle(method, path, headers, body)
+        self.coyote.log_access(method, path, response.status, start, None)
+        return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
 
     def _answer(
         self,

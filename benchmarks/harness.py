@@ -1,0 +1,134 @@
+"""Shared benchmark plumbing: server processes on 127.0.0.1 and wrk runs, all bounded.
+
+Servers are started here and ended here, by PID; wrk runs for a fixed duration.  On a
+two-core machine wrk is pinned to core 0 and the servers to core 1 (``taskset``), so
+the load generator does not steal the servers' CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TASKSET = shutil.which("taskset") if (os.cpu_count() or 1) >= 2 else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(argv: list[str], core: int) -> list[str]:
+    return [TASKSET, "-c", str(core), *argv] if TASKSET else argv
+
+
+class Server:
+    """A server process we start, wait for, and end by PID."""
+
+    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None):
+        self.name, self.argv, self.port = name, argv, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_path: str = "/", timeout: float = 20.0) -> Server:
+        self.proc = subprocess.Popen(
+            pinned(self.argv, 1),
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"{self.name} exited early:\n{err[-2000:]}")
+            if http_get(self.port, ready_path) is not None:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes] | None:
+    """One GET over a raw socket; None when nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"cannot read a latency from {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, *, duration: float, connections: int, threads: int = 1) -> WrkResult:
+    """Run wrk for ``duration`` seconds against ``url`` (pinned to core 0)."""
+    out = subprocess.run(
+        pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url], 0),
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return WrkResult(rps, p50, p99, errors)
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2

@@ -1,0 +1,105 @@
+"""The servers of benchmarks/proxy.py: an upstream and three gateways in front of it.
+
+Each gateway forwards ``GET /hello`` to ``$UPSTREAM`` (http://127.0.0.1:port).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+UPSTREAM = os.environ.get("UPSTREAM", "http://127.0.0.1:9")
+BODY = b"Hello, World!"  # 13 bytes
+
+
+async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The fastest upstream we can write in Python: one fixed 13-byte answer."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def _coyote() -> Any:
+    from coyote_mw import Coyote
+
+    log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
+    if log:  # the access log on, to a file, as a production gateway would have it
+        handler = logging.FileHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("coyote_mw.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    coyote = Coyote(concurrency=256, queue=1024)
+    coyote.register_remote(UPSTREAM, routes=[("GET", "/hello")], service="upstream")
+    return coyote.asgi()
+
+
+def _httpx_gateway() -> Any:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(base_url=UPSTREAM, limits=httpx.Limits(max_connections=256))
+
+    async def forward(request: Request) -> StreamingResponse:
+        req = client.build_request(request.method, request.url.path, headers=request.headers.raw)
+        resp = await client.send(req, stream=True)
+        return StreamingResponse(
+            resp.aiter_raw(),
+            resp.status_code,
+            resp.headers,
+            background=BackgroundTask(resp.aclose),
+        )
+
+    return Starlette(routes=[Route("/hello", forward)])
+
+
+def _aiohttp_gateway() -> Any:
+    import aiohttp
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+        yield
+        await state["session"].close()
+
+    async def forward(request: Request) -> Response:
+        async with state["session"].get(UPSTREAM + request.url.path) as resp:
+            body = await resp.read()
+            return Response(body, resp.status, {"content-type": resp.headers["content-type"]})
+
+    return Starlette(routes=[Route("/hello", forward)], lifespan=lifespan)
+
+
+def __getattr__(name: str) -> Any:
+    # build only the app the benchmark asks uvicorn for
+    builders = {
+        "coyote_gateway": _coyote,
+        "httpx_gateway": _httpx_gateway,
+        "aiohttp_gateway": _aiohttp_gateway,
+    }
+    if name in builders:
+        app = builders[name]()
+        globals()[name] = app
+        return app
+    raise AttributeError(name)

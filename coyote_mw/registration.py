@@ -1,0 +1,247 @@
+"""Remote registration over HTTP: the leader's API under its prefix (default ``/_coyote``).
+
+    POST   /_coyote/registrations          {service, instance, url, routes, topology, ttl}
+                                           -> 201 {lease, ttl, heartbeat}
+    PUT    /_coyote/registrations/{lease}  heartbeat -> 200 {lease, ttl}; 404 if unknown
+    DELETE /_coyote/registrations/{lease}  -> 204; 404 if unknown
+    GET    /_coyote/routes                 -> 200 the table as JSON
+
+Security stance: the API is off until ``Coyote(token=...)`` is set, and every call
+needs ``Authorization: Bearer <token>`` (compared in constant time): 401 without it,
+403 with a wrong one.  Payloads are decoded strictly (unknown fields refused) with
+pydantic; a body over ``MAX_PAYLOAD`` bytes is 413.  A registration may not take
+routes under the API prefix (403), nor routes another service holds (409).  Every
+refusal leaves the table exactly as it was.
+
+Leases: a registration lives ``ttl`` seconds (``MIN_TTL`` to ``MAX_TTL``) unless a
+heartbeat renews it; an expired one is dropped by the ``LeaseKeeper`` within a second
+of its expiry (Coyote's Monitor).  A heartbeat also brings an ejected instance back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.responses import Response, json_response
+from coyote_mw.table import Route
+
+if TYPE_CHECKING:
+    from coyote_mw.leader import Coyote
+
+__all__ = ["MAX_PAYLOAD", "MAX_TTL", "MIN_TTL", "LeaseKeeper", "RegistrationAPI"]
+
+MIN_TTL = 1
+MAX_TTL = 3600
+
+logger = logging.getLogger("coyote_mw.registration")
+
+MAX_PAYLOAD = 64 * 1024
+
+
+def _problem(status: int, error: str, **fields: Any) -> Response:
+    headers = [("www-authenticate", "Bearer")] if status == 401 else None
+    return json_response({"error": error, **fields}, status, headers)
+
+
+class LeaseKeeper:
+    """Drops registrations whose lease was not renewed in time (a daemon thread)."""
+
+    def __init__(self, expire: Callable[[str], None], interval: float = 0.2) -> None:
+        self._expire = expire
+        self._interval = interval
+        self._deadlines: dict[str, tuple[float, float]] = {}  # lease -> (deadline, ttl)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def grant(self, lease: str, ttl: float) -> None:
+        with self._lock:
+            self._deadlines[lease] = (time.monotonic() + ttl, ttl)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="coyote-leases", daemon=True)
+                self._thread.start()
+
+    def renew(self, lease: str) -> float | None:
+        """Extend a lease by its ttl; None when it is unknown (or already expired)."""
+        with self._lock:
+            held = self._deadlines.get(lease)
+            if held is None:
+                return None
+            self._deadlines[lease] = (time.monotonic() + held[1], held[1])
+            return held[1]
+
+    def forget(self, lease: str) -> None:
+        with self._lock:
+            self._deadlines.pop(lease, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            now = time.monotonic()
+            with self._lock:
+                expired = [lease for lease, (dl, _) in self._deadlines.items() if dl <= now]
+                for lease in expired:
+                    del self._deadlines[lease]
+            for lease in expired:
+                try:
+                    self._expire(lease)
+                except Exception:
+                    logger.exception("could not drop expired lease %s", lease)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+
+class RegistrationAPI:
+    """The registration endpoints; pure request -> response, used by both middlewares."""
+
+    def __init__(self, coyote: Coyote, token: str, prefix: str) -> None:
+        self.coyote = coyote
+        self.token = token.encode()
+        self.prefix = prefix
+        self.leases = LeaseKeeper(self._expired)
+
+    def owns(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> Response:
+        """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``."""
+        auth = headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return _problem(401, "Authorization required", detail="send 'Bearer <token>'")
+        if not hmac.compare_digest(given.strip().encode(), self.token):
+            return _problem(403, "Invalid token")
+        rest = path[len(self.prefix) :]
+        if body is None:
+            return _problem(413, "Payload too large", max_bytes=MAX_PAYLOAD)
+        if rest == "/registrations":
+            if method != "POST":
+                return _not_allowed(method, rest, ["POST"])
+            return self._register(body)
+        if rest.startswith("/registrations/") and rest.count("/") == 2:
+            lease = rest.rsplit("/", 1)[1]
+            if method == "PUT":
+                return self._heartbeat(lease)
+            if method == "DELETE":
+                return self._deregister(lease)
+            return _not_allowed(method, rest, ["DELETE", "PUT"])
+        if rest == "/routes":
+            if method not in ("GET", "HEAD"):
+                return _not_allowed(method, rest, ["GET", "HEAD"])
+            return json_response(self.coyote.table.routes())
+        return _problem(404, "No such API endpoint", path=path)
+
+    def _register(self, body: bytes) -> Response:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _problem(400, "Invalid registration", detail=[f"body is not JSON: {exc}"])
+        # pydantic is imported here, not with coyote_mw: only leaders with a token need it
+        from pydantic import ValidationError
+
+        from coyote_mw.schemas import RegistrationIn
+
+        try:
+            reg = RegistrationIn.model_validate(data)
+        except ValidationError as exc:
+            detail = [
+                {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+            return _problem(400, "Invalid registration", detail=detail)
+        reserved = [r.path for r in reg.routes if self.reserved(r.path)]
+        if reserved:
+            return _problem(
+                403,
+                "Reserved path",
+                detail=f"routes under {self.prefix} are the leader's own",
+                paths=reserved,
+            )
+        from coyote_mw.proxy import RemoteHandler
+
+        handler = RemoteHandler(reg.url, self.coyote)
+        try:
+            registration = self.coyote.table.register(
+                reg.service,
+                [Route(r.method, r.path, r.cast) for r in reg.routes],
+                lambda route: handler,
+                instance=reg.instance,
+                topology=reg.topology,
+            )
+        except RouteConflict as exc:
+            return _problem(
+                409,
+                "Route conflict",
+                detail=str(exc),
+                held_by=exc.existing.service,
+                route=f"{exc.duplicate.method} {exc.duplicate.pattern}",
+            )
+        except InvalidRoute as exc:
+            return _problem(400, "Invalid registration", detail=[str(exc)])
+        self.leases.grant(registration.lease, reg.ttl)
+        logger.info(
+            "registered %s/%s at %s: %d routes in %s, ttl %ss",
+            reg.service,
+            reg.instance,
+            reg.url,
+            len(reg.routes),
+            reg.topology,
+            reg.ttl,
+        )
+        return json_response(
+            {"lease": registration.lease, "ttl": reg.ttl, "heartbeat": max(reg.ttl / 3, 0.2)},
+            201,
+        )
+
+    def reserved(self, pattern: str) -> bool:
+        literal = pattern.split("{", 1)[0]  # what every path it matches starts with
+        return literal == self.prefix or literal.startswith(self.prefix + "/")
+
+    def _heartbeat(self, lease: str) -> Response:
+        ttl = self.leases.renew(lease)
+        registration = self.coyote.table.registration(lease)
+        if ttl is None or registration is None:
+            return _problem(404, "Unknown lease", lease=lease, detail="register again")
+        for handler in set(registration.handlers.values()):
+            revive = getattr(handler, "revive", None)
+            if revive is not None:
+                revive()
+        return json_response({"lease": lease, "ttl": ttl})
+
+    def _deregister(self, lease: str) -> Response:
+        self.leases.forget(lease)
+        if not self.coyote.table.deregister(lease=lease):
+            return _problem(404, "Unknown lease", lease=lease)
+        return Response(b"", 204)
+
+    def _expired(self, lease: str) -> None:
+        for reg in self.coyote.table.deregister(lease=lease):
+            logger.warning(
+                "lease of %s/%s expired: its routes are dropped", reg.service, reg.instance
+            )
+
+    def close(self) -> None:
+        self.leases.close()
+
+
+def _not_allowed(method: str, path: str, allowed: list[str]) -> Response:
+    return json_response(
+        {"error": "Method not allowed", "method": method, "path": path, "allowed": allowed},
+        405,
+        [("allow", ", ".join(allowed))],
+    )

@@ -1,0 +1,231 @@
+"""A client as its own service: served over HTTP, registered with every leader.
+
+``serve_client`` runs a ``Client`` behind uvicorn and keeps it registered with each
+leader URL given, as Coyote's client keeps pinging its leader nodes:
+
+* it registers (``POST /_coyote/registrations``) and heart-beats every ttl/3;
+* a heartbeat answered 404 means the leader forgot it (a restart): it registers again;
+* an unreachable leader is retried with exponential backoff and full jitter (never a
+  busy loop), and registered with as soon as it answers;
+* on SIGTERM / SIGINT it deregisters first, so leaders send new requests elsewhere,
+  then lets in-flight requests finish (uvicorn's graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from coyote_mw.client import Client
+from coyote_mw.leader import Coyote
+
+__all__ = ["Backoff", "Registrar", "serve_client"]
+
+logger = logging.getLogger("coyote_mw.remote")
+
+
+class Backoff:
+    """Exponential backoff with full jitter: sleep a random time up to the cap."""
+
+    def __init__(self, base: float = 0.2, cap: float = 10.0) -> None:
+        self.base, self.cap = base, cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return max(delay, self.base / 4)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class RegistrationRefused(Exception):
+    """The leader answered the registration with an error status."""
+
+
+class Registrar:
+    """Keeps one service instance registered with each leader until ``stop``."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        instance: str,
+        url: str,
+        routes: list[dict[str, Any]],
+        leaders: Sequence[str],
+        token: str,
+        topology: str = "default",
+        ttl: int = 10,
+        prefix: str = "/_coyote",
+    ) -> None:
+        self.payload = {
+            "service": service,
+            "instance": instance,
+            "url": url,
+            "routes": routes,
+            "topology": topology,
+            "ttl": ttl,
+        }
+        self.leaders = [leader.rstrip("/") for leader in leaders]
+        self.prefix = prefix
+        self.headers = {"authorization": f"Bearer {token}"}
+        self.leases: dict[str, str] = {}
+        self.registered: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=5.0)
+        for leader in self.leaders:
+            self.registered[leader] = asyncio.Event()
+            self._tasks.append(asyncio.ensure_future(self._keep(leader)))
+
+    async def _keep(self, leader: str) -> None:
+        """Coyote's ``watch_leader``: register, heart-beat, and start over when needed."""
+        assert self._http is not None
+        backoff = Backoff()
+        down = False
+        while True:
+            try:
+                heartbeat = await self._register(leader)
+                if down:
+                    logger.info("leader %s is back: registered again", leader)
+                down = False
+                backoff.reset()
+                while True:
+                    await asyncio.sleep(heartbeat)
+                    r = await self._http.put(
+                        f"{leader}{self.prefix}/registrations/{self.leases[leader]}"
+                    )
+                    if r.status_code == 404:
+                        logger.warning("leader %s forgot this instance: registering again", leader)
+                        self.registered[leader].clear()
+                        break
+                    if r.status_code != 200:
+                        raise RegistrationRefused(
+                            f"heartbeat answered {r.status_code}: {r.text[:200]}"
+                        )
+            except (httpx.TransportError, RegistrationRefused) as exc:
+                self.registered[leader].clear()
+                if not down:
+                    logger.warning("leader %s unreachable or refusing (%s); retrying", leader, exc)
+                down = True
+                await asyncio.sleep(backoff.next())
+
+    async def _register(self, leader: str) -> float:
+        assert self._http is not None
+        r = await self._http.post(f"{leader}{self.prefix}/registrations", json=self.payload)
+        if r.status_code != 201:
+            raise RegistrationRefused(f"registration answered {r.status_code}: {r.text[:300]}")
+        body = r.json()
+        self.leases[leader] = body["lease"]
+        self.registered[leader].set()
+        logger.info(
+            "registered %s/%s with %s (lease %s, ttl %ss)",
+            self.payload["service"],
+            self.payload["instance"],
+            leader,
+            body["lease"],
+            body["ttl"],
+        )
+        return float(body["heartbeat"])
+
+    async def stop(self) -> None:
+        """Stop heart-beating and deregister from every leader (best effort)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._http is None:
+            return
+        for leader, lease in list(self.leases.items()):
+            try:
+                await self._http.delete(f"{leader}{self.prefix}/registrations/{lease}", timeout=2.0)
+                logger.info("deregistered from %s", leader)
+            except httpx.HTTPError as exc:
+                logger.warning("could not deregister from %s: %r", leader, exc)
+        self.leases.clear()
+        await self._http.aclose()
+        self._http = None
+
+
+def client_routes(client: Client) -> list[dict[str, Any]]:
+    return [
+        {"method": r.method, "path": r.pattern, "cast": r.cast} for r in client.declared_routes()
+    ]
+
+
+def serve_client(
+    client: Client,
+    *,
+    leaders: Sequence[str],
+    token: str,
+    host: str = "127.0.0.1",
+    port: int = 9001,
+    topology: str = "default",
+    ttl: int = 10,
+    instance: str | None = None,
+    advertise: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``client`` on ``host:port`` and keep it registered with ``leaders``."""
+    import uvicorn
+
+    local = Coyote()
+    local.register(client, topology="default")
+    url = advertise or f"http://{host}:{port}"
+    registrar = Registrar(
+        service=client.service_name(),
+        instance=instance or f"{host}:{port}",
+        url=url,
+        routes=client_routes(client),
+        leaders=leaders,
+        token=token,
+        topology=topology,
+        ttl=ttl,
+    )
+    app = local.asgi()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Deregister before uvicorn stops listening and drains in-flight requests.
+            if self.should_exit or getattr(self, "_leaving", False):
+                return super().handle_exit(sig, frame)
+            self._leaving = True
+            loop = asyncio.get_event_loop()
+
+            async def leave() -> None:
+                await registrar.stop()
+                super(Server, self).handle_exit(sig, frame)
+
+            self._leave_task = loop.create_task(leave())
+
+    async def main() -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+        server = Server(config)
+
+        async def register_once_listening() -> None:
+            # Leaders must not send requests before the socket accepts them, nor may a
+            # signal arrive before uvicorn's handlers (which deregister) are in place.
+            while not server.started:
+                if server.should_exit:
+                    return
+                await asyncio.sleep(0.01)
+            await registrar.start()
+
+        starting = asyncio.ensure_future(register_once_listening())
+        try:
+            await server.serve()
+        finally:
+            starting.cancel()
+            await registrar.stop()
+            local.close()
+
+    asyncio.run(main())

@@ -1,0 +1,173 @@
+"""The registration API: auth, strict payloads, leases, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from coyote_mw import Coyote
+from sample_apps.deadwood.saloon import Saloon
+
+TOKEN = "t" * 32
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def payload(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "service": "remote.saloon",
+        "instance": "one",
+        "url": "http://127.0.0.1:9",
+        "routes": [{"method": "GET", "path": "/remote"}],
+        "topology": "default",
+        "ttl": 5,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def leader() -> Any:
+    coyote = Coyote(token=TOKEN)
+    coyote.register(Saloon())
+    yield coyote
+    coyote.close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Any:
+    from tests.conftest import ASGIClient, WSGIClient
+
+    if request.param == "asgi":
+        client: Any = ASGIClient(leader.asgi(), loop_thread)
+    else:
+        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
+    yield client
+    client.close()
+
+
+def test_register_heartbeat_list_and_deregister(api: Any, leader: Coyote) -> None:
+    r = api.post("/_coyote/registrations", json=payload(), headers=AUTH)
+    assert r.status_code == 201, r.text
+    lease = r.json()["lease"]
+    assert r.json()["ttl"] == 5
+    routes = api.get("/_coyote/routes", headers=AUTH).json()
+    assert {"method": "GET", "path": "/remote", "service": "remote.saloon"}.items() <= next(
+        x for x in routes if x["path"] == "/remote"
+    ).items()
+    assert api.request("PUT", f"/_coyote/registrations/{lease}", headers=AUTH).json() == {
+        "lease": lease,
+        "ttl": 5,
+    }
+    assert api.request("DELETE", f"/_coyote/registrations/{lease}", headers=AUTH).status_code == 204
+    assert api.request("PUT", f"/_coyote/registrations/{lease}", headers=AUTH).status_code == 404
+    assert api.request("DELETE", f"/_coyote/registrations/{lease}", headers=AUTH).status_code == 404
+    assert [x["path"] for x in leader.table.routes()] == ["/"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        ({}, 401, "Authorization required"),
+        ({"authorization": "Basic abc"}, 401, "Authorization required"),
+        ({"authorization": "Bearer wrong-token-wrong-token"}, 403, "Invalid token"),
+    ],
+)
+def test_without_the_right_token_nothing_happens(
+    api: Any, leader: Coyote, headers: dict[str, str], status: int, error: str
+) -> None:
+    before = leader.table.routes()
+    r = api.post("/_coyote/registrations", json=payload(), headers=headers)
+    assert (r.status_code, r.json()["error"]) == (status, error)
+    if status == 401:
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert api.get("/_coyote/routes", headers=headers).status_code == status
+    assert leader.table.routes() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (payload(service=""), "service"),
+        (payload(service=5), "service"),
+        (payload(instance="a b"), "instance"),
+        (payload(url="ftp://x"), "url"),
+        (payload(url="http://127.0.0.1:9?x=1"), "url"),
+        (payload(url="not a url"), "url"),
+        (payload(routes=[]), "routes"),
+        (payload(routes=[{"method": "G ET", "path": "/x"}]), "routes.0.method"),
+        (payload(routes=[{"method": "GET", "path": "x"}]), "routes.0.path"),
+        (payload(routes=[{"method": "GET", "path": "/{id:nope}"}]), "routes.0.path"),
+        (payload(routes=[{"method": "GET", "path": "/x", "extra": 1}]), "routes.0.extra"),
+        (payload(ttl=0), "ttl"),
+        (payload(ttl=3601), "ttl"),
+        (payload(ttl="10"), "ttl"),
+        (payload(surprise=True), "surprise"),
+        ({"service": "x"}, "instance"),
+    ],
+)
+def test_malformed_payloads_are_400_naming_the_field(
+    api: Any, leader: Coyote, body: dict[str, Any], field: str
+) -> None:
+    before = leader.table.routes()
+    r = api.post("/_coyote/registrations", json=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "Invalid registration"
+    assert field in [d["field"] for d in r.json()["detail"]]
+    assert leader.table.routes() == before
+
+
+def test_body_that_is_not_json_or_too_large(api: Any, leader: Coyote) -> None:
+    r = api.post("/_coyote/registrations", content=b"{nope", headers=AUTH)
+    assert r.status_code == 400 and "not JSON" in r.json()["detail"][0]
+    huge = json.dumps(payload(service="x" * 70_000)).encode()
+    r = api.post("/_coyote/registrations", content=huge, headers=AUTH)
+    assert r.status_code == 413 and r.json()["error"] == "Payload too large"
+    assert [x["path"] for x in leader.table.routes()] == ["/"]
+
+
+def test_hijack_attempts_are_refused_and_change_nothing(api: Any, leader: Coyote) -> None:
+    before = leader.table.routes()
+    taken = payload(routes=[{"method": "GET", "path": "/"}])  # the Saloon's
+    r = api.post("/_coyote/registrations", json=taken, headers=AUTH)
+    assert r.status_code == 409
+    assert r.json()["held_by"] == "deadwood.saloon"
+    api_route = payload(routes=[{"method": "POST", "path": "/_coyote/registrations"}])
+    r = api.post("/_coyote/registrations", json=api_route, headers=AUTH)
+    assert (r.status_code, r.json()["error"]) == (403, "Reserved path")
+    mixed = payload(routes=[{"method": "GET", "path": "/fine"}, {"method": "GET", "path": "/"}])
+    assert api.post("/_coyote/registrations", json=mixed, headers=AUTH).status_code == 409
+    assert leader.table.routes() == before
+    assert api.get("/").status_code == 200
+
+
+def test_api_methods_and_unknown_endpoints(api: Any) -> None:
+    r = api.get("/_coyote/registrations", headers=AUTH)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert api.get("/_coyote/nope", headers=AUTH).status_code == 404
+
+
+def test_api_is_off_without_a_token() -> None:
+    coyote = Coyote()
+    with httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t") as c:
+        r = c.post("/_coyote/registrations", json=payload(), headers=AUTH)
+    assert r.json()["error"] == "No matching route"
+    with pytest.raises(ValueError, match="at least 16"):
+        Coyote(token="short")
+    coyote.close()
+
+
+def test_unrenewed_lease_expires_within_ttl_plus_one_second(leader: Coyote) -> None:
+    with httpx.Client(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t") as c:
+        r = c.post("/_coyote/registrations", json=payload(ttl=1), headers=AUTH)
+        assert r.status_code == 201
+        granted = time.monotonic()
+        while any(x["path"] == "/remote" for x in leader.table.routes()):
+            assert time.monotonic() - granted < 2.0, "lease outlived ttl + 1 s"
+            time.sleep(0.05)
+        assert time.monotonic() - granted >= 1.0
+        lease = r.json()["lease"]
+        assert c.put(f"/_coyote/registrations/{lease}", headers=AUTH).status_code == 404

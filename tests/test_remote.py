@@ -1,0 +1,214 @@
+"""Remote clients with real processes on 127.0.0.1: a leader and Saloons as services.
+
+Every process here is started by the test and ended by PID; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from sample_apps.deadwood.saloon import STORY
+from tests.processes import BIN, ROOT, free_port
+
+TOKEN = "remote-test-token-0123456789"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+ENV = {**os.environ, "COYOTE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+
+
+class Proc:
+    def __init__(self, argv: list[str], port: int) -> None:
+        self.argv, self.port = argv, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def stderr(self) -> str:
+        assert self.proc is not None and self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")[-3000:]
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check`` every 50 ms; return the seconds it took, fail after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(kind: str, *args: str, port: int | None = None) -> Proc:
+        port = port or free_port()
+        if kind == "leader":
+            argv = [str(BIN / "coyote"), "--log-level", "warning", "leader", "--port", str(port)]
+        else:
+            argv = [
+                str(BIN / "coyote"),
+                "--log-level",
+                "warning",
+                "serve-client",
+                *args,
+                "--port",
+                str(port),
+            ]
+        p = Proc(argv, port).start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+def routes_of(leader: Proc) -> list[dict[str, object]]:
+    r = httpx.get(leader.url + "/_coyote/routes", headers=AUTH, timeout=5)
+    return r.json() if r.status_code == 200 else []  # type: ignore[no-any-return]
+
+
+def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
+    procs: Callable[..., Proc],
+) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    saloon = procs(
+        "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "2"
+    )
+    until(
+        lambda: (r := get(leader.url + "/")) is not None and r.status_code == 200,
+        20,
+        "Saloon served through the leader",
+    )
+    assert httpx.get(leader.url + "/").text == STORY
+    saloon.kill(signal.SIGKILL)
+    took = until(lambda: routes_of(leader) == [], 5, "routes dropped after SIGKILL")
+    assert took <= 2 + 1 + 0.2  # ttl + 1 s (+ polling)
+    r = httpx.get(leader.url + "/")
+    assert r.status_code == 404 and r.json()["error"] == "No matching route"
+
+
+def test_leader_restart_gets_the_routes_back_without_touching_the_client(
+    procs: Callable[..., Proc],
+) -> None:
+    port = free_port()
+    leader = procs("leader", port=port)
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "1")
+    until(lambda: routes_of(leader) != [], 20, "registered")
+    leader.kill(signal.SIGKILL)
+    again = procs("leader", port=port)
+    until(lambda: get(again.url + "/_coyote/routes") is not None, 20, "leader back")
+    until(
+        lambda: (r := get(again.url + "/")) is not None and r.status_code == 200,
+        15,
+        "the client registered again with the restarted leader",
+    )
+
+
+def test_clean_shutdown_deregisters_at_once(procs: Callable[..., Proc]) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    saloon = procs(
+        "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "60"
+    )
+    until(lambda: routes_of(leader) != [], 20, "registered")
+    saloon.kill(signal.SIGTERM)
+    until(lambda: routes_of(leader) == [], 3, "deregistered on SIGTERM (ttl is 60 s)")
+
+
+def test_two_instances_share_load_and_one_dying_loses_no_retryable_request(
+    procs: Callable[..., Proc],
+) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    until(
+        lambda: (
+            len(routes_of(leader)) == 3 and all(len(r["instances"]) == 2 for r in routes_of(leader))
+        ),
+        20,
+        "both instances registered",
+    )  # type: ignore[arg-type]
+    pids = {httpx.get(leader.url + "/whoami").json()["pid"] for _ in range(10)}
+    assert len(pids) == 2, "round robin over both instances"
+    assert httpx.get(leader.url + "/whoami").json()["forwarded_for"] == "127.0.0.1"
+    a.kill(signal.SIGKILL)
+    statuses = [httpx.get(leader.url + "/whoami").status_code for _ in range(30)]
+    assert statuses == [200] * 30  # connect failures retried on the other instance
+    big = os.urandom(3_000_000)
+    assert httpx.post(leader.url + "/echo", content=big, timeout=30).content == big
+
+
+def test_every_instance_ejected_is_503_no_healthy_instance(procs: Callable[..., Proc]) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    r = httpx.post(
+        leader.url + "/_coyote/registrations",
+        headers=AUTH,
+        json={
+            "service": "ghost",
+            "instance": "g1",
+            "url": dead,
+            "routes": [{"method": "GET", "path": "/ghost"}],
+            "ttl": 60,
+        },
+    )
+    assert r.status_code == 201
+    statuses = [httpx.get(leader.url + "/ghost").status_code for _ in range(4)]
+    assert statuses == [502, 502, 502, 503]
+    r = httpx.get(leader.url + "/ghost")
+    assert r.json()["error"] == "No healthy instance" and r.headers["retry-after"] == "1"
+
+
+def test_cli_refuses_a_target_that_is_not_a_client() -> None:
+    out = subprocess.run(
+        [str(BIN / "coyote"), "serve-client", "os:getcwd", "--leader", "http://127.0.0.1:1"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "is not a coyote_mw.Client" in out.stderr
+    out = subprocess.run(
+        [str(BIN / "coyote"), "serve-client", "nowhere:Thing", "--leader", "http://127.0.0.1:1"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "cannot import 'nowhere'" in out.stderr

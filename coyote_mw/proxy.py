@@ -32,7 +32,13 @@ import httpx
 
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Closing, Dispatch, Handler, handler_failed, status_line
-from coyote_mw.transport import ConnectError, Pool, ReadTimeout, TransportError
+from coyote_mw.transport import (
+    ConnectError,
+    Pool,
+    ReadTimeout,
+    TransportError,
+    UpstreamResponse,
+)
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
@@ -62,24 +68,37 @@ _HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
 
 
-def _pool(timeout: float) -> Pool:
+# Request headers the relay replaces or drops: hop-by-hop ones, the Host (the
+# instance's goes instead), X-Forwarded-For (extended) and Expect (bodies stream anyway).
+_REPLACED = _HOP_BY_HOP_B | {b"host", b"x-forwarded-for", b"expect"}
+
+
+def _pool() -> Pool:
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
-        pool = _pools[loop] = Pool(read_timeout=timeout)
+        # no read timeout of its own: the relay's watchdog bounds the wait for a head
+        pool = _pools[loop] = Pool(read_timeout=None)
     return pool
 
 
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",")}
+
+
 def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, and those the Connection header names."""
-    headers = list(headers)
-    named = {
-        token.strip().lower().encode("latin-1")
-        for k, v in headers
-        if k.lower() == b"connection"
-        for token in v.decode("latin-1").split(",")
-    }
-    return [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP_B and k.lower() not in named]
+    """Drop hop-by-hop headers, and those the Connection header names (names lowercase)."""
+    out: list[tuple[bytes, bytes]] = []
+    named: set[bytes] | None = None
+    for k, v in headers:
+        if k in _HOP_BY_HOP_B:
+            if k == b"connection":
+                named = _connection_tokens(v)
+            continue
+        out.append((k, v))
+    if named:
+        out = [(k, v) for k, v in out if k not in named]
+    return out
 
 
 class RemoteHandler(Handler):
@@ -134,14 +153,19 @@ class RemoteHandler(Handler):
         out: list[tuple[bytes, bytes]] = []
         forwarded_for = b""
         host = b""
-        for k, v in _strip(headers):
-            name = k.lower()
-            if name == b"host":
-                host = v
-            elif name == b"x-forwarded-for":
-                forwarded_for = v
-            else:
-                out.append((name, v))
+        named: set[bytes] | None = None
+        for k, v in headers:
+            if k in _REPLACED:
+                if k == b"host":
+                    host = v
+                elif k == b"x-forwarded-for":
+                    forwarded_for = v
+                elif k == b"connection":
+                    named = _connection_tokens(v)
+                continue
+            out.append((k, v))
+        if named:
+            out = [(k, v) for k, v in out if k not in named]
         if client:
             ip = str(client[0]).encode("latin-1")
             forwarded_for = forwarded_for + b", " + ip if forwarded_for else ip
@@ -169,6 +193,17 @@ class RemoteHandler(Handler):
         finally:
             relay.release()
 
+    async def _request(
+        self,
+        d: Dispatch,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | AsyncIterator[bytes],
+    ) -> UpstreamResponse:
+        """Send the request; the response head must come within the relay's timeout."""
+        async with d.relay.deadline():
+            return await _pool().request(d.method, self.host, self.port, target, headers, body)
+
     async def _forward(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
         headers = self._headers(
             scope["headers"], scope.get("client"), scope.get("scheme", "http"), d
@@ -176,9 +211,7 @@ class RemoteHandler(Handler):
         body = _request_body(scope, receive)
         target = self._target(d, scope.get("query_string", b""))
         try:
-            response = await _pool(d.relay.timeout).request(
-                d.method, self.host, self.port, target, headers, body
-            )
+            response = await self._request(d, target, headers, body)
         except ConnectError as exc:
             self._failed_to_connect(exc)
             if d.method in IDEMPOTENT and isinstance(body, bytes):
@@ -204,9 +237,7 @@ class RemoteHandler(Handler):
     ) -> int:
         headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", self.netloc)]
         try:
-            response = await _pool(d.relay.timeout).request(
-                d.method, self.host, self.port, target, headers, body
-            )
+            response = await self._request(d, target, headers, body)
         except ConnectError as exc:
             self._failed_to_connect(exc)
             raise handler_failed(d, exc) from exc
@@ -267,7 +298,10 @@ class RemoteHandler(Handler):
         except httpx.HTTPError as exc:
             raise handler_failed(d, exc) from exc
         self._succeeded()
-        back = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _strip(response.headers.raw)]
+        back = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
+        ]
         start_response(status_line(response.status_code), back)
         if d.method == "HEAD":
             response.close()
@@ -320,14 +354,13 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _stream_back(d: Dispatch, response: Any, send: Any) -> int:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": _strip(response.headers),
-        }
-    )
+async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
+    headers = _strip(response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    whole = response.take_whole()
+    if whole is not None:  # the usual small answer: all here already, one message
+        await send({"type": "http.response.body", "body": b"" if d.method == "HEAD" else whole})
+        return response.status
     try:
         if d.method != "HEAD":
             async for chunk in response.aiter_body():

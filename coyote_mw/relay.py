@@ -20,12 +20,13 @@ pool shared by ASGI, WSGI, calls and casts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -230,6 +231,24 @@ class Relay:
             dog.done(watch)
             if future is None:
                 self.release()  # a thread releases its own slot when it returns
+
+    @contextlib.asynccontextmanager
+    async def deadline(self) -> AsyncIterator[None]:
+        """Bound the awaits inside by ``timeout``: ``HandlerTimeout`` past it."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
+        dog = self._watchdog(loop)
+        watch = dog.watch(task, loop.time() + self.timeout)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            task.uncancel()
+            raise HandlerTimeout(self.timeout) from None
+        finally:
+            dog.done(watch)
 
     def _watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
         dog = self._last_watchdog

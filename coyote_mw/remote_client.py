@@ -192,22 +192,32 @@ def serve_client(
         ttl=ttl,
     )
     app = local.asgi()
+    loops: list[asyncio.AbstractEventLoop] = []  # the one main() runs on
 
     class Server(uvicorn.Server):
+        """uvicorn's server, deregistering before it stops listening and drains."""
+
+        leaving: asyncio.Task[None] | None = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # Deregister before uvicorn stops listening and drains in-flight requests.
-            if self.should_exit or getattr(self, "_leaving", False):
+            if self.should_exit or self.leaving is not None:
                 return super().handle_exit(sig, frame)
-            self._leaving = True
-            loop = asyncio.get_event_loop()
+            # A signal handler may interrupt the loop anywhere: hand over through the
+            # thread-safe door, which also wakes a loop asleep in select().
+            loops[0].call_soon_threadsafe(self._leave, sig, frame)
 
-            async def leave() -> None:
+        def _leave(self, sig: int, frame: Any) -> None:
+            if self.leaving is None:
+                self.leaving = asyncio.ensure_future(self._deregister_then_exit(sig, frame))
+
+        async def _deregister_then_exit(self, sig: int, frame: Any) -> None:
+            try:
                 await registrar.stop()
-                super(Server, self).handle_exit(sig, frame)
-
-            self._leave_task = loop.create_task(leave())
+            finally:
+                super().handle_exit(sig, frame)
 
     async def main() -> None:
+        loops.append(asyncio.get_running_loop())
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
         server = Server(config)
 

@@ -227,6 +227,17 @@ class UpstreamResponse:
             yield chunk
         self._finish(reusable=conn.keep_alive and not conn.until_close)
 
+    def take_whole(self) -> bytes | None:
+        """The whole body if it has all arrived already (the connection is released)."""
+        conn = self._conn
+        if not conn.complete or conn.error is not None:
+            return None
+        body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
+        conn.chunks.clear()
+        conn.buffered = 0
+        self._finish(reusable=conn.keep_alive and not conn.until_close)
+        return body
+
     async def aread(self) -> bytes:
         return b"".join([c async for c in self.aiter_body()])
 
@@ -249,7 +260,7 @@ class Pool:
         *,
         max_per_host: int = 100,
         connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        read_timeout: float | None = 30.0,
         idle_timeout: float = 30.0,
     ) -> None:
         self.max_per_host = max_per_host
@@ -303,11 +314,14 @@ class Pool:
             conn.transport.write(head)
             chunked = b"content-length" not in head.lower()
             await conn.write_body(body, chunked)
-        timer = conn.loop.call_later(self.read_timeout, _time_out, ready)
-        try:
+        if self.read_timeout is None:  # the caller bounds the wait itself
             await ready
-        finally:
-            timer.cancel()
+        else:
+            timer = conn.loop.call_later(self.read_timeout, _time_out, ready)
+            try:
+                await ready
+            finally:
+                timer.cancel()
         return UpstreamResponse(conn, self, key)
 
     async def _acquire(self, key: tuple[str, int]) -> tuple[_Connection, bool]:
@@ -388,11 +402,10 @@ def _head(
 ) -> bytes:
     lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     has_host = has_length = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"host":
+    for name, value in headers:  # names are lowercase, as ASGI gives them
+        if name == b"host":
             has_host = True
-        elif lower == b"content-length":
+        elif name == b"content-length":
             has_length = True
         lines += [name, b": ", value, b"\r\n"]
     if not has_host:

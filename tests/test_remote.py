@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,8 +31,10 @@ class Proc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
+        # a file, not a pipe: nobody drains a pipe, and a full one blocks the process
+        self.log = tempfile.NamedTemporaryFile(prefix="coyote-test-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=self.log
         )
         return self
 
@@ -44,8 +48,7 @@ class Proc:
                 self.proc.wait(5)
 
     def stderr(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")[-3000:]
+        return Path(self.log.name).read_text(errors="replace")
 
 
 def until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -72,7 +75,7 @@ def procs() -> Iterator[Callable[..., Proc]]:
     def start(kind: str, *args: str, port: int | None = None) -> Proc:
         port = port or free_port()
         if kind == "leader":
-            argv = [str(BIN / "coyote"), "--log-level", "warning", "leader", "--port", str(port)]
+            argv = [str(BIN / "coyote"), "--log-level", "info", "leader", "--port", str(port)]
         else:
             argv = [
                 str(BIN / "coyote"),
@@ -90,6 +93,7 @@ def procs() -> Iterator[Callable[..., Proc]]:
     yield start
     for p in started:
         p.kill()
+        p.log.close()
 
 
 def routes_of(leader: Proc) -> list[dict[str, object]]:

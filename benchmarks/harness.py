@@ -111,7 +111,17 @@ def _ms(text: str) -> float:
 def wrk(url: str, *, duration: float, connections: int, threads: int = 1) -> WrkResult:
     """Run wrk for ``duration`` seconds against ``url`` (pinned to core 0)."""
     out = subprocess.run(
-        pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url], 0),
+        pinned(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                url,
+            ],
+            0,
+        ),
         capture_output=True,
         text=True,
         timeout=duration + 30,

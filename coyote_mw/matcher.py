@@ -44,14 +44,19 @@ class _Node(Generic[E]):
 
 
 class Snapshot(Generic[E]):
-    """One topology's routes, compiled.  Never mutated once published."""
+    """One topology's routes, compiled.  Never mutated once published.
 
-    __slots__ = ("_root", "_static", "size")
+    ``cache`` belongs to its snapshot, so a table change, which publishes a new
+    snapshot, drops it: no lookup can ever see a result from an older table.
+    """
+
+    __slots__ = ("_root", "_static", "cache", "size")
 
     def __init__(self, root: _Node[E], static: dict[str, dict[str, E]], size: int) -> None:
         self._root = root
         self._static = static
         self.size = size
+        self.cache: dict[tuple[str, str], Any] = {}
 
     def find(
         self, method: str, path: str, segments: tuple[str, ...] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -184,7 +184,7 @@ class Request:
         path: str,
         *,
         raw_path: str | None = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         query_string: bytes = b"",
         headers: list[tuple[bytes, bytes]] | Headers | None = None,
         body: Body | None = None,
@@ -200,7 +200,7 @@ class Request:
         self.raw_path = raw_path if raw_path is not None else path
         """Canonical percent-encoded path, as forwarded."""
         self.params = params if params is not None else {}
-        """Path parameters, converted: ``{id:int}`` gives an ``int``."""
+        """Path parameters (read-only), converted: ``{id:int}`` gives an ``int``."""
         self.query_string = query_string
         self.topology = topology
         self.route = route

@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from coyote_mw.errors import InvalidRoute, NoHealthyInstance, RouteConflict
@@ -126,12 +127,24 @@ class Endpoint:
         return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
 
 
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+
+# Recent lookups kept per snapshot (see matcher.Snapshot.cache): hits and misses,
+# up to this many; when full it starts over, so a flood of distinct paths costs
+# memory no more than this.
+CACHE_SIZE = 4096
+_UNCACHED = object()
+
+
 class Match:
-    """A successful lookup: the endpoint and the converted path parameters."""
+    """A successful lookup: the endpoint and the converted path parameters (read-only).
+
+    Matches are shared between requests through the lookup cache, hence immutable.
+    """
 
     __slots__ = ("endpoint", "params")
 
-    def __init__(self, endpoint: Endpoint, params: dict[str, Any]) -> None:
+    def __init__(self, endpoint: Endpoint, params: Mapping[str, Any]) -> None:
         self.endpoint = endpoint
         self.params = params
 
@@ -198,11 +211,29 @@ class RouteTable:
         snapshot = self._snapshots.get(topology)
         if snapshot is None:
             return None
+        if segments is not None:  # an encoded slash: rare, not cached
+            return self._lookup(snapshot, method, path, segments)
+        cache = snapshot.cache
+        key = (method, path)
+        match = cache.get(key, _UNCACHED)
+        if match is _UNCACHED:
+            match = self._lookup(snapshot, method, path, None)
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[key] = match
+        return match  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _lookup(
+        snapshot: Snapshot[Endpoint], method: str, path: str, segments: tuple[str, ...] | None
+    ) -> Match | None:
         found = snapshot.find(method, path, segments)
         if found is None:
             return None
         endpoint, values = found
-        return Match(endpoint, dict(zip(endpoint.names, values, strict=True)) if values else {})
+        if not values:
+            return Match(endpoint, _NO_PARAMS)
+        return Match(endpoint, MappingProxyType(dict(zip(endpoint.names, values, strict=True))))
 
     def allowed_methods(
         self, topology: str, path: str, segments: tuple[str, ...] | None = None

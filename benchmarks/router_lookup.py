@@ -1,0 +1,254 @@
+"""Route lookup: coyote's matcher against Starlette, Werkzeug and Falcon on one route set.
+
+    .venv/bin/python benchmarks/router_lookup.py            # or: make bench
+    .venv/bin/python benchmarks/router_lookup.py --quick
+
+For 10, 100, 1,000 and 10,000 routes (a third static, a third ``/api/v{i}/items/{id:int}``,
+a third ``/users{i}/{name}/profile``), it times four lookups with each router's own API:
+a static hit early in the table, a static hit late in it, a parameterised hit (late)
+and a miss.  Every router must give the same answers first (the script fails if not).
+Every router gets the same already-normalised path; coyote's canonicalisation of a raw
+path is timed on its own line.  coyote keeps a bounded cache of recent lookups per table
+snapshot, and the timing loop repeats one path, so the ``coyote`` column is a cached
+lookup; ``coyote cold`` is the same lookup with the cache bypassed (a path seen for
+the first time).  It also times how long one registration into the 10,000-route table
+takes to be visible.
+Timings are medians of batches, interleaved across routers; ratios > 1 mean coyote
+is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import falcon.routing
+from starlette.routing import Match as StarletteMatch
+from starlette.routing import Route as StarletteRoute
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import Map, Rule
+
+from coyote_mw.paths import canonicalize
+from coyote_mw.table import RouteTable
+
+CASES = ("static early", "static late", "param hit", "miss")
+ROUTERS = ("coyote", "coyote cold", "falcon", "starlette", "werkzeug")
+
+
+def route_set(n: int) -> list[str]:
+    patterns = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            patterns.append(f"/static{i}/page")
+        elif kind == 1:
+            patterns.append(f"/api/v{i}/items/{{id:int}}")
+        else:
+            patterns.append(f"/users{i}/{{name}}/profile")
+    return patterns
+
+
+def cases(patterns: list[str]) -> dict[str, str]:
+    statics = [p for p in patterns if "{" not in p]
+    params = [p for p in patterns if "{id:int}" in p] or [p for p in patterns if "{" in p]
+    last = params[-1].replace("{id:int}", "42").replace("{name}", "coyote")
+    return {
+        "static early": statics[0],
+        "static late": statics[-1],
+        "param hit": last,
+        "miss": "/no/such/route/here",
+    }
+
+
+def build(patterns: list[str]) -> dict[str, Callable[[str], str | None]]:
+    """One lookup function per router: path -> matched template, or None."""
+    table = RouteTable()
+    table.register("bench", [("GET", p) for p in patterns], lambda r: None)
+
+    def coyote(path: str) -> str | None:
+        m = table.match("default", "GET", path)
+        return m.endpoint.pattern if m is not None else None
+
+    snapshot = table._snapshots["default"]
+
+    def coyote_cold(path: str) -> str | None:
+        m = RouteTable._lookup(snapshot, "GET", path, None)
+        return m.endpoint.pattern if m is not None else None
+
+    fal = falcon.routing.CompiledRouter()
+    for p in patterns:
+        fal.add_route(p, _Resource(p))
+    fal.find("/warm-up")  # compiles the router
+
+    def falcon_find(path: str) -> str | None:
+        found = fal.find(path)
+        return found[0].template if found is not None else None
+
+    star = [StarletteRoute(p, _endpoint, methods=["GET"]) for p in patterns]
+    base_scope: dict[str, Any] = {"type": "http", "method": "GET", "root_path": ""}
+
+    def starlette(path: str) -> str | None:
+        scope = {**base_scope, "path": path}
+        for route in star:
+            match, _ = route.matches(scope)
+            if match is StarletteMatch.FULL:
+                return route.path
+        return None
+
+    wmap = Map([Rule(_werkzeug_rule(p), endpoint=p, methods=["GET"]) for p in patterns])
+    adapter = wmap.bind("localhost")
+
+    def werkzeug(path: str) -> str | None:
+        try:
+            endpoint, _ = adapter.match(path, method="GET")
+        except NotFound:
+            return None
+        return str(endpoint)
+
+    return {
+        "coyote": coyote,
+        "coyote cold": coyote_cold,
+        "falcon": falcon_find,
+        "starlette": starlette,
+        "werkzeug": werkzeug,
+    }
+
+
+class _Resource:
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def on_get(self, req: Any, resp: Any) -> None:  # falcon wants a responder
+        pass
+
+
+async def _endpoint(request: Any) -> None:
+    pass
+
+
+def _werkzeug_rule(pattern: str) -> str:
+    return pattern.replace("{id:int}", "<int:id>").replace("{name}", "<name>")
+
+
+def time_lookup(fn: Callable[[str], Any], path: str, budget: float) -> float:
+    """Median ns per lookup over batches of 200, within ``budget`` seconds."""
+    batch = 200
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget
+    while (len(samples) < 5 or time.perf_counter() < deadline) and len(samples) < 2000:
+        start = time.perf_counter_ns()
+        for _ in range(batch):
+            fn(path)
+        samples.append((time.perf_counter_ns() - start) / batch)
+    return statistics.median(samples)
+
+
+def registration_visible_ms(n: int, rounds: int) -> tuple[float, float]:
+    """Median ms for one registration into an n-route table to be matched (coyote, falcon)."""
+    patterns = route_set(n)
+    table = RouteTable()
+    table.register("bench", [("GET", p) for p in patterns], lambda r: None)
+    ours = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        table.register(f"new{i}", [("GET", f"/fresh{i}/{{x}}")], lambda r: None)
+        assert table.match("default", "GET", f"/fresh{i}/y") is not None
+        ours.append((time.perf_counter() - start) * 1000)
+        table.deregister(service=f"new{i}")
+    fal = falcon.routing.CompiledRouter()
+    for p in patterns:
+        fal.add_route(p, _Resource(p))
+    fal.find("/warm-up")
+    theirs = []
+    for i in range(max(2, rounds // 10)):
+        start = time.perf_counter()
+        fal.add_route(f"/fresh{i}/{{x}}", _Resource("x"))
+        assert fal.find(f"/fresh{i}/y") is not None  # recompiles the whole router
+        theirs.append((time.perf_counter() - start) * 1000)
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--budget", type=float, default=0.25, help="seconds per measurement")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    budget = 0.05 if args.quick else args.budget
+    results: dict[int, dict[str, dict[str, float]]] = {}
+    for n in sizes:
+        patterns = route_set(n)
+        routers = build(patterns)
+        for case, path in cases(patterns).items():
+            answers = {name: fn(path) for name, fn in routers.items()}
+            if len(set(answers.values())) != 1:
+                print(f"routers disagree on {path!r} at {n} routes: {answers}", file=sys.stderr)
+                return 1
+        results[n] = {case: {} for case in CASES}
+        for _ in range(2):  # two interleaved passes; keep the better median of each
+            for case, path in cases(patterns).items():
+                for name in ROUTERS:
+                    ns = time_lookup(routers[name], path, budget / 2)
+                    best = results[n][case].get(name)
+                    results[n][case][name] = ns if best is None else min(best, ns)
+
+    print("median ns per lookup (ratio: the peer's time / coyote's; > 1 means coyote is faster)\n")
+    print(
+        "| routes | case | coyote | coyote cold | falcon | starlette | werkzeug | vs falcon "
+        "| vs falcon, cold | vs starlette | vs werkzeug |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    faster_everywhere = True
+    for n, by_case in results.items():
+        for case, t in by_case.items():
+            c, cold = t["coyote"], t["coyote cold"]
+            faster_everywhere &= t["falcon"] > c
+            print(
+                f"| {n:,} | {case} | {c:.0f} | {cold:.0f} | {t['falcon']:.0f} | "
+                f"{t['starlette']:.0f} | {t['werkzeug']:.0f} | {t['falcon'] / c:.2f}x | "
+                f"{t['falcon'] / cold:.2f}x | {t['starlette'] / c:.1f}x | "
+                f"{t['werkzeug'] / c:.1f}x |"
+            )
+    raw = "/api/v7/items/42"
+    print(
+        f"\ncanonicalising a raw path ({raw}, the fast path): "
+        f"{time_lookup(canonicalize, raw, budget):.0f} ns; with escapes and dot-segments "
+        f"(/api/%76%37/./items/42): {time_lookup(canonicalize, '/api/%76%37/./items/42', budget):.0f} ns"
+    )
+    flat = True
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        print(f"\ncoyote lookup({hi:,}) / lookup({lo:,}):", end="")
+        for case in CASES:
+            r = results[hi][case]["coyote"] / results[lo][case]["coyote"]
+            flat &= r <= 1.2
+            print(f"  {case} {r:.2f}", end="")
+        print()
+    ours, theirs = registration_visible_ms(sizes[-1], 10 if args.quick else 40)
+    print(
+        f"\none registration into {sizes[-1]:,} routes, visible to lookups: coyote {ours:.2f} ms, "
+        f"falcon {theirs:.0f} ms (recompiles its router)"
+    )
+    print("\ntargets:")
+    print(
+        f"  faster than Falcon in every case at every size: {'PASS' if faster_everywhere else 'FAIL'}"
+    )
+    print(
+        f"  lookup({sizes[-1]:,}) within 1.2x of lookup({sizes[0]:,}): {'PASS' if flat else 'FAIL'}"
+    )
+    print(f"  one registration visible within 20 ms: {'PASS' if ours < 20 else 'FAIL'}")
+    if args.json:
+        args.json.write_text(json.dumps({"lookups": results, "register_ms": ours}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,11 +31,17 @@ async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def _coyote() -> Any:
     from coyote_mw import Coyote
+    from coyote_mw.accesslog import BufferedFileHandler
 
     log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
     if log:  # the access log on, to a file, as a production gateway would have it
-        handler = logging.FileHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler: logging.Handler = (
+            logging.FileHandler(log)
+            if os.environ.get("PLAIN_FILE_HANDLER")
+            else BufferedFileHandler(log)
+        )
+        if isinstance(handler, logging.FileHandler):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         access = logging.getLogger("coyote_mw.access")
         access.addHandler(handler)
         access.setLevel(logging.INFO)

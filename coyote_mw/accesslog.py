@@ -6,6 +6,13 @@ The line goes through the standard logging module, so its handlers, formatters a
 filters apply.  It is on every request's path, so the record is built directly
 (``Logger.handle``) rather than through ``Logger.info``, which looks up the caller's
 stack frame for a location that is always this function anyway.
+
+A plain ``FileHandler`` flushes (one system call) and formats a timestamp per line,
+which costs a busy worker a third of its throughput.  ``BufferedFileHandler`` writes
+through a buffer flushed every ``flush_interval`` seconds (as nginx's ``access_log
+... buffer= flush=``) and formats the timestamp once a second:
+
+    logging.getLogger("coyote_mw.access").addHandler(BufferedFileHandler("access.log"))
 """
 
 from __future__ import annotations
@@ -16,40 +23,59 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["AccessLog"]
+__all__ = ["AccessLog", "BufferedFileHandler"]
 
 logger = logging.getLogger("coyote_mw.access")
 
 _START = time.time()
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)  # uvicorn / gunicorn workers are forks
+_thread_names: dict[int, str] = {}
+
+
 class _AccessRecord(logging.LogRecord):
-    """A LogRecord with the fields formatters read, without the per-call frame walk."""
+    """A LogRecord with the fields formatters read, without the per-call frame walk.
+
+    What never changes is a class attribute; ``__init__`` sets only what does.
+    """
+
+    name = logger.name
+    levelname = "INFO"
+    levelno = logging.INFO
+    pathname = __file__
+    filename = "accesslog.py"
+    module = "accesslog"
+    lineno = 0
+    funcName = "access"
+    exc_info = None
+    exc_text = None
+    stack_info = None
+    processName = "MainProcess"
+    taskName = None
 
     def __init__(self, msg: str, args: tuple[Any, ...]) -> None:
         now = time.time()
-        self.name = logger.name
         self.msg = msg
         self.args = args
-        self.levelname = "INFO"
-        self.levelno = logging.INFO
-        self.pathname = __file__
-        self.filename = "accesslog.py"
-        self.module = "accesslog"
-        self.lineno = 0
-        self.funcName = "access"
-        self.exc_info = None
-        self.exc_text = None
-        self.stack_info = None
         self.created = now
         self.msecs = int((now - int(now)) * 1000) + 0.0
         self.relativeCreated = (now - _START) * 1000
-        thread = threading.current_thread()
-        self.thread = thread.ident
-        self.threadName = thread.name
-        self.processName = "MainProcess"
-        self.process = os.getpid()
-        self.taskName = None
+        ident = threading.get_ident()
+        self.thread = ident
+        name = _thread_names.get(ident)
+        if name is None:
+            name = _thread_names[ident] = threading.current_thread().name
+        self.threadName = name
+        self.process = _pid
 
 
 class AccessLog:
@@ -70,3 +96,61 @@ class AccessLog:
                 (method, raw_path, status, ms, endpoint.pattern, endpoint.service),
             )
         logger.handle(record)
+
+
+class BufferedFileHandler(logging.Handler):
+    """Appends lines to a file through a buffer, flushed every ``flush_interval`` s.
+
+    Without a formatter of its own a line is ``2026-11-25 03:08:14 <message>`` with the
+    timestamp formatted once per second.  Lines still in the buffer are written by
+    ``flush()`` / ``close()`` (``logging.shutdown`` at exit calls both).
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        *,
+        flush_interval: float = 1.0,
+        buffer_size: int = 64 * 1024,
+        encoding: str = "utf-8",
+    ) -> None:
+        super().__init__()
+        self._file = open(filename, "a", encoding=encoding, buffering=buffer_size)  # noqa: SIM115
+        self._second = -1
+        self._stamp = ""
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_every, args=(flush_interval,), name="coyote-access-log", daemon=True
+        )
+        self._flusher.start()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.formatter is not None:
+            return super().format(record)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp} {record.getMessage()}"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._file.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def _flush_every(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._file.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.lock:  # type: ignore[union-attr]
+            if not self._file.closed:
+                self._file.close()
+        super().close()

@@ -1,0 +1,117 @@
+"""The cost of coyote's ASGI middleware: an async handler through coyote vs a native route.
+
+    .venv/bin/python benchmarks/inprocess.py            # or: make bench
+    .venv/bin/python benchmarks/inprocess.py --quick
+
+wrk against one uvicorn worker (httptools, uvloop, uvicorn's own access log off) on
+127.0.0.1, three ways in one run, rounds interleaved: the handler as a native Starlette
+route; as a coyote client behind ``coyote.asgi()`` standalone; and the same in front of
+a Starlette host app.  coyote's access log is on (to a file; its line count is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import BIN, Server, WrkResult, free_port, http_get, median, wrk
+
+UVICORN = [
+    str(BIN / "uvicorn"),
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+]
+VARIANTS = {
+    "native Starlette route": "native_app",
+    "coyote, standalone": "coyote_app",
+    "coyote, in front of a Starlette host": "coyote_host_app",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2.0, 1
+    if not shutil.which("wrk"):
+        print("wrk is missing: apt-get install wrk (make bench does it)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="coyote-inprocess-bench-"))
+    log = tmp / "access.log"
+    servers = {}
+    for label, app in VARIANTS.items():
+        port = free_port()
+        servers[label] = Server(
+            label,
+            [*UVICORN, "--port", str(port), f"benchmarks.inprocess_apps:{app}"],
+            port,
+            {"COYOTE_ACCESS_LOG_FILE": str(log)},
+        )
+    results: dict[str, list[WrkResult]] = {label: [] for label in servers}
+    try:
+        for s in servers.values():
+            s.start("/hello/world")
+            answer = http_get(s.port, "/hello/world")
+            assert answer == (200, b"hello world"), f"{s.name} answered {answer!r}"
+            wrk(s.url + "/hello/world", duration=1, connections=args.connections)  # warm up
+        for r in range(args.rounds):
+            for label, s in servers.items():
+                res = wrk(
+                    s.url + "/hello/world", duration=args.duration, connections=args.connections
+                )
+                results[label].append(res)
+                print(
+                    f"round {r + 1} {label:<38} {res.rps:9.0f} req/s  p50 {res.p50_ms:5.2f} ms"
+                    f"  p99 {res.p99_ms:5.2f} ms  errors {res.errors}",
+                    flush=True,
+                )
+    finally:
+        for s in servers.values():
+            s.stop()
+    summary = {
+        label: {
+            "rps": median([x.rps for x in rs]),
+            "p50_ms": median([x.p50_ms for x in rs]),
+            "p99_ms": median([x.p99_ms for x in rs]),
+            "errors": sum(x.errors for x in rs),
+        }
+        for label, rs in results.items()
+    }
+    native = summary["native Starlette route"]["rps"]
+    print(
+        f"\n{args.connections} connections, {args.duration:g} s x {args.rounds} rounds; medians\n"
+    )
+    print("| variant | req/s | vs native | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for label, s in summary.items():
+        print(
+            f"| {label} | {s['rps']:.0f} | {s['rps'] / native:.2f}x | {s['p50_ms']:.2f} | "
+            f"{s['p99_ms']:.2f} |"
+        )
+    ok = all(s["rps"] >= 0.9 * native for label, s in summary.items() if "coyote" in label)
+    print(f"\ntarget: coyote >= 0.9x the native route, access log on: {'PASS' if ok else 'FAIL'}")
+    lines = sum(1 for _ in log.open()) if log.exists() else 0
+    print(f"coyote access log: {lines} lines")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The servers of benchmarks/inprocess.py: one async handler, served three ways."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from coyote_mw import Client, Coyote, Request, Response, route
+from coyote_mw.accesslog import BufferedFileHandler
+
+
+async def hello_native(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse("hello " + request.path_params["name"])
+
+
+class Hello(Client):
+    @route("GET", "/hello/{name}")
+    async def hello(self, request: Request) -> Response:
+        return Response(("hello " + request.params["name"]).encode(), media_type="text/plain")
+
+
+async def other(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse("the host's own route")
+
+
+def _coyote() -> Coyote:
+    log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
+    if log:  # the access log on, to a file
+        handler: logging.Handler = (
+            logging.FileHandler(log)
+            if os.environ.get("PLAIN_FILE_HANDLER")
+            else BufferedFileHandler(log)
+        )
+        if isinstance(handler, logging.FileHandler):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access = logging.getLogger("coyote_mw.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    coyote = Coyote()
+    coyote.register(Hello())
+    return coyote
+
+
+def __getattr__(name: str) -> Any:
+    builders = {
+        "native_app": lambda: Starlette(routes=[Route("/hello/{name}", hello_native)]),
+        "coyote_app": lambda: _coyote().asgi(),
+        "coyote_host_app": lambda: _coyote().asgi(Starlette(routes=[Route("/other", other)])),
+    }
+    if name in builders:
+        app = builders[name]()
+        globals()[name] = app
+        return app
+    raise AttributeError(name)

@@ -42,28 +42,33 @@ os.register_at_fork(after_in_child=_forked)  # uvicorn / gunicorn workers are fo
 _thread_names: dict[int, str] = {}
 
 
+_CONSTANT = {
+    "name": logger.name,
+    "levelname": "INFO",
+    "levelno": logging.INFO,
+    "pathname": __file__,
+    "filename": "accesslog.py",
+    "module": "accesslog",
+    "lineno": 0,
+    "funcName": "access",
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "processName": "MainProcess",
+    "taskName": None,
+}
+
+
 class _AccessRecord(logging.LogRecord):
     """A LogRecord with the fields formatters read, without the per-call frame walk.
 
-    What never changes is a class attribute; ``__init__`` sets only what does.
+    Formatters read ``record.__dict__``, so every field is an instance attribute; what
+    never changes is copied in with one ``dict.update``.
     """
-
-    name = logger.name
-    levelname = "INFO"
-    levelno = logging.INFO
-    pathname = __file__
-    filename = "accesslog.py"
-    module = "accesslog"
-    lineno = 0
-    funcName = "access"
-    exc_info = None
-    exc_text = None
-    stack_info = None
-    processName = "MainProcess"
-    taskName = None
 
     def __init__(self, msg: str, args: tuple[Any, ...]) -> None:
         now = time.time()
+        self.__dict__.update(_CONSTANT)
         self.msg = msg
         self.args = args
         self.created = now

@@ -405,3 +405,26 @@ def test_precedence_host_lets_the_host_answer_first_and_coyote_after_its_404(
     with pytest.raises(ValueError, match="precedence"):
         coyote.asgi(host_app, precedence="sometimes")
     coyote.close()
+
+
+def test_buffered_access_log_handler_writes_formatted_lines(tmp_path: Any, shop: Coyote) -> None:
+    from coyote_mw.accesslog import BufferedFileHandler
+
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=0.05)
+    access = logging.getLogger("coyote_mw.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        import httpx
+
+        with httpx.Client(transport=httpx.WSGITransport(shop.wsgi()), base_url="http://t") as c:
+            c.get("/items/3")
+        handler.flush()
+        line = path.read_text().strip()
+        assert line.endswith("route=/items/{id:int} service=shop")
+        assert " GET /items/3 200 " in line
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(logging.NOTSET)
+        handler.close()

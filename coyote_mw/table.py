@@ -112,14 +112,14 @@ class Endpoint:
         inst = self.instances
         if len(inst) == 1:
             handler = inst[0].handler
-            if not handler.ejected and handler is not exclude:
+            if not getattr(handler, "ejected", False) and handler is not exclude:
                 return handler
         else:
             n = len(inst)
             start = next(self._rr)
             for k in range(n):
                 handler = inst[(start + k) % n].handler
-                if not handler.ejected and handler is not exclude:
+                if not getattr(handler, "ejected", False) and handler is not exclude:
                     return handler
         raise NoHealthyInstance(self.service)
 

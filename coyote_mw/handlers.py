@@ -29,7 +29,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from coyote_mw.errors import DispatchError, HandlerTimeout, RoutingError
 from coyote_mw.paths import CanonicalPath
 from coyote_mw.relay import Relay
-from coyote_mw.request import ASGIBody, Body, BytesBody, Request, WSGIBody
+from coyote_mw.request import ASGIBody, Body, Request, WSGIBody
 from coyote_mw.responses import Response, to_response
 from coyote_mw.table import Match
 
@@ -163,9 +163,16 @@ class FunctionHandler(Handler):
             raise handler_failed(d, exc) from exc
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
-        request = self._request(
-            d,
-            ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
+        ep = d.match.endpoint
+        request = Request(
+            d.method,
+            d.path.path,
+            raw_path=d.path.raw,
+            params=d.match.params,
+            body=ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
+            topology=d.topology,
+            route=ep.pattern,
+            service=ep.service,
             query_string=scope.get("query_string", b""),
             headers=scope.get("headers"),
             scheme=scope.get("scheme", "http"),
@@ -186,24 +193,6 @@ class FunctionHandler(Handler):
         )
         response = self.call(d, request)
         return wsgi_response(d.relay, response, start_response, d.method == "HEAD")
-
-    @staticmethod
-    def request_for(
-        d: Dispatch, body: bytes, headers: list[tuple[bytes, bytes]], qs: bytes
-    ) -> Request:
-        ep = d.match.endpoint
-        return Request(
-            d.method,
-            d.path.path,
-            raw_path=d.path.raw,
-            params=d.match.params,
-            body=BytesBody(body, d.max_body),
-            query_string=qs,
-            headers=headers,
-            topology=d.topology,
-            route=ep.pattern,
-            service=ep.service,
-        )
 
 
 def _cast_failed(d: Dispatch, exc: BaseException) -> None:

@@ -205,8 +205,33 @@ class Relay:
 
     async def run(self, fn: Callable[[], Any], is_async: bool) -> Any:
         """Run a handler on the caller's event loop (ASGI) within the bounds."""
-        await self._acquire()
-        return await self._run_acquired(fn, is_async)
+        if not is_async:
+            await self._acquire()
+            return await self._run_acquired(fn, False)
+        # The common case, inlined (it runs on every request): an async handler.
+        with self._lock:
+            free = self._active < self.concurrency and not self._waiting
+            if free:
+                self._active += 1
+        if not free:
+            await self._acquire()
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        dog = self._last_watchdog
+        if dog is None or dog.loop is not loop:
+            dog = self._watchdog(loop)
+        watch = dog.watch(task, loop.time() + self.timeout)
+        try:
+            return await fn()
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            task.uncancel()
+            raise HandlerTimeout(self.timeout) from None
+        finally:
+            dog.running.discard(watch)
+            self.release()
 
     async def _run_acquired(self, fn: Callable[[], Any], is_async: bool) -> Any:
         loop = asyncio.get_running_loop()

@@ -3,8 +3,9 @@
 The body is not read until a handler asks for it, and then through one of two
 twins, as in httpx: ``read()`` / ``json()`` / ``form()`` for ``def`` handlers and
 ``await aread()`` / ``await ajson()`` / ``await aform()`` for ``async def`` handlers,
-with ``iter_bytes()`` / ``aiter_bytes()`` to stream it.  A body over ``max_body``
-bytes is refused with 413 once read; malformed JSON or form data with 400.
+with ``iter_bytes()`` / ``aiter_bytes()`` to stream it.  Reading a body over
+``max_body`` bytes into memory is refused with 413 (streaming it is not limited);
+malformed JSON or form data with 400.
 """
 
 from __future__ import annotations
@@ -40,14 +41,34 @@ class Body:
         if size > self.max_body:
             raise PayloadTooLarge(self.max_body)
 
+    # ``max_body`` bounds what is buffered in memory (read, json, form); a handler that
+    # streams the body (iter_bytes / aiter_bytes) takes any size, chunk by chunk.
+
+    def _declared(self) -> int | None:
+        return None
+
     def read(self) -> bytes:
         if self._data is None:
-            self._data = b"".join(self.iter_bytes())
+            self._check(self._declared() or 0)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in self.iter_bytes():
+                size += len(chunk)
+                self._check(size)
+                chunks.append(chunk)
+            self._data = b"".join(chunks)
         return self._data
 
     async def aread(self) -> bytes:
         if self._data is None:
-            self._data = b"".join([c async for c in self.aiter_bytes()])
+            self._check(self._declared() or 0)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self.aiter_bytes():
+                size += len(chunk)
+                self._check(size)
+                chunks.append(chunk)
+            self._data = b"".join(chunks)
         return self._data
 
     def iter_bytes(self) -> Iterator[bytes]:
@@ -75,8 +96,8 @@ class BytesBody(Body):
 
     def __init__(self, data: bytes, max_body: int) -> None:
         super().__init__(max_body)
-        self._check(len(data))
         self._data = data
+        self._check(len(data))
 
 
 class ASGIBody(Body):
@@ -93,15 +114,12 @@ class ASGIBody(Body):
         self._done = False
 
     async def _iter_async(self) -> AsyncIterator[bytes]:
-        size = 0
         while not self._done:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise BadRequest("the client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             self._done = not message.get("more_body", False)
-            size += len(chunk)
-            self._check(size)
             if chunk:
                 yield chunk
 
@@ -135,18 +153,16 @@ class WSGIBody(Body):
         super().__init__(max_body)
         self._stream = stream
         self._length = length
-        if length is not None:
-            self._check(length)
+
+    def _declared(self) -> int | None:
+        return self._length
 
     def _iter_sync(self) -> Iterator[bytes]:
         remaining = self._length
-        size = 0
         while remaining is None or remaining > 0:
             chunk = self._stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
             if not chunk:
                 return
-            size += len(chunk)
-            self._check(size)
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk

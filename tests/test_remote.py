@@ -216,3 +216,38 @@ def test_cli_refuses_a_target_that_is_not_a_client() -> None:
         timeout=30,
     )
     assert out.returncode == 2 and "cannot import 'nowhere'" in out.stderr
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_100_mb_up_and_down_stream_through_the_leader_without_buffering(
+    procs: Callable[..., Proc],
+) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    procs("client", "tests.remote_apps:Bulk", "--leader", leader.url, "--ttl", "30")
+    until(lambda: len(routes_of(leader)) == 2, 20, "registered")
+    assert leader.proc is not None
+    before = _rss_kib(leader.proc.pid, "VmRSS")
+    mb = 100
+
+    def upload() -> Iterator[bytes]:
+        chunk = b"y" * 65536
+        for _ in range(mb * 16):
+            yield chunk
+
+    r = httpx.post(leader.url + "/sink", content=upload(), timeout=60)
+    assert r.json() == {"received": mb * 1024 * 1024}
+    received = 0
+    with httpx.stream("GET", f"{leader.url}/source/{mb}", timeout=60) as down:
+        for chunk in down.iter_raw():
+            received += len(chunk)
+    assert received == mb * 1024 * 1024
+    peak = _rss_kib(leader.proc.pid, "VmHWM")
+    print(f"leader RSS {before // 1024} MiB before, peak {peak // 1024} MiB")
+    assert peak - before < 30 * 1024, f"the leader grew by {(peak - before) // 1024} MiB"

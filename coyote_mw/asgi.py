@@ -59,10 +59,42 @@ class CoyoteASGI:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
         elif self.app is not None:
             await self.app(scope, receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1000})
+
+    async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
+        """A WebSocket handshake is a GET: a GET route whose handler relays WebSockets
+        (a remote instance, an ASGI app) takes it; anything else goes to the host app,
+        or is refused (403 at the handshake) where coyote owns the path."""
+        try:
+            path = _canonical(scope)
+        except BadRequestPath:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        relative: CanonicalPath | None = path
+        if self.mount:
+            relative = mount_relative(path, self.mount)
+        match = None
+        topology = self.resolve(scope)
+        if relative is not None:
+            match = self.coyote.table.match(topology, "GET", relative.path, relative.segments)
+        if match is None or relative is None:
+            if self.app is not None and not (self.mount and relative is not None):
+                await self.app(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        d = Dispatch(
+            match, "GET", relative, topology, self.coyote.relay, self.coyote.max_body, self.mount
+        )
+        try:
+            handler = match.endpoint.pick()
+        except DispatchError:
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        await handler.serve_websocket(d, scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         start = time.perf_counter()

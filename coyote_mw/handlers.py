@@ -83,6 +83,10 @@ class Handler:
     async def acall(self, d: Dispatch, request: Request) -> Response:
         raise NotImplementedError
 
+    async def serve_websocket(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> None:
+        """Relay a WebSocket; handlers that cannot refuse the handshake (403)."""
+        await send({"type": "websocket.close", "code": 1000})
+
     async def startup(self) -> None:
         """Called in the host's lifespan startup."""
 
@@ -233,6 +237,13 @@ class ASGIAppHandler(Handler):
         if self._lifespan is not None:
             lifespan, self._lifespan, self._ready = self._lifespan, None, None
             await lifespan.shutdown()
+
+    async def serve_websocket(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> None:
+        await self.startup()
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + d.root_path
+        child["path"] = child["root_path"] + d.path.path
+        await self.app(child, receive, send)
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         await self.startup()

@@ -64,6 +64,16 @@ HOP_BY_HOP = frozenset(
     }
 )
 _HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
+# the WebSocket client writes its own handshake
+_WS_HANDSHAKE = frozenset(
+    {
+        b"host",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    }
+)
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
 
@@ -247,6 +257,71 @@ class RemoteHandler(Handler):
             raise handler_failed(d, exc) from exc
         self._succeeded()
         return await _stream_back(d, response, send)
+
+    # -- WebSockets (ASGI) -------------------------------------------------------------
+
+    async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
+        """Open the same WebSocket on the instance, then pump messages both ways."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+        query = scope.get("query_string", b"")
+        url = f"ws://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in self._headers(scope["headers"], scope.get("client"), "ws", d)
+            if k not in _WS_HANDSHAKE
+        ]
+        message = await receive()  # websocket.connect
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            upstream = await connect(
+                url,
+                additional_headers=headers,
+                subprotocols=scope.get("subprotocols") or None,
+                open_timeout=d.relay.timeout,
+                max_size=None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            if not isinstance(exc, InvalidStatus):
+                self._failed_to_connect(exc)
+            handler_failed(d, exc)
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        self._succeeded()
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+        async def client_to_upstream() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "websocket.disconnect":
+                    await upstream.close(msg.get("code", 1000))
+                    return
+                data = msg.get("bytes")
+                await upstream.send(data if data is not None else msg.get("text", ""))
+
+        async def upstream_to_client() -> None:
+            try:
+                async for data in upstream:
+                    key = "bytes" if isinstance(data, bytes) else "text"
+                    await send({"type": "websocket.send", key: data})
+            except ConnectionClosed:
+                pass
+            code = upstream.close_code or 1000
+            await send({"type": "websocket.close", "code": code})
+
+        tasks = [
+            asyncio.ensure_future(client_to_upstream()),
+            asyncio.ensure_future(upstream_to_client()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await upstream.close()
 
     # -- WSGI: a pooled httpx.Client ---------------------------------------------------
 

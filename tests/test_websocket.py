@@ -1,0 +1,75 @@
+"""WebSockets under ASGI: relayed to a remote instance, or handed to an in-process app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from coyote_mw import Coyote
+from tests.servers import uvicorn_server
+
+
+async def echo(ws: WebSocket) -> None:
+    await ws.accept(subprotocol=(ws.scope.get("subprotocols") or [None])[0])
+    await ws.send_text(f"path={ws.url.path} fwd={ws.headers.get('x-forwarded-for')}")
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await ws.send_text("echo " + message["text"])
+        else:
+            await ws.send_bytes(message["bytes"][::-1])
+
+
+def echo_app() -> Starlette:
+    return Starlette(routes=[WebSocketRoute("/ws/{room}", echo)])
+
+
+@pytest.fixture
+def leader() -> Iterator[tuple[Coyote, int]]:
+    coyote = Coyote()
+    with uvicorn_server(echo_app()) as upstream_port, uvicorn_server(coyote.asgi()) as port:
+        coyote.register_remote(
+            f"http://127.0.0.1:{upstream_port}", routes=[("GET", "/ws/{room}")], service="chat"
+        )
+        yield coyote, port
+    coyote.close()
+
+
+def test_websocket_is_relayed_to_the_remote_instance_both_ways(
+    leader: tuple[Coyote, int],
+) -> None:
+    _, port = leader
+    with connect(f"ws://127.0.0.1:{port}/ws/lobby", subprotocols=["chat.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "chat.v1"
+        assert ws.recv(timeout=5) == "path=/ws/lobby fwd=127.0.0.1"
+        ws.send("howdy")
+        assert ws.recv(timeout=5) == "echo howdy"
+        ws.send(b"\x01\x02\x03")
+        assert ws.recv(timeout=5) == b"\x03\x02\x01"
+
+
+def test_websocket_to_an_unknown_path_is_refused_at_the_handshake(
+    leader: tuple[Coyote, int],
+) -> None:
+    _, port = leader
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{port}/nowhere", open_timeout=5)
+    assert refused.value.response.status_code == 403
+
+
+def test_websocket_to_an_in_process_asgi_app_goes_straight_to_it() -> None:
+    coyote = Coyote()
+    coyote.register(echo_app(), routes=[("GET", "/ws/{room}")], service="local-chat")
+    with uvicorn_server(coyote.asgi()) as port, connect(f"ws://127.0.0.1:{port}/ws/saloon") as ws:
+        assert ws.recv(timeout=5) == "path=/ws/saloon fwd=None"
+        ws.send("whiskey")
+        assert ws.recv(timeout=5) == "echo whiskey"
+    coyote.close()

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.leader import Coyote as _Coyote
-from coyote_mw.loading import import_string
+from coyote_mw.loading import apply_settings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -46,16 +46,7 @@ class Coyote(_Coyote):
 
     def init_app(self, app: Flask) -> None:
         cfg = app.config
-        self.configure(
-            concurrency=cfg.get("COYOTE_CONCURRENCY"),
-            queue=cfg.get("COYOTE_QUEUE"),
-            timeout=cfg.get("COYOTE_TIMEOUT"),
-            max_body=cfg.get("COYOTE_MAX_BODY"),
-            access_log=cfg.get("COYOTE_ACCESS_LOG"),
-        )
-        topology = cfg.get("COYOTE_TOPOLOGY", "default")
-        for spec in cfg.get("COYOTE_CLIENTS", ()):
-            self.register(import_string(spec)(), topology=topology)
+        topology = apply_settings(self, lambda key: cfg.get("COYOTE_" + key))
         app.wsgi_app = self.wsgi(  # type: ignore[method-assign]
             app.wsgi_app,
             mount=cfg.get("COYOTE_MOUNT", ""),

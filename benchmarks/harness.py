@@ -142,3 +142,41 @@ def median(values: list[float]) -> float:
     values = sorted(values)
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarise(results: dict[str, list[WrkResult]]) -> dict[str, dict[str, float]]:
+    """Medians over the rounds of each variant (errors summed)."""
+    return {
+        name: {
+            "rps": median([x.rps for x in rs]),
+            "p50_ms": median([x.p50_ms for x in rs]),
+            "p99_ms": median([x.p99_ms for x in rs]),
+            "errors": sum(x.errors for x in rs),
+        }
+        for name, rs in results.items()
+    }
+
+
+def access_log_from_env() -> None:
+    """In a benchmarked server: coyote's access log on, to ``$COYOTE_ACCESS_LOG_FILE``.
+
+    Through ``BufferedFileHandler``, or a plain ``FileHandler`` with a timestamped
+    format when ``PLAIN_FILE_HANDLER`` is set (to compare the two).
+    """
+    import logging
+
+    from coyote_mw.accesslog import BufferedFileHandler
+
+    log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
+    if not log:
+        return
+    handler: logging.Handler
+    if os.environ.get("PLAIN_FILE_HANDLER"):
+        handler = logging.FileHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    else:
+        handler = BufferedFileHandler(log)
+    access = logging.getLogger("coyote_mw.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,8 +9,8 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from benchmarks.harness import access_log_from_env
 from coyote_mw import Client, Coyote, Request, Response, route
-from coyote_mw.accesslog import BufferedFileHandler
 
 
 async def hello_native(request: StarletteRequest) -> PlainTextResponse:
@@ -30,19 +28,7 @@ async def other(request: StarletteRequest) -> PlainTextResponse:
 
 
 def _coyote() -> Coyote:
-    log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
-    if log:  # the access log on, to a file
-        handler: logging.Handler = (
-            logging.FileHandler(log)
-            if os.environ.get("PLAIN_FILE_HANDLER")
-            else BufferedFileHandler(log)
-        )
-        if isinstance(handler, logging.FileHandler):
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access = logging.getLogger("coyote_mw.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+    access_log_from_env()
     coyote = Coyote()
     coyote.register(Hello())
     return coyote

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, Server, WrkResult, free_port, http_get, median, wrk
+from harness import BIN, Server, WrkResult, free_port, http_get, summarise, wrk
 
 UVICORN = [
     str(BIN / "uvicorn"),
@@ -125,15 +125,7 @@ def main() -> int:
         for s in [*servers.values(), upstream]:
             s.stop()
 
-    summary = {
-        name: {
-            "rps": median([x.rps for x in rs]),
-            "p50_ms": median([x.p50_ms for x in rs]),
-            "p99_ms": median([x.p99_ms for x in rs]),
-            "errors": sum(x.errors for x in rs),
-        }
-        for name, rs in results.items()
-    }
+    summary = summarise(results)
     direct = summary["direct"]["rps"]
     print(
         f"\n{args.connections} connections, {args.duration:g} s x {args.rounds} rounds, "

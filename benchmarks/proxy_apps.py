@@ -5,7 +5,6 @@ Each gateway forwards ``GET /hello`` to ``$UPSTREAM`` (http://127.0.0.1:port).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,22 +29,10 @@ async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def _coyote() -> Any:
+    from benchmarks.harness import access_log_from_env
     from coyote_mw import Coyote
-    from coyote_mw.accesslog import BufferedFileHandler
 
-    log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
-    if log:  # the access log on, to a file, as a production gateway would have it
-        handler: logging.Handler = (
-            logging.FileHandler(log)
-            if os.environ.get("PLAIN_FILE_HANDLER")
-            else BufferedFileHandler(log)
-        )
-        if isinstance(handler, logging.FileHandler):
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access = logging.getLogger("coyote_mw.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+    access_log_from_env()
     coyote = Coyote(concurrency=256, queue=1024)
     coyote.register_remote(UPSTREAM, routes=[("GET", "/hello")], service="upstream")
     return coyote.asgi()

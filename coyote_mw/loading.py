@@ -23,3 +23,22 @@ def import_string(spec: str) -> Any:
         except AttributeError:
             raise ValueError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})") from None
     return obj
+
+
+def apply_settings(coyote: Any, get: Any) -> str:
+    """Configure ``coyote`` from a framework's settings and register its ``CLIENTS``.
+
+    ``get(key)`` reads one setting (``"CONCURRENCY"``, ``"CLIENTS"``, ...) or None;
+    returns the topology the settings name.  Used by the Flask and Django adapters.
+    """
+    coyote.configure(
+        concurrency=get("CONCURRENCY"),
+        queue=get("QUEUE"),
+        timeout=get("TIMEOUT"),
+        max_body=get("MAX_BODY"),
+        access_log=get("ACCESS_LOG"),
+    )
+    topology: str = get("TOPOLOGY") or "default"
+    for spec in get("CLIENTS") or ():
+        coyote.register(import_string(spec)(), topology=topology)
+    return topology

@@ -220,36 +220,26 @@ class RemoteHandler(Handler):
         )
         body = _request_body(scope, receive)
         target = self._target(d, scope.get("query_string", b""))
-        try:
-            response = await self._request(d, target, headers, body)
-        except ConnectError as exc:
-            self._failed_to_connect(exc)
-            if d.method in IDEMPOTENT and isinstance(body, bytes):
-                other = _another(d, self)
-                if other is not None:
-                    return await other._forward_once(d, scope, body, send, headers, target)
-            raise handler_failed(d, exc) from exc
-        except ReadTimeout:
-            raise HandlerTimeout(d.relay.timeout) from None
-        except TransportError as exc:
-            raise handler_failed(d, exc) from exc
-        self._succeeded()
-        return await _stream_back(d, response, send)
+        return await self._send(d, target, headers, body, send, retry=True)
 
-    async def _forward_once(
+    async def _send(
         self,
         d: Dispatch,
-        scope: Any,
-        body: bytes,
-        send: Any,
-        headers: list[tuple[bytes, bytes]],
         target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | AsyncIterator[bytes],
+        send: Any,
+        retry: bool,
     ) -> int:
-        headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", self.netloc)]
         try:
             response = await self._request(d, target, headers, body)
         except ConnectError as exc:
             self._failed_to_connect(exc)
+            # nothing was sent: an idempotent request with its body in hand may go elsewhere
+            other = _another(d, self) if retry and d.method in IDEMPOTENT else None
+            if other is not None and isinstance(body, bytes):
+                headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", other.netloc)]
+                return await other._send(d, target, headers, body, send, retry=False)
             raise handler_failed(d, exc) from exc
         except ReadTimeout:
             raise HandlerTimeout(d.relay.timeout) from None

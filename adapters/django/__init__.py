@@ -29,7 +29,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from coyote_mw.leader import Coyote
-from coyote_mw.loading import import_string
+from coyote_mw.loading import apply_settings
 
 __all__ = ["CoyoteMiddleware", "get_coyote"]
 
@@ -48,18 +48,8 @@ def get_coyote() -> Coyote:
     global _leader
     with _lock:
         if _leader is None:
-            cfg = _config()
             leader = Coyote()
-            leader.configure(
-                concurrency=cfg.get("CONCURRENCY"),
-                queue=cfg.get("QUEUE"),
-                timeout=cfg.get("TIMEOUT"),
-                max_body=cfg.get("MAX_BODY"),
-                access_log=cfg.get("ACCESS_LOG"),
-            )
-            topology = cfg.get("TOPOLOGY", "default")
-            for spec in cfg.get("CLIENTS", ()):
-                leader.register(import_string(spec)(), topology=topology)
+            apply_settings(leader, _config().get)
             _leader = leader
         return _leader
 

@@ -95,6 +95,8 @@ def test_without_the_right_token_nothing_happens(
         (payload(service=5), "service"),
         (payload(instance="a b"), "instance"),
         (payload(url="ftp://x"), "url"),
+        (payload(url="https://127.0.0.1:9"), "url"),
+        (payload(url="http://127.0.0.1:99999"), "url"),
         (payload(url="http://127.0.0.1:9?x=1"), "url"),
         (payload(url="not a url"), "url"),
         (payload(routes=[]), "routes"),

@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import hypothesis  # noqa: F401 - see below
 import pytest
+
+# Import at collection what plugins would otherwise import late: CPython 3.11.7 can
+# raise "AST constructor recursion depth mismatch" when pytest compiles a module
+# after the tests ran (a CPython bug, fixed in 3.11.8).
 
 from coyote_mw import Coyote
 
@@ -33,6 +38,13 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        async def cancel_the_rest() -> None:  # as asyncio.run does before closing a loop
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

@@ -15,6 +15,10 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route as StarletteRoute
 
+# Imported here, at collection: importing in a test while relay threads run can trip
+# CPython 3.11's "AST constructor recursion depth mismatch" in pytest's rewriting.
+from starlette.testclient import TestClient
+
 from coyote_mw import (
     Client,
     Coyote,
@@ -239,8 +243,6 @@ def test_call_reaches_whole_apps_too(apps: Coyote) -> None:
 def test_host_lifespan_passes_through_with_coyote_first_up_and_last_down(
     coyote: Coyote,
 ) -> None:
-    from starlette.testclient import TestClient
-
     @contextlib.asynccontextmanager
     async def host_lifespan(app: Starlette) -> AsyncIterator[None]:
         lifespan_events.append("host startup")

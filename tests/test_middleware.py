@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from coyote_mw import Client, Coyote, Request, Response, by_header, route
+from coyote_mw.accesslog import BufferedFileHandler
 from sample_apps.deadwood.saloon import STORY, Saloon
 
 
@@ -408,8 +409,6 @@ def test_precedence_host_lets_the_host_answer_first_and_coyote_after_its_404(
 
 
 def test_buffered_access_log_handler_writes_formatted_lines(tmp_path: Any, shop: Coyote) -> None:
-    from coyote_mw.accesslog import BufferedFileHandler
-
     path = tmp_path / "access.log"
     handler = BufferedFileHandler(path, flush_interval=0.05)
     access = logging.getLogger("coyote_mw.access")

@@ -11,6 +11,7 @@ import pytest
 
 from coyote_mw import Coyote
 from sample_apps.deadwood.saloon import Saloon
+from tests.conftest import ASGIClient, WSGIClient
 
 TOKEN = "t" * 32
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -39,8 +40,6 @@ def leader() -> Any:
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Any:
-    from tests.conftest import ASGIClient, WSGIClient
-
     if request.param == "asgi":
         client: Any = ASGIClient(leader.asgi(), loop_thread)
     else:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 from sample_apps.deadwood.saloon import STORY
+from sample_apps.demo import build
 
 
 def test_demo_host_serves_the_saloon_and_its_own_routes() -> None:
-    from sample_apps.demo import build
-
     coyote, app = build()
     with TestClient(app) as client:  # runs the lifespan too
         assert client.get("/").text == STORY

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import hypothesis  # noqa: F401 - see below
-import pytest
 
-# Import at collection what plugins would otherwise import late: CPython 3.11.7 can
-# raise "AST constructor recursion depth mismatch" when pytest compiles a module
-# after the tests ran (a CPython bug, fixed in 3.11.8).
+# Imported at collection, though no fixture here needs it: plugins would import it
+# after the tests ran, where CPython 3.11.7 can raise "AST constructor recursion depth
+# mismatch" while pytest compiles it (a CPython bug, fixed in 3.11.8).
+import hypothesis  # noqa: F401
+import pytest
 
 from coyote_mw import Coyote
 

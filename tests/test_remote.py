@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,3 +252,66 @@ def test_100_mb_up_and_down_stream_through_the_leader_without_buffering(
     peak = _rss_kib(leader.proc.pid, "VmHWM")
     print(f"leader RSS {before // 1024} MiB before, peak {peak // 1024} MiB")
     assert peak - before < 30 * 1024, f"the leader grew by {(peak - before) // 1024} MiB"
+
+
+def test_a_heartbeat_brings_an_ejected_instance_back(procs: Callable[..., Proc]) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    port = free_port()
+    r = httpx.post(
+        leader.url + "/_coyote/registrations",
+        headers=AUTH,
+        json={
+            "service": "late",
+            "instance": "l1",
+            "url": f"http://127.0.0.1:{port}",
+            "routes": [{"method": "GET", "path": "/whoami"}],
+            "ttl": 60,
+        },
+    )
+    lease = r.json()["lease"]
+    assert [httpx.get(leader.url + "/whoami").status_code for _ in range(4)] == [502] * 3 + [503]
+    # the instance comes up (here: a Whoami served on that very port) and heart-beats
+    procs("client", "tests.remote_apps:Whoami", "--leader", "http://127.0.0.1:1", port=port)
+    until(lambda: get(f"http://127.0.0.1:{port}/whoami") is not None, 20, "instance up")
+    assert httpx.put(f"{leader.url}/_coyote/registrations/{lease}", headers=AUTH).status_code == 200
+    assert httpx.get(leader.url + "/whoami").status_code == 200
+
+
+def test_clean_shutdown_drains_in_flight_requests_and_sends_new_ones_elsewhere(
+    procs: Callable[..., Proc],
+) -> None:
+    leader = procs("leader")
+    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    until(
+        lambda: (
+            all(len(r["instances"]) == 2 for r in routes_of(leader))  # type: ignore[arg-type]
+            and routes_of(leader) != []
+        ),
+        20,
+        "both instances registered",
+    )
+    pid_a = None
+    while pid_a is None:  # learn which pid is instance a
+        who = httpx.get(leader.url + "/whoami").json()["pid"]
+        pid_a = who if a.proc is not None and who == a.proc.pid else None
+    results: list[httpx.Response] = []
+    slow_calls = [
+        threading.Thread(
+            target=lambda: results.append(httpx.get(leader.url + "/slow?s=1.5", timeout=10))
+        )
+        for _ in range(2)  # round robin: one of them lands on a
+    ]
+    for t in slow_calls:
+        t.start()
+    time.sleep(0.3)
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGTERM)  # no wait: requests keep coming meanwhile
+    time.sleep(0.2)
+    others = {httpx.get(leader.url + "/whoami").json()["pid"] for _ in range(6)}
+    for t in slow_calls:
+        t.join(10)
+    assert [r.status_code for r in results] == [200, 200]  # in flight on a: finished
+    assert pid_a not in others  # new requests went to the other instance

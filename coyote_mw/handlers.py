@@ -4,14 +4,12 @@ Every handler serves a matched request three ways, the sync and async twins of o
 job: ``serve_asgi`` (under an ASGI host), ``serve_wsgi`` (under a WSGI host) and
 ``call`` (``Coyote.call`` without HTTP, from a thread or, as ``acall``, a loop).
 
-* ``FunctionHandler`` - a client's ``def`` or ``async def`` method, given a ``Request``.
-* ``ASGIAppHandler``  - a whole ASGI app in process; its lifespan starts with the host's
-  (or before its first request when the host sends none).
-* ``WSGIAppHandler``  - a whole WSGI app in process.
+* ``FunctionHandler`` - a client's ``def`` or ``async def`` method, given a ``Request``
+  (here);
+* ``ASGIAppHandler`` / ``WSGIAppHandler`` - a whole app in process (``apps.py``);
+* ``RemoteHandler`` - an instance reached over HTTP (``proxy.py``).
 
-Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware`` and under a WSGI
-host an ASGI app through ``a2wsgi.ASGIMiddleware`` on the relay's loop, so each app
-keeps its own interface and streams both ways.
+This module also writes a ``Response`` to ASGI ``send`` or a WSGI ``start_response``.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import Any
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import HTTP_STATUS_CODES
 
-from coyote_mw.errors import DispatchError, HandlerTimeout, RoutingError
+from coyote_mw.errors import DispatchError, RoutingError
 from coyote_mw.paths import CanonicalPath
 from coyote_mw.relay import Relay
 from coyote_mw.request import ASGIBody, Body, Request, WSGIBody
@@ -34,12 +32,13 @@ from coyote_mw.responses import Response, to_response
 from coyote_mw.table import Match
 
 __all__ = [
-    "ASGIAppHandler",
     "Dispatch",
     "FunctionHandler",
     "Handler",
-    "WSGIAppHandler",
+    "handler_failed",
     "send_response",
+    "status_line",
+    "wsgi_response",
 ]
 
 logger = logging.getLogger("coyote_mw.handlers")
@@ -204,268 +203,6 @@ def _cast_failed(d: Dispatch, exc: BaseException) -> None:
         logger.warning("cast %s %s not run: %s", d.method, d.path.raw, exc)
     else:
         handler_failed(d, exc)
-
-
-class ASGIAppHandler(Handler):
-    kind = "asgi"
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._lifespan: _Lifespan | None = None
-        self._ready: asyncio.Future[None] | None = None
-        self._wsgi: Any = None
-
-    def __repr__(self) -> str:
-        return f"<ASGIAppHandler {self.app!r}>"
-
-    async def startup(self) -> None:
-        # the first caller starts the lifespan; concurrent first requests wait for it
-        if self._ready is None:
-            self._lifespan = _Lifespan(self.app)
-            self._ready = asyncio.ensure_future(self._lifespan.startup())
-        await asyncio.shield(self._ready)
-
-    def close(self) -> None:
-        lifespan = self._lifespan
-        if lifespan is not None and lifespan.loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self.shutdown(), lifespan.loop).result(10)
-            except Exception:
-                logger.warning("sub-app %r did not shut down cleanly", self.app, exc_info=True)
-
-    async def shutdown(self) -> None:
-        if self._lifespan is not None:
-            lifespan, self._lifespan, self._ready = self._lifespan, None, None
-            await lifespan.shutdown()
-
-    async def serve_websocket(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> None:
-        await self.startup()
-        child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + d.root_path
-        child["path"] = child["root_path"] + d.path.path
-        await self.app(child, receive, send)
-
-    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
-        await self.startup()
-        child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + d.root_path
-        child["path"] = child["root_path"] + d.path.path
-        child["raw_path"] = (child["root_path"] + d.path.raw).encode("latin-1", "replace")
-        return await serve_app(d, self.app, child, receive, send)
-
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        if self._wsgi is None:
-            from a2wsgi import ASGIMiddleware
-
-            loop = d.relay._ensure_loop()
-            asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
-            self._wsgi = ASGIMiddleware(self.app, loop=loop)
-        return serve_wsgi_app(d, self._wsgi, environ, start_response)
-
-    async def acall(self, d: Dispatch, request: Request) -> Response:
-        return await call_asgi_app(self, d, request)
-
-    def call(self, d: Dispatch, request: Request) -> Response:
-        return d.relay.submit_coroutine(self.acall(d, request)).result()
-
-
-class WSGIAppHandler(Handler):
-    kind = "wsgi"
-
-    def __init__(self, app: WSGIApp) -> None:
-        self.app = app
-        self._asgi: Any = None
-
-    def __repr__(self) -> str:
-        return f"<WSGIAppHandler {self.app!r}>"
-
-    def _as_asgi(self, d: Dispatch) -> Any:
-        if self._asgi is None:
-            from a2wsgi import WSGIMiddleware
-
-            self._asgi = WSGIMiddleware(self.app, workers=d.relay.concurrency)
-        return self._asgi
-
-    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
-        child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + d.root_path
-        child["path"] = child["root_path"] + d.path.path
-        return await serve_app(d, self._as_asgi(d), child, receive, send)
-
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        return serve_wsgi_app(d, self.app, environ, start_response)
-
-    async def acall(self, d: Dispatch, request: Request) -> Response:
-        return await call_asgi_app(_Adapted(self._as_asgi(d)), d, request)
-
-    def call(self, d: Dispatch, request: Request) -> Response:
-        return d.relay.submit_coroutine(self.acall(d, request)).result()
-
-
-class _Adapted(Handler):
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
-        return await serve_app(d, self.app, scope, receive, send)
-
-
-# -- running whole apps ---------------------------------------------------------------
-
-
-async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send: Any) -> int:
-    """Run an ASGI app within a relay slot; the timeout runs until it starts answering."""
-    relay = d.relay
-    await relay._acquire()
-    started = asyncio.Event()
-    status = 0
-
-    async def watched_send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            started.set()
-        await send(message)
-
-    task = asyncio.ensure_future(app(scope, receive, watched_send))
-    task.add_done_callback(lambda _: relay.release())
-    waiter = asyncio.ensure_future(started.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, waiter}, timeout=relay.timeout, return_when="FIRST_COMPLETED"
-        )
-    finally:
-        waiter.cancel()
-    if not done:
-        task.cancel()
-        raise HandlerTimeout(relay.timeout)
-    try:
-        await task
-    except Exception as exc:
-        if not started.is_set():
-            raise handler_failed(d, exc) from exc
-        handler_failed(d, exc)  # too late for a 502: log it, the server closes the stream
-    if not started.is_set():
-        raise handler_failed(d, RuntimeError("the app returned without sending a response"))
-    return status
-
-
-def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_response: Any) -> Any:
-    """Run a WSGI app within a relay slot held until its response is closed."""
-    d.relay._acquire_sync()
-    child = dict(environ)
-    script = environ.get("SCRIPT_NAME", "") + d.root_path
-    child["SCRIPT_NAME"] = script
-    child["PATH_INFO"] = d.path.path.encode("utf-8").decode("latin-1")
-    try:
-        result = app(child, start_response)
-    except Exception as exc:
-        d.relay.release()
-        raise handler_failed(d, exc) from exc
-    return Closing(result, d.relay.release)
-
-
-class Closing:
-    """A WSGI response iterable that releases the relay slot when closed."""
-
-    def __init__(self, iterable: Iterable[bytes], on_close: Callable[[], None]) -> None:
-        self._iterable = iterable
-        self._on_close: Callable[[], None] | None = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._iterable)
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
-        finally:
-            on_close, self._on_close = self._on_close, None
-            if on_close is not None:
-                on_close()
-
-
-async def call_asgi_app(handler: Handler, d: Dispatch, request: Request) -> Response:
-    """``Coyote.call`` into an ASGI app: one scope in, the whole response collected."""
-    body = await request.aread()
-    sent = False
-    chunks: list[bytes] = []
-    start: dict[str, Any] = {}
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.Event().wait()  # nothing more: wait to be cancelled
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            start.update(message)
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": request.method,
-        "scheme": request.scheme,
-        "path": request.path,
-        "raw_path": request.raw_path.encode("latin-1", "replace"),
-        "root_path": "",
-        "query_string": request.query_string,
-        "headers": [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
-        ],
-        "client": None,
-        "server": None,
-        "state": {},
-    }
-    await handler.serve_asgi(d, scope, receive, send)
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
-    return Response(b"".join(chunks), start.get("status", 500), headers)
-
-
-class _Lifespan:
-    """Drives one ASGI app's lifespan protocol as a background task."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.supported = True
-        self.loop = asyncio.get_running_loop()
-
-    async def _run(self) -> None:
-        try:
-            await self.app(
-                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-                self._inbox.get,
-                self._outbox.put,
-            )
-        except Exception:
-            # Apps without lifespan support raise on the scope type: that is fine.
-            self.supported = False
-            await self._outbox.put({"type": "lifespan.unsupported"})
-
-    async def startup(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-        await self._inbox.put({"type": "lifespan.startup"})
-        message = await self._outbox.get()
-        if message["type"] == "lifespan.startup.failed":
-            raise RuntimeError(f"sub-app startup failed: {message.get('message', '')}")
-
-    async def shutdown(self) -> None:
-        if not self.supported or self._task is None:
-            return
-        await self._inbox.put({"type": "lifespan.shutdown"})
-        try:
-            await asyncio.wait_for(self._outbox.get(), 10)
-        except TimeoutError:
-            logger.warning("sub-app %r did not finish its lifespan shutdown", self.app)
 
 
 # -- writing responses -----------------------------------------------------------------

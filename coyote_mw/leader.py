@@ -27,16 +27,11 @@ from concurrent.futures import Future
 from typing import Any
 
 from coyote_mw.accesslog import AccessLog
+from coyote_mw.apps import ASGIAppHandler, WSGIAppHandler
 from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
 from coyote_mw.errors import InvalidRoute, MethodNotAllowed, NoMatchingRoute, RelaySaturated
-from coyote_mw.handlers import (
-    ASGIAppHandler,
-    Dispatch,
-    FunctionHandler,
-    Handler,
-    WSGIAppHandler,
-)
+from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
 from coyote_mw.relay import Relay

@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
-from coyote_mw.handlers import Closing, Dispatch, Handler, handler_failed, status_line
+from coyote_mw.handlers import Dispatch, Handler, handler_failed, status_line
 from coyote_mw.transport import (
     ConnectError,
     Pool,
@@ -374,8 +375,6 @@ class RemoteHandler(Handler):
         return _HttpxBody(response)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
-        from coyote_mw.handlers import call_asgi_app
-
         return await call_asgi_app(_AsASGI(self), d, request)
 
     def call(self, d: Dispatch, request: Any) -> Any:

@@ -1,0 +1,300 @@
+"""Whole ASGI and WSGI apps registered in process, behind the handler interface.
+
+* ``ASGIAppHandler`` - its lifespan starts with the host's (or before its first request
+  when the host sends none); WebSockets go straight to it.
+* ``WSGIAppHandler`` - called in the server's thread under a WSGI host.
+
+Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware`` and under a WSGI
+host an ASGI app through ``a2wsgi.ASGIMiddleware`` on the relay's loop, so each app
+keeps its own interface and streams both ways.  An app's timeout runs until it starts
+answering; its slot is held until its answer is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from coyote_mw.errors import HandlerTimeout
+from coyote_mw.handlers import Dispatch, Handler, handler_failed
+from coyote_mw.request import Request
+from coyote_mw.responses import Response
+
+__all__ = [
+    "ASGIAppHandler",
+    "Closing",
+    "WSGIAppHandler",
+    "call_asgi_app",
+    "serve_app",
+    "serve_wsgi_app",
+]
+
+logger = logging.getLogger("coyote_mw.apps")
+
+Scope = dict[str, Any]
+ASGIApp = Callable[..., Any]
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+class ASGIAppHandler(Handler):
+    kind = "asgi"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._lifespan: _Lifespan | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._wsgi: Any = None
+
+    def __repr__(self) -> str:
+        return f"<ASGIAppHandler {self.app!r}>"
+
+    async def startup(self) -> None:
+        # the first caller starts the lifespan; concurrent first requests wait for it
+        if self._ready is None:
+            self._lifespan = _Lifespan(self.app)
+            self._ready = asyncio.ensure_future(self._lifespan.startup())
+        await asyncio.shield(self._ready)
+
+    def close(self) -> None:
+        lifespan = self._lifespan
+        if lifespan is not None and lifespan.loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self.shutdown(), lifespan.loop).result(10)
+            except Exception:
+                logger.warning("sub-app %r did not shut down cleanly", self.app, exc_info=True)
+
+    async def shutdown(self) -> None:
+        if self._lifespan is not None:
+            lifespan, self._lifespan, self._ready = self._lifespan, None, None
+            await lifespan.shutdown()
+
+    async def serve_websocket(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> None:
+        await self.startup()
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + d.root_path
+        child["path"] = child["root_path"] + d.path.path
+        await self.app(child, receive, send)
+
+    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
+        await self.startup()
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + d.root_path
+        child["path"] = child["root_path"] + d.path.path
+        child["raw_path"] = (child["root_path"] + d.path.raw).encode("latin-1", "replace")
+        return await serve_app(d, self.app, child, receive, send)
+
+    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+        if self._wsgi is None:
+            from a2wsgi import ASGIMiddleware
+
+            loop = d.relay._ensure_loop()
+            asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
+            self._wsgi = ASGIMiddleware(self.app, loop=loop)
+        return serve_wsgi_app(d, self._wsgi, environ, start_response)
+
+    async def acall(self, d: Dispatch, request: Request) -> Response:
+        return await call_asgi_app(self, d, request)
+
+    def call(self, d: Dispatch, request: Request) -> Response:
+        return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+class WSGIAppHandler(Handler):
+    kind = "wsgi"
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self._asgi: Any = None
+
+    def __repr__(self) -> str:
+        return f"<WSGIAppHandler {self.app!r}>"
+
+    def _as_asgi(self, d: Dispatch) -> Any:
+        if self._asgi is None:
+            from a2wsgi import WSGIMiddleware
+
+            self._asgi = WSGIMiddleware(self.app, workers=d.relay.concurrency)
+        return self._asgi
+
+    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + d.root_path
+        child["path"] = child["root_path"] + d.path.path
+        return await serve_app(d, self._as_asgi(d), child, receive, send)
+
+    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+        return serve_wsgi_app(d, self.app, environ, start_response)
+
+    async def acall(self, d: Dispatch, request: Request) -> Response:
+        return await call_asgi_app(_Adapted(self._as_asgi(d)), d, request)
+
+    def call(self, d: Dispatch, request: Request) -> Response:
+        return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+class _Adapted(Handler):
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
+        return await serve_app(d, self.app, scope, receive, send)
+
+
+# -- running whole apps ---------------------------------------------------------------
+
+
+async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send: Any) -> int:
+    """Run an ASGI app within a relay slot; the timeout runs until it starts answering."""
+    relay = d.relay
+    await relay._acquire()
+    started = asyncio.Event()
+    status = 0
+
+    async def watched_send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            started.set()
+        await send(message)
+
+    task = asyncio.ensure_future(app(scope, receive, watched_send))
+    task.add_done_callback(lambda _: relay.release())
+    waiter = asyncio.ensure_future(started.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {task, waiter}, timeout=relay.timeout, return_when="FIRST_COMPLETED"
+        )
+    finally:
+        waiter.cancel()
+    if not done:
+        task.cancel()
+        raise HandlerTimeout(relay.timeout)
+    try:
+        await task
+    except Exception as exc:
+        if not started.is_set():
+            raise handler_failed(d, exc) from exc
+        handler_failed(d, exc)  # too late for a 502: log it, the server closes the stream
+    if not started.is_set():
+        raise handler_failed(d, RuntimeError("the app returned without sending a response"))
+    return status
+
+
+def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_response: Any) -> Any:
+    """Run a WSGI app within a relay slot held until its response is closed."""
+    d.relay._acquire_sync()
+    child = dict(environ)
+    script = environ.get("SCRIPT_NAME", "") + d.root_path
+    child["SCRIPT_NAME"] = script
+    child["PATH_INFO"] = d.path.path.encode("utf-8").decode("latin-1")
+    try:
+        result = app(child, start_response)
+    except Exception as exc:
+        d.relay.release()
+        raise handler_failed(d, exc) from exc
+    return Closing(result, d.relay.release)
+
+
+class Closing:
+    """A WSGI response iterable that releases the relay slot when closed."""
+
+    def __init__(self, iterable: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._iterable = iterable
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._iterable)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
+
+async def call_asgi_app(handler: Handler, d: Dispatch, request: Request) -> Response:
+    """``Coyote.call`` into an ASGI app: one scope in, the whole response collected."""
+    body = await request.aread()
+    sent = False
+    chunks: list[bytes] = []
+    start: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()  # nothing more: wait to be cancelled
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": request.path,
+        "raw_path": request.raw_path.encode("latin-1", "replace"),
+        "root_path": "",
+        "query_string": request.query_string,
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()
+        ],
+        "client": None,
+        "server": None,
+        "state": {},
+    }
+    await handler.serve_asgi(d, scope, receive, send)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+    return Response(b"".join(chunks), start.get("status", 500), headers)
+
+
+class _Lifespan:
+    """Drives one ASGI app's lifespan protocol as a background task."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.supported = True
+        self.loop = asyncio.get_running_loop()
+
+    async def _run(self) -> None:
+        try:
+            await self.app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                self._inbox.get,
+                self._outbox.put,
+            )
+        except Exception:
+            # Apps without lifespan support raise on the scope type: that is fine.
+            self.supported = False
+            await self._outbox.put({"type": "lifespan.unsupported"})
+
+    async def startup(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+        await self._inbox.put({"type": "lifespan.startup"})
+        message = await self._outbox.get()
+        if message["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"sub-app startup failed: {message.get('message', '')}")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None:
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(self._outbox.get(), 10)
+        except TimeoutError:
+            logger.warning("sub-app %r did not finish its lifespan shutdown", self.app)

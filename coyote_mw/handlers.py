@@ -44,8 +44,6 @@ __all__ = [
 logger = logging.getLogger("coyote_mw.handlers")
 
 Scope = dict[str, Any]
-ASGIApp = Callable[..., Any]
-WSGIApp = Callable[..., Iterable[bytes]]
 
 
 @dataclass(slots=True)

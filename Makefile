@@ -17,6 +17,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 	@touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
@@ -33,7 +34,8 @@ check: $(VENV)/.test-installed
 	$(BIN)/ruff check coyote_mw adapters sample_apps tests benchmarks
 	$(BIN)/mypy
 
-## make test: lint, types, then the whole test suite (pytest's summary comes last)
+## make test: lint, types, then the whole test suite (pytest's summary comes last);
+## the tests start their own redis-server on a free 127.0.0.1 port
 test: check
 	$(BIN)/python -m pytest
 

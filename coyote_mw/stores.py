@@ -1,0 +1,222 @@
+"""Where remote registrations live: in this process, or in Redis for every worker.
+
+In-process clients hold Python objects and stay in each worker's own table; what a
+store keeps is the *remote* registrations (service, instance, url, routes, lease), so
+that a registration made through any worker reaches every worker.
+
+``RedisStore`` layout, under a namespace (default ``coyote``):
+
+    {ns}:reg:{lease}   the registration as JSON; its key TTL is the lease, so a lease
+                       expires in Redis itself, whichever worker (if any) is alive
+    {ns}:deadlines     sorted set lease -> expiry (ms): lets any worker find expired
+                       leases without keyspace notifications
+    {ns}:version       incremented by every change
+    {ns}:changes       pub/sub channel: the new version after each change
+
+A worker that misses a message sees a version ahead of its own and reloads the whole
+set (``snapshot``); compiled tables stay local, and the hot path never talks to Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["MemoryStore", "RedisStore", "StoredRegistration"]
+
+logger = logging.getLogger("coyote_mw.stores")
+
+
+@dataclass(frozen=True)
+class StoredRegistration:
+    lease: str
+    service: str
+    instance: str
+    url: str
+    topology: str
+    ttl: int
+    routes: tuple[tuple[str, str, bool], ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> StoredRegistration:
+        raw = json.loads(data)
+        raw["routes"] = tuple((m, p, bool(c)) for m, p, c in raw["routes"])
+        return cls(**raw)
+
+
+class MemoryStore:
+    """The embedded default: one process, nothing shared."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._regs: dict[str, tuple[StoredRegistration, float]] = {}
+        self._version = 0
+
+    def put(self, reg: StoredRegistration) -> int:
+        with self._lock:
+            self._regs[reg.lease] = (reg, time.monotonic() + reg.ttl)
+            self._version += 1
+            return self._version
+
+    def renew(self, lease: str) -> bool:
+        with self._lock:
+            held = self._regs.get(lease)
+            if held is None or held[1] <= time.monotonic():
+                return False
+            self._regs[lease] = (held[0], time.monotonic() + held[0].ttl)
+            return True
+
+    def delete(self, lease: str) -> bool:
+        with self._lock:
+            if self._regs.pop(lease, None) is None:
+                return False
+            self._version += 1
+            return True
+
+    def expire(self) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            gone = [lease for lease, (_, deadline) in self._regs.items() if deadline <= now]
+            for lease in gone:
+                del self._regs[lease]
+            if gone:
+                self._version += 1
+            return gone
+
+    def snapshot(self) -> tuple[int, list[StoredRegistration]]:
+        with self._lock:
+            return self._version, [reg for reg, _ in self._regs.values()]
+
+    def close(self) -> None:
+        pass
+
+
+class RedisStore:
+    """Remote registrations in Redis, shared by every worker and host."""
+
+    def __init__(self, url: str, *, namespace: str = "coyote") -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - redis is a dependency
+            raise ImportError("RedisStore needs redis-py: pip install coyote-mw[redis]") from exc
+        # typed Any: redis-py's own annotations cover its sync and async clients at once
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._url = url
+        self.ns = namespace
+        self._channel = f"{namespace}:changes"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _key(self, lease: str) -> str:
+        return f"{self.ns}:reg:{lease}"
+
+    def put(self, reg: StoredRegistration) -> int:
+        deadline = int((time.time() + reg.ttl) * 1000)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._key(reg.lease), reg.to_json(), px=reg.ttl * 1000)
+        pipe.zadd(f"{self.ns}:deadlines", {reg.lease: deadline})
+        pipe.incr(f"{self.ns}:version")
+        version = int(pipe.execute()[-1])
+        self._redis.publish(self._channel, version)
+        return version
+
+    def renew(self, lease: str) -> bool:
+        raw = self._redis.get(self._key(lease))
+        if raw is None:
+            return False
+        ttl = StoredRegistration.from_json(raw).ttl
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.pexpire(self._key(lease), ttl * 1000)
+        pipe.zadd(f"{self.ns}:deadlines", {lease: int((time.time() + ttl) * 1000)})
+        renewed, _ = pipe.execute()
+        return bool(renewed)
+
+    def delete(self, lease: str) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._key(lease))
+        pipe.zrem(f"{self.ns}:deadlines", lease)
+        deleted, _ = pipe.execute()
+        if deleted:
+            self._changed()
+        return bool(deleted)
+
+    def expire(self) -> list[str]:
+        """Drop leases whose key Redis has expired; any worker may call it."""
+        due = self._redis.zrangebyscore(f"{self.ns}:deadlines", "-inf", int(time.time() * 1000))
+        gone = []
+        for raw in due:
+            lease = raw.decode()
+            if self._redis.exists(self._key(lease)):
+                continue  # renewed in between
+            if self._redis.zrem(f"{self.ns}:deadlines", lease):
+                gone.append(lease)  # this worker won the removal: it announces it
+        if gone:
+            self._changed()
+        return gone
+
+    def _changed(self) -> None:
+        version = int(self._redis.incr(f"{self.ns}:version"))
+        self._redis.publish(self._channel, version)
+
+    def version(self) -> int:
+        return int(self._redis.get(f"{self.ns}:version") or 0)
+
+    def snapshot(self) -> tuple[int, list[StoredRegistration]]:
+        """The version and every live registration, read consistently."""
+        while True:
+            version = self.version()
+            leases = [x.decode() for x in self._redis.zrange(f"{self.ns}:deadlines", 0, -1)]
+            values = self._redis.mget([self._key(lease) for lease in leases]) if leases else []
+            if self.version() == version:  # nothing changed while reading
+                return version, [StoredRegistration.from_json(v) for v in values if v is not None]
+
+    def watch(self, on_change: Callable[[int], None]) -> None:
+        """Call ``on_change(version)`` on every change, from a thread; ``-1`` after an
+        outage, when messages may have been missed and a full reload is due."""
+        thread = threading.Thread(
+            target=self._listen, args=(on_change,), name="coyote-store-watch", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _listen(self, on_change: Callable[[int], None]) -> None:
+        import redis
+
+        outage = False
+        while not self._stop.is_set():
+            pubsub: Any = None
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                if outage:
+                    logger.warning("Redis is back: reloading the route table")
+                    on_change(-1)
+                    outage = False
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        on_change(int(message["data"]))
+            except redis.RedisError as exc:
+                if not outage:
+                    logger.warning("Redis unreachable (%s): serving the last table", exc)
+                outage = True
+                self._stop.wait(0.5)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(redis.RedisError):
+                        pubsub.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        self._redis.close()

@@ -1,0 +1,126 @@
+"""Stores of remote registrations: in memory, and a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from coyote_mw.stores import MemoryStore, RedisStore, StoredRegistration
+from tests.redis_server import RedisServer
+
+
+def registration(ttl: int = 5, service: str = "svc") -> StoredRegistration:
+    return StoredRegistration(
+        lease=uuid.uuid4().hex,
+        service=service,
+        instance="i1",
+        url="http://127.0.0.1:9",
+        topology="default",
+        ttl=ttl,
+        routes=(("GET", "/a", False), ("POST", "/b/{x:int}", True)),
+    )
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "memory":
+        s: Any = MemoryStore()
+    else:
+        server = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url, namespace=f"t{uuid.uuid4().hex[:8]}")
+    yield s
+    s.close()
+
+
+def test_put_snapshot_renew_delete(store: Any) -> None:
+    reg = registration()
+    v1 = store.put(reg)
+    version, regs = store.snapshot()
+    assert version == v1 and regs == [reg]
+    assert store.renew(reg.lease) is True
+    assert store.delete(reg.lease) is True
+    version, regs = store.snapshot()
+    assert version > v1 and regs == []
+    assert store.renew(reg.lease) is False
+    assert store.delete(reg.lease) is False
+
+
+def test_an_unrenewed_lease_expires(store: Any) -> None:
+    keep, lapse = registration(ttl=5), registration(ttl=1)
+    store.put(keep)
+    store.put(lapse)
+    time.sleep(1.1)
+    assert store.expire() == [lapse.lease]
+    assert [r.lease for r in store.snapshot()[1]] == [keep.lease]
+    assert store.renew(lapse.lease) is False
+
+
+def test_redis_lease_expires_in_redis_even_with_no_worker_left(
+    redis_server: RedisServer,
+) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    worker_a = RedisStore(redis_server.url, namespace=ns)
+    reg = registration(ttl=1)
+    worker_a.put(reg)
+    worker_a.close()  # the worker that registered it is gone
+    time.sleep(1.1)
+    worker_b = RedisStore(redis_server.url, namespace=ns)
+    assert worker_b.snapshot()[1] == []  # the key itself expired in Redis
+    assert worker_b.expire() == [reg.lease]  # and any worker tidies the index
+    assert worker_b.expire() == []  # once
+    worker_b.close()
+
+
+def test_redis_changes_reach_every_watcher_with_their_version(
+    redis_server: RedisServer,
+) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    writer = RedisStore(redis_server.url, namespace=ns)
+    reader = RedisStore(redis_server.url, namespace=ns)
+    seen: list[int] = []
+    arrived = threading.Event()
+
+    def on_change(version: int) -> None:
+        seen.append(version)
+        arrived.set()
+
+    reader.watch(on_change)
+    time.sleep(0.3)  # subscribed
+    reg = registration()
+    version = writer.put(reg)
+    assert arrived.wait(5)
+    assert seen == [version]
+    assert reader.snapshot() == (version, [reg])
+    writer.close()
+    reader.close()
+
+
+def test_redis_outage_is_survived_and_ends_in_a_full_reload(tmp_path: Any) -> None:
+    server = RedisServer().start()
+    store = RedisStore(server.url, namespace="outage")
+    signals: list[int] = []
+    store.watch(signals.append)
+    time.sleep(0.3)
+    store.put(registration())
+    server.stop()  # Redis gone
+    time.sleep(1.0)
+    server.start()  # back, on the same port, empty (no persistence here)
+    deadline = time.monotonic() + 10
+    while -1 not in signals and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert -1 in signals  # the watcher asked for a full reload
+    assert store.snapshot() == (0, [])
+    store.close()
+    server.cleanup()

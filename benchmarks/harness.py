@@ -21,6 +21,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TASKSET = shutil.which("taskset") if (os.cpu_count() or 1) >= 2 else None
+# every benchmarked server: one uvicorn worker, its fastest parts, its own log quiet
+UVICORN = [
+    str(BIN / "uvicorn"),
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+]
 
 
 def free_port() -> int:

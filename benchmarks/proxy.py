@@ -23,18 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, Server, WrkResult, free_port, http_get, summarise, wrk
+from harness import UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
 
-UVICORN = [
-    str(BIN / "uvicorn"),
-    "--no-access-log",
-    "--log-level",
-    "warning",
-    "--loop",
-    "uvloop",
-    "--http",
-    "httptools",
-]
 TARGET = "coyote >= 0.3x direct, and a lower p99 than the httpx and aiohttp gateways"
 
 NGINX_CONF = """

@@ -89,6 +89,8 @@ def procs() -> Iterator[Callable[..., Proc]]:
             ]
         p = Proc(argv, port).start()
         started.append(p)
+        if kind == "leader":
+            until(lambda: get(p.url + "/_coyote/routes") is not None, 20, "leader up")
         return p
 
     yield start
@@ -106,7 +108,6 @@ def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     saloon = procs(
         "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "2"
     )
@@ -132,8 +133,7 @@ def test_leader_restart_gets_the_routes_back_without_touching_the_client(
     procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "1")
     until(lambda: routes_of(leader) != [], 20, "registered")
     leader.kill(signal.SIGKILL)
-    again = procs("leader", port=port)
-    until(lambda: get(again.url + "/_coyote/routes") is not None, 20, "leader back")
+    again = procs("leader", port=port)  # answers before it returns
     until(
         lambda: (r := get(again.url + "/")) is not None and r.status_code == 200,
         15,
@@ -143,7 +143,6 @@ def test_leader_restart_gets_the_routes_back_without_touching_the_client(
 
 def test_clean_shutdown_deregisters_at_once(procs: Callable[..., Proc]) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     saloon = procs(
         "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "60"
     )
@@ -156,7 +155,6 @@ def test_two_instances_share_load_and_one_dying_loses_no_retryable_request(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
     procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
     until(
@@ -178,7 +176,6 @@ def test_two_instances_share_load_and_one_dying_loses_no_retryable_request(
 
 def test_every_instance_ejected_is_503_no_healthy_instance(procs: Callable[..., Proc]) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     r = httpx.post(
         leader.url + "/_coyote/registrations",
@@ -230,7 +227,6 @@ def test_100_mb_up_and_down_stream_through_the_leader_without_buffering(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     procs("client", "tests.remote_apps:Bulk", "--leader", leader.url, "--ttl", "30")
     until(lambda: len(routes_of(leader)) == 2, 20, "registered")
     assert leader.proc is not None
@@ -256,7 +252,6 @@ def test_100_mb_up_and_down_stream_through_the_leader_without_buffering(
 
 def test_a_heartbeat_brings_an_ejected_instance_back(procs: Callable[..., Proc]) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     port = free_port()
     r = httpx.post(
         leader.url + "/_coyote/registrations",
@@ -282,7 +277,6 @@ def test_clean_shutdown_drains_in_flight_requests_and_sends_new_ones_elsewhere(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
     a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
     procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
     until(

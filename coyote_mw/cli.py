@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader.add_argument("--port", type=int, default=8000)
     leader.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
     leader.add_argument("--prefix", default="/_coyote")
+    leader.add_argument("--store", help="Redis URL shared by several leaders ($COYOTE_STORE)")
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from coyote_mw.leader import Coyote
 
-        app = Coyote(token=_token(args, leader), prefix=args.prefix).asgi()
+        app = Coyote(token=_token(args, leader), prefix=args.prefix, store=args.store).asgi()
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
     if args.command == "serve-client":

@@ -14,6 +14,8 @@ max_body           10 MiB     bytes a handler may read from a request body (413)
 access_log         True       one INFO line per request on logger ``coyote_mw.access``
 token              None       bearer token of the registration API (off while None)
 prefix             /_coyote   where the registration API lives
+store              None       Redis URL shared by every worker (or $COYOTE_STORE);
+                              None: registrations live in this process
 =================  =========  ======================================================
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import inspect
 import json as jsonlib
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -57,6 +60,7 @@ class Coyote:
         access_log: bool = True,
         token: str | None = None,
         prefix: str = "/_coyote",
+        store: str | None = None,
     ) -> None:
         self.table = RouteTable()
         self.prefix = check_mount(prefix)
@@ -64,7 +68,12 @@ class Coyote:
             raise ValueError("prefix must be a path such as '/_coyote'")
         if token is not None and len(token) < 16:
             raise ValueError("token must be at least 16 characters: it guards the route table")
-        self.api = RegistrationAPI(self, token, self.prefix) if token else None
+        store = store or os.environ.get("COYOTE_STORE") or None
+        if store is not None and not store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"store {store!r}: use a Redis URL such as redis://127.0.0.1:6379/0")
+        if store is not None and not token:
+            raise ValueError("a shared store holds remote registrations: set a token too")
+        self.api = RegistrationAPI(self, token, self.prefix, store) if token else None
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)

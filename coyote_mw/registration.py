@@ -30,10 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict
 from coyote_mw.responses import Response, json_response
+from coyote_mw.storesync import StoreUnavailable
 from coyote_mw.table import Route
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
+    from coyote_mw.stores import StoredRegistration
+    from coyote_mw.storesync import SharedLeases
+    from coyote_mw.table import Registration
 
 __all__ = ["MAX_PAYLOAD", "MAX_TTL", "MIN_TTL", "LeaseKeeper", "RegistrationAPI"]
 
@@ -56,26 +60,27 @@ class LeaseKeeper:
     def __init__(self, expire: Callable[[str], None], interval: float = 0.2) -> None:
         self._expire = expire
         self._interval = interval
-        self._deadlines: dict[str, tuple[float, float]] = {}  # lease -> (deadline, ttl)
+        self._deadlines: dict[str, tuple[float, int]] = {}  # lease -> (deadline, ttl)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def grant(self, lease: str, ttl: float) -> None:
+    def grant(self, registration: Registration, ttl: int, url: str) -> None:
+        lease = registration.lease
         with self._lock:
             self._deadlines[lease] = (time.monotonic() + ttl, ttl)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="coyote-leases", daemon=True)
                 self._thread.start()
 
-    def renew(self, lease: str) -> float | None:
+    def renew(self, lease: str) -> int | None:
         """Extend a lease by its ttl; None when it is unknown (or already expired)."""
         with self._lock:
             held = self._deadlines.get(lease)
             if held is None:
                 return None
             self._deadlines[lease] = (time.monotonic() + held[1], held[1])
-            return held[1]
+            return int(held[1])
 
     def forget(self, lease: str) -> None:
         with self._lock:
@@ -103,11 +108,18 @@ class LeaseKeeper:
 class RegistrationAPI:
     """The registration endpoints; pure request -> response, used by both middlewares."""
 
-    def __init__(self, coyote: Coyote, token: str, prefix: str) -> None:
+    def __init__(self, coyote: Coyote, token: str, prefix: str, store: str | None = None) -> None:
         self.coyote = coyote
         self.token = token.encode()
         self.prefix = prefix
-        self.leases = LeaseKeeper(self._expired)
+        self.leases: LeaseKeeper | SharedLeases
+        if store:
+            from coyote_mw.stores import RedisStore
+            from coyote_mw.storesync import SharedLeases
+
+            self.leases = SharedLeases(self, RedisStore(store))
+        else:
+            self.leases = LeaseKeeper(self._expired)
 
     def owns(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -183,6 +195,10 @@ class RegistrationAPI:
                 instance=reg.instance,
                 topology=reg.topology,
             )
+            self.leases.grant(registration, reg.ttl, reg.url)
+        except StoreUnavailable as exc:
+            self.coyote.table.deregister(lease=registration.lease)  # as if never made
+            return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
         except RouteConflict as exc:
             return _problem(
                 409,
@@ -193,7 +209,6 @@ class RegistrationAPI:
             )
         except InvalidRoute as exc:
             return _problem(400, "Invalid registration", detail=[str(exc)])
-        self.leases.grant(registration.lease, reg.ttl)
         logger.info(
             "registered %s/%s at %s: %d routes in %s, ttl %ss",
             reg.service,
@@ -212,8 +227,30 @@ class RegistrationAPI:
         literal = pattern.split("{", 1)[0]  # what every path it matches starts with
         return literal == self.prefix or literal.startswith(self.prefix + "/")
 
+    def apply(self, record: StoredRegistration) -> bool:
+        """Put a registration made through another worker into this worker's table."""
+        from coyote_mw.proxy import RemoteHandler
+
+        handler = RemoteHandler(record.url, self.coyote)
+        try:
+            self.coyote.table.register(
+                record.service,
+                [Route(m, p, c) for m, p, c in record.routes],
+                lambda route: handler,
+                instance=record.instance,
+                topology=record.topology,
+                lease=record.lease,
+            )
+        except (InvalidRoute, RouteConflict) as exc:  # two workers raced: first one wins
+            logger.warning("cannot apply shared registration %s: %s", record.lease, exc)
+            return False
+        return True
+
     def _heartbeat(self, lease: str) -> Response:
-        ttl = self.leases.renew(lease)
+        try:
+            ttl = self.leases.renew(lease)
+        except StoreUnavailable as exc:
+            return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
         registration = self.coyote.table.registration(lease)
         if ttl is None or registration is None:
             return _problem(404, "Unknown lease", lease=lease, detail="register again")
@@ -224,7 +261,10 @@ class RegistrationAPI:
         return json_response({"lease": lease, "ttl": ttl})
 
     def _deregister(self, lease: str) -> Response:
-        self.leases.forget(lease)
+        try:
+            self.leases.forget(lease)
+        except StoreUnavailable as exc:
+            return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
         if not self.coyote.table.deregister(lease=lease):
             return _problem(404, "Unknown lease", lease=lease)
         return Response(b"", 204)

@@ -19,6 +19,7 @@ import pytest
 
 from sample_apps.deadwood.saloon import STORY
 from tests.processes import BIN, ROOT, free_port
+from tests.redis_server import RedisServer
 
 TOKEN = "remote-test-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -76,7 +77,15 @@ def procs() -> Iterator[Callable[..., Proc]]:
     def start(kind: str, *args: str, port: int | None = None) -> Proc:
         port = port or free_port()
         if kind == "leader":
-            argv = [str(BIN / "coyote"), "--log-level", "info", "leader", "--port", str(port)]
+            argv = [
+                str(BIN / "coyote"),
+                "--log-level",
+                "info",
+                "leader",
+                *args,
+                "--port",
+                str(port),
+            ]
         else:
             argv = [
                 str(BIN / "coyote"),
@@ -309,3 +318,84 @@ def test_clean_shutdown_drains_in_flight_requests_and_sends_new_ones_elsewhere(
         t.join(10)
     assert [r.status_code for r in results] == [200, 200]  # in flight on a: finished
     assert pid_a not in others  # new requests went to the other instance
+
+
+# -- several leaders (workers) sharing one table in Redis ---------------------------------
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    server = RedisServer().start()
+    yield server.url
+    server.cleanup()
+
+
+def test_registered_through_one_worker_served_by_another(
+    procs: Callable[..., Proc], redis_url: str
+) -> None:
+    a = procs("leader", "--store", redis_url)
+    b = procs("leader", "--store", redis_url)
+    procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "2")
+    took = until(
+        lambda: (r := get(b.url + "/")) is not None and r.status_code == 200,
+        20,
+        "the Saloon, registered with a, served by b",
+    )
+    assert httpx.get(b.url + "/").text == STORY
+    assert routes_of(a) == routes_of(b)
+    print(f"visible on the other worker after {took:.2f} s (polled every 50 ms)")
+
+
+def test_a_killed_client_leaves_every_worker_within_ttl_plus_one(
+    procs: Callable[..., Proc], redis_url: str
+) -> None:
+    a = procs("leader", "--store", redis_url)
+    b = procs("leader", "--store", redis_url)
+    saloon = procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "2")
+    until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
+    saloon.kill(signal.SIGKILL)
+    took = until(lambda: routes_of(a) == [] and routes_of(b) == [], 6, "dropped everywhere")
+    assert took <= 2 + 1 + 0.3
+    assert httpx.get(b.url + "/").json()["error"] == "No matching route"
+
+
+def test_redis_restart_during_traffic_fails_no_request(procs: Callable[..., Proc]) -> None:
+    server = RedisServer(persistent=True).start()  # as production runs it: an append-only file
+    try:
+        a = procs("leader", "--store", server.url)
+        b = procs("leader", "--store", server.url)
+        procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "5")
+        until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            while not stop.is_set() and len(statuses) < 5000:  # bounded
+                statuses.append(httpx.get(b.url + "/", timeout=5).status_code)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        time.sleep(0.3)
+        server.stop()
+        time.sleep(0.5)
+        refused = httpx.post(
+            a.url + "/_coyote/registrations",
+            headers=AUTH,
+            json={
+                "service": "new",
+                "instance": "n1",
+                "url": "http://127.0.0.1:9",
+                "routes": [{"method": "GET", "path": "/new"}],
+            },
+        )
+        time.sleep(0.5)
+        server.start()
+        time.sleep(1.5)  # the workers reconnect and reload
+        stop.set()
+        sender.join(10)
+        assert refused.status_code == 503 and refused.json()["error"] == "Store unavailable"
+        assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+        assert routes_of(a) == routes_of(b) != []  # nothing registered before was lost
+        assert httpx.get(a.url + "/new").status_code == 404  # the refused one left no trace
+    finally:
+        server.cleanup()

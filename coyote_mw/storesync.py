@@ -1,0 +1,137 @@
+"""Leases kept in a shared store, and every worker's table kept in step with it.
+
+``SharedLeases`` is what the registration API uses when ``Coyote(store="redis://...")``:
+a registration made through any worker is written to Redis and announced; every
+worker applies it to its own compiled table (the hot path never talks to Redis).
+Leases expire in Redis; any worker sweeps the expired ones and announces it.  A
+worker that missed an announcement sees the version move and reloads; while Redis is
+unreachable, workers serve their last table and refuse registrations (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from coyote_mw.errors import CoyoteError
+from coyote_mw.stores import RedisStore, StoredRegistration
+
+if TYPE_CHECKING:
+    from coyote_mw.registration import RegistrationAPI
+    from coyote_mw.table import Registration
+
+__all__ = ["SharedLeases", "StoreUnavailable"]
+
+logger = logging.getLogger("coyote_mw.storesync")
+
+
+class StoreUnavailable(CoyoteError):
+    """The shared store cannot be reached: registrations wait until it is back."""
+
+
+class SharedLeases:
+    def __init__(self, api: RegistrationAPI, store: RedisStore, interval: float = 0.2) -> None:
+        import redis
+
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+        self.api = api
+        self.store = store
+        self.applied: dict[str, StoredRegistration] = {}
+        self.version = -1
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._down = False
+        self._guard(self.reload)
+        store.watch(self._changed)
+        self._thread = threading.Thread(
+            target=self._sweep, args=(interval,), name="coyote-store-sweep", daemon=True
+        )
+        self._thread.start()
+
+    def _guard(self, fn: Any) -> Any:
+        try:
+            result = fn()
+        except self._errors as exc:
+            if not self._down:
+                logger.warning("shared store unreachable (%s): serving the last table", exc)
+            self._down = True
+            return None
+        if self._down:
+            logger.warning("shared store is back")
+            self._down = False
+        return result
+
+    # -- the API's lease operations -----------------------------------------------------
+
+    def grant(self, registration: Registration, ttl: int, url: str) -> None:
+        record = StoredRegistration(
+            lease=registration.lease,
+            service=registration.service,
+            instance=registration.instance,
+            url=url,
+            topology=registration.topology,
+            ttl=ttl,
+            routes=tuple((r.method, r.pattern, r.cast) for r in registration.routes),
+        )
+        with self._lock:
+            try:
+                self.store.put(record)
+            except self._errors as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            self.applied[record.lease] = record
+
+    def renew(self, lease: str) -> int | None:
+        try:
+            renewed = self.store.renew(lease)
+        except self._errors as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if not renewed:
+            return None
+        with self._lock:
+            record = self.applied.get(lease)
+        if record is None:  # registered through another worker, not applied here yet
+            self._guard(self.reload)
+            record = self.applied.get(lease)
+        return record.ttl if record is not None else None
+
+    def forget(self, lease: str) -> None:
+        try:
+            self.store.delete(lease)
+        except self._errors as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        with self._lock:
+            self.applied.pop(lease, None)
+
+    # -- keeping this worker's table in step --------------------------------------------
+
+    def reload(self) -> None:
+        version, records = self.store.snapshot()
+        wanted = {r.lease: r for r in records}
+        with self._lock:
+            for lease in set(self.applied) - set(wanted):
+                self.api.coyote.table.deregister(lease=lease)
+                del self.applied[lease]
+            for lease in set(wanted) - set(self.applied):
+                if self.api.apply(wanted[lease]):
+                    self.applied[lease] = wanted[lease]
+            self.version = version
+
+    def _changed(self, version: int) -> None:
+        if version == -1 or version != self.version:
+            self._guard(self.reload)
+
+    def _sweep(self, interval: float) -> None:
+        ticks = 0
+        while not self._stop.wait(interval):
+            ticks += 1
+            self._guard(self.store.expire)  # announced: every worker reloads
+            if ticks % 5 == 0:  # a missed announcement shows as a version ahead of ours
+                current = self._guard(self.store.version)
+                if current is not None and current != self.version:
+                    self._guard(self.reload)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.store.close()

@@ -63,21 +63,33 @@ class Coyote:
         store: str | None = None,
     ) -> None:
         self.table = RouteTable()
+        self.api: RegistrationAPI | None = None
+        self._open_api(token, prefix, store)
+        self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
+        self.max_body = max_body
+        self.log_access = AccessLog(access_log)
+        self._started = False
+
+    def _open_api(self, token: str | None, prefix: str, store: str | None) -> None:
+        """The registration API, on when a token is set, over a shared store if given."""
         self.prefix = check_mount(prefix)
         if not self.prefix:
             raise ValueError("prefix must be a path such as '/_coyote'")
         if token is not None and len(token) < 16:
             raise ValueError("token must be at least 16 characters: it guards the route table")
-        store = store or os.environ.get("COYOTE_STORE") or None
+        if token:
+            store = store or os.environ.get("COYOTE_STORE") or None
         if store is not None and not store.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"store {store!r}: use a Redis URL such as redis://127.0.0.1:6379/0")
         if store is not None and not token:
             raise ValueError("a shared store holds remote registrations: set a token too")
-        self.api = RegistrationAPI(self, token, self.prefix, store) if token else None
-        self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
-        self.max_body = max_body
-        self.log_access = AccessLog(access_log)
-        self._started = False
+        old, self.api = (
+            self.api,
+            RegistrationAPI(self, token, self.prefix, store) if token else None,
+        )
+        self._token, self._store = token, store
+        if old is not None:
+            old.close()
 
     def configure(
         self,
@@ -87,8 +99,13 @@ class Coyote:
         timeout: float | None = None,
         max_body: int | None = None,
         access_log: bool | None = None,
+        token: str | None = None,
+        prefix: str | None = None,
+        store: str | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        if token is not None or prefix is not None or store is not None:
+            self._open_api(token or self._token, prefix or self.prefix, store or self._store)
         if concurrency is not None or queue is not None or timeout is not None:
             old = self.relay
             if old.active or old.waiting:

@@ -37,6 +37,9 @@ def apply_settings(coyote: Any, get: Any) -> str:
         timeout=get("TIMEOUT"),
         max_body=get("MAX_BODY"),
         access_log=get("ACCESS_LOG"),
+        token=get("TOKEN"),
+        prefix=get("PREFIX"),
+        store=get("STORE"),
     )
     topology: str = get("TOPOLOGY") or "default"
     for spec in get("CLIENTS") or ():

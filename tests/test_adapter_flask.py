@@ -100,3 +100,22 @@ def test_flask_host_under_a_real_gunicorn() -> None:
         r = httpx.get(url + "/files/%zz")
         assert r.status_code == 400 and r.json()["error"] == "Bad request path"
         assert httpx.get(url + "/no/such/route").status_code == 404
+
+
+def test_registration_api_settings_come_from_app_config() -> None:
+    token = "flask-config-token-0123456789"
+    app = create_app(COYOTE_TOKEN=token, COYOTE_PREFIX="/_reg")
+    client = app.test_client()
+    r = client.post(
+        "/_reg/registrations",
+        json={
+            "service": "remote",
+            "instance": "r1",
+            "url": "http://127.0.0.1:9",
+            "routes": [{"method": "GET", "path": "/remote"}],
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert client.get("/_reg/routes").status_code == 401
+    app.extensions["coyote"].close()

@@ -39,10 +39,12 @@ check: $(VENV)/.test-installed
 test: check
 	$(BIN)/python -m pytest
 
-## make bench: the router and in-process benchmarks (figures for the README)
+## make bench: every benchmark (figures for the README)
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/router_lookup.py
 	$(BIN)/python benchmarks/inprocess.py
+	$(BIN)/python benchmarks/proxy.py
+	$(BIN)/python benchmarks/propagation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

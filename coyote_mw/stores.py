@@ -1,8 +1,10 @@
-"""Where remote registrations live: in this process, or in Redis for every worker.
+"""Remote registrations in Redis, for every worker and host.
 
-In-process clients hold Python objects and stay in each worker's own table; what a
+In-process clients hold Python objects and stay in each worker's own table; what the
 store keeps is the *remote* registrations (service, instance, url, routes, lease), so
-that a registration made through any worker reaches every worker.
+that a registration made through any worker reaches every worker.  (Without a store,
+``registration.LeaseKeeper`` keeps leases in the process; ``storesync.SharedLeases``
+is its twin over this store.)
 
 ``RedisStore`` layout, under a namespace (default ``coyote``):
 
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["MemoryStore", "RedisStore", "StoredRegistration"]
+__all__ = ["RedisStore", "StoredRegistration"]
 
 logger = logging.getLogger("coyote_mw.stores")
 
@@ -51,53 +53,6 @@ class StoredRegistration:
         raw = json.loads(data)
         raw["routes"] = tuple((m, p, bool(c)) for m, p, c in raw["routes"])
         return cls(**raw)
-
-
-class MemoryStore:
-    """The embedded default: one process, nothing shared."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._regs: dict[str, tuple[StoredRegistration, float]] = {}
-        self._version = 0
-
-    def put(self, reg: StoredRegistration) -> int:
-        with self._lock:
-            self._regs[reg.lease] = (reg, time.monotonic() + reg.ttl)
-            self._version += 1
-            return self._version
-
-    def renew(self, lease: str) -> bool:
-        with self._lock:
-            held = self._regs.get(lease)
-            if held is None or held[1] <= time.monotonic():
-                return False
-            self._regs[lease] = (held[0], time.monotonic() + held[0].ttl)
-            return True
-
-    def delete(self, lease: str) -> bool:
-        with self._lock:
-            if self._regs.pop(lease, None) is None:
-                return False
-            self._version += 1
-            return True
-
-    def expire(self) -> list[str]:
-        now = time.monotonic()
-        with self._lock:
-            gone = [lease for lease, (_, deadline) in self._regs.items() if deadline <= now]
-            for lease in gone:
-                del self._regs[lease]
-            if gone:
-                self._version += 1
-            return gone
-
-    def snapshot(self) -> tuple[int, list[StoredRegistration]]:
-        with self._lock:
-            return self._version, [reg for reg, _ in self._regs.values()]
-
-    def close(self) -> None:
-        pass
 
 
 class RedisStore:

@@ -1,4 +1,4 @@
-"""Stores of remote registrations: in memory, and a real redis-server."""
+"""The Redis store of remote registrations, against a real redis-server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from coyote_mw.stores import MemoryStore, RedisStore, StoredRegistration
+from coyote_mw.stores import RedisStore, StoredRegistration
 from tests.redis_server import RedisServer
 
 
@@ -33,13 +33,9 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "memory":
-        s: Any = MemoryStore()
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url, namespace=f"t{uuid.uuid4().hex[:8]}")
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    s = RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:8]}")
     yield s
     s.close()
 

@@ -399,3 +399,24 @@ def test_redis_restart_during_traffic_fails_no_request(procs: Callable[..., Proc
         assert httpx.get(a.url + "/new").status_code == 404  # the refused one left no trace
     finally:
         server.cleanup()
+
+
+def test_a_lease_that_expires_during_a_redis_outage_does_not_come_back(
+    procs: Callable[..., Proc],
+) -> None:
+    server = RedisServer(persistent=True).start()
+    try:
+        a = procs("leader", "--store", server.url)
+        b = procs("leader", "--store", server.url)
+        saloon = procs(
+            "client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "1"
+        )
+        until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
+        saloon.kill(signal.SIGKILL)
+        server.stop()  # the lease runs out while Redis is away
+        time.sleep(1.5)
+        assert routes_of(a) != []  # meanwhile the workers keep their last table
+        server.start()
+        until(lambda: routes_of(a) == [] and routes_of(b) == [], 10, "dropped once Redis is back")
+    finally:
+        server.cleanup()

@@ -170,6 +170,11 @@ class RedisStore:
                     with contextlib.suppress(redis.RedisError):
                         pubsub.close()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's threads did not come along."""
+        self._threads = []
+        self._stop = threading.Event()
+
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:

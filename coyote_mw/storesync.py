@@ -10,8 +10,11 @@ unreachable, workers serve their last table and refuse registrations (503).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import CoyoteError
@@ -42,12 +45,26 @@ class SharedLeases:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._down = False
+        self._interval = interval
         self._guard(self.reload)
-        store.watch(self._changed)
+        self._start_threads()
+        # A server that forks workers after loading the app (gunicorn --preload) leaves
+        # them without these threads: each child starts its own.
+        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+
+    def _start_threads(self) -> None:
+        self.store.watch(self._changed)
         self._thread = threading.Thread(
-            target=self._sweep, args=(interval,), name="coyote-store-sweep", daemon=True
+            target=self._sweep, args=(self._interval,), name="coyote-store-sweep", daemon=True
         )
         self._thread.start()
+
+    def _after_fork(self) -> None:
+        if self._stop.is_set():
+            return  # closed before the fork
+        self._lock = threading.RLock()
+        self.store.after_fork()
+        self._start_threads()
 
     def _guard(self, fn: Any) -> Any:
         try:
@@ -135,3 +152,9 @@ class SharedLeases:
         self._stop.set()
         self._thread.join(2)
         self.store.close()
+
+
+def _after_fork(ref: weakref.ref[SharedLeases]) -> None:
+    leases = ref()
+    if leases is not None:
+        leases._after_fork()

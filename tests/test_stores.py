@@ -120,3 +120,31 @@ def test_redis_outage_is_survived_and_ends_in_a_full_reload(tmp_path: Any) -> No
     assert store.snapshot() == (0, [])
     store.close()
     server.cleanup()
+
+
+def test_a_forked_worker_keeps_its_table_in_step(redis_server: RedisServer) -> None:
+    """gunicorn --preload forks workers after the app (and its Coyote) exists."""
+    import os
+
+    from coyote_mw import Coyote
+
+    token = "fork-test-token-0123456789"
+    coyote = Coyote(token=token, store=redis_server.url)
+    pid = os.fork()
+    if pid == 0:  # the worker: its own threads, and it sees a registration made elsewhere
+        ok = False
+        try:
+            names = {t.name for t in threading.enumerate()}
+            writer = RedisStore(redis_server.url)
+            reg = registration(ttl=30, service="forked")
+            writer.put(reg)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not ok:
+                ok = coyote.table.registration(reg.lease) is not None
+                time.sleep(0.05)
+            ok = ok and {"coyote-store-watch", "coyote-store-sweep"} <= names
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    coyote.close()
+    assert os.waitstatus_to_exitcode(status) == 0

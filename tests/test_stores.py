@@ -145,6 +145,11 @@ def test_a_forked_worker_keeps_its_table_in_step(redis_server: RedisServer) -> N
             ok = ok and {"coyote-store-watch", "coyote-store-sweep"} <= names
         finally:
             os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 15  # bounded: a child stuck on a lock is killed
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        done = os.waitpid(pid, 0)
     coyote.close()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.waitstatus_to_exitcode(done[1]) == 0

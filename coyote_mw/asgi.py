@@ -13,6 +13,7 @@ never read here: a handler reads it from ``receive`` when it asks for it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -169,7 +170,9 @@ class CoyoteASGI:
                 if len(body) > MAX_PAYLOAD:
                     body = None  # keep draining, answer 413
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        response = api.handle(method, path, headers, body)
+        # off the event loop: with a shared store an API call waits on Redis, and an
+        # unreachable Redis must not stall the requests this loop is serving
+        response = await asyncio.to_thread(api.handle, method, path, headers, body)
         await send_response(send, response, method == "HEAD")
         self.coyote.log_access(method, path, response.status, start, None)
 

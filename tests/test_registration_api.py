@@ -172,3 +172,38 @@ def test_unrenewed_lease_expires_within_ttl_plus_one_second(leader: Coyote) -> N
         assert time.monotonic() - granted >= 1.0
         lease = r.json()["lease"]
         assert c.put(f"/_coyote/registrations/{lease}", headers=AUTH).status_code == 404
+
+
+def test_a_stalled_store_does_not_stall_requests_on_the_loop(loop_thread: Any) -> None:
+    """Redis that accepts connections but never answers: registrations wait on it (in a
+    thread), requests for the routes in hand go on being served."""
+    import asyncio
+    import socket
+    import time
+
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(100)  # never accepted, never answered
+    url = f"redis://127.0.0.1:{blackhole.getsockname()[1]}/0"
+    coyote = Coyote(token=TOKEN, store=url)
+    coyote.register(Saloon())
+    app = coyote.asgi()
+
+    async def scenario() -> tuple[int, float, int]:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            stalled = asyncio.ensure_future(
+                c.post("/_coyote/registrations", json=payload(), headers=AUTH)
+            )
+            await asyncio.sleep(0.1)
+            start = time.perf_counter()
+            served = await c.get("/")
+            took = time.perf_counter() - start
+            refused = await stalled
+        return served.status_code, took, refused.status_code
+
+    served, took, refused = loop_thread.run(scenario())
+    assert served == 200 and took < 0.5
+    assert refused == 503  # once the store's timeout is up: "Store unavailable"
+    coyote.close()
+    blackhole.close()

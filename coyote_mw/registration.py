@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict
 from coyote_mw.responses import Response, json_response
+from coyote_mw.stores import StoreConflict
 from coyote_mw.storesync import StoreUnavailable
 from coyote_mw.table import Route
 
@@ -199,6 +200,11 @@ class RegistrationAPI:
         except StoreUnavailable as exc:
             self.coyote.table.deregister(lease=registration.lease)  # as if never made
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
+        except StoreConflict as exc:  # taken through another worker a moment ago
+            self.coyote.table.deregister(lease=registration.lease)
+            return _problem(
+                409, "Route conflict", detail=str(exc), held_by=exc.owner, route=exc.claim
+            )
         except RouteConflict as exc:
             return _problem(
                 409,

@@ -30,7 +30,66 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["RedisStore", "StoredRegistration"]
+from coyote_mw.patterns import parse_pattern
+
+__all__ = ["RedisStore", "StoreConflict", "StoredRegistration"]
+
+
+class StoreConflict(Exception):
+    """Another service's live registration holds this route (checked in Redis)."""
+
+    def __init__(self, claim: str, owner: str) -> None:
+        self.claim, self.owner = claim, owner
+        super().__init__(f"{claim} is held by service {owner!r}")
+
+
+# Claim a registration's routes and store it, or name the route another service holds.
+# An owner whose registrations have all expired does not count (its sweep may lag).
+_CLAIM = """
+local ns, service, lease = ARGV[1], ARGV[2], ARGV[3]
+local claims = {}
+for i = 7, #ARGV do claims[#claims + 1] = ARGV[i] end
+for _, claim in ipairs(claims) do
+  local owner = redis.call('HGET', ns .. ':owners', claim)
+  if owner and owner ~= service then
+    for _, holder in ipairs(redis.call('SMEMBERS', ns .. ':holders:' .. claim)) do
+      if redis.call('EXISTS', ns .. ':reg:' .. holder) == 1 then
+        return {'conflict', claim, owner}
+      end
+    end
+    redis.call('DEL', ns .. ':holders:' .. claim)
+  end
+end
+for _, claim in ipairs(claims) do
+  redis.call('HSET', ns .. ':owners', claim, service)
+  redis.call('SADD', ns .. ':holders:' .. claim, lease)
+end
+redis.call('HSET', ns .. ':claims', lease, cjson.encode(claims))
+redis.call('SET', ns .. ':reg:' .. lease, ARGV[4], 'PX', ARGV[5])
+redis.call('ZADD', ns .. ':deadlines', ARGV[6], lease)
+return {'ok', tostring(redis.call('INCR', ns .. ':version'))}
+"""
+
+# Forget a registration (ARGV[3] = 1: delete its key too) and release its claims.
+_RELEASE = """
+local ns, lease = ARGV[1], ARGV[2]
+local deleted = 0
+if ARGV[3] == '1' then
+  deleted = redis.call('DEL', ns .. ':reg:' .. lease)
+  redis.call('ZREM', ns .. ':deadlines', lease)
+end
+local claims = redis.call('HGET', ns .. ':claims', lease)
+if claims then
+  for _, claim in ipairs(cjson.decode(claims)) do
+    redis.call('SREM', ns .. ':holders:' .. claim, lease)
+    if redis.call('SCARD', ns .. ':holders:' .. claim) == 0 then
+      redis.call('HDEL', ns .. ':owners', claim)
+    end
+  end
+  redis.call('HDEL', ns .. ':claims', lease)
+end
+return deleted
+"""
 
 logger = logging.getLogger("coyote_mw.stores")
 
@@ -44,6 +103,13 @@ class StoredRegistration:
     topology: str
     ttl: int
     routes: tuple[tuple[str, str, bool], ...]
+
+    def claims(self) -> list[str]:
+        """What this registration takes: ``topology|METHOD|shape`` for each route."""
+        return [
+            f"{self.topology}|{method}|{'/'.join(parse_pattern(path).shape)}"
+            for method, path, _ in self.routes
+        ]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -67,6 +133,8 @@ class RedisStore:
         self._redis: Any = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._url = url
         self.ns = namespace
+        self._claim = self._redis.register_script(_CLAIM)
+        self._release = self._redis.register_script(_RELEASE)
         self._channel = f"{namespace}:changes"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -75,12 +143,26 @@ class RedisStore:
         return f"{self.ns}:reg:{lease}"
 
     def put(self, reg: StoredRegistration) -> int:
+        """Store ``reg`` and claim its routes for its service, atomically.
+
+        Raises ``StoreConflict`` when a live registration of another service holds one
+        of them: the check runs in Redis, so two workers cannot both win.
+        """
         deadline = int((time.time() + reg.ttl) * 1000)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._key(reg.lease), reg.to_json(), px=reg.ttl * 1000)
-        pipe.zadd(f"{self.ns}:deadlines", {reg.lease: deadline})
-        pipe.incr(f"{self.ns}:version")
-        version = int(pipe.execute()[-1])
+        answer = self._claim(
+            args=[
+                self.ns,
+                reg.service,
+                reg.lease,
+                reg.to_json(),
+                reg.ttl * 1000,
+                deadline,
+                *reg.claims(),
+            ],
+        )
+        if answer[0] == b"conflict":
+            raise StoreConflict(answer[1].decode(), answer[2].decode())
+        version = int(answer[1])
         self._redis.publish(self._channel, version)
         return version
 
@@ -96,10 +178,7 @@ class RedisStore:
         return bool(renewed)
 
     def delete(self, lease: str) -> bool:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._key(lease))
-        pipe.zrem(f"{self.ns}:deadlines", lease)
-        deleted, _ = pipe.execute()
+        deleted = self._release(args=[self.ns, lease, 1])
         if deleted:
             self._changed()
         return bool(deleted)
@@ -113,6 +192,7 @@ class RedisStore:
             if self._redis.exists(self._key(lease)):
                 continue  # renewed in between
             if self._redis.zrem(f"{self.ns}:deadlines", lease):
+                self._release(args=[self.ns, lease, 0])
                 gone.append(lease)  # this worker won the removal: it announces it
         if gone:
             self._changed()

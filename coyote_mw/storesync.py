@@ -93,7 +93,7 @@ class SharedLeases:
         )
         with self._lock:
             try:
-                self.store.put(record)
+                self.store.put(record)  # may raise StoreConflict: another worker's service
             except self._errors as exc:
                 raise StoreUnavailable(str(exc)) from exc
             self.applied[record.lease] = record

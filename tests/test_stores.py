@@ -153,3 +153,39 @@ def test_a_forked_worker_keeps_its_table_in_step(redis_server: RedisServer) -> N
         done = os.waitpid(pid, 0)
     coyote.close()
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_a_route_is_claimed_atomically_across_workers(redis_server: RedisServer) -> None:
+    from coyote_mw.stores import StoreConflict
+
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    worker_a = RedisStore(redis_server.url, namespace=ns)
+    worker_b = RedisStore(redis_server.url, namespace=ns)
+    first = registration(ttl=1, service="first")
+    worker_a.put(first)
+    rival = registration(service="rival")  # same routes, another service
+    with pytest.raises(StoreConflict) as conflict:
+        worker_b.put(rival)
+    assert conflict.value.owner == "first"
+    assert conflict.value.claim in ("default|GET|a", "default|POST|b/{:int}")
+    assert [r.lease for r in worker_b.snapshot()[1]] == [first.lease]  # nothing of the rival
+    worker_a.put(registration(service="first"))  # another instance of the same service: fine
+    time.sleep(1.1)  # the first instance lapses; the second still holds the routes
+    with pytest.raises(StoreConflict):
+        worker_b.put(rival)
+    for reg in worker_a.snapshot()[1]:
+        worker_a.delete(reg.lease)
+    worker_b.put(rival)  # released: now the rival may take them
+    assert [r.service for r in worker_b.snapshot()[1]] == ["rival"]
+    worker_a.close()
+    worker_b.close()
+
+
+def test_an_expired_owner_does_not_block_a_new_claim(redis_server: RedisServer) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_server.url, namespace=ns)
+    store.put(registration(ttl=1, service="gone"))
+    time.sleep(1.1)  # expired in Redis, not swept yet
+    store.put(registration(service="next"))
+    assert [r.service for r in store.snapshot()[1]] == ["next"]
+    store.close()

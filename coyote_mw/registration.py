@@ -20,6 +20,7 @@ of its expiry (Coyote's Monitor).  A heartbeat also brings an ejected instance b
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -188,6 +189,7 @@ class RegistrationAPI:
         from coyote_mw.proxy import RemoteHandler
 
         handler = RemoteHandler(reg.url, self.coyote)
+        previous = self.coyote.table.registration_of(reg.service, reg.instance, reg.topology)
         try:
             registration = self.coyote.table.register(
                 reg.service,
@@ -215,6 +217,11 @@ class RegistrationAPI:
             )
         except InvalidRoute as exc:
             return _problem(400, "Invalid registration", detail=[str(exc)])
+        if previous is not None and previous.lease != registration.lease:
+            # the instance registered again (a restart): its old lease goes, so the
+            # store never holds two leases for one instance
+            with contextlib.suppress(StoreUnavailable):  # if so, it expires on its own
+                self.leases.forget(previous.lease)
         logger.info(
             "registered %s/%s at %s: %d routes in %s, ttl %ss",
             reg.service,

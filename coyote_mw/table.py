@@ -245,6 +245,10 @@ class RouteTable:
     def registration(self, lease: str) -> Registration | None:
         return self._by_lease.get(lease)
 
+    def registration_of(self, service: str, instance: str, topology: str) -> Registration | None:
+        """The current registration of one instance of a service in a topology."""
+        return self._registrations.get((topology, service, instance))
+
     def topologies(self) -> list[str]:
         return sorted(self._snapshots)
 

@@ -189,3 +189,31 @@ def test_an_expired_owner_does_not_block_a_new_claim(redis_server: RedisServer) 
     store.put(registration(service="next"))
     assert [r.service for r in store.snapshot()[1]] == ["next"]
     store.close()
+
+
+def test_an_instance_registering_again_keeps_one_lease_in_the_store(
+    redis_server: RedisServer,
+) -> None:
+    import httpx
+
+    from coyote_mw import Coyote
+
+    token = "reregister-token-0123456789"
+    ns_url = redis_server.url
+    coyote = Coyote(token=token, store=ns_url)
+    body = {
+        "service": "again",
+        "instance": "host:1",
+        "url": "http://127.0.0.1:9",
+        "routes": [{"method": "GET", "path": "/again"}],
+    }
+    auth = {"authorization": f"Bearer {token}"}
+    with httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t") as c:
+        first = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
+        second = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
+    assert first != second
+    reader = RedisStore(ns_url)
+    leases = [r.lease for r in reader.snapshot()[1] if r.service == "again"]
+    reader.close()
+    assert leases == [second]
+    coyote.close()

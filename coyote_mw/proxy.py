@@ -420,12 +420,13 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
 
 async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
     headers = _strip(response.headers)
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    whole = response.take_whole()
-    if whole is not None:  # the usual small answer: all here already, one message
-        await send({"type": "http.response.body", "body": b"" if d.method == "HEAD" else whole})
-        return response.status
     try:
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        whole = response.take_whole()
+        if whole is not None:  # the usual small answer: all here already, one message
+            body = b"" if d.method == "HEAD" else whole
+            await send({"type": "http.response.body", "body": body})
+            return response.status
         if d.method != "HEAD":
             async for chunk in response.aiter_body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -1,31 +1,50 @@
 """A lean pooled HTTP/1.1 client on asyncio and httptools: the relay's hot path.
 
-A shared ``httpx.AsyncClient`` spends about 1.6 ms of CPU per request in its pool;
-this client does the one thing the relay needs - send a request over a kept-alive
-connection and stream the answer back - with an ``asyncio.Protocol`` per connection
-and llhttp (through httptools) parsing the response.
+A shared ``httpx.AsyncClient`` spends about 1.6 ms of CPU per request in its pool.
+This client does only what the relay needs - send one request over a kept-alive
+connection and stream the answer back - with one ``asyncio.Protocol`` per connection
+(callbacks, no streams, no task per request) and llhttp, through httptools, parsing
+the response.  Plain ``http://`` only: TLS upstreams go through httpx.
 
-    TransportError
-    ├── ConnectError         no connection: nothing was sent, safe to try elsewhere
-    ├── ReadTimeout          no response head within ``read_timeout``
-    └── RemoteProtocolError  a malformed response, or the connection died mid-way
+Exceptions::
+
+    TransportError                  base of everything this module raises
+    ├── ConnectError                no connection (refused, unreachable, connect timeout,
+    │                               no free slot in time): nothing was sent, so the
+    │                               request may safely go to another instance
+    ├── ReadTimeout                 the upstream was too slow: no response head, no body
+    │                               progress, or no room for the request body within
+    │                               ``read_timeout``
+    └── RemoteProtocolError         a malformed response, or the connection closed
+                                    before the response was complete
 
 Bodies stream both ways with backpressure: request chunks wait for the socket's
-buffer to drain (``pause_writing``), and a response the caller reads slowly stops the
-socket being read (``pause_reading``) once ``HIGH_WATER`` bytes wait.
+buffer to drain (``pause_writing`` / ``resume_writing``), and a response its reader
+consumes slowly stops the socket being read (``pause_reading``) once ``HIGH_WATER``
+bytes wait, until it is down to ``LOW_WATER``.
+
+A connection goes back to the pool only when its response was read to the end, the
+upstream and the parser agree on keep-alive, and the request body was sent whole.
+A kept-alive connection the upstream closed while it sat idle fails before any
+response byte arrives: such a request is sent once more on a fresh connection when
+its body is ``bytes`` (it can be replayed), and raises ``RemoteProtocolError``
+otherwise.  A ``Pool`` belongs to one event loop; create one per loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
 __all__ = [
+    "HIGH_WATER",
+    "LOW_WATER",
     "ConnectError",
     "Pool",
     "ReadTimeout",
@@ -34,131 +53,245 @@ __all__ = [
     "UpstreamResponse",
 ]
 
+# Response bytes buffered for a slow reader before the socket stops being read, and
+# the level at which reading starts again (hysteresis: no pause/resume per chunk).
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
-NO_BODY_STATUS = frozenset({204, 304})
+# A bytes body up to this size goes out in one write with the head (one syscall);
+# a larger one is written in slices of this size, each waiting for the buffer to drain,
+# so the transport never holds a second copy of a large body.
+_WRITE_SLICE = 64 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+# RFC 9110: a user agent should send Content-Length: 0 when these carry no body.
+_LENGTH_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
+
+_Key = tuple[str, int]
+# What a request waiting for a connection is woken with: a connection handed over by
+# the request that finished with it, True for a free slot, False when time is up.
+_Turn = asyncio.Future["_Connection | bool"]
 
 
 class TransportError(Exception):
-    pass
+    """Base of every error the transport raises."""
 
 
 class ConnectError(TransportError):
-    pass
+    """No connection could be had; nothing was sent."""
 
 
 class ReadTimeout(TransportError):
-    pass
+    """The upstream did not answer, or stopped making progress, within ``read_timeout``."""
 
 
 class RemoteProtocolError(TransportError):
-    pass
+    """The upstream broke HTTP/1.1, or closed the connection before the response ended."""
+
+
+class _SecondResponse(Exception):
+    """Raised inside the parser to stop it at bytes that follow a complete response."""
+
+
+def _wake(waiter: asyncio.Future[Any] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(True)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    # a timer's callback: False tells the sleeper it was the clock, not the event
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection; one request at a time; a fresh parser per response."""
+    """One TCP connection carrying one exchange at a time, with a parser per response.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    The protocol callbacks only record state and wake whoever sleeps on it (a single
+    future per kind of wait), so an exchange needs no task and no queue of its own.
+    """
+
+    __slots__ = (
+        "buffered",
+        "chunks",
+        "closed",
+        "complete",
+        "counted",
+        "data_waiter",
+        "error",
+        "framed",
+        "got_bytes",
+        "head_done",
+        "head_only",
+        "head_waiter",
+        "headers",
+        "idle",
+        "idle_since",
+        "interim",
+        "keep_alive",
+        "key",
+        "loop",
+        "parser",
+        "pool",
+        "reading_paused",
+        "status",
+        "transport",
+        "until_close",
+        "upload_cut",
+        "write_waiter",
+        "writing_paused",
+    )
+
+    def __init__(self, pool: Pool, key: _Key, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.key = key
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.counted = True  # holds one of the pool's max_per_host slots
+        self.idle = False  # sits in the pool's idle list
         self.idle_since = 0.0
-        self._write_ready: asyncio.Future[None] | None = None
-        self._reset()
+        self.reading_paused = False
+        self.writing_paused = False
+        self.write_waiter: asyncio.Future[bool] | None = None
+        self.data_waiter: asyncio.Future[bool] | None = None
+        self.head_waiter: asyncio.Future[bool] | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.begin(False)
+        # No exchange yet: no parser (bytes now would be unasked for), and "complete"
+        # keeps connection_lost from inventing an error for a response nobody awaits.
+        self.parser = None
+        self.complete = True
 
-    def _reset(self) -> None:
-        self.parser: Any = None
-        self.head: asyncio.Future[None] | None = None
+    def begin(self, head_only: bool) -> None:
+        """Start an exchange: a fresh parser and an empty response."""
+        # A fresh parser each time costs ~0.2 us and keeps a HEAD response (whose
+        # Content-Length llhttp would wait for) from confusing the next one.
+        self.parser = httptools.HttpResponseParser(self)
+        self.head_only = head_only
+        self.head_done = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.framed = False  # Content-Length or Transfer-Encoding seen
+        self.interim = False  # inside a 1xx response
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
         self.keep_alive = False
-        self.got_bytes = False
-        self.head_only = False
         self.until_close = False
+        self.got_bytes = False
+        self.upload_cut = False
         self.error: TransportError | None = None
-        self._data_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
 
-    # -- asyncio.Protocol ---------------------------------------------------------
+    # -- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports are not asyncio.Transport subclasses but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        if self.closed:  # the pool was closed while this connection was being made
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
-        if self.parser is None:  # bytes nobody asked for: the connection is unusable
-            self._fail(RemoteProtocolError("unexpected data from the server"))
+        parser = self.parser
+        if parser is None:  # idle: bytes nobody asked for make the connection unusable
+            self._fail(RemoteProtocolError("the upstream sent bytes nobody asked for"))
             return
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(RemoteProtocolError(f"malformed response: {exc}"))
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.complete:
+                # the response stands; whatever followed it spoils only the connection
+                self.keep_alive = False
+                self.close()
+            else:
+                self._fail(RemoteProtocolError(f"malformed response from the upstream: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        head_seen = self.parser is not None and self.head is not None and self.head.done()
-        if head_seen and self.until_close and not self.complete:
-            self.complete = True  # a body delimited by the connection's end
-            self._wake()
-            return
-        if not self.complete:
-            self._fail(RemoteProtocolError(f"connection closed mid-response ({exc!r})"))
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_exception(RemoteProtocolError("connection closed"))
+        if not self.complete and self.error is None:
+            if self.head_done and self.until_close:
+                self.complete = True  # the body was delimited by the connection's end
+            else:
+                where = "while sending its response" if self.head_done else "before answering"
+                reason = f": {exc!r}" if exc is not None else ""
+                self.error = RemoteProtocolError(
+                    f"the upstream closed the connection {where}{reason}"
+                )
+        _wake(self.head_waiter)
+        _wake(self.data_waiter)
+        _wake(self.write_waiter)
+        if self.idle:  # closed by the upstream while pooled: give its slot back now
+            self.pool._discard(self)
 
     def pause_writing(self) -> None:
-        self._write_ready = self.loop.create_future()
+        self.writing_paused = True
 
     def resume_writing(self) -> None:
-        if self._write_ready is not None and not self._write_ready.done():
-            self._write_ready.set_result(None)
-        self._write_ready = None
+        self.writing_paused = False
+        _wake(self.write_waiter)
 
-    # -- httptools callbacks --------------------------------------------------------
+    # -- httptools callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Nothing was asked for: raising makes llhttp stop right here, so these
+            # bytes cannot touch the response already handed out.
+            raise _SecondResponse
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            self.framed = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
-        names = {k for k, _ in self.headers}
-        self.until_close = b"content-length" not in names and b"transfer-encoding" not in names
-        if self.head_only or self.status in NO_BODY_STATUS or self.status < 200:
-            self.until_close = False
+        parser = cast(httptools.HttpResponseParser, self.parser)
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:  # the relay never asks to switch protocols
+                self._fail(RemoteProtocolError("the upstream switched protocols (101)"))
+                return
+            # 100 Continue, 103 Early Hints...: an interim head; the real one follows
+            self.interim = True
+            self.headers = []
+            self.framed = False
+            return
+        self.status = status
+        self.keep_alive = parser.should_keep_alive()
+        if self.head_only or status in _NO_BODY_STATUS:
             self.complete = True
-        if self.head is not None and not self.head.done():
-            self.head.set_result(None)
+        elif not self.framed:
+            self.until_close = True  # neither length nor chunks: the body ends with the TCP
+        self.head_done = True
+        _wake(self.head_waiter)
+        _wake(self.write_waiter)  # an early answer may end a stalled upload
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:  # a HEAD response: llhttp expects the body it announced
+            return
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self._reading_paused and self.transport:
-            self._reading_paused = True
-            self.transport.pause_reading()
-        self._wake()
+        if self.buffered > HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            cast(asyncio.Transport, self.transport).pause_reading()
+            _wake(self.write_waiter)
+        _wake(self.data_waiter)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
-        self._wake()
+        _wake(self.data_waiter)
+        _wake(self.write_waiter)
 
-    # -- used by the pool and the response --------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._data_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    # -- used by the pool and the response ----------------------------------------------
 
     def _fail(self, error: TransportError) -> None:
         if self.error is None:
             self.error = error
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(error)
-        self._wake()
+        _wake(self.head_waiter)
+        _wake(self.data_waiter)
+        _wake(self.write_waiter)
         self.close()
 
     def close(self) -> None:
@@ -166,94 +299,207 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def begin(self, head_only: bool) -> asyncio.Future[None]:
-        self._reset()
-        self.head_only = head_only
-        self.parser = httptools.HttpResponseParser(self)
-        self.head = self.loop.create_future()
-        return self.head
+    def resume(self) -> None:
+        self.reading_paused = False
+        if not self.closed:
+            cast(asyncio.Transport, self.transport).resume_reading()
 
-    async def write_body(self, body: AsyncIterator[bytes], chunked: bool) -> None:
-        assert self.transport is not None
+    def write(self, data: bytes) -> None:
+        try:
+            cast(asyncio.Transport, self.transport).write(data)
+        except RuntimeError as exc:  # uvloop refuses writes to a closed transport
+            raise RemoteProtocolError("the connection closed while sending the request") from exc
+
+    def _answered_early(self) -> bool:
+        # The upstream answered before taking the whole body: when it has also said all
+        # it will say, or its answer waits on us to read, more body would only deadlock.
+        return self.head_done and (self.complete or self.reading_paused)
+
+    async def drain(self, timeout: float | None) -> None:
+        """Wait until the transport wants more, unless a reason to stop comes first."""
+        while self.writing_paused and not self.closed and not self._answered_early():
+            waiter = self.write_waiter = self.loop.create_future()
+            timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+            try:
+                progressed = await waiter
+            finally:
+                self.write_waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not progressed:
+                raise ReadTimeout(f"the upstream took no request body for {timeout} s")
+
+    async def send_bytes(self, body: bytes, timeout: float | None) -> None:
+        cut = False
+        for start in range(0, len(body), _WRITE_SLICE):
+            if self.closed or self._answered_early():
+                cut = True
+                break
+            self.write(body[start : start + _WRITE_SLICE])
+            if self.writing_paused:
+                await self.drain(timeout)
+        self._after_upload(cut)
+
+    async def send_stream(
+        self, body: AsyncIterator[bytes], chunked: bool, timeout: float | None
+    ) -> None:
+        cut = False
         async for chunk in body:
-            if self.closed:
-                raise RemoteProtocolError("connection closed while sending the body")
+            if self.closed or self._answered_early():
+                cut = True
+                break
             if not chunk:
-                continue
-            if chunked:
-                self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            else:
-                self.transport.write(chunk)
-            if self._write_ready is not None:
-                await self._write_ready
-        if chunked:
-            self.transport.write(b"0\r\n\r\n")
+                continue  # an empty chunk would end a chunked body early
+            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if self.writing_paused:
+                await self.drain(timeout)
+        if not cut and chunked and not self.closed:
+            self.write(b"0\r\n\r\n")
+        self._after_upload(cut)
 
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of body, or None at its end."""
-        while True:
-            if self.chunks:
-                chunk = self.chunks.popleft()
-                self.buffered -= len(chunk)
-                if self._reading_paused and self.buffered < LOW_WATER and self.transport:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
-                return chunk
-            if self.error is not None:
-                raise self.error
-            if self.complete:
-                return None
-            self._data_waiter = self.loop.create_future()
-            await self._data_waiter
-            self._data_waiter = None
+    def _after_upload(self, cut: bool) -> None:
+        if not (cut or self.closed):
+            # The whole body went out. An upstream that answered early and keeps the
+            # connection alive must read the rest (RFC 9112 9.3), so it is reusable -
+            # unless the rest still sits in our buffer because the upstream stopped reading.
+            if self.head_done and self.writing_paused:
+                self.upload_cut = True
+            return
+        if self.head_done:
+            # Answered before the body was all sent: hand that answer back, but the
+            # upstream still expects the rest, so the connection carries nothing more.
+            self.upload_cut = True
+            return
+        raise self.error or RemoteProtocolError(
+            "the upstream closed the connection while the request was being sent"
+        )
+
+    async def wait_head(self, timeout: float | None) -> None:
+        if not self.head_done and self.error is None:
+            waiter = self.head_waiter = self.loop.create_future()
+            timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+            try:
+                arrived = await waiter
+            finally:
+                self.head_waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not arrived:
+                raise ReadTimeout(f"no response head from the upstream within {timeout} s")
+        if not self.head_done:
+            raise self.error or RemoteProtocolError("the connection failed before a response")
+
+    async def wait_data(self, timeout: float | None) -> None:
+        waiter = self.data_waiter = self.loop.create_future()
+        timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+        try:
+            arrived = await waiter
+        finally:
+            self.data_waiter = None
+            if timer is not None:
+                timer.cancel()
+        if not arrived:
+            raise ReadTimeout(f"no response body bytes from the upstream for {timeout} s")
+
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.until_close
+            and not self.upload_cut
+            and self.error is None
+            and not self.closed
+        )
 
 
 class UpstreamResponse:
-    """A response head; the body streams from ``aiter_body``."""
+    """A response head; the body streams from ``aiter_body``.
 
-    __slots__ = ("_conn", "_done", "_pool", "headers", "key", "status")
+    Read the body to its end or call ``aclose``: either gives the connection back.
+    """
 
-    def __init__(self, conn: _Connection, pool: Pool, key: tuple[str, int]) -> None:
+    __slots__ = ("_conn", "_done", "headers", "status")
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def __init__(self, conn: _Connection) -> None:
         self._conn = conn
-        self._pool = pool
-        self.key = key
-        self.status = conn.status
-        self.headers = conn.headers
         self._done = False
+        self.status = conn.status
+        self.headers = conn.headers  # names lower-cased, values as received
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status}{' done' if self._done else ''}>"
 
     async def aiter_body(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; at its end the connection goes back to the pool."""
+        if self._done:
+            return
         conn = self._conn
-        while (chunk := await conn.next_chunk()) is not None:
-            yield chunk
-        self._finish(reusable=conn.keep_alive and not conn.until_close)
+        timeout = conn.pool.read_timeout
+        try:
+            while True:
+                if conn.chunks:
+                    chunk = conn.chunks.popleft()
+                    conn.buffered -= len(chunk)
+                    if conn.reading_paused and conn.buffered < LOW_WATER:
+                        conn.resume()
+                    yield chunk
+                elif conn.error is not None:
+                    raise conn.error
+                elif conn.complete:
+                    break
+                else:
+                    await conn.wait_data(timeout)
+        except BaseException:  # failed, timed out, or the reader stopped early
+            self._finish(False)
+            raise
+        self._finish(True)
 
     def take_whole(self) -> bytes | None:
-        """The whole body if it has all arrived already (the connection is released)."""
+        """The whole body if it has all arrived already (the connection is released).
+
+        None when more is to come: then read it with ``aiter_body``.
+        """
         conn = self._conn
-        if not conn.complete or conn.error is not None:
+        if self._done or not conn.complete or conn.error is not None:
             return None
-        body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
-        conn.chunks.clear()
+        chunks = conn.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        conn.chunks = deque()
         conn.buffered = 0
-        self._finish(reusable=conn.keep_alive and not conn.until_close)
+        self._finish(True)
         return body
 
     async def aread(self) -> bytes:
-        return b"".join([c async for c in self.aiter_body()])
+        """The whole body (for small answers and tests)."""
+        return b"".join([chunk async for chunk in self.aiter_body()])
+
+    async def aclose(self) -> None:
+        """Abandon the response: the connection closes unless the whole body had arrived."""
+        self._finish(True)
 
     def _finish(self, reusable: bool) -> None:
         if self._done:
             return
         self._done = True
-        self._pool._release(self.key, self._conn, reusable and not self._conn.closed)
+        conn = self._conn
+        if reusable and conn.reusable():
+            conn.pool._release(conn)
+        else:
+            conn.pool._discard(conn)
 
-    async def aclose(self) -> None:
-        """Give the connection back: to the pool if the body was read, else closed."""
-        self._finish(reusable=False)
+    def __del__(self) -> None:
+        # A response dropped unread would hold its slot of max_per_host for ever.
+        if not self._done:
+            # the loop may be closed already: then there is nothing left to free
+            with contextlib.suppress(Exception):
+                self._finish(False)
 
 
 class Pool:
-    """Keep-alive connections per (host, port); one pool per event loop."""
+    """One per event loop. Keeps idle keep-alive connections per (host, port)."""
 
     def __init__(
         self,
@@ -263,13 +509,23 @@ class Pool:
         read_timeout: float | None = 30.0,
         idle_timeout: float = 30.0,
     ) -> None:
+        """``read_timeout=None`` leaves the waits unbounded, for callers with a deadline."""
+        if max_per_host < 1:
+            raise ValueError("max_per_host must be at least 1")
         self.max_per_host = max_per_host
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._open: dict[tuple[str, int], int] = {}
-        self._waiters: dict[tuple[str, int], deque[asyncio.Future[None]]] = {}
+        self._idle: dict[_Key, list[_Connection]] = {}  # oldest first, taken from the end
+        self._open: dict[_Key, int] = {}  # connections holding a slot: idle, busy, connecting
+        self._waiters: dict[_Key, deque[_Turn]] = {}  # first come, first served
+        self._conns: set[_Connection] = set()
+        self._host_lines: dict[_Key, bytes] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Pool open={sum(self._open.values())} idle={sum(map(len, self._idle.values()))}>"
 
     async def request(
         self,
@@ -280,140 +536,284 @@ class Pool:
         headers: list[tuple[bytes, bytes]],
         body: bytes | AsyncIterator[bytes] = b"",
     ) -> UpstreamResponse:
+        """Send one request; return once the response head has arrived."""
         key = (host, port)
-        head = _head(method, host, port, target, headers, body)
-        for attempt in (0, 1):
-            conn, reused = await self._acquire(key)
-            try:
-                return await self._exchange(conn, key, method, head, body)
-            except RemoteProtocolError:
-                self._release(key, conn, False)
-                # A kept-alive connection the server closed while idle fails before
-                # any byte comes back; a replayable request may try a fresh one.
-                if attempt == 0 and reused and not conn.got_bytes and isinstance(body, bytes):
-                    continue
+        head, chunked = self._head(method, key, target, headers, body)
+        head_only = method == "HEAD"
+        conn, reused = await self._acquire(key, fresh=False)
+        try:
+            return await self._exchange(conn, head, body, chunked, head_only)
+        except RemoteProtocolError as exc:
+            self._discard(conn)
+            # The upstream closed a pooled connection as the request went out: nothing
+            # of an answer came back, so the request may go once more, on a new one.
+            if not reused or conn.got_bytes:
                 raise
-            except BaseException:
-                self._release(key, conn, False)
-                raise
-        raise AssertionError("unreachable")
+            if not isinstance(body, bytes):
+                raise RemoteProtocolError(
+                    "a kept-alive connection closed before the upstream answered, and a "
+                    "streamed request body cannot be sent again"
+                ) from exc
+        except BaseException:
+            self._discard(conn)
+            raise
+        conn, _ = await self._acquire(key, fresh=True)
+        try:
+            return await self._exchange(conn, head, body, chunked, head_only)
+        except BaseException:
+            self._discard(conn)
+            raise
 
     async def _exchange(
         self,
         conn: _Connection,
-        key: tuple[str, int],
-        method: str,
         head: bytes,
         body: bytes | AsyncIterator[bytes],
+        chunked: bool,
+        head_only: bool,
     ) -> UpstreamResponse:
-        assert conn.transport is not None
-        ready = conn.begin(head_only=method == "HEAD")
+        conn.begin(head_only)
+        if conn.closed or cast(asyncio.Transport, conn.transport).is_closing():
+            raise RemoteProtocolError("the connection closed before the request was sent")
         if isinstance(body, bytes):
-            conn.transport.write(head + body)
+            if len(body) <= _WRITE_SLICE:
+                conn.write(head + body if body else head)
+            else:
+                conn.write(head)
+                await conn.send_bytes(body, self.read_timeout)
         else:
-            conn.transport.write(head)
-            chunked = b"content-length" not in head.lower()
-            await conn.write_body(body, chunked)
-        if self.read_timeout is None:  # the caller bounds the wait itself
-            await ready
-        else:
-            timer = conn.loop.call_later(self.read_timeout, _time_out, ready)
-            try:
-                await ready
-            finally:
-                timer.cancel()
-        return UpstreamResponse(conn, self, key)
+            conn.write(head)
+            await conn.send_stream(body, chunked, self.read_timeout)
+        await conn.wait_head(self.read_timeout)
+        return UpstreamResponse(conn)
 
-    async def _acquire(self, key: tuple[str, int]) -> tuple[_Connection, bool]:
+    def _head(
+        self,
+        method: str,
+        key: _Key,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | AsyncIterator[bytes],
+    ) -> tuple[bytes, bool]:
+        """The request head, and whether a streamed body must be chunk-encoded."""
+        parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+        has_host = has_length = False
+        encoding: bytes | None = None
+        for name, value in headers:
+            # only three names matter here; their lengths spare a lower() for the rest
+            if len(name) in (4, 14, 17):
+                lower = name.lower()
+                if lower == b"host":
+                    has_host = True
+                elif lower == b"content-length":
+                    has_length = True
+                elif lower == b"transfer-encoding":
+                    encoding = value
+            parts += (name, b": ", value, b"\r\n")
+        if not has_host:
+            line = self._host_lines.get(key)
+            if line is None:
+                host = key[0] if key[0].isascii() else key[0].encode("idna").decode("ascii")
+                if ":" in host:  # an IPv6 literal
+                    host = f"[{host}]"
+                line = self._host_lines[key] = f"host: {host}:{key[1]}\r\n".encode("ascii")
+            parts.append(line)
+        chunked = False
+        if isinstance(body, bytes):
+            if not has_length and encoding is None and (body or method in _LENGTH_REQUIRED):
+                parts += (b"content-length: ", b"%d" % len(body), b"\r\n")
+        elif encoding is not None:  # the caller framed it: chunk it only if it said so
+            chunked = encoding.rstrip().lower().endswith(b"chunked")
+        elif not has_length:  # a known length is sent raw, as the caller declared it
+            parts.append(b"transfer-encoding: chunked\r\n")
+            chunked = True
+        parts.append(b"\r\n")
+        return b"".join(parts), chunked
+
+    # -- connections and slots ------------------------------------------------------------
+
+    async def _acquire(self, key: _Key, fresh: bool) -> tuple[_Connection, bool]:
+        """A connection for one exchange, and whether it was reused from the pool."""
+        self._refuse_if_closed()
+        if not fresh:
+            conn = self._take_idle(key)
+            if conn is not None:
+                return conn, True
+        deadline: float | None = None
+        while self._open.get(key, 0) >= self.max_per_host:
+            idle = self._idle.get(key)
+            if fresh and idle:  # a retry wants a new connection: make room for it
+                self._discard(idle[0])
+                continue
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.connect_timeout
+            turn = await self._wait_for_turn(key, loop, deadline)
+            self._refuse_if_closed(turn)
+            if turn is False:
+                raise ConnectError(
+                    f"no free connection to {key[0]}:{key[1]} within "
+                    f"{self.connect_timeout} s ({self.max_per_host} in use)"
+                )
+            if isinstance(turn, _Connection):
+                if not fresh:
+                    return turn, True
+                self._discard(turn)  # frees its slot for the new connection
+            elif not fresh:
+                conn = self._take_idle(key)
+                if conn is not None:
+                    return conn, True
+        return await self._connect(key), False
+
+    def _refuse_if_closed(self, turn: _Connection | bool = False) -> None:
+        if self._closed:
+            if isinstance(turn, _Connection):
+                self._discard(turn)
+            raise TransportError("the pool is closed")
+
+    def _take_idle(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_timeout:
-                return conn, True
-            self._drop(key, conn)
-        while self._open.get(key, 0) >= self.max_per_host:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(key, deque()).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, self.connect_timeout)
-            except TimeoutError:
-                raise ConnectError(f"no free connection to {key[0]}:{key[1]}") from None
-            idle = self._idle.get(key)
-            if idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    return conn, True
-                self._drop(key, conn)
-        self._open[key] = self._open.get(key, 0) + 1
-        loop = asyncio.get_running_loop()
+            conn = idle.pop()  # the most recently used: the least likely to be stale
+            conn.idle = False
+            transport = cast(asyncio.Transport, conn.transport)
+            if conn.closed or transport.is_closing() or now - conn.idle_since > self.idle_timeout:
+                self._discard(conn)
+                continue
+            return conn
+        return None
+
+    async def _wait_for_turn(
+        self, key: _Key, loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> _Connection | bool:
+        waiter: _Turn = loop.create_future()
+        waiters = self._waiters.get(key)
+        if waiters is None:
+            waiters = self._waiters[key] = deque()
+        waiters.append(waiter)
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(loop), key[0], key[1]),
-                self.connect_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            self._open[key] -= 1
-            self._wake(key)
-            raise ConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc!r}") from exc
-        return protocol, False
+            turn = await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                _remove(waiters, waiter)
+            else:  # given its turn and cancelled at once: pass it on, or it is lost
+                turn = waiter.result()
+                if isinstance(turn, _Connection):
+                    self._release(turn)
+                elif turn:
+                    self._free_slot(key)
+            raise
+        finally:
+            timer.cancel()
+        if turn is False:
+            _remove(waiters, waiter)
+        return turn
 
-    def _release(self, key: tuple[str, int], conn: _Connection, reusable: bool) -> None:
-        conn.parser = None
-        if reusable:
-            conn.idle_since = time.monotonic()
-            self._idle.setdefault(key, []).append(conn)
-        else:
-            conn.close()
-            self._open[key] = self._open.get(key, 1) - 1
-        self._wake(key)
-
-    def _drop(self, key: tuple[str, int], conn: _Connection) -> None:
-        conn.close()
-        self._open[key] = self._open.get(key, 1) - 1
-
-    def _wake(self, key: tuple[str, int]) -> None:
+    def _next_waiter(self, key: _Key) -> _Turn | None:
         waiters = self._waiters.get(key)
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                return waiter
+        return None
+
+    def _free_slot(self, key: _Key) -> None:
+        waiter = self._next_waiter(key)
+        if waiter is not None:
+            waiter.set_result(True)
+
+    async def _connect(self, key: _Key) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, key, loop)
+        # The slot is taken before connecting, so connects in flight count too.
+        self._open[key] = self._open.get(key, 0) + 1
+        self._conns.add(conn)
+        try:
+            # asyncio.timeout, not wait_for: no extra task (Python 3.11+)
+            async with asyncio.timeout(self.connect_timeout):
+                await loop.create_connection(lambda: conn, key[0], key[1])
+        except (OSError, TimeoutError) as exc:
+            self._discard(conn)
+            reason = str(exc) or type(exc).__name__
+            raise ConnectError(f"cannot connect to {key[0]}:{key[1]}: {reason}") from exc
+        except BaseException:
+            self._discard(conn)
+            raise
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        """Back to the idle list: the response was read whole and keep-alive holds."""
+        if self._closed or conn.closed:
+            self._discard(conn)
+            return
+        if conn.reading_paused:
+            conn.resume()
+        conn.parser = None
+        if conn.buffered:  # body the caller chose not to read (aclose after it all came)
+            conn.chunks.clear()
+            conn.buffered = 0
+        # Straight to the longest waiting request, if any: handing it over, rather than
+        # waking it to look in the idle list, keeps a busy caller from jumping the queue.
+        waiter = self._next_waiter(conn.key)
+        if waiter is not None:
+            waiter.set_result(conn)
+            return
+        conn.idle = True
+        conn.idle_since = time.monotonic()
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
+        idle.append(conn)
+        if self._sweeper is None:
+            self._schedule_sweep(conn.loop)
+
+    def _discard(self, conn: _Connection) -> None:
+        """Close the connection and free its slot (idempotent)."""
+        conn.close()
+        if conn.idle:
+            conn.idle = False
+            idle = self._idle.get(conn.key)
+            if idle is not None and conn in idle:
+                idle.remove(conn)
+        if conn.counted:
+            conn.counted = False
+            self._open[conn.key] -= 1
+            self._conns.discard(conn)
+            self._free_slot(conn.key)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer for the whole pool rather than one per idle connection.
+        self._sweeper = loop.call_later(max(self.idle_timeout / 2, 0.05), self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeper = None
+        oldest_allowed = time.monotonic() - self.idle_timeout
+        left = False
+        for idle in list(self._idle.values()):
+            while idle and idle[0].idle_since < oldest_allowed:
+                self._discard(idle[0])
+            left = left or bool(idle)
+        if left and not self._closed:
+            self._schedule_sweep(loop)
 
     async def aclose(self) -> None:
-        for key, conns in self._idle.items():
-            for conn in conns:
-                self._drop(key, conn)
-        self._idle.clear()
+        """Close every connection, busy ones included; later requests raise."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._conns):
+            self._discard(conn)
+        for waiters in self._waiters.values():
+            while waiters:
+                _wake(waiters.popleft())
+        await asyncio.sleep(0)  # let the transports call connection_lost
 
 
-def _time_out(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_exception(ReadTimeout("no response head in time"))
-
-
-def _head(
-    method: str,
-    host: str,
-    port: int,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes | AsyncIterator[bytes],
-) -> bytes:
-    lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    has_host = has_length = False
-    for name, value in headers:  # names are lowercase, as ASGI gives them
-        if name == b"host":
-            has_host = True
-        elif name == b"content-length":
-            has_length = True
-        lines += [name, b": ", value, b"\r\n"]
-    if not has_host:
-        lines += [b"host: ", f"{host}:{port}".encode("ascii"), b"\r\n"]
-    if isinstance(body, bytes):
-        if not has_length and (body or method in ("POST", "PUT", "PATCH")):
-            lines += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n"]
-    elif not has_length:
-        lines.append(b"transfer-encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+def _remove(waiters: deque[_Turn], waiter: _Turn) -> None:
+    with contextlib.suppress(ValueError):
+        waiters.remove(waiter)

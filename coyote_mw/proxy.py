@@ -9,7 +9,9 @@ stream bodies both ways.
 What is forwarded: the canonical path (byte for byte when the request was already
 canonical) and the raw query string; the headers minus hop-by-hop ones; ``Host`` set
 to the instance's, the original in ``X-Forwarded-Host``, plus ``X-Forwarded-For`` /
-``-Proto`` (and ``-Prefix`` under a mount).
+``-Proto`` (and ``-Prefix`` under a mount).  Responses come back without hop-by-hop
+headers and without the instance's ``Date`` and ``Server``: the host's server sends
+its own, as nginx does.
 
 Failures: a connect failure counts against the instance and, after ``EJECT_AFTER``
 in a row, ejects it until its next heartbeat; an idempotent request is then retried
@@ -97,12 +99,19 @@ def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",")}
 
 
+# Response headers the relay drops: hop-by-hop ones, and Date and Server, which the
+# host's server adds to every response itself (uvicorn, gunicorn, Werkzeug do), so the
+# instance's would go out twice.  nginx hides the same two by default.
+_RESPONSE_DROP = _HOP_BY_HOP_B | {b"date", b"server"}
+
+
 def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Drop hop-by-hop headers, and those the Connection header names (names lowercase)."""
+    """A response's headers to pass on (names lowercase): without ``_RESPONSE_DROP``
+    and those the Connection header names."""
     out: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
     for k, v in headers:
-        if k in _HOP_BY_HOP_B:
+        if k in _RESPONSE_DROP:
             if k == b"connection":
                 named = _connection_tokens(v)
             continue
@@ -198,30 +207,25 @@ class RemoteHandler(Handler):
 
     async def serve_asgi(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
         relay = d.relay
-        await relay._acquire()
+        if not relay.try_enter():
+            await relay._acquire()
         try:
-            return await self._forward(d, scope, receive, send)
+            headers, streamed = self._asgi_headers(scope, d)
+            body = _stream_request(receive) if streamed else b""
+            target = self._target(d, scope.get("query_string", b""))
+            return await self._send(d, target, headers, body, send, retry=True)
         finally:
             relay.release()
 
-    async def _request(
-        self,
-        d: Dispatch,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | AsyncIterator[bytes],
-    ) -> UpstreamResponse:
-        """Send the request; the response head must come within the relay's timeout."""
-        async with d.relay.deadline():
-            return await _pool().request(d.method, self.host, self.port, target, headers, body)
-
-    async def _forward(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
-        headers = self._headers(
-            scope["headers"], scope.get("client"), scope.get("scheme", "http"), d
-        )
-        body = _request_body(scope, receive)
-        target = self._target(d, scope.get("query_string", b""))
-        return await self._send(d, target, headers, body, send, retry=True)
+    def _asgi_headers(self, scope: Any, d: Dispatch) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The headers to forward, and whether the request has a body to stream."""
+        headers = scope["headers"]
+        streamed = False
+        for k, v in headers:
+            if k == b"transfer-encoding" or (k == b"content-length" and v != b"0"):
+                streamed = True
+                break
+        return self._headers(headers, scope.get("client"), scope.get("scheme", "http"), d), streamed
 
     async def _send(
         self,
@@ -232,20 +236,34 @@ class RemoteHandler(Handler):
         send: Any,
         retry: bool,
     ) -> int:
+        relay = d.relay
+        # The pool has no read timeout of its own: the relay's watchdog bounds the wait
+        # for the response head (not the body, which may take as long as it takes).
+        watch = relay.watch()
+        response: UpstreamResponse | None = None
+        other: RemoteHandler | None = None
         try:
-            response = await self._request(d, target, headers, body)
+            response = await _pool().request(d.method, self.host, self.port, target, headers, body)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            raise relay.timed_out(watch) from None
         except ConnectError as exc:
             self._failed_to_connect(exc)
             # nothing was sent: an idempotent request with its body in hand may go elsewhere
             other = _another(d, self) if retry and d.method in IDEMPOTENT else None
-            if other is not None and isinstance(body, bytes):
-                headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", other.netloc)]
-                return await other._send(d, target, headers, body, send, retry=False)
-            raise handler_failed(d, exc) from exc
+            if other is None or not isinstance(body, bytes):
+                raise handler_failed(d, exc) from exc
         except ReadTimeout:
-            raise HandlerTimeout(d.relay.timeout) from None
+            raise HandlerTimeout(relay.timeout) from None
         except TransportError as exc:
             raise handler_failed(d, exc) from exc
+        finally:
+            watch.end()
+        if response is None:
+            assert other is not None  # the one way here without a response
+            headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", other.netloc)]
+            return await other._send(d, target, headers, body, send, retry=False)
         self._succeeded()
         return await _stream_back(d, response, send)
 
@@ -396,14 +414,6 @@ class _AsASGI(Handler):
 
     async def serve_asgi(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
         return await self.remote.serve_asgi(d, scope, receive, send)
-
-
-def _request_body(scope: Any, receive: Any) -> bytes | AsyncIterator[bytes]:
-    """No body announced: b"" (replayable, so a retry is possible); else stream it."""
-    for k, v in scope["headers"]:
-        if k == b"transfer-encoding" or (k == b"content-length" and v != b"0"):
-            return _stream_request(receive)
-    return b""
 
 
 async def _stream_request(receive: Any) -> AsyncIterator[bytes]:

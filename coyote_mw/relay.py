@@ -20,13 +20,12 @@ pool shared by ASGI, WSGI, calls and casts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -63,12 +62,18 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
 
 
 class _Watch:
-    __slots__ = ("deadline", "fired", "task")
+    """One handler under a watchdog; ``end()`` it when the handler is done."""
 
-    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
+    __slots__ = ("deadline", "dog", "fired", "task")
+
+    def __init__(self, dog: _Watchdog, task: asyncio.Task[Any], deadline: float) -> None:
+        self.dog = dog
         self.task = task
         self.deadline = deadline
         self.fired = False
+
+    def end(self) -> None:
+        self.dog.running.discard(self)
 
 
 class _Watchdog:
@@ -86,15 +91,12 @@ class _Watchdog:
         self.armed = False
 
     def watch(self, task: asyncio.Task[Any], deadline: float) -> _Watch:
-        w = _Watch(task, deadline)
+        w = _Watch(self, task, deadline)
         self.running.add(w)
         if not self.armed:
             self.armed = True
             self.loop.call_later(self.tick, self._check)
         return w
-
-    def done(self, w: _Watch) -> None:
-        self.running.discard(w)
 
     def _check(self) -> None:
         now = self.loop.time()
@@ -178,6 +180,14 @@ class Relay:
                 return
             self._active -= 1
 
+    def try_enter(self) -> bool:
+        """Take a free slot without waiting: True, or False when one must be awaited."""
+        with self._lock:
+            if self._active < self.concurrency and not self._waiting:
+                self._active += 1
+                return True
+            return False
+
     async def _acquire(self) -> None:
         waiter = self._enter(asyncio.get_running_loop())
         if waiter is None:
@@ -208,37 +218,21 @@ class Relay:
         if not is_async:
             await self._acquire()
             return await self._run_acquired(fn, False)
-        # The common case, inlined (it runs on every request): an async handler.
-        with self._lock:
-            free = self._active < self.concurrency and not self._waiting
-            if free:
-                self._active += 1
-        if not free:
+        if not self.try_enter():
             await self._acquire()
-        task = asyncio.current_task()
-        assert task is not None
-        loop = task.get_loop()
-        dog = self._last_watchdog
-        if dog is None or dog.loop is not loop:
-            dog = self._watchdog(loop)
-        watch = dog.watch(task, loop.time() + self.timeout)
+        watch = self.watch()
         try:
             return await fn()
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
-            task.uncancel()
-            raise HandlerTimeout(self.timeout) from None
+            raise self.timed_out(watch) from None
         finally:
-            dog.running.discard(watch)
+            watch.end()
             self.release()
 
     async def _run_acquired(self, fn: Callable[[], Any], is_async: bool) -> Any:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        assert task is not None
-        dog = self._watchdog(loop)
-        watch = dog.watch(task, loop.time() + self.timeout)
+        watch = self.watch()
         future = None
         try:
             if is_async:
@@ -248,32 +242,33 @@ class Relay:
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
-            task.uncancel()
             if future is not None:
                 future.cancel()  # only helps if it has not started yet
-            raise HandlerTimeout(self.timeout) from None
+            raise self.timed_out(watch) from None
         finally:
-            dog.done(watch)
+            watch.end()
             if future is None:
                 self.release()  # a thread releases its own slot when it returns
 
-    @contextlib.asynccontextmanager
-    async def deadline(self) -> AsyncIterator[None]:
-        """Bound the awaits inside by ``timeout``: ``HandlerTimeout`` past it."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+    def watch(self) -> _Watch:
+        """Put the current task under the watchdog: cancelled past ``timeout``.
+
+        A ``CancelledError`` with ``watch.fired`` set is the watchdog's: raise
+        ``timed_out(watch)`` instead.  ``end()`` the watch when done.  Synchronous, so
+        the hot paths need no context manager.
+        """
+        task = asyncio.current_task()
         assert task is not None
-        dog = self._watchdog(loop)
-        watch = dog.watch(task, loop.time() + self.timeout)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if not watch.fired:
-                raise
-            task.uncancel()
-            raise HandlerTimeout(self.timeout) from None
-        finally:
-            dog.done(watch)
+        loop = task.get_loop()
+        dog = self._last_watchdog
+        if dog is None or dog.loop is not loop:
+            dog = self._watchdog(loop)
+        return dog.watch(task, loop.time() + self.timeout)
+
+    def timed_out(self, watch: _Watch) -> HandlerTimeout:
+        """The watchdog cancelled the task: undo that cancellation, answer 504 instead."""
+        watch.task.uncancel()
+        return HandlerTimeout(self.timeout)
 
     def _watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
         dog = self._last_watchdog

@@ -125,7 +125,11 @@ def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
         20,
         "Saloon served through the leader",
     )
-    assert httpx.get(leader.url + "/").text == STORY
+    r = httpx.get(leader.url + "/")
+    assert r.text == STORY
+    # the leader's server adds its own Date and Server: the Saloon's are not sent twice
+    assert len(r.headers.get_list("date")) == 1
+    assert len(r.headers.get_list("server")) == 1
     saloon.kill(signal.SIGKILL)
     took = until(lambda: routes_of(leader) == [], 5, "routes dropped after SIGKILL")
     assert took <= 2 + 1 + 0.2  # ttl + 1 s (+ polling)

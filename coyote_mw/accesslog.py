@@ -7,6 +7,13 @@ filters apply.  It is on every request's path, so the record is built directly
 (``Logger.handle``) rather than through ``Logger.info``, which looks up the caller's
 stack frame for a location that is always this function anyway.
 
+Under load the lines of an event loop are batched: a request that ends while others are
+still in flight queues its line, and the queue goes to the logger at the end of that
+loop iteration (``loop.call_soon``), in order, with each record's own time.  The
+logging machinery then runs once per batch rather than interleaved with requests,
+which halves its cost.  A request that ends with none other in flight logs at once,
+after anything queued, so a quiet server (or a test) sees its line immediately.
+
 A plain ``FileHandler`` flushes (one system call) and formats a timestamp per line,
 which costs a busy worker a third of its throughput.  ``BufferedFileHandler`` writes
 through a buffer flushed every ``flush_interval`` seconds (as nginx's ``access_log
@@ -17,10 +24,13 @@ through a buffer flushed every ``flush_interval`` seconds (as nginx's ``access_l
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 __all__ = ["AccessLog", "BufferedFileHandler"]
@@ -66,8 +76,7 @@ class _AccessRecord(logging.LogRecord):
     never changes is copied in with one ``dict.update``.
     """
 
-    def __init__(self, msg: str, args: tuple[Any, ...]) -> None:
-        now = time.time()
+    def __init__(self, msg: str, args: tuple[Any, ...], now: float) -> None:
         self.__dict__.update(_CONSTANT)
         self.msg = msg
         self.args = args
@@ -83,24 +92,93 @@ class _AccessRecord(logging.LogRecord):
         self.process = _pid
 
 
+_LINE = "%s %s %d %.1fms"
+_ROUTED = "%s %s %d %.1fms route=%s service=%s"
+# (time.time() at the end, message, args)
+_Entry = tuple[float, str, tuple[Any, ...]]
+
+
 class AccessLog:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Entry]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[asyncio.AbstractEventLoop, list[_Entry]] | None = None
+        _logs.add(self)
 
     def __call__(
         self, method: str, raw_path: str, status: int, start: float, endpoint: Any
     ) -> None:
+        """Log one request now (WSGI, calls from threads)."""
+        if self.enabled and logger.isEnabledFor(logging.INFO):
+            _emit(_entry(method, raw_path, status, start, endpoint))
+
+    def soon(
+        self, busy: bool, method: str, raw_path: str, status: int, start: float, endpoint: Any
+    ) -> None:
+        """Log one request from an event loop: queued while ``busy`` (other requests
+        in flight), else at once after whatever is queued."""
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
-        ms = (time.perf_counter() - start) * 1000
-        if endpoint is None:
-            record = _AccessRecord("%s %s %d %.1fms", (method, raw_path, status, ms))
+        entry = _entry(method, raw_path, status, start, endpoint)
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            batch = last[1]
         else:
-            record = _AccessRecord(
-                "%s %s %d %.1fms route=%s service=%s",
-                (method, raw_path, status, ms, endpoint.pattern, endpoint.service),
-            )
-        logger.handle(record)
+            got = self._batches.get(loop)
+            if got is None:
+                got = self._batches[loop] = []
+            batch = got
+            self._last = (loop, batch)
+        if busy:
+            if not batch:
+                loop.call_soon(_drain, batch)
+            batch.append(entry)
+            return
+        if batch:
+            _drain(batch)
+        _emit(entry)
+
+    def flush(self) -> None:
+        """Log every queued line now (at exit, or when a loop stops)."""
+        for batch in list(self._batches.values()):
+            _drain(batch)
+
+
+_logs: weakref.WeakSet[AccessLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """Lines queued on a loop that stopped before its next iteration."""
+    for log in list(_logs):
+        log.flush()
+
+
+def _entry(method: str, raw_path: str, status: int, start: float, endpoint: Any) -> _Entry:
+    ms = (time.perf_counter() - start) * 1000
+    if endpoint is None:
+        return (time.time(), _LINE, (method, raw_path, status, ms))
+    return (
+        time.time(),
+        _ROUTED,
+        (method, raw_path, status, ms, endpoint.pattern, endpoint.service),
+    )
+
+
+def _emit(entry: _Entry) -> None:
+    logger.handle(_AccessRecord(entry[1], entry[2], entry[0]))
+
+
+def _drain(batch: list[_Entry]) -> None:
+    entries = batch[:]
+    batch.clear()
+    if logger.isEnabledFor(logging.INFO):
+        handle = logger.handle
+        for now, msg, args in entries:
+            handle(_AccessRecord(msg, args, now))
 
 
 class BufferedFileHandler(logging.Handler):

@@ -86,12 +86,20 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.Wea
 _REPLACED = _HOP_BY_HOP_B | {b"host", b"x-forwarded-for", b"expect"}
 
 
+_last_pool: tuple[asyncio.AbstractEventLoop, Pool] | None = None
+
+
 def _pool() -> Pool:
+    global _last_pool
     loop = asyncio.get_running_loop()
+    last = _last_pool
+    if last is not None and last[0] is loop:
+        return last[1]
     pool = _pools.get(loop)
     if pool is None:
         # no read timeout of its own: the relay's watchdog bounds the wait for a head
         pool = _pools[loop] = Pool(read_timeout=None)
+    _last_pool = (loop, pool)
     return pool
 
 
@@ -429,14 +437,19 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
 
 
 async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
-    headers = _strip(response.headers)
+    status = response.status
+    whole = response.take_whole()  # the usual small answer: all here already
+    if whole is not None:
+        # the connection is back in the pool already: nothing to clean up on failure
+        await send(
+            {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
+        )
+        await send({"type": "http.response.body", "body": b"" if d.method == "HEAD" else whole})
+        return status
     try:
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        whole = response.take_whole()
-        if whole is not None:  # the usual small answer: all here already, one message
-            body = b"" if d.method == "HEAD" else whole
-            await send({"type": "http.response.body", "body": body})
-            return response.status
+        await send(
+            {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
+        )
         if d.method != "HEAD":
             async for chunk in response.aiter_body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -444,11 +457,11 @@ async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> in
         # Too late for a 502: log why, and leave the response unfinished so the
         # server closes the connection and the client sees a truncated body.
         handler_failed(d, exc)
-        return int(response.status)
+        return status
     finally:
         await response.aclose()
     await send({"type": "http.response.body", "body": b""})
-    return int(response.status)
+    return status
 
 
 def _environ_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -540,7 +540,12 @@ class Pool:
         key = (host, port)
         head, chunked = self._head(method, key, target, headers, body)
         head_only = method == "HEAD"
-        conn, reused = await self._acquire(key, fresh=False)
+        # an idle connection, without a coroutine, when the pool has one (the usual case)
+        conn = None if self._closed else self._take_idle(key)
+        if conn is not None:
+            reused = True
+        else:
+            conn, reused = await self._acquire(key, fresh=False)
         try:
             return await self._exchange(conn, head, body, chunked, head_only)
         except RemoteProtocolError as exc:

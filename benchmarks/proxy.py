@@ -6,9 +6,13 @@
 One upstream (uvicorn, one worker, httptools + uvloop, a fixed 13-byte answer) and,
 in one run, wrk against: the upstream directly; coyote relaying to it (one uvicorn
 worker, access log on, to a file); a Starlette gateway on a shared httpx.AsyncClient
-(what most FastAPI gateways do); the same on aiohttp; and nginx ``proxy_pass`` with
-upstream keepalive.  Rounds are interleaved so machine noise hits every variant alike;
-the table shows the median requests/s and p50/p99 of the rounds, and ratios to direct.
+(what most FastAPI gateways do); the same on aiohttp; nginx ``proxy_pass`` with
+upstream keepalive; and "bare transport", one ASGI function on uvicorn forwarding through
+coyote's transport with nothing else (no routing, forwarded headers or log): the
+ceiling for any gateway on uvicorn, and so for coyote.  Every gateway but that one
+sends X-Forwarded-For/-Proto/-Host, as coyote must.  Rounds are interleaved so machine
+noise hits every variant alike; the table shows the median requests/s and p50/p99 of
+the rounds, and ratios to direct.
 wrk runs on core 0, servers on core 1 (``taskset``), all on 127.0.0.1.
 """
 
@@ -47,6 +51,9 @@ http {{
             proxy_pass http://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
         }}
     }}
 }}
@@ -72,11 +79,17 @@ def main() -> int:
     upstream_url = f"http://127.0.0.1:{up_port}"
     env = {"UPSTREAM": upstream_url, "COYOTE_ACCESS_LOG_FILE": str(tmp / "access.log")}
     servers: dict[str, Server] = {}
+    # --no-proxy-headers: the upstream stands for any service and costs the same whatever
+    # the gateway in front sends (uvicorn would otherwise parse X-Forwarded-For, for
+    # the gateways that set it, at several us a request on the servers' shared core)
     upstream = Server(
-        "upstream", [*UVICORN, "--port", str(up_port), "benchmarks.proxy_apps:upstream"], up_port
+        "upstream",
+        [*UVICORN, "--no-proxy-headers", "--port", str(up_port), "benchmarks.proxy_apps:upstream"],
+        up_port,
     )
     for name, app in [
         ("coyote", "coyote_gateway"),
+        ("bare transport", "bare_gateway"),
         ("starlette+httpx", "httpx_gateway"),
         ("starlette+aiohttp", "aiohttp_gateway"),
     ]:

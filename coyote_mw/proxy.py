@@ -394,11 +394,24 @@ class RemoteHandler(Handler):
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
         ]
-        start_response(status_line(response.status_code), back)
         if d.method == "HEAD":
             response.close()
+            start_response(status_line(response.status_code), back)
             return []
-        return _HttpxBody(response)
+        # The first bytes before the head: a WSGI server sends the head with them anyway,
+        # and an instance that stalls before its body can still be answered 504.
+        # iter_raw() without a size passes bytes on as they come (no 64 KiB batches).
+        stream = response.iter_raw()
+        try:
+            first = next(stream, b"")
+        except httpx.TimeoutException:
+            response.close()
+            raise HandlerTimeout(d.relay.timeout) from None
+        except httpx.HTTPError as exc:
+            response.close()
+            raise handler_failed(d, exc) from exc
+        start_response(status_line(response.status_code), back)
+        return _HttpxBody(d, response, first, stream)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
         return await call_asgi_app(_AsASGI(self), d, request)
@@ -451,7 +464,8 @@ async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> in
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
         )
         if d.method != "HEAD":
-            async for chunk in response.aiter_body():
+            # no byte for the relay's timeout: cut the response off (the head is sent)
+            async for chunk in response.aiter_body(d.relay.timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except TransportError as exc:
         # Too late for a 502: log why, and leave the response unfinished so the
@@ -499,11 +513,24 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
 
 
 class _HttpxBody:
-    def __init__(self, response: httpx.Response) -> None:
+    """A relayed body under WSGI.  Past the first bytes a failure can only cut the
+    response short: it is logged, and raised so the server closes the connection."""
+
+    def __init__(
+        self, d: Dispatch, response: httpx.Response, first: bytes, rest: Iterator[bytes]
+    ) -> None:
+        self.d = d
         self.response = response
+        self.first = first
+        self.rest = rest
 
     def __iter__(self) -> Iterator[bytes]:
-        return self.response.iter_raw(64 * 1024)
+        if self.first:
+            yield self.first
+        try:
+            yield from self.rest
+        except httpx.HTTPError as exc:
+            raise handler_failed(self.d, exc) from exc
 
     def close(self) -> None:
         self.response.close()

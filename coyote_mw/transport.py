@@ -412,6 +412,13 @@ class _Connection(asyncio.Protocol):
         )
 
 
+class _Default:
+    """The type of ``_DEFAULT``: an argument left out."""
+
+
+_DEFAULT = _Default()
+
+
 class UpstreamResponse:
     """A response head; the body streams from ``aiter_body``.
 
@@ -432,12 +439,17 @@ class UpstreamResponse:
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status}{' done' if self._done else ''}>"
 
-    async def aiter_body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; at its end the connection goes back to the pool."""
+    async def aiter_body(self, timeout: float | _Default | None = _DEFAULT) -> AsyncIterator[bytes]:
+        """The body as it arrives; at its end the connection goes back to the pool.
+
+        ``timeout``: the longest wait for the next bytes (``ReadTimeout`` past it);
+        by default the pool's ``read_timeout``.
+        """
         if self._done:
             return
         conn = self._conn
-        timeout = conn.pool.read_timeout
+        if isinstance(timeout, _Default):
+            timeout = conn.pool.read_timeout
         try:
             while True:
                 if conn.chunks:

@@ -427,3 +427,61 @@ def test_buffered_access_log_handler_writes_formatted_lines(tmp_path: Any, shop:
         access.removeHandler(handler)
         access.setLevel(logging.NOTSET)
         handler.close()
+
+
+def test_access_lines_of_concurrent_requests_all_arrive_in_order_with_their_own_time(
+    coyote: Coyote, loop_thread: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import time
+
+    import httpx
+
+    class Slow(Client):
+        @route("GET", "/slow/{n:int}")
+        async def slow(self, request: Request) -> str:
+            await asyncio.sleep(request.params["n"] / 100)
+            return "ok"
+
+    coyote.register(Slow(), service="slow")
+    app = coyote.asgi()
+
+    async def burst() -> tuple[list[int], float]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            done: list[int] = []
+
+            async def one(n: int) -> None:
+                await c.get(f"/slow/{n}")
+                done.append(n)
+
+            await asyncio.gather(*(one(n) for n in (3, 1, 2, 5, 4)))
+            # no await since the last request: whatever was queued is in the log now
+            return done, time.time()
+
+    with caplog.at_level(logging.INFO, logger="coyote_mw.access"):
+        done, after = loop_thread.run(burst())
+    records = [r for r in caplog.records if r.name == "coyote_mw.access"]
+    # the first four ended while others were in flight (queued), the last one alone
+    assert [r.getMessage().split()[1] for r in records] == [f"/slow/{n}" for n in done]
+    times = [r.created for r in records]
+    assert times == sorted(times) and times[-1] <= after
+    assert times[-1] - times[0] >= 0.03  # each record has its request's time, not the flush's
+
+
+def test_access_lines_queued_when_the_loop_stops_are_written_at_shutdown(
+    coyote: Coyote, loop_thread: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Endpoint:
+        pattern, service = "/x", "svc"
+
+    async def queue_two() -> None:
+        # as the relay does under load: queued for the end of this loop iteration
+        coyote.log_access.soon(True, "GET", "/x", 200, 0.0, Endpoint())
+        coyote.log_access.soon(True, "GET", "/x", 201, 0.0, Endpoint())
+        assert not [r for r in caplog.records if r.name == "coyote_mw.access"]
+        await coyote.shutdown()  # lifespan shutdown: nothing left behind
+
+    with caplog.at_level(logging.INFO, logger="coyote_mw.access"):
+        loop_thread.run(queue_two())
+    lines = [r.getMessage() for r in caplog.records if r.name == "coyote_mw.access"]
+    assert [line.split()[2] for line in lines] == ["200", "201"]

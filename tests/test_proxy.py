@@ -1,0 +1,113 @@
+"""The HTTP relay's time limits and response headers, under both interfaces.
+
+A real uvicorn instance (in a thread, on 127.0.0.1) plays the remote service; the
+leader is driven through httpx's ASGI and WSGI transports (the ``serve`` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from coyote_mw import Coyote
+from tests.servers import uvicorn_server, werkzeug_server
+
+TIMEOUT = 0.5
+
+
+async def instance(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/late-head":  # answers only after the relay's timeout
+        await asyncio.sleep(TIMEOUT * 4)
+    headers = [(b"content-type", b"text/plain"), (b"x-instance", b"yes")]
+    if path == "/stalled-body":  # a head and half a body, then nothing
+        headers.append((b"content-length", b"10"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        await asyncio.sleep(TIMEOUT * 6)
+        await send({"type": "http.response.body", "body": b"67890"})
+        return
+    if path == "/stalled-before-body":  # a head, then nothing
+        headers.append((b"content-length", b"10"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await asyncio.sleep(TIMEOUT * 6)
+        await send({"type": "http.response.body", "body": b"1234567890"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"on time"})
+
+
+@pytest.fixture(scope="module")
+def instance_url() -> Iterator[str]:
+    with uvicorn_server(instance) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def leader(instance_url: str) -> Iterator[Coyote]:
+    coyote = Coyote(timeout=TIMEOUT)
+    coyote.register_remote(
+        instance_url,
+        routes=[
+            ("GET", "/on-time"),
+            ("GET", "/late-head"),
+            ("GET", "/stalled-body"),
+            ("GET", "/stalled-before-body"),
+        ],
+        service="instance",
+    )
+    yield coyote
+    coyote.close()
+
+
+def test_an_instance_slower_than_the_timeout_is_504(leader: Coyote, serve: Any) -> None:
+    client = serve(leader)
+    start = time.monotonic()
+    r = client.get("/late-head")
+    took = time.monotonic() - start
+    assert r.status_code == 504
+    assert r.json()["error"] == "Handler timeout"
+    assert took < TIMEOUT * 3
+    # the relay is whole afterwards: the next request is served
+    assert client.get("/on-time").text == "on time"
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "werkzeug"])
+def test_a_body_that_stalls_is_cut_off_after_the_timeout(leader: Coyote, server: str) -> None:
+    # A real server in front of the leader: what a client sees of a cut-off response.
+    running = (
+        uvicorn_server(leader.asgi()) if server == "uvicorn" else werkzeug_server(leader.wsgi())
+    )
+    with running as port:
+        start = time.monotonic()
+        # The head went out already: too late for a 504, so the relay ends the response
+        # short and the client sees a truncated body instead of waiting for ever.
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"http://127.0.0.1:{port}/stalled-body", timeout=10)
+        assert time.monotonic() - start < TIMEOUT * 4
+        assert httpx.get(f"http://127.0.0.1:{port}/on-time", timeout=10).text == "on time"
+
+
+def test_a_body_that_never_starts_is_504_under_wsgi_and_cut_off_under_asgi(
+    leader: Coyote,
+) -> None:
+    # Under WSGI the head goes out with the first body bytes, so it is not sent yet: 504.
+    # Under ASGI it was forwarded as soon as it came: the response can only end short.
+    with werkzeug_server(leader.wsgi()) as port:
+        r = httpx.get(f"http://127.0.0.1:{port}/stalled-before-body", timeout=10)
+        assert r.status_code == 504 and r.json()["error"] == "Handler timeout"
+    with uvicorn_server(leader.asgi()) as port, pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(f"http://127.0.0.1:{port}/stalled-before-body", timeout=10)
+
+
+def test_the_instances_date_and_server_are_not_forwarded(leader: Coyote, serve: Any) -> None:
+    r = serve(leader).get("/on-time")
+    assert r.headers["x-instance"] == "yes"
+    assert "date" not in r.headers and "server" not in r.headers  # the host server's come instead

@@ -214,14 +214,49 @@ class RemoteHandler(Handler):
     # -- ASGI: the lean transport ----------------------------------------------------
 
     async def serve_asgi(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
+        # One coroutine for the whole exchange: every frame between the task and the
+        # awaited response head costs on each suspension and resumption.
         relay = d.relay
         if not relay.try_enter():
             await relay._acquire()
         try:
             headers, streamed = self._asgi_headers(scope, d)
-            body = _stream_request(receive) if streamed else b""
+            body: bytes | AsyncIterator[bytes] = _stream_request(receive) if streamed else b""
             target = self._target(d, scope.get("query_string", b""))
-            return await self._send(d, target, headers, body, send, retry=True)
+            instance = self
+            while True:
+                # The pool has no read timeout of its own: the relay's watchdog bounds
+                # the wait for the head; the body's pauses are bounded in _stream_back.
+                watch = relay.watch()
+                try:
+                    response = await _pool().request(
+                        d.method, instance.host, instance.port, target, headers, body
+                    )
+                except asyncio.CancelledError:
+                    if not watch.fired:
+                        raise
+                    raise relay.timed_out(watch) from None
+                except ConnectError as exc:
+                    instance._failed_to_connect(exc)
+                    # Nothing was sent: an idempotent request with its body in hand may
+                    # go to another instance, once.
+                    other = None
+                    if instance is self and d.method in IDEMPOTENT and isinstance(body, bytes):
+                        other = _another(d, instance)
+                    if other is None:
+                        raise handler_failed(d, exc) from exc
+                    headers = [(k, v) for k, v in headers if k != b"host"]
+                    headers.append((b"host", other.netloc))
+                    instance = other
+                    continue
+                except ReadTimeout:
+                    raise HandlerTimeout(relay.timeout) from None
+                except TransportError as exc:
+                    raise handler_failed(d, exc) from exc
+                finally:
+                    watch.end()
+                instance._succeeded()
+                return await _stream_back(d, response, send)
         finally:
             relay.release()
 
@@ -234,46 +269,6 @@ class RemoteHandler(Handler):
                 streamed = True
                 break
         return self._headers(headers, scope.get("client"), scope.get("scheme", "http"), d), streamed
-
-    async def _send(
-        self,
-        d: Dispatch,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | AsyncIterator[bytes],
-        send: Any,
-        retry: bool,
-    ) -> int:
-        relay = d.relay
-        # The pool has no read timeout of its own: the relay's watchdog bounds the wait
-        # for the response head (not the body, which may take as long as it takes).
-        watch = relay.watch()
-        response: UpstreamResponse | None = None
-        other: RemoteHandler | None = None
-        try:
-            response = await _pool().request(d.method, self.host, self.port, target, headers, body)
-        except asyncio.CancelledError:
-            if not watch.fired:
-                raise
-            raise relay.timed_out(watch) from None
-        except ConnectError as exc:
-            self._failed_to_connect(exc)
-            # nothing was sent: an idempotent request with its body in hand may go elsewhere
-            other = _another(d, self) if retry and d.method in IDEMPOTENT else None
-            if other is None or not isinstance(body, bytes):
-                raise handler_failed(d, exc) from exc
-        except ReadTimeout:
-            raise HandlerTimeout(relay.timeout) from None
-        except TransportError as exc:
-            raise handler_failed(d, exc) from exc
-        finally:
-            watch.end()
-        if response is None:
-            assert other is not None  # the one way here without a response
-            headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", other.netloc)]
-            return await other._send(d, target, headers, body, send, retry=False)
-        self._succeeded()
-        return await _stream_back(d, response, send)
 
     # -- WebSockets (ASGI) -------------------------------------------------------------
 

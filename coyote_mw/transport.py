@@ -559,6 +559,29 @@ class Pool:
         else:
             conn, reused = await self._acquire(key, fresh=False)
         try:
+            if (
+                self.read_timeout is None
+                and isinstance(body, bytes)
+                and len(body) <= _WRITE_SLICE
+                and conn.parser is None  # idle, as expected
+            ):
+                # _exchange inlined for the usual small request on a caller-bounded pool:
+                # one coroutine frame less between the task and the awaited head
+                conn.begin(head_only)
+                if conn.closed or cast(asyncio.Transport, conn.transport).is_closing():
+                    raise RemoteProtocolError("the connection closed before the request was sent")
+                conn.write(head + body if body else head)
+                if not conn.head_done and conn.error is None:
+                    waiter = conn.head_waiter = conn.loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        conn.head_waiter = None
+                if not conn.head_done:
+                    raise conn.error or RemoteProtocolError(
+                        "the connection failed before a response"
+                    )
+                return UpstreamResponse(conn)
             return await self._exchange(conn, head, body, chunked, head_only)
         except RemoteProtocolError as exc:
             self._discard(conn)

@@ -149,7 +149,7 @@ class CoyoteASGI:
         except DispatchError as exc:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
-        coyote.log_access.soon(coyote.relay.active > 0, method, path.raw, status, start, endpoint)
+        coyote.log_access(method, path.raw, status, start, endpoint)
 
     async def _api(
         self,
@@ -177,8 +177,7 @@ class CoyoteASGI:
         # unreachable Redis must not stall the requests this loop is serving
         response = await asyncio.to_thread(api.handle, method, path, headers, body)
         await send_response(send, response, method == "HEAD")
-        coyote = self.coyote
-        coyote.log_access.soon(coyote.relay.active > 0, method, path, response.status, start, None)
+        self.coyote.log_access(method, path, response.status, start, None)
 
     async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> bool:
         """Run the host app; True when it answered 404 (its answer is then dropped)."""
@@ -211,8 +210,7 @@ class CoyoteASGI:
             # The handler had already started a response; nothing more can be sent.
             if not isinstance(exc, RoutingError):
                 raise
-        coyote = self.coyote
-        coyote.log_access.soon(coyote.relay.active > 0, method, raw, exc.status, start, endpoint)
+        self.coyote.log_access(method, raw, exc.status, start, endpoint)
 
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
         coyote = self.coyote

@@ -179,7 +179,28 @@ class FunctionHandler(Handler):
             scheme=scope.get("scheme", "http"),
             client=scope.get("client"),
         )
-        response = await self.acall(d, request)
+        if ep.cast or not self.is_async:
+            response = await self.acall(d, request)
+        else:
+            # acall and Relay.run inlined for the usual async handler: two coroutine
+            # frames and a lambda less on every request
+            relay = d.relay
+            if not relay.try_enter():
+                await relay._acquire()
+            watch = relay.watch()
+            try:
+                response = to_response(await self.fn(request))
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                raise relay.timed_out(watch) from None
+            except DispatchError:
+                raise
+            except Exception as exc:
+                raise handler_failed(d, exc) from exc
+            finally:
+                watch.end()
+                relay.release()
         await send_response(send, response, d.method == "HEAD")
         return response.status
 

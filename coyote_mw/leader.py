@@ -258,7 +258,6 @@ class Coyote:
         for handler in self._app_handlers():
             await handler.shutdown()
         self._started = False
-        self.log_access.flush()
 
     def close(self) -> None:
         """Stop sub-app lifespans still running and the relay's threads."""

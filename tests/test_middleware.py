@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, Request, Response, by_header, route
@@ -468,20 +471,94 @@ def test_access_lines_of_concurrent_requests_all_arrive_in_order_with_their_own_
     assert times[-1] - times[0] >= 0.03  # each record has its request's time, not the flush's
 
 
-def test_access_lines_queued_when_the_loop_stops_are_written_at_shutdown(
-    coyote: Coyote, loop_thread: Any, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def access_file(tmp_path: Any) -> Iterator[tuple[Any, BufferedFileHandler]]:
+    """The access logger writing to a BufferedFileHandler only, as on a server."""
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=60)
+    access = logging.getLogger("coyote_mw.access")
+    saved = access.handlers[:]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    yield path, handler
+    access.handlers[:] = saved
+    access.setLevel(logging.NOTSET)
+    access.propagate = True
+    access.filters.clear()
+    handler.close()
+
+
+def _only(handler: logging.Handler) -> None:
+    # pytest hangs its capture handlers on non-propagating loggers as each test starts
+    logging.getLogger("coyote_mw.access").handlers[:] = [handler]
+
+
+def _lines(path: Any, handler: BufferedFileHandler) -> list[str]:
+    handler.flush()
+    text: str = path.read_text()
+    return text.splitlines()
+
+
+def test_a_line_written_directly_is_the_line_logging_would_write(
+    shop: Coyote, access_file: tuple[Any, BufferedFileHandler]
 ) -> None:
-    class Endpoint:
-        pattern, service = "/x", "svc"
+    from coyote_mw import accesslog
 
-    async def queue_two() -> None:
-        # as the relay does under load: queued for the end of this loop iteration
-        coyote.log_access.soon(True, "GET", "/x", 200, 0.0, Endpoint())
-        coyote.log_access.soon(True, "GET", "/x", 201, 0.0, Endpoint())
-        assert not [r for r in caplog.records if r.name == "coyote_mw.access"]
-        await coyote.shutdown()  # lifespan shutdown: nothing left behind
+    path, handler = access_file
+    _only(handler)
+    client = httpx.Client(transport=httpx.WSGITransport(shop.wsgi()), base_url="http://t")
+    assert accesslog._direct_handler() is handler  # the direct path is taken
+    client.get("/items/3")
+    client.get("/nothing/here")
+    # a filter that lets everything through sends the same requests through logging
+    access = logging.getLogger("coyote_mw.access")
+    access.addFilter(lambda record: True)
+    assert accesslog._direct_handler() is None
+    client.get("/items/3")
+    client.get("/nothing/here")
+    lines = _lines(path, handler)
+    assert len(lines) == 4
 
+    def shape(line: str) -> list[str]:  # all but the date, time and milliseconds
+        words = line.split()
+        return words[2:5] + words[6:]
+
+    assert (
+        shape(lines[0])
+        == shape(lines[2])
+        == [
+            "GET",
+            "/items/3",
+            "200",
+            "route=/items/{id:int}",
+            "service=shop",
+        ]
+    )
+    assert shape(lines[1]) == shape(lines[3]) == ["GET", "/nothing/here", "404"]
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \S+ \d+ \d+\.\dms.*", x) for x in lines
+    )
+
+
+def test_filters_levels_and_other_handlers_are_honoured(
+    shop: Coyote, access_file: tuple[Any, BufferedFileHandler], caplog: pytest.LogCaptureFixture
+) -> None:
+    from coyote_mw import accesslog
+
+    path, handler = access_file
+    _only(handler)
+    client = httpx.Client(transport=httpx.WSGITransport(shop.wsgi()), base_url="http://t")
+    access = logging.getLogger("coyote_mw.access")
+    access.addFilter(lambda record: "/secret" not in record.getMessage())
+    client.get("/secret")
+    access.filters.clear()
+    handler.setLevel(logging.WARNING)
+    client.get("/too-low")
+    handler.setLevel(logging.NOTSET)
+    # propagating to the root logger, which has handlers here (pytest's): logging decides
+    access.propagate = True
+    assert accesslog._direct_handler() is None
     with caplog.at_level(logging.INFO, logger="coyote_mw.access"):
-        loop_thread.run(queue_two())
-    lines = [r.getMessage() for r in caplog.records if r.name == "coyote_mw.access"]
-    assert [line.split()[2] for line in lines] == ["200", "201"]
+        client.get("/both")
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["/both"]
+    assert [line.split()[3] for line in _lines(path, handler)] == ["/both"]

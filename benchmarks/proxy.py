@@ -29,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
 
-TARGET = "coyote >= 0.3x direct, and a lower p99 than the httpx and aiohttp gateways"
+# The issue's target, in its two forms: against direct, and against the peers it was
+# equated with where it was set (there nginx ran at 0.7x direct and aiohttp at 0.15x).
+TARGET_DIRECT = "coyote >= 0.3x direct"
+TARGET_PEERS = "coyote >= 15x the httpx gateway and >= 2x the aiohttp one, with a lower p99"
 
 NGINX_CONF = """
 worker_processes 1;
@@ -141,11 +144,22 @@ def main() -> int:
             f"{s['p99_ms']:.2f} | {s['errors']} |"
         )
     coyote = summary["coyote"]
-    ok = coyote["rps"] >= 0.3 * direct and all(
-        coyote["p99_ms"] < summary[peer]["p99_ms"]
-        for peer in ("starlette+httpx", "starlette+aiohttp")
+    httpx_gw, aiohttp_gw = summary["starlette+httpx"], summary["starlette+aiohttp"]
+    peers_ok = (
+        coyote["rps"] >= 15 * httpx_gw["rps"]
+        and coyote["rps"] >= 2 * aiohttp_gw["rps"]
+        and coyote["p99_ms"] < min(httpx_gw["p99_ms"], aiohttp_gw["p99_ms"])
     )
-    print(f"\ntarget: {TARGET}: {'PASS' if ok else 'FAIL'}")
+    print(
+        f"\ntarget: {TARGET_DIRECT}: {'PASS' if coyote['rps'] >= 0.3 * direct else 'FAIL'} "
+        f"({coyote['rps'] / direct:.3f}x; the bare transport, a gateway that does nothing "
+        f"else, reaches {summary['bare transport']['rps'] / direct:.3f}x)"
+    )
+    print(
+        f"target: {TARGET_PEERS}: {'PASS' if peers_ok else 'FAIL'} "
+        f"({coyote['rps'] / httpx_gw['rps']:.0f}x httpx, "
+        f"{coyote['rps'] / aiohttp_gw['rps']:.1f}x aiohttp)"
+    )
     log = tmp / "access.log"
     print(f"coyote access log: {sum(1 for _ in log.open()) if log.exists() else 0} lines")
     if args.json:

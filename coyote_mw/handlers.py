@@ -165,19 +165,17 @@ class FunctionHandler(Handler):
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         ep = d.match.endpoint
-        request = Request(
+        path = d.path
+        request = Request._of_asgi(
             d.method,
-            d.path.path,
-            raw_path=d.path.raw,
-            params=d.match.params,
-            body=ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
-            topology=d.topology,
-            route=ep.pattern,
-            service=ep.service,
-            query_string=scope.get("query_string", b""),
-            headers=scope.get("headers"),
-            scheme=scope.get("scheme", "http"),
-            client=scope.get("client"),
+            path.path,
+            path.raw,
+            d.match.params,
+            ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
+            d.topology,
+            ep.pattern,
+            ep.service,
+            scope,
         )
         if ep.cast or not self.is_async:
             response = await self.acall(d, request)
@@ -227,11 +225,31 @@ def _cast_failed(d: Dispatch, exc: BaseException) -> None:
 # -- writing responses -----------------------------------------------------------------
 
 
+# Response headers as bytes, by (name, value): most responses repeat a few pairs
+# (content-type, content-length), so each is encoded once; bounded, cleared when full.
+_encoded: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_ENCODED_MAX = 1024
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for name, value in headers:
+        header = (name, value)  # a tuple whatever the caller used: hashable
+        encoded = _encoded.get(header)
+        if encoded is None:
+            try:
+                encoded = (name.encode("latin-1"), value.encode("latin-1"))
+            except UnicodeEncodeError as exc:
+                raise RoutingError(f"response header is not latin-1: {exc}") from exc
+            if len(_encoded) >= _ENCODED_MAX:
+                _encoded.clear()
+            _encoded[header] = encoded
+        out.append(encoded)
+    return out
+
+
 async def send_response(send: Any, response: Response, head: bool) -> None:
-    try:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-    except UnicodeEncodeError as exc:
-        raise RoutingError(f"response header is not latin-1: {exc}") from exc
+    headers = _encode_headers(response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     body = response.body
     if isinstance(body, bytes) or head:

@@ -108,7 +108,8 @@ class ASGIBody(Body):
     """
 
     def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
-        super().__init__(max_body)
+        self.max_body = max_body  # Body.__init__, inlined: one per request
+        self._data = None
         self._receive = receive
         self._loop = loop
         self._done = False
@@ -228,6 +229,37 @@ class Request:
         self._headers: Headers | None = headers if isinstance(headers, Headers) else None
         self._query: MultiDict[str, str] | None = None
         self._body = body if body is not None else BytesBody(b"", 0)
+
+    @classmethod
+    def _of_asgi(
+        cls,
+        method: str,
+        path: str,
+        raw_path: str,
+        params: Mapping[str, Any],
+        body: Body,
+        topology: str,
+        route: str,
+        service: str,
+        scope: Mapping[str, Any],
+    ) -> Request:
+        """``Request(...)`` for an ASGI scope, without keyword binding (every request)."""
+        self = cls.__new__(cls)
+        self.method = method
+        self.path = path
+        self.raw_path = raw_path
+        self.params = params
+        self.query_string = scope.get("query_string", b"")
+        self.topology = topology
+        self.route = route
+        self.service = service
+        self.scheme = scope.get("scheme", "http")
+        self.client = scope.get("client")
+        self._raw_headers = scope.get("headers")
+        self._headers = None
+        self._query = None
+        self._body = body
+        return self
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path} route={self.route!r}>"

@@ -562,3 +562,28 @@ def test_filters_levels_and_other_handlers_are_honoured(
         client.get("/both")
     assert [r.getMessage().split()[1] for r in caplog.records] == ["/both"]
     assert [line.split()[3] for line in _lines(path, handler)] == ["/both"]
+
+
+def test_a_response_header_that_is_not_latin_1_is_a_routing_error_under_asgi(
+    coyote: Coyote, loop_thread: Any
+) -> None:
+    class Euro(Client):
+        @route("GET", "/price")
+        async def price(self, request: Request) -> Any:
+            return (200, "ten", {"x-currency": "€"})
+
+        @route("GET", "/plain")
+        async def plain(self, request: Request) -> Any:
+            return (200, "ten", {"x-currency": "EUR"})
+
+    coyote.register(Euro(), service="euro")
+    app = coyote.asgi()
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            return [await c.get("/price"), await c.get("/plain"), await c.get("/price")]
+
+    bad, good, again = loop_thread.run(both())
+    assert bad.status_code == again.status_code == 502
+    assert bad.json()["error"] == "Routing error"
+    assert good.status_code == 200 and good.headers["x-currency"] == "EUR"

@@ -87,43 +87,52 @@ class Snapshot(Generic[E]):
 def _search(
     node: _Node[E], segs: tuple[str, ...], i: int, n: int, method: str, values: list[Any]
 ) -> E | None:
-    if i == n:
-        return _method(node.routes, method)
-    seg = segs[i]
-    child = node.static.get(seg)
-    if child is not None:
-        found = _search(child, segs, i + 1, n, method, values)
-        if found is not None:
-            return found
-    for spec, child in node.dynamic:
-        kind = spec.kind
-        if kind == "param":
-            conv = spec.convertors[0]
-            if not conv.check(seg):
-                continue
-            values.append(conv.convert(seg))
+    # A loop down static-only nodes (most of a path); recursion only where a segment
+    # could also go to a parameter and the static branch may have to be backtracked.
+    while i < n:
+        seg = segs[i]
+        child = node.static.get(seg)
+        dynamic = node.dynamic
+        if not dynamic:
+            if child is None:
+                return None
+            node = child
+            i += 1
+            continue
+        if child is not None:
             found = _search(child, segs, i + 1, n, method, values)
             if found is not None:
                 return found
-            values.pop()
-        elif kind == "complex":
-            assert spec.regex is not None
-            m = spec.regex.fullmatch(seg)
-            if m is None:
-                continue
-            groups = m.groups()
-            for conv, g in zip(spec.convertors, groups, strict=True):
-                values.append(conv.convert(g))
-            found = _search(child, segs, i + 1, n, method, values)
-            if found is not None:
-                return found
-            del values[len(values) - len(groups) :]
-        else:  # "path": the rest of the path, whatever it holds
-            endpoint = _method(child.routes, method)
-            if endpoint is not None:
-                values.append("/".join(segs[i:]))
-                return endpoint
-    return None
+        for spec, child in dynamic:
+            kind = spec.kind
+            if kind == "param":
+                conv = spec.convertors[0]
+                if not conv.check(seg):
+                    continue
+                values.append(conv.convert(seg))
+                found = _search(child, segs, i + 1, n, method, values)
+                if found is not None:
+                    return found
+                values.pop()
+            elif kind == "complex":
+                assert spec.regex is not None
+                m = spec.regex.fullmatch(seg)
+                if m is None:
+                    continue
+                groups = m.groups()
+                for conv, g in zip(spec.convertors, groups, strict=True):
+                    values.append(conv.convert(g))
+                found = _search(child, segs, i + 1, n, method, values)
+                if found is not None:
+                    return found
+                del values[len(values) - len(groups) :]
+            else:  # "path": the rest of the path, whatever it holds
+                endpoint = _method(child.routes, method)
+                if endpoint is not None:
+                    values.append("/".join(segs[i:]))
+                    return endpoint
+        return None
+    return _method(node.routes, method)
 
 
 def _method(routes: dict[str, E], method: str) -> E | None:

@@ -233,7 +233,10 @@ class RouteTable:
         endpoint, values = found
         if not values:
             return Match(endpoint, _NO_PARAMS)
-        return Match(endpoint, MappingProxyType(dict(zip(endpoint.names, values, strict=True))))
+        names = endpoint.names  # as many as values: the pattern gave both
+        if len(values) == 1:
+            return Match(endpoint, MappingProxyType({names[0]: values[0]}))
+        return Match(endpoint, MappingProxyType(dict(zip(names, values, strict=True))))
 
     def allowed_methods(
         self, topology: str, path: str, segments: tuple[str, ...] | None = None

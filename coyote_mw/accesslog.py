@@ -17,8 +17,9 @@ through a buffer flushed every ``flush_interval`` seconds (as nginx's ``access_l
 When that handler is the only one a line would reach (no other handler on this logger
 or, while it propagates, on its ancestors; no filters; no formatter set), the line is
 handed to it directly, without a ``LogRecord``: the same bytes in the file for a
-fifth of the cost.  Any other set-up - handlers, filters, formatters of your own -
-gets a normal record through ``Logger.handle``.
+fifth of the cost.  When no handler at all would get the line (logging left
+unconfigured), nothing is built.  Any other set-up - handlers, filters, formatters of
+your own - gets a normal record through ``Logger.handle``.
 """
 
 from __future__ import annotations
@@ -98,9 +99,11 @@ class AccessLog:
     ) -> None:
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
+        direct = _destination()
+        if direct is False:
+            return
         ms = (time.perf_counter() - start) * 1000
-        direct = _direct_handler()
-        if direct is not None:
+        if direct is not True:
             # the line emit() would write for the record below, in one formatting
             stamp = direct._timestamp(time.time())
             if endpoint is None:
@@ -122,23 +125,36 @@ class AccessLog:
             )
 
 
-def _direct_handler() -> BufferedFileHandler | None:
-    """The handler a line may go to directly: the only one ``Logger.handle`` would
-    call, a ``BufferedFileHandler`` with its own format, and no filter on the way."""
+def _destination() -> BufferedFileHandler | bool:
+    """Where ``Logger.handle`` would take an access line, decided from the logging set-up.
+
+    A ``BufferedFileHandler`` with its own format when it is the only handler reached
+    and no filter is on the way (the line may go to it directly); False when no handler
+    at all would get it (nothing to build); True for anything else (a real record).
+    """
+    if logger.disabled:
+        return False
+    direct: BufferedFileHandler | None = None
+    if logger.filters:
+        return True
     handlers = logger.handlers
-    if len(handlers) != 1 or logger.filters or logger.disabled:
-        return None
-    h = handlers[0]
-    if type(h) is not BufferedFileHandler or h.formatter is not None or h.filters:
-        return None
-    if h.level > logging.INFO:
-        return None
+    if handlers:
+        h = handlers[0]
+        if len(handlers) != 1 or type(h) is not BufferedFileHandler:
+            return True
+        if h.formatter is not None or h.filters or h.level > logging.INFO:
+            return True
+        direct = h
     parent = logger.parent if logger.propagate else None
     while parent is not None:  # what callHandlers would also reach
         if parent.handlers:
-            return None
+            return True
         parent = parent.parent if parent.propagate else None
-    return h
+    if direct is not None:
+        return direct
+    # No handler anywhere: logging falls back to lastResort, which takes WARNING and up.
+    last = logging.lastResort
+    return last is None or last.level <= logging.INFO
 
 
 class BufferedFileHandler(logging.Handler):

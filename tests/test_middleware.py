@@ -507,13 +507,13 @@ def test_a_line_written_directly_is_the_line_logging_would_write(
     path, handler = access_file
     _only(handler)
     client = httpx.Client(transport=httpx.WSGITransport(shop.wsgi()), base_url="http://t")
-    assert accesslog._direct_handler() is handler  # the direct path is taken
+    assert accesslog._destination() is handler  # the direct path is taken
     client.get("/items/3")
     client.get("/nothing/here")
     # a filter that lets everything through sends the same requests through logging
     access = logging.getLogger("coyote_mw.access")
     access.addFilter(lambda record: True)
-    assert accesslog._direct_handler() is None
+    assert accesslog._destination() is True
     client.get("/items/3")
     client.get("/nothing/here")
     lines = _lines(path, handler)
@@ -557,7 +557,7 @@ def test_filters_levels_and_other_handlers_are_honoured(
     handler.setLevel(logging.NOTSET)
     # propagating to the root logger, which has handlers here (pytest's): logging decides
     access.propagate = True
-    assert accesslog._direct_handler() is None
+    assert accesslog._destination() is True
     with caplog.at_level(logging.INFO, logger="coyote_mw.access"):
         client.get("/both")
     assert [r.getMessage().split()[1] for r in caplog.records] == ["/both"]
@@ -587,3 +587,23 @@ def test_a_response_header_that_is_not_latin_1_is_a_routing_error_under_asgi(
     assert bad.status_code == again.status_code == 502
     assert bad.json()["error"] == "Routing error"
     assert good.status_code == 200 and good.headers["x-currency"] == "EUR"
+
+
+def test_with_no_handler_anywhere_no_line_is_built(
+    shop: Coyote, access_file: tuple[Any, BufferedFileHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coyote_mw import accesslog
+
+    access = logging.getLogger("coyote_mw.access")
+    access.handlers[:] = []  # propagate is off: as if logging were never configured
+    assert accesslog._destination() is False
+    client = httpx.Client(transport=httpx.WSGITransport(shop.wsgi()), base_url="http://t")
+    assert client.get("/items/3").status_code == 200
+    # logging's last resort, were it lowered to INFO, would print the line: a record then
+    monkeypatch.setattr(logging.lastResort, "level", logging.INFO)
+    assert accesslog._destination() is True
+    access.disabled = True
+    try:
+        assert accesslog._destination() is False
+    finally:
+        access.disabled = False

@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
     leader.add_argument("--prefix", default="/_coyote")
     leader.add_argument("--store", help="Redis URL shared by several leaders ($COYOTE_STORE)")
+    leader.add_argument(
+        "--ca-file", help="CA bundle (PEM) for https:// instances (default: the system's)"
+    )
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -68,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from coyote_mw.leader import Coyote
 
-        app = Coyote(token=_token(args, leader), prefix=args.prefix, store=args.store).asgi()
+        try:
+            coyote = Coyote(
+                token=_token(args, leader), prefix=args.prefix, store=args.store, tls=args.ca_file
+            )
+        except ValueError as exc:
+            leader.error(str(exc))
+        app = coyote.asgi()
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
     if args.command == "serve-client":

@@ -16,6 +16,9 @@ token              None       bearer token of the registration API (off while No
 prefix             /_coyote   where the registration API lives
 store              None       Redis URL shared by every worker (or $COYOTE_STORE);
                               None: registrations live in this process
+tls                None       how https:// instances are verified: an
+                              ``ssl.SSLContext``, or the path of a CA bundle;
+                              None: the system's trusted CAs
 =================  =========  ======================================================
 """
 
@@ -25,6 +28,7 @@ import inspect
 import json as jsonlib
 import logging
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -61,8 +65,10 @@ class Coyote:
         token: str | None = None,
         prefix: str = "/_coyote",
         store: str | None = None,
+        tls: ssl.SSLContext | str | None = None,
     ) -> None:
         self.table = RouteTable()
+        self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
         self._open_api(token, prefix, store)
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
@@ -102,8 +108,11 @@ class Coyote:
         token: str | None = None,
         prefix: str | None = None,
         store: str | None = None,
+        tls: ssl.SSLContext | str | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        if tls is not None:
+            self._tls = _tls_context(tls)
         if token is not None or prefix is not None or store is not None:
             self._open_api(token or self._token, prefix or self.prefix, store or self._store)
         if concurrency is not None or queue is not None or timeout is not None:
@@ -123,6 +132,13 @@ class Coyote:
 
     def __repr__(self) -> str:
         return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The context https:// instances are verified with (the system's CAs by default)."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     # -- registration -------------------------------------------------------------
 
@@ -406,3 +422,11 @@ def _app_handler(app: Any, interface: str | None) -> Handler:
     if interface == "wsgi":
         return WSGIAppHandler(app)
     raise ValueError("interface must be 'asgi' or 'wsgi'")
+
+
+def _tls_context(tls: ssl.SSLContext | str) -> ssl.SSLContext:
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if not os.path.isfile(tls):
+        raise ValueError(f"tls: {tls!r} is not a file (a CA bundle, PEM) nor an ssl.SSLContext")
+    return ssl.create_default_context(cafile=tls)

@@ -40,6 +40,7 @@ def apply_settings(coyote: Any, get: Any) -> str:
         token=get("TOKEN"),
         prefix=get("PREFIX"),
         store=get("STORE"),
+        tls=get("TLS"),
     )
     topology: str = get("TOPOLOGY") or "default"
     for spec in get("CLIENTS") or ():

@@ -140,12 +140,15 @@ class RemoteHandler(Handler):
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path.rstrip("/")
         self.netloc = parts.netloc.encode("latin-1")
+        if self.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r}: an instance is an absolute http:// or https:// URL")
         self.coyote = coyote
+        # https: verified with the leader's context (coyote.tls), per request, so a
+        # configure(tls=...) applies to instances registered before it
+        self.https = self.scheme == "https"
         self.failures = 0
         self.ejected = False
         self._lock = threading.Lock()
-        if self.scheme == "https":
-            raise ValueError("https instances are relayed through httpx only; use http://")
 
     def __repr__(self) -> str:
         return f"<RemoteHandler {self.url}{' ejected' if self.ejected else ''}>"
@@ -230,7 +233,13 @@ class RemoteHandler(Handler):
                 watch = relay.watch()
                 try:
                     response = await _pool().request(
-                        d.method, instance.host, instance.port, target, headers, body
+                        d.method,
+                        instance.host,
+                        instance.port,
+                        target,
+                        headers,
+                        body,
+                        instance.coyote.tls if instance.https else None,
                     )
                 except asyncio.CancelledError:
                     if not watch.fired:
@@ -278,7 +287,8 @@ class RemoteHandler(Handler):
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
         query = scope.get("query_string", b"")
-        url = f"ws://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
+        ws = "wss" if self.https else "ws"
+        url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._headers(scope["headers"], scope.get("client"), "ws", d)
@@ -294,6 +304,7 @@ class RemoteHandler(Handler):
                 subprotocols=scope.get("subprotocols") or None,
                 open_timeout=d.relay.timeout,
                 max_size=None,
+                ssl=self.coyote.tls if self.https else None,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
@@ -500,6 +511,7 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
         client = _clients.get(coyote)
         if client is None:
             client = _clients[coyote] = httpx.Client(
+                verify=coyote.tls,
                 timeout=httpx.Timeout(coyote.relay.timeout, connect=5.0),
                 limits=httpx.Limits(max_connections=coyote.relay.concurrency * 2),
                 follow_redirects=False,

@@ -57,11 +57,8 @@ class RegistrationIn(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme == "https":
-            # the relay speaks plain HTTP/1.1 to instances on the leader's network
-            raise ValueError("https instances are not relayed yet: register an http:// URL")
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError("url must be an absolute http:// URL with a host")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http:// or https:// URL with a host")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("url may not carry a query, a fragment or credentials")
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -65,7 +66,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # RFC 9110: a user agent should send Content-Length: 0 when these carry no body.
 _LENGTH_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
 
-_Key = tuple[str, int]
+_Key = tuple[str, int, "ssl.SSLContext | None"]  # host, port, TLS (None: plain)
 # What a request waiting for a connection is woken with: a connection handed over by
 # the request that finished with it, True for a free slot, False when time is up.
 _Turn = asyncio.Future["_Connection | bool"]
@@ -511,7 +512,7 @@ class UpstreamResponse:
 
 
 class Pool:
-    """One per event loop. Keeps idle keep-alive connections per (host, port)."""
+    """One per event loop. Keeps idle keep-alive connections per (host, port, TLS context)."""
 
     def __init__(
         self,
@@ -547,9 +548,14 @@ class Pool:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes | AsyncIterator[bytes] = b"",
+        tls: ssl.SSLContext | None = None,
     ) -> UpstreamResponse:
-        """Send one request; return once the response head has arrived."""
-        key = (host, port)
+        """Send one request; return once the response head has arrived.
+
+        ``tls``: speak HTTPS, verifying the server against this context (its host name
+        checked against ``host``); connections are pooled per host, port and context.
+        """
+        key = (host, port, tls)
         head, chunked = self._head(method, key, target, headers, body)
         head_only = method == "HEAD"
         # an idle connection, without a coroutine, when the pool has one (the usual case)
@@ -775,7 +781,13 @@ class Pool:
         try:
             # asyncio.timeout, not wait_for: no extra task (Python 3.11+)
             async with asyncio.timeout(self.connect_timeout):
-                await loop.create_connection(lambda: conn, key[0], key[1])
+                await loop.create_connection(
+                    lambda: conn,
+                    key[0],
+                    key[1],
+                    ssl=key[2],
+                    server_hostname=key[0] if key[2] is not None else None,
+                )
         except (OSError, TimeoutError) as exc:
             self._discard(conn)
             reason = str(exc) or type(exc).__name__

@@ -111,3 +111,63 @@ def test_the_instances_date_and_server_are_not_forwarded(leader: Coyote, serve: 
     r = serve(leader).get("/on-time")
     assert r.headers["x-instance"] == "yes"
     assert "date" not in r.headers and "server" not in r.headers  # the host server's come instead
+
+
+# -- https instances --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> Any:
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def https_instance(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same instance behind TLS, its certificate for 127.0.0.1 signed by ``ca``."""
+    cert = ca.issue_cert("127.0.0.1")
+    folder = tmp_path_factory.mktemp("tls")
+    chain, key = folder / "chain.pem", folder / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(chain), append=True)
+    cert.private_key_pem.write_to_path(str(key))
+    with uvicorn_server(instance, ssl_certfile=str(chain), ssl_keyfile=str(key)) as port:
+        yield f"https://127.0.0.1:{port}"
+
+
+def test_an_https_instance_is_relayed_verified_against_the_given_ca(
+    https_instance: str, ca: Any, tmp_path: Any, serve: Any
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    leader = Coyote(timeout=5, tls=str(bundle))  # a CA bundle's path, as `--ca-file` gives
+    leader.register_remote(https_instance, routes=[("GET", "/on-time")], service="tls")
+    client = serve(leader)
+    for _ in range(3):  # and again over the pooled connection
+        r = client.get("/on-time")
+        assert r.status_code == 200 and r.text == "on time"
+        assert r.headers["x-instance"] == "yes"
+    leader.close()
+
+
+def test_an_https_instance_the_leader_cannot_verify_is_502(
+    https_instance: str, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    leader = Coyote(timeout=5)  # the system's CAs: this test CA is not among them
+    leader.register_remote(https_instance, routes=[("GET", "/on-time")], service="tls")
+    r = serve(leader).get("/on-time")
+    assert r.status_code == 502 and r.json()["error"] == "Routing error"
+    assert "certificate verify failed" in caplog.text.lower()
+    leader.close()
+
+
+def test_tls_setting_must_be_a_context_or_a_ca_file(tmp_path: Any) -> None:
+    import ssl
+
+    with pytest.raises(ValueError, match="CA bundle"):
+        Coyote(tls=str(tmp_path / "missing.pem"))
+    context = ssl.create_default_context()
+    assert Coyote(tls=context).tls is context
+    assert isinstance(Coyote().tls, ssl.SSLContext)

@@ -48,6 +48,13 @@ def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Any
     client.close()
 
 
+def test_an_https_instance_registers(api: Any, leader: Coyote) -> None:
+    r = api.post("/_coyote/registrations", json=payload(url="https://127.0.0.1:9"), headers=AUTH)
+    assert r.status_code == 201, r.text
+    (reg,) = [x for x in leader.table.registrations() if x.service == "remote.saloon"]
+    assert {h.url for h in reg.handlers.values()} == {"https://127.0.0.1:9"}  # type: ignore[attr-defined]
+
+
 def test_register_heartbeat_list_and_deregister(api: Any, leader: Coyote) -> None:
     r = api.post("/_coyote/registrations", json=payload(), headers=AUTH)
     assert r.status_code == 201, r.text
@@ -94,7 +101,7 @@ def test_without_the_right_token_nothing_happens(
         (payload(service=5), "service"),
         (payload(instance="a b"), "instance"),
         (payload(url="ftp://x"), "url"),
-        (payload(url="https://127.0.0.1:9"), "url"),
+        (payload(url="https://user:secret@127.0.0.1:9"), "url"),
         (payload(url="http://127.0.0.1:99999"), "url"),
         (payload(url="http://127.0.0.1:9?x=1"), "url"),
         (payload(url="not a url"), "url"),

@@ -434,7 +434,7 @@ def test_idle_connections_older_than_idle_timeout_are_closed() -> None:
             await get(pool, server.port)
             await asyncio.sleep(0.6)
             assert server.eofs == 1  # the pool closed it on its own, nobody asking
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await get(pool, server.port)
             assert server.accepted == 2
             await pool.aclose()
@@ -454,7 +454,7 @@ def test_connection_closed_by_upstream_while_idle_frees_its_slot() -> None:
             pool = Pool(max_per_host=1, connect_timeout=0.5)
             await get(pool, server.port)
             await asyncio.sleep(0.2)
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             assert (await get(pool, server.port))[1] == b"ok"
             assert server.accepted == 2
             await pool.aclose()
@@ -528,7 +528,7 @@ def test_stale_retry_happens_only_once() -> None:
             with pytest.raises(RemoteProtocolError):
                 await pool.request("GET", "127.0.0.1", server.port, b"/", [])
             assert server.accepted == 2
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -547,7 +547,7 @@ def test_connect_refused_raises_connect_error_quickly() -> None:
         assert time.monotonic() - started < 2
         assert isinstance(caught.value.__cause__, OSError)
         assert isinstance(caught.value, TransportError)
-        assert pool._open[("127.0.0.1", port)] == 0  # the slot was given back
+        assert pool._open[("127.0.0.1", port, None)] == 0  # the slot was given back
         await pool.aclose()
 
     run(scenario())
@@ -586,7 +586,7 @@ def test_stalled_body_raises_read_timeout_and_drops_the_connection() -> None:
                 async for chunk in response.aiter_body():
                     received += chunk
             assert received == b"0123456789"
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -608,7 +608,7 @@ def test_malformed_response_raises_remote_protocol_error(answer: bytes) -> None:
             pool = Pool()
             with pytest.raises(RemoteProtocolError):
                 await get(pool, server.port)
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -636,7 +636,7 @@ def test_body_broken_after_the_head_raises_remote_protocol_error(answer: bytes) 
             assert response.status == 200
             with pytest.raises(RemoteProtocolError):
                 await response.aread()
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -670,7 +670,7 @@ def test_bytes_sent_to_an_idle_connection_drop_it() -> None:
             pool = Pool()
             assert (await get(pool, server.port))[1] == b"ok"
             await asyncio.sleep(0.15)
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             assert (await get(pool, server.port))[1] == b"ok"
             assert server.accepted == 2
             await pool.aclose()
@@ -809,7 +809,7 @@ def test_early_answer_to_a_stalled_upload_is_returned() -> None:
             response = await pool.request("POST", "127.0.0.1", server.port, b"/", [], body())
             assert (response.status, await response.aread()) == (413, b"too big!")
             assert time.monotonic() - started < 2
-            assert pool._open[("127.0.0.1", server.port)] == 0  # the rest is owed: dropped
+            assert pool._open[("127.0.0.1", server.port, None)] == 0  # the rest is owed: dropped
             await pool.aclose()
 
     run(scenario())
@@ -833,7 +833,7 @@ def test_many_concurrent_requests_never_open_more_than_max_per_host() -> None:
             assert [(r.status, body) for r, body in results] == [(200, b"ok")] * 200
             assert server.accepted <= 10
             assert server.max_active <= 10
-            assert pool._open[("127.0.0.1", server.port)] <= 10
+            assert pool._open[("127.0.0.1", server.port, None)] <= 10
             await pool.aclose()
 
     run(scenario())
@@ -956,7 +956,7 @@ def test_take_whole_returns_a_body_that_has_all_arrived_and_releases_the_connect
             await asyncio.sleep(0.05)
             assert partial.take_whole() is None
             await partial.aclose()
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -978,7 +978,7 @@ def test_upstream_that_never_reads_the_body_raises_read_timeout() -> None:
             with pytest.raises(ReadTimeout):
                 await pool.request("POST", "127.0.0.1", server.port, b"/", [], body())
             assert time.monotonic() - started < 2
-            assert pool._open[("127.0.0.1", server.port)] == 0
+            assert pool._open[("127.0.0.1", server.port, None)] == 0
             await pool.aclose()
 
     run(scenario())
@@ -995,7 +995,7 @@ def test_cancelled_requests_give_their_connection_slots_back() -> None:
 
     async def scenario() -> None:
         async with RawServer(handler) as server:
-            key = ("127.0.0.1", server.port)
+            key = ("127.0.0.1", server.port, None)
             pool = Pool(max_per_host=1, read_timeout=None)  # the caller bounds the waits
             # cancelled while waiting for the head (as the relay's deadline does)
             with pytest.raises(TimeoutError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -72,4 +74,28 @@ def test_websocket_to_an_in_process_asgi_app_goes_straight_to_it() -> None:
         assert ws.recv(timeout=5) == "path=/ws/saloon fwd=None"
         ws.send("whiskey")
         assert ws.recv(timeout=5) == "echo whiskey"
+    coyote.close()
+
+
+def test_websocket_to_an_https_instance_goes_over_wss(tmp_path: Any) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(chain), append=i > 0)
+    cert.private_key_pem.write_to_path(str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    coyote = Coyote(tls=context)
+    tls = {"ssl_certfile": str(chain), "ssl_keyfile": str(key)}
+    with uvicorn_server(echo_app(), **tls) as upstream_port, uvicorn_server(coyote.asgi()) as port:
+        coyote.register_remote(
+            f"https://127.0.0.1:{upstream_port}", routes=[("GET", "/ws/{room}")], service="chat"
+        )
+        with connect(f"ws://127.0.0.1:{port}/ws/vault") as ws:
+            assert ws.recv(timeout=5) == "path=/ws/vault fwd=127.0.0.1"
+            ws.send("gold")
+            assert ws.recv(timeout=5) == "echo gold"
     coyote.close()

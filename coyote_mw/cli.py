@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     client.add_argument("--instance", help="instance name (default: host:port)")
     client.add_argument("--advertise", help="URL leaders use to reach it (default: host:port)")
     client.add_argument("--app-dir", default=".", help="put this folder on sys.path")
+    client.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    client.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
+    client.add_argument("--ca-file", help="CA bundle (PEM) for https:// leaders")
 
     routes = sub.add_parser("routes", help="print a leader's route table")
     routes.add_argument("--leader", required=True)
@@ -93,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance = target() if isinstance(target, type) else target
         if not isinstance(instance, Client):
             client.error(f"{args.target} is not a coyote_mw.Client")
+        if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+            client.error("--ssl-certfile and --ssl-keyfile go together")
         serve_client(
             instance,
             leaders=args.leader,
@@ -104,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             instance=args.instance,
             advertise=args.advertise,
             log_level=args.log_level,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            ca_file=args.ca_file,
         )
         return 0
     import httpx

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,9 @@ class Registrar:
         topology: str = "default",
         ttl: int = 10,
         prefix: str = "/_coyote",
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        self.verify = verify  # for https:// leaders: True is the system's CAs
         self.payload = {
             "service": service,
             "instance": instance,
@@ -82,7 +85,7 @@ class Registrar:
         self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(headers=self.headers, timeout=5.0)
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=5.0, verify=self.verify)
         for leader in self.leaders:
             self.registered[leader] = asyncio.Event()
             self._tasks.append(asyncio.ensure_future(self._keep(leader)))
@@ -174,13 +177,23 @@ def serve_client(
     instance: str | None = None,
     advertise: str | None = None,
     log_level: str = "info",
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    ca_file: str | None = None,
 ) -> None:
-    """Serve ``client`` on ``host:port`` and keep it registered with ``leaders``."""
+    """Serve ``client`` on ``host:port`` and keep it registered with ``leaders``.
+
+    ``ssl_certfile`` / ``ssl_keyfile``: serve HTTPS (and advertise an https:// URL);
+    ``ca_file``: the CA bundle https:// leaders are verified with (default: the system's).
+    """
     import uvicorn
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ValueError("serving HTTPS takes both a certificate and its key")
     local = Coyote()
     local.register(client, topology="default")
-    url = advertise or f"http://{host}:{port}"
+    scheme = "https" if ssl_certfile else "http"
+    url = advertise or f"{scheme}://{host}:{port}"
     registrar = Registrar(
         service=client.service_name(),
         instance=instance or f"{host}:{port}",
@@ -190,6 +203,7 @@ def serve_client(
         token=token,
         topology=topology,
         ttl=ttl,
+        verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
     )
     app = local.asgi()
     loops: list[asyncio.AbstractEventLoop] = []  # the one main() runs on
@@ -218,7 +232,15 @@ def serve_client(
 
     async def main() -> None:
         loops.append(asyncio.get_running_loop())
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
         server = Server(config)
 
         async def register_once_listening() -> None:

@@ -137,6 +137,34 @@ def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
     assert r.status_code == 404 and r.json()["error"] == "No matching route"
 
 
+def test_a_saloon_served_over_https_is_relayed_by_a_leader_that_trusts_its_ca(
+    procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, bundle = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(chain), append=i > 0)
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    leader = procs("leader", "--ca-file", str(bundle))
+    procs(
+        "client",
+        "sample_apps.deadwood.saloon:Saloon",
+        "--leader",
+        leader.url,
+        "--ssl-certfile",
+        str(chain),
+        "--ssl-keyfile",
+        str(key),
+    )
+    until(lambda: routes_of(leader) != [], 20, "registered")
+    r = httpx.get(leader.url + "/", timeout=5)
+    assert r.status_code == 200 and r.text == STORY
+
+
 def test_leader_restart_gets_the_routes_back_without_touching_the_client(
     procs: Callable[..., Proc],
 ) -> None:

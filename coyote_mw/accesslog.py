@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 __all__ = ["AccessLog", "BufferedFileHandler"]
@@ -164,6 +165,8 @@ class BufferedFileHandler(logging.Handler):
     timestamp formatted once per second.  The buffer is written out when it holds
     ``buffer_size`` bytes, every ``flush_interval`` seconds, and by ``flush()`` /
     ``close()`` (``logging.shutdown`` at exit calls both).  Each write is whole lines.
+    A forked worker (gunicorn, uvicorn --workers) starts with an empty buffer - the
+    parent writes what it had - and a flusher of its own.
     """
 
     def __init__(
@@ -179,14 +182,25 @@ class BufferedFileHandler(logging.Handler):
         self._encoding = encoding
         self._buffer = bytearray()
         self._buffer_size = buffer_size
-        self._buffer_lock = threading.Lock()
-        self._second = -1
-        self._stamp = ""
+        self._interval = flush_interval
+        # (second, its formatted stamp), replaced whole: threads never see a mix
+        self._stamped: tuple[int, str] = (-1, "")
         self._stop = threading.Event()
+        self._start_flusher()
+        _buffered.add(self)
+
+    def _start_flusher(self) -> None:
         self._flusher = threading.Thread(
-            target=self._flush_every, args=(flush_interval,), name="coyote-access-log", daemon=True
+            target=self._flush_every, name="coyote-access-log", daemon=True
         )
         self._flusher.start()
+
+    def _after_fork(self) -> None:
+        # The buffer's lines are the parent's to write; the flusher thread is gone.
+        # (logging has already re-made self.lock for this process.)
+        self._buffer = bytearray()
+        if not self._stop.is_set():
+            self._start_flusher()
 
     def format(self, record: logging.LogRecord) -> str:
         if self.formatter is not None:
@@ -195,10 +209,12 @@ class BufferedFileHandler(logging.Handler):
 
     def _timestamp(self, created: float) -> str:
         second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return self._stamp
+        stamped = self._stamped
+        if stamped[0] == second:
+            return stamped[1]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        self._stamped = (second, stamp)
+        return stamp
 
     def write_raw(self, line: str) -> None:
         """Append a whole line (with its timestamp and newline) as it stands."""
@@ -213,15 +229,17 @@ class BufferedFileHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    # self.lock (logging's, re-made in a forked child) guards the buffer and the file.
+
     def _append(self, line: bytes) -> None:
-        with self._buffer_lock:
+        with self.lock:  # type: ignore[union-attr]
             buffer = self._buffer
             buffer += line
             if len(buffer) >= self._buffer_size:
                 self._write_out()
 
     def _write_out(self) -> None:
-        # under _buffer_lock, so lines reach the file in the order they were appended
+        # under self.lock, so lines reach the file in the order they were appended
         try:
             if self._buffer and not self._file.closed:
                 self._file.write(self._buffer)
@@ -229,17 +247,35 @@ class BufferedFileHandler(logging.Handler):
         finally:
             self._buffer.clear()  # lines that cannot be written are dropped, not hoarded
 
-    def _flush_every(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self.flush()
+    def _flush_every(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:  # a full disk must not end the flusher
+                self.handleError(_AccessRecord("access log flush failed", ()))
 
     def flush(self) -> None:
-        with self._buffer_lock:
+        with self.lock:  # type: ignore[union-attr]
             self._write_out()
 
     def close(self) -> None:
         self._stop.set()
-        with self._buffer_lock:
-            self._write_out()
-            self._file.close()
-        super().close()
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                try:
+                    self._write_out()
+                finally:
+                    self._file.close()
+        finally:
+            super().close()
+
+
+_buffered: weakref.WeakSet[BufferedFileHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_buffered):
+        handler._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -195,6 +195,8 @@ class FunctionHandler(Handler):
             except DispatchError:
                 raise
             except Exception as exc:
+                if watch.fired:  # the handler turned the watchdog's cancel into an error
+                    raise relay.timed_out(watch) from None
                 raise handler_failed(d, exc) from exc
             finally:
                 watch.end()
@@ -227,8 +229,10 @@ def _cast_failed(d: Dispatch, exc: BaseException) -> None:
 
 # Response headers as bytes, by (name, value): most responses repeat a few pairs
 # (content-type, content-length), so each is encoded once; bounded, cleared when full.
+# Long values and cookies (unique per response, and not to be kept) are not cached.
 _encoded: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _ENCODED_MAX = 1024
+_ENCODED_VALUE_MAX = 64
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -241,9 +245,10 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
                 encoded = (name.encode("latin-1"), value.encode("latin-1"))
             except UnicodeEncodeError as exc:
                 raise RoutingError(f"response header is not latin-1: {exc}") from exc
-            if len(_encoded) >= _ENCODED_MAX:
-                _encoded.clear()
-            _encoded[header] = encoded
+            if len(value) <= _ENCODED_VALUE_MAX and name != "set-cookie":
+                if len(_encoded) >= _ENCODED_MAX:
+                    _encoded.clear()
+                _encoded[header] = encoded
         out.append(encoded)
     return out
 

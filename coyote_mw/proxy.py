@@ -86,20 +86,23 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.Wea
 _REPLACED = _HOP_BY_HOP_B | {b"host", b"x-forwarded-for", b"expect"}
 
 
-_last_pool: tuple[asyncio.AbstractEventLoop, Pool] | None = None
+# the last loop's pool, held weakly: a closed loop and its pool must be free to go
+_last_pool: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[Pool]] | None = None
 
 
 def _pool() -> Pool:
     global _last_pool
     loop = asyncio.get_running_loop()
     last = _last_pool
-    if last is not None and last[0] is loop:
-        return last[1]
+    if last is not None and last[0]() is loop:
+        pool = last[1]()
+        if pool is not None:
+            return pool
     pool = _pools.get(loop)
     if pool is None:
         # no read timeout of its own: the relay's watchdog bounds the wait for a head
         pool = _pools[loop] = Pool(read_timeout=None)
-    _last_pool = (loop, pool)
+    _last_pool = (weakref.ref(loop), weakref.ref(pool))
     return pool
 
 
@@ -404,19 +407,23 @@ class RemoteHandler(Handler):
             response.close()
             start_response(status_line(response.status_code), back)
             return []
-        # The first bytes before the head: a WSGI server sends the head with them anyway,
-        # and an instance that stalls before its body can still be answered 504.
+        # The first bytes before the head: a WSGI server sends the head with them anyway
+        # (PEP 3333), and an instance that stalls before its body can still be answered
+        # 504 - within the relay's timeout, as every wait on an instance is (a long-poll
+        # or event stream must send something within it).
         # iter_raw() without a size passes bytes on as they come (no 64 KiB batches).
         stream = response.iter_raw()
         try:
-            first = next(stream, b"")
-        except httpx.TimeoutException:
-            response.close()
-            raise HandlerTimeout(d.relay.timeout) from None
-        except httpx.HTTPError as exc:
-            response.close()
-            raise handler_failed(d, exc) from exc
-        start_response(status_line(response.status_code), back)
+            try:
+                first = next(stream, b"")
+            except httpx.TimeoutException:
+                raise HandlerTimeout(d.relay.timeout) from None
+            except httpx.HTTPError as exc:
+                raise handler_failed(d, exc) from exc
+            start_response(status_line(response.status_code), back)
+        except BaseException:
+            response.close()  # its connection goes back now, not when collected
+            raise
         return _HttpxBody(d, response, first, stream)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:

@@ -227,6 +227,10 @@ class Relay:
             if not watch.fired:
                 raise
             raise self.timed_out(watch) from None
+        except Exception:
+            if watch.fired:  # the handler turned the watchdog's cancel into an error
+                raise self.timed_out(watch) from None
+            raise
         finally:
             watch.end()
             self.release()
@@ -265,9 +269,11 @@ class Relay:
             dog = self._watchdog(loop)
         return dog.watch(task, loop.time() + self.timeout)
 
-    def timed_out(self, watch: _Watch) -> HandlerTimeout:
-        """The watchdog cancelled the task: undo that cancellation, answer 504 instead."""
-        watch.task.uncancel()
+    def timed_out(self, watch: _Watch) -> BaseException:
+        """The watchdog cancelled the task: undo that cancellation, answer 504 instead -
+        unless someone else cancelled it too, whose cancellation goes on."""
+        if watch.task.uncancel() > 0:
+            return asyncio.CancelledError()
         return HandlerTimeout(self.timeout)
 
     def _watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:

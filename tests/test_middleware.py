@@ -607,3 +607,52 @@ def test_with_no_handler_anywhere_no_line_is_built(
         assert accesslog._destination() is False
     finally:
         access.disabled = False
+
+
+def test_a_forked_worker_writes_its_own_lines_once_and_keeps_flushing(tmp_path: Any) -> None:
+    import os
+    import time
+
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=0.05)
+    try:
+        handler.write_raw("parent before the fork\n")  # still in the buffer
+        pid = os.fork()
+        if pid == 0:  # the worker: no flush() of its own, only its flusher thread
+            code = 1
+            try:
+                handler.write_raw("child\n")
+                time.sleep(0.5)
+                code = 0 if handler._flusher.is_alive() else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        handler.flush()
+        assert sorted(path.read_text().splitlines()) == ["child", "parent before the fork"]
+    finally:
+        handler.close()
+
+
+def test_cookies_and_long_header_values_are_not_kept_in_the_encoding_cache(
+    coyote: Coyote, loop_thread: Any
+) -> None:
+    from coyote_mw import handlers
+
+    class Jar(Client):
+        @route("GET", "/cookie")
+        async def cookie(self, request: Request) -> Any:
+            return (200, "ok", {"set-cookie": "session=s3cr3t", "x-long": "v" * 100})
+
+    coyote.register(Jar(), service="jar")
+    app = coyote.asgi()
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            return await c.get("/cookie")
+
+    r = loop_thread.run(get())
+    assert r.headers["set-cookie"] == "session=s3cr3t" and r.headers["x-long"] == "v" * 100
+    kept = {name for name, _ in handlers._encoded}
+    assert "content-type" in kept
+    assert "set-cookie" not in kept and "x-long" not in kept

@@ -39,6 +39,14 @@ class Gate(Client):
         await asyncio.sleep(float(request.query.get("s", "10")))
         return "woke"
 
+    @route("GET", "/swallow")
+    async def swallow(self, request: Request) -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup went wrong") from None  # the cancel, turned
+        return "woke"
+
     @route("GET", "/block")
     def block(self, request: Request) -> str:
         time.sleep(float(request.query.get("s", "10")))
@@ -72,7 +80,7 @@ def test_full_queue_answers_503_with_retry_after_and_nothing_is_lost(serve: Any)
     coyote.close()
 
 
-@pytest.mark.parametrize("path", ["/sleep?s=5", "/block?s=2"])
+@pytest.mark.parametrize("path", ["/sleep?s=5", "/block?s=2", "/swallow"])
 def test_slow_handler_answers_504(serve: Any, path: str) -> None:
     coyote = Coyote(timeout=0.3)
     coyote.register(Gate())
@@ -179,3 +187,31 @@ def test_configure_changes_the_bounds_before_serving() -> None:
     with pytest.raises(ValueError):
         coyote.configure(concurrency=0)
     coyote.close()
+
+
+def test_only_the_watchdogs_own_cancel_becomes_a_504() -> None:
+    relay = Relay(timeout=5)
+
+    async def victim() -> None:
+        watch = relay.watch()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            watch.fired = True  # as the watchdog marks what it cancels
+            raise relay.timed_out(watch) from None
+        finally:
+            watch.end()
+
+    async def cancelled(times: int) -> BaseException:
+        task = asyncio.ensure_future(victim())
+        await asyncio.sleep(0)
+        for _ in range(times):  # the watchdog's cancel, and maybe somebody else's
+            task.cancel()
+        try:
+            await task
+        except BaseException as exc:  # what it ended with is the point
+            return exc
+        raise AssertionError("not cancelled")
+
+    assert isinstance(asyncio.run(cancelled(1)), HandlerTimeout)
+    assert isinstance(asyncio.run(cancelled(2)), asyncio.CancelledError)

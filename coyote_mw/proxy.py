@@ -183,11 +183,13 @@ class RemoteHandler(Handler):
 
     def _headers(
         self, headers: Iterable[tuple[bytes, bytes]], client: Any, scheme: str, d: Dispatch
-    ) -> list[tuple[bytes, bytes]]:
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """The headers to forward, and whether the request announces a body."""
         out: list[tuple[bytes, bytes]] = []
         forwarded_for = b""
         host = b""
         named: set[bytes] | None = None
+        has_body = False
         for k, v in headers:
             if k in _REPLACED:
                 if k == b"host":
@@ -196,7 +198,11 @@ class RemoteHandler(Handler):
                     forwarded_for = v
                 elif k == b"connection":
                     named = _connection_tokens(v)
+                elif k == b"transfer-encoding":
+                    has_body = True
                 continue
+            if k == b"content-length" and v != b"0":
+                has_body = True
             out.append((k, v))
         if named:
             out = [(k, v) for k, v in out if k not in named]
@@ -211,7 +217,7 @@ class RemoteHandler(Handler):
         if d.root_path:
             out.append((b"x-forwarded-prefix", d.root_path.encode("latin-1")))
         out.append((b"host", self.netloc))
-        return out
+        return out, has_body
 
     def _target(self, d: Dispatch, query: bytes) -> bytes:
         target = (self.base + d.path.raw).encode("latin-1")
@@ -226,7 +232,9 @@ class RemoteHandler(Handler):
         if not relay.try_enter():
             await relay._acquire()
         try:
-            headers, streamed = self._asgi_headers(scope, d)
+            headers, streamed = self._headers(
+                scope["headers"], scope.get("client"), scope.get("scheme", "http"), d
+            )
             body: bytes | AsyncIterator[bytes] = _stream_request(receive) if streamed else b""
             target = self._target(d, scope.get("query_string", b""))
             instance = self
@@ -272,16 +280,6 @@ class RemoteHandler(Handler):
         finally:
             relay.release()
 
-    def _asgi_headers(self, scope: Any, d: Dispatch) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """The headers to forward, and whether the request has a body to stream."""
-        headers = scope["headers"]
-        streamed = False
-        for k, v in headers:
-            if k == b"transfer-encoding" or (k == b"content-length" and v != b"0"):
-                streamed = True
-                break
-        return self._headers(headers, scope.get("client"), scope.get("scheme", "http"), d), streamed
-
     # -- WebSockets (ASGI) -------------------------------------------------------------
 
     async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
@@ -294,7 +292,7 @@ class RemoteHandler(Handler):
         url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in self._headers(scope["headers"], scope.get("client"), "ws", d)
+            for k, v in self._headers(scope["headers"], scope.get("client"), "ws", d)[0]
             if k not in _WS_HANDSHAKE
         ]
         message = await receive()  # websocket.connect
@@ -368,9 +366,9 @@ class RemoteHandler(Handler):
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _environ_headers(environ)
         ]
         remote = environ.get("REMOTE_ADDR")
-        headers = self._headers(
+        headers, _ = self._headers(
             raw_headers, (remote, 0) if remote else None, environ.get("wsgi.url_scheme", "http"), d
-        )
+        )  # the body is read by CONTENT_LENGTH, as WSGI gives it
         length = environ.get("CONTENT_LENGTH")
         content: bytes | Iterator[bytes]
         if length and length != "0":

@@ -305,6 +305,17 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             cast(asyncio.Transport, self.transport).resume_reading()
 
+    def start(self, head_only: bool) -> None:
+        """Begin an exchange on this connection; raise if it closed in the meantime."""
+        self.begin(head_only)
+        if self.closed or cast(asyncio.Transport, self.transport).is_closing():
+            raise RemoteProtocolError("the connection closed before the request was sent")
+
+    def head_arrived(self) -> None:
+        """Raise why there is no response head, if there is none."""
+        if not self.head_done:
+            raise self.error or RemoteProtocolError("the connection failed before a response")
+
     def write(self, data: bytes) -> None:
         try:
             cast(asyncio.Transport, self.transport).write(data)
@@ -387,8 +398,7 @@ class _Connection(asyncio.Protocol):
                     timer.cancel()
             if not arrived:
                 raise ReadTimeout(f"no response head from the upstream within {timeout} s")
-        if not self.head_done:
-            raise self.error or RemoteProtocolError("the connection failed before a response")
+        self.head_arrived()
 
     async def wait_data(self, timeout: float | None) -> None:
         waiter = self.data_waiter = self.loop.create_future()
@@ -571,11 +581,9 @@ class Pool:
                 and len(body) <= _WRITE_SLICE
                 and conn.parser is None  # idle, as expected
             ):
-                # _exchange inlined for the usual small request on a caller-bounded pool:
-                # one coroutine frame less between the task and the awaited head
-                conn.begin(head_only)
-                if conn.closed or cast(asyncio.Transport, conn.transport).is_closing():
-                    raise RemoteProtocolError("the connection closed before the request was sent")
+                # _exchange and wait_head(None) inlined for the usual small request on a
+                # caller-bounded pool: two coroutine frames less between task and head
+                conn.start(head_only)
                 conn.write(head + body if body else head)
                 if not conn.head_done and conn.error is None:
                     waiter = conn.head_waiter = conn.loop.create_future()
@@ -583,10 +591,7 @@ class Pool:
                         await waiter
                     finally:
                         conn.head_waiter = None
-                if not conn.head_done:
-                    raise conn.error or RemoteProtocolError(
-                        "the connection failed before a response"
-                    )
+                conn.head_arrived()
                 return UpstreamResponse(conn)
             return await self._exchange(conn, head, body, chunked, head_only)
         except RemoteProtocolError as exc:
@@ -618,9 +623,7 @@ class Pool:
         chunked: bool,
         head_only: bool,
     ) -> UpstreamResponse:
-        conn.begin(head_only)
-        if conn.closed or cast(asyncio.Transport, conn.transport).is_closing():
-            raise RemoteProtocolError("the connection closed before the request was sent")
+        conn.start(head_only)
         if isinstance(body, bytes):
             if len(body) <= _WRITE_SLICE:
                 conn.write(head + body if body else head)

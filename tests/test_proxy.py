@@ -16,6 +16,7 @@ import pytest
 
 from coyote_mw import Coyote
 from tests.servers import uvicorn_server, werkzeug_server
+from tests.tls import TLSFiles, tls_files
 
 TIMEOUT = 0.5
 
@@ -117,32 +118,21 @@ def test_the_instances_date_and_server_are_not_forwarded(leader: Coyote, serve: 
 
 
 @pytest.fixture(scope="module")
-def ca() -> Any:
-    import trustme
-
-    return trustme.CA()
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
-def https_instance(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The same instance behind TLS, its certificate for 127.0.0.1 signed by ``ca``."""
-    cert = ca.issue_cert("127.0.0.1")
-    folder = tmp_path_factory.mktemp("tls")
-    chain, key = folder / "chain.pem", folder / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(chain))
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(str(chain), append=True)
-    cert.private_key_pem.write_to_path(str(key))
-    with uvicorn_server(instance, ssl_certfile=str(chain), ssl_keyfile=str(key)) as port:
+def https_instance(tls: TLSFiles) -> Iterator[str]:
+    """The same instance behind TLS, its certificate for 127.0.0.1 signed by the test CA."""
+    with uvicorn_server(instance, **tls.server()) as port:
         yield f"https://127.0.0.1:{port}"
 
 
 def test_an_https_instance_is_relayed_verified_against_the_given_ca(
-    https_instance: str, ca: Any, tmp_path: Any, serve: Any
+    https_instance: str, tls: TLSFiles, serve: Any
 ) -> None:
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    leader = Coyote(timeout=5, tls=str(bundle))  # a CA bundle's path, as `--ca-file` gives
+    leader = Coyote(timeout=5, tls=str(tls.bundle))  # a CA bundle's path, as `--ca-file` gives
     leader.register_remote(https_instance, routes=[("GET", "/on-time")], service="tls")
     client = serve(leader)
     for _ in range(3):  # and again over the pooled connection

@@ -20,6 +20,7 @@ import pytest
 from sample_apps.deadwood.saloon import STORY
 from tests.processes import BIN, ROOT, free_port
 from tests.redis_server import RedisServer
+from tests.tls import tls_files
 
 TOKEN = "remote-test-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -113,6 +114,20 @@ def routes_of(leader: Proc) -> list[dict[str, object]]:
     return r.json() if r.status_code == 200 else []  # type: ignore[no-any-return]
 
 
+def leader_and_two_whoamis(procs: Callable[..., Proc]) -> tuple[Proc, Proc]:
+    """A leader and two instances of Whoami registered with it; the leader and the first."""
+    leader = procs("leader")
+    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+
+    def both_registered() -> bool:
+        routes = routes_of(leader)
+        return len(routes) == 3 and all(len(r["instances"]) == 2 for r in routes)  # type: ignore[arg-type]
+
+    until(both_registered, 20, "both instances registered")
+    return leader, a
+
+
 def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
     procs: Callable[..., Proc],
 ) -> None:
@@ -140,25 +155,17 @@ def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
 def test_a_saloon_served_over_https_is_relayed_by_a_leader_that_trusts_its_ca(
     procs: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key, bundle = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    for i, pem in enumerate(cert.cert_chain_pems):
-        pem.write_to_path(str(chain), append=i > 0)
-    cert.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(bundle))
-    leader = procs("leader", "--ca-file", str(bundle))
+    tls = tls_files(tmp_path)
+    leader = procs("leader", "--ca-file", str(tls.bundle))
     procs(
         "client",
         "sample_apps.deadwood.saloon:Saloon",
         "--leader",
         leader.url,
         "--ssl-certfile",
-        str(chain),
+        str(tls.chain),
         "--ssl-keyfile",
-        str(key),
+        str(tls.key),
     )
     until(lambda: routes_of(leader) != [], 20, "registered")
     r = httpx.get(leader.url + "/", timeout=5)
@@ -195,16 +202,7 @@ def test_clean_shutdown_deregisters_at_once(procs: Callable[..., Proc]) -> None:
 def test_two_instances_share_load_and_one_dying_loses_no_retryable_request(
     procs: Callable[..., Proc],
 ) -> None:
-    leader = procs("leader")
-    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
-    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
-    until(
-        lambda: (
-            len(routes_of(leader)) == 3 and all(len(r["instances"]) == 2 for r in routes_of(leader))
-        ),
-        20,
-        "both instances registered",
-    )  # type: ignore[arg-type]
+    leader, a = leader_and_two_whoamis(procs)
     pids = {httpx.get(leader.url + "/whoami").json()["pid"] for _ in range(10)}
     assert len(pids) == 2, "round robin over both instances"
     assert httpx.get(leader.url + "/whoami").json()["forwarded_for"] == "127.0.0.1"
@@ -312,21 +310,14 @@ def test_a_heartbeat_brings_an_ejected_instance_back(procs: Callable[..., Proc])
 def test_clean_shutdown_drains_in_flight_requests_and_sends_new_ones_elsewhere(
     procs: Callable[..., Proc],
 ) -> None:
-    leader = procs("leader")
-    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
-    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
-    until(
-        lambda: (
-            all(len(r["instances"]) == 2 for r in routes_of(leader))  # type: ignore[arg-type]
-            and routes_of(leader) != []
-        ),
-        20,
-        "both instances registered",
-    )
+    leader, a = leader_and_two_whoamis(procs)
     pid_a = None
-    while pid_a is None:  # learn which pid is instance a
+    for _ in range(20):  # learn which pid is instance a (round robin: within two)
         who = httpx.get(leader.url + "/whoami").json()["pid"]
-        pid_a = who if a.proc is not None and who == a.proc.pid else None
+        if a.proc is not None and who == a.proc.pid:
+            pid_a = who
+            break
+    assert pid_a is not None, "instance a never answered"
     results: list[httpx.Response] = []
     slow_calls = [
         threading.Thread(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from websockets.sync.client import connect
 
 from coyote_mw import Coyote
 from tests.servers import uvicorn_server
+from tests.tls import tls_files
 
 
 async def echo(ws: WebSocket) -> None:
@@ -78,19 +78,12 @@ def test_websocket_to_an_in_process_asgi_app_goes_straight_to_it() -> None:
 
 
 def test_websocket_to_an_https_instance_goes_over_wss(tmp_path: Any) -> None:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
-    for i, pem in enumerate(cert.cert_chain_pems):
-        pem.write_to_path(str(chain), append=i > 0)
-    cert.private_key_pem.write_to_path(str(key))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    coyote = Coyote(tls=context)
-    tls = {"ssl_certfile": str(chain), "ssl_keyfile": str(key)}
-    with uvicorn_server(echo_app(), **tls) as upstream_port, uvicorn_server(coyote.asgi()) as port:
+    tls = tls_files(tmp_path)
+    coyote = Coyote(tls=tls.trusting())
+    with (
+        uvicorn_server(echo_app(), **tls.server()) as upstream_port,
+        uvicorn_server(coyote.asgi()) as port,
+    ):
         coyote.register_remote(
             f"https://127.0.0.1:{upstream_port}", routes=[("GET", "/ws/{room}")], service="chat"
         )

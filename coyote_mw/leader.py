@@ -427,6 +427,8 @@ def _app_handler(app: Any, interface: str | None) -> Handler:
 def _tls_context(tls: ssl.SSLContext | str) -> ssl.SSLContext:
     if isinstance(tls, ssl.SSLContext):
         return tls
+    if not isinstance(tls, str):
+        raise TypeError(f"tls must be an ssl.SSLContext or a CA bundle's path, not {tls!r}")
     if not os.path.isfile(tls):
         raise ValueError(f"tls: {tls!r} is not a file (a CA bundle, PEM) nor an ssl.SSLContext")
     return ssl.create_default_context(cafile=tls)

@@ -158,6 +158,8 @@ def test_tls_setting_must_be_a_context_or_a_ca_file(tmp_path: Any) -> None:
 
     with pytest.raises(ValueError, match="CA bundle"):
         Coyote(tls=str(tmp_path / "missing.pem"))
+    with pytest.raises(TypeError, match="SSLContext"):
+        Coyote(tls=0)  # type: ignore[arg-type]
     context = ssl.create_default_context()
     assert Coyote(tls=context).tls is context
     assert isinstance(Coyote().tls, ssl.SSLContext)

@@ -250,6 +250,30 @@ def test_cli_refuses_a_target_that_is_not_a_client(target: str, says: str) -> No
     assert out.returncode == 2 and says in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["leader", "--ca-file", "/no/such/ca.pem"], "is not a file"),
+        (
+            [
+                "serve-client",
+                "sample_apps.deadwood.saloon:Saloon",
+                "--leader",
+                "http://127.0.0.1:1",
+                "--ssl-certfile",
+                "cert.pem",
+            ],
+            "--ssl-certfile and --ssl-keyfile go together",
+        ),
+    ],
+)
+def test_cli_refuses_half_a_tls_setting(argv: list[str], says: str) -> None:
+    out = subprocess.run(
+        [str(BIN / "coyote"), *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2 and says in out.stderr
+
+
 def _rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

@@ -18,6 +18,7 @@ import django
 django.setup()
 
 from coyote_mw.adapters.django import get_coyote  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import AsyncClient  # noqa: E402
 from django.test import Client as DjangoClient  # noqa: E402
@@ -128,6 +129,20 @@ def test_precedence_host_gives_django_views_the_first_word() -> None:
     get_coyote().register(Shadow())
     assert client.get("/host").content.startswith(b"This route belongs to the Django")
     assert client.get("/").content.decode() == STORY
+
+
+def test_an_unknown_key_in_settings_coyote_is_refused_naming_the_closest_one() -> None:
+    closest = r"did you mean settings.COYOTE\['CLIENTS'\]"
+    with (
+        override_settings(COYOTE={"CLIENT": [SALOON]}),
+        pytest.raises(ImproperlyConfigured, match=closest),
+    ):
+        DjangoClient().get("/")  # loading the middleware refuses it
+    with (
+        override_settings(COYOTE={"CLIENTS": [SALOON], "TIMOUT": 3}),
+        pytest.raises(ImproperlyConfigured, match=r"'TIMOUT'.*did you mean .*'TIMEOUT'"),
+    ):
+        get_coyote()
 
 
 def test_management_command_lists_the_route_table() -> None:

@@ -7,7 +7,8 @@
 ``settings.COYOTE`` keys (all optional): ``CLIENTS`` ("module:Class" strings),
 ``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote before
 the URLconf; "host": to Django first, coyote after its 404), ``CONCURRENCY``, ``QUEUE``,
-``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG`` - the settings of ``coyote_mw.Coyote``.
+``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ... - the settings of ``coyote_mw.Coyote``.  Any
+other key is refused with ``ImproperlyConfigured`` naming the closest known one.
 
 The middleware is sync and async capable, as Django documents: under WSGI it serves
 through coyote's WSGI path with the request's environ; under ASGI through its ASGI path
@@ -25,11 +26,12 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from coyote_mw.leader import Coyote
-from coyote_mw.loading import apply_settings
+from coyote_mw.loading import UnknownSetting, apply_settings, check_settings
 
 __all__ = ["CoyoteMiddleware", "get_coyote"]
 
@@ -40,7 +42,12 @@ _lock = threading.Lock()
 
 
 def _config() -> dict[str, Any]:
-    return dict(getattr(settings, "COYOTE", {}) or {})
+    config = dict(getattr(settings, "COYOTE", {}) or {})
+    try:
+        check_settings(config, "settings.COYOTE[{!r}]")
+    except UnknownSetting as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+    return config
 
 
 def get_coyote() -> Coyote:

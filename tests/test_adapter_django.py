@@ -4,9 +4,12 @@ command, and the sample project under real gunicorn and uvicorn processes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
+from collections.abc import Iterator
 from io import StringIO
+from typing import Any
 
 import httpx
 import pytest
@@ -173,3 +176,92 @@ def test_django_sample_project_under_real_servers(server: list[str]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+JAR = "tests.django_site.jar:Jar"
+COOKIES = ["session=abc; Path=/; HttpOnly", "theme=dark; Path=/; Max-Age=3600"]
+
+
+def _set_cookie_lines(response: Any) -> list[str]:
+    """The Set-Cookie lines Django's handlers write for ``response`` (from its cookies)."""
+    return [c.output(header="").strip() for c in response.cookies.values()]
+
+
+@override_settings(COYOTE={"CLIENTS": [JAR]})
+def test_every_set_cookie_of_a_coyote_response_survives_under_wsgi() -> None:
+    r = DjangoClient().get("/jar/cookies")
+    assert r.status_code == 200 and r.content == b"two cookies"
+    assert _set_cookie_lines(r) == COOKIES
+    assert r["Link"] == "</a.css>; rel=preload, </b.js>; rel=preload"
+
+
+@pytest.mark.anyio
+@override_settings(COYOTE={"CLIENTS": [JAR]})
+async def test_every_set_cookie_of_a_coyote_response_survives_under_asgi() -> None:
+    client = AsyncClient()
+    r = await client.get("/jar/cookies")
+    assert r.status_code == 200
+    assert _set_cookie_lines(r) == COOKIES
+    assert r["Link"] == "</a.css>; rel=preload, </b.js>; rel=preload"
+    # the test client keeps them as a browser would
+    assert {k: m.value for k, m in client.cookies.items()} == {"session": "abc", "theme": "dark"}
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["gunicorn", "-w", "1", "tests.django_site.wsgi:application"],
+        ["uvicorn", "tests.django_site.asgi:application"],
+    ],
+    ids=["gunicorn-wsgi", "uvicorn-asgi"],
+)
+def test_every_set_cookie_reaches_the_client_under_real_django_servers(server: list[str]) -> None:
+    with running(server) as url:
+        r = httpx.get(url + "/jar/cookies")
+        assert r.status_code == 200
+        assert r.headers.get_list("set-cookie") == COOKIES
+
+
+def _late_starter(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """A generator app: start_response runs on the first next(), as PEP 3333 allows."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"late "
+    yield b"start"
+
+
+def _never_starts(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    yield from ()
+
+
+@override_settings(COYOTE={"CLIENTS": []})
+def test_a_whole_app_that_starts_its_response_late_is_served_under_django_wsgi() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("through the bridge")
+
+    client = DjangoClient()
+    client.get("/host")  # loads the middleware, which builds the leader
+    coyote = get_coyote()
+    coyote.register(_late_starter, routes=[("GET", "/late")], service="late", interface="wsgi")
+    coyote.register(_never_starts, routes=[("GET", "/mute")], service="mute", interface="wsgi")
+    coyote.register(Starlette(routes=[Route("/sub", hello)]), routes=[("GET", "/sub")])
+    r = client.get("/late")
+    assert r.status_code == 200 and b"".join(r.streaming_content) == b"late start"  # type: ignore[attr-defined]
+    assert r["Content-Type"] == "text/plain"
+    r = client.get("/sub")
+    assert r.status_code == 200 and b"".join(r.streaming_content) == b"through the bridge"  # type: ignore[attr-defined]
+    r = client.get("/mute")
+    assert r.status_code == 502 and r.json() == {"error": "Routing error"}
+    assert coyote.relay.active == 0  # every slot given back
+
+
+@pytest.mark.anyio
+@override_settings(COYOTE={"CLIENTS": [JAR]})
+async def test_a_query_string_that_djangos_async_client_gives_as_str_is_read() -> None:
+    r = await AsyncClient().get("/jar/query", {"a": "1", "b": ["2", "3"]})
+    assert r.status_code == 200
+    body = b"".join([c async for c in r.streaming_content])  # type: ignore[attr-defined]
+    assert json.loads(body) == {"a": ["1"], "b": ["2", "3"]}

@@ -20,8 +20,10 @@ the middleware before ``CsrfViewMiddleware``: coyote's clients are not Django vi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from http.cookies import Morsel
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -30,12 +32,16 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
+from coyote_mw.errors import RoutingError
 from coyote_mw.leader import Coyote
 from coyote_mw.loading import UnknownSetting, apply_settings, check_settings
+from coyote_mw.responses import error_response
 
 __all__ = ["CoyoteMiddleware", "get_coyote"]
 
 FELL_THROUGH = "coyote_mw.fell_through"
+
+logger = logging.getLogger("coyote_mw.django")
 
 _leader: Coyote | None = None
 _lock = threading.Lock()
@@ -139,12 +145,26 @@ class CoyoteMiddleware:
         body = self.wsgi(environ, start_response)
         if environ.get(FELL_THROUGH):
             return None
-        status, headers = started
         response: HttpResponseBase
         if isinstance(body, list):
+            status, headers = started
             response = HttpResponse(b"".join(body), status=status)
         else:
-            response = StreamingHttpResponse(body, status=status)
+            # PEP 3333: an app may call start_response as late as its first chunk (any
+            # generator app, an ASGI app through the bridge): pull it before answering
+            rest = iter(body)
+            first = [] if started else [next(rest, b"")]
+            if not started:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+                logger.error("%s %s: the WSGI app sent no response", request.method, request.path)
+                error = error_response(RoutingError("the WSGI app sent no response"))
+                return _with_headers(
+                    HttpResponse(error.content, status=error.status), error.headers
+                )
+            status, headers = started
+            response = StreamingHttpResponse(_Resumed(first, rest, body), status=status)
         return _with_headers(response, headers)
 
     # -- through coyote's ASGI path ----------------------------------------------------
@@ -154,6 +174,9 @@ class CoyoteMiddleware:
         if scope is None:  # an async chain under a WSGI server
             return await sync_to_async(self.serve)(request)
         scope = dict(scope)
+        query = scope.get("query_string", b"")
+        if isinstance(query, str):  # Django's AsyncClient gives a str; Django takes either
+            scope["query_string"] = query.encode("utf-8")
         outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def receive() -> dict[str, Any]:
@@ -187,12 +210,30 @@ class CoyoteMiddleware:
         return _with_headers(response, headers)
 
 
+class _Resumed:
+    """A WSGI response with the chunk already pulled put back in front; closes it."""
+
+    def __init__(self, first: list[bytes], rest: Iterator[bytes], body: Iterable[bytes]) -> None:
+        self._first, self._rest, self._body = first, rest, body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
 def _environ(request: HttpRequest) -> dict[str, Any]:
     """A WSGI environ for ``request``; its body is read through the request itself."""
     environ = dict(getattr(request, "environ", None) or request.META)
     scope = getattr(request, "scope", None)
     if scope is not None and scope.get("raw_path"):
         query = scope.get("query_string", b"")
+        if isinstance(query, str):
+            query = query.encode("utf-8")
         environ["REQUEST_URI"] = (scope["raw_path"] + (b"?" + query if query else b"")).decode(
             "latin-1"
         )
@@ -204,7 +245,39 @@ def _environ(request: HttpRequest) -> dict[str, Any]:
 def _with_headers(
     response: HttpResponseBase, headers: Iterable[tuple[str, str]]
 ) -> HttpResponseBase:
+    """Coyote's headers on a Django response, none lost.
+
+    Django's ``response.headers`` holds one value per name, and its handlers write
+    ``Set-Cookie`` lines only from ``response.cookies``: each ``Set-Cookie`` goes there,
+    exactly as the handler wrote it, and other repeated fields are joined with ", "
+    (RFC 9110 section 5.3).
+    """
     del response.headers["Content-Type"]  # only what coyote's handler said
+    target = response.headers
     for name, value in headers:
-        response.headers[name] = value
+        if name.lower() == "set-cookie":
+            cookie = _SetCookie(value)
+            # two lines for one cookie name (other paths or domains) both survive
+            key = cookie.key if cookie.key not in response.cookies else f"{cookie.key}\0{value}"
+            dict.__setitem__(response.cookies, key, cookie)
+        elif name in target:
+            target[name] = f"{target[name]}, {value}"
+        else:
+            target[name] = value
     return response
+
+
+class _SetCookie(Morsel[str]):
+    """One ``Set-Cookie`` line of coyote's answer: a ``Morsel`` (so Django's test client
+    and middleware can read its name and value) that is written out exactly as given."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+        pair = line.split(";", 1)[0]
+        name, _, value = pair.partition("=")
+        # set() would refuse names Python's cookie module finds illegal: take them as sent
+        self._key, self._value, self._coded_value = name.strip(), value.strip(), value.strip()
+
+    def OutputString(self, attrs: Any = None) -> str:
+        return self.line

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
@@ -265,3 +267,58 @@ async def test_a_query_string_that_djangos_async_client_gives_as_str_is_read() -
     assert r.status_code == 200
     body = b"".join([c async for c in r.streaming_content])  # type: ignore[attr-defined]
     assert json.loads(body) == {"a": ["1"], "b": ["2", "3"]}
+
+
+MIB = 1024 * 1024
+CHUNK = 64 * 1024  # what /jar/stream yields at a time
+
+
+def _progress(url: str) -> dict[str, Any]:
+    """What /jar/stream has produced so far, and the server process's RSS."""
+    return httpx.get(url + "/jar/progress", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def _settled(url: str, rounds: int = 50) -> dict[str, Any]:
+    """The producer's progress once it stops moving (at most ``rounds`` x 0.2 s)."""
+    last = _progress(url)
+    for _ in range(rounds):
+        time.sleep(0.2)
+        now = _progress(url)
+        if now["chunks"] == last["chunks"]:
+            return now
+        last = now
+    return last
+
+
+def _closed(url: str, rounds: int = 50) -> dict[str, Any]:
+    """The producer's progress once it was closed (at most ``rounds`` x 0.2 s)."""
+    for _ in range(rounds):
+        now = _progress(url)
+        if now["closed"]:
+            return now
+        time.sleep(0.2)
+    return now
+
+
+def test_a_stream_to_a_paused_client_is_held_back_and_stopped_under_django_asgi() -> None:
+    with running(["uvicorn", "tests.django_site.asgi:application"]) as url:
+        port = int(url.rsplit(":", 1)[1])
+        before = _progress(url)["rss"]
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(10)
+        try:
+            client.connect(("127.0.0.1", port))
+            client.sendall(b"GET /jar/stream/96 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")  # then it reads no more
+            paused = _settled(url)
+            # 96 MiB asked for: the producer waits for the client, a few socket
+            # buffers ahead of it, and the server's memory stays flat
+            assert paused["chunks"] * CHUNK < 16 * MIB, paused
+            assert paused["rss"] - before < 24 * MIB, (paused, before)
+            assert not paused["closed"]
+        finally:
+            client.close()
+        gone = _closed(url)
+        assert gone["closed"], gone  # the producer was stopped when the client left
+        assert gone["chunks"] < 96 * 16

@@ -177,7 +177,10 @@ class CoyoteMiddleware:
         query = scope.get("query_string", b"")
         if isinstance(query, str):  # Django's AsyncClient gives a str; Django takes either
             scope["query_string"] = query.encode("utf-8")
-        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # One message at a time between coyote and Django's response loop: the handler
+        # produces only as fast as the server sends (backpressure), and is cancelled when
+        # Django stops reading (the client left).
+        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1)
 
         async def receive() -> dict[str, Any]:
             chunk = await sync_to_async(request.read)(64 * 1024)
@@ -186,11 +189,19 @@ class CoyoteMiddleware:
         async def run() -> None:
             try:
                 await self.asgi(scope, receive, outbox.put)
-            finally:
+            except asyncio.CancelledError:
+                raise  # the reader left: nobody to tell
+            except BaseException:
                 await outbox.put(None)
+                raise
+            await outbox.put(None)
 
         task = asyncio.ensure_future(run())
-        start = await outbox.get()
+        try:
+            start = await outbox.get()
+        except BaseException:
+            task.cancel()
+            raise
         if start is None:
             await task  # raises what the app raised, if anything
             if scope.get(FELL_THROUGH):
@@ -202,12 +213,33 @@ class CoyoteMiddleware:
                 while (message := await outbox.get()) is not None:
                     if message.get("body"):
                         yield message["body"]
-            finally:
-                await task
+            except BaseException:  # closed or cancelled early: the client left
+                task.cancel()
+                raise
+            await task  # raises what the app raised after it began answering, if anything
 
-        response = StreamingHttpResponse(content(), status=start["status"])
+        stream = _Stream(content(), task)
+        response = StreamingHttpResponse(stream, status=start["status"])
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
         return _with_headers(response, headers)
+
+
+class _Stream:
+    """Coyote's streamed answer under Django ASGI.  Django's handler calls ``close()`` (from
+    a thread) when the response is done - also when the client left mid-stream and Django
+    stopped iterating without closing the iterator: the producer is cancelled then."""
+
+    def __init__(self, content: AsyncIterator[bytes], task: asyncio.Future[None]) -> None:
+        self._content = content
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._content
+
+    def close(self) -> None:
+        if not self._task.done():
+            self._loop.call_soon_threadsafe(self._task.cancel)
 
 
 class _Resumed:

@@ -8,7 +8,7 @@ from typing import Any
 
 from coyote_mw import Client, Request, Response, route
 
-CHUNK = b"x" * (64 * 1024)
+CHUNK = 64 * 1024
 
 
 class Jar(Client):
@@ -42,7 +42,7 @@ class Jar(Client):
             try:
                 for _ in range(chunks):
                     progress["chunks"] += 1
-                    yield CHUNK
+                    yield bytes(CHUNK)  # a new object each time, as real data is
             finally:
                 progress["closed"] = True
 

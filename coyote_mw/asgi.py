@@ -19,6 +19,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
+from coyote_mw.eventloop import not_on_asyncio, require_asyncio
 from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
@@ -154,6 +155,12 @@ class CoyoteASGI:
         except DispatchError as exc:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
+        except RuntimeError:  # "no running event loop": a trio server (coyote_mw.eventloop)
+            refusal = not_on_asyncio()
+            if refusal is None:
+                raise
+            await self._answer(send, scope, refusal, start, method, path.raw, endpoint)
+            return
         coyote.log_access(method, path.raw, status, start, endpoint)
 
     async def _api(
@@ -224,6 +231,7 @@ class CoyoteASGI:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
+                        require_asyncio()
                         await coyote.startup()
                     except Exception as exc:
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -237,6 +245,10 @@ class CoyoteASGI:
         async def wrapped_receive() -> dict[str, Any]:
             message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
+                refusal = not_on_asyncio()
+                if refusal is not None:  # the server's startup fails, naming the cause
+                    await send({"type": "lifespan.startup.failed", "message": str(refusal)})
+                    raise refusal
                 await coyote.startup()  # ours first, so host startup code can use it
             return message
 

@@ -13,7 +13,8 @@
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
         ├── NoHealthyInstance      the route exists but every instance is ejected (503)
-        └── HandlerTimeout         the handler took longer than the timeout (504)
+        ├── HandlerTimeout         the handler took longer than the timeout (504)
+        └── UnsupportedEventLoop   the ASGI server runs trio, not asyncio (500)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -182,3 +183,20 @@ class HandlerTimeout(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
+
+
+class UnsupportedEventLoop(DispatchError):
+    """The ASGI server runs an event loop other than asyncio (``hypercorn -k trio``)."""
+
+    status = 500
+    error = "Unsupported event loop"
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        super().__init__(
+            f"coyote_mw dispatches on asyncio, and this server runs {library}: "
+            "run it on asyncio (hypercorn -k asyncio or -k uvloop, uvicorn, granian)"
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": str(self)}

@@ -19,7 +19,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
-from coyote_mw.eventloop import not_on_asyncio, require_asyncio
+from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
 from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
@@ -156,11 +156,13 @@ class CoyoteASGI:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
         except RuntimeError:  # "no running event loop": a trio server (coyote_mw.eventloop)
-            refusal = not_on_asyncio()
-            if refusal is None:
+            if not_on_asyncio() is None:
                 raise
-            await self._answer(send, scope, refusal, start, method, path.raw, endpoint)
-            return
+            try:
+                status = await serve_off_asyncio(d, scope, receive, send)
+            except DispatchError as exc:
+                await self._answer(send, scope, exc, start, method, path.raw, endpoint)
+                return
         coyote.log_access(method, path.raw, status, start, endpoint)
 
     async def _api(
@@ -224,6 +226,13 @@ class CoyoteASGI:
                 raise
         self.coyote.log_access(method, raw, exc.status, start, endpoint)
 
+    async def _startup(self) -> None:
+        refusal = not_on_asyncio()
+        if refusal is None:
+            await self.coyote.startup()
+        else:  # trio: clients' own handlers only (coyote_mw.eventloop)
+            startup_off_asyncio(refusal)
+
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
         coyote = self.coyote
         if self.app is None:
@@ -231,8 +240,7 @@ class CoyoteASGI:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        require_asyncio()
-                        await coyote.startup()
+                        await self._startup()
                     except Exception as exc:
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
@@ -245,11 +253,7 @@ class CoyoteASGI:
         async def wrapped_receive() -> dict[str, Any]:
             message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
-                refusal = not_on_asyncio()
-                if refusal is not None:  # the server's startup fails, naming the cause
-                    await send({"type": "lifespan.startup.failed", "message": str(refusal)})
-                    raise refusal
-                await coyote.startup()  # ours first, so host startup code can use it
+                await self._startup()  # ours first, so host startup code can use it
             return message
 
         async def wrapped_send(message: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
         ├── NoHealthyInstance      the route exists but every instance is ejected (503)
         ├── HandlerTimeout         the handler took longer than the timeout (504)
-        └── UnsupportedEventLoop   the ASGI server runs trio, not asyncio (500)
+        └── UnsupportedEventLoop   under a trio server, a route that needs asyncio (500)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -186,7 +186,8 @@ class HandlerTimeout(DispatchError):
 
 
 class UnsupportedEventLoop(DispatchError):
-    """The ASGI server runs an event loop other than asyncio (``hypercorn -k trio``)."""
+    """A route that needs asyncio (a remote instance, an in-process app) under a server
+    running another event loop (``hypercorn -k trio``)."""
 
     status = 500
     error = "Unsupported event loop"
@@ -194,8 +195,9 @@ class UnsupportedEventLoop(DispatchError):
     def __init__(self, library: str) -> None:
         self.library = library
         super().__init__(
-            f"coyote_mw dispatches on asyncio, and this server runs {library}: "
-            "run it on asyncio (hypercorn -k asyncio or -k uvloop, uvicorn, granian)"
+            f"coyote_mw dispatches on asyncio, and this server runs {library}: only "
+            "clients' own handlers are served here; for remote instances and in-process "
+            "apps run it on asyncio (hypercorn -k asyncio or -k uvloop, uvicorn, granian)"
         )
 
     def fields(self) -> dict[str, Any]:

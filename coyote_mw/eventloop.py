@@ -1,23 +1,43 @@
-"""Which event loop an ASGI server runs: coyote_mw dispatches on asyncio only.
+"""Which event loop an ASGI server runs, and serving a client's functions on trio.
 
-The relay (slots, watchdog, thread hand-offs), the lean transport and the bridges to
-in-process apps are asyncio code.  A host app may run on trio through anyio (Starlette
-does, under ``hypercorn -k trio``); coyote then refuses to start - the host's lifespan
-startup fails naming the cause - and, where no lifespan reached it, answers each request
-it would dispatch with 500 "Unsupported event loop" instead of failing inside.
+coyote_mw is asyncio code: the relay's waits and watchdog, the lean transport to remote
+instances, the bridges to in-process ASGI/WSGI apps.  A host may run on trio through
+anyio (Starlette under ``hypercorn -k trio``).  There, a client's own ``def`` and
+``async def`` handlers are served through anyio instead (``serve_off_asyncio``), within
+the same relay bounds: a slot (waited for in a worker thread when none is free), the
+``timeout`` (504), ``def`` handlers in worker threads that keep their slot until they
+return.  Casts run on the relay's own asyncio loop thread, as under WSGI.  Remote
+instances and in-process apps need asyncio: a request for one is answered 500
+"Unsupported event loop", and the lifespan startup logs so once.
+
+The asyncio path never comes here: the ASGI middleware calls in only after a handler
+found no running asyncio loop.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, MutableMapping
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 import sniffio
 
-from coyote_mw.errors import UnsupportedEventLoop
+from coyote_mw.errors import DispatchError, HandlerTimeout, UnsupportedEventLoop
+from coyote_mw.handlers import Dispatch, FunctionHandler, handler_failed, send_response
+from coyote_mw.request import ASGIBody, Request, _next
+from coyote_mw.responses import Response, to_response
 
-__all__ = ["not_on_asyncio", "require_asyncio"]
+__all__ = ["not_on_asyncio", "serve_off_asyncio", "startup_off_asyncio"]
+
+logger = logging.getLogger("coyote_mw.eventloop")
 
 
 def not_on_asyncio() -> UnsupportedEventLoop | None:
-    """The error to raise when the running event loop is not asyncio's, else None."""
+    """The error for what coyote cannot serve here when the running loop is not
+    asyncio's, else None."""
     try:
         library = sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
@@ -25,8 +45,102 @@ def not_on_asyncio() -> UnsupportedEventLoop | None:
     return None if library == "asyncio" else UnsupportedEventLoop(library)
 
 
-def require_asyncio() -> None:
-    """Raise ``UnsupportedEventLoop`` unless this runs on asyncio."""
-    error = not_on_asyncio()
-    if error is not None:
-        raise error
+def startup_off_asyncio(refusal: UnsupportedEventLoop) -> None:
+    """The lifespan startup on trio: nothing of coyote's to start; say what will not run."""
+    logger.warning(
+        "%s: this server runs %s, so coyote serves clients' own handlers only; routes "
+        "to remote instances and to in-process ASGI/WSGI apps answer 500 "
+        "(run the server on asyncio for those)",
+        refusal.error,
+        refusal.library,
+    )
+
+
+async def serve_off_asyncio(
+    d: Dispatch, scope: MutableMapping[str, Any], receive: Any, send: Any
+) -> int:
+    """Serve a matched request on a loop that is not asyncio's; return the status sent."""
+    handler = d.match.endpoint.pick()
+    if not isinstance(handler, FunctionHandler):
+        refusal = not_on_asyncio()
+        assert refusal is not None
+        raise refusal
+    ep = d.match.endpoint
+    request = Request._of_asgi(
+        d.method,
+        d.path.path,
+        d.path.raw,
+        d.match.params,
+        _ThreadedBody(receive, d.max_body),
+        d.topology,
+        ep.pattern,
+        ep.service,
+        scope,
+    )
+    if ep.cast:  # takes the body, then runs on the relay's own loop thread
+        response = await handler.acall(d, request)
+    else:
+        response = await _run(handler, d, request)
+    if not isinstance(response.body, bytes | AsyncIterable):
+        response.body = _from_threads(iter(response.body))
+    await send_response(send, response, d.method == "HEAD")
+    return response.status
+
+
+async def _run(handler: FunctionHandler, d: Dispatch, request: Request) -> Response:
+    relay = d.relay
+    if not relay.try_enter():
+        # waits at most relay.timeout (then RelaySaturated), as a WSGI request does
+        await anyio.to_thread.run_sync(relay._acquire_sync)
+    in_thread = False
+    try:
+        with anyio.move_on_after(relay.timeout) as deadline:
+            if handler.is_async:
+                result = await handler.fn(request)
+            else:
+
+                def call() -> Any:
+                    try:
+                        return handler.fn(request)
+                    finally:
+                        relay.release()  # a thread keeps its slot until it returns
+
+                in_thread = True
+                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        if deadline.cancelled_caught:
+            raise HandlerTimeout(relay.timeout)
+        return to_response(result)
+    except DispatchError:
+        raise
+    except Exception as exc:
+        raise handler_failed(d, exc) from exc
+    finally:
+        if not in_thread:
+            relay.release()
+
+
+class _ThreadedBody(ASGIBody):
+    """``ASGIBody`` whose sync reads (a ``def`` handler in an anyio worker thread) hand
+    the receiving back to the server's loop through anyio."""
+
+    def __init__(self, receive: Any, max_body: int) -> None:
+        self.max_body = max_body
+        self._data = None
+        self._receive = receive
+        self._done = False
+
+    def _iter_sync(self) -> Iterator[bytes]:
+        agen = self._iter_async().__aiter__()
+        while (chunk := anyio.from_thread.run(_next, agen)) is not None:
+            yield chunk
+
+
+async def _from_threads(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A sync body iterated in worker threads, closed however sending ends."""
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, iterator, None)) is not None:
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()

@@ -115,8 +115,12 @@ def test_the_async_client_works_under_pytest_asyncio_auto_mode(pytester: pytest.
     result.assert_outcomes(passed=1)
 
 
-def test_the_async_client_works_under_anyio(pytester: pytest.Pytester) -> None:
-    backend = "\n@pytest.fixture\ndef anyio_backend():\n    return 'asyncio'\n"
-    pytester.makepyfile(ASYNC_TESTS.replace("{mark}", "anyio") + backend)
+def test_the_async_client_works_under_anyio_on_asyncio_and_trio(pytester: pytest.Pytester) -> None:
+    backends = """
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+"""
+    pytester.makepyfile(ASYNC_TESTS.replace("{mark}", "anyio") + backends)
     result = pytester.runpytest("-p", "anyio")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)

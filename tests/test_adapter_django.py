@@ -209,6 +209,22 @@ async def test_every_set_cookie_of_a_coyote_response_survives_under_asgi() -> No
     assert {k: m.value for k, m in client.cookies.items()} == {"session": "abc", "theme": "dark"}
 
 
+@override_settings(
+    COYOTE={"CLIENTS": [JAR]},
+    MIDDLEWARE=[
+        "django.middleware.cache.UpdateCacheMiddleware",
+        "django.middleware.cache.FetchFromCacheMiddleware",  # coyote's answers cached too
+        "coyote_mw.adapters.django.CoyoteMiddleware",
+    ],
+)
+def test_set_cookie_lines_survive_djangos_cache_middleware() -> None:
+    client = DjangoClient()
+    first = client.get("/jar/cookies")
+    again = client.get("/jar/cookies")  # from the cache: the response was pickled
+    assert first["Cache-Control"].startswith("max-age") and again is not first
+    assert _set_cookie_lines(first) == _set_cookie_lines(again) == COOKIES
+
+
 @pytest.mark.parametrize(
     "server",
     [

@@ -313,3 +313,10 @@ class _SetCookie(Morsel[str]):
 
     def OutputString(self, attrs: Any = None) -> str:
         return self.line
+
+    # kept whole through a copy and a pickle (Django's cache middleware stores responses)
+    def copy(self) -> _SetCookie:
+        return _SetCookie(self.line)
+
+    def __reduce__(self) -> tuple[type[_SetCookie], tuple[str]]:
+        return _SetCookie, (self.line,)

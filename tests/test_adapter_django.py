@@ -251,6 +251,11 @@ def _never_starts(environ: dict[str, Any], start_response: Any) -> Iterator[byte
     yield from ()
 
 
+def _fails_first(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    raise RuntimeError("kaput before the first chunk")
+    yield b""
+
+
 @override_settings(COYOTE={"CLIENTS": []})
 def test_a_whole_app_that_starts_its_response_late_is_served_under_django_wsgi() -> None:
     from starlette.applications import Starlette
@@ -265,14 +270,16 @@ def test_a_whole_app_that_starts_its_response_late_is_served_under_django_wsgi()
     coyote = get_coyote()
     coyote.register(_late_starter, routes=[("GET", "/late")], service="late", interface="wsgi")
     coyote.register(_never_starts, routes=[("GET", "/mute")], service="mute", interface="wsgi")
+    coyote.register(_fails_first, routes=[("GET", "/kaput")], service="kaput", interface="wsgi")
     coyote.register(Starlette(routes=[Route("/sub", hello)]), routes=[("GET", "/sub")])
     r = client.get("/late")
     assert r.status_code == 200 and b"".join(r.streaming_content) == b"late start"  # type: ignore[attr-defined]
     assert r["Content-Type"] == "text/plain"
     r = client.get("/sub")
     assert r.status_code == 200 and b"".join(r.streaming_content) == b"through the bridge"  # type: ignore[attr-defined]
-    r = client.get("/mute")
-    assert r.status_code == 502 and r.json() == {"error": "Routing error"}
+    for path in ("/mute", "/kaput"):
+        r = client.get(path)
+        assert r.status_code == 502 and r.json() == {"error": "Routing error"}
     assert coyote.relay.active == 0  # every slot given back
 
 

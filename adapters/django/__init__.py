@@ -153,12 +153,23 @@ class CoyoteMiddleware:
             # PEP 3333: an app may call start_response as late as its first chunk (any
             # generator app, an ASGI app through the bridge): pull it before answering
             rest = iter(body)
-            first = [] if started else [next(rest, b"")]
+            first: list[bytes] = []
+            failure: Exception | None = None
+            if not started:
+                try:
+                    first.append(next(rest, b""))
+                except Exception as exc:
+                    failure = exc
             if not started:
                 close = getattr(body, "close", None)
                 if close is not None:
-                    close()
-                logger.error("%s %s: the WSGI app sent no response", request.method, request.path)
+                    close()  # gives the relay slot back
+                logger.error(
+                    "%s %s: the WSGI app sent no response",
+                    request.method,
+                    request.path,
+                    exc_info=failure,
+                )
                 error = error_response(RoutingError("the WSGI app sent no response"))
                 return _with_headers(
                     HttpResponse(error.content, status=error.status), error.headers

@@ -17,7 +17,9 @@ found no running asyncio loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, MutableMapping
+import threading
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -27,6 +29,7 @@ import sniffio
 
 from coyote_mw.errors import DispatchError, HandlerTimeout, UnsupportedEventLoop
 from coyote_mw.handlers import Dispatch, FunctionHandler, handler_failed, send_response
+from coyote_mw.relay import Relay
 from coyote_mw.request import ASGIBody, Request, _next
 from coyote_mw.responses import Response, to_response
 
@@ -89,24 +92,19 @@ async def serve_off_asyncio(
 
 async def _run(handler: FunctionHandler, d: Dispatch, request: Request) -> Response:
     relay = d.relay
+    limiter = _limiter(relay)
     if not relay.try_enter():
         # waits at most relay.timeout (then RelaySaturated), as a WSGI request does
-        await anyio.to_thread.run_sync(relay._acquire_sync)
-    in_thread = False
+        await anyio.to_thread.run_sync(relay._acquire_sync, limiter=limiter)
+    slot = _Slot(relay)
     try:
         with anyio.move_on_after(relay.timeout) as deadline:
             if handler.is_async:
                 result = await handler.fn(request)
             else:
-
-                def call() -> Any:
-                    try:
-                        return handler.fn(request)
-                    finally:
-                        relay.release()  # a thread keeps its slot until it returns
-
-                in_thread = True
-                result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(
+                    slot.run_in_thread, handler.fn, request, abandon_on_cancel=True, limiter=limiter
+                )
         if deadline.cancelled_caught:
             raise HandlerTimeout(relay.timeout)
         return to_response(result)
@@ -115,8 +113,48 @@ async def _run(handler: FunctionHandler, d: Dispatch, request: Request) -> Respo
     except Exception as exc:
         raise handler_failed(d, exc) from exc
     finally:
-        if not in_thread:
-            relay.release()
+        slot.leave()
+
+
+class _Slot:
+    """A relay slot released exactly once: by a ``def`` handler's thread when it returns
+    (a thread keeps its slot, even past the timeout), else by the request itself."""
+
+    __slots__ = ("lock", "relay", "state")
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.lock = threading.Lock()
+        self.state = "held"  # -> "thread" (a thread took it) or "released"
+
+    def run_in_thread(self, fn: Callable[[Request], Any], request: Request) -> Any:
+        with self.lock:
+            if self.state != "held":  # the request gave up before this thread started
+                return None
+            self.state = "thread"
+        try:
+            return fn(request)
+        finally:
+            self.relay.release()
+
+    def leave(self) -> None:
+        with self.lock:
+            if self.state != "held":
+                return
+            self.state = "released"
+        self.relay.release()
+
+
+# One anyio thread limiter per relay, for its slot waits and def handlers: sized so that
+# neither starves the other, nor the host's own use of anyio's default limiter.
+_limiters: weakref.WeakKeyDictionary[Relay, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def _limiter(relay: Relay) -> anyio.CapacityLimiter:
+    limiter = _limiters.get(relay)
+    if limiter is None:
+        limiter = _limiters[relay] = anyio.CapacityLimiter(relay.concurrency + relay.queue)
+    return limiter
 
 
 class _ThreadedBody(ASGIBody):

@@ -5,6 +5,7 @@ are a clean JSON 500 naming the cause; the host's own routes keep working."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -42,6 +43,12 @@ def test_the_relay_timeout_holds_under_trio(trio_url: str) -> None:
         assert (r.status_code, r.json()["error"]) == (504, "Handler timeout")
         r = client.get("/slow-sync")
         assert (r.status_code, r.json()["error"]) == (504, "Handler timeout")
+        # the thread keeps its slot until it returns, then every slot is back
+        for _ in range(50):
+            if client.get("/active").json()["active"] == 1:
+                break
+            time.sleep(0.2)
+        assert client.get("/active").json() == {"active": 1}
 
 
 def test_a_cast_is_accepted_and_run_under_trio(trio_url: str) -> None:

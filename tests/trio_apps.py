@@ -62,6 +62,10 @@ class OnTrio(Client):
         casts.append(request.read().decode())
         cast_done.set()
 
+    @route("GET", "/active")
+    async def active(self, request: Request) -> dict[str, int]:
+        return {"active": coyote.relay.active}  # this request's slot included
+
     @route("GET", "/casts")
     def seen(self, request: Request) -> dict[str, Any]:
         cast_done.wait(5)

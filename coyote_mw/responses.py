@@ -174,12 +174,15 @@ def _starlette(result: Any, status: int, raw: Any) -> Response | None:
     else:
         return None
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    response = (
+        Response(body, status, headers)
+        if isinstance(body, bytes)
+        else _streamed(body, status, headers)
+    )
     background = getattr(result, "background", None)
-    if background is not None:
-        body = _then(body, background)
-    elif isinstance(body, bytes):
-        return Response(body, status, headers)
-    return _streamed(body, status, headers)
+    if background is not None:  # after the body, whatever the status (a 204 too)
+        response.body = _then(response.body, background)
+    return response
 
 
 def _streamed(body: Body, status: int, headers: list[tuple[str, str]]) -> Response:
@@ -206,7 +209,8 @@ def _werkzeug_body(result: Any) -> Iterator[bytes]:
 
 async def _then(body: Body, background: Any) -> AsyncIterator[bytes]:
     if isinstance(body, bytes):
-        yield body
+        if body:
+            yield body
     elif isinstance(body, AsyncIterable):
         async for chunk in body:
             yield chunk

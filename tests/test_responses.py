@@ -48,6 +48,10 @@ class Foreign(Client):
     def starlette_background(self, request: Request) -> StarletteResponse:
         return StarletteResponse(b"done", background=BackgroundTask(ran.append, "after"))
 
+    @route("DELETE", "/starlette/background")
+    def starlette_background_204(self, request: Request) -> StarletteResponse:
+        return StarletteResponse(status_code=204, background=BackgroundTask(ran.append, "204"))
+
     @route("GET", "/werkzeug/stream")
     def werkzeug_stream(self, request: Request) -> WerkzeugResponse:
         def parts() -> Iterator[str]:
@@ -105,9 +109,13 @@ def test_a_starlette_file_response_sends_the_whole_file(foreign: Coyote, serve: 
 
 def test_a_starlette_background_task_runs_after_the_body(foreign: Coyote, serve: Any) -> None:
     ran.clear()
-    r = serve(foreign).get("/starlette/background")
+    client = serve(foreign)
+    r = client.get("/starlette/background")
     assert (r.status_code, r.content) == (200, b"done")
-    assert ran == ["after"]
+    assert r.headers["content-length"] == "4"
+    r = client.request("DELETE", "/starlette/background")
+    assert (r.status_code, r.content) == (204, b"")
+    assert ran == ["after", "204"]
 
 
 def test_werkzeug_streamed_and_file_responses_are_sent(foreign: Coyote, serve: Any) -> None:

@@ -21,6 +21,9 @@ COYOTE_MAX_BODY        10 MiB       bytes a handler may read
 COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
 =====================  ===========  =================================================
 
+Any other ``COYOTE_*`` key is refused (``UnknownSetting``, a ``ValueError`` naming the
+closest known key): a typo is not silently ignored.
+
 With the default precedence a route registered in coyote shadows a Flask route of
 the same path; unmatched requests always reach Flask untouched.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.leader import Coyote as _Coyote
-from coyote_mw.loading import apply_settings
+from coyote_mw.loading import apply_settings, check_settings
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -46,6 +49,7 @@ class Coyote(_Coyote):
 
     def init_app(self, app: Flask) -> None:
         cfg = app.config
+        check_settings((k[7:] for k in cfg if k.startswith("COYOTE_")), "COYOTE_{}")
         topology = apply_settings(self, lambda key: cfg.get("COYOTE_" + key))
         app.wsgi_app = self.wsgi(  # type: ignore[method-assign]
             app.wsgi_app,

@@ -19,7 +19,8 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
-from coyote_mw.handlers import Dispatch, send_response
+from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
+from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
 from coyote_mw.responses import error_response
@@ -64,9 +65,10 @@ class CoyoteASGI:
             await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
-        """A WebSocket handshake is a GET: a GET route whose handler relays WebSockets
-        (a remote instance, an ASGI app) takes it; anything else goes to the host app,
-        or is refused (403 at the handshake) where coyote owns the path."""
+        """A WebSocket handshake is a GET: a GET route whose handler serves WebSockets
+        (a remote instance, an ASGI app) takes it; anything else - no route, or a route
+        of a handler that speaks no WebSocket - goes to the host app, or is refused (403
+        at the handshake) where coyote owns the path."""
         try:
             path = _canonical(scope)
         except BadRequestPath:
@@ -79,21 +81,25 @@ class CoyoteASGI:
         topology = self.resolve(scope)
         if relative is not None:
             match = self.coyote.table.match(topology, "GET", relative.path, relative.segments)
-        if match is None or relative is None:
-            if self.app is not None and not (self.mount and relative is not None):
-                await self.app(scope, receive, send)
-            else:
-                await send({"type": "websocket.close", "code": 1000})
-            return
-        d = Dispatch(
-            match, "GET", relative, topology, self.coyote.relay, self.coyote.max_body, self.mount
-        )
-        try:
-            handler = match.endpoint.pick()
-        except DispatchError:
-            await send({"type": "websocket.close", "code": 1013})  # try again later
-            return
-        await handler.serve_websocket(d, scope, receive, send)
+        if match is not None and relative is not None:
+            try:
+                handler = match.endpoint.pick()
+            except DispatchError:
+                await send({"type": "websocket.close", "code": 1013})  # try again later
+                return
+            # a GET route whose handler speaks no WebSocket (a catch-all `GET /{page}`, a
+            # page at the path of the host's socket) does not take the handshake
+            if type(handler).serve_websocket is not Handler.serve_websocket:
+                coyote = self.coyote
+                d = Dispatch(
+                    match, "GET", relative, topology, coyote.relay, coyote.max_body, self.mount
+                )
+                await handler.serve_websocket(d, scope, receive, send)
+                return
+        if self.app is not None and not (self.mount and relative is not None):
+            await self.app(scope, receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1000})
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         # HTTP right here rather than in a method of its own: a coroutine frame less
@@ -149,6 +155,14 @@ class CoyoteASGI:
         except DispatchError as exc:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint)
             return
+        except RuntimeError:  # "no running event loop": a trio server (coyote_mw.eventloop)
+            if not_on_asyncio() is None:
+                raise
+            try:
+                status = await serve_off_asyncio(d, scope, receive, send)
+            except DispatchError as exc:
+                await self._answer(send, scope, exc, start, method, path.raw, endpoint)
+                return
         coyote.log_access(method, path.raw, status, start, endpoint)
 
     async def _api(
@@ -212,6 +226,13 @@ class CoyoteASGI:
                 raise
         self.coyote.log_access(method, raw, exc.status, start, endpoint)
 
+    async def _startup(self) -> None:
+        refusal = not_on_asyncio()
+        if refusal is None:
+            await self.coyote.startup()
+        else:  # trio: clients' own handlers only (coyote_mw.eventloop)
+            startup_off_asyncio(refusal)
+
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
         coyote = self.coyote
         if self.app is None:
@@ -219,7 +240,7 @@ class CoyoteASGI:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     try:
-                        await coyote.startup()
+                        await self._startup()
                     except Exception as exc:
                         await send({"type": "lifespan.startup.failed", "message": str(exc)})
                         return
@@ -232,7 +253,7 @@ class CoyoteASGI:
         async def wrapped_receive() -> dict[str, Any]:
             message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
-                await coyote.startup()  # ours first, so host startup code can use it
+                await self._startup()  # ours first, so host startup code can use it
             return message
 
         async def wrapped_send(message: dict[str, Any]) -> None:

@@ -13,7 +13,8 @@
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
         ├── NoHealthyInstance      the route exists but every instance is ejected (503)
-        └── HandlerTimeout         the handler took longer than the timeout (504)
+        ├── HandlerTimeout         the handler took longer than the timeout (504)
+        └── UnsupportedEventLoop   under a trio server, a route that needs asyncio (500)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -182,3 +183,22 @@ class HandlerTimeout(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
+
+
+class UnsupportedEventLoop(DispatchError):
+    """A route that needs asyncio (a remote instance, an in-process app) under a server
+    running another event loop (``hypercorn -k trio``)."""
+
+    status = 500
+    error = "Unsupported event loop"
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        super().__init__(
+            f"coyote_mw dispatches on asyncio, and this server runs {library}: only "
+            "clients' own handlers are served here; for remote instances and in-process "
+            "apps run it on asyncio (hypercorn -k asyncio or -k uvloop, uvicorn, granian)"
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": str(self)}

@@ -261,12 +261,24 @@ async def send_response(send: Any, response: Response, head: bool) -> None:
         await send({"type": "http.response.body", "body": b"" if head else body})
         return
     if isinstance(body, AsyncIterable):
-        async for chunk in body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            # cancelled (the client left) or failed: end the handler's generator now,
+            # rather than whenever it is garbage-collected
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
     else:
         iterator = iter(body)
-        while (chunk := await asyncio.to_thread(_next_or_none, iterator)) is not None:  # type: ignore[arg-type]
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            while (chunk := await asyncio.to_thread(_next_or_none, iterator)) is not None:  # type: ignore[arg-type]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
     await send({"type": "http.response.body", "body": b""})
 
 

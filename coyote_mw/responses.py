@@ -9,17 +9,24 @@ handler returns                        response
 ``None``                               204, no body
 ``(status, body)``                     that status, body as above
 ``(status, body, headers)``            with those headers (a dict or pairs)
-``coyote_mw.Response``                 as it is (a body may be an iterator)
-a Starlette or Werkzeug response       its status, headers and body
+``coyote_mw.Response``                 as it is (a body may be an iterator); without
+                                       a content type, ``application/octet-stream``
+a Starlette or Werkzeug response       its status, headers and body: streamed ones
+                                       and files too (sent whole: no ranges), then
+                                       Starlette's ``background`` task
 =====================================  ==========================================
+
+1xx, 204 and 304 responses carry no body, so no ``Content-Type`` nor ``Content-Length``.
 
 Anything else is a programming error in the handler: a 502 "Routing error".
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterable, Iterable, Mapping
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from coyote_mw.errors import DispatchError
@@ -27,6 +34,10 @@ from coyote_mw.errors import DispatchError
 __all__ = ["Response", "error_response", "to_response"]
 
 Body = bytes | Iterable[bytes] | AsyncIterable[bytes]
+
+OCTET_STREAM = "application/octet-stream"
+"""The content type of a body nobody described (RFC 9110 section 8.3)."""
+_NO_BODY_DROPS = frozenset(("content-length", "content-type", "transfer-encoding"))
 
 
 class Response:
@@ -45,17 +56,28 @@ class Response:
             body = body.encode("utf-8")
             media_type = media_type or "text/plain; charset=utf-8"
         self.status = status
-        self.body: Body = body
         hs: list[tuple[str, str]]
-        if headers is None:  # the common case, kept cheap: it is on every request
-            hs = [("content-type", media_type)] if media_type else []
-        else:
-            items = headers.items() if isinstance(headers, Mapping) else headers
-            hs = [(k.lower(), str(v)) for k, v in items if k.lower() != "content-length"]
-            if media_type and not any(k == "content-type" for k, _ in hs):
-                hs.append(("content-type", media_type))
-        if isinstance(body, bytes) and status >= 200 and status not in (204, 304):
-            hs.append(("content-length", str(len(body))))
+        if status >= 200 and status not in (204, 304):
+            self.body: Body = body
+            if headers is None:  # the common case, kept cheap: it is on every request
+                hs = [("content-type", media_type or OCTET_STREAM)]
+            else:
+                items = headers.items() if isinstance(headers, Mapping) else headers
+                hs = [(k.lower(), str(v)) for k, v in items if k.lower() != "content-length"]
+                if not any(k == "content-type" for k, _ in hs):
+                    hs.append(("content-type", media_type or OCTET_STREAM))
+            if isinstance(body, bytes):
+                hs.append(("content-length", str(len(body))))
+        else:  # 1xx, 204 and 304 have no body, so nothing describes one (RFC 9110 6.4.1)
+            self.body = b""
+            items = (
+                ()
+                if headers is None
+                else headers.items()
+                if isinstance(headers, Mapping)
+                else headers
+            )
+            hs = [(k.lower(), str(v)) for k, v in items if k.lower() not in _NO_BODY_DROPS]
         self.headers = hs
 
     @property
@@ -100,12 +122,14 @@ def to_response(result: Any) -> Response:
         response = to_response(result[1])
         response.status = result[0]
         if len(result) == 3:
-            extra = Response(b"", 200, result[2]).headers
-            names = {k for k, _ in extra if k != "content-length"}
+            given = result[2]
+            items = given.items() if isinstance(given, Mapping) else given
+            extra = [(k.lower(), str(v)) for k, v in items if k.lower() != "content-length"]
+            names = {k for k, _ in extra}
             response.headers = [(k, v) for k, v in response.headers if k not in names]
-            response.headers.extend(h for h in extra if h[0] != "content-length")
+            response.headers.extend(extra)
         if response.status in (204, 304) or response.status < 200:
-            response.headers = [(k, v) for k, v in response.headers if k != "content-length"]
+            response.headers = [(k, v) for k, v in response.headers if k not in _NO_BODY_DROPS]
             response.body = b""
         return response
     foreign = _foreign(result)
@@ -118,18 +142,83 @@ def to_response(result: Any) -> Response:
 
 
 def _foreign(result: Any) -> Response | None:
-    """A Starlette (``body``, ``raw_headers``) or Werkzeug (``get_data``) response."""
+    """A Starlette or Werkzeug response, streamed ones and files included."""
     status = getattr(result, "status_code", None)
     if not isinstance(status, int):
         return None
     raw = getattr(result, "raw_headers", None)
-    if raw is not None and isinstance(getattr(result, "body", None), bytes):
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
-        return Response(result.body, status, headers)
+    if raw is not None:
+        return _starlette(result, status, raw)
     get_data = getattr(result, "get_data", None)
     if callable(get_data) and hasattr(result, "headers"):
-        return Response(get_data(), status, list(result.headers.items()))
+        headers = list(result.headers.items())
+        if getattr(result, "direct_passthrough", False) or getattr(result, "is_streamed", False):
+            return _streamed(_werkzeug_body(result), status, headers)
+        return Response(get_data(), status, headers)
     return None
+
+
+def _starlette(result: Any, status: int, raw: Any) -> Response | None:
+    """Starlette's ``Response`` (``body``), ``StreamingResponse`` (``body_iterator``) and
+    ``FileResponse`` (``path``); a ``background`` task runs once the body is sent."""
+    body: Body
+    if isinstance(getattr(result, "body", None), bytes):
+        body = result.body
+    elif hasattr(result, "body_iterator"):
+        body = result.body_iterator
+    elif hasattr(result, "path"):
+        if getattr(result, "stat_result", None) is None:
+            result.set_stat_headers(os.stat(result.path))  # length, last-modified, etag
+        body = _file_chunks(result.path)
+        raw = [(k, v) for k, v in result.raw_headers if k != b"accept-ranges"]  # whole file
+    else:
+        return None
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    response = (
+        Response(body, status, headers)
+        if isinstance(body, bytes)
+        else _streamed(body, status, headers)
+    )
+    background = getattr(result, "background", None)
+    if background is not None:  # after the body, whatever the status (a 204 too)
+        response.body = _then(response.body, background)
+    return response
+
+
+def _streamed(body: Body, status: int, headers: list[tuple[str, str]]) -> Response:
+    """A streamed body, keeping the length its response declared."""
+    response = Response(body, status, headers)
+    length = next((v for k, v in headers if k.lower() == "content-length"), None)
+    if length is not None and response.body is body:
+        response.headers.append(("content-length", length))
+    return response
+
+
+def _file_chunks(path: str, size: int = 64 * 1024) -> Iterator[bytes]:
+    with open(path, "rb") as file:
+        while chunk := file.read(size):
+            yield chunk
+
+
+def _werkzeug_body(result: Any) -> Iterator[bytes]:
+    try:
+        yield from result.response if result.direct_passthrough else result.iter_encoded()
+    finally:
+        result.close()  # its call_on_close functions, the file send_file opened
+
+
+async def _then(body: Body, background: Any) -> AsyncIterator[bytes]:
+    if isinstance(body, bytes):
+        if body:
+            yield body
+    elif isinstance(body, AsyncIterable):
+        async for chunk in body:
+            yield chunk
+    else:  # a file: read off the event loop
+        chunks = iter(body)
+        while (chunk := await asyncio.to_thread(next, chunks, b"")) != b"":
+            yield chunk
+    await background()
 
 
 def error_response(exc: DispatchError) -> Response:

@@ -9,7 +9,8 @@ Fixtures:
 * ``coyote`` - a fresh ``Coyote`` with an in-memory table, closed after the test;
 * ``coyote_client`` - an ``httpx.Client`` bound to ``coyote.wsgi()`` (standalone);
 * ``coyote_async_client`` - an ``httpx.AsyncClient`` bound to ``coyote.asgi()``, for
-  async tests (anyio's or pytest-asyncio's).
+  async tests: ``@pytest.mark.asyncio`` (pytest-asyncio, strict or auto mode) or
+  ``@pytest.mark.anyio``.
 
 Override ``coyote`` in your ``conftest.py`` to configure it (``Coyote(timeout=1)``) or
 to register your clients once for every test.
@@ -17,7 +18,7 @@ to register your clients once for every test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -45,8 +46,11 @@ def coyote_client(coyote: Coyote) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-async def coyote_async_client(coyote: Coyote) -> AsyncIterator[httpx.AsyncClient]:
-    """An async httpx client whose requests go through ``coyote.asgi()``."""
-    transport = httpx.ASGITransport(coyote.asgi())
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
-        yield c
+def coyote_async_client(coyote: Coyote) -> httpx.AsyncClient:
+    """An async httpx client whose requests go through ``coyote.asgi()``.
+
+    A plain (not async) fixture, so it works wherever an async test runs: pytest-asyncio
+    in strict or auto mode, anyio's plugin.  The client binds to no event loop until the
+    test sends its first request, and over ``ASGITransport`` it holds nothing to close.
+    """
+    return httpx.AsyncClient(transport=httpx.ASGITransport(coyote.asgi()), base_url=BASE_URL)

@@ -119,3 +119,14 @@ def test_registration_api_settings_come_from_app_config() -> None:
     assert r.status_code == 201, r.get_data(as_text=True)
     assert client.get("/_reg/routes").status_code == 401
     app.extensions["coyote"].close()
+
+
+def test_an_unknown_coyote_key_in_app_config_is_refused_naming_the_closest_one() -> None:
+    app = Flask(__name__)
+    app.config["COYOTE_CLIENT"] = ["sample_apps.deadwood.saloon:Saloon"]
+    with pytest.raises(ValueError, match=r"COYOTE_CLIENT is not .*did you mean COYOTE_CLIENTS\?"):
+        Coyote(app)
+    app = Flask(__name__)
+    app.config["COYOTE_TIMEOUT"] = 5  # every known key passes, other config is not ours
+    app.config["SECRET_KEY"] = "x"
+    assert Coyote(app).relay.timeout == 5

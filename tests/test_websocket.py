@@ -6,13 +6,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from coyote_mw.adapters.starlette import CoyoteMiddleware
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from coyote_mw import Coyote
+from coyote_mw import Client, Coyote, Request, route
 from tests.servers import uvicorn_server
 from tests.tls import tls_files
 
@@ -91,4 +94,25 @@ def test_websocket_to_an_https_instance_goes_over_wss(tmp_path: Any) -> None:
             assert ws.recv(timeout=5) == "path=/ws/vault fwd=127.0.0.1"
             ws.send("gold")
             assert ws.recv(timeout=5) == "echo gold"
+    coyote.close()
+
+
+def test_a_host_websocket_is_not_taken_by_a_coyote_get_route_that_speaks_no_websocket() -> None:
+    class Pages(Client):
+        @route("GET", "/{page}")  # a catch-all page route, GraphiQL at /graphql
+        def page(self, request: Request) -> str:
+            return f"page {request.params['page']}"
+
+    coyote = Coyote()
+    coyote.register(Pages())
+    host = Starlette(
+        routes=[WebSocketRoute("/graphql", echo)],
+        middleware=[Middleware(CoyoteMiddleware, coyote=coyote)],
+    )
+    with TestClient(host) as client:
+        assert client.get("/graphql").text == "page graphql"  # the page is coyote's
+        with client.websocket_connect("/graphql") as ws:  # the socket is the host's
+            assert ws.receive_text() == "path=/graphql fwd=None"
+            ws.send_text("subscription")
+            assert ws.receive_text() == "echo subscription"
     coyote.close()

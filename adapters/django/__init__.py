@@ -7,7 +7,8 @@
 ``settings.COYOTE`` keys (all optional): ``CLIENTS`` ("module:Class" strings),
 ``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote before
 the URLconf; "host": to Django first, coyote after its 404), ``CONCURRENCY``, ``QUEUE``,
-``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG`` - the settings of ``coyote_mw.Coyote``.
+``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ... - the settings of ``coyote_mw.Coyote``.  Any
+other key is refused with ``ImproperlyConfigured`` naming the closest known one.
 
 The middleware is sync and async capable, as Django documents: under WSGI it serves
 through coyote's WSGI path with the request's environ; under ASGI through its ASGI path
@@ -19,28 +20,40 @@ the middleware before ``CsrfViewMiddleware``: coyote's clients are not Django vi
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from http.cookies import Morsel
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
+from coyote_mw.errors import RoutingError
 from coyote_mw.leader import Coyote
-from coyote_mw.loading import apply_settings
+from coyote_mw.loading import UnknownSetting, apply_settings, check_settings
+from coyote_mw.responses import error_response
 
 __all__ = ["CoyoteMiddleware", "get_coyote"]
 
 FELL_THROUGH = "coyote_mw.fell_through"
+
+logger = logging.getLogger("coyote_mw.django")
 
 _leader: Coyote | None = None
 _lock = threading.Lock()
 
 
 def _config() -> dict[str, Any]:
-    return dict(getattr(settings, "COYOTE", {}) or {})
+    config = dict(getattr(settings, "COYOTE", {}) or {})
+    try:
+        check_settings(config, "settings.COYOTE[{!r}]")
+    except UnknownSetting as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+    return config
 
 
 def get_coyote() -> Coyote:
@@ -132,12 +145,37 @@ class CoyoteMiddleware:
         body = self.wsgi(environ, start_response)
         if environ.get(FELL_THROUGH):
             return None
-        status, headers = started
         response: HttpResponseBase
         if isinstance(body, list):
+            status, headers = started
             response = HttpResponse(b"".join(body), status=status)
         else:
-            response = StreamingHttpResponse(body, status=status)
+            # PEP 3333: an app may call start_response as late as its first chunk (any
+            # generator app, an ASGI app through the bridge): pull it before answering
+            rest = iter(body)
+            first: list[bytes] = []
+            failure: Exception | None = None
+            if not started:
+                try:
+                    first.append(next(rest, b""))
+                except Exception as exc:
+                    failure = exc
+            if not started:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()  # gives the relay slot back
+                logger.error(
+                    "%s %s: the WSGI app sent no response",
+                    request.method,
+                    request.path,
+                    exc_info=failure,
+                )
+                error = error_response(RoutingError("the WSGI app sent no response"))
+                return _with_headers(
+                    HttpResponse(error.content, status=error.status), error.headers
+                )
+            status, headers = started
+            response = StreamingHttpResponse(_Resumed(first, rest, body), status=status)
         return _with_headers(response, headers)
 
     # -- through coyote's ASGI path ----------------------------------------------------
@@ -147,7 +185,13 @@ class CoyoteMiddleware:
         if scope is None:  # an async chain under a WSGI server
             return await sync_to_async(self.serve)(request)
         scope = dict(scope)
-        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        query = scope.get("query_string", b"")
+        if isinstance(query, str):  # Django's AsyncClient gives a str; Django takes either
+            scope["query_string"] = query.encode("utf-8")
+        # One message at a time between coyote and Django's response loop: the handler
+        # produces only as fast as the server sends (backpressure), and is cancelled when
+        # Django stops reading (the client left).
+        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1)
 
         async def receive() -> dict[str, Any]:
             chunk = await sync_to_async(request.read)(64 * 1024)
@@ -156,11 +200,19 @@ class CoyoteMiddleware:
         async def run() -> None:
             try:
                 await self.asgi(scope, receive, outbox.put)
-            finally:
+            except asyncio.CancelledError:
+                raise  # the reader left: nobody to tell
+            except BaseException:
                 await outbox.put(None)
+                raise
+            await outbox.put(None)
 
         task = asyncio.ensure_future(run())
-        start = await outbox.get()
+        try:
+            start = await outbox.get()
+        except BaseException:
+            task.cancel()
+            raise
         if start is None:
             await task  # raises what the app raised, if anything
             if scope.get(FELL_THROUGH):
@@ -172,12 +224,49 @@ class CoyoteMiddleware:
                 while (message := await outbox.get()) is not None:
                     if message.get("body"):
                         yield message["body"]
-            finally:
-                await task
+            except BaseException:  # closed or cancelled early: the client left
+                task.cancel()
+                raise
+            await task  # raises what the app raised after it began answering, if anything
 
-        response = StreamingHttpResponse(content(), status=start["status"])
+        stream = _Stream(content(), task)
+        response = StreamingHttpResponse(stream, status=start["status"])
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
         return _with_headers(response, headers)
+
+
+class _Stream:
+    """Coyote's streamed answer under Django ASGI.  Django's handler calls ``close()`` (from
+    a thread) when the response is done - also when the client left mid-stream and Django
+    stopped iterating without closing the iterator: the producer is cancelled then."""
+
+    def __init__(self, content: AsyncIterator[bytes], task: asyncio.Future[None]) -> None:
+        self._content = content
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._content
+
+    def close(self) -> None:
+        if not self._task.done():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+
+class _Resumed:
+    """A WSGI response with the chunk already pulled put back in front; closes it."""
+
+    def __init__(self, first: list[bytes], rest: Iterator[bytes], body: Iterable[bytes]) -> None:
+        self._first, self._rest, self._body = first, rest, body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 def _environ(request: HttpRequest) -> dict[str, Any]:
@@ -186,6 +275,8 @@ def _environ(request: HttpRequest) -> dict[str, Any]:
     scope = getattr(request, "scope", None)
     if scope is not None and scope.get("raw_path"):
         query = scope.get("query_string", b"")
+        if isinstance(query, str):
+            query = query.encode("utf-8")
         environ["REQUEST_URI"] = (scope["raw_path"] + (b"?" + query if query else b"")).decode(
             "latin-1"
         )
@@ -197,7 +288,46 @@ def _environ(request: HttpRequest) -> dict[str, Any]:
 def _with_headers(
     response: HttpResponseBase, headers: Iterable[tuple[str, str]]
 ) -> HttpResponseBase:
+    """Coyote's headers on a Django response, none lost.
+
+    Django's ``response.headers`` holds one value per name, and its handlers write
+    ``Set-Cookie`` lines only from ``response.cookies``: each ``Set-Cookie`` goes there,
+    exactly as the handler wrote it, and other repeated fields are joined with ", "
+    (RFC 9110 section 5.3).
+    """
     del response.headers["Content-Type"]  # only what coyote's handler said
+    target = response.headers
     for name, value in headers:
-        response.headers[name] = value
+        if name.lower() == "set-cookie":
+            cookie = _SetCookie(value)
+            # two lines for one cookie name (other paths or domains) both survive
+            key = cookie.key if cookie.key not in response.cookies else f"{cookie.key}\0{value}"
+            dict.__setitem__(response.cookies, key, cookie)
+        elif name in target:
+            target[name] = f"{target[name]}, {value}"
+        else:
+            target[name] = value
     return response
+
+
+class _SetCookie(Morsel[str]):
+    """One ``Set-Cookie`` line of coyote's answer: a ``Morsel`` (so Django's test client
+    and middleware can read its name and value) that is written out exactly as given."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+        pair = line.split(";", 1)[0]
+        name, _, value = pair.partition("=")
+        # set() would refuse names Python's cookie module finds illegal: take them as sent
+        self._key, self._value, self._coded_value = name.strip(), value.strip(), value.strip()
+
+    def OutputString(self, attrs: Any = None) -> str:
+        return self.line
+
+    # kept whole through a copy and a pickle (Django's cache middleware stores responses)
+    def copy(self) -> _SetCookie:
+        return _SetCookie(self.line)
+
+    def __reduce__(self) -> tuple[type[_SetCookie], tuple[str]]:
+        return _SetCookie, (self.line,)

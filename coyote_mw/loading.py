@@ -41,6 +41,11 @@ def apply_settings(coyote: Any, get: Any) -> str:
         prefix=get("PREFIX"),
         store=get("STORE"),
         tls=get("TLS"),
+        trusted_proxies=get("TRUSTED_PROXIES"),
+        max_headers=get("MAX_HEADERS"),
+        max_header_bytes=get("MAX_HEADER_BYTES"),
+        max_target=get("MAX_TARGET"),
+        pseudonym=get("PSEUDONYM"),
     )
     topology: str = get("TOPOLOGY") or "default"
     for spec in get("CLIENTS") or ():

@@ -72,13 +72,17 @@ _FORWARDED = frozenset(
     }
 )
 # Every request header name ``forward`` does something with; the rest pass as they are.
-_SPECIAL = HOP_BY_HOP | _FORWARDED | {
-    b"host",
-    b"expect",
-    b"content-length",
-    b"via",
-    b"x-request-id",
-}
+_SPECIAL = (
+    HOP_BY_HOP
+    | _FORWARDED
+    | {
+        b"host",
+        b"expect",
+        b"content-length",
+        b"via",
+        b"x-request-id",
+    }
+)
 
 # RFC 3986 host (a reg-name without ",", which only joined duplicates produce; an IPv4
 # address; an IP literal) and an optional port.

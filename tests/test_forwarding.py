@@ -137,7 +137,7 @@ def test_the_relay_frames_bodies_itself_chunked_or_its_own_length(
         )
         sized = raw_exchange(
             port,
-            b"POST /up/echo HTTP/1.1\r\nHost: leader\r\nContent-Length: 5\r\n"
+            b"POST /up/echo HTTP/1.1\r\nHost: leader\r\nContent-Length: 005\r\n"
             b"Connection: close\r\n\r\nhello",
         )
     assert parse_status(chunked) == 200 and chunked.endswith(b"abcdefg")

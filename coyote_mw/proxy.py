@@ -7,9 +7,9 @@ per request in its pool; under WSGI a pooled ``httpx.Client`` per leader.  Both
 stream bodies both ways.
 
 What is forwarded: the canonical path (byte for byte when the request was already
-canonical) and the raw query string; the headers minus hop-by-hop ones; ``Host`` set
-to the instance's, the original in ``X-Forwarded-Host``, plus ``X-Forwarded-For`` /
-``-Proto`` (and ``-Prefix`` under a mount).  Responses come back without hop-by-hop
+canonical) and the raw query string; the headers and framing ``coyote_mw.forwarding``
+decides (hop-by-hop ones dropped, ``Host`` the instance's, ``X-Forwarded-*`` by the
+``trusted_proxies`` policy, ``Via``, ``X-Request-ID``, the relay's own body framing).  Responses come back without hop-by-hop
 headers and without the instance's ``Date`` and ``Server``: the host's server sends
 its own, as nginx does.
 

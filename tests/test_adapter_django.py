@@ -158,3 +158,14 @@ def test_django_sample_project_under_real_servers(server: list[str]) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@override_settings(
+    COYOTE={"CLIENTS": [SALOON], "TRUSTED_PROXIES": ["10.0.0.0/8"], "MAX_HEADERS": 7}
+)
+def test_forwarding_settings_come_from_settings_coyote() -> None:
+    leader = get_coyote()
+    assert leader.forwarding.trusts("10.1.2.3") and not leader.forwarding.trusts("192.0.2.1")
+    assert leader.forwarding.max_headers == 7
+    many = {f"HTTP_X_H{i}": "v" for i in range(8)}
+    assert DjangoClient().get("/", **many).status_code == 431  # type: ignore[arg-type]

@@ -520,3 +520,26 @@ def test_coyote_leader_proxy_headers_needs_a_trusted_proxy() -> None:
     )
     assert done.returncode != 0
     assert "--proxy-headers needs --trusted-proxy" in done.stderr
+
+
+def test_flask_config_sets_trusted_proxies_and_head_limits() -> None:
+    from coyote_mw.adapters.flask import Coyote as FlaskCoyote
+    from flask import Flask
+
+    coyote = FlaskCoyote()
+    app = Flask(__name__)
+    app.config.update(COYOTE_TRUSTED_PROXIES="10.0.0.0/8", COYOTE_MAX_TARGET=64)
+    coyote.init_app(app)
+    assert coyote.forwarding.trusts("10.9.9.9") and coyote.forwarding.max_target == 64
+    coyote.close()
+
+
+def test_two_leaders_pointing_at_each_other_answer_508() -> None:
+    a, b = Coyote(timeout=10, pseudonym="leader-a"), Coyote(timeout=10, pseudonym="leader-b")
+    with uvicorn_server(a.asgi()) as port_a, uvicorn_server(b.asgi()) as port_b:
+        a.register_remote(f"http://127.0.0.1:{port_b}", routes=[("GET", "/ping")], service="b")
+        b.register_remote(f"http://127.0.0.1:{port_a}", routes=[("GET", "/ping")], service="a")
+        r = httpx.get(f"http://127.0.0.1:{port_a}/ping", timeout=10)
+    assert r.status_code == 508 and r.json() == {"error": "Loop detected", "via": "leader-a"}
+    a.close()
+    b.close()

@@ -10,8 +10,8 @@ What is forwarded: the canonical path (byte for byte when the request was alread
 canonical) and the raw query string; the headers and framing ``coyote_mw.forwarding``
 decides (hop-by-hop ones dropped, ``Host`` the instance's, ``X-Forwarded-*`` by the
 ``trusted_proxies`` policy, ``Via``, ``X-Request-ID``, the relay's own body framing).
-Responses come back without hop-by-hop headers and without the instance's ``Date`` and ``Server``: the host's server sends
-its own, as nginx does.
+Responses come back without hop-by-hop headers and without the instance's ``Date``
+and ``Server``: the host's server sends its own, as nginx does.
 
 Failures: a connect failure counts against the instance and, after ``EJECT_AFTER``
 in a row, ejects it until its next heartbeat; an idempotent request is then retried

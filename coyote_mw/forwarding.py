@@ -35,6 +35,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
+from random import getrandbits
 from typing import Any
 
 from coyote_mw.errors import BadFraming, BadRequest, DispatchError, HeadTooLarge, LoopDetected
@@ -88,6 +89,9 @@ _SPECIAL = (
 # address; an IP literal) and an optional port.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]+)(?::[0-9]{0,5})?")
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+/=-]{1,200}")
+_CHECKED_LENGTHS = frozenset(
+    {len(b"host"), len(b"via"), len(b"content-length"), len(b"transfer-encoding")}
+)
 _GOOD_HOSTS_MAX = 256
 _TRUST_CACHE_MAX = 1024
 
@@ -186,23 +190,26 @@ class Forwarding:
         size = hosts = lengths = 0
         host = b""
         encoded = loop = False
-        mark = self._mark
         for k, v in headers:
-            size += len(k) + len(v)
             n = len(k)
+            size += n + len(v)
             # only four names matter here; their lengths spare most comparisons
-            if n == 4:
+            if n in _CHECKED_LENGTHS:
                 if k == b"host":
                     hosts += 1
                     host = v
-            elif n == 3:
-                if k == b"via" and mark in v:
-                    loop = True
-            elif n == 14:
-                if k == b"content-length":
+                elif k == b"content-length":
                     lengths += 1
-            elif n == 17 and k == b"transfer-encoding":
-                encoded = True
+                elif k == b"transfer-encoding":
+                    encoded = True
+                elif k == b"via" and self._mark in v:
+                    loop = True
+        if (
+            size <= self.max_header_bytes
+            and not (loop or lengths > 1 or hosts > 1 or (lengths and encoded))
+            and (not hosts or host in self._good_hosts)
+        ):
+            return None  # the usual request, without a call more
         return self._verdict(size, hosts, host, lengths, encoded, loop)
 
     def check_wsgi(self, environ: Mapping[str, Any]) -> DispatchError | None:
@@ -326,13 +333,12 @@ class Forwarding:
             out.append((b"x-forwarded-prefix", (fwd_prefix or b"").rstrip(b"/") + mine))
         ours = self._via.get(version) or f"{version} {self.pseudonym}".encode("latin-1")
         out.append((b"via", via + b", " + ours if via else ours))
-        if request_id and _REQUEST_ID.fullmatch(request_id):
-            rid = request_id.decode("ascii")
-        else:
-            rid = os.urandom(16).hex()
-            request_id = rid.encode("ascii")
+        if not request_id or _REQUEST_ID.fullmatch(request_id) is None:
+            # unique, not secret: the random module (re-seeded in a forked child) is
+            # cheaper than os.urandom on every request
+            request_id = b"%032x" % getrandbits(128)
         out.append((b"x-request-id", request_id))
         if length is not None and has_body:
             out.append((b"content-length", b"%d" % length))
         out.append((b"host", netloc))
-        return out, length, has_body, rid
+        return out, length, has_body, request_id.decode("ascii")

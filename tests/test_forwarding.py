@@ -457,12 +457,11 @@ def test_a_leader_whose_instance_is_itself_answers_508_at_once() -> None:
         }
         r = httpx.post(leader.url + "/_coyote/registrations", json=registration, headers=AUTH)
         assert r.status_code == 201, r.text
-        start = time.monotonic()
+        # more loops than the relay's 50 slots, each answered within less than its 30 s
+        # timeout: a loop holds no slot once it is answered
         answers = [httpx.get(leader.url + "/loop", timeout=20) for _ in range(60)]
-        took = time.monotonic() - start
         assert {a.status_code for a in answers} == {508}
         assert answers[0].json()["error"] == "Loop detected"
-        assert took < 20  # 60 loops, more than the relay's 50 slots: none held for 30 s
     finally:
         leader.kill()
         leader.log.close()

@@ -161,6 +161,8 @@ class Forwarding:
             except ValueError:  # a unix socket path, or no address at all
                 known = False
             else:
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped  # ::ffff:10.0.0.1 on a dual-stack socket
                 known = any(address in net for net in self.trusted_proxies)
             if len(self._trusted) >= _TRUST_CACHE_MAX:
                 self._trusted.clear()

@@ -296,6 +296,8 @@ def test_the_setting_is_refused_when_it_is_not_an_address() -> None:
     coyote.configure(trusted_proxies="10.0.0.0/8, 127.0.0.1")
     assert coyote.forwarding.trusts("10.1.2.3") and coyote.forwarding.trusts("127.0.0.1")
     assert not coyote.forwarding.trusts("192.0.2.1")
+    assert coyote.forwarding.trusts("::ffff:10.0.0.1")  # a dual-stack socket's peer
+    assert not coyote.forwarding.trusts("/run/gunicorn.sock")
     coyote.close()
 
 

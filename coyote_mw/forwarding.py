@@ -169,6 +169,14 @@ class Forwarding:
             self._trusted[peer] = known
         return known
 
+    def _passed_here(self, via: bytes) -> bool:
+        """Whether one of the ``Via`` entries (``1.1 name (comment)``) names this leader."""
+        for entry in via.split(b","):
+            parts = entry.split()
+            if len(parts) >= 2 and parts[1] == self._mark:
+                return True
+        return False
+
     def _valid_host(self, host: bytes) -> bool:
         if host in self._good_hosts:
             return True
@@ -205,7 +213,7 @@ class Forwarding:
                 elif k == b"transfer-encoding":
                     encoded = True
                 elif k == b"via" and self._mark in v:
-                    loop = True
+                    loop = self._passed_here(v)
         if (
             size <= self.max_header_bytes
             and not (loop or lengths > 1 or hosts > 1 or (lengths and encoded))
@@ -241,7 +249,7 @@ class Forwarding:
             # a server that joined two lengths gives "5,5" or "5, 7"
             2 if length and not length.isdigit() else int(bool(length)),
             "HTTP_TRANSFER_ENCODING" in environ,
-            via is not None and self.pseudonym in via,
+            via is not None and self.pseudonym in via and self._passed_here(via.encode("latin-1")),
         )
 
     def _verdict(

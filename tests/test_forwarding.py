@@ -433,11 +433,16 @@ def test_via_is_added_and_a_request_that_passed_here_is_508(
     coyote = leader_for(ledger, pseudonym="leader-a")
     with client_of(coyote, interface) as client:
         assert client.get("/up/x", headers={"via": "1.1 edge"}).status_code == 200
+        # another leader whose name merely starts with this one's is no loop
+        assert (
+            client.get("/up/x", headers={"via": "1.1 leader-ab, 1.1 x.leader-a"}).status_code == 200
+        )
         looped = client.get("/up/x", headers={"via": "1.1 edge, 1.1 leader-a, 1.1 leader-b"})
     assert looped.status_code == 508
     assert looped.json() == {"error": "Loop detected", "via": "leader-a"}
-    (got,) = ledger.wait_for(1)
+    got, other = ledger.wait_for(2)
     assert got.header_values("via") == [b"1.1 edge, 1.1 leader-a"]
+    assert other.header_values("via") == [b"1.1 leader-ab, 1.1 x.leader-a, 1.1 leader-a"]
     coyote.close()
 
 

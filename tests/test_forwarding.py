@@ -549,3 +549,18 @@ def test_two_leaders_pointing_at_each_other_answer_508() -> None:
     assert r.status_code == 508 and r.json() == {"error": "Loop detected", "via": "leader-a"}
     a.close()
     b.close()
+
+
+def test_a_websocket_that_passed_here_is_refused_at_the_handshake() -> None:
+    from websockets.exceptions import InvalidStatus
+
+    upstream = Starlette(routes=[WebSocketRoute("/ws", _headers_back)])
+    coyote = Coyote(pseudonym="leader-a")
+    with uvicorn_server(upstream) as up_port, uvicorn_server(coyote.asgi()) as port:
+        coyote.register_remote(f"http://127.0.0.1:{up_port}", routes=[("GET", "/ws")], service="w")
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"Via": "1.1 leader-a"})
+        with connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"Via": "1.1 b"}) as ws:
+            assert json.loads(ws.recv(timeout=5))["via"] == "1.1 b, 1.1 leader-a"
+    assert refused.value.response.status_code == 403
+    coyote.close()

@@ -209,7 +209,7 @@ class Forwarding:
                     hosts += 1
                     host = v
                 elif k == b"content-length":
-                    lengths += 1
+                    lengths += 1 if v.isdigit() else 2  # "5, 5" or "x": not one length
                 elif k == b"transfer-encoding":
                     encoded = True
                 elif k == b"via" and self._mark in v:
@@ -262,7 +262,7 @@ class Forwarding:
         if hosts and not self._valid_host(host):
             return BadRequest("the Host header is not a valid host[:port]")
         if lengths > 1:
-            return BadFraming("more than one Content-Length")
+            return BadFraming("more than one Content-Length, or one that is not a number")
         if lengths and encoded:
             return BadFraming("Content-Length together with Transfer-Encoding")
         if loop:

@@ -118,6 +118,10 @@ def test_two_content_lengths_are_refused(ledger: LedgerUpstream) -> None:
             "/up/echo", content=b"abc", headers=[("content-length", "3"), ("content-length", "3")]
         )
     assert r.status_code == 400 and r.json()["error"] == "Bad request framing"
+    with client_of(coyote, "asgi") as client:
+        for length in ("3, 3", "+3", "0x3"):
+            r = client.post("/up/echo", content=b"abc", headers={"content-length": length})
+            assert r.status_code == 400, length
     assert ledger.requests == []
     coyote.close()
 

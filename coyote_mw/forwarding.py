@@ -279,10 +279,12 @@ class Forwarding:
         prefix: str,
         netloc: bytes,
         version: str = "1.1",
+        made_id: str = "",
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool, str]:
         """The headers to forward (names lowercase), the body's length if the client
         gave a valid one (None: unknown, sent chunked), whether a body follows, and the
-        request id.  Framing was checked before dispatch (``check_asgi``)."""
+        request id (``made_id`` when one was made for this request already: a retry).
+        Framing was checked before dispatch (``check_asgi``)."""
         out: list[tuple[bytes, bytes]] = []
         forwarded_for = via = b""
         host = proto = fwd_host = fwd_prefix = request_id = None
@@ -346,7 +348,7 @@ class Forwarding:
         if not request_id or _REQUEST_ID.fullmatch(request_id) is None:
             # unique, not secret: the random module (re-seeded in a forked child) is
             # cheaper than os.urandom on every request
-            request_id = b"%032x" % getrandbits(128)
+            request_id = made_id.encode("ascii") if made_id else b"%032x" % getrandbits(128)
         out.append((b"x-request-id", request_id))
         if length is not None and has_body:
             out.append((b"content-length", b"%d" % length))

@@ -187,7 +187,13 @@ class RemoteHandler(Handler):
         """The headers to forward (``coyote_mw.forwarding``), the body's checked length
         (None: unknown), and whether the request announces a body."""
         out, length, has_body, d.request_id = self.coyote.forwarding.forward(
-            headers, str(client[0]) if client else None, scheme, d.root_path, self.netloc, version
+            headers,
+            str(client[0]) if client else None,
+            scheme,
+            d.root_path,
+            self.netloc,
+            version,
+            d.request_id,
         )
         return out, length, has_body
 

@@ -110,7 +110,9 @@ def test_content_length_with_chunked_is_refused_400_and_closed_under_werkzeug(
     coyote.close()
 
 
-def test_two_content_lengths_are_refused(ledger: LedgerUpstream) -> None:
+def test_two_content_lengths_or_one_that_is_not_a_number_are_refused(
+    ledger: LedgerUpstream,
+) -> None:
     # (a WSGI environ has one CONTENT_LENGTH: the server chose, or joined them)
     coyote = leader_for(ledger)
     with client_of(coyote, "asgi") as client:

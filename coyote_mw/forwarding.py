@@ -191,7 +191,7 @@ class Forwarding:
 
     def check_asgi(self, scope: Mapping[str, Any]) -> DispatchError | None:
         """The answer to a request whose head coyote refuses, or None."""
-        headers = scope["headers"]
+        headers = scope.get("headers") or ()
         if len(headers) > self.max_headers:
             return HeadTooLarge("max_headers", self.max_headers)
         raw_path = scope.get("raw_path") or b""

@@ -490,14 +490,23 @@ def _get(url: str) -> httpx.Response | None:
 # -- 5. coyote leader and uvicorn's proxy_headers -----------------------------------------------
 
 
-def test_coyote_leader_ignores_a_clients_x_forwarded_for_by_default(
-    ledger: LedgerUpstream,
+@pytest.mark.parametrize(
+    ("flags", "forwarded_for"),
+    [
+        ([], b"127.0.0.1"),  # uvicorn's proxy_headers off, nobody trusted
+        (["--trusted-proxy", "127.0.0.1"], b"6.6.6.6, 127.0.0.1"),  # the chain extended
+        # uvicorn takes the client from the trusted proxy's header; coyote sends it on
+        (["--trusted-proxy", "127.0.0.1", "--proxy-headers"], b"6.6.6.6"),
+    ],
+)
+def test_coyote_leader_believes_x_forwarded_for_only_from_trusted_proxies(
+    ledger: LedgerUpstream, flags: list[str], forwarded_for: bytes
 ) -> None:
     from tests.processes import BIN, free_port
     from tests.test_remote import AUTH, Proc, until
 
     port = free_port()
-    leader = Proc([str(BIN / "coyote"), "leader", "--port", str(port)], port).start()
+    leader = Proc([str(BIN / "coyote"), "leader", *flags, "--port", str(port)], port).start()
     try:
         until(lambda: _get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
         registration = {
@@ -515,7 +524,7 @@ def test_coyote_leader_ignores_a_clients_x_forwarded_for_by_default(
         leader.kill()
         leader.log.close()
     (got,) = ledger.wait_for(1)
-    assert got.header_values("x-forwarded-for") == [b"127.0.0.1"]
+    assert got.header_values("x-forwarded-for") == [forwarded_for]
 
 
 def test_coyote_leader_proxy_headers_needs_a_trusted_proxy() -> None:

@@ -285,7 +285,11 @@ class RemoteHandler(Handler):
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._headers(
-                scope["headers"], scope.get("client"), scope.get("scheme", "ws"), d
+                scope["headers"],
+                scope.get("client"),
+                # X-Forwarded-Proto names the HTTP scheme of the handshake, as Envoy's does
+                "https" if scope.get("scheme") == "wss" else "http",
+                d,
             )[0]
             if k not in _WS_HANDSHAKE
         ]

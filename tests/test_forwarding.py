@@ -324,7 +324,7 @@ def test_websocket_forwarded_headers_follow_the_same_policy() -> None:
         with connect(f"ws://127.0.0.1:{port}/ws", additional_headers=spoofed) as ws:
             got = json.loads(ws.recv(timeout=5))
     assert got["x-forwarded-for"] == "127.0.0.1"
-    assert got["x-forwarded-proto"] == "ws"
+    assert got["x-forwarded-proto"] == "http"  # the handshake's scheme, not "ws"
     assert got["forwarded"] is None and got["x-real-ip"] is None
     assert got["via"] == f"1.1 {coyote.forwarding.pseudonym}"
     coyote.close()

@@ -136,7 +136,6 @@ class CoyoteWSGI:
             self.coyote.relay, error_response(exc), start_response, method == "HEAD"
         )
 
-
     def _refuse(
         self,
         environ: Environ,

@@ -579,3 +579,29 @@ def test_a_websocket_that_passed_here_is_refused_at_the_handshake() -> None:
             assert json.loads(ws.recv(timeout=5))["via"] == "1.1 b, 1.1 leader-a"
     assert refused.value.response.status_code == 403
     coyote.close()
+
+
+def test_framing_refusal_under_wsgiref_is_400_without_a_hop_by_hop_header(
+    ledger: LedgerUpstream,
+) -> None:
+    # wsgiref asserts that an app sends no Connection header (PEP 3333): a 400, not a 500
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    coyote = leader_for(ledger)
+    server = make_server("127.0.0.1", 0, coyote.wsgi(), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answer = raw_exchange(server.server_port, BOTH_LENGTHS, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert parse_status(answer) == 400 and b'"Bad request framing"' in answer
+    assert ledger.requests == []
+    coyote.close()

@@ -19,6 +19,11 @@ COYOTE_QUEUE           100          relay queue
 COYOTE_TIMEOUT         30.0         seconds a handler may take
 COYOTE_MAX_BODY        10 MiB       bytes a handler may read
 COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
+COYOTE_TRUSTED_PROXIES None         proxies whose X-Forwarded-* are kept (IPs / CIDRs)
+COYOTE_MAX_HEADERS     100          request header lines (431 above)
+COYOTE_MAX_HEADER_BYTES 32 KiB      bytes of request headers (431 above)
+COYOTE_MAX_TARGET      8 KiB        bytes of the request target (414 above)
+COYOTE_PSEUDONYM       random       this leader's name in Via (loops: 508)
 =====================  ===========  =================================================
 
 Any other ``COYOTE_*`` key is refused (``UnknownSetting``, a ``ValueError`` naming the

@@ -139,10 +139,15 @@ class CoyoteASGI:
             relative, owned = relative_or_none, True
         topology = self.resolve(scope)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
+        if match is None and not owned:
+            await self.app(scope, receive, send)
+            return
+        # coyote answers this one: its head must pass coyote's checks (forwarding.py)
+        refused = coyote.forwarding.check_asgi(scope)
+        if refused is not None:
+            await self._answer(send, scope, refused, start, method, path.raw)
+            return
         if match is None:
-            if not owned:
-                await self.app(scope, receive, send)
-                return
             miss = coyote.no_match(method, relative, topology)
             await self._answer(send, scope, miss, start, method, path.raw)
             return

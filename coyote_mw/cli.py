@@ -43,6 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader.add_argument(
         "--ca-file", help="CA bundle (PEM) for https:// instances (default: the system's)"
     )
+    leader.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a proxy (IP or CIDR) whose X-Forwarded-*/Forwarded headers are kept (repeat)",
+    )
+    leader.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="let uvicorn take the client address and scheme from X-Forwarded-For/-Proto "
+        "of the --trusted-proxy peers (default: off)",
+    )
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -74,14 +87,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from coyote_mw.leader import Coyote
 
+        if args.proxy_headers and not args.trusted_proxy:
+            leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
         try:
             coyote = Coyote(
-                token=_token(args, leader), prefix=args.prefix, store=args.store, tls=args.ca_file
+                token=_token(args, leader),
+                prefix=args.prefix,
+                store=args.store,
+                tls=args.ca_file,
+                trusted_proxies=args.trusted_proxy,
             )
         except ValueError as exc:
             leader.error(str(exc))
         app = coyote.asgi()
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        # uvicorn's own proxy_headers (on by default) would take any loopback client's
+        # X-Forwarded-For as its address: only with the flag, only from trusted proxies
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
+        )
         return 0
     if args.command == "serve-client":
         from coyote_mw.client import Client

@@ -6,7 +6,9 @@
     │   └── RouteConflict          another service holds that method + pattern (409)
     └── DispatchError              raised while serving a request; carries .status
         ├── BadRequest             a body the handler asked for is malformed (400)
-        │   └── BadRequestPath     malformed percent-encoding, bad UTF-8, NUL, ".." above root
+        │   ├── BadRequestPath     malformed percent-encoding, bad UTF-8, NUL, ".." above root
+        │   └── BadFraming         Content-Length with Transfer-Encoding, or two lengths
+        │                          (400, and the connection is closed)
         ├── PayloadTooLarge        a body the handler read is over ``max_body`` (413)
         ├── NoMatchingRoute        nothing fits (404)
         ├── MethodNotAllowed       the path fits, the method does not (405, .allowed)
@@ -14,7 +16,9 @@
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
         ├── NoHealthyInstance      the route exists but every instance is ejected (503)
         ├── HandlerTimeout         the handler took longer than the timeout (504)
-        └── UnsupportedEventLoop   under a trio server, a route that needs asyncio (500)
+        ├── UnsupportedEventLoop   under a trio server, a route that needs asyncio (500)
+        ├── HeadTooLarge           too many header lines or bytes (431), a target too long (414)
+        └── LoopDetected           the request passed through this leader already (508)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -88,6 +92,16 @@ class BadRequest(DispatchError):
 
 class BadRequestPath(BadRequest):
     error = "Bad request path"
+
+
+class BadFraming(BadRequest):
+    """A body framed two ways (RFC 9112 6.1, 6.3): refused, and the connection closed,
+    since the server and anything in front of it may disagree on where it ends."""
+
+    error = "Bad request framing"
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("connection", "close")]
 
 
 class PayloadTooLarge(DispatchError):
@@ -202,3 +216,32 @@ class UnsupportedEventLoop(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"detail": str(self)}
+class HeadTooLarge(DispatchError):
+    """The request head is over one of coyote's own limits (``max_headers``,
+    ``max_header_bytes``: 431; ``max_target``: 414)."""
+
+    status = 431
+    error = "Request header fields too large"
+
+    def __init__(self, setting: str, limit: int, status: int = 431) -> None:
+        self.setting, self.limit, self.status = setting, limit, status
+        if status == 414:
+            self.error = "Request target too long"
+        super().__init__(f"request head over {setting}={limit}")
+
+    def fields(self) -> dict[str, Any]:
+        return {self.setting: self.limit}
+
+
+class LoopDetected(DispatchError):
+    """The request carries this leader's ``Via`` entry: it was relayed here already."""
+
+    status = 508
+    error = "Loop detected"
+
+    def __init__(self, via: str) -> None:
+        self.via = via
+        super().__init__(f"the request passed through {via} already")
+
+    def fields(self) -> dict[str, Any]:
+        return {"via": self.via}

@@ -58,6 +58,8 @@ class Dispatch:
     max_body: int
     root_path: str = ""
     """The mount prefix the middleware stripped (sub-apps see it as root_path)."""
+    request_id: str = ""
+    """The X-Request-ID a relayed request went out with (the client's, or made)."""
 
 
 class Handler:

@@ -19,6 +19,13 @@ store              None       Redis URL shared by every worker (or $COYOTE_STORE
 tls                None       how https:// instances are verified: an
                               ``ssl.SSLContext``, or the path of a CA bundle;
                               None: the system's trusted CAs
+trusted_proxies    None       peers (IPs / CIDRs) whose Forwarded / X-Forwarded-*
+                              headers are kept and extended; others' are dropped
+max_headers        100        request header lines (431 above)
+max_header_bytes   32 KiB     bytes of request header names and values (431 above)
+max_target         8 KiB      bytes of the request target, path and query (414 above)
+pseudonym          random     this leader's name in Via ("coyote-" + 8 hex digits);
+                              a request that already carries it is a loop (508)
 =================  =========  ======================================================
 """
 
@@ -38,6 +45,7 @@ from coyote_mw.apps import ASGIAppHandler, WSGIAppHandler
 from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
 from coyote_mw.errors import InvalidRoute, MethodNotAllowed, NoMatchingRoute, RelaySaturated
+from coyote_mw.forwarding import Forwarding
 from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
@@ -66,7 +74,15 @@ class Coyote:
         prefix: str = "/_coyote",
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        trusted_proxies: Iterable[str] | str | None = None,
+        max_headers: int = 100,
+        max_header_bytes: int = 32 * 1024,
+        max_target: int = 8 * 1024,
+        pseudonym: str | None = None,
     ) -> None:
+        self.forwarding = Forwarding(
+            trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
+        )
         self.table = RouteTable()
         self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
@@ -109,10 +125,18 @@ class Coyote:
         prefix: str | None = None,
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        trusted_proxies: Iterable[str] | str | None = None,
+        max_headers: int | None = None,
+        max_header_bytes: int | None = None,
+        max_target: int | None = None,
+        pseudonym: str | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
         if tls is not None:
             self._tls = _tls_context(tls)
+        self._configure_forwarding(
+            trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
+        )
         if token is not None or prefix is not None or store is not None:
             self._open_api(token or self._token, prefix or self.prefix, store or self._store)
         if concurrency is not None or queue is not None or timeout is not None:
@@ -129,6 +153,26 @@ class Coyote:
             self.max_body = max_body
         if access_log is not None:
             self.log_access.enabled = access_log
+
+    def _configure_forwarding(
+        self,
+        trusted_proxies: Iterable[str] | str | None,
+        max_headers: int | None,
+        max_header_bytes: int | None,
+        max_target: int | None,
+        pseudonym: str | None,
+    ) -> None:
+        old = self.forwarding
+        given = (trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym)
+        if all(value is None for value in given):
+            return
+        self.forwarding = Forwarding(
+            [str(n) for n in old.trusted_proxies] if trusted_proxies is None else trusted_proxies,
+            old.max_headers if max_headers is None else max_headers,
+            old.max_header_bytes if max_header_bytes is None else max_header_bytes,
+            old.max_target if max_target is None else max_target,
+            old.pseudonym if pseudonym is None else pseudonym,
+        )
 
     def __repr__(self) -> str:
         return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"

@@ -7,11 +7,11 @@ per request in its pool; under WSGI a pooled ``httpx.Client`` per leader.  Both
 stream bodies both ways.
 
 What is forwarded: the canonical path (byte for byte when the request was already
-canonical) and the raw query string; the headers minus hop-by-hop ones; ``Host`` set
-to the instance's, the original in ``X-Forwarded-Host``, plus ``X-Forwarded-For`` /
-``-Proto`` (and ``-Prefix`` under a mount).  Responses come back without hop-by-hop
-headers and without the instance's ``Date`` and ``Server``: the host's server sends
-its own, as nginx does.
+canonical) and the raw query string; the headers and framing ``coyote_mw.forwarding``
+decides (hop-by-hop ones dropped, ``Host`` the instance's, ``X-Forwarded-*`` by the
+``trusted_proxies`` policy, ``Via``, ``X-Request-ID``, the relay's own body framing).
+Responses come back without hop-by-hop headers and without the instance's ``Date``
+and ``Server``: the host's server sends its own, as nginx does.
 
 Failures: a connect failure counts against the instance and, after ``EJECT_AFTER``
 in a row, ejects it until its next heartbeat; an idempotent request is then retried
@@ -79,11 +79,6 @@ _WS_HANDSHAKE = frozenset(
 )
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
-
-
-# Request headers the relay replaces or drops: hop-by-hop ones, the Host (the
-# instance's goes instead), X-Forwarded-For (extended) and Expect (bodies stream anyway).
-_REPLACED = _HOP_BY_HOP_B | {b"host", b"x-forwarded-for", b"expect"}
 
 
 # the last loop's pool, held weakly: a closed loop and its pool must be free to go
@@ -182,42 +177,25 @@ class RemoteHandler(Handler):
                 self.failures = 0
 
     def _headers(
-        self, headers: Iterable[tuple[bytes, bytes]], client: Any, scheme: str, d: Dispatch
-    ) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """The headers to forward, and whether the request announces a body."""
-        out: list[tuple[bytes, bytes]] = []
-        forwarded_for = b""
-        host = b""
-        named: set[bytes] | None = None
-        has_body = False
-        for k, v in headers:
-            if k in _REPLACED:
-                if k == b"host":
-                    host = v
-                elif k == b"x-forwarded-for":
-                    forwarded_for = v
-                elif k == b"connection":
-                    named = _connection_tokens(v)
-                elif k == b"transfer-encoding":
-                    has_body = True
-                continue
-            if k == b"content-length" and v != b"0":
-                has_body = True
-            out.append((k, v))
-        if named:
-            out = [(k, v) for k, v in out if k not in named]
-        if client:
-            ip = str(client[0]).encode("latin-1")
-            forwarded_for = forwarded_for + b", " + ip if forwarded_for else ip
-        if forwarded_for:
-            out.append((b"x-forwarded-for", forwarded_for))
-        out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
-        if host:
-            out.append((b"x-forwarded-host", host))
-        if d.root_path:
-            out.append((b"x-forwarded-prefix", d.root_path.encode("latin-1")))
-        out.append((b"host", self.netloc))
-        return out, has_body
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        client: Any,
+        scheme: str,
+        d: Dispatch,
+        version: str = "1.1",
+    ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+        """The headers to forward (``coyote_mw.forwarding``), the body's checked length
+        (None: unknown), and whether the request announces a body."""
+        out, length, has_body, d.request_id = self.coyote.forwarding.forward(
+            headers,
+            str(client[0]) if client else None,
+            scheme,
+            d.root_path,
+            self.netloc,
+            version,
+            d.request_id,
+        )
+        return out, length, has_body
 
     def _target(self, d: Dispatch, query: bytes) -> bytes:
         target = (self.base + d.path.raw).encode("latin-1")
@@ -232,10 +210,16 @@ class RemoteHandler(Handler):
         if not relay.try_enter():
             await relay._acquire()
         try:
-            headers, streamed = self._headers(
-                scope["headers"], scope.get("client"), scope.get("scheme", "http"), d
+            headers, length, streamed = self._headers(
+                scope["headers"],
+                scope.get("client"),
+                scope.get("scheme", "http"),
+                d,
+                scope.get("http_version", "1.1"),
             )
-            body: bytes | AsyncIterator[bytes] = _stream_request(receive) if streamed else b""
+            body: bytes | AsyncIterator[bytes] = (
+                _stream_request(receive, length) if streamed else b""
+            )
             target = self._target(d, scope.get("query_string", b""))
             instance = self
             while True:
@@ -290,14 +274,25 @@ class RemoteHandler(Handler):
         query = scope.get("query_string", b"")
         ws = "wss" if self.https else "ws"
         url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in self._headers(scope["headers"], scope.get("client"), "ws", d)[0]
-            if k not in _WS_HANDSHAKE
-        ]
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
+        refused = self.coyote.forwarding.check_asgi(scope)
+        if refused is not None:
+            logger.info("WebSocket %s refused: %s", d.path.raw, refused)
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in self._headers(
+                scope["headers"],
+                scope.get("client"),
+                # X-Forwarded-Proto names the HTTP scheme of the handshake, as Envoy's does
+                "https" if scope.get("scheme") == "wss" else "http",
+                d,
+            )[0]
+            if k not in _WS_HANDSHAKE
+        ]
         try:
             upstream = await connect(
                 url,
@@ -366,8 +361,12 @@ class RemoteHandler(Handler):
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _environ_headers(environ)
         ]
         remote = environ.get("REMOTE_ADDR")
-        headers, _ = self._headers(
-            raw_headers, (remote, 0) if remote else None, environ.get("wsgi.url_scheme", "http"), d
+        headers, _, _ = self._headers(
+            raw_headers,
+            (remote, 0) if remote else None,
+            environ.get("wsgi.url_scheme", "http"),
+            d,
+            environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
         )  # the body is read by CONTENT_LENGTH, as WSGI gives it
         length = environ.get("CONTENT_LENGTH")
         content: bytes | Iterator[bytes]
@@ -448,8 +447,12 @@ class _AsASGI(Handler):
         return await self.remote.serve_asgi(d, scope, receive, send)
 
 
-async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
+async def _stream_request(receive: Any, length: int | None) -> AsyncIterator[bytes]:
+    """The request body from ``receive``; with a declared ``length`` (forwarded as the
+    Content-Length) exactly that many bytes, or the exchange fails and its connection
+    is dropped: the relay never sends a body that disagrees with its own framing."""
     more = True
+    left = -1 if length is None else length
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -457,7 +460,13 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
         more = message.get("more_body", False)
         chunk = message.get("body", b"")
         if chunk:
+            if length is not None:
+                left -= len(chunk)
+                if left < 0:
+                    raise RoutingError(f"the request body is longer than its length {length}")
             yield chunk
+    if left > 0:
+        raise RoutingError(f"the request body is shorter than its length {length}")
 
 
 async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
@@ -521,6 +530,10 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
                 limits=httpx.Limits(max_connections=coyote.relay.concurrency * 2),
                 follow_redirects=False,
             )
+            # httpx sends Accept, Accept-Encoding, Connection and User-Agent of its own
+            # on every request: the instance gets the client's headers and nothing else
+            for name in list(client.headers):
+                del client.headers[name]
         return client
 
 

@@ -75,9 +75,13 @@ class CoyoteWSGI:
             relative, owned = below, True
         topology = self.resolve.wsgi(environ)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
+        if match is None and not owned:
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        # coyote answers this one: its head must pass coyote's checks (forwarding.py)
+        refused = coyote.forwarding.check_wsgi(environ)
+        if refused is not None:
+            return self._refuse(environ, start_response, refused, start, method, path.raw)
         if match is None:
-            if not owned:
-                return self.app(environ, start_response)  # type: ignore[no-any-return]
             miss = coyote.no_match(method, relative, topology)
             return self._answer(start_response, miss, start, method, path.raw)
         if self.host_first:
@@ -131,6 +135,23 @@ class CoyoteWSGI:
         return wsgi_response(
             self.coyote.relay, error_response(exc), start_response, method == "HEAD"
         )
+
+    def _refuse(
+        self,
+        environ: Environ,
+        start_response: Any,
+        exc: DispatchError,
+        start: float,
+        method: str,
+        raw: str,
+    ) -> Iterable[bytes]:
+        response = error_response(exc)
+        if environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
+            # wsgiref asserts that an app sends no hop-by-hop header (PEP 3333) where
+            # Werkzeug's server and waitress close the connection on Connection: close
+            response.headers = [(k, v) for k, v in response.headers if k != "connection"]
+        self.coyote.log_access(method, raw, exc.status, start, None)
+        return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
 
 
 def _host_answer(app: Any, environ: Environ, start_response: Any) -> Iterable[bytes] | None:

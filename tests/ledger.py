@@ -188,6 +188,9 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
+        # shutdown() wakes the thread blocked in accept(); close() alone does not (Linux)
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self.lock:
             socks = list(self._socks)

@@ -345,3 +345,12 @@ def test_a_stream_to_a_paused_client_is_held_back_and_stopped_under_django_asgi(
         gone = _closed(url)
         assert gone["closed"], gone  # the producer was stopped when the client left
         assert gone["chunks"] < 96 * 16
+@override_settings(
+    COYOTE={"CLIENTS": [SALOON], "TRUSTED_PROXIES": ["10.0.0.0/8"], "MAX_HEADERS": 7}
+)
+def test_forwarding_settings_come_from_settings_coyote() -> None:
+    leader = get_coyote()
+    assert leader.forwarding.trusts("10.1.2.3") and not leader.forwarding.trusts("192.0.2.1")
+    assert leader.forwarding.max_headers == 7
+    many = {f"HTTP_X_H{i}": "v" for i in range(8)}
+    assert DjangoClient().get("/", **many).status_code == 431  # type: ignore[arg-type]

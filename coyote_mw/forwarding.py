@@ -1,0 +1,356 @@
+"""The forwarding policy: what a request must look like to be dispatched, and which
+headers go on to an instance.  Written once, used by the ASGI and WSGI middleware
+(``check_asgi`` / ``check_wsgi``) and by the HTTP and WebSocket relays (``forward``).
+
+Checked before a request coyote answers is dispatched (RFC 9110 / 9112, as nginx does):
+
+* its head: at most ``max_headers`` header lines and ``max_header_bytes`` bytes of
+  names and values (else 431), a target of at most ``max_target`` bytes (else 414);
+* one ``Host``, a valid ``host[:port]`` (else 400);
+* at most one ``Content-Length`` and never with ``Transfer-Encoding`` (else 400 with
+  ``Connection: close``: a server and a proxy in front of it may disagree on where such
+  a body ends, RFC 9112 6.1);
+* no ``Via`` entry of this leader's (else 508 "Loop detected").
+
+Forwarded to an instance: the client's end-to-end headers, without hop-by-hop ones
+(and those ``Connection`` names), ``Host`` (the instance's goes instead) and ``Expect``;
+the body framed by the relay itself (the client's length, checked, or chunked); and:
+
+* from a peer that is not in ``trusted_proxies`` (the default: none), every client
+  ``Forwarded``, ``X-Forwarded-*`` and ``X-Real-IP``, in any case and with ``_`` or
+  ``.`` for ``-`` too, is dropped; the relay sets ``X-Forwarded-For`` (the peer),
+  ``-Proto``, ``-Host`` (the client's Host) and ``-Prefix`` (under a mount);
+* from a trusted peer the chain is extended, as nginx's ``$proxy_add_x_forwarded_for``
+  does: ``X-Forwarded-For`` gets the peer appended, the proxy's ``-Proto`` / ``-Host``
+  / ``Forwarded`` / ``X-Real-IP`` are kept, ``-Prefix`` is the proxy's plus the mount.
+  Alias spellings (``X_Forwarded_For``) are dropped from every peer.
+* ``Via``: the client's, with ``<version> <pseudonym>`` of this leader appended;
+* ``X-Request-ID``: the client's when it is one value of at most 200 safe characters
+  (letters, digits, ``-._:+/=``), else a new random one (also on ``Dispatch.request_id``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+from random import getrandbits
+from typing import Any
+
+from coyote_mw.errors import BadFraming, BadRequest, DispatchError, HeadTooLarge, LoopDetected
+
+__all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens"]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
+
+# Client headers about the path to the leader: trusted only from a trusted proxy.
+_FORWARDED = frozenset(
+    {
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"x-forwarded-port",
+        b"x-forwarded-server",
+        b"x-forwarded-ssl",
+        b"x-forwarded-scheme",
+    }
+)
+# Every request header name ``forward`` does something with; the rest pass as they are.
+_SPECIAL = (
+    HOP_BY_HOP
+    | _FORWARDED
+    | {
+        b"host",
+        b"expect",
+        b"content-length",
+        b"via",
+        b"x-request-id",
+    }
+)
+
+# RFC 3986 host (a reg-name without ",", which only joined duplicates produce; an IPv4
+# address; an IP literal) and an optional port.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+;=-]+)(?::[0-9]{0,5})?")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+/=-]{1,200}")
+_CHECKED_LENGTHS = frozenset(
+    {len(b"host"), len(b"via"), len(b"content-length"), len(b"transfer-encoding")}
+)
+_GOOD_HOSTS_MAX = 256
+_TRUST_CACHE_MAX = 1024
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",")}
+
+
+def _is_forwarded_alias(name: bytes) -> bool:
+    """``x_forwarded_for``, ``x.real.ip``, ``X-Forwarded_Proto``...: another spelling
+    of a forwarded header, which some frameworks read as the real one."""
+    canonical = name.lower().replace(b"_", b"-").replace(b".", b"-")
+    return canonical in _FORWARDED or canonical.startswith(b"x-forwarded-")
+
+
+class Forwarding:
+    """One leader's policy: its trusted proxies, head limits and ``Via`` pseudonym."""
+
+    def __init__(
+        self,
+        trusted_proxies: Iterable[str] | str | None = None,
+        max_headers: int = 100,
+        max_header_bytes: int = 32 * 1024,
+        max_target: int = 8 * 1024,
+        pseudonym: str | None = None,
+    ) -> None:
+        if isinstance(trusted_proxies, str):
+            trusted_proxies = [p for p in re.split(r"[\s,]+", trusted_proxies) if p]
+        networks = []
+        for proxy in trusted_proxies or ():
+            try:
+                networks.append(ipaddress.ip_network(proxy.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {proxy!r} is not an IP address or network "
+                    "(such as 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        self.trusted_proxies = tuple(networks)
+        for name, value in (
+            ("max_headers", max_headers),
+            ("max_header_bytes", max_header_bytes),
+            ("max_target", max_target),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.max_target = max_target
+        if pseudonym is None:
+            pseudonym = "coyote-" + os.urandom(4).hex()
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", pseudonym):
+            raise ValueError(f"pseudonym {pseudonym!r}: up to 64 letters, digits, '.', '_', '-'")
+        self.pseudonym = pseudonym
+        self._mark = pseudonym.encode("ascii")
+        self._via = {v: f"{v} {pseudonym}".encode("ascii") for v in ("1.0", "1.1", "2", "3")}
+        self._trusted: dict[str, bool] = {}
+        self._good_hosts: set[bytes] = set()
+
+    def trusts(self, peer: str) -> bool:
+        """Whether a peer address is one of ``trusted_proxies``."""
+        if not self.trusted_proxies:
+            return False
+        known = self._trusted.get(peer)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(peer)
+            except ValueError:  # a unix socket path, or no address at all
+                known = False
+            else:
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped  # ::ffff:10.0.0.1 on a dual-stack socket
+                known = any(address in net for net in self.trusted_proxies)
+            if len(self._trusted) >= _TRUST_CACHE_MAX:
+                self._trusted.clear()
+            self._trusted[peer] = known
+        return known
+
+    def _passed_here(self, via: bytes) -> bool:
+        """Whether one of the ``Via`` entries (``1.1 name (comment)``) names this leader."""
+        for entry in via.split(b","):
+            parts = entry.split()
+            if len(parts) >= 2 and parts[1] == self._mark:
+                return True
+        return False
+
+    def _valid_host(self, host: bytes) -> bool:
+        if host in self._good_hosts:
+            return True
+        if _HOST.fullmatch(host) is None:
+            return False
+        if len(self._good_hosts) >= _GOOD_HOSTS_MAX:
+            self._good_hosts.clear()
+        self._good_hosts.add(host)
+        return True
+
+    # -- checks before dispatch -----------------------------------------------------------
+
+    def check_asgi(self, scope: Mapping[str, Any]) -> DispatchError | None:
+        """The answer to a request whose head coyote refuses, or None."""
+        headers = scope.get("headers") or ()
+        if len(headers) > self.max_headers:
+            return HeadTooLarge("max_headers", self.max_headers)
+        raw_path = scope.get("raw_path") or b""
+        if len(raw_path) + len(scope.get("query_string") or b"") > self.max_target:
+            return HeadTooLarge("max_target", self.max_target, 414)
+        size = hosts = lengths = 0
+        host = b""
+        encoded = loop = False
+        for k, v in headers:
+            n = len(k)
+            size += n + len(v)
+            # only four names matter here; their lengths spare most comparisons
+            if n in _CHECKED_LENGTHS:
+                if k == b"host":
+                    hosts += 1
+                    host = v
+                elif k == b"content-length":
+                    lengths += 1 if v.isdigit() else 2  # "5, 5" or "x": not one length
+                elif k == b"transfer-encoding":
+                    encoded = True
+                elif k == b"via" and self._mark in v:
+                    loop = self._passed_here(v)
+        if (
+            size <= self.max_header_bytes
+            and not (loop or lengths > 1 or hosts > 1 or (lengths and encoded))
+            and (not hosts or host in self._good_hosts)
+        ):
+            return None  # the usual request, without a call more
+        return self._verdict(size, hosts, host, lengths, encoded, loop)
+
+    def check_wsgi(self, environ: Mapping[str, Any]) -> DispatchError | None:
+        """``check_asgi`` for a WSGI environ (the server has joined repeated lines)."""
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+        if target is None:
+            target = environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")
+        if len(target) > self.max_target:
+            return HeadTooLarge("max_target", self.max_target, 414)
+        count = size = 0
+        for key, value in environ.items():
+            if key[:5] == "HTTP_":
+                count += 1
+                size += len(key) - 5 + len(value)
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            count += 1
+            size += 14 + len(length)
+        if count > self.max_headers:
+            return HeadTooLarge("max_headers", self.max_headers)
+        host = environ.get("HTTP_HOST")
+        via = environ.get("HTTP_VIA")
+        return self._verdict(
+            size,
+            0 if host is None else 1,
+            b"" if host is None else host.encode("latin-1"),
+            # a server that joined two lengths gives "5,5" or "5, 7"
+            2 if length and not length.isdigit() else int(bool(length)),
+            "HTTP_TRANSFER_ENCODING" in environ,
+            via is not None and self.pseudonym in via and self._passed_here(via.encode("latin-1")),
+        )
+
+    def _verdict(
+        self, size: int, hosts: int, host: bytes, lengths: int, encoded: bool, loop: bool
+    ) -> DispatchError | None:
+        if size > self.max_header_bytes:
+            return HeadTooLarge("max_header_bytes", self.max_header_bytes)
+        if hosts > 1:
+            return BadRequest("more than one Host header")
+        if hosts and not self._valid_host(host):
+            return BadRequest("the Host header is not a valid host[:port]")
+        if lengths > 1:
+            return BadFraming("more than one Content-Length, or one that is not a number")
+        if lengths and encoded:
+            return BadFraming("Content-Length together with Transfer-Encoding")
+        if loop:
+            return LoopDetected(self.pseudonym)
+        return None
+
+    # -- the headers an instance gets -------------------------------------------------------
+
+    def forward(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        peer: str | None,
+        scheme: str,
+        prefix: str,
+        netloc: bytes,
+        version: str = "1.1",
+        made_id: str = "",
+    ) -> tuple[list[tuple[bytes, bytes]], int | None, bool, str]:
+        """The headers to forward (names lowercase), the body's length if the client
+        gave a valid one (None: unknown, sent chunked), whether a body follows, and the
+        request id (``made_id`` when one was made for this request already: a retry).
+        Framing was checked before dispatch (``check_asgi``)."""
+        out: list[tuple[bytes, bytes]] = []
+        forwarded_for = via = b""
+        host = proto = fwd_host = fwd_prefix = request_id = None
+        kept: list[tuple[bytes, bytes]] | None = None
+        named: set[bytes] | None = None
+        length: int | None = None
+        has_body = False
+        trusted = peer is not None and bool(self.trusted_proxies) and self.trusts(peer)
+        for k, v in headers:
+            if k in _SPECIAL:
+                if k == b"host":
+                    host = v
+                elif k == b"connection":
+                    named = connection_tokens(v)
+                elif k == b"transfer-encoding":
+                    has_body = True
+                elif k == b"content-length":
+                    if v.isdigit():
+                        length = int(v)
+                        has_body = has_body or length > 0
+                    else:
+                        has_body = True
+                elif k == b"via":
+                    via = via + b", " + v if via else v
+                elif k == b"x-request-id":
+                    request_id = b"" if request_id is not None else v  # two: make one
+                elif trusted and k in _FORWARDED:
+                    if k == b"x-forwarded-for":
+                        forwarded_for = forwarded_for + b", " + v if forwarded_for else v
+                    elif k == b"x-forwarded-proto":
+                        proto = v
+                    elif k == b"x-forwarded-host":
+                        fwd_host = v
+                    elif k == b"x-forwarded-prefix":
+                        fwd_prefix = v
+                    else:
+                        if kept is None:
+                            kept = []
+                        kept.append((k, v))
+                continue
+            if k[:1] == b"x" and (b"_" in k or b"." in k) and _is_forwarded_alias(k):
+                continue
+            out.append((k, v))
+        if named:
+            out = [(k, v) for k, v in out if k not in named]
+        if kept:
+            out += kept
+        if peer:
+            ip = peer.encode("latin-1")
+            forwarded_for = forwarded_for + b", " + ip if forwarded_for else ip
+        if forwarded_for:
+            out.append((b"x-forwarded-for", forwarded_for))
+        out.append((b"x-forwarded-proto", proto or scheme.encode("latin-1")))
+        if fwd_host or host:
+            out.append((b"x-forwarded-host", fwd_host or host))  # type: ignore[arg-type]
+        if prefix or fwd_prefix:
+            mine = prefix.encode("latin-1")
+            out.append((b"x-forwarded-prefix", (fwd_prefix or b"").rstrip(b"/") + mine))
+        ours = self._via.get(version) or f"{version} {self.pseudonym}".encode("latin-1")
+        out.append((b"via", via + b", " + ours if via else ours))
+        if not request_id or _REQUEST_ID.fullmatch(request_id) is None:
+            # unique, not secret: the random module (re-seeded in a forked child) is
+            # cheaper than os.urandom on every request
+            request_id = made_id.encode("ascii") if made_id else b"%032x" % getrandbits(128)
+        out.append((b"x-request-id", request_id))
+        if length is not None and has_body:
+            out.append((b"content-length", b"%d" % length))
+        out.append((b"host", netloc))
+        return out, length, has_body, request_id.decode("ascii")

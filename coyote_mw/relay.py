@@ -287,21 +287,32 @@ class Relay:
         return dog
 
     def run_sync(self, fn: Callable[[], Any], is_async: bool) -> Any:
-        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)."""
+        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call).
+
+        One deadline decides, the waiting thread's: at ``timeout`` it answers 504 and
+        only then cancels an ``async def`` handler.  (A second timer on the handler's
+        loop would race it: a handler that turns its cancellation into an error could
+        beat the thread to it and be answered 502.)
+        """
         self._acquire_sync()
-        future = self.submit_coroutine(self._timed(fn)) if is_async else self._submit(fn)
+        future = self.submit_coroutine(self._held(fn)) if is_async else self._submit(fn)
         try:
             return future.result(self.timeout)
         except FutureTimeout:
             future.cancel()
             raise HandlerTimeout(self.timeout) from None
 
-    async def _timed(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _held(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """An ``async def`` handler run for a thread, holding its slot until it ends."""
         try:
-            async with asyncio.timeout(self.timeout):
-                return await fn()
-        except TimeoutError:
-            raise HandlerTimeout(self.timeout) from None
+            return await fn()
+        except Exception as exc:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                raise
+            # cancelled past the deadline (the caller was answered 504): nobody waits
+            logger.warning("handler failed after its timeout: %r", exc)
+            return None
         finally:
             self.release()
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
+from coyote_mw.errors import BadRequestPath, ClientDisconnected, DispatchError, RoutingError
 from coyote_mw.handlers import Dispatch, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
@@ -85,9 +85,8 @@ class CoyoteASGI:
             else:
                 await send({"type": "websocket.close", "code": 1000})
             return
-        d = Dispatch(
-            match, "GET", relative, topology, self.coyote.relay, self.coyote.max_body, self.mount
-        )
+        relay = self.coyote.relay_for(topology)
+        d = Dispatch(match, "GET", relative, topology, relay, self.coyote.max_body, self.mount)
         try:
             handler = match.endpoint.pick()
         except DispatchError:
@@ -143,7 +142,8 @@ class CoyoteASGI:
         if self.host_first and not await self._host_missed(scope, receive, send):
             return
         endpoint = match.endpoint
-        d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
+        relay = coyote.relay_for(topology)
+        d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
         try:
             status = await endpoint.pick().serve_asgi(d, scope, receive, send)
         except DispatchError as exc:
@@ -203,6 +203,9 @@ class CoyoteASGI:
         raw: str,
         endpoint: Any = None,
     ) -> None:
+        if isinstance(exc, ClientDisconnected):  # nobody is left to answer
+            self.coyote.log_access(method, raw, exc.status, start, endpoint)
+            return
         response = error_response(exc)
         try:
             await send_response(send, response, method == "HEAD")

@@ -13,7 +13,9 @@
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
         ├── RelaySaturated         the relay's queue is full (503, .retry_after)
         ├── NoHealthyInstance      the route exists but every instance is ejected (503)
-        └── HandlerTimeout         the handler took longer than the timeout (504)
+        ├── HandlerTimeout         the handler took longer than the timeout (504)
+        └── ClientDisconnected     the client left while its request waited for a slot
+                                   (499, logged; nobody is left to answer)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -182,3 +184,12 @@ class HandlerTimeout(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"timeout": self.timeout}
+
+
+class ClientDisconnected(DispatchError):
+    """The client closed its connection while its request waited in the relay's queue:
+    the request left the queue and never reached a handler (HAProxy's abortonclose).
+    Logged as 499, nginx's "client closed request"; nothing is sent."""
+
+    status = 499
+    error = "Client closed request"

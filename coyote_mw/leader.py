@@ -19,7 +19,13 @@ store              None       Redis URL shared by every worker (or $COYOTE_STORE
 tls                None       how https:// instances are verified: an
                               ``ssl.SSLContext``, or the path of a CA bundle;
                               None: the system's trusted CAs
+topologies         None       bounds of their own for some topologies, e.g.
+                              ``{"blue": {"concurrency": 10, "queue": 20}}``
 =================  =========  ======================================================
+
+Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
+``timeout`` bound every topology separately, so one topology's flood never takes
+another's slots; ``topologies`` / ``configure_topology`` set other bounds for one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json as jsonlib
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -66,12 +73,25 @@ class Coyote:
         prefix: str = "/_coyote",
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        topologies: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.table = RouteTable()
         self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
         self._open_api(token, prefix, store)
+        self._bounds: dict[str, Any] = {
+            "concurrency": concurrency,
+            "queue": queue,
+            "timeout": timeout,
+        }
+        self._topology_bounds: dict[str, dict[str, Any]] = {}
+        self._relays: dict[str, Relay] = {}
+        self._relays_lock = threading.Lock()
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
+        """The relay of the default topology (every topology has its own: ``relay_for``)."""
+        self._relays[DEFAULT_TOPOLOGY] = self.relay
+        for name, bounds in _topology_bounds(topologies):
+            self.configure_topology(name, **bounds)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
         self._started = False
@@ -109,6 +129,7 @@ class Coyote:
         prefix: str | None = None,
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        topologies: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
         if tls is not None:
@@ -116,19 +137,72 @@ class Coyote:
         if token is not None or prefix is not None or store is not None:
             self._open_api(token or self._token, prefix or self.prefix, store or self._store)
         if concurrency is not None or queue is not None or timeout is not None:
-            old = self.relay
-            if old.active or old.waiting:
-                raise RuntimeError("configure() the relay before it serves requests")
-            self.relay = Relay(
-                concurrency=old.concurrency if concurrency is None else concurrency,
-                queue=old.queue if queue is None else queue,
-                timeout=old.timeout if timeout is None else timeout,
-            )
-            old.close()
+            bounds: dict[str, Any] = {
+                "concurrency": self._bounds["concurrency"] if concurrency is None else concurrency,
+                "queue": self._bounds["queue"] if queue is None else queue,
+                "timeout": self._bounds["timeout"] if timeout is None else timeout,
+            }
+            Relay(**bounds)  # refused here (ValueError) if out of range, nothing changed
+            self._rebuild_relays(bounds, self._topology_bounds)
+        for name, limits in _topology_bounds(topologies):
+            self.configure_topology(name, **limits)
         if max_body is not None:
             self.max_body = max_body
         if access_log is not None:
             self.log_access.enabled = access_log
+
+    def configure_topology(
+        self,
+        topology: str,
+        *,
+        concurrency: int | None = None,
+        queue: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Give ``topology`` bounds of its own (the others are the leader's settings).
+
+        Like ``configure``, before the relay serves requests.
+        """
+        if not isinstance(topology, str) or not topology:
+            raise ValueError(f"topology {topology!r}: a non-empty name")
+        limits = {
+            key: value
+            for key, value in (("concurrency", concurrency), ("queue", queue), ("timeout", timeout))
+            if value is not None
+        }
+        Relay(**{**self._bounds, **limits})  # refused here (ValueError) if out of range
+        overrides = {k: dict(v) for k, v in self._topology_bounds.items()}
+        overrides[topology] = {**overrides.get(topology, {}), **limits}
+        self._rebuild_relays(self._bounds, overrides)
+
+    def _rebuild_relays(self, bounds: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
+        with self._relays_lock:
+            old = list(self._relays.values())
+            if any(relay.active or relay.waiting for relay in old):
+                raise RuntimeError("configure() the relay before it serves requests")
+            self._bounds, self._topology_bounds = dict(bounds), overrides
+            self.relay = Relay(**{**bounds, **overrides.get(DEFAULT_TOPOLOGY, {})})
+            self._relays = {DEFAULT_TOPOLOGY: self.relay}
+            for name, limits in overrides.items():
+                if name != DEFAULT_TOPOLOGY:
+                    self._relays[name] = Relay(**{**bounds, **limits}, loop_of=self.relay)
+        for relay in old:
+            if relay.loop_of is not None:
+                relay.close()
+        for relay in old:
+            if relay.loop_of is None:
+                relay.close()  # the loop's owner last
+
+    def relay_for(self, topology: str) -> Relay:
+        """The relay of ``topology``: its own bounds, made on first use."""
+        relay = self._relays.get(topology)
+        if relay is None:
+            with self._relays_lock:
+                relay = self._relays.get(topology)
+                if relay is None:
+                    relay = Relay(**self._bounds, loop_of=self.relay)
+                    self._relays = {**self._relays, topology: relay}  # readers never lock
+        return relay
 
     def __repr__(self) -> str:
         return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"
@@ -270,7 +344,8 @@ class Coyote:
 
     async def shutdown(self) -> None:
         """Let accepted casts finish, then stop sub-app lifespans."""
-        await self.relay.drain()
+        for relay in list(self._relays.values()):
+            await relay.drain()
         for handler in self._app_handlers():
             await handler.shutdown()
         self._started = False
@@ -281,7 +356,11 @@ class Coyote:
             handler.close()
         if self.api is not None:
             self.api.close()
-        self.relay.close()
+        relays = list(self._relays.values())
+        for relay in relays:
+            if relay is not self.relay:
+                relay.close()
+        self.relay.close()  # the owner of the loop the others share, last
 
     def _app_handlers(self) -> list[Handler]:
         seen: dict[int, Handler] = {}
@@ -329,7 +408,7 @@ class Coyote:
             from urllib.parse import urlencode
 
             qs = query if isinstance(query, str) else urlencode(query, doseq=True)
-        d = Dispatch(match, method, canon, topology, self.relay, self.max_body)
+        d = Dispatch(match, method, canon, topology, self.relay_for(topology), self.max_body)
         request = Request(
             method,
             canon.path,
@@ -395,8 +474,8 @@ class Coyote:
         ``RelaySaturated`` when the relay has no room; failures later are logged.
         """
         handler, d, request = self._prepare(method, path, topology, body, json, headers, query)
-        if not self.relay.has_room():
-            raise RelaySaturated(self.relay.retry_after)
+        if not d.relay.has_room():
+            raise RelaySaturated(d.relay.retry_after)
 
         def done(future: Future[Response]) -> None:
             exc = None if future.cancelled() else future.exception()
@@ -404,6 +483,27 @@ class Coyote:
                 logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
 
         self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)
+
+
+def _topology_bounds(
+    topologies: Mapping[str, Mapping[str, Any]] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``{"blue": {"concurrency": 10}}`` checked: a mapping of names to known bounds."""
+    if topologies is None:
+        return []
+    if not isinstance(topologies, Mapping):
+        raise ValueError(f"topologies: a mapping of topology names to bounds, not {topologies!r}")
+    checked = []
+    for name, bounds in topologies.items():
+        if not isinstance(bounds, Mapping):
+            raise ValueError(f"topology {name!r}: bounds are a mapping, not {bounds!r}")
+        unknown = sorted(set(bounds) - {"concurrency", "queue", "timeout"})
+        if unknown:
+            raise ValueError(
+                f"topology {name!r}: unknown bound(s) {unknown}; use concurrency, queue, timeout"
+            )
+        checked.append((name, dict(bounds)))
+    return checked
 
 
 def check_mount(mount: str) -> str:

@@ -41,6 +41,7 @@ def apply_settings(coyote: Any, get: Any) -> str:
         prefix=get("PREFIX"),
         store=get("STORE"),
         tls=get("TLS"),
+        topologies=get("TOPOLOGIES"),
     )
     topology: str = get("TOPOLOGY") or "default"
     for spec in get("CLIENTS") or ():

@@ -1,0 +1,222 @@
+"""More load than the relay admits: abandoned queued requests and per-topology bounds.
+
+Real servers (a leader process, uvicorn and Werkzeug in threads), real sockets, and an
+upstream that records what reaches it (``LedgerUpstream``).  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from coyote_mw import Coyote, by_header
+from tests import test_remote
+from tests.ledger import LedgerUpstream, Received, parse_status
+from tests.servers import uvicorn_server, werkzeug_server
+from tests.test_remote import AUTH, Proc
+
+procs = test_remote.procs  # the fixture: real processes, ended by PID
+
+
+def _gated(gate: threading.Event) -> Callable[[socket.socket, Received], bool]:
+    def held(conn: socket.socket, request: Received) -> bool:
+        gate.wait(20)  # holds the relay's one slot until the test opens the gate
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nheld")
+        return True
+
+    return held
+
+
+def _send(port: int, target: str, headers: str = "") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
+    return sock
+
+
+def _answer(sock: socket.socket, timeout: float = 20) -> bytes:
+    """Read one response (content-length framed) from ``sock``, bounded by ``timeout``."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(body) >= length:
+                return data
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def _targets(up: LedgerUpstream) -> list[bytes]:
+    with up.lock:
+        return [r.target for r in up.requests]
+
+
+@contextlib.contextmanager
+def _abandoning_scenario(port: int, up: LedgerUpstream, gate: threading.Event) -> Iterator[None]:
+    """One request holds the only slot; 20 clients queue behind it and close their
+    sockets; a live client queues last.  Yields once the gate is open again."""
+    holder = _send(port, "/gate")
+    assert [r.target for r in up.wait_for(1)] == [b"/gate"]
+    quitters = [_send(port, f"/later/{i}") for i in range(20)]
+    time.sleep(1)  # all of them queued behind the holder
+    for sock in quitters:
+        sock.close()
+    time.sleep(0.5)  # the server notices the closed connections
+    live = _send(port, "/later/99")
+    time.sleep(0.2)
+    gate.set()
+    try:
+        assert parse_status(_answer(holder)) == 200
+        answer = _answer(live)
+        assert parse_status(answer) == 200
+        assert answer.endswith(b"ok")
+        yield
+    finally:
+        holder.close()
+        live.close()
+
+
+def test_clients_that_leave_while_queued_never_reach_the_instance_leader_process(
+    procs: Callable[..., Proc],
+) -> None:
+    gate = threading.Event()
+    with LedgerUpstream(behaviours={"gate": _gated(gate)}) as up:
+        leader = procs("leader", "--concurrency", "1", "--queue", "40", "--timeout", "20")
+        r = httpx.post(
+            f"{leader.url}/_coyote/registrations",
+            headers=AUTH,
+            json={
+                "service": "ledger",
+                "instance": "one",
+                "url": up.url,
+                "routes": [
+                    {"method": "GET", "path": "/gate"},
+                    {"method": "GET", "path": "/later/{n:int}"},
+                ],
+                "ttl": 60,
+            },
+            timeout=5,
+        )
+        assert r.status_code == 201
+        with _abandoning_scenario(leader.port, up, gate):
+            up.wait_for(3, timeout=1)  # would any abandoned one still arrive?
+            assert _targets(up) == [b"/gate", b"/later/99"]
+        gate.set()
+
+
+def test_clients_that_leave_while_queued_never_reach_the_instance_under_wsgi() -> None:
+    gate = threading.Event()
+    with LedgerUpstream(behaviours={"gate": _gated(gate)}) as up:
+        coyote = Coyote(concurrency=1, queue=40, timeout=20, access_log=False)
+        routes = [("GET", "/gate"), ("GET", "/later/{n:int}")]
+        coyote.register_remote(up.url, routes=routes, service="ledger")
+        with werkzeug_server(coyote.wsgi()) as port:
+            with _abandoning_scenario(port, up, gate):
+                up.wait_for(3, timeout=1)
+                assert _targets(up) == [b"/gate", b"/later/99"]
+            gate.set()
+        coyote.close()
+
+
+def test_a_queued_request_keeps_its_body_while_the_relay_listens_for_the_client() -> None:
+    # Under ASGI the relay reads the request while it waits: the handler still gets
+    # every byte of the body, in order, and the instance the exact body.
+    gate = threading.Event()
+    with LedgerUpstream(behaviours={"gate": _gated(gate)}) as up:
+        coyote = Coyote(concurrency=1, queue=5, timeout=20, access_log=False)
+        coyote.register_remote(
+            up.url, routes=[("GET", "/gate"), ("POST", "/echo")], service="ledger"
+        )
+        with uvicorn_server(coyote.asgi()) as port:
+            holder = _send(port, "/gate")
+            up.wait_for(1)
+            body = bytes(range(256)) * 1024  # 256 KiB: more than the relay holds back
+            result: list[httpx.Response] = []
+            poster = threading.Thread(
+                target=lambda: result.append(
+                    httpx.post(f"http://127.0.0.1:{port}/echo", content=body, timeout=20)
+                )
+            )
+            poster.start()
+            time.sleep(0.5)  # queued, its body partly read by the relay
+            gate.set()
+            poster.join(20)
+            holder.close()
+            assert result[0].status_code == 200
+            assert result[0].content == body
+            assert up.wait_for(2)[1].body == body
+        coyote.close()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "werkzeug"])
+def test_a_topology_flooding_a_hanging_route_leaves_another_topology_served(server: str) -> None:
+    coyote = Coyote(concurrency=2, queue=2, timeout=20, access_log=False)
+    resolver = by_header("X-Coyote-Topology", allowed={"blue", "green"})
+    if server == "uvicorn":
+        serving: Any = uvicorn_server(coyote.asgi(topology=resolver))
+    else:
+        serving = werkzeug_server(coyote.wsgi(topology=resolver))
+    # the upstreams stop first: the hanging requests end, then the server can stop
+    with serving as port, LedgerUpstream() as hanging, LedgerUpstream() as fine:
+        coyote.register_remote(
+            hanging.url, routes=[("GET", "/hang")], service="slow", topology="blue"
+        )
+        coyote.register_remote(
+            fine.url, routes=[("GET", "/fine")], service="fine", topology="green"
+        )
+        blue = "X-Coyote-Topology: blue\r\n"
+        flood = [_send(port, "/hang", blue) for _ in range(2)]
+        assert len(hanging.wait_for(2)) == 2  # both of blue's slots hang...
+        flood += [_send(port, "/hang", blue) for _ in range(2)]
+        deadline = time.monotonic() + 10  # ...and its queue fills
+        while coyote.relay_for("blue").waiting < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert coyote.relay_for("blue").waiting == 2
+        shed = _send(port, "/hang", blue)
+        assert parse_status(_answer(shed)) == 503  # blue is saturated
+        shed.close()
+        green = _send(port, "/fine", "X-Coyote-Topology: green\r\n")
+        answer = _answer(green)
+        green.close()
+        assert parse_status(answer) == 200  # green is not
+        assert answer.endswith(b"ok")
+        for sock in flood:
+            sock.close()
+    coyote.close()
+
+
+def test_each_topology_takes_its_own_bounds() -> None:
+    coyote = Coyote(concurrency=3, queue=4, timeout=5, topologies={"blue": {"concurrency": 1}})
+    coyote.configure_topology("green", queue=0, timeout=2)
+    assert (coyote.relay.concurrency, coyote.relay.queue, coyote.relay.timeout) == (3, 4, 5)
+    blue, green = coyote.relay_for("blue"), coyote.relay_for("green")
+    assert (blue.concurrency, blue.queue, blue.timeout) == (1, 4, 5)
+    assert (green.concurrency, green.queue, green.timeout) == (3, 0, 2)
+    other = coyote.relay_for("other")  # any other topology: the leader's bounds, its own relay
+    assert (other.concurrency, other.queue, other.timeout) == (3, 4, 5)
+    assert other is not coyote.relay and coyote.relay_for("other") is other
+    coyote.configure(concurrency=7)  # the leader's bounds change; blue keeps its own
+    assert coyote.relay_for("blue").concurrency == 1
+    assert coyote.relay_for("other").concurrency == 7
+    with pytest.raises(ValueError, match="unknown bound"):
+        coyote.configure(topologies={"blue": {"slots": 3}})
+    with pytest.raises(ValueError):
+        coyote.configure_topology("blue", concurrency=0)
+    assert coyote.relay_for("blue").concurrency == 1  # a refused change changes nothing
+    coyote.close()

@@ -290,7 +290,7 @@ class Relay:
         deadline = loop.time() + self.timeout
         held: deque[dict[str, Any]] = deque()
         size = 0
-        listening: asyncio.Task[Any] | None = loop.create_task(receive())  # type: ignore[arg-type]
+        listening: asyncio.Task[Any] | None = asyncio.ensure_future(receive())
         gave_up = False
         try:
             while True:
@@ -313,7 +313,7 @@ class Relay:
                     held.append(message)
                     size += len(message.get("body", b""))
                     if size < PEEK_LIMIT:  # after the body, only a disconnect can come
-                        listening = loop.create_task(receive())  # type: ignore[arg-type]
+                        listening = asyncio.ensure_future(receive())
                     continue
                 if waiter.future.done():
                     if listening is not None:

@@ -220,3 +220,30 @@ def test_each_topology_takes_its_own_bounds() -> None:
         coyote.configure_topology("blue", concurrency=0)
     assert coyote.relay_for("blue").concurrency == 1  # a refused change changes nothing
     coyote.close()
+
+
+def test_topology_bounds_come_from_flask_config_and_the_leader_command_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coyote_mw.adapters.flask import Coyote as FlaskCoyote
+    from flask import Flask
+
+    from coyote_mw.cli import _parse_topology_bounds, main
+
+    app = Flask(__name__)
+    app.config["COYOTE_TOPOLOGIES"] = {"blue": {"concurrency": 4, "timeout": 2.5}}
+    coyote = FlaskCoyote(app)
+    assert (coyote.relay_for("blue").concurrency, coyote.relay_for("blue").timeout) == (4, 2.5)
+    coyote.close()
+
+    assert _parse_topology_bounds(["blue:concurrency=10,queue=20", "red:timeout=1.5"]) == {
+        "blue": {"concurrency": 10, "queue": 20},
+        "red": {"timeout": 1.5},
+    }
+    monkeypatch.setenv("COYOTE_TOKEN", "cli-test-token-0123456789")
+    for bad in ("blue", "blue:concurrency", "blue:concurrency=many", "blue:slots=3"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["leader", "--topology-bounds", bad])
+        assert exit_.value.code != 0
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("coyote leader: error:") and ("blue" in error), error

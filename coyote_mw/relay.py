@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 
-__all__ = ["PEEK_LIMIT", "POLL", "Relay"]
+__all__ = ["PEEK_LIMIT", "PEEK_MESSAGES", "POLL", "Relay"]
 
 logger = logging.getLogger("coyote_mw.relay")
 
@@ -55,6 +55,9 @@ T = TypeVar("T")
 PEEK_LIMIT = 64 * 1024
 """Bytes of request body the relay reads (and holds for the handler) while the request
 waits for a slot under ASGI, listening for the client's leaving."""
+
+PEEK_MESSAGES = 64
+"""... and at most this many messages."""
 
 POLL = 0.1
 """Seconds between two looks at a waiting WSGI request's client socket."""
@@ -290,6 +293,7 @@ class Relay:
         deadline = loop.time() + self.timeout
         held: deque[dict[str, Any]] = deque()
         size = 0
+        ended = False  # the last body message was held
         listening: asyncio.Task[Any] | None = asyncio.ensure_future(receive())
         gave_up = False
         try:
@@ -312,7 +316,15 @@ class Relay:
                         raise ClientDisconnected("the client left while its request was queued")
                     held.append(message)
                     size += len(message.get("body", b""))
-                    if size < PEEK_LIMIT:  # after the body, only a disconnect can come
+                    # After the whole body only a disconnect should come: anything else
+                    # (a receive that repeats its last message) ends the listening, as
+                    # does a body past PEEK_LIMIT bytes or PEEK_MESSAGES messages.
+                    if ended:
+                        pass
+                    elif not message.get("more_body", False):
+                        ended = True
+                        listening = asyncio.ensure_future(receive())
+                    elif size < PEEK_LIMIT and len(held) < PEEK_MESSAGES:
                         listening = asyncio.ensure_future(receive())
                     continue
                 if waiter.future.done():

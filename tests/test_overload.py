@@ -6,6 +6,7 @@ upstream that records what reaches it (``LedgerUpstream``).  Every wait is bound
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote, by_header
+from coyote_mw.relay import PEEK_MESSAGES, Relay
 from tests import test_remote
 from tests.ledger import LedgerUpstream, Received, parse_status
 from tests.servers import uvicorn_server, werkzeug_server
@@ -247,3 +249,44 @@ def test_topology_bounds_come_from_flask_config_and_the_leader_command_line(
         assert exit_.value.code != 0
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert error.startswith("coyote leader: error:") and ("blue" in error), error
+
+
+def test_while_queued_the_relay_reads_a_bounded_amount_from_any_receive() -> None:
+    # Some hosts' receive (Django's request.read behind the adapter) repeats its last
+    # message forever instead of waiting for a disconnect; another sends a large body.
+    relay = Relay(concurrency=1, queue=2, timeout=5)
+
+    async def scenario() -> tuple[int, list[dict[str, Any]], int, int]:
+        calls = 0
+
+        async def repeating() -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0)
+            return {"type": "http.request", "body": b"" if calls > 1 else b"x", "more_body": False}
+
+        chunks = 0
+
+        async def endless_body() -> dict[str, Any]:
+            nonlocal chunks
+            chunks += 1
+            await asyncio.sleep(0)
+            return {"type": "http.request", "body": b"y" * 1000, "more_body": True}
+
+        assert relay.try_enter()  # the only slot, held
+        first = asyncio.ensure_future(relay._acquire(repeating))
+        second = asyncio.ensure_future(relay._acquire(endless_body))
+        await asyncio.sleep(0.3)
+        relay.release()
+        replay = await first
+        got = [await replay(), await replay()]
+        relay.release()
+        await second
+        relay.release()
+        return calls, got, chunks, relay.active
+
+    calls, got, chunks, active = asyncio.run(scenario())
+    assert calls == 2  # the body's end, then one more: not a disconnect, so no more
+    assert got[0] == {"type": "http.request", "body": b"x", "more_body": False}
+    assert chunks == PEEK_MESSAGES  # held back for the handler, then the relay stops
+    assert active == 0

@@ -21,6 +21,7 @@ from coyote_mw import Coyote, by_header
 from coyote_mw.relay import PEEK_MESSAGES, Relay
 from tests import test_remote
 from tests.ledger import LedgerUpstream, Received, parse_status
+from tests.processes import running
 from tests.servers import uvicorn_server, werkzeug_server
 from tests.test_remote import AUTH, Proc
 
@@ -122,18 +123,45 @@ def test_clients_that_leave_while_queued_never_reach_the_instance_leader_process
         gate.set()
 
 
-def test_clients_that_leave_while_queued_never_reach_the_instance_under_wsgi() -> None:
+@pytest.mark.parametrize("server", ["werkzeug", "gunicorn"])
+def test_clients_that_leave_while_queued_never_reach_the_instance_under_wsgi(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gate = threading.Event()
+    routes = [("GET", "/gate"), ("GET", "/later/{n:int}")]
     with LedgerUpstream(behaviours={"gate": _gated(gate)}) as up:
-        coyote = Coyote(concurrency=1, queue=40, timeout=20, access_log=False)
-        routes = [("GET", "/gate"), ("GET", "/later/{n:int}")]
-        coyote.register_remote(up.url, routes=routes, service="ledger")
-        with werkzeug_server(coyote.wsgi()) as port:
+        if server == "werkzeug":  # in a thread; it exposes werkzeug.socket
+            coyote = Coyote(concurrency=1, queue=40, timeout=20, access_log=False)
+            coyote.register_remote(up.url, routes=routes, service="ledger")
+            with werkzeug_server(coyote.wsgi()) as port:
+                with _abandoning_scenario(port, up, gate):
+                    up.wait_for(3, timeout=1)
+                    assert _targets(up) == [b"/gate", b"/later/99"]
+                gate.set()
+            coyote.close()
+            return
+        # a gunicorn process with threads; it exposes gunicorn.socket
+        monkeypatch.setenv("COYOTE_TOKEN", test_remote.TOKEN)
+        argv = ["gunicorn", "tests.overload_app:app", "-k", "gthread", "--threads", "40"]
+        with running(argv) as url:
+            r = httpx.post(
+                f"{url}/_coyote/registrations",
+                headers=AUTH,
+                json={
+                    "service": "ledger",
+                    "instance": "one",
+                    "url": up.url,
+                    "routes": [{"method": m, "path": p} for m, p in routes],
+                    "ttl": 60,
+                },
+                timeout=5,
+            )
+            assert r.status_code == 201
+            port = int(url.rsplit(":", 1)[1])
             with _abandoning_scenario(port, up, gate):
                 up.wait_for(3, timeout=1)
                 assert _targets(up) == [b"/gate", b"/later/99"]
             gate.set()
-        coyote.close()
 
 
 def test_a_queued_request_keeps_its_body_while_the_relay_listens_for_the_client() -> None:

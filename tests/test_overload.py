@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coyote_mw import Coyote, by_header
+from coyote_mw import Client, Coyote, Request, by_header, route
 from coyote_mw.relay import PEEK_MESSAGES, Relay
 from tests import test_remote
 from tests.ledger import LedgerUpstream, Received, parse_status
@@ -318,3 +318,63 @@ def test_while_queued_the_relay_reads_a_bounded_amount_from_any_receive() -> Non
     assert got[0] == {"type": "http.request", "body": b"x", "more_body": False}
     assert chunks == PEEK_MESSAGES  # held back for the handler, then the relay stops
     assert active == 0
+
+
+class Counter(Client):
+    """In-process handlers that record each call; /hold waits for the test's gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.seen: list[str] = []
+
+    @route("GET", "/hold")
+    def hold(self, request: Request) -> str:
+        self.seen.append(request.path)
+        self.gate.wait(20)
+        return "held"
+
+    @route("GET", "/sync/{n:int}")
+    def sync(self, request: Request) -> str:
+        self.seen.append(request.path)
+        return "ok"
+
+    @route("GET", "/async/{n:int}")
+    async def asynchronous(self, request: Request) -> str:
+        self.seen.append(request.path)
+        return "ok"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("server", ["uvicorn", "werkzeug"])
+def test_in_process_handlers_never_run_for_clients_that_left_the_queue(
+    server: str, kind: str
+) -> None:
+    coyote = Coyote(concurrency=1, queue=20, timeout=20, access_log=False)
+    counter = Counter()
+    coyote.register(counter)
+    if server == "uvicorn":
+        serving: Any = uvicorn_server(coyote.asgi())
+    else:
+        serving = werkzeug_server(coyote.wsgi())
+    with serving as port:
+        holder = _send(port, "/hold")
+        deadline = time.monotonic() + 10
+        while not counter.seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        quitters = [_send(port, f"/{kind}/{i}") for i in range(5)]
+        while coyote.relay.waiting < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert coyote.relay.waiting == 5
+        for sock in quitters:
+            sock.close()
+        while coyote.relay.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert coyote.relay.waiting == 0  # they left the queue: nobody is waiting
+        live = _send(port, f"/{kind}/99")
+        counter.gate.set()
+        assert _answer(holder).endswith(b"held")
+        assert _answer(live).endswith(b"ok")
+        holder.close()
+        live.close()
+    assert counter.seen == ["/hold", f"/{kind}/99"]
+    coyote.close()

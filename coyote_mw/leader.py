@@ -90,8 +90,8 @@ class Coyote:
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
         """The relay of the default topology (every topology has its own: ``relay_for``)."""
         self._relays[DEFAULT_TOPOLOGY] = self.relay
-        for name, bounds in _topology_bounds(topologies):
-            self.configure_topology(name, **bounds)
+        if topologies:
+            self.configure(topologies=topologies)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
         self._started = False
@@ -136,16 +136,16 @@ class Coyote:
             self._tls = _tls_context(tls)
         if token is not None or prefix is not None or store is not None:
             self._open_api(token or self._token, prefix or self.prefix, store or self._store)
-        if concurrency is not None or queue is not None or timeout is not None:
+        if concurrency is not None or queue is not None or timeout is not None or topologies:
             bounds: dict[str, Any] = {
                 "concurrency": self._bounds["concurrency"] if concurrency is None else concurrency,
                 "queue": self._bounds["queue"] if queue is None else queue,
                 "timeout": self._bounds["timeout"] if timeout is None else timeout,
             }
-            Relay(**bounds)  # refused here (ValueError) if out of range, nothing changed
-            self._rebuild_relays(bounds, self._topology_bounds)
-        for name, limits in _topology_bounds(topologies):
-            self.configure_topology(name, **limits)
+            overrides = {k: dict(v) for k, v in self._topology_bounds.items()}
+            for name, limits in _topology_bounds(topologies):
+                overrides[name] = {**overrides.get(name, {}), **limits}
+            self._rebuild_relays(bounds, overrides)
         if max_body is not None:
             self.max_body = max_body
         if access_log is not None:
@@ -163,19 +163,17 @@ class Coyote:
 
         Like ``configure``, before the relay serves requests.
         """
-        if not isinstance(topology, str) or not topology:
-            raise ValueError(f"topology {topology!r}: a non-empty name")
         limits = {
             key: value
             for key, value in (("concurrency", concurrency), ("queue", queue), ("timeout", timeout))
             if value is not None
         }
-        Relay(**{**self._bounds, **limits})  # refused here (ValueError) if out of range
-        overrides = {k: dict(v) for k, v in self._topology_bounds.items()}
-        overrides[topology] = {**overrides.get(topology, {}), **limits}
-        self._rebuild_relays(self._bounds, overrides)
+        self.configure(topologies={topology: limits})
 
     def _rebuild_relays(self, bounds: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
+        """New relays for new bounds; a bound out of range (ValueError) changes nothing."""
+        for limits in [{}, *overrides.values()]:
+            Relay(**{**bounds, **limits})  # refused here, before anything changes
         with self._relays_lock:
             old = list(self._relays.values())
             if any(relay.active or relay.waiting for relay in old):
@@ -495,6 +493,8 @@ def _topology_bounds(
         raise ValueError(f"topologies: a mapping of topology names to bounds, not {topologies!r}")
     checked = []
     for name, bounds in topologies.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"topologies: {name!r} is not a topology name")
         if not isinstance(bounds, Mapping):
             raise ValueError(f"topology {name!r}: bounds are a mapping, not {bounds!r}")
         unknown = sorted(set(bounds) - {"concurrency", "queue", "timeout"})

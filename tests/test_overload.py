@@ -248,7 +248,10 @@ def test_each_topology_takes_its_own_bounds() -> None:
         coyote.configure(topologies={"blue": {"slots": 3}})
     with pytest.raises(ValueError):
         coyote.configure_topology("blue", concurrency=0)
+    with pytest.raises(ValueError):
+        coyote.configure(topologies={"red": {"queue": 1}, "blue": {"concurrency": 0}})
     assert coyote.relay_for("blue").concurrency == 1  # a refused change changes nothing
+    assert coyote.relay_for("red").queue == 4
     coyote.close()
 
 

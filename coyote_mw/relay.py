@@ -15,7 +15,8 @@ A client that leaves while its request waits for a slot takes the request out of
 queue (HAProxy's ``abortonclose``): it never reaches a handler, and the requests behind
 it move up (``ClientDisconnected``, logged as 499).  Under ASGI the relay listens on the
 request's ``receive`` while it waits: what it reads meanwhile (at most ``PEEK_LIMIT``
-bytes of body; past that it stops listening) is handed to the handler unchanged.
+bytes of body in ``PEEK_MESSAGES`` messages; past that it stops listening) is handed
+to the handler unchanged.
 Under WSGI the waiting thread looks at the client's socket, where the server exposes
 it (``gunicorn.socket``, ``werkzeug.socket``), every ``POLL`` seconds: a socket that
 reads as closed (end of stream, or reset) means the client left; unread request bytes
@@ -24,8 +25,11 @@ counts it.
 
 Which thread runs user code: ``async def`` handlers run on the caller's event loop
 (ASGI) or on the relay's own loop thread (WSGI and ``Coyote.call``); ``def``
-handlers run in the relay's thread pool of ``concurrency`` threads.  Slots are one
-pool shared by ASGI, WSGI, calls and casts.
+handlers run in the relay's thread pool of ``concurrency`` threads.  A relay's slots
+are one pool shared by ASGI, WSGI, calls and casts; each topology has a relay of its
+own (``Coyote.relay_for``), and those share the default relay's loop thread.
+
+Under WSGI one deadline decides: the waiting thread's (``run_sync``).
 """
 
 from __future__ import annotations

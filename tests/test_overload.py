@@ -70,19 +70,43 @@ def _targets(up: LedgerUpstream) -> list[bytes]:
         return [r.target for r in up.requests]
 
 
+def _until(check: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
+
+
 @contextlib.contextmanager
-def _abandoning_scenario(port: int, up: LedgerUpstream, gate: threading.Event) -> Iterator[None]:
+def _abandoning_scenario(
+    port: int,
+    up: LedgerUpstream,
+    gate: threading.Event,
+    waiting: Callable[[], int] | None = None,
+) -> Iterator[None]:
     """One request holds the only slot; 20 clients queue behind it and close their
-    sockets; a live client queues last.  Yields once the gate is open again."""
+    sockets; a live client queues last.  Yields once the gate is open again.
+
+    ``waiting`` (the relay's queue length, when the server runs in this process)
+    replaces the pauses that give a server process time to queue and to notice."""
     holder = _send(port, "/gate")
     assert [r.target for r in up.wait_for(1)] == [b"/gate"]
     quitters = [_send(port, f"/later/{i}") for i in range(20)]
-    time.sleep(1)  # all of them queued behind the holder
+    if waiting is None:
+        time.sleep(1)  # all of them queued behind the holder
+    else:
+        assert _until(lambda: waiting() == 20)
     for sock in quitters:
         sock.close()
-    time.sleep(0.5)  # the server notices the closed connections
+    if waiting is None:
+        time.sleep(1)  # the server notices the closed connections
+    else:
+        assert _until(lambda: waiting() == 0)
     live = _send(port, "/later/99")
-    time.sleep(0.2)
+    if waiting is None:
+        time.sleep(0.2)
+    else:
+        assert _until(lambda: waiting() == 1)
     gate.set()
     try:
         assert parse_status(_answer(holder)) == 200
@@ -134,7 +158,7 @@ def test_clients_that_leave_while_queued_never_reach_the_instance_under_wsgi(
             coyote = Coyote(concurrency=1, queue=40, timeout=20, access_log=False)
             coyote.register_remote(up.url, routes=routes, service="ledger")
             with werkzeug_server(coyote.wsgi()) as port:
-                with _abandoning_scenario(port, up, gate):
+                with _abandoning_scenario(port, up, gate, lambda: coyote.relay.waiting):
                     up.wait_for(3, timeout=1)
                     assert _targets(up) == [b"/gate", b"/later/99"]
                 gate.set()

@@ -17,6 +17,8 @@ COYOTE_PRECEDENCE      "coyote"     "coyote": matched requests go to coyote firs
 COYOTE_CONCURRENCY     50           relay slots
 COYOTE_QUEUE           100          relay queue
 COYOTE_TIMEOUT         30.0         seconds a handler may take
+COYOTE_TOPOLOGIES      None         bounds of their own for some topologies:
+                                    {"blue": {"concurrency": 10, "queue": 20}}
 COYOTE_MAX_BODY        10 MiB       bytes a handler may read
 COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
 COYOTE_TRUSTED_PROXIES None         proxies whose X-Forwarded-* are kept (IPs / CIDRs)

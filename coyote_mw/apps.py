@@ -148,7 +148,7 @@ class _Adapted(Handler):
 async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send: Any) -> int:
     """Run an ASGI app within a relay slot; the timeout runs until it starts answering."""
     relay = d.relay
-    await relay._acquire()
+    receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
     started = asyncio.Event()
     status = 0
 
@@ -184,7 +184,7 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
 
 def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_response: Any) -> Any:
     """Run a WSGI app within a relay slot held until its response is closed."""
-    d.relay._acquire_sync()
+    d.relay._acquire_sync(environ)  # a client that leaves, leaves the queue
     child = dict(environ)
     script = environ.get("SCRIPT_NAME", "") + d.root_path
     child["SCRIPT_NAME"] = script

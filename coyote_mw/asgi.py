@@ -18,7 +18,7 @@ import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import BadRequestPath, DispatchError, RoutingError
+from coyote_mw.errors import BadRequestPath, ClientDisconnected, DispatchError, RoutingError
 from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
 from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
@@ -91,9 +91,8 @@ class CoyoteASGI:
             # page at the path of the host's socket) does not take the handshake
             if type(handler).serve_websocket is not Handler.serve_websocket:
                 coyote = self.coyote
-                d = Dispatch(
-                    match, "GET", relative, topology, coyote.relay, coyote.max_body, self.mount
-                )
+                relay = coyote.relay_for(topology)
+                d = Dispatch(match, "GET", relative, topology, relay, coyote.max_body, self.mount)
                 await handler.serve_websocket(d, scope, receive, send)
                 return
         if self.app is not None and not (self.mount and relative is not None):
@@ -154,7 +153,8 @@ class CoyoteASGI:
         if self.host_first and not await self._host_missed(scope, receive, send):
             return
         endpoint = match.endpoint
-        d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
+        relay = coyote.relay_for(topology)
+        d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
         try:
             status = await endpoint.pick().serve_asgi(d, scope, receive, send)
         except DispatchError as exc:
@@ -222,6 +222,9 @@ class CoyoteASGI:
         raw: str,
         endpoint: Any = None,
     ) -> None:
+        if isinstance(exc, ClientDisconnected):  # nobody is left to answer
+            self.coyote.log_access(method, raw, exc.status, start, endpoint)
+            return
         response = error_response(exc)
         try:
             await send_response(send, response, method == "HEAD")

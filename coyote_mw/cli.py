@@ -29,6 +29,27 @@ def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     return str(token)
 
 
+def _parse_topology_bounds(specs: list[str]) -> dict[str, dict[str, float]]:
+    """``["blue:concurrency=10,queue=20"]`` -> ``{"blue": {"concurrency": 10, "queue": 20}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        name, sep, pairs = spec.partition(":")
+        if not sep or not name or not pairs:
+            raise ValueError(f"--topology-bounds {spec!r}: use NAME:concurrency=10,queue=20")
+        bounds = out.setdefault(name, {})
+        for pair in pairs.split(","):
+            key, eq, value = pair.partition("=")
+            try:
+                bounds[key] = float(value) if key == "timeout" else int(value)
+            except ValueError:
+                raise ValueError(
+                    f"--topology-bounds {spec!r}: {pair!r} is not KEY=NUMBER"
+                ) from None
+            if not eq:
+                raise ValueError(f"--topology-bounds {spec!r}: {pair!r} is not KEY=NUMBER")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coyote", description="coyote_mw: dynamic routing.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -55,6 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="let uvicorn take the client address and scheme from X-Forwarded-For/-Proto "
         "of the --trusted-proxy peers (default: off)",
+    )
+    leader.add_argument("--concurrency", type=int, default=50, help="relay slots per topology")
+    leader.add_argument("--queue", type=int, default=100, help="relay queue per topology")
+    leader.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a request may take (504)"
+    )
+    leader.add_argument(
+        "--topology-bounds",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="bounds of one topology, e.g. blue:concurrency=10,queue=20,timeout=5 (repeat)",
     )
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
@@ -96,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store=args.store,
                 tls=args.ca_file,
                 trusted_proxies=args.trusted_proxy,
+                concurrency=args.concurrency,
+                queue=args.queue,
+                timeout=args.timeout,
+                topologies=_parse_topology_bounds(args.topology_bounds),
             )
         except ValueError as exc:
             leader.error(str(exc))

@@ -18,7 +18,9 @@
         ├── HandlerTimeout         the handler took longer than the timeout (504)
         ├── UnsupportedEventLoop   under a trio server, a route that needs asyncio (500)
         ├── HeadTooLarge           too many header lines or bytes (431), a target too long (414)
-        └── LoopDetected           the request passed through this leader already (508)
+        ├── LoopDetected           the request passed through this leader already (508)
+        └── ClientDisconnected     the client left while its request waited for a slot
+                                   (499, logged; nobody is left to answer)
 
 The HTTP edge (``coyote_mw.asgi`` / ``coyote_mw.wsgi``) turns a ``DispatchError`` into a
 JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
@@ -216,6 +218,8 @@ class UnsupportedEventLoop(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"detail": str(self)}
+
+
 class HeadTooLarge(DispatchError):
     """The request head is over one of coyote's own limits (``max_headers``,
     ``max_header_bytes``: 431; ``max_target``: 414)."""
@@ -245,3 +249,12 @@ class LoopDetected(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"via": self.via}
+
+
+class ClientDisconnected(DispatchError):
+    """The client closed its connection while its request waited in the relay's queue:
+    the request left the queue and never reached a handler (HAProxy's abortonclose).
+    Logged as 499, nginx's "client closed request"; nothing is sent."""
+
+    status = 499
+    error = "Client closed request"

@@ -154,12 +154,12 @@ class FunctionHandler(Handler):
         except Exception as exc:
             raise handler_failed(d, exc) from exc
 
-    def call(self, d: Dispatch, request: Request) -> Response:
+    def call(self, d: Dispatch, request: Request, environ: Any = None) -> Response:
         if d.match.endpoint.cast:
             request.read()
             return self._casting(d, request)
         try:
-            return to_response(d.relay.run_sync(lambda: self.fn(request), self.is_async))
+            return to_response(d.relay.run_sync(lambda: self.fn(request), self.is_async, environ))
         except DispatchError:
             raise
         except Exception as exc:
@@ -168,25 +168,38 @@ class FunctionHandler(Handler):
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         ep = d.match.endpoint
         path = d.path
-        request = Request._of_asgi(
-            d.method,
-            path.path,
-            path.raw,
-            d.match.params,
-            ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
-            d.topology,
-            ep.pattern,
-            ep.service,
-            scope,
-        )
-        if ep.cast or not self.is_async:
+        relay = d.relay
+        if not ep.cast and not relay.try_enter():
+            # queued: a client that leaves, leaves the queue (its request is never run)
+            receive = await relay._acquire(receive)
+        try:
+            request = Request._of_asgi(
+                d.method,
+                path.path,
+                path.raw,
+                d.match.params,
+                ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
+                d.topology,
+                ep.pattern,
+                ep.service,
+                scope,
+            )
+        except BaseException:
+            if not ep.cast:
+                relay.release()
+            raise
+        if ep.cast:
             response = await self.acall(d, request)
+        elif not self.is_async:
+            try:
+                response = to_response(await relay._run_acquired(lambda: self.fn(request), False))
+            except DispatchError:
+                raise
+            except Exception as exc:
+                raise handler_failed(d, exc) from exc
         else:
             # acall and Relay.run inlined for the usual async handler: two coroutine
             # frames and a lambda less on every request
-            relay = d.relay
-            if not relay.try_enter():
-                await relay._acquire()
             watch = relay.watch()
             try:
                 response = to_response(await self.fn(request))
@@ -215,7 +228,7 @@ class FunctionHandler(Handler):
             headers=EnvironHeaders(environ),
             scheme=environ.get("wsgi.url_scheme", "http"),
         )
-        response = self.call(d, request)
+        response = self.call(d, request, environ)
         return wsgi_response(d.relay, response, start_response, d.method == "HEAD")
 
 

@@ -26,7 +26,13 @@ max_header_bytes   32 KiB     bytes of request header names and values (431 abov
 max_target         8 KiB      bytes of the request target, path and query (414 above)
 pseudonym          random     this leader's name in Via ("coyote-" + 8 hex digits);
                               a request that already carries it is a loop (508)
+topologies         None       bounds of their own for some topologies, e.g.
+                              ``{"blue": {"concurrency": 10, "queue": 20}}``
 =================  =========  ======================================================
+
+Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
+``timeout`` bound every topology separately, so one topology's flood never takes
+another's slots; ``topologies`` / ``configure_topology`` set other bounds for one.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import json as jsonlib
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -79,6 +86,7 @@ class Coyote:
         max_header_bytes: int = 32 * 1024,
         max_target: int = 8 * 1024,
         pseudonym: str | None = None,
+        topologies: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.forwarding = Forwarding(
             trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
@@ -87,7 +95,19 @@ class Coyote:
         self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
         self._open_api(token, prefix, store)
+        self._bounds: dict[str, Any] = {
+            "concurrency": concurrency,
+            "queue": queue,
+            "timeout": timeout,
+        }
+        self._topology_bounds: dict[str, dict[str, Any]] = {}
+        self._relays: dict[str, Relay] = {}
+        self._relays_lock = threading.Lock()
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
+        """The relay of the default topology (every topology has its own: ``relay_for``)."""
+        self._relays[DEFAULT_TOPOLOGY] = self.relay
+        if topologies:
+            self.configure(topologies=topologies)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
         self._started = False
@@ -130,6 +150,7 @@ class Coyote:
         max_header_bytes: int | None = None,
         max_target: int | None = None,
         pseudonym: str | None = None,
+        topologies: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
         if tls is not None:
@@ -139,16 +160,16 @@ class Coyote:
         )
         if token is not None or prefix is not None or store is not None:
             self._open_api(token or self._token, prefix or self.prefix, store or self._store)
-        if concurrency is not None or queue is not None or timeout is not None:
-            old = self.relay
-            if old.active or old.waiting:
-                raise RuntimeError("configure() the relay before it serves requests")
-            self.relay = Relay(
-                concurrency=old.concurrency if concurrency is None else concurrency,
-                queue=old.queue if queue is None else queue,
-                timeout=old.timeout if timeout is None else timeout,
-            )
-            old.close()
+        if concurrency is not None or queue is not None or timeout is not None or topologies:
+            bounds: dict[str, Any] = {
+                "concurrency": self._bounds["concurrency"] if concurrency is None else concurrency,
+                "queue": self._bounds["queue"] if queue is None else queue,
+                "timeout": self._bounds["timeout"] if timeout is None else timeout,
+            }
+            overrides = {k: dict(v) for k, v in self._topology_bounds.items()}
+            for name, limits in _topology_bounds(topologies):
+                overrides[name] = {**overrides.get(name, {}), **limits}
+            self._rebuild_relays(bounds, overrides)
         if max_body is not None:
             self.max_body = max_body
         if access_log is not None:
@@ -173,6 +194,57 @@ class Coyote:
             old.max_target if max_target is None else max_target,
             old.pseudonym if pseudonym is None else pseudonym,
         )
+
+    def configure_topology(
+        self,
+        topology: str,
+        *,
+        concurrency: int | None = None,
+        queue: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Give ``topology`` bounds of its own (the others are the leader's settings).
+
+        Like ``configure``, before the relay serves requests.
+        """
+        limits = {
+            key: value
+            for key, value in (("concurrency", concurrency), ("queue", queue), ("timeout", timeout))
+            if value is not None
+        }
+        self.configure(topologies={topology: limits})
+
+    def _rebuild_relays(self, bounds: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
+        """New relays for new bounds; a bound out of range (ValueError) changes nothing."""
+        for limits in [{}, *overrides.values()]:
+            Relay(**{**bounds, **limits})  # refused here, before anything changes
+        with self._relays_lock:
+            old = list(self._relays.values())
+            if any(relay.active or relay.waiting for relay in old):
+                raise RuntimeError("configure() the relay before it serves requests")
+            self._bounds, self._topology_bounds = dict(bounds), overrides
+            self.relay = Relay(**{**bounds, **overrides.get(DEFAULT_TOPOLOGY, {})})
+            self._relays = {DEFAULT_TOPOLOGY: self.relay}
+            for name, limits in overrides.items():
+                if name != DEFAULT_TOPOLOGY:
+                    self._relays[name] = Relay(**{**bounds, **limits}, loop_of=self.relay)
+        for relay in old:
+            if relay.loop_of is not None:
+                relay.close()
+        for relay in old:
+            if relay.loop_of is None:
+                relay.close()  # the loop's owner last
+
+    def relay_for(self, topology: str) -> Relay:
+        """The relay of ``topology``: its own bounds, made on first use."""
+        relay = self._relays.get(topology)
+        if relay is None:
+            with self._relays_lock:
+                relay = self._relays.get(topology)
+                if relay is None:
+                    relay = Relay(**self._bounds, loop_of=self.relay)
+                    self._relays = {**self._relays, topology: relay}  # readers never lock
+        return relay
 
     def __repr__(self) -> str:
         return f"<Coyote routes={len(self.table)} topologies={self.table.topologies()}>"
@@ -314,7 +386,8 @@ class Coyote:
 
     async def shutdown(self) -> None:
         """Let accepted casts finish, then stop sub-app lifespans."""
-        await self.relay.drain()
+        for relay in list(self._relays.values()):
+            await relay.drain()
         for handler in self._app_handlers():
             await handler.shutdown()
         self._started = False
@@ -325,7 +398,11 @@ class Coyote:
             handler.close()
         if self.api is not None:
             self.api.close()
-        self.relay.close()
+        relays = list(self._relays.values())
+        for relay in relays:
+            if relay is not self.relay:
+                relay.close()
+        self.relay.close()  # the owner of the loop the others share, last
 
     def _app_handlers(self) -> list[Handler]:
         seen: dict[int, Handler] = {}
@@ -373,7 +450,7 @@ class Coyote:
             from urllib.parse import urlencode
 
             qs = query if isinstance(query, str) else urlencode(query, doseq=True)
-        d = Dispatch(match, method, canon, topology, self.relay, self.max_body)
+        d = Dispatch(match, method, canon, topology, self.relay_for(topology), self.max_body)
         request = Request(
             method,
             canon.path,
@@ -439,8 +516,8 @@ class Coyote:
         ``RelaySaturated`` when the relay has no room; failures later are logged.
         """
         handler, d, request = self._prepare(method, path, topology, body, json, headers, query)
-        if not self.relay.has_room():
-            raise RelaySaturated(self.relay.retry_after)
+        if not d.relay.has_room():
+            raise RelaySaturated(d.relay.retry_after)
 
         def done(future: Future[Response]) -> None:
             exc = None if future.cancelled() else future.exception()
@@ -448,6 +525,29 @@ class Coyote:
                 logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
 
         self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)
+
+
+def _topology_bounds(
+    topologies: Mapping[str, Mapping[str, Any]] | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``{"blue": {"concurrency": 10}}`` checked: a mapping of names to known bounds."""
+    if topologies is None:
+        return []
+    if not isinstance(topologies, Mapping):
+        raise ValueError(f"topologies: a mapping of topology names to bounds, not {topologies!r}")
+    checked = []
+    for name, bounds in topologies.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"topologies: {name!r} is not a topology name")
+        if not isinstance(bounds, Mapping):
+            raise ValueError(f"topology {name!r}: bounds are a mapping, not {bounds!r}")
+        unknown = sorted(set(bounds) - {"concurrency", "queue", "timeout"})
+        if unknown:
+            raise ValueError(
+                f"topology {name!r}: unknown bound(s) {unknown}; use concurrency, queue, timeout"
+            )
+        checked.append((name, dict(bounds)))
+    return checked
 
 
 def check_mount(mount: str) -> str:

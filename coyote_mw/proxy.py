@@ -208,7 +208,7 @@ class RemoteHandler(Handler):
         # awaited response head costs on each suspension and resumption.
         relay = d.relay
         if not relay.try_enter():
-            await relay._acquire()
+            receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
         try:
             headers, length, streamed = self._headers(
                 scope["headers"],
@@ -346,7 +346,7 @@ class RemoteHandler(Handler):
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
         relay = d.relay
-        relay._acquire_sync()
+        relay._acquire_sync(environ)  # a client that leaves, leaves the queue
         try:
             result = self._forward_sync(d, environ, start_response, retry=True)
         except BaseException:

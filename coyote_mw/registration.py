@@ -67,13 +67,14 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def grant(self, registration: Registration, ttl: int, url: str) -> None:
+    def grant(self, registration: Registration, ttl: int, url: str) -> str:
         lease = registration.lease
         with self._lock:
             self._deadlines[lease] = (time.monotonic() + ttl, ttl)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="coyote-leases", daemon=True)
                 self._thread.start()
+        return lease
 
     def renew(self, lease: str) -> int | None:
         """Extend a lease by its ttl; None when it is unknown (or already expired)."""
@@ -190,15 +191,27 @@ class RegistrationAPI:
 
         handler = RemoteHandler(reg.url, self.coyote)
         previous = self.coyote.table.registration_of(reg.service, reg.instance, reg.topology)
+        routes = [Route(r.method, r.path, r.cast) for r in reg.routes]
         try:
             registration = self.coyote.table.register(
                 reg.service,
-                [Route(r.method, r.path, r.cast) for r in reg.routes],
+                routes,
                 lambda route: handler,
                 instance=reg.instance,
                 topology=reg.topology,
             )
-            self.leases.grant(registration, reg.ttl, reg.url)
+            held = self.leases.grant(registration, reg.ttl, reg.url)
+            if held != registration.lease:
+                # a shared store holds this instance already, registered alike through
+                # another leader: it keeps that one lease, renewed by heartbeats to any
+                registration = self.coyote.table.register(
+                    reg.service,
+                    routes,
+                    lambda route: handler,
+                    instance=reg.instance,
+                    topology=reg.topology,
+                    lease=held,
+                )
         except StoreUnavailable as exc:
             self.coyote.table.deregister(lease=registration.lease)  # as if never made
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)

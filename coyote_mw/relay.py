@@ -11,10 +11,25 @@ requests are with handlers at once, the rest wait.  Here:
   seconds without getting a slot is refused the same way.
 * ``timeout`` seconds a handler may take (default 30) before ``HandlerTimeout`` (504).
 
+A client that leaves while its request waits for a slot takes the request out of the
+queue (HAProxy's ``abortonclose``): it never reaches a handler, and the requests behind
+it move up (``ClientDisconnected``, logged as 499).  Under ASGI the relay listens on the
+request's ``receive`` while it waits: what it reads meanwhile (at most ``PEEK_LIMIT``
+bytes of body in ``PEEK_MESSAGES`` messages; past that it stops listening) is handed
+to the handler unchanged.
+Under WSGI the waiting thread looks at the client's socket, where the server exposes
+it (``gunicorn.socket``, ``werkzeug.socket``), every ``POLL`` seconds: a socket that
+reads as closed (end of stream, or reset) means the client left; unread request bytes
+mean it may still be there.  A client that only half-closes counts as gone, as uvicorn
+counts it.
+
 Which thread runs user code: ``async def`` handlers run on the caller's event loop
 (ASGI) or on the relay's own loop thread (WSGI and ``Coyote.call``); ``def``
-handlers run in the relay's thread pool of ``concurrency`` threads.  Slots are one
-pool shared by ASGI, WSGI, calls and casts.
+handlers run in the relay's thread pool of ``concurrency`` threads.  A relay's slots
+are one pool shared by ASGI, WSGI, calls and casts; each topology has a relay of its
+own (``Coyote.relay_for``), and those share the default relay's loop thread.
+
+Under WSGI one deadline decides: the waiting thread's (``run_sync``).
 """
 
 from __future__ import annotations
@@ -22,21 +37,75 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import select
+import socket
 import threading
+import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from coyote_mw.errors import HandlerTimeout, RelaySaturated
+from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 
-__all__ = ["Relay"]
+__all__ = ["PEEK_LIMIT", "PEEK_MESSAGES", "POLL", "Relay"]
 
 logger = logging.getLogger("coyote_mw.relay")
 
 T = TypeVar("T")
+
+PEEK_LIMIT = 64 * 1024
+"""Bytes of request body the relay reads (and holds for the handler) while the request
+waits for a slot under ASGI, listening for the client's leaving."""
+
+PEEK_MESSAGES = 64
+"""... and at most this many messages."""
+
+POLL = 0.1
+"""Seconds between two looks at a waiting WSGI request's client socket."""
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class _Replay:
+    """The request's ``receive`` for a handler: first what was read while it waited."""
+
+    __slots__ = ("held", "pending", "receive")
+
+    def __init__(
+        self, receive: Receive, held: deque[dict[str, Any]], pending: asyncio.Task[Any] | None
+    ) -> None:
+        self.receive, self.held, self.pending = receive, held, pending
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.held:
+            return self.held.popleft()
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            return await pending  # type: ignore[no-any-return]
+        return await self.receive()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A listening ``receive()`` nobody awaited in the end: its outcome is not an error."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _client_gone(sock: Any) -> bool:
+    """Whether a WSGI server's client socket reads as closed (without waiting)."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return False  # nothing to read: still connected, waiting for its answer
+        return not sock.recv(1, socket.MSG_PEEK)  # end of stream; bytes: maybe alive
+    except (BlockingIOError, InterruptedError, ValueError, AttributeError):
+        return False  # a TLS socket (no peeking), or no socket at all: cannot tell
+    except OSError:
+        return True  # reset
 
 
 class _Waiter:
@@ -111,7 +180,14 @@ class _Watchdog:
 
 
 class Relay:
-    def __init__(self, concurrency: int = 50, queue: int = 100, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        concurrency: int = 50,
+        queue: int = 100,
+        timeout: float = 30.0,
+        *,
+        loop_of: Relay | None = None,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if queue < 0:
@@ -134,6 +210,10 @@ class Relay:
         )
         self._last_watchdog: _Watchdog | None = None
         self.rejected = 0
+        # a topology's relay runs async handlers called from threads on the default
+        # relay's loop: one loop for every topology, so an app's lifespan and its
+        # requests share it whichever topology serves them
+        self.loop_of = loop_of
 
     # -- slots ------------------------------------------------------------------------
 
@@ -188,11 +268,19 @@ class Relay:
                 return True
             return False
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, receive: Any = None) -> Any:
+        """Take a slot, waiting in the queue if need be (``RelaySaturated``).
+
+        Given the request's ``receive``, a client that leaves meanwhile takes its
+        request out of the queue (``ClientDisconnected``); the ``receive`` to use from
+        then on is returned (it replays what was read while waiting).
+        """
         waiter = self._enter(asyncio.get_running_loop())
         if waiter is None:
-            return
+            return receive
         assert waiter.future is not None
+        if receive is not None:
+            return await self._wait_listening(waiter, receive)
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout)
         except TimeoutError:
@@ -201,15 +289,88 @@ class Relay:
         except asyncio.CancelledError:
             self._give_up(waiter)
             raise
+        return None
 
-    def _acquire_sync(self) -> None:
+    async def _wait_listening(self, waiter: _Waiter, receive: Receive) -> Any:
+        assert waiter.future is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        held: deque[dict[str, Any]] = deque()
+        size = 0
+        ended = False  # the last body message was held
+        listening: asyncio.Task[Any] | None = asyncio.ensure_future(receive())
+        gave_up = False
+        try:
+            while True:
+                waits: set[asyncio.Future[Any]] = {waiter.future}
+                if listening is not None:
+                    waits.add(listening)
+                remaining = deadline - loop.time()
+                done: set[asyncio.Future[Any]] = set()
+                if remaining > 0:
+                    done, _ = await asyncio.wait(
+                        waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if listening is not None and listening in done:
+                    heard, listening = listening, None
+                    message = heard.result()
+                    if message["type"] == "http.disconnect":
+                        gave_up = True
+                        self._give_up(waiter)
+                        raise ClientDisconnected("the client left while its request was queued")
+                    held.append(message)
+                    size += len(message.get("body", b""))
+                    # After the whole body only a disconnect should come: anything else
+                    # (a receive that repeats its last message) ends the listening, as
+                    # does a body past PEEK_LIMIT bytes or PEEK_MESSAGES messages.
+                    if ended:
+                        pass
+                    elif not message.get("more_body", False):
+                        ended = True
+                        listening = asyncio.ensure_future(receive())
+                    elif size < PEEK_LIMIT and len(held) < PEEK_MESSAGES:
+                        listening = asyncio.ensure_future(receive())
+                    continue
+                if waiter.future.done():
+                    if listening is not None:
+                        listening.add_done_callback(_retrieved)
+                    return _Replay(receive, held, listening)
+                if not done:
+                    gave_up = True
+                    self._give_up(waiter)
+                    raise RelaySaturated(self.retry_after)
+        except BaseException:
+            if listening is not None:
+                listening.cancel()
+                listening.add_done_callback(_retrieved)
+            if not gave_up:
+                self._give_up(waiter)  # a slot granted meanwhile is passed on
+            raise
+
+    def _acquire_sync(self, environ: Mapping[str, Any] | None = None) -> None:
+        """Take a slot, waiting in the queue if need be (``RelaySaturated``); given the
+        WSGI environ, a client that leaves meanwhile takes its request out of the queue
+        (``ClientDisconnected``) where the server exposes the client's socket."""
         waiter = self._enter(None)
         if waiter is None:
             return
         assert waiter.event is not None
-        if not waiter.event.wait(self.timeout):
-            self._give_up(waiter)
-            raise RelaySaturated(self.retry_after)
+        sock = None
+        if environ is not None:
+            sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        if sock is None:
+            if not waiter.event.wait(self.timeout):
+                self._give_up(waiter)
+                raise RelaySaturated(self.retry_after)
+            return
+        deadline = time.monotonic() + self.timeout
+        while not waiter.event.wait(max(0.0, min(POLL, deadline - time.monotonic()))):
+            if _client_gone(sock):
+                self._give_up(waiter)
+                raise ClientDisconnected("the client left while its request was queued")
+            if time.monotonic() >= deadline:
+                self._give_up(waiter)
+                raise RelaySaturated(self.retry_after)
 
     # -- running handlers ----------------------------------------------------------
 
@@ -286,22 +447,36 @@ class Relay:
         self._last_watchdog = dog
         return dog
 
-    def run_sync(self, fn: Callable[[], Any], is_async: bool) -> Any:
-        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)."""
-        self._acquire_sync()
-        future = self.submit_coroutine(self._timed(fn)) if is_async else self._submit(fn)
+    def run_sync(
+        self, fn: Callable[[], Any], is_async: bool, environ: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call).
+
+        One deadline decides, the waiting thread's: at ``timeout`` it answers 504 and
+        only then cancels an ``async def`` handler.  (A second timer on the handler's
+        loop would race it: a handler that turns its cancellation into an error could
+        beat the thread to it and be answered 502.)  Given the WSGI ``environ``, a
+        client that leaves while the request is queued takes it out of the queue.
+        """
+        self._acquire_sync(environ)
+        future = self.submit_coroutine(self._held(fn)) if is_async else self._submit(fn)
         try:
             return future.result(self.timeout)
         except FutureTimeout:
             future.cancel()
             raise HandlerTimeout(self.timeout) from None
 
-    async def _timed(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _held(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """An ``async def`` handler run for a thread, holding its slot until it ends."""
         try:
-            async with asyncio.timeout(self.timeout):
-                return await fn()
-        except TimeoutError:
-            raise HandlerTimeout(self.timeout) from None
+            return await fn()
+        except Exception as exc:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                raise
+            # cancelled past the deadline (the caller was answered 504): nobody waits
+            logger.warning("handler failed after its timeout: %r", exc)
+            return None
         finally:
             self.release()
 
@@ -361,6 +536,8 @@ class Relay:
     # -- the relay's own event loop, for async handlers called from threads ----------
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop_of is not None:
+            return self.loop_of._ensure_loop()
         if self._loop is None:
             with self._lock:
                 if self._loop is None:

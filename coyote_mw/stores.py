@@ -10,6 +10,8 @@ is its twin over this store.)
 
     {ns}:reg:{lease}   the registration as JSON; its key TTL is the lease, so a lease
                        expires in Redis itself, whichever worker (if any) is alive
+    {ns}:instance:{i}  the lease instance ``i`` (topology, service, instance) holds:
+                       one lease per instance, whichever leader it registered through
     {ns}:deadlines     sorted set lease -> expiry (ms): lets any worker find expired
                        leases without keyspace notifications
     {ns}:version       incremented by every change
@@ -45,10 +47,29 @@ class StoreConflict(Exception):
 
 # Claim a registration's routes and store it, or name the route another service holds.
 # An owner whose registrations have all expired does not count (its sweep may lag).
+# One instance (topology, service, instance) holds one lease: registered alike again
+# (through another leader of the store, say) it keeps the lease it has, renewed; with
+# other routes, url or ttl, the new registration replaces the old one.
 _CLAIM = """
 local ns, service, lease = ARGV[1], ARGV[2], ARGV[3]
+local ikey = ns .. ':instance:' .. ARGV[7]
 local claims = {}
-for i = 7, #ARGV do claims[#claims + 1] = ARGV[i] end
+for i = 8, #ARGV do claims[#claims + 1] = ARGV[i] end
+local held = redis.call('GET', ikey)
+local old = nil
+if held and held ~= lease then
+  old = redis.call('GET', ns .. ':reg:' .. held)
+end
+if old then
+  local was, now = cjson.decode(old), cjson.decode(ARGV[4])
+  if was.url == now.url and was.ttl == now.ttl
+      and cjson.encode(was.routes) == cjson.encode(now.routes) then
+    redis.call('PEXPIRE', ns .. ':reg:' .. held, ARGV[5])
+    redis.call('PEXPIRE', ikey, ARGV[5])
+    redis.call('ZADD', ns .. ':deadlines', ARGV[6], held)
+    return {'same', held, tostring(redis.call('GET', ns .. ':version') or 0)}
+  end
+end
 for _, claim in ipairs(claims) do
   local owner = redis.call('HGET', ns .. ':owners', claim)
   if owner and owner ~= service then
@@ -60,14 +81,29 @@ for _, claim in ipairs(claims) do
     redis.call('DEL', ns .. ':holders:' .. claim)
   end
 end
+if old then  -- the instance's previous registration goes
+  redis.call('DEL', ns .. ':reg:' .. held)
+  redis.call('ZREM', ns .. ':deadlines', held)
+  local taken = redis.call('HGET', ns .. ':claims', held)
+  if taken then
+    for _, claim in ipairs(cjson.decode(taken)) do
+      redis.call('SREM', ns .. ':holders:' .. claim, held)
+      if redis.call('SCARD', ns .. ':holders:' .. claim) == 0 then
+        redis.call('HDEL', ns .. ':owners', claim)
+      end
+    end
+    redis.call('HDEL', ns .. ':claims', held)
+  end
+end
 for _, claim in ipairs(claims) do
   redis.call('HSET', ns .. ':owners', claim, service)
   redis.call('SADD', ns .. ':holders:' .. claim, lease)
 end
 redis.call('HSET', ns .. ':claims', lease, cjson.encode(claims))
 redis.call('SET', ns .. ':reg:' .. lease, ARGV[4], 'PX', ARGV[5])
+redis.call('SET', ikey, lease, 'PX', ARGV[5])
 redis.call('ZADD', ns .. ':deadlines', ARGV[6], lease)
-return {'ok', tostring(redis.call('INCR', ns .. ':version'))}
+return {'ok', lease, tostring(redis.call('INCR', ns .. ':version'))}
 """
 
 # Forget a registration (ARGV[3] = 1: delete its key too) and release its claims.
@@ -111,6 +147,10 @@ class StoredRegistration:
             for method, path, _ in self.routes
         ]
 
+    def instance_key(self) -> str:
+        """The instance this registration is for: one lease per instance."""
+        return json.dumps([self.topology, self.service, self.instance], separators=(",", ":"))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
@@ -143,8 +183,16 @@ class RedisStore:
         return f"{self.ns}:reg:{lease}"
 
     def put(self, reg: StoredRegistration) -> int:
-        """Store ``reg`` and claim its routes for its service, atomically.
+        """Store ``reg`` (see ``claim``); the store's version after it."""
+        return self.claim(reg)[0]
 
+    def claim(self, reg: StoredRegistration) -> tuple[int, str]:
+        """Store ``reg`` and claim its routes for its service, atomically: the store's
+        version and the lease that now holds the instance.
+
+        That lease is ``reg.lease``, or the one the instance already holds when it was
+        registered alike before (through another leader: one instance, one lease); a
+        registration with other routes, url or ttl replaces the instance's old one.
         Raises ``StoreConflict`` when a live registration of another service holds one
         of them: the check runs in Redis, so two workers cannot both win.
         """
@@ -157,24 +205,27 @@ class RedisStore:
                 reg.to_json(),
                 reg.ttl * 1000,
                 deadline,
+                reg.instance_key(),
                 *reg.claims(),
             ],
         )
         if answer[0] == b"conflict":
             raise StoreConflict(answer[1].decode(), answer[2].decode())
-        version = int(answer[1])
-        self._redis.publish(self._channel, version)
-        return version
+        lease, version = answer[1].decode(), int(answer[2])
+        if answer[0] == b"ok":  # "same": nothing changed, nobody needs to reload
+            self._redis.publish(self._channel, version)
+        return version, lease
 
     def renew(self, lease: str) -> bool:
         raw = self._redis.get(self._key(lease))
         if raw is None:
             return False
-        ttl = StoredRegistration.from_json(raw).ttl
+        record = StoredRegistration.from_json(raw)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.pexpire(self._key(lease), ttl * 1000)
-        pipe.zadd(f"{self.ns}:deadlines", {lease: int((time.time() + ttl) * 1000)})
-        renewed, _ = pipe.execute()
+        pipe.pexpire(self._key(lease), record.ttl * 1000)
+        pipe.zadd(f"{self.ns}:deadlines", {lease: int((time.time() + record.ttl) * 1000)})
+        pipe.pexpire(f"{self.ns}:instance:{record.instance_key()}", record.ttl * 1000)
+        renewed, _, _ = pipe.execute()
         return bool(renewed)
 
     def delete(self, lease: str) -> bool:

@@ -10,6 +10,7 @@ unreachable, workers serve their last table and refuse registrations (503).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -81,7 +82,9 @@ class SharedLeases:
 
     # -- the API's lease operations -----------------------------------------------------
 
-    def grant(self, registration: Registration, ttl: int, url: str) -> None:
+    def grant(self, registration: Registration, ttl: int, url: str) -> str:
+        """Store the registration; the lease the store holds the instance under (an
+        instance registered alike through another leader keeps its lease)."""
         record = StoredRegistration(
             lease=registration.lease,
             service=registration.service,
@@ -93,10 +96,14 @@ class SharedLeases:
         )
         with self._lock:
             try:
-                self.store.put(record)  # may raise StoreConflict: another worker's service
+                # may raise StoreConflict: another worker's service
+                _, held = self.store.claim(record)
             except self._errors as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            self.applied[record.lease] = record
+            if held != record.lease:
+                record = dataclasses.replace(record, lease=held)
+            self.applied[held] = record
+            return held
 
     def renew(self, lease: str) -> int | None:
         try:

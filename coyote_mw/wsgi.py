@@ -89,7 +89,8 @@ class CoyoteWSGI:
             if host_answer is not None:
                 return host_answer
         endpoint = match.endpoint
-        d = Dispatch(match, method, relative, topology, coyote.relay, coyote.max_body, self.mount)
+        relay = coyote.relay_for(topology)
+        d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
         status = 0
 
         def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:

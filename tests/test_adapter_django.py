@@ -345,6 +345,8 @@ def test_a_stream_to_a_paused_client_is_held_back_and_stopped_under_django_asgi(
         gone = _closed(url)
         assert gone["closed"], gone  # the producer was stopped when the client left
         assert gone["chunks"] < 96 * 16
+
+
 @override_settings(
     COYOTE={"CLIENTS": [SALOON], "TRUSTED_PROXIES": ["10.0.0.0/8"], "MAX_HEADERS": 7}
 )

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, HandlerTimeout, RelaySaturated, Request, route
@@ -89,6 +90,33 @@ def test_slow_handler_answers_504(serve: Any, path: str) -> None:
     assert r.status_code == 504
     assert r.json() == {"error": "Handler timeout", "timeout": 0.3}
     assert time.monotonic() - started < 1.9  # answered at the timeout, not when it woke
+    coyote.close()
+
+
+def test_under_wsgi_one_deadline_decides_a_handler_that_turns_its_cancel_into_an_error() -> None:
+    # The race needs the handler's loop to get ahead of the waiting thread: a thread
+    # that keeps the GIL busy makes that likely on every run, as a loaded host does.
+    coyote = Coyote(timeout=0.02, access_log=False)
+    coyote.register(Gate())
+    client = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t")
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    hog = threading.Thread(target=busy, daemon=True)
+    hog.start()
+    try:
+        statuses = [client.get("/swallow").status_code for _ in range(40)]
+    finally:
+        stop.set()
+        hog.join(5)
+    assert statuses == [504] * 40
+    deadline = time.monotonic() + 5  # each handler's slot comes back once it has ended
+    while coyote.relay.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert coyote.relay.active == 0
     coyote.close()
 
 

@@ -140,9 +140,7 @@ def test_204_and_304_carry_no_body_and_no_content_type(
     assert r.headers["etag"] == '"v1"'
 
 
-def test_a_bare_response_of_bytes_is_application_octet_stream(
-    foreign: Coyote, serve: Any
-) -> None:
+def test_a_bare_response_of_bytes_is_application_octet_stream(foreign: Coyote, serve: Any) -> None:
     r = serve(foreign).get("/bare")
     assert r.content == b"\x00\x01 raw"
     assert r.headers["content-type"] == "application/octet-stream"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -14,11 +15,13 @@ from coyote_mw.stores import RedisStore, StoredRegistration
 from tests.redis_server import RedisServer
 
 
-def registration(ttl: int = 5, service: str = "svc") -> StoredRegistration:
+def registration(
+    ttl: int = 5, service: str = "svc", instance: str | None = None
+) -> StoredRegistration:
     return StoredRegistration(
         lease=uuid.uuid4().hex,
         service=service,
-        instance="i1",
+        instance=instance or f"i{uuid.uuid4().hex[:8]}",  # one lease per instance
         url="http://127.0.0.1:9",
         topology="default",
         ttl=ttl,
@@ -210,10 +213,37 @@ def test_an_instance_registering_again_keeps_one_lease_in_the_store(
     auth = {"authorization": f"Bearer {token}"}
     with httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t") as c:
         first = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
-        second = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
-    assert first != second
+        alike = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
+        body["routes"] = [{"method": "GET", "path": "/again"}, {"method": "GET", "path": "/more"}]
+        other = c.post("/_coyote/registrations", json=body, headers=auth).json()["lease"]
+        table = c.get("/_coyote/routes", headers=auth).json()
+        assert [r["instances"] for r in table if r["path"] == "/again"] == [["host:1"]]
+    assert alike == first  # registered alike: the lease it holds, renewed
+    assert other != first  # other routes: a new registration replaces the old one
     reader = RedisStore(ns_url)
     leases = [r.lease for r in reader.snapshot()[1] if r.service == "again"]
     reader.close()
-    assert leases == [second]
+    assert leases == [other]
     coyote.close()
+
+
+def test_one_instance_registered_alike_through_two_workers_holds_one_lease(
+    redis_server: RedisServer,
+) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    worker_a = RedisStore(redis_server.url, namespace=ns)
+    worker_b = RedisStore(redis_server.url, namespace=ns)
+    through_a = registration(instance="host:1")
+    version, held = worker_a.claim(through_a)
+    assert held == through_a.lease
+    through_b = registration(instance="host:1")  # the same instance, its own new lease
+    assert worker_b.claim(through_b) == (version, through_a.lease)  # no change announced
+    assert worker_b.renew(through_a.lease)
+    assert not worker_b.renew(through_b.lease)
+    assert [r.lease for r in worker_b.snapshot()[1]] == [through_a.lease]
+    moved = dataclasses.replace(through_b, url="http://127.0.0.1:10")  # it moved: replaced
+    assert worker_b.claim(moved) == (version + 1, moved.lease)
+    assert [r.lease for r in worker_a.snapshot()[1]] == [moved.lease]
+    assert not worker_a.renew(through_a.lease)
+    worker_a.close()
+    worker_b.close()

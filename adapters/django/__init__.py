@@ -8,7 +8,7 @@
 ``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote before
 the URLconf; "host": to Django first, coyote after its 404), ``CONCURRENCY``, ``QUEUE``,
 ``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``TRUSTED_PROXIES``, ``MAX_HEADERS``,
-``MAX_HEADER_BYTES``, ``MAX_TARGET``, ``PSEUDONYM``, ... - the settings of
+``MAX_HEADER_BYTES``, ``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``, ... - the settings of
 ``coyote_mw.Coyote``.  Any other key is refused with ``ImproperlyConfigured`` naming the
 closest known one.
 

@@ -188,6 +188,8 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept() (Linux)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self.lock:
             socks = list(self._socks)

@@ -71,8 +71,11 @@ def _check_certificate(certfile: str, keyfile: str) -> str | None:
     return None
 
 
-def _listen(host: str, port: int, command: str) -> socket.socket:
-    """Bind the port before serving: a busy port or a bad host is one line and exit 1."""
+def _listen(host: str, port: int, command: str, scheme: str = "http") -> socket.socket:
+    """Bind the port before serving: a busy port or a bad host is one line and exit 1.
+
+    (uvicorn given a bound socket does not say where it listens: this says it.)
+    """
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -89,6 +92,10 @@ def _listen(host: str, port: int, command: str) -> socket.socket:
         raise SystemExit(
             f"coyote {command}: error: cannot listen on {host}:{port}: {why}"
         ) from None
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("coyote_mw").info(
+        "coyote %s on %s://%s:%d (Ctrl-C to stop)", command, scheme, shown, port
+    )
     return sock
 
 
@@ -203,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
             if bad:
                 client.error(bad)
-        sock = _listen(args.host, args.port, "serve-client")
+        scheme = "https" if args.ssl_certfile else "http"
+        sock = _listen(args.host, args.port, "serve-client", scheme)
         try:
             serve_client(
                 instance,

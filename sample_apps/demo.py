@@ -2,9 +2,10 @@
 
     python -m sample_apps.demo --port 8000
 
-``GET /`` is the Saloon (a coyote client, in the embedded in-memory table);
-``GET /host`` is the host app's own route; anything else falls through to the host,
-and ``/table`` (a host route) lists the table.
+``GET /``, ``/drinks/{id:int}`` and ``/tab`` are the Saloon (a coyote client, in the
+embedded in-memory table); ``GET /host`` is the host app's own route; anything else
+falls through to the host, and ``/table`` (a host route) lists the table.  The port is
+bound before the banner is printed: a busy port is one line and exit 1.
 """
 
 from __future__ import annotations

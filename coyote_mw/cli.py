@@ -8,6 +8,10 @@
 The token comes from ``--token`` or, better (it stays out of ``ps``), ``COYOTE_TOKEN``.
 Like uvicorn, ``--app-dir`` (default: the current directory) is put on ``sys.path``
 so ``module:Class`` resolves from where you stand.
+
+Bad input is one line on stderr and a non-zero exit, never a traceback: exit 2 for
+what the command line says (a bad URL, import path or file), exit 1 for what happened
+(a leader that is down or refuses a registration for good).
 """
 
 from __future__ import annotations
@@ -16,10 +20,91 @@ import argparse
 import json
 import logging
 import os
+import socket
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _url(what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        from coyote_mw.remote_client import check_url
+
+        try:
+            return check_url(value, what)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def _ca_file(value: str) -> str:
+    """A CA bundle that ssl can load: refused here, not in a traceback later."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a file (a CA bundle, PEM)")
+    try:
+        ssl.create_default_context(cafile=value)
+    except (OSError, ssl.SSLError) as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a CA bundle (PEM): {exc}") from None
+    return value
+
+
+def _check_certificate(certfile: str, keyfile: str) -> str | None:
+    """What is wrong with a certificate and its key (unreadable, not PEM, not a pair)."""
+    for path in (certfile, keyfile):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            return f"{path!r} is not a readable file (--ssl-certfile / --ssl-keyfile)"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        return f"--ssl-certfile {certfile!r} / --ssl-keyfile {keyfile!r}: {exc}"
+    return None
+
+
+def _listen(host: str, port: int, command: str, scheme: str = "http") -> socket.socket:
+    """Bind the port before serving: a busy port or a bad host is one line and exit 1.
+
+    (uvicorn given a bound socket does not say where it listens: this says it.)
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SystemExit(
+            f"coyote {command}: error: cannot listen on {host}:{port}: {exc}"
+        ) from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or exc
+        raise SystemExit(
+            f"coyote {command}: error: cannot listen on {host}:{port}: {why}"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("coyote_mw").info(
+        "coyote %s on %s://%s:%d (Ctrl-C to stop)", command, scheme, shown, port
+    )
+    return sock
+
+
+def _uvicorn(parser: argparse.ArgumentParser) -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        parser.error("this command runs on uvicorn: pip install 'coyote-mw[server]'")
+    return uvicorn
 
 
 def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -51,7 +136,7 @@ def _parse_topology_bounds(specs: list[str]) -> dict[str, dict[str, float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coyote", description="coyote_mw: dynamic routing.")
+    parser = _Parser(prog="coyote", description="coyote_mw: dynamic routing.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -62,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader.add_argument("--prefix", default="/_coyote")
     leader.add_argument("--store", help="Redis URL shared by several leaders ($COYOTE_STORE)")
     leader.add_argument(
-        "--ca-file", help="CA bundle (PEM) for https:// instances (default: the system's)"
+        "--ca-file",
+        type=_ca_file,
+        help="CA bundle (PEM) for https:// instances (default: the system's)",
     )
     leader.add_argument(
         "--trusted-proxy",
@@ -92,23 +179,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
-    client.add_argument("--leader", action="append", required=True, help="a leader URL (repeat)")
+    client.add_argument(
+        "--leader",
+        action="append",
+        required=True,
+        type=_url("leader"),
+        help="a leader URL (repeat)",
+    )
     client.add_argument("--host", default="127.0.0.1")
     client.add_argument("--port", type=int, default=9001)
     client.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
     client.add_argument("--topology", default="default")
     client.add_argument("--ttl", type=int, default=10, help="lease seconds (1-3600)")
     client.add_argument("--instance", help="instance name (default: host:port)")
-    client.add_argument("--advertise", help="URL leaders use to reach it (default: host:port)")
+    client.add_argument(
+        "--advertise",
+        type=_url("--advertise"),
+        help="URL leaders use to reach it (default: host:port)",
+    )
     client.add_argument("--app-dir", default=".", help="put this folder on sys.path")
     client.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     client.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
-    client.add_argument("--ca-file", help="CA bundle (PEM) for https:// leaders")
+    client.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for https:// leaders")
 
     routes = sub.add_parser("routes", help="print a leader's route table")
-    routes.add_argument("--leader", required=True)
+    routes.add_argument("--leader", required=True, type=_url("leader"))
     routes.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
     routes.add_argument("--prefix", default="/_coyote")
+    routes.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for an https:// leader")
+    routes.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -116,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per heartbeat
     if args.command == "leader":
-        import uvicorn
+        uvicorn = _uvicorn(leader)
 
         from coyote_mw.leader import Coyote
 
@@ -134,61 +233,98 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 topologies=_parse_topology_bounds(args.topology_bounds),
             )
-        except ValueError as exc:
+        except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
             leader.error(str(exc))
-        app = coyote.asgi()
+        sock = _listen(args.host, args.port, "leader")
         # uvicorn's own proxy_headers (on by default) would take any loopback client's
         # X-Forwarded-For as its address: only with the flag, only from trusted proxies
-        uvicorn.run(
-            app,
+        config = uvicorn.Config(
+            coyote.asgi(),
             host=args.host,
             port=args.port,
             log_level=args.log_level,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
         )
+        uvicorn.Server(config).run(sockets=[sock])
         return 0
     if args.command == "serve-client":
         from coyote_mw.client import Client
         from coyote_mw.loading import import_string
-        from coyote_mw.remote_client import serve_client
+        from coyote_mw.remote_client import RegistrationRefused, serve_client
 
+        _uvicorn(client)
         sys.path.insert(0, os.path.abspath(args.app_dir))
         try:
             target = import_string(args.target)
         except ValueError as exc:
             client.error(str(exc))
-        instance = target() if isinstance(target, type) else target
+        except Exception as exc:  # the module's own code failed while importing
+            client.error(f"importing {args.target} failed: {type(exc).__name__}: {exc}")
+        try:
+            instance = target() if isinstance(target, type) else target
+        except Exception as exc:
+            client.error(f"{args.target}() failed: {type(exc).__name__}: {exc}")
         if not isinstance(instance, Client):
             client.error(f"{args.target} is not a coyote_mw.Client")
         if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
             client.error("--ssl-certfile and --ssl-keyfile go together")
-        serve_client(
-            instance,
-            leaders=args.leader,
-            token=_token(args, client),
-            host=args.host,
-            port=args.port,
-            topology=args.topology,
-            ttl=args.ttl,
-            instance=args.instance,
-            advertise=args.advertise,
-            log_level=args.log_level,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-            ca_file=args.ca_file,
-        )
+        if args.ssl_certfile is not None:
+            bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
+            if bad:
+                client.error(bad)
+        scheme = "https" if args.ssl_certfile else "http"
+        sock = _listen(args.host, args.port, "serve-client", scheme)
+        try:
+            serve_client(
+                instance,
+                leaders=args.leader,
+                token=_token(args, client),
+                host=args.host,
+                port=args.port,
+                topology=args.topology,
+                ttl=args.ttl,
+                instance=args.instance,
+                advertise=args.advertise,
+                log_level=args.log_level,
+                ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile,
+                ca_file=args.ca_file,
+                sock=sock,
+            )
+        except RegistrationRefused as exc:
+            print(f"coyote serve-client: error: {exc}", file=sys.stderr)
+            return 1
         return 0
+    return _routes(args, routes)
+
+
+def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import httpx
 
-    r = httpx.get(
-        f"{args.leader.rstrip('/')}{args.prefix}/routes",
-        headers={"authorization": f"Bearer {_token(args, routes)}"},
-    )
-    if r.status_code != 200:
-        print(f"{r.status_code}: {r.text}", file=sys.stderr)
+    url = f"{args.leader.rstrip('/')}{args.prefix}/routes"
+    token = _token(args, parser)
+
+    def fail(why: str) -> int:
+        print(f"coyote routes: error: {url}: {why}", file=sys.stderr)
         return 1
-    print(json.dumps(r.json(), indent=2))
+
+    try:
+        r = httpx.get(
+            url,
+            headers={"authorization": f"Bearer {token}"},
+            timeout=args.timeout,
+            verify=ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True,
+        )
+    except httpx.HTTPError as exc:
+        return fail(f"{type(exc).__name__}: {exc or 'no answer'}")
+    if r.status_code != 200:
+        return fail(f"answered {r.status_code}: {' '.join(r.text.split())[:300]}")
+    try:
+        table = r.json()
+    except ValueError:
+        return fail("answered 200 but not with JSON: is that a coyote leader (and --prefix)?")
+    print(json.dumps(table, indent=2))
     return 0
 
 

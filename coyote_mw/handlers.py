@@ -36,6 +36,7 @@ __all__ = [
     "FunctionHandler",
     "Handler",
     "handler_failed",
+    "instance_failed",
     "send_response",
     "status_line",
     "wsgi_response",
@@ -111,6 +112,36 @@ def handler_failed(d: Dispatch, exc: BaseException) -> RoutingError:
         exc_info=exc,
     )
     return RoutingError(f"{ep.service}: {exc!r}")
+
+
+def instance_failed(
+    d: Dispatch, url: str, exc: BaseException, retrying_on: str | None = None
+) -> RoutingError:
+    """Log a remote instance's failure in one line; the client sees only "Routing error".
+
+    A dead or misbehaving instance is an operational event, not a bug in this process:
+    one line naming the instance, route, service and cause (a traceback would say only
+    where in the transport it was noticed), with the traceback at DEBUG.  When the
+    request is retried on another instance, the line says so, at WARNING.
+    """
+    ep = d.match.endpoint
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    retry = f"; retrying on {retrying_on}" if retrying_on else ""
+    logger.log(
+        logging.WARNING if retrying_on else logging.ERROR,
+        "Routing error: %s %s -> instance %s (route %s %s, service %s, topology %s): %s%s",
+        d.method,
+        d.path.raw,
+        url,
+        ep.method,
+        ep.pattern,
+        ep.service,
+        d.topology,
+        cause,
+        retry,
+        exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+    )
+    return RoutingError(f"{ep.service} at {url}: {cause}")
 
 
 class FunctionHandler(Handler):

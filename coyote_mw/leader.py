@@ -51,7 +51,14 @@ from coyote_mw.accesslog import AccessLog
 from coyote_mw.apps import ASGIAppHandler, WSGIAppHandler
 from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
-from coyote_mw.errors import InvalidRoute, MethodNotAllowed, NoMatchingRoute, RelaySaturated
+from coyote_mw.errors import (
+    DispatchError,
+    InvalidRoute,
+    MethodNotAllowed,
+    NoMatchingRoute,
+    RelaySaturated,
+    RoutingError,
+)
 from coyote_mw.forwarding import Forwarding
 from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
 from coyote_mw.paths import CanonicalPath, canonicalize
@@ -521,7 +528,11 @@ class Coyote:
 
         def done(future: Future[Response]) -> None:
             exc = None if future.cancelled() else future.exception()
-            if exc is not None:
+            if isinstance(exc, RoutingError):
+                return  # the handler's failure is logged where it happened, once
+            if isinstance(exc, DispatchError):
+                logger.warning("cast %s %s not run: %s", method, path, exc)
+            elif exc is not None:
                 logger.error("cast %s %s failed: %r", method, path, exc, exc_info=exc)
 
         self.relay.submit_coroutine(handler.acall(d, request)).add_done_callback(done)

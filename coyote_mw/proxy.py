@@ -34,7 +34,7 @@ import httpx
 
 from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
-from coyote_mw.handlers import Dispatch, Handler, handler_failed, status_line
+from coyote_mw.handlers import Dispatch, Handler, instance_failed, status_line
 from coyote_mw.transport import (
     ConnectError,
     Pool,
@@ -248,7 +248,8 @@ class RemoteHandler(Handler):
                     if instance is self and d.method in IDEMPOTENT and isinstance(body, bytes):
                         other = _another(d, instance)
                     if other is None:
-                        raise handler_failed(d, exc) from exc
+                        raise instance_failed(d, instance.url, exc) from exc
+                    instance_failed(d, instance.url, exc, retrying_on=other.url)
                     headers = [(k, v) for k, v in headers if k != b"host"]
                     headers.append((b"host", other.netloc))
                     instance = other
@@ -256,11 +257,11 @@ class RemoteHandler(Handler):
                 except ReadTimeout:
                     raise HandlerTimeout(relay.timeout) from None
                 except TransportError as exc:
-                    raise handler_failed(d, exc) from exc
+                    raise instance_failed(d, instance.url, exc) from exc
                 finally:
                     watch.end()
                 instance._succeeded()
-                return await _stream_back(d, response, send)
+                return await _stream_back(d, response, send, instance.url)
         finally:
             relay.release()
 
@@ -305,7 +306,7 @@ class RemoteHandler(Handler):
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
                 self._failed_to_connect(exc)
-            handler_failed(d, exc)
+            instance_failed(d, self.url, exc)
             await send({"type": "websocket.close", "code": 1011})
             return
         self._succeeded()
@@ -389,12 +390,13 @@ class RemoteHandler(Handler):
             if retry and d.method in IDEMPOTENT and isinstance(content, bytes):
                 other = _another(d, self)
                 if other is not None:
+                    instance_failed(d, self.url, exc, retrying_on=other.url)
                     return other._forward_sync(d, environ, start_response, retry=False)
-            raise handler_failed(d, exc) from exc
+            raise instance_failed(d, self.url, exc) from exc
         except httpx.TimeoutException:
             raise HandlerTimeout(d.relay.timeout) from None
         except httpx.HTTPError as exc:
-            raise handler_failed(d, exc) from exc
+            raise instance_failed(d, self.url, exc) from exc
         self._succeeded()
         back = [
             (k.decode("latin-1"), v.decode("latin-1"))
@@ -416,12 +418,12 @@ class RemoteHandler(Handler):
             except httpx.TimeoutException:
                 raise HandlerTimeout(d.relay.timeout) from None
             except httpx.HTTPError as exc:
-                raise handler_failed(d, exc) from exc
+                raise instance_failed(d, self.url, exc) from exc
             start_response(status_line(response.status_code), back)
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
-        return _HttpxBody(d, response, first, stream)
+        return _HttpxBody(d, response, first, stream, self.url)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
         return await call_asgi_app(_AsASGI(self), d, request)
@@ -469,7 +471,7 @@ async def _stream_request(receive: Any, length: int | None) -> AsyncIterator[byt
         raise RoutingError(f"the request body is shorter than its length {length}")
 
 
-async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
+async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any, url: str) -> int:
     status = response.status
     whole = response.take_whole()  # the usual small answer: all here already
     if whole is not None:
@@ -490,7 +492,7 @@ async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> in
     except TransportError as exc:
         # Too late for a 502: log why, and leave the response unfinished so the
         # server closes the connection and the client sees a truncated body.
-        handler_failed(d, exc)
+        instance_failed(d, url, exc)
         return status
     finally:
         await response.aclose()
@@ -542,9 +544,10 @@ class _HttpxBody:
     response short: it is logged, and raised so the server closes the connection."""
 
     def __init__(
-        self, d: Dispatch, response: httpx.Response, first: bytes, rest: Iterator[bytes]
+        self, d: Dispatch, response: httpx.Response, first: bytes, rest: Iterator[bytes], url: str
     ) -> None:
         self.d = d
+        self.url = url
         self.response = response
         self.first = first
         self.rest = rest
@@ -555,7 +558,7 @@ class _HttpxBody:
         try:
             yield from self.rest
         except httpx.HTTPError as exc:
-            raise handler_failed(self.d, exc) from exc
+            raise instance_failed(self.d, self.url, exc) from exc
 
     def close(self) -> None:
         self.response.close()

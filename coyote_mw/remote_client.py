@@ -6,7 +6,11 @@ leader URL given, as Coyote's client keeps pinging its leader nodes:
 * it registers (``POST /_coyote/registrations``) and heart-beats every ttl/3;
 * a heartbeat answered 404 means the leader forgot it (a restart): it registers again;
 * an unreachable leader is retried with exponential backoff and full jitter (never a
-  busy loop), and registered with as soon as it answers;
+  busy loop), and registered with as soon as it answers; so is one that answers 5xx
+  (503 while its store is unavailable), 408 or 429;
+* any other refusal (400 a bad payload, 401/403 a wrong token, 409 a route another
+  service holds, 404 no registration API there) will not change by retrying: the
+  registrar stops and ``serve_client`` raises ``RegistrationRefused``;
 * on SIGTERM / SIGINT it deregisters first, so leaders send new requests elsewhere,
   then lets in-flight requests finish (uvicorn's graceful shutdown).
 """
@@ -16,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from coyote_mw.client import Client
 from coyote_mw.leader import Coyote
 
-__all__ = ["Backoff", "Registrar", "serve_client"]
+__all__ = ["Backoff", "Registrar", "RegistrationRefused", "check_url", "serve_client"]
 
 logger = logging.getLogger("coyote_mw.remote")
 
@@ -46,8 +52,47 @@ class Backoff:
         self.attempt = 0
 
 
+# Answers worth trying again: the leader (or its store) is busy or restarting.
+_TRANSIENT = frozenset({408, 429})
+
+
+def check_url(url: str, what: str = "leader") -> str:
+    """``url`` if it is an absolute http(s) URL with a host (and a valid port), else ValueError."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"{what} {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{what} {url!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8000)"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{what} {url!r}: no query, fragment or credentials in the URL")
+    return url
+
+
 class RegistrationRefused(Exception):
     """The leader answered the registration with an error status."""
+
+
+class _Transient(RegistrationRefused):
+    """A refusal worth retrying (5xx, 408, 429)."""
+
+
+def _refusal(leader: str, what: str, status: int, text: str) -> RegistrationRefused:
+    detail = " ".join(text.split())[:300]
+    if status >= 500 or status in _TRANSIENT:
+        return _Transient(f"{what} answered {status}: {detail}")
+    hint = {
+        401: " (no token? set COYOTE_TOKEN)",
+        403: " (a wrong token: the leader's COYOTE_TOKEN differs)",
+        404: " (no registration API there: a leader with a token, and the right --prefix?)",
+    }.get(status, "")
+    return RegistrationRefused(
+        f"leader {leader} refused the {what} with {status}{hint}: {detail}; "
+        "not retrying, that will not change by itself"
+    )
 
 
 class Registrar:
@@ -66,8 +111,14 @@ class Registrar:
         ttl: int = 10,
         prefix: str = "/_coyote",
         verify: ssl.SSLContext | bool = True,
+        on_refused: Callable[[RegistrationRefused], None] | None = None,
     ) -> None:
+        for leader in leaders:
+            check_url(leader)
         self.verify = verify  # for https:// leaders: True is the system's CAs
+        self.on_refused = on_refused
+        self.refused: RegistrationRefused | None = None
+        """The permanent refusal that stopped the registrar, if one did."""
         self.payload = {
             "service": service,
             "instance": instance,
@@ -112,21 +163,25 @@ class Registrar:
                         self.registered[leader].clear()
                         break
                     if r.status_code != 200:
-                        raise RegistrationRefused(
-                            f"heartbeat answered {r.status_code}: {r.text[:200]}"
-                        )
-            except (httpx.TransportError, RegistrationRefused) as exc:
+                        raise _refusal(leader, "heartbeat", r.status_code, r.text)
+            except (httpx.TransportError, _Transient) as exc:
                 self.registered[leader].clear()
                 if not down:
                     logger.warning("leader %s unreachable or refusing (%s); retrying", leader, exc)
                 down = True
                 await asyncio.sleep(backoff.next())
+            except RegistrationRefused as exc:
+                self.registered[leader].clear()
+                self.refused = exc
+                if self.on_refused is not None:
+                    self.on_refused(exc)
+                return
 
     async def _register(self, leader: str) -> float:
         assert self._http is not None
         r = await self._http.post(f"{leader}{self.prefix}/registrations", json=self.payload)
         if r.status_code != 201:
-            raise RegistrationRefused(f"registration answered {r.status_code}: {r.text[:300]}")
+            raise _refusal(leader, "registration", r.status_code, r.text)
         body = r.json()
         self.leases[leader] = body["lease"]
         self.registered[leader].set()
@@ -180,16 +235,26 @@ def serve_client(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     ca_file: str | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``client`` on ``host:port`` and keep it registered with ``leaders``.
 
     ``ssl_certfile`` / ``ssl_keyfile``: serve HTTPS (and advertise an https:// URL);
     ``ca_file``: the CA bundle https:// leaders are verified with (default: the system's).
+    ``sock``: a socket already bound to ``host:port`` to serve on.
+    Raises ``RegistrationRefused`` (after a clean shutdown) when a leader refuses the
+    registration for good; transient failures are retried for as long as it runs.
     """
     import uvicorn
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ValueError("serving HTTPS takes both a certificate and its key")
+    servers: list[Any] = []  # the one main() runs
+
+    def refused(exc: RegistrationRefused) -> None:
+        if servers:
+            servers[0].should_exit = True
+
     local = Coyote()
     local.register(client, topology="default")
     scheme = "https" if ssl_certfile else "http"
@@ -204,6 +269,7 @@ def serve_client(
         topology=topology,
         ttl=ttl,
         verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
+        on_refused=refused,
     )
     app = local.asgi()
     loops: list[asyncio.AbstractEventLoop] = []  # the one main() runs on
@@ -242,6 +308,7 @@ def serve_client(
             ssl_keyfile=ssl_keyfile,
         )
         server = Server(config)
+        servers.append(server)
 
         async def register_once_listening() -> None:
             # Leaders must not send requests before the socket accepts them, nor may a
@@ -254,10 +321,12 @@ def serve_client(
 
         starting = asyncio.ensure_future(register_once_listening())
         try:
-            await server.serve()
+            await server.serve(sockets=[sock] if sock is not None else None)
         finally:
             starting.cancel()
             await registrar.stop()
             local.close()
 
     asyncio.run(main())
+    if registrar.refused is not None:
+        raise registrar.refused

@@ -1,30 +1,37 @@
-"""The Deadwood Saloon: the sample client, serving the story of the Clever Coyote."""
+"""The Deadwood Saloon, the sample client: the README's five-minute tour shows this file."""
 
 from __future__ import annotations
 
-from coyote_mw import Client, Request, route
+from collections import deque
+from typing import Any
 
-STORY = """<h1>The Clever Coyote</h1>
-<p>
-  The monster hunted and hunted, but the buffalo had scattered without a trace. Late
-  that night, when the monster returned to his lair, young warriors were waiting.
-  They killed the monster, much to the relief of one small boy and all of the people
-  and all of the animals.
-</p>
-<p>
-  That is why the elders say it is Coyote to whom we owe the buffalo. Even today, the
-  people still give thanks to clever Coyote. If it had not been for the smart head and
-  warm heart of one little dog, that horrible monster would have kept all the buffalo
-  for himself forever.
-</p>
-"""
+from coyote_mw import Client, Request, route
+from sample_apps.deadwood.story import STORY
+
+DRINKS = {1: "whiskey", 2: "sarsaparilla", 3: "coffee"}
 
 
 class Saloon(Client):
-    """``Deadwood.Saloon``: ``GET /`` answers the story."""
-
     service = "deadwood.saloon"
+
+    def __init__(self) -> None:
+        self.orders: deque[Any] = deque(maxlen=100)  # the tab keeps the last 100 orders
 
     @route("GET", "/")
     def story(self, request: Request) -> str:
-        return STORY
+        return STORY  # the Clever Coyote (sample_apps/deadwood/story.py)
+
+    @route("GET", "/drinks/{id:int}")  # params arrive converted: an int
+    async def drink(self, request: Request) -> Any:  # def or async def, both work anywhere
+        drink_id = request.params["id"]
+        if drink_id not in DRINKS:
+            return 404, {"error": "No such drink", "id": drink_id}
+        return {"id": drink_id, "drink": DRINKS[drink_id]}
+
+    @route("POST", "/tab", cast=True)  # fire and forget: the caller gets 202 at once
+    def order(self, request: Request) -> None:
+        self.orders.append(request.json())  # runs on the relay after the 202
+
+    @route("GET", "/tab")
+    def tab(self, request: Request) -> list[Any]:
+        return list(self.orders)

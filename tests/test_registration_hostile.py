@@ -1,0 +1,215 @@
+"""The registration API under hostile input, against real servers over raw sockets.
+
+Every exchange is bounded in time: a server that waits for a body that never comes, or
+reads an endless one, makes the test fail (no answer) rather than hang.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from coyote_mw import Coyote
+from coyote_mw.registration import MAX_DEPTH, MAX_PAYLOAD
+from sample_apps.deadwood.saloon import Saloon
+from tests.conftest import ASGIClient, WSGIClient
+from tests.ledger import parse_status
+from tests.servers import uvicorn_server, werkzeug_server
+
+TOKEN = "t" * 32
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+ANSWER_WITHIN = 5.0  # seconds: a fixed leader answers these at once
+
+
+def payload(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "service": "remote.saloon",
+        "instance": "one",
+        "url": "http://127.0.0.1:9",
+        "routes": [{"method": "GET", "path": "/remote"}],
+        "ttl": 5,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def leader() -> Iterator[Coyote]:
+    coyote = Coyote(token=TOKEN)
+    coyote.register(Saloon())
+    yield coyote
+    coyote.close()
+
+
+@pytest.fixture(params=["uvicorn-httptools", "uvicorn-h11", "werkzeug"])
+def port(request: pytest.FixtureRequest, leader: Coyote) -> Iterator[int]:
+    if request.param == "werkzeug":
+        with werkzeug_server(leader.wsgi()) as p:
+            yield p
+    else:
+        with uvicorn_server(leader.asgi(), http=request.param.split("-")[1]) as p:
+            yield p
+
+
+def head(length: str | None = None, token: bool = True, chunked: bool = False) -> bytes:
+    lines = ["POST /_coyote/registrations HTTP/1.1", "Host: 127.0.0.1"]
+    if token:
+        lines.append(f"Authorization: Bearer {TOKEN}")
+    lines.append("Content-Type: application/json")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def first_answer(conn: socket.socket) -> bytes:
+    """Bytes until the server closes, or until ``ANSWER_WITHIN`` has passed."""
+    out = b""
+    deadline = time.monotonic() + ANSWER_WITHIN
+    conn.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            if b"\r\n\r\n" in out:
+                break  # a whole head and (small) body: enough for these tests
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def send_and_answer(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN) as conn:
+        conn.sendall(data)
+        return first_answer(conn)
+
+
+def body_json(answer: bytes) -> Any:
+    return json.loads(answer.partition(b"\r\n\r\n")[2] or b"null")
+
+
+def test_a_declared_length_over_the_cap_is_413_without_waiting_for_the_body(
+    port: int, leader: Coyote
+) -> None:
+    answer = send_and_answer(port, head(length=str(10**12)))
+    assert parse_status(answer) == 413, answer[:200]
+    assert body_json(answer) == {"error": "Payload too large", "max_bytes": MAX_PAYLOAD}
+    assert [r["path"] for r in leader.table.routes()] == ["/"]
+
+
+@pytest.mark.parametrize("length", ["1000", None])
+def test_no_token_is_401_before_a_byte_of_the_body_is_read(
+    port: int, leader: Coyote, length: str | None
+) -> None:
+    # a declared body that never comes, or a chunked one never ended: no token, no read
+    answer = send_and_answer(port, head(length=length, token=False, chunked=length is None))
+    assert parse_status(answer) == 401, answer[:200]
+    assert body_json(answer)["error"] == "Authorization required"
+    assert [r["path"] for r in leader.table.routes()] == ["/"]
+
+
+def test_a_wrong_token_is_403_before_the_body_is_read(port: int) -> None:
+    data = head(length="1000", token=False).replace(
+        b"Host:", b"Authorization: Bearer wrong-wrong-wrong\r\nHost:"
+    )
+    answer = send_and_answer(port, data)
+    assert parse_status(answer) == 403, answer[:200]
+
+
+def test_an_endless_chunked_body_is_cut_at_the_cap_with_413(port: int, leader: Coyote) -> None:
+    chunk = b"%x\r\n%s\r\n" % (8192, b"[" * 8192)
+    stop = threading.Event()
+    sent = [0]
+
+    def pour(conn: socket.socket) -> None:
+        # at most 16 MiB or 20 s: far past the cap, bounded all the same
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and sent[0] < 16 * 1024 * 1024 and time.monotonic() < deadline:
+            try:
+                conn.sendall(chunk)
+            except OSError:
+                return  # the server closed: what a fixed leader does
+            sent[0] += len(chunk)
+
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN) as conn:
+        conn.sendall(head(chunked=True))
+        pourer = threading.Thread(target=pour, args=(conn,), daemon=True)
+        pourer.start()
+        try:
+            answer = first_answer(conn)
+        finally:
+            stop.set()
+            pourer.join(30)
+    assert parse_status(answer) == 413, (answer[:200], sent[0])
+    assert body_json(answer)["error"] == "Payload too large"
+    assert [r["path"] for r in leader.table.routes()] == ["/"]
+
+
+def test_a_chunked_registration_within_the_cap_registers(port: int, leader: Coyote) -> None:
+    body = json.dumps(payload()).encode()
+    half = len(body) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:half], body[half:]))
+    answer = send_and_answer(port, head(chunked=True) + chunks + b"0\r\n\r\n")
+    assert parse_status(answer) == 201, answer[:300]
+    assert "/remote" in [r["path"] for r in leader.table.routes()]
+
+
+# -- the JSON itself ------------------------------------------------------------------
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Iterator[Any]:
+    if request.param == "asgi":
+        client: Any = ASGIClient(leader.asgi(), loop_thread)
+    else:
+        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[" * 30_000, f"more than {MAX_DEPTH} deep"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, f"more than {MAX_DEPTH} deep"),
+        (json.dumps(payload()).replace('"ttl": 5', '"ttl": 5, "ttl": 6').encode(), "duplicate"),
+        (json.dumps(payload()).replace('"ttl": 5', '"ttl": NaN').encode(), "NaN"),
+        (json.dumps(payload()).replace('"ttl": 5', '"ttl": -Infinity').encode(), "Infinity"),
+        (json.dumps(payload()).replace('"ttl": 5', '"ttl": ' + "9" * 5000).encode(), "digits"),
+        (json.dumps(payload()).replace('"ttl": 5', '"ttl": 1e999').encode(), "ttl"),
+        (json.dumps(payload()).encode("utf-16"), "UTF-8"),
+        (b'{"service": "\xff"}', "UTF-8"),
+    ],
+    ids=["deep-arrays", "deep-objects", "duplicate-key", "nan", "infinity", "huge-int",
+         "huge-float", "utf-16", "bad-utf-8"],
+)
+def test_every_json_parse_failure_is_a_clean_400(
+    api: Any, leader: Coyote, body: bytes, says: str
+) -> None:
+    before = leader.table.routes()
+    r = api.post("/_coyote/registrations", content=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "Invalid registration"
+    assert says in json.dumps(r.json()["detail"])
+    assert leader.table.routes() == before
+
+
+def test_nesting_up_to_the_limit_inside_a_string_is_only_text(api: Any) -> None:
+    # brackets inside strings do not count as nesting
+    r = api.post(
+        "/_coyote/registrations", json=payload(instance="x", service="[" * 100 + "x"), headers=AUTH
+    )
+    assert r.status_code == 400
+    assert "deep" not in r.text and "service" in r.text

@@ -170,3 +170,10 @@ def test_register_remote_stores_the_canonical_url(leader: Coyote) -> None:
         assert {h.url for h in reg.handlers.values()} == {  # type: ignore[attr-defined]
             f"http://127.0.0.1:{up.port}/%C3%A4"
         }
+
+
+def test_two_spellings_of_one_url_are_one_instance(leader: Coyote) -> None:
+    leader.register_remote("http://127.0.0.1:9/", routes=[("GET", "/thing")], service="up")
+    leader.register_remote("HTTP://127.0.0.1:9/./", routes=[("GET", "/thing")], service="up")
+    (reg,) = [r for r in leader.table.registrations() if r.service == "up"]
+    assert reg.instance == "http://127.0.0.1:9"

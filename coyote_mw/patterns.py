@@ -18,6 +18,11 @@ Precedence where several patterns fit one path, most specific first at each segm
 a literal segment, then a segment mixing literals and parameters (``{name}.json``),
 then a typed parameter (int, float, uuid), then ``str``, then ``path``.  The search
 backtracks, so a deeper mismatch under a literal still tries the parameters.
+
+A segment mixing literals and parameters matches in time linear in its length (see
+``_mixed_segment``): parameters need a literal between them; a ``str`` parameter
+followed by another ends where the next literal first occurs; a typed one takes the
+longest value of its type.  Patterns that cannot be matched so are refused.
 """
 
 from __future__ import annotations

@@ -231,3 +231,14 @@ def test_nesting_up_to_the_limit_inside_a_string_is_only_text(api: Any) -> None:
     )
     assert r.status_code == 400
     assert "deep" not in r.text and "service" in r.text
+
+
+def test_a_malformed_content_length_is_400_under_a_server_that_passes_it_on(
+    leader: Coyote,
+) -> None:
+    # Werkzeug's server hands the header to the app as it came; uvicorn refuses it itself
+    with werkzeug_server(leader.wsgi()) as port:
+        answer, _ = send_and_answer(port, head(length="12abc", close=True))
+    assert parse_status(answer) == 400, answer[:200]
+    assert body_json(answer) == {"error": "Invalid Content-Length", "value": "12abc"}
+    assert [r["path"] for r in leader.table.routes()] == ["/"]

@@ -6,7 +6,7 @@ and rewrites the rest into one form (RFC 3986 §6.2.2 normalisation):
 
 - ``http`` or ``https``, lower-case; no credentials, query or fragment;
 - the host lower-case: a DNS name (letters, digits, ``-`` and ``_`` in labels of at
-  most 63 characters), an IPv4 address or a bracketed IPv6 address (compressed); an
+  most 63 characters, 253 in all), an IPv4 address or a bracketed IPv6 address (compressed); an
   internationalised name is stored as its IDNA (punycode) form;
 - the port elided when it is the scheme's default (80, 443), else kept (1-65535);
 - the path percent-encoded as UTF-8 wherever RFC 3986 does not allow a character
@@ -111,7 +111,7 @@ def _host(netloc: str, url: str) -> str:
             ) from None
     host = host.lower()
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise InvalidInstanceURL(
             f"url {url!r}: the host {host!r} is not a DNS name or an IP address "
             "(letters, digits, '-' and '_' in dot-separated labels; IPv6 in brackets)"

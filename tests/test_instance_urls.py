@@ -88,6 +88,7 @@ UNUSABLE = [
     ("http://-bad-.example", "not a DNS name"),
     ("http://a..b", "not a DNS name"),
     ("http://x" + "y" * 63 + ".example", "not a DNS name"),
+    ("http://" + "a." * 127 + "bc", "not a DNS name"),
     ("http://ex\u00e4mple\u200d.com", "internationalised"),
     ("http://[fe80::1%25eth0]:9", "IPv6"),
     ("http://[::1]x", "IPv6"),

@@ -101,7 +101,9 @@ def _no_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number")
 
 
-_STRUCTURE = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+# a string (to its closing quote, or to the end when it has none: so each character is
+# looked at once, whatever the quotes and backslashes), or a bracket
+_STRUCTURE = re.compile(r'"(?:[^"\\]++|\\.?)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
 
 
 def _depth(text: str) -> int:

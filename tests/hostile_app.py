@@ -26,3 +26,8 @@ class Hostile(Client):
 coyote = Coyote()
 coyote.register(Hostile())
 app = coyote.asgi()
+
+# a leader with the registration API on, for hostile registration bodies
+TOKEN = "t" * 32
+api_leader = Coyote(token=TOKEN)
+api_app = api_leader.asgi()

@@ -21,6 +21,7 @@ from coyote_mw.registration import MAX_DEPTH, MAX_PAYLOAD
 from sample_apps.deadwood.saloon import Saloon
 from tests.conftest import ASGIClient, WSGIClient
 from tests.ledger import parse_status
+from tests.processes import running
 from tests.servers import uvicorn_server, werkzeug_server
 
 TOKEN = "t" * 32
@@ -242,3 +243,27 @@ def test_a_malformed_content_length_is_400_under_a_server_that_passes_it_on(
     assert parse_status(answer) == 400, answer[:200]
     assert body_json(answer) == {"error": "Invalid Content-Length", "value": "12abc"}
     assert [r["path"] for r in leader.table.routes()] == ["/"]
+
+
+@pytest.fixture(scope="module")
+def leader_process() -> Iterator[str]:
+    with running(["uvicorn", "tests.hostile_app:api_app"]) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"' + b'\\"' * 32_000, b'["' + b'\\' * 64_000, b'"' * 64_000],
+    ids=["escaped-quotes", "backslashes", "quotes"],
+)
+def test_a_body_of_quotes_and_backslashes_is_refused_at_once(
+    leader_process: str, body: bytes
+) -> None:
+    # a real server process: a quadratic scan of the body holds its GIL for seconds, so
+    # the test process must not be the one parsing.  Generous: a linear scan of 64 KiB
+    # takes a millisecond; the quadratic one took over ten seconds.
+    r = httpx.post(
+        leader_process + "/_coyote/registrations", content=body, headers=AUTH, timeout=5
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "Invalid registration"

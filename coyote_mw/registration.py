@@ -171,7 +171,9 @@ def read_wsgi_body(environ: Mapping[str, Any]) -> bytes | Response:
     length = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
     if length:
-        size = int(length)  # checked by refuse_early
+        if not length.isdigit() or len(length) > 9 or int(length) > MAX_PAYLOAD:
+            return _too_large(close=False)  # refuse_early answers these before
+        size = int(length)
         return stream.read(size) if size else b""
     if not environ.get("wsgi.input_terminated"):
         return b""

@@ -27,7 +27,9 @@ coyote = Coyote()
 coyote.register(Hostile())
 app = coyote.asgi()
 
-# a leader with the registration API on, for hostile registration bodies
+# a leader with the registration API on, for hostile registration bodies: ``api_app``
+# under an ASGI server, ``api_wsgi`` under a WSGI one
 TOKEN = "t" * 32
 api_leader = Coyote(token=TOKEN)
 api_app = api_leader.asgi()
+api_wsgi = api_leader.wsgi()

@@ -22,8 +22,8 @@ from coyote_mw.errors import BadRequestPath, ClientDisconnected, DispatchError, 
 from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
 from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
-from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
-from coyote_mw.responses import error_response
+from coyote_mw.registration import RegistrationAPI, read_asgi_body
+from coyote_mw.responses import Response, error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
 if TYPE_CHECKING:
@@ -180,21 +180,20 @@ class CoyoteASGI:
         path: str,
         start: float,
     ) -> None:
-        body: bytes | None = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            more = message.get("more_body", False)
-            if body is not None:
-                body += message.get("body", b"")
-                if len(body) > MAX_PAYLOAD:
-                    body = None  # keep draining, answer 413
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        # off the event loop: with a shared store an API call waits on Redis, and an
-        # unreachable Redis must not stall the requests this loop is serving
-        response = await asyncio.to_thread(api.handle, method, path, headers, body)
+        # the token and a declared length first: an unauthorized or oversized body is
+        # never read (and its connection is closed, under HTTP/1)
+        response = api.refuse_early(headers, close=scope.get("http_version", "1.1") < "2")
+        if response is None:
+            body = await read_asgi_body(receive)
+            if body is None:
+                return  # the client left
+            if isinstance(body, Response):
+                response = body  # over MAX_PAYLOAD
+            else:
+                # off the event loop: with a shared store an API call waits on Redis, and
+                # an unreachable Redis must not stall the requests this loop is serving
+                response = await asyncio.to_thread(api.handle, method, path, headers, body)
         await send_response(send, response, method == "HEAD")
         self.coyote.log_access(method, path, response.status, start, None)
 

@@ -49,6 +49,12 @@ class InvalidRoute(RegistrationError):
     status = 400
 
 
+class InvalidInstanceURL(InvalidRoute, ValueError):
+    """An instance URL that cannot be relayed to: the message says how to fix it.
+
+    A ``ValueError`` too, as a bad URL always was."""
+
+
 class RouteConflict(RegistrationError):
     """Two services claim the same method and pattern in one topology."""
 

@@ -321,6 +321,8 @@ class Coyote:
         """Register a service reached over HTTP at ``url`` (a static upstream, no lease).
 
         Instances that should come and go register themselves through the API instead.
+        ``url`` is kept in its canonical form (``coyote_mw.urls``); one that cannot be
+        relayed to raises ``InvalidInstanceURL`` (an ``InvalidRoute`` and a ``ValueError``).
         """
         from coyote_mw.proxy import RemoteHandler
 
@@ -330,7 +332,7 @@ class Coyote:
         if reserved:
             raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
         return self.table.register(
-            service, routes, lambda r: handler, instance=instance or url, topology=topology
+            service, routes, lambda r: handler, instance=instance or handler.url, topology=topology
         )
 
     def _reserved(self, route: Any) -> bool:

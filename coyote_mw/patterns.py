@@ -18,6 +18,11 @@ Precedence where several patterns fit one path, most specific first at each segm
 a literal segment, then a segment mixing literals and parameters (``{name}.json``),
 then a typed parameter (int, float, uuid), then ``str``, then ``path``.  The search
 backtracks, so a deeper mismatch under a literal still tries the parameters.
+
+A segment mixing literals and parameters matches in time linear in its length (see
+``_mixed_segment``): parameters need a literal between them; a ``str`` parameter
+followed by another ends where the next literal first occurs; a typed one takes the
+longest value of its type.  Patterns that cannot be matched so are refused.
 """
 
 from __future__ import annotations
@@ -194,13 +199,7 @@ def parse_pattern(text: str) -> Pattern:
             )
             continue
         # Literals and parameters mixed in one segment: compile one regex for it.
-        regex, key, pos = "", "", 0
-        for m, c in zip(params, convs, strict=True):
-            regex += re.escape(part[pos : m.start()]) + f"({c.regex})"
-            key += part[pos : m.start()] + "{:" + c.name + "}"
-            pos = m.end()
-        regex += re.escape(part[pos:])
-        key += part[pos:]
+        regex, key = _mixed_segment(text, part, params, convs)
         segments.append(
             Segment(
                 "complex",
@@ -211,3 +210,58 @@ def parse_pattern(text: str) -> Pattern:
             )
         )
     return Pattern(text, tuple(segments), tuple(names))
+
+
+def _mixed_segment(
+    text: str, part: str, params: list[re.Match[str]], convs: list[Convertor]
+) -> tuple[str, str]:
+    """The regex and the shape key of a segment mixing literals and parameters.
+
+    Matching it takes time linear in the segment's length, by construction: every
+    parameter but the last has exactly one place where it can end, so the regex engine
+    never retries a parameter after the one that follows it has started.
+
+    - Two parameters must have a literal between them (``{a}{b}`` is refused).
+    - A ``str`` parameter followed by another parameter ends where the literal after it
+      first occurs: ``[^/c]+`` for a one-character literal ``c``, a run of characters
+      none of which starts the literal otherwise.  ``{a}.{b}`` on ``x.tar.gz`` gives
+      ``a="x"``, ``b="tar.gz"``.
+    - A typed parameter (int, float, uuid) followed by another parameter takes the
+      longest value of its type and never gives any back (an atomic group): so the
+      literal after an int or a float may not start with a digit (it could never
+      match), which is refused.
+    - The last parameter is followed only by a literal and the end of the segment: the
+      engine tries each of its ends once, checking the literal, which is linear.
+    """
+    regex, key, pos = "", "", 0
+    last = len(params) - 1
+    for i, (m, c) in enumerate(zip(params, convs, strict=True)):
+        before = part[pos : m.start()]
+        if i > 0 and before == "":
+            raise InvalidRoute(
+                f"pattern {text!r}: parameters {{{params[i - 1].group(1)}}} and "
+                f"{{{m.group(1)}}} touch in segment {part!r}, so where one ends is "
+                f"ambiguous; put a literal between them, e.g. "
+                f"'{{{params[i - 1].group(1)}}}-{{{m.group(1)}}}'"
+            )
+        regex += re.escape(before)
+        key += before + "{:" + c.name + "}"
+        pos = m.end()
+        if i == last:
+            regex += f"({c.regex})"
+            continue
+        after = part[pos : params[i + 1].start()]
+        if after[:1].isdigit() and c.name in ("int", "float"):
+            raise InvalidRoute(
+                f"pattern {text!r}: the {c.name} parameter {{{m.group(1)}}} is followed by "
+                f"{after!r}, which starts with a digit, so the {c.name} could never end "
+                "before it; start that literal with something else, e.g. '-'"
+            )
+        if c.name != "str":
+            regex += f"((?>{c.regex}))"
+        elif len(after) == 1:
+            regex += f"([^/{re.escape(after)}]+)"
+        else:
+            regex += f"((?:(?!{re.escape(after)})[^/])+)"
+    tail = part[pos:]
+    return regex + re.escape(tail), key + tail

@@ -42,6 +42,7 @@ from coyote_mw.transport import (
     TransportError,
     UpstreamResponse,
 )
+from coyote_mw.urls import canonical_url
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
@@ -131,6 +132,7 @@ class RemoteHandler(Handler):
     kind = "remote"
 
     def __init__(self, url: str, coyote: Coyote) -> None:
+        url = canonical_url(url)  # InvalidInstanceURL (a ValueError) saying how to fix it
         parts = urlsplit(url)
         self.url = url
         self.scheme = parts.scheme

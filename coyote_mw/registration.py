@@ -9,9 +9,18 @@
 Security stance: the API is off until ``Coyote(token=...)`` is set, and every call
 needs ``Authorization: Bearer <token>`` (compared in constant time): 401 without it,
 403 with a wrong one.  Payloads are decoded strictly (unknown fields refused) with
-pydantic; a body over ``MAX_PAYLOAD`` bytes is 413.  A registration may not take
-routes under the API prefix (403), nor routes another service holds (409).  Every
-refusal leaves the table exactly as it was.
+pydantic; a body over ``MAX_PAYLOAD`` bytes is 413.
+
+Hostile bodies: the token is checked before a byte of the body is read (401/403), a
+declared ``Content-Length`` over ``MAX_PAYLOAD`` is answered 413 at once, and a body
+without a length (chunked) is read only up to ``MAX_PAYLOAD``: one byte more and the
+answer is 413, the rest unread (under ASGI the response then says
+``Connection: close``, so the server drops the connection rather than drain it).
+The JSON is parsed strictly: UTF-8 only, no ``NaN``/``Infinity``, no duplicate keys,
+nesting at most ``MAX_DEPTH`` deep; anything else is a 400 naming the problem.
+
+A registration may not take routes under the API prefix (403), nor routes another
+service holds (409).  Every refusal leaves the table exactly as it was.
 
 Leases: a registration lives ``ttl`` seconds (``MIN_TTL`` to ``MAX_TTL``) unless a
 heartbeat renews it; an expired one is dropped by the ``LeaseKeeper`` within a second
@@ -24,6 +33,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +51,17 @@ if TYPE_CHECKING:
     from coyote_mw.storesync import SharedLeases
     from coyote_mw.table import Registration
 
-__all__ = ["MAX_PAYLOAD", "MAX_TTL", "MIN_TTL", "LeaseKeeper", "RegistrationAPI"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_PAYLOAD",
+    "MAX_TTL",
+    "MIN_TTL",
+    "LeaseKeeper",
+    "RegistrationAPI",
+    "parse_json",
+    "read_asgi_body",
+    "read_wsgi_body",
+]
 
 MIN_TTL = 1
 MAX_TTL = 3600
@@ -49,11 +69,125 @@ MAX_TTL = 3600
 logger = logging.getLogger("coyote_mw.registration")
 
 MAX_PAYLOAD = 64 * 1024
+MAX_DEPTH = 32
+"""How deeply arrays and objects may nest in a registration (it needs 4 levels)."""
 
 
-def _problem(status: int, error: str, **fields: Any) -> Response:
-    headers = [("www-authenticate", "Bearer")] if status == 401 else None
-    return json_response({"error": error, **fields}, status, headers)
+def _problem(status: int, error: str, *, close: bool = False, **fields: Any) -> Response:
+    headers = [("www-authenticate", "Bearer")] if status == 401 else []
+    if close:
+        headers.append(("connection", "close"))
+    return json_response({"error": error, **fields}, status, headers or None)
+
+
+def _too_large(close: bool) -> Response:
+    return _problem(413, "Payload too large", close=close, max_bytes=MAX_PAYLOAD)
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _Refused(f"duplicate key {dup!r}")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+# a string (to its closing quote, or to the end when it has none: so each character is
+# looked at once, whatever the quotes and backslashes), or a bracket
+_STRUCTURE = re.compile(r'"(?:[^"\\]++|\\.?)*+(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON ``text`` (strings skipped)."""
+    depth = deepest = 0
+    for m in _STRUCTURE.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif c == "]" or c == "}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a registration body strictly; ``ValueError`` saying what is wrong.
+
+    UTF-8 only; ``NaN`` and ``Infinity`` refused, as are duplicate keys and arrays or
+    objects nested deeper than ``MAX_DEPTH`` (checked before parsing, so a body of
+    30,000 ``[`` is a clean refusal, not a ``RecursionError``).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"body is not UTF-8: {exc}") from None
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError(f"body nests arrays or objects more than {MAX_DEPTH} deep")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except _Refused as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+
+
+def _declares_body(headers: Mapping[str, str]) -> bool:
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+
+
+async def read_asgi_body(receive: Callable[[], Any]) -> bytes | Response | None:
+    """The request body, read up to ``MAX_PAYLOAD``: bytes; a 413 (``Connection:
+    close``, the rest unread) past it; None when the client left."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        more = message.get("more_body", False)
+        body += message.get("body", b"")
+        if len(body) > MAX_PAYLOAD:
+            return _too_large(close=more)
+    return body
+
+
+def read_wsgi_body(environ: Mapping[str, Any]) -> bytes | Response:
+    """The request body under WSGI, read up to ``MAX_PAYLOAD``, or a 413 past it.
+
+    With ``CONTENT_LENGTH`` that many bytes; without it (chunked) to the end when the
+    server says the input is terminated (``wsgi.input_terminated``), else none
+    (PEP 3333).  Never more than ``MAX_PAYLOAD`` + 1 bytes are read.
+    """
+    length = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length:
+        if not length.isdigit() or len(length) > 9 or int(length) > MAX_PAYLOAD:
+            return _too_large(close=False)  # refuse_early answers these before
+        size = int(length)
+        return stream.read(size) if size else b""
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= MAX_PAYLOAD:
+        chunk = stream.read(MAX_PAYLOAD + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > MAX_PAYLOAD:
+        return _too_large(close=False)  # WSGI may not send Connection: the server decides
+    return b"".join(chunks)
 
 
 class LeaseKeeper:
@@ -127,6 +261,36 @@ class RegistrationAPI:
     def owns(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
+    def refuse_early(self, headers: Mapping[str, str], close: bool = False) -> Response | None:
+        """The answer to give before reading the body, if any: 401/403 without the right
+        token, 413 for a declared length over ``MAX_PAYLOAD``, 400 for a bad one.
+
+        ``close``: the server honours ``Connection: close`` from the app (ASGI over
+        HTTP/1), so a refused request whose body stays unread closes its connection.
+        """
+        refusal = self._unauthorized(headers)
+        close = close and _declares_body(headers)
+        if refusal is not None:
+            if close:
+                refusal.headers.append(("connection", "close"))
+            return refusal
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isascii() or not length.isdigit():
+                return _problem(400, "Invalid Content-Length", close=close, value=length[:40])
+            if len(length) > 9 or int(length) > MAX_PAYLOAD:
+                return _too_large(close)
+        return None
+
+    def _unauthorized(self, headers: Mapping[str, str]) -> Response | None:
+        auth = headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return _problem(401, "Authorization required", detail="send 'Bearer <token>'")
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self.token):
+            return _problem(403, "Invalid token")
+        return None
+
     def handle(
         self,
         method: str,
@@ -135,12 +299,9 @@ class RegistrationAPI:
         body: bytes | None,
     ) -> Response:
         """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``."""
-        auth = headers.get("authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            return _problem(401, "Authorization required", detail="send 'Bearer <token>'")
-        if not hmac.compare_digest(given.strip().encode(), self.token):
-            return _problem(403, "Invalid token")
+        refusal = self._unauthorized(headers)
+        if refusal is not None:
+            return refusal
         rest = path[len(self.prefix) :]
         if body is None:
             return _problem(413, "Payload too large", max_bytes=MAX_PAYLOAD)
@@ -163,9 +324,9 @@ class RegistrationAPI:
 
     def _register(self, body: bytes) -> Response:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _problem(400, "Invalid registration", detail=[f"body is not JSON: {exc}"])
+            data = parse_json(body)
+        except ValueError as exc:
+            return _problem(400, "Invalid registration", detail=[str(exc)])
         # pydantic is imported here, not with coyote_mw: only leaders with a token need it
         from pydantic import ValidationError
 

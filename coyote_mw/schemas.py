@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from coyote_mw.errors import InvalidRoute
 from coyote_mw.patterns import parse_method, parse_pattern
 from coyote_mw.registration import MAX_TTL, MIN_TTL
+from coyote_mw.urls import canonical_url
 
 __all__ = ["MAX_ROUTES", "RegistrationIn", "RouteIn"]
 
@@ -56,13 +56,4 @@ class RegistrationIn(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http:// or https:// URL with a host")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("url may not carry a query, a fragment or credentials")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"url has a bad port: {exc}") from None
-        return value.rstrip("/")
+        return canonical_url(value)  # an InvalidInstanceURL is a ValueError

@@ -19,8 +19,8 @@ from werkzeug.datastructures import EnvironHeaders
 from coyote_mw.errors import BadRequestPath, DispatchError
 from coyote_mw.handlers import Dispatch, wsgi_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
-from coyote_mw.registration import MAX_PAYLOAD, RegistrationAPI
-from coyote_mw.responses import error_response
+from coyote_mw.registration import RegistrationAPI, read_wsgi_body
+from coyote_mw.responses import Response, error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
 if TYPE_CHECKING:
@@ -114,12 +114,13 @@ class CoyoteWSGI:
         path: str,
         start: float,
     ) -> Iterable[bytes]:
-        length = environ.get("CONTENT_LENGTH") or "0"
-        body: bytes | None = None
-        if length.isdigit() and int(length) <= MAX_PAYLOAD:
-            body = environ["wsgi.input"].read(int(length)) if int(length) else b""
         headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
-        response = api.handle(method, path, headers, body)
+        # the token and a declared length first: a refused body is never read
+        response = api.refuse_early(headers)
+        if response is None:
+            body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
+            handle = api.handle
+            response = body if isinstance(body, Response) else handle(method, path, headers, body)
         self.coyote.log_access(method, path, response.status, start, None)
         return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
 

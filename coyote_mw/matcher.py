@@ -116,10 +116,16 @@ def _search(
                 values.pop()
             elif kind == "complex":
                 assert spec.regex is not None
-                m = spec.regex.fullmatch(seg)
-                if m is None:
-                    continue
-                groups = m.groups()
+                if spec.reverse:  # matched backwards (patterns._mixed_segment)
+                    m = spec.regex.fullmatch(seg[::-1])
+                    if m is None:
+                        continue
+                    groups = tuple(g[::-1] for g in reversed(m.groups()))
+                else:
+                    m = spec.regex.fullmatch(seg)
+                    if m is None:
+                        continue
+                    groups = m.groups()
                 for conv, g in zip(spec.convertors, groups, strict=True):
                     values.append(conv.convert(g))
                 found = _search(child, segs, i + 1, n, method, values)
@@ -156,7 +162,7 @@ def _collect(node: _Node[E], segs: tuple[str, ...], i: int, n: int, found: set[s
                 _collect(child, segs, i + 1, n, found)
         elif spec.kind == "complex":
             assert spec.regex is not None
-            if spec.regex.fullmatch(seg):
+            if spec.regex.fullmatch(seg[::-1] if spec.reverse else seg):
                 _collect(child, segs, i + 1, n, found)
         else:
             _add_methods(child.routes, found)

@@ -27,6 +27,7 @@ longest value of its type.  Patterns that cannot be matched so are refused.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Callable
@@ -110,6 +111,9 @@ class Segment:
     convertors: tuple[Convertor, ...] = ()
     regex: re.Pattern[str] | None = None
     priority: int = 0
+    reverse: bool = False
+    """A "complex" segment whose ``regex`` matches the segment read backwards (its
+    groups read backwards too, last parameter first): see ``_mixed_segment``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +203,7 @@ def parse_pattern(text: str) -> Pattern:
             )
             continue
         # Literals and parameters mixed in one segment: compile one regex for it.
-        regex, key = _mixed_segment(text, part, params, convs)
+        regex, key, reverse = _mixed_segment(text, part, params, convs)
         segments.append(
             Segment(
                 "complex",
@@ -207,6 +211,7 @@ def parse_pattern(text: str) -> Pattern:
                 convertors=tuple(convs),
                 regex=re.compile(regex),
                 priority=COMPLEX_PRIORITY,
+                reverse=reverse,
             )
         )
     return Pattern(text, tuple(segments), tuple(names))
@@ -214,54 +219,73 @@ def parse_pattern(text: str) -> Pattern:
 
 def _mixed_segment(
     text: str, part: str, params: list[re.Match[str]], convs: list[Convertor]
-) -> tuple[str, str]:
-    """The regex and the shape key of a segment mixing literals and parameters.
+) -> tuple[str, str, bool]:
+    """The regex, the shape key and the direction of a segment mixing literals and
+    parameters.
 
-    Matching it takes time linear in the segment's length, by construction: every
-    parameter but the last has exactly one place where it can end, so the regex engine
+    Matching takes time linear in the segment's length, by construction: every parameter
+    but the one matched last has exactly one place where it can end, so the regex engine
     never retries a parameter after the one that follows it has started.
 
     - Two parameters must have a literal between them (``{a}{b}`` is refused).
-    - A ``str`` parameter followed by another parameter ends where the literal after it
-      first occurs: ``[^/c]+`` for a one-character literal ``c``, a run of characters
-      none of which starts the literal otherwise.  ``{a}.{b}`` on ``x.tar.gz`` gives
-      ``a="x"``, ``b="tar.gz"``.
-    - A typed parameter (int, float, uuid) followed by another parameter takes the
-      longest value of its type and never gives any back (an atomic group): so the
-      literal after an int or a float may not start with a digit (it could never
-      match), which is refused.
-    - The last parameter is followed only by a literal and the end of the segment: the
-      engine tries each of its ends once, checking the literal, which is linear.
+    - Several parameters, all ``str``: the segment is matched backwards, each parameter after the
+      first ending (from the right) where the literal before it last occurs, so the
+      split is the one Starlette's greedy regex gives: ``{a}.{b}`` on ``x.tar.gz`` is
+      ``a="x.tar"``, ``b="gz"``.
+    - Typed parameters among them (int, float, uuid): matched forwards.  A typed
+      parameter followed by another takes the longest value of its type and never gives
+      any back (an atomic group), so the literal after an int or a float may not start
+      with a digit (it could never match), which is refused; a ``str`` parameter
+      followed by another ends where the next literal first occurs
+      (``{a}.{n:int}.{b}`` on ``x.y.1.z`` does not match: ``a`` is ``x``).
+    - The parameter matched last is followed only by a literal and the end of the
+      segment: the engine tries each of its ends once, checking the literal.
     """
-    regex, key, pos = "", "", 0
-    last = len(params) - 1
-    for i, (m, c) in enumerate(zip(params, convs, strict=True)):
-        before = part[pos : m.start()]
-        if i > 0 and before == "":
+    literals = [part[: params[0].start()]]
+    literals += [part[m.end() : n.start()] for m, n in itertools.pairwise(params)]
+    literals.append(part[params[-1].end() :])
+    key = literals[0] + "".join(
+        "{:" + c.name + "}" + lit for c, lit in zip(convs, literals[1:], strict=True)
+    )
+    for i, between in enumerate(literals[1:-1], start=1):
+        if between == "":
+            a, b = params[i - 1].group(1), params[i].group(1)
             raise InvalidRoute(
-                f"pattern {text!r}: parameters {{{params[i - 1].group(1)}}} and "
-                f"{{{m.group(1)}}} touch in segment {part!r}, so where one ends is "
-                f"ambiguous; put a literal between them, e.g. "
-                f"'{{{params[i - 1].group(1)}}}-{{{m.group(1)}}}'"
+                f"pattern {text!r}: parameters {{{a}}} and {{{b}}} touch in segment "
+                f"{part!r}, so where one ends is ambiguous; put a literal between them, "
+                f"e.g. '{{{a}}}-{{{b}}}'"
             )
-        regex += re.escape(before)
-        key += before + "{:" + c.name + "}"
-        pos = m.end()
-        if i == last:
-            regex += f"({c.regex})"
-            continue
-        after = part[pos : params[i + 1].start()]
+    if len(convs) > 1 and all(c.name == "str" for c in convs):
+        # backwards: the last parameter first, each followed by the literal before it
+        backwards = [lit[::-1] for lit in reversed(literals)]
+        return _linear(backwards, [c.regex for c in reversed(convs)], []), key, True
+    for i, c in enumerate(convs[:-1]):
+        after = literals[i + 1]
         if after[:1].isdigit() and c.name in ("int", "float"):
             raise InvalidRoute(
-                f"pattern {text!r}: the {c.name} parameter {{{m.group(1)}}} is followed by "
-                f"{after!r}, which starts with a digit, so the {c.name} could never end "
-                "before it; start that literal with something else, e.g. '-'"
+                f"pattern {text!r}: the {c.name} parameter {{{params[i].group(1)}}} is "
+                f"followed by {after!r}, which starts with a digit, so the {c.name} could "
+                "never end before it; start that literal with something else, e.g. '-'"
             )
-        if c.name != "str":
-            regex += f"((?>{c.regex}))"
+    typed = [c.name != "str" for c in convs]
+    return _linear(literals, [c.regex for c in convs], typed), key, False
+
+
+def _linear(literals: list[str], regexes: list[str], typed: list[bool]) -> str:
+    """``literals[0] (p0) literals[1] (p1) ... literals[-1]`` where every parameter but
+    the last has one end: a typed one (``typed[i]``) in an atomic group, a ``str`` one
+    as a run that stops where the next literal first occurs."""
+    regex = re.escape(literals[0])
+    last = len(regexes) - 1
+    for i, param in enumerate(regexes):
+        after = literals[i + 1]
+        if i == last:
+            regex += f"({param})"
+        elif typed and typed[i]:
+            regex += f"((?>{param}))"
         elif len(after) == 1:
             regex += f"([^/{re.escape(after)}]+)"
         else:
             regex += f"((?:(?!{re.escape(after)})[^/])+)"
-    tail = part[pos:]
-    return regex + re.escape(tail), key + tail
+        regex += re.escape(after)
+    return regex

@@ -118,9 +118,14 @@ def test_ambiguous_mixed_segments_are_refused_saying_how_to_fix_them(
     ("pattern", "path", "values"),
     [
         ("/{name}.json", "/a.b.json", ["a.b"]),
-        ("/{a}.{b}", "/x.tar.gz", ["x", "tar.gz"]),
-        ("/{a}-{b}.json", "/x-y-z.json", ["x", "y-z"]),
-        ("/{a}-x{b}", "/p-y-x1-x2", ["p-y", "1-x2"]),
+        # several str parameters: split as Starlette's greedy regex splits
+        ("/{a}.{b}", "/x.tar.gz", ["x.tar", "gz"]),
+        ("/{name}.{ext}", "/report.final.pdf", ["report.final", "pdf"]),
+        ("/{a}-{b}.json", "/x-y-z.json", ["x-y", "z"]),
+        ("/{a}-x{b}", "/p-y-x1-x2", ["p-y-x1", "2"]),
+        ("/{a}.{b}.{c}", "/w.x.y.z", ["w.x", "y", "z"]),
+        ("/{a}--{b}", "/x---y", ["x-", "y"]),
+        ("/pre{a}.{b}post", "/prex.y.zpost", ["x.y", "z"]),
         ("/{id:int}-{slug}", "/12-my-first-post", [12, "my-first-post"]),
         ("/{v:float}.{ext}", "/1.5.json", [1.5, "json"]),
         ("/{lat:float},{lon:float}", "/1.5,2", [1.5, 2.0]),

@@ -1,0 +1,173 @@
+"""The apps the server matrix (tests/test_matrix.py) runs under each real server.
+
+``asgi_app`` and ``wsgi_app`` are the same three things behind coyote's ASGI or WSGI
+middleware:
+
+- a host app of the same interface (``/host/...``: what falls through to the host)
+  that echoes the request body it reads and accepts a WebSocket at ``/host/ws``;
+- an in-process coyote client, ``Matrix`` (``/coyote/...``): echo a body, stream an
+  upload through a digest, stream a download of any size;
+- a remote instance at ``$MATRIX_UPSTREAM`` (``/relay/...``; the test's
+  ``LedgerUpstream``, which records the exact bytes it receives);
+
+and, under ASGI, an in-process Starlette app with a WebSocket at ``/ws/{room}``.
+
+``python -m tests.matrix_apps PORT`` serves ``wsgi_app`` with Werkzeug's threaded server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from coyote_mw import Client, Coyote, Request, Response, route
+
+__all__ = ["asgi_app", "pattern", "wsgi_app"]
+
+BLOCK = 64 * 1024
+
+
+def pattern(size: int) -> Iterator[bytes]:
+    """``size`` bytes of a fixed pattern, in blocks (the test computes the same)."""
+    block = bytes(range(256)) * (BLOCK // 256)
+    while size > 0:
+        yield block[: min(size, BLOCK)]
+        size -= BLOCK
+
+
+class Matrix(Client):
+    """In-process routes: each says what it received, so the test can check it."""
+
+    @route("GET", "/coyote/hello")
+    def hello(self, request: Request) -> str:
+        return "howdy"
+
+    @route("POST", "/coyote/echo")
+    def echo(self, request: Request) -> Response:
+        return Response(request.read(), media_type="application/octet-stream")
+
+    @route("POST", "/coyote/upload")
+    def upload(self, request: Request) -> dict[str, Any]:
+        digest, size = hashlib.sha256(), 0
+        for chunk in request.iter_bytes():
+            digest.update(chunk)
+            size += len(chunk)
+        return {"size": size, "sha256": digest.hexdigest()}
+
+    @route("GET", "/coyote/download/{size:int}")
+    def download(self, request: Request) -> Response:
+        return Response(pattern(request.params["size"]), media_type="application/octet-stream")
+
+
+async def ws_echo(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.send_text(f"app {ws.url.path}")
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await ws.send_text("echo " + (message.get("text") or ""))
+
+
+def leader() -> Coyote:
+    coyote = Coyote(timeout=10)
+    coyote.register(Matrix())
+    upstream = os.environ.get("MATRIX_UPSTREAM")
+    if upstream:
+        coyote.register_remote(
+            upstream,
+            routes=[("GET", "/relay/{rest:path}"), ("POST", "/relay/{rest:path}")],
+            service="ledger",
+        )
+    return coyote
+
+
+async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "websocket":
+        if scope["path"] != "/host/ws":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "host /host/ws"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": "echo " + (message.get("text") or "")})
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status = 200 if scope["path"].startswith("/host/") else 404
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"host:" + body})
+
+
+def wsgi_host(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    stream = environ["wsgi.input"]
+    if environ.get("wsgi.input_terminated"):
+        body = stream.read()
+    else:
+        body = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
+    found = environ["PATH_INFO"].startswith("/host/")
+    start_response(
+        "200 OK" if found else "404 Not Found", [("Content-Type", "application/octet-stream")]
+    )
+    return [b"host:" + body]
+
+
+_apps: dict[str, Any] = {}
+_building = threading.Lock()
+
+
+def _app(name: str) -> Any:
+    # built on first use, so a server process builds only the one it serves
+    with _building:
+        if name not in _apps:
+            coyote = leader()
+            if name == "asgi":
+                chat = Starlette(routes=[WebSocketRoute("/ws/{room}", ws_echo)])
+                coyote.register(chat, routes=[("GET", "/ws/{room}")], service="chat")
+                _apps[name] = coyote.asgi(asgi_host)
+            else:
+                _apps[name] = coyote.wsgi(wsgi_host)
+        return _apps[name]
+
+
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _app("asgi")(scope, receive, send)
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+    return _app("wsgi")(environ, start_response)
+
+
+if __name__ == "__main__":
+    from werkzeug.serving import run_simple
+
+    run_simple("127.0.0.1", int(sys.argv[1]), wsgi_app, threaded=True)

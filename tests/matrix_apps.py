@@ -7,10 +7,15 @@ middleware:
   that echoes the request body it reads and accepts a WebSocket at ``/host/ws``;
 - an in-process coyote client, ``Matrix`` (``/coyote/...``): echo a body, stream an
   upload through a digest, stream a download of any size;
+- whole apps in process, one of each interface, each echoing the body it reads:
+  Starlette at ``/asgi-app/...`` and Flask at ``/wsgi-app/...`` (under each host, one of
+  them crosses the ASGI<->WSGI bridge);
 - a remote instance at ``$MATRIX_UPSTREAM`` (``/relay/...``; the test's
   ``LedgerUpstream``, which records the exact bytes it receives);
 
-and, under ASGI, an in-process Starlette app with a WebSocket at ``/ws/{room}``.
+and, under ASGI, WebSockets: an in-process Starlette app at ``/ws/{room}``, a remote one
+at ``$MATRIX_WS_UPSTREAM`` relayed at ``/rws/{room}``, and the host's at ``/host/ws`` and
+``/shared/ws`` (a path a coyote ``GET`` route matches too).
 
 ``python -m tests.matrix_apps PORT`` serves ``wsgi_app`` with Werkzeug's threaded server.
 """
@@ -24,8 +29,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from flask import Flask
+from flask import request as flask_request
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from coyote_mw import Client, Coyote, Request, Response, route
@@ -62,6 +71,10 @@ class Matrix(Client):
             size += len(chunk)
         return {"size": size, "sha256": digest.hexdigest()}
 
+    @route("GET", "/shared/{page}")
+    def shared(self, request: Request) -> str:
+        return "coyote page"
+
     @route("GET", "/coyote/download/{size:int}")
     def download(self, request: Request) -> Response:
         return Response(pattern(request.params["size"]), media_type="application/octet-stream")
@@ -77,9 +90,27 @@ async def ws_echo(ws: WebSocket) -> None:
         await ws.send_text("echo " + (message.get("text") or ""))
 
 
+async def starlette_echo(request: StarletteRequest) -> StarletteResponse:
+    return StarletteResponse(b"asgi-app:" + await request.body())
+
+
+flask_echo = Flask("matrix")
+
+
+@flask_echo.post("/wsgi-app/echo")
+def _flask_echo() -> bytes:
+    return b"wsgi-app:" + flask_request.get_data()
+
+
 def leader() -> Coyote:
     coyote = Coyote(timeout=10)
     coyote.register(Matrix())
+    coyote.register(
+        Starlette(routes=[Route("/asgi-app/echo", starlette_echo, methods=["POST"])]),
+        routes=[("POST", "/asgi-app/echo")],
+        service="asgi-app",
+    )
+    coyote.register(flask_echo, routes=[("POST", "/wsgi-app/echo")], service="wsgi-app")
     upstream = os.environ.get("MATRIX_UPSTREAM")
     if upstream:
         coyote.register_remote(
@@ -100,12 +131,12 @@ async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "websocket":
-        if scope["path"] != "/host/ws":
+        if scope["path"] not in ("/host/ws", "/shared/ws"):
             await send({"type": "websocket.close", "code": 1008})
             return
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": "host /host/ws"})
+        await send({"type": "websocket.send", "text": "host " + scope["path"]})
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -153,6 +184,11 @@ def _app(name: str) -> Any:
             if name == "asgi":
                 chat = Starlette(routes=[WebSocketRoute("/ws/{room}", ws_echo)])
                 coyote.register(chat, routes=[("GET", "/ws/{room}")], service="chat")
+                remote_chat = os.environ.get("MATRIX_WS_UPSTREAM")
+                if remote_chat:
+                    coyote.register_remote(
+                        remote_chat, routes=[("GET", "/rws/{room}")], service="remote-chat"
+                    )
                 _apps[name] = coyote.asgi(asgi_host)
             else:
                 _apps[name] = coyote.wsgi(wsgi_host)

@@ -28,11 +28,15 @@ from typing import Any
 
 import httptools
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
 from tests.ledger import LedgerUpstream, Received
 from tests.matrix_apps import pattern
 from tests.processes import running
+from tests.servers import uvicorn_server
 
 APP = "tests.matrix_apps"
 
@@ -99,6 +103,24 @@ for _server in SERVERS:
     KNOWN["relay_drops_client_forwarding_headers", _server] = (
         "issue 9 §2: the client's X-Forwarded-*, Forwarded, X-Real-IP reach the instance"
     )
+for _server in ASGI:
+    KNOWN["wsgi_app_body_chunked", _server] = (
+        "issue 9 §1: a WSGI app across the bridge under an ASGI host reads 0 bytes of a "
+        "chunked body"
+    )
+    KNOWN["websocket_to_the_host_where_a_coyote_get_route_matches", _server] = (
+        "issue 9 §4: a host WebSocket is refused (403) where a coyote GET route matches"
+    )
+KNOWN["wsgi_app_body_with_length", "granian-asgi"] = (
+    "issue 9 §1: under granian's ASGI a POST to a WSGI sub-app is a 500 "
+    "(TypeError: A coroutine object is required: its receive is not a coroutine function)"
+)
+KNOWN["wsgi_app_body_chunked", "granian-asgi"] = KNOWN["wsgi_app_body_with_length", "granian-asgi"]
+for _server in ("gunicorn-sync", "gunicorn-gthread", "granian-wsgi", "werkzeug"):
+    KNOWN["asgi_app_body_chunked", _server] = (
+        "issue 9 §1: an ASGI app across the bridge under a WSGI host gets an empty chunked "
+        "body (wsgi.input_terminated)"
+    )
 KNOWN["coyote_body_without_any_length", "werkzeug"] = (
     "issue 9 §1: a request with neither Content-Length nor chunked under Werkzeug's server: "
     "the handler's read waits for a body that never comes (504 after the timeout)"
@@ -160,7 +182,10 @@ def _relay_behaviour(conn: socket.socket, request: Received) -> bool:
         conn.sendall(b"0\r\n\r\n")
         return True
     body = request.body
-    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n\r\n%b"
+        % (len(body), body)
+    )
     return True
 
 
@@ -170,15 +195,34 @@ def ledger() -> Iterator[LedgerUpstream]:
         yield up
 
 
+async def _remote_chat(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.send_text(f"remote {ws.url.path} fwd={ws.headers.get('x-forwarded-for')}")
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await ws.send_text("echo " + (message.get("text") or ""))
+
+
+@pytest.fixture(scope="module")
+def ws_upstream() -> Iterator[str]:
+    """A remote WebSocket instance (uvicorn in a thread) for the relayed WebSocket cells."""
+    with uvicorn_server(Starlette(routes=[WebSocketRoute("/rws/{room}", _remote_chat)])) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module", params=list(SERVERS))
 def server(
-    request: pytest.FixtureRequest, ledger: LedgerUpstream, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    ledger: LedgerUpstream,
+    ws_upstream: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     name = str(request.param)
     log = tmp_path_factory.mktemp("matrix") / f"{name}.log"
-    with running(
-        SERVERS[name], ready_path="/host/ready", env={"MATRIX_UPSTREAM": ledger.url}, log=log
-    ) as url:
+    env = {"MATRIX_UPSTREAM": ledger.url, "MATRIX_WS_UPSTREAM": ws_upstream}
+    with running(SERVERS[name], ready_path="/host/ready", env=env, log=log) as url:
         yield Server(name, int(url.rsplit(":", 1)[1]), ledger, log)
 
 
@@ -430,6 +474,7 @@ def test_coyote_expect_continue(server: Server) -> None:
         server.port, "POST", "/coyote/echo", body=[data], length=len(data), expect=True
     )
     assert (answer.status, answer.body) == (200, data)
+    assert answer.interim and set(answer.interim) == {100}, "the body went without a 100"
 
 
 def test_coyote_streamed_upload(server: Server) -> None:
@@ -448,9 +493,14 @@ def test_coyote_streamed_download(server: Server) -> None:
 def test_relay_get(server: Server) -> None:
     token = server.token("relay_get")
     sent = relay_headers(token)
-    answer = exchange(server.port, "GET", f"/relay/echo/{token}", sent)
+    target = f"/relay/echo/{token}?q=1&q=%20two&empty="
+    answer = exchange(server.port, "GET", target, sent)
     assert (answer.status, answer.body) == (200, b"")
-    check_relayed(arrived(server.ledger, token), sent, b"")
+    cookies = [v for k, v in answer.headers if k.lower() == b"set-cookie"]
+    assert cookies == [b"a=1", b"b=2"], answer.headers
+    got = arrived(server.ledger, token)
+    assert got.target == target.encode()
+    check_relayed(got, sent, b"")
 
 
 def test_relay_body_with_length(server: Server) -> None:
@@ -484,6 +534,7 @@ def test_relay_expect_continue(server: Server) -> None:
         server.port, "POST", f"/relay/echo/{token}", sent, [data], length=len(data), expect=True
     )
     assert (answer.status, answer.body) == (200, data)
+    assert answer.interim and set(answer.interim) == {100}, "the body went without a 100"
     check_relayed(arrived(server.ledger, token), sent, data)
 
 
@@ -505,6 +556,30 @@ def test_relay_streamed_download(server: Server) -> None:
     assert len(answer.body) == BIG
     assert hashlib.sha256(answer.body).hexdigest() == digest(BIG)["sha256"]
     check_relayed(arrived(server.ledger, token), sent, b"")
+
+
+def app_echo(server: Server, app: str, data: bytes, chunked: bool) -> None:
+    if chunked:
+        answer = exchange(server.port, "POST", f"/{app}/echo", body=parts(data), chunked=True)
+    else:
+        answer = exchange(server.port, "POST", f"/{app}/echo", body=[data], length=len(data))
+    assert (answer.status, answer.body) == (200, f"{app}:".encode() + data)
+
+
+def test_asgi_app_body_with_length(server: Server) -> None:
+    app_echo(server, "asgi-app", b"to Starlette " * 500, chunked=False)
+
+
+def test_asgi_app_body_chunked(server: Server) -> None:
+    app_echo(server, "asgi-app", b"to Starlette, chunked " * 500, chunked=True)
+
+
+def test_wsgi_app_body_with_length(server: Server) -> None:
+    app_echo(server, "wsgi-app", b"to Flask " * 500, chunked=False)
+
+
+def test_wsgi_app_body_chunked(server: Server) -> None:
+    app_echo(server, "wsgi-app", b"to Flask, chunked " * 500, chunked=True)
 
 
 @pytest.mark.parametrize("server", list(ASGI), indirect=True, scope="module")
@@ -570,3 +645,18 @@ def test_relay_length_with_chunked_smuggles_nothing(server: Server) -> None:
     else:
         assert (answer.status, answer.body) == (200, data)
         check_relayed(arrived(server.ledger, token), sent, data)
+
+
+@pytest.mark.parametrize("server", list(ASGI), indirect=True, scope="module")
+def test_websocket_relayed_to_an_instance(server: Server) -> None:
+    with connect(f"ws://127.0.0.1:{server.port}/rws/lobby", open_timeout=10) as ws:
+        assert ws.recv(timeout=10) == "remote /rws/lobby fwd=127.0.0.1"
+        ws.send("howdy")
+        assert ws.recv(timeout=10) == "echo howdy"
+
+
+@pytest.mark.parametrize("server", list(ASGI), indirect=True, scope="module")
+def test_websocket_to_the_host_where_a_coyote_get_route_matches(server: Server) -> None:
+    # coyote's GET /shared/{page} serves no WebSockets: the handshake is the host's
+    with connect(f"ws://127.0.0.1:{server.port}/shared/ws", open_timeout=10) as ws:
+        assert ws.recv(timeout=10) == "host /shared/ws"

@@ -11,7 +11,8 @@ middleware:
   Starlette at ``/asgi-app/...`` and Flask at ``/wsgi-app/...`` (under each host, one of
   them crosses the ASGI<->WSGI bridge);
 - a remote instance at ``$MATRIX_UPSTREAM`` (``/relay/...``; the test's
-  ``LedgerUpstream``, which records the exact bytes it receives);
+  ``LedgerUpstream``, which records the exact bytes it receives), and one at
+  ``$MATRIX_DEAD_UPSTREAM`` where nothing listens (``/dead/...``);
 
 and, under ASGI, WebSockets: an in-process Starlette app at ``/ws/{room}``, a remote one
 at ``$MATRIX_WS_UPSTREAM`` relayed at ``/rws/{room}``, and the host's at ``/host/ws`` and
@@ -71,6 +72,10 @@ class Matrix(Client):
             size += len(chunk)
         return {"size": size, "sha256": digest.hexdigest()}
 
+    @route("POST", "/coyote/ignore")
+    def ignore(self, request: Request) -> str:
+        return "ignored"  # never reads the body
+
     @route("GET", "/shared/{page}")
     def shared(self, request: Request) -> str:
         return "coyote page"
@@ -118,6 +123,9 @@ def leader() -> Coyote:
             routes=[("GET", "/relay/{rest:path}"), ("POST", "/relay/{rest:path}")],
             service="ledger",
         )
+    dead = os.environ.get("MATRIX_DEAD_UPSTREAM")
+    if dead:
+        coyote.register_remote(dead, routes=[("GET", "/dead/{rest:path}")], service="dead")
     return coyote
 
 

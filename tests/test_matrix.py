@@ -35,7 +35,7 @@ from websockets.sync.client import connect
 
 from tests.ledger import LedgerUpstream, Received
 from tests.matrix_apps import pattern
-from tests.processes import running
+from tests.processes import free_port, running
 from tests.servers import uvicorn_server
 
 APP = "tests.matrix_apps"
@@ -221,7 +221,11 @@ def server(
 ) -> Iterator[Server]:
     name = str(request.param)
     log = tmp_path_factory.mktemp("matrix") / f"{name}.log"
-    env = {"MATRIX_UPSTREAM": ledger.url, "MATRIX_WS_UPSTREAM": ws_upstream}
+    env = {
+        "MATRIX_UPSTREAM": ledger.url,
+        "MATRIX_WS_UPSTREAM": ws_upstream,
+        "MATRIX_DEAD_UPSTREAM": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+    }
     with running(SERVERS[name], ready_path="/host/ready", env=env, log=log) as url:
         yield Server(name, int(url.rsplit(":", 1)[1]), ledger, log)
 
@@ -556,6 +560,37 @@ def test_relay_streamed_download(server: Server) -> None:
     assert len(answer.body) == BIG
     assert hashlib.sha256(answer.body).hexdigest() == digest(BIG)["sha256"]
     check_relayed(arrived(server.ledger, token), sent, b"")
+
+
+def test_keep_alive_after_an_unread_body(server: Server) -> None:
+    # the handler never reads the body: the next request on the connection is still
+    # parsed where it starts (or the server closes the connection after the first)
+    data = b"never read " * 1000
+    first = (
+        f"POST /coyote/ignore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    second = b"GET /coyote/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as conn:
+        conn.sendall(first.encode() + data)
+        responses = _Responses()
+        answer = _read_answer(conn, responses, deadline)
+        assert (answer.status, answer.body) == (200, b"ignored")
+        if (answer.header(b"connection") or b"").lower() == b"close":
+            return
+        conn.sendall(second)
+        try:
+            answer = _read_answer(conn, _Responses(), deadline)
+        except (_Closed, ConnectionResetError):
+            return  # closed rather than reading on: allowed (RFC 9112 §9.6)
+        assert (answer.status, answer.body) == (200, b"howdy")
+
+
+def test_relay_to_a_dead_instance_is_a_502(server: Server) -> None:
+    answer = exchange(server.port, "GET", "/dead/x", [("Connection", "close")])
+    assert answer.status == 502
+    assert json.loads(answer.body)["error"] == "Routing error"
+    assert answer.header(b"content-type") == b"application/json"
 
 
 def app_echo(server: Server, app: str, data: bytes, chunked: bool) -> None:

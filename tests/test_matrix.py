@@ -35,7 +35,7 @@ from websockets.sync.client import connect
 
 from tests.ledger import LedgerUpstream, Received
 from tests.matrix_apps import pattern
-from tests.processes import free_port, running
+from tests.processes import running
 from tests.servers import uvicorn_server
 
 APP = "tests.matrix_apps"
@@ -212,11 +212,20 @@ def ws_upstream() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@pytest.fixture(scope="module")
+def dead_port() -> Iterator[int]:
+    """A port held (bound, never listening) for the module: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="module", params=list(SERVERS))
 def server(
     request: pytest.FixtureRequest,
     ledger: LedgerUpstream,
     ws_upstream: str,
+    dead_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     name = str(request.param)
@@ -224,7 +233,7 @@ def server(
     env = {
         "MATRIX_UPSTREAM": ledger.url,
         "MATRIX_WS_UPSTREAM": ws_upstream,
-        "MATRIX_DEAD_UPSTREAM": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "MATRIX_DEAD_UPSTREAM": f"http://127.0.0.1:{dead_port}",
     }
     with running(SERVERS[name], ready_path="/host/ready", env=env, log=log) as url:
         yield Server(name, int(url.rsplit(":", 1)[1]), ledger, log)

@@ -24,6 +24,7 @@ at ``$MATRIX_WS_UPSTREAM`` relayed at ``/rws/{room}``, and the host's at ``/host
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -150,13 +151,13 @@ async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if message["type"] == "websocket.disconnect":
                 return
             await send({"type": "websocket.send", "text": "echo " + (message.get("text") or "")})
-    body = b""
+    chunks = []
     more = True
     while more:
         message = await receive()
-        body += message.get("body", b"")
+        chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    status = 200 if scope["path"].startswith("/host/") else 404
+    status, body = host_answer(scope["path"], b"".join(chunks))
     await send(
         {
             "type": "http.response.start",
@@ -164,20 +165,31 @@ async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "headers": [(b"content-type", b"application/octet-stream")],
         }
     )
-    await send({"type": "http.response.body", "body": b"host:" + body})
+    for block in body:
+        await send({"type": "http.response.body", "body": block, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
-def wsgi_host(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+def wsgi_host(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
     stream = environ["wsgi.input"]
     if environ.get("wsgi.input_terminated"):
-        body = stream.read()
+        data = stream.read()
     else:
-        body = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
-    found = environ["PATH_INFO"].startswith("/host/")
-    start_response(
-        "200 OK" if found else "404 Not Found", [("Content-Type", "application/octet-stream")]
-    )
-    return [b"host:" + body]
+        data = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
+    status, body = host_answer(environ["PATH_INFO"], data)
+    start_response(f"{status} X", [("Content-Type", "application/octet-stream")])
+    return body
+
+
+def host_answer(path: str, data: bytes) -> tuple[int, Iterator[bytes]]:
+    """The host's own routes: ``/host/download/{n}`` streams n bytes, ``/host/upload``
+    answers the digest of the body, any other ``/host/...`` echoes it; else 404."""
+    if path.startswith("/host/download/"):
+        return 200, pattern(int(path.rsplit("/", 1)[1]))
+    if path == "/host/upload":
+        digest = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return 200, iter([json.dumps(digest).encode()])
+    return (200 if path.startswith("/host/") else 404), iter([b"host:" + data])
 
 
 _apps: dict[str, Any] = {}

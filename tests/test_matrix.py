@@ -453,6 +453,31 @@ def test_host_body_chunked(server: Server) -> None:
     assert (answer.status, answer.body) == (200, b"host:" + data)
 
 
+def test_host_body_empty(server: Server) -> None:
+    answer = exchange(server.port, "POST", "/host/echo", length=0)
+    assert (answer.status, answer.body) == (200, b"host:")
+
+
+def test_host_expect_continue(server: Server) -> None:
+    data = b"to the host after the 100 " * 500
+    answer = exchange(server.port, "POST", "/host/echo", body=[data], length=len(data), expect=True)
+    assert (answer.status, answer.body) == (200, b"host:" + data)
+    assert answer.interim and set(answer.interim) == {100}, "the body went without a 100"
+
+
+def test_host_streamed_upload(server: Server) -> None:
+    answer = exchange(server.port, "POST", "/host/upload", body=pattern(BIG), chunked=True)
+    assert answer.status == 200, answer
+    assert json.loads(answer.body) == digest(BIG)
+
+
+def test_host_streamed_download(server: Server) -> None:
+    answer = exchange(server.port, "GET", f"/host/download/{BIG}", [("Connection", "close")])
+    assert answer.status == 200
+    assert len(answer.body) == BIG
+    assert hashlib.sha256(answer.body).hexdigest() == digest(BIG)["sha256"]
+
+
 def test_coyote_route(server: Server) -> None:
     answer = exchange(server.port, "GET", "/coyote/hello", [("Connection", "close")])
     assert (answer.status, answer.body) == (200, b"howdy")

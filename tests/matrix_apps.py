@@ -6,7 +6,8 @@ middleware:
 - a host app of the same interface (``/host/...``: what falls through to the host)
   that echoes the request body it reads and accepts a WebSocket at ``/host/ws``;
 - an in-process coyote client, ``Matrix`` (``/coyote/...``): echo a body, stream an
-  upload through a digest, stream a download of any size;
+  upload through a digest, stream a download of any size, with ``def`` handlers and
+  their ``async def`` twins (``/coyote/async/...``);
 - whole apps in process, one of each interface, each echoing the body it reads:
   Starlette at ``/asgi-app/...`` and Flask at ``/wsgi-app/...`` (under each host, one of
   them crosses the ASGI<->WSGI bridge);
@@ -28,7 +29,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from flask import Flask
@@ -72,6 +73,26 @@ class Matrix(Client):
             digest.update(chunk)
             size += len(chunk)
         return {"size": size, "sha256": digest.hexdigest()}
+
+    @route("POST", "/coyote/async/echo")
+    async def async_echo(self, request: Request) -> Response:
+        return Response(await request.aread(), media_type="application/octet-stream")
+
+    @route("POST", "/coyote/async/upload")
+    async def async_upload(self, request: Request) -> dict[str, Any]:
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.aiter_bytes():
+            digest.update(chunk)
+            size += len(chunk)
+        return {"size": size, "sha256": digest.hexdigest()}
+
+    @route("GET", "/coyote/async/download/{size:int}")
+    async def async_download(self, request: Request) -> Response:
+        async def blocks() -> AsyncIterator[bytes]:
+            for block in pattern(request.params["size"]):
+                yield block
+
+        return Response(blocks(), media_type="application/octet-stream")
 
     @route("POST", "/coyote/ignore")
     def ignore(self, request: Request) -> str:

@@ -596,6 +596,32 @@ def test_relay_streamed_download(server: Server) -> None:
     check_relayed(arrived(server.ledger, token), sent, b"")
 
 
+def test_coyote_async_body_with_length(server: Server) -> None:
+    data = b"async whiskey " * 1000
+    answer = exchange(server.port, "POST", "/coyote/async/echo", body=[data], length=len(data))
+    assert (answer.status, answer.body) == (200, data)
+
+
+def test_coyote_async_body_chunked(server: Server) -> None:
+    data = b"async chunked whiskey " * 1000
+    answer = exchange(server.port, "POST", "/coyote/async/echo", body=parts(data), chunked=True)
+    assert (answer.status, answer.body) == (200, data)
+
+
+def test_coyote_async_streamed_upload(server: Server) -> None:
+    answer = exchange(server.port, "POST", "/coyote/async/upload", body=pattern(BIG), chunked=True)
+    assert answer.status == 200, answer
+    assert json.loads(answer.body) == digest(BIG)
+
+
+def test_coyote_async_streamed_download(server: Server) -> None:
+    target = f"/coyote/async/download/{BIG}"
+    answer = exchange(server.port, "GET", target, [("Connection", "close")])
+    assert answer.status == 200
+    assert len(answer.body) == BIG
+    assert hashlib.sha256(answer.body).hexdigest() == digest(BIG)["sha256"]
+
+
 def test_keep_alive_after_an_unread_body(server: Server) -> None:
     # the handler never reads the body: the next request on the connection is still
     # parsed where it starts (or the server closes the connection after the first)

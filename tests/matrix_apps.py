@@ -94,6 +94,14 @@ class Matrix(Client):
 
         return Response(blocks(), media_type="application/octet-stream")
 
+    @route("GET", "/coyote/files/{rest:path}")
+    def files(self, request: Request) -> dict[str, Any]:
+        return {"rest": request.params["rest"], "raw": request.raw_path}
+
+    @route("GET", "/coyote/one/{name}")
+    def one(self, request: Request) -> dict[str, Any]:
+        return {"name": request.params["name"]}
+
     @route("POST", "/coyote/ignore")
     def ignore(self, request: Request) -> str:
         return "ignored"  # never reads the body

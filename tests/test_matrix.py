@@ -622,6 +622,54 @@ def test_coyote_async_streamed_download(server: Server) -> None:
     assert hashlib.sha256(answer.body).hexdigest() == digest(BIG)["sha256"]
 
 
+PATHS = [  # as tests/test_servers.py: one verdict for a raw path, whatever the server
+    ("/coyote/files/a%2Fb", 200, {"rest": "a/b", "raw": "/coyote/files/a%2Fb"}),
+    ("/coyote/one/a%2Fb", 200, {"name": "a/b"}),
+    ("/coyote/one/a/b", 404, None),
+    ("/coyote/files/x/../y", 200, {"rest": "y", "raw": "/coyote/files/y"}),
+    ("/coyote/files/%2e%2e/%2e%2e/%2e%2e/etc", 400, None),
+    ("/coyote/files//z", 200, {"rest": "z", "raw": "/coyote/files/z"}),
+    ("/coyote/%66iles/q", 200, {"rest": "q", "raw": "/coyote/files/q"}),
+    ("/coyote/files/caf%c3%a9", 200, {"rest": "café", "raw": "/coyote/files/caf%C3%A9"}),
+    ("/coyote/files/%zz", 400, None),
+    ("/coyote/files/%ff", 400, None),
+    ("/coyote/files/a%00b", 400, None),
+]
+
+
+# granian's WSGI gives no raw request line (no REQUEST_URI / RAW_URI), only PATH_INFO as
+# it decoded it: there an encoded slash is a separator and an undecodable escape is text
+WITHOUT_RAW_LINE = {"granian-wsgi"}
+DECODED_VERDICTS: dict[str, tuple[int, dict[str, Any] | None]] = {
+    "/coyote/files/a%2Fb": (200, {"rest": "a/b", "raw": "/coyote/files/a/b"}),
+    "/coyote/one/a%2Fb": (404, None),
+    "/coyote/files/%zz": (200, {"rest": "%zz", "raw": "/coyote/files/%25zz"}),
+}
+
+
+@pytest.mark.parametrize(("target", "status", "body"), PATHS)
+def test_raw_path(server: Server, target: str, status: int, body: dict[str, Any] | None) -> None:
+    if server.name in WITHOUT_RAW_LINE:
+        status, body = DECODED_VERDICTS.get(target, (status, body))
+    answer = exchange(server.port, "GET", target, [("Connection", "close")])
+    if body is not None:
+        assert (answer.status, json.loads(answer.body)) == (status, body)
+    elif status == 400:
+        assert answer.status == 400
+        assert json.loads(answer.body)["error"] == "Bad request path"
+    else:  # no coyote route: the host's 404
+        assert (answer.status, answer.body) == (status, b"host:")
+
+
+def test_relay_forwards_the_canonical_path(server: Server) -> None:
+    token = server.token("relay_path")
+    answer = exchange(server.port, "GET", f"/relay/echo/{token}/a%2Fb//c/%7e/caf%c3%a9")
+    assert answer.status == 200
+    got = arrived(server.ledger, token)
+    slash = "/" if server.name in WITHOUT_RAW_LINE else "%2F"
+    assert got.target == f"/relay/echo/{token}/a{slash}b/c/~/caf%C3%A9".encode()
+
+
 def test_keep_alive_after_an_unread_body(server: Server) -> None:
     # the handler never reads the body: the next request on the connection is still
     # parsed where it starts (or the server closes the connection after the first)

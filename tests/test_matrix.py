@@ -10,7 +10,7 @@ Cells that fail today because of work under way elsewhere are marked
 failure as soon as its fix is merged, and its mark is removed then.
 
 Run it alone: ``.venv/bin/python -m pytest tests/test_matrix.py``; one server:
-``-k uvicorn-h11``; one case: ``-k relay_chunked``.
+``-k uvicorn-h11``; one case: ``-k relay_body_chunked``.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ class Server:
     serial: Iterator[int] = field(default_factory=itertools.count)
 
     def token(self, case: str) -> str:
-        return f"{case}-{self.name}-{next(self.serial)}"
+        # ends in a letter, so that no token is a prefix of another
+        return f"{case}-{self.name}-{next(self.serial)}z"
 
 
 def _relay_behaviour(conn: socket.socket, request: Received) -> bool:
@@ -267,6 +268,7 @@ class Answer:
 class _Responses:
     def __init__(self) -> None:
         self.current = Answer()
+        self.body: list[bytes] = []
         self.interim: list[int] = []
         self.final: Answer | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -275,15 +277,16 @@ class _Responses:
         self.current.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
-        self.current.body += body
+        self.body.append(body)
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:
             self.interim.append(status)
-            self.current = Answer()
+            self.current, self.body = Answer(), []
             return
         self.current.status = status
+        self.current.body = b"".join(self.body)
         self.current.interim = self.interim
         self.final = self.current
 
@@ -347,6 +350,7 @@ def exchange(
                 responses.parser.feed_data(data)
             if responses.final is not None:
                 return responses.final
+            conn.settimeout(CLIENT_TIMEOUT)
         try:
             for part in body:
                 conn.sendall(b"%x\r\n%b\r\n" % (len(part), part) if chunked else part)

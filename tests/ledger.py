@@ -188,6 +188,9 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
+        # close() alone does not wake a thread blocked in accept() (Linux): shutdown does
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self.lock:
             socks = list(self._socks)

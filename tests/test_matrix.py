@@ -174,8 +174,17 @@ class Server:
 
 
 def _relay_behaviour(conn: socket.socket, request: Received) -> bool:
-    """``/relay/echo/...``: the body back; ``/relay/big/{n}/...``: n bytes, chunked."""
+    """``/relay/echo/...``: the body back; ``/relay/big/{n}/...``: n bytes, chunked;
+    ``/relay/status/{code}/...``: that status (204 and 304 without a body)."""
     parts = request.target.split(b"?")[0].split(b"/")
+    if parts[2] == b"status":
+        code = int(parts[3])
+        if code in (204, 304):
+            conn.sendall(b'HTTP/1.1 %d X\r\netag: "v1"\r\n\r\n' % code)
+        else:
+            body = b"status %d" % code
+            conn.sendall(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%b" % (code, len(body), body))
+        return True
     if parts[2] == b"big":
         conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
         for block in pattern(int(parts[3])):
@@ -674,28 +683,47 @@ def test_relay_forwards_the_canonical_path(server: Server) -> None:
     assert got.target == f"/relay/echo/{token}/a{slash}b/c/~/caf%C3%A9".encode()
 
 
+def then_hello(conn: socket.socket, first: Answer, deadline: float) -> None:
+    """The next request on a kept-alive connection is answered as its own: nothing of the
+    first exchange spilled over. A server may close the connection instead (RFC 9112 §9.6)."""
+    if (first.header(b"connection") or b"").lower() == b"close":
+        return
+    conn.sendall(b"GET /coyote/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    try:
+        answer = _read_answer(conn, _Responses(), deadline)
+    except (_Closed, ConnectionResetError):
+        return
+    assert (answer.status, answer.body) == (200, b"howdy")
+
+
 def test_keep_alive_after_an_unread_body(server: Server) -> None:
-    # the handler never reads the body: the next request on the connection is still
-    # parsed where it starts (or the server closes the connection after the first)
+    # the handler never reads the body
     data = b"never read " * 1000
-    first = (
-        f"POST /coyote/ignore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
-    )
-    second = b"GET /coyote/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = f"POST /coyote/ignore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
     deadline = time.monotonic() + CLIENT_TIMEOUT
     with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as conn:
-        conn.sendall(first.encode() + data)
-        responses = _Responses()
-        answer = _read_answer(conn, responses, deadline)
+        conn.sendall(head.encode() + data)
+        answer = _read_answer(conn, _Responses(), deadline)
         assert (answer.status, answer.body) == (200, b"ignored")
-        if (answer.header(b"connection") or b"").lower() == b"close":
-            return
-        conn.sendall(second)
-        try:
-            answer = _read_answer(conn, _Responses(), deadline)
-        except (_Closed, ConnectionResetError):
-            return  # closed rather than reading on: allowed (RFC 9112 §9.6)
-        assert (answer.status, answer.body) == (200, b"howdy")
+        then_hello(conn, answer, deadline)
+
+
+@pytest.mark.parametrize("status", [204, 304, 404, 500])
+def test_relay_passes_the_instance_status(server: Server, status: int) -> None:
+    token = server.token(f"relay_status_{status}")
+    head = f"GET /relay/status/{status}/{token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as conn:
+        conn.sendall(head.encode())
+        answer = _read_answer(conn, _Responses(), deadline)
+        assert answer.status == status
+        if status in (204, 304):  # no body, and no framing that announces one
+            assert answer.body == b""
+            assert answer.header(b"transfer-encoding") is None, answer.headers
+            assert answer.header(b"content-length") in (None, b"0"), answer.headers
+        else:
+            assert answer.body == b"status %d" % status
+        then_hello(conn, answer, deadline)
 
 
 def test_relay_to_a_dead_instance_is_a_502(server: Server) -> None:

@@ -102,6 +102,10 @@ class Matrix(Client):
     def one(self, request: Request) -> dict[str, Any]:
         return {"name": request.params["name"]}
 
+    @route("GET", "/coyote/nothing")
+    def nothing(self, request: Request) -> None:
+        return None  # 204
+
     @route("POST", "/coyote/ignore")
     def ignore(self, request: Request) -> str:
         return "ignored"  # never reads the body

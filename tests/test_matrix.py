@@ -708,6 +708,18 @@ def test_keep_alive_after_an_unread_body(server: Server) -> None:
         then_hello(conn, answer, deadline)
 
 
+def test_coyote_no_content(server: Server) -> None:
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as conn:
+        conn.sendall(b"GET /coyote/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = _read_answer(conn, _Responses(), deadline)
+        assert (answer.status, answer.body) == (204, b"")
+        assert answer.header(b"transfer-encoding") is None, answer.headers
+        assert answer.header(b"content-length") in (None, b"0"), answer.headers
+        assert answer.header(b"content-type") is None, answer.headers
+        then_hello(conn, answer, deadline)
+
+
 @pytest.mark.parametrize("status", [204, 304, 404, 500])
 def test_relay_passes_the_instance_status(server: Server, status: int) -> None:
     token = server.token(f"relay_status_{status}")

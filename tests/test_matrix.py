@@ -175,8 +175,12 @@ class Server:
 
 def _relay_behaviour(conn: socket.socket, request: Received) -> bool:
     """``/relay/echo/...``: the body back; ``/relay/big/{n}/...``: n bytes, chunked;
-    ``/relay/status/{code}/...``: that status (204 and 304 without a body)."""
+    ``/relay/status/{code}/...``: that status (204 and 304 without a body); HEAD: a
+    Content-Length and no body."""
     parts = request.target.split(b"?")[0].split(b"/")
+    if request.method == b"HEAD":  # the length a GET would have, and no body
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
+        return True
     if parts[2] == b"status":
         code = int(parts[3])
         if code in (204, 304):
@@ -706,6 +710,34 @@ def test_keep_alive_after_an_unread_body(server: Server) -> None:
         answer = _read_answer(conn, _Responses(), deadline)
         assert (answer.status, answer.body) == (200, b"ignored")
         then_hello(conn, answer, deadline)
+
+
+@pytest.mark.parametrize("target", ["/coyote/hello", "/relay/echo/head", "/host/echo"])
+def test_head_answers_a_head_only(server: Server, target: str) -> None:
+    # a HEAD response's head says nothing about where it ends (RFC 9110 §9.3.2): read to the
+    # blank line, then the next request's answer must follow at once, no body between
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as conn:
+        conn.sendall(f"HEAD {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        if b"\r\nconnection: close" in head.lower():
+            return
+        conn.sendall(b"GET /coyote/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        responses = _Responses()
+        responses.parser.feed_data(rest)
+        try:
+            answer = _read_answer(conn, responses, deadline)
+        except (_Closed, ConnectionResetError):
+            assert not rest, f"a body after the HEAD response: {rest[:80]!r}"
+            return
+        assert (answer.status, answer.body) == (200, b"howdy")
 
 
 def test_coyote_no_content(server: Server) -> None:

@@ -340,7 +340,7 @@ def exchange(
 
     ``chunked``: each part of ``body`` is one chunk; ``length``: a Content-Length header;
     neither: no framing header at all. ``expect``: ``Expect: 100-continue``, and the body
-    goes after the server's 100 (or after 3 s without one, as curl does after 1 s).
+    goes after the server's 100 (or after 5 s without one; curl waits 1 s).
     """
     head = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers)]
     if chunked:
@@ -354,7 +354,7 @@ def exchange(
     with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as conn:
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         if expect:
-            conn.settimeout(3)
+            conn.settimeout(5)
             try:
                 data = conn.recv(65536)
             except TimeoutError:

@@ -188,7 +188,7 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
-        # close() alone does not wake a thread blocked in accept() (Linux): shutdown does
+        # shutdown() wakes the thread blocked in accept(); close() alone does not (Linux)
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()

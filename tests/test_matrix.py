@@ -39,12 +39,17 @@ from tests.processes import running
 from tests.servers import uvicorn_server
 
 APP = "tests.matrix_apps"
+# uvicorn and gunicorn trust X-Forwarded-* from 127.0.0.1 by default and hand coyote the
+# client and scheme they name; the matrix's clients are on 127.0.0.1, and what it checks is
+# coyote's own policy, so neither server trusts anyone here
+UVICORN = "--no-proxy-headers --no-access-log --log-level warning"
+GUNICORN = "--forwarded-allow-ips="
 
 ASGI: dict[str, list[str]] = {
     name: command.replace("APP", f"{APP}:asgi_app").split()
     for name, command in {
-        "uvicorn-httptools": "uvicorn APP --http httptools --no-access-log --log-level warning",
-        "uvicorn-h11": "uvicorn APP --http h11 --no-access-log --log-level warning",
+        "uvicorn-httptools": f"uvicorn APP --http httptools {UVICORN}",
+        "uvicorn-h11": f"uvicorn APP --http h11 {UVICORN}",
         "hypercorn": "hypercorn --bind 127.0.0.1:{port} APP",
         "granian-asgi": "granian --interface asgi --host 127.0.0.1 --port {port} APP",
         "daphne": "daphne -b 127.0.0.1 -p {port} APP",
@@ -53,8 +58,8 @@ ASGI: dict[str, list[str]] = {
 WSGI: dict[str, list[str]] = {
     name: command.replace("APP", f"{APP}:wsgi_app").split()
     for name, command in {
-        "gunicorn-sync": "gunicorn -k sync -w 1 APP",
-        "gunicorn-gthread": "gunicorn -k gthread -w 1 --threads 4 APP",
+        "gunicorn-sync": f"gunicorn -k sync -w 1 {GUNICORN} APP",
+        "gunicorn-gthread": f"gunicorn -k gthread -w 1 --threads 4 {GUNICORN} APP",
         "waitress": "waitress-serve --listen=127.0.0.1:{port} APP",
         "granian-wsgi": "granian --interface wsgi --host 127.0.0.1 --port {port} APP",
     }.items()

@@ -27,6 +27,7 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -529,6 +530,9 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
         client = _clients.get(coyote)
         if client is None:
             client = _clients[coyote] = httpx.Client(
+                # one client serves every person: a jar would hand one person's
+                # cookies (an instance's Set-Cookie) to the next person's requests
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
                 verify=coyote.tls,
                 timeout=httpx.Timeout(coyote.relay.timeout, connect=5.0),
                 limits=httpx.Limits(max_connections=coyote.relay.concurrency * 2),

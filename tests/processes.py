@@ -25,29 +25,46 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(argv: list[str], ready_path: str = "/", timeout: float = 30) -> Iterator[str]:
-    """Run a server command with ``--bind``/``--port`` added; yield its base URL."""
+def running(
+    argv: list[str],
+    ready_path: str = "/",
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """Run a server command with ``--bind``/``--port`` added; yield its base URL.
+
+    A command that names its port itself says ``{port}`` where it goes (and nothing is
+    added). ``env`` adds variables; ``log`` takes its stdout and stderr (else stderr is
+    read only when it fails to start, so a chatty server must be given a ``log``).
+    """
     port = free_port()
     cmd = list(argv)
-    if cmd[0] == "gunicorn":
+    if any("{port}" in arg for arg in cmd):
+        cmd = [arg.replace("{port}", str(port)) for arg in cmd]
+        if not cmd[0].startswith("/") and (BIN / cmd[0]).exists():
+            cmd[0] = str(BIN / cmd[0])
+    elif cmd[0] == "gunicorn":
         cmd = [str(BIN / "gunicorn"), *cmd[1:], "--bind", f"127.0.0.1:{port}"]
     elif cmd[0] == "uvicorn":
         cmd = [str(BIN / "uvicorn"), *cmd[1:], "--host", "127.0.0.1", "--port", str(port)]
     else:
         cmd = [*cmd, "--port", str(port)]
+    out = open(log, "wb") if log else None  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=out or subprocess.DEVNULL,
+        stderr=out or subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                said = log.read_bytes() if log else proc.stderr.read()  # type: ignore[union-attr]
+                raise RuntimeError(f"{cmd} exited: {said.decode()[-2000:]}")
             try:
                 httpx.get(url + ready_path, timeout=1)
                 break
@@ -63,3 +80,5 @@ def running(argv: list[str], ready_path: str = "/", timeout: float = 30) -> Iter
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        if out:
+            out.close()

@@ -20,10 +20,24 @@ tls                None       how https:// instances are verified: an
                               ``ssl.SSLContext``, or the path of a CA bundle;
                               None: the system's trusted CAs
 =================  =========  ======================================================
+
+Remote instances (``coyote_mw.health.UpstreamPolicy``; see ``coyote_mw.health``):
+
+=====================  ========  ==================================================
+max_response_head      60 KiB    bytes an instance's response head may take (502)
+response_timeout       300.0     seconds a whole response may take, body included;
+                                 past it the response is cut (0: no total deadline)
+stream_idle_timeout    None      seconds a response body may pause (None: timeout)
+eject_after            3         failures in a row that eject an instance
+base_ejection_time     10.0      seconds of the first ejection (x ejections)
+max_ejection_time      300.0     the longest ejection
+max_ejection_percent   50        most of a route's instances gateway failures eject
+=====================  ========  ==================================================
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json as jsonlib
 import logging
@@ -39,6 +53,7 @@ from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
 from coyote_mw.errors import InvalidRoute, MethodNotAllowed, NoMatchingRoute, RelaySaturated
 from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
+from coyote_mw.health import UpstreamPolicy
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
 from coyote_mw.relay import Relay
@@ -66,7 +81,23 @@ class Coyote:
         prefix: str = "/_coyote",
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        max_response_head: int = UpstreamPolicy.max_response_head,
+        response_timeout: float = UpstreamPolicy.response_timeout,
+        stream_idle_timeout: float | None = None,
+        eject_after: int = UpstreamPolicy.eject_after,
+        base_ejection_time: float = UpstreamPolicy.base_ejection_time,
+        max_ejection_time: float = UpstreamPolicy.max_ejection_time,
+        max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
     ) -> None:
+        self.upstream = UpstreamPolicy(
+            max_response_head=max_response_head,
+            response_timeout=response_timeout,
+            stream_idle_timeout=stream_idle_timeout,
+            eject_after=eject_after,
+            base_ejection_time=base_ejection_time,
+            max_ejection_time=max_ejection_time,
+            max_ejection_percent=max_ejection_percent,
+        )
         self.table = RouteTable()
         self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
@@ -109,8 +140,30 @@ class Coyote:
         prefix: str | None = None,
         store: str | None = None,
         tls: ssl.SSLContext | str | None = None,
+        max_response_head: int | None = None,
+        response_timeout: float | None = None,
+        stream_idle_timeout: float | None = None,
+        eject_after: int | None = None,
+        base_ejection_time: float | None = None,
+        max_ejection_time: float | None = None,
+        max_ejection_percent: int | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        upstream: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "max_response_head": max_response_head,
+                "response_timeout": response_timeout,
+                "stream_idle_timeout": stream_idle_timeout,
+                "eject_after": eject_after,
+                "base_ejection_time": base_ejection_time,
+                "max_ejection_time": max_ejection_time,
+                "max_ejection_percent": max_ejection_percent,
+            }.items()
+            if v is not None
+        }
+        if upstream:
+            self.upstream = dataclasses.replace(self.upstream, **upstream)
         if tls is not None:
             self._tls = _tls_context(tls)
         if token is not None or prefix is not None or store is not None:

@@ -13,11 +13,13 @@ to the instance's, the original in ``X-Forwarded-Host``, plus ``X-Forwarded-For`
 headers and without the instance's ``Date`` and ``Server``: the host's server sends
 its own, as nginx does.
 
-Failures: a connect failure counts against the instance and, after ``EJECT_AFTER``
-in a row, ejects it until its next heartbeat; an idempotent request is then retried
-once on another instance (a POST or PATCH never is).  No instance left -> 502, or 503
+Failures count against the instance and eject it for a while (``coyote_mw.health``);
+after a connect failure, where nothing was sent, an idempotent request is retried once
+on another instance (a POST or PATCH never is).  No instance left -> 502, or 503
 "No healthy instance" when all are ejected; a read timeout -> 504; anything else the
-instance does wrong -> 502 "Routing error", with the detail in the log.
+instance does wrong -> 502 "Routing error", with the detail in the log.  A response
+whose head went out already and then fails (a reset, a timeout, ``response_timeout``
+over) is cut: the client's connection closes without the response's end.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -35,9 +38,12 @@ import httpx
 from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Dispatch, Handler, handler_failed, status_line
+from coyote_mw.health import EJECT_AFTER, InstanceHealth
 from coyote_mw.transport import (
+    IDEMPOTENT_METHODS,
     ConnectError,
     Pool,
+    PoolTimeout,
     ReadTimeout,
     TransportError,
     UpstreamResponse,
@@ -50,8 +56,7 @@ __all__ = ["EJECT_AFTER", "RemoteHandler"]
 
 logger = logging.getLogger("coyote_mw.proxy")
 
-EJECT_AFTER = 3
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT = IDEMPOTENT_METHODS
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -132,7 +137,7 @@ def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class RemoteHandler(Handler):
+class RemoteHandler(InstanceHealth, Handler):
     kind = "remote"
 
     def __init__(self, url: str, coyote: Coyote) -> None:
@@ -149,37 +154,9 @@ class RemoteHandler(Handler):
         # https: verified with the leader's context (coyote.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
         self.https = self.scheme == "https"
-        self.failures = 0
-        self.ejected = False
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RemoteHandler {self.url}{' ejected' if self.ejected else ''}>"
-
-    def revive(self) -> None:
-        """A heartbeat: the instance is alive, whatever happened before."""
-        with self._lock:
-            self.failures = 0
-            if self.ejected:
-                logger.info("instance %s is back: no longer ejected", self.url)
-            self.ejected = False
-
-    def _failed_to_connect(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failures += 1
-            if self.failures >= EJECT_AFTER and not self.ejected:
-                self.ejected = True
-                logger.warning(
-                    "instance %s ejected after %d connect failures: %r",
-                    self.url,
-                    self.failures,
-                    exc,
-                )
-
-    def _succeeded(self) -> None:
-        if self.failures:
-            with self._lock:
-                self.failures = 0
 
     def _headers(
         self, headers: Iterable[tuple[bytes, bytes]], client: Any, scheme: str, d: Dispatch
@@ -251,13 +228,16 @@ class RemoteHandler(Handler):
                         headers,
                         body,
                         instance.coyote.tls if instance.https else None,
+                        instance.coyote.upstream.max_response_head,
                     )
                 except asyncio.CancelledError:
                     if not watch.fired:
                         raise
+                    instance.gateway_failed("no response head within the timeout", d)
                     raise relay.timed_out(watch) from None
                 except ConnectError as exc:
-                    instance._failed_to_connect(exc)
+                    if not isinstance(exc, PoolTimeout):  # a busy pool is not its failure
+                        instance.connect_failed(exc)
                     # Nothing was sent: an idempotent request with its body in hand may
                     # go to another instance, once.
                     other = None
@@ -269,14 +249,17 @@ class RemoteHandler(Handler):
                     headers.append((b"host", other.netloc))
                     instance = other
                     continue
-                except ReadTimeout:
+                except ReadTimeout as exc:
+                    instance.gateway_failed(exc, d)
                     raise HandlerTimeout(relay.timeout) from None
                 except TransportError as exc:
+                    instance.gateway_failed(exc, d)
                     raise handler_failed(d, exc) from exc
                 finally:
                     watch.end()
-                instance._succeeded()
-                return await _stream_back(d, response, send)
+                # the relay's timeout ran from where the total deadline runs too
+                started = watch.deadline - relay.timeout
+                return await _stream_back(d, response, send, instance, started)
         finally:
             relay.release()
 
@@ -309,11 +292,12 @@ class RemoteHandler(Handler):
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
-                self._failed_to_connect(exc)
+                self.connect_failed(exc)
             handler_failed(d, exc)
             await send({"type": "websocket.close", "code": 1011})
             return
-        self._succeeded()
+        if self.failures:
+            self.failures = 0
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
 
         async def client_to_upstream() -> None:
@@ -383,28 +367,45 @@ class RemoteHandler(Handler):
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             content=content,
         )
+        policy = self.coyote.upstream
+        started = time.monotonic()
         try:
             response = client.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            self._failed_to_connect(exc)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.connect_failed(exc)
             if retry and d.method in IDEMPOTENT and isinstance(content, bytes):
                 other = _another(d, self)
                 if other is not None:
                     return other._forward_sync(d, environ, start_response, retry=False)
             raise handler_failed(d, exc) from exc
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if not isinstance(exc, httpx.PoolTimeout):  # a busy pool is not its failure
+                self.gateway_failed(exc, d)
             raise HandlerTimeout(d.relay.timeout) from None
         except httpx.HTTPError as exc:
+            self.gateway_failed(exc, d)
             raise handler_failed(d, exc) from exc
-        self._succeeded()
+        # httpcore refuses a head over 100 KiB itself; the setting may be lower
+        if _head_size(response) > policy.max_response_head:
+            response.close()
+            too_large = httpx.RemoteProtocolError("the instance's response head is too large")
+            self.gateway_failed(too_large, d)
+            raise handler_failed(d, too_large) from None
         back = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
         ]
         if d.method == "HEAD":
             response.close()
+            self.answered(response.status_code, d)
             start_response(status_line(response.status_code), back)
             return []
+        # the body's pauses: stream_idle_timeout (httpcore reads the request's timeout
+        # when the body starts); its total: response_timeout, checked as bytes come
+        idle = policy.stream_idle_timeout
+        if idle is not None:
+            request.extensions["timeout"] = {**request.extensions["timeout"], "read": idle}
+        deadline = started + policy.response_timeout if policy.response_timeout else None
         # The first bytes before the head: a WSGI server sends the head with them anyway
         # (PEP 3333), and an instance that stalls before its body can still be answered
         # 504 - within the relay's timeout, as every wait on an instance is (a long-poll
@@ -414,21 +415,27 @@ class RemoteHandler(Handler):
         try:
             try:
                 first = next(stream, b"")
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
+                self.gateway_failed(exc, d)
                 raise HandlerTimeout(d.relay.timeout) from None
             except httpx.HTTPError as exc:
+                self.gateway_failed(exc, d)
                 raise handler_failed(d, exc) from exc
             start_response(status_line(response.status_code), back)
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
-        return _HttpxBody(d, response, first, stream)
+        return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
         return await call_asgi_app(_AsASGI(self), d, request)
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+def _head_size(response: httpx.Response) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 16
 
 
 def _another(d: Dispatch, failed: RemoteHandler) -> RemoteHandler | None:
@@ -460,10 +467,13 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> int:
+async def _stream_back(
+    d: Dispatch, response: UpstreamResponse, send: Any, instance: RemoteHandler, started: float
+) -> int:
     status = response.status
     whole = response.take_whole()  # the usual small answer: all here already
     if whole is not None:
+        instance.answered(status, d)
         # the connection is back in the pool already: nothing to clean up on failure
         await send(
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
@@ -475,16 +485,24 @@ async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any) -> in
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
         )
         if d.method != "HEAD":
-            # no byte for the relay's timeout: cut the response off (the head is sent)
-            async for chunk in response.aiter_body(d.relay.timeout):
+            # No byte for stream_idle_timeout, or the whole response past its
+            # response_timeout: cut the response off (the head is sent).
+            policy = instance.coyote.upstream
+            total = policy.response_timeout
+            idle = policy.stream_idle_timeout
+            async for chunk in response.aiter_body(
+                d.relay.timeout if idle is None else idle, started + total if total else None
+            ):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except TransportError as exc:
         # Too late for a 502: log why, and leave the response unfinished so the
         # server closes the connection and the client sees a truncated body.
+        instance.gateway_failed(exc, d)
         handler_failed(d, exc)
         return status
     finally:
         await response.aclose()
+    instance.answered(status, d)
     await send({"type": "http.response.body", "body": b""})
     return status
 
@@ -529,20 +547,34 @@ class _HttpxBody:
     response short: it is logged, and raised so the server closes the connection."""
 
     def __init__(
-        self, d: Dispatch, response: httpx.Response, first: bytes, rest: Iterator[bytes]
+        self,
+        d: Dispatch,
+        instance: RemoteHandler,
+        response: httpx.Response,
+        first: bytes,
+        rest: Iterator[bytes],
+        deadline: float | None,
     ) -> None:
         self.d = d
+        self.instance = instance
         self.response = response
         self.first = first
         self.rest = rest
+        self.deadline = deadline
 
     def __iter__(self) -> Iterator[bytes]:
         if self.first:
             yield self.first
+        deadline = self.deadline
         try:
-            yield from self.rest
+            for chunk in self.rest:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the response took longer than response_timeout")
+                yield chunk
         except httpx.HTTPError as exc:
+            self.instance.gateway_failed(exc, self.d)
             raise handler_failed(self.d, exc) from exc
+        self.instance.answered(self.response.status_code, self.d)
 
     def close(self) -> None:
         self.response.close()

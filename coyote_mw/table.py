@@ -107,19 +107,24 @@ class Endpoint:
         """The next healthy instance's handler, round robin (skipping ``exclude``).
 
         Raises ``NoHealthyInstance`` when every instance is ejected: the route exists,
-        so that is a 503, not a 404.
+        so that is a 503, not a 404.  An ejected instance whose ejection time is over is
+        re-admitted here (``readmit``), as it is picked.
         """
         inst = self.instances
         if len(inst) == 1:
             handler = inst[0].handler
-            if not getattr(handler, "ejected", False) and handler is not exclude:
+            if handler is not exclude and (
+                not getattr(handler, "ejected", False) or handler.readmit()
+            ):
                 return handler
         else:
             n = len(inst)
             start = next(self._rr)
             for k in range(n):
                 handler = inst[(start + k) % n].handler
-                if not getattr(handler, "ejected", False) and handler is not exclude:
+                if handler is not exclude and (
+                    not getattr(handler, "ejected", False) or handler.readmit()
+                ):
                     return handler
         raise NoHealthyInstance(self.service)
 

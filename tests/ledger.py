@@ -16,6 +16,12 @@ What it answers is chosen by the request's first path segment (see ``BEHAVIOURS`
     /close            reads the request, then closes the connection (no answer)
     /drip/{n}/{ms}    200 with content-length n, one byte every ms milliseconds
     /hang             reads the request, never answers (until the server stops)
+    /fresh-only       200 to the first request on a connection; a later one on the same
+                      connection is reset unanswered (a pooled connection gone stale)
+    /close-delimited/{n}  200 without length or chunks, n bytes, then a clean close (FIN)
+    /cut/{n}          the same, but the n bytes end in a reset (RST), not a close
+    /framing/{case}   a 200 whose framing is bad: see ``BAD_FRAMING``
+    /big-head/{kib}   a 200 with one header of kib KiB
     anything else     200 "ok" (content-length), keep-alive
 
 Tests add their own with ``LedgerUpstream(behaviours={"name": fn})``, where ``fn(conn,
@@ -36,7 +42,14 @@ from dataclasses import dataclass, field
 
 import httptools
 
-__all__ = ["BEHAVIOURS", "LedgerUpstream", "Received", "parse_status", "raw_exchange"]
+__all__ = [
+    "BAD_FRAMING",
+    "BEHAVIOURS",
+    "LedgerUpstream",
+    "Received",
+    "parse_status",
+    "raw_exchange",
+]
 
 
 @dataclass
@@ -50,6 +63,7 @@ class Received:
     raw: bytes = b""  # the exact bytes of this request, head and body
     connection: int = 0  # which connection (index into LedgerUpstream.connections)
     chunked: bool = False  # its body was sent with Transfer-Encoding: chunked
+    nth: int = 0  # its place on its connection: 0 for the first request
 
     def header(self, name: str) -> bytes | None:
         """The first value of a header (case-insensitive), or None."""
@@ -120,6 +134,57 @@ def _hang(conn: socket.socket, request: Received) -> bool:
     return False
 
 
+def _fresh_only(conn: socket.socket, request: Received) -> bool:
+    if request.nth == 0:
+        _answer(conn, 200, b"fresh")
+        return True
+    return _reset(conn, request)
+
+
+def _arg(request: Received, index: int = 2) -> bytes:
+    return request.target.split(b"?")[0].split(b"/")[index]
+
+
+def _close_delimited(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * int(_arg(request)))
+    return False
+
+
+def _cut(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * int(_arg(request)))
+    time.sleep(0.3)  # the bytes are read and passed on before the reset
+    return _reset(conn, request)
+
+
+BAD_FRAMING = {
+    b"gzip": b"transfer-encoding: gzip\r\n\r\nnot gzip at all",
+    b"chunked-chunked": b"transfer-encoding: chunked, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"two-te": (
+        b"transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ),
+    b"gzip-chunked": b"transfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"length-and-te": (
+        b"content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ),
+    b"two-lengths": b"content-length: 2\r\ncontent-length: 3\r\n\r\nok!",
+}
+
+
+def _framing(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\n" + BAD_FRAMING[_arg(request)])
+    return False
+
+
+def _big_head(conn: socket.socket, request: Received) -> bool:
+    size = int(_arg(request)) * 1024
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-big: ")
+    block = b"b" * 65536
+    for _ in range(size // len(block)):
+        conn.sendall(block)
+    conn.sendall(b"b" * (size % len(block)) + b"\r\n\r\nok")
+    return True
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "status": _status,
@@ -127,6 +192,11 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "close": _close,
     "drip": _drip,
     "hang": _hang,
+    "fresh-only": _fresh_only,
+    "close-delimited": _close_delimited,
+    "cut": _cut,
+    "framing": _framing,
+    "big-head": _big_head,
 }
 
 
@@ -138,6 +208,7 @@ class _Parse:
         self.current = Received(connection=connection)
         self.done: list[Received] = []
         self.url = b""
+        self.count = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -152,6 +223,8 @@ class _Parse:
 
     def on_message_complete(self) -> None:
         self.current.target = self.url
+        self.current.nth = self.count
+        self.count += 1
         self.done.append(self.current)
         self.current = Received(connection=self.connection)
         self.url = b""

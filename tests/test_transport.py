@@ -489,15 +489,34 @@ def stale_server(answer_fresh: bool = True) -> RawServer:
     return server
 
 
-def test_stale_pooled_connection_is_retried_once_for_a_bytes_body() -> None:
+def test_stale_pooled_connection_is_retried_once_for_an_idempotent_bytes_body() -> None:
     async def scenario() -> None:
         async with stale_server() as server:
             pool = Pool()
             await get(pool, server.port)
-            response = await pool.request("POST", "127.0.0.1", server.port, b"/", [], b"x" * 5000)
+            response = await pool.request("PUT", "127.0.0.1", server.port, b"/", [], b"x" * 5000)
             assert (response.status, await response.aread()) == (200, b"5000")
             assert server.accepted == 2
             assert server.bodies[-1] == b"x" * 5000  # type: ignore[attr-defined]
+            await pool.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "LOCK"])
+@pytest.mark.parametrize("body", [b"", b"x" * 5000])
+def test_stale_pooled_connection_never_replays_a_non_idempotent_request(
+    method: str, body: bytes
+) -> None:
+    # The upstream may have acted on it before closing: nginx (non_idempotent) and Go
+    # (isReplayable) never send it again, with a body or without one.
+    async def scenario() -> None:
+        async with stale_server() as server:
+            pool = Pool()
+            await get(pool, server.port)
+            with pytest.raises(RemoteProtocolError, match="never sent twice"):
+                await pool.request(method, "127.0.0.1", server.port, b"/", [], body)
+            assert server.accepted == 1  # no fresh connection for a replay
             await pool.aclose()
 
     run(scenario())

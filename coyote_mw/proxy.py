@@ -385,12 +385,11 @@ class RemoteHandler(InstanceHealth, Handler):
         except httpx.HTTPError as exc:
             self.gateway_failed(exc, d)
             raise handler_failed(d, exc) from exc
-        # httpcore refuses a head over 100 KiB itself; the setting may be lower
-        if _head_size(response) > policy.max_response_head:
+        refused = _refuse_head(response, policy.max_response_head)
+        if refused is not None:
             response.close()
-            too_large = httpx.RemoteProtocolError("the instance's response head is too large")
-            self.gateway_failed(too_large, d)
-            raise handler_failed(d, too_large) from None
+            self.gateway_failed(refused, d)
+            raise handler_failed(d, refused) from None
         back = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
@@ -434,8 +433,24 @@ class RemoteHandler(InstanceHealth, Handler):
         return d.relay.submit_coroutine(self.acall(d, request)).result()
 
 
-def _head_size(response: httpx.Response) -> int:
-    return sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 16
+def _refuse_head(response: httpx.Response, limit: int) -> httpx.RemoteProtocolError | None:
+    """Why a response head httpx took must not be relayed (what the lean transport
+    refuses itself), or None.  h11 refuses any Transfer-Encoding but one ``chunked``,
+    and httpcore a head over 100 KiB; ``max_response_head`` may be lower."""
+    size = 16
+    framing = 0
+    for k, v in response.headers.raw:
+        size += len(k) + len(v) + 4
+        lower = k.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            framing |= 1 if lower == b"content-length" else 2
+    if size > limit:
+        return httpx.RemoteProtocolError("the instance's response head is too large")
+    if framing == 3:  # RFC 9112 6.3: a sign of smuggling; nginx refuses it too
+        return httpx.RemoteProtocolError(
+            "the instance sent both Content-Length and Transfer-Encoding"
+        )
+    return None
 
 
 def _another(d: Dispatch, failed: RemoteHandler) -> RemoteHandler | None:
@@ -573,8 +588,14 @@ class _HttpxBody:
                 yield chunk
         except httpx.HTTPError as exc:
             self.instance.gateway_failed(exc, self.d)
-            raise handler_failed(self.d, exc) from exc
+            raise ResponseCut(str(handler_failed(self.d, exc))) from exc
         self.instance.answered(self.response.status_code, self.d)
+
+
+class ResponseCut(ConnectionAbortedError):
+    """A relayed WSGI response that failed after its head went out: a connection error,
+    so that servers close the client's connection without ending the body (Werkzeug's
+    would otherwise append an error page to a chunked body and end it as complete)."""
 
     def close(self) -> None:
         self.response.close()

@@ -15,6 +15,7 @@ What it answers is chosen by the request's first path segment (see ``BEHAVIOURS`
     /reset            reads the request, then resets the connection (no answer)
     /close            reads the request, then closes the connection (no answer)
     /drip/{n}/{ms}    200 with content-length n, one byte every ms milliseconds
+    /pause/{ms}       200 with content-length 2: one byte at once, the other ms later
     /hang             reads the request, never answers (until the server stops)
     /fresh-only       200 to the first request on a connection; a later one on the same
                       connection is reset unanswered (a pooled connection gone stale)
@@ -124,6 +125,13 @@ def _drip(conn: socket.socket, request: Received) -> bool:
     return True
 
 
+def _pause(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nx")
+    time.sleep(int(request.target.split(b"/")[2]) / 1000)
+    conn.sendall(b"y")
+    return True
+
+
 def _hang(conn: socket.socket, request: Received) -> bool:
     conn.settimeout(None)
     try:
@@ -191,6 +199,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "reset": _reset,
     "close": _close,
     "drip": _drip,
+    "pause": _pause,
     "hang": _hang,
     "fresh-only": _fresh_only,
     "close-delimited": _close_delimited,
@@ -233,13 +242,14 @@ class _Parse:
 class LedgerUpstream:
     """A threaded HTTP/1.1 upstream on 127.0.0.1 that records every byte it receives."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None) -> None:
+    def __init__(self, behaviours: dict[str, Behaviour] | None = None, port: int = 0) -> None:
+        """``port``: listen there (an instance coming back where it was); 0: any free one."""
         self.behaviours = {**BEHAVIOURS, **(behaviours or {})}
         self.requests: list[Received] = []
         self.connections: list[bytes] = []
         self.errors: list[BaseException] = []
         self.lock = threading.Lock()
-        self.port = 0
+        self.port = port
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -251,7 +261,7 @@ class LedgerUpstream:
     def __enter__(self) -> LedgerUpstream:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind(("127.0.0.1", self.port))
         self._listener.listen(128)
         self.port = self._listener.getsockname()[1]
         accept = threading.Thread(target=self._accept, daemon=True)
@@ -261,6 +271,9 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
+        # close() alone does not wake a thread blocked in accept() (Linux): shutdown does
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self.lock:
             socks = list(self._socks)

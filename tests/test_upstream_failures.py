@@ -1,0 +1,313 @@
+"""When instances fail: retries, ejection and re-admission, deadlines, framing and size.
+
+A real leader - uvicorn (ASGI) or Werkzeug's server (WSGI), in a thread, or a real
+``coyote leader`` process - relays to ``LedgerUpstream`` instances that misbehave on
+command and record the exact bytes they received.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coyote_mw import Coyote
+from tests.ledger import BAD_FRAMING, LedgerUpstream, Received
+from tests.processes import BIN
+from tests.servers import uvicorn_server, werkzeug_server
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "LOCK"]
+ALL_PATHS = [(m, "/{rest:path}") for m in METHODS]
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def server(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextmanager
+def leader_for(server: str, *urls: str, **settings: Any) -> Iterator[tuple[Coyote, str]]:
+    """A leader relaying every path to ``urls`` (one service), served by a real server."""
+    coyote = Coyote(**settings)
+    for url in urls:
+        coyote.register_remote(url, routes=ALL_PATHS, service="svc", instance=url)
+    running: AbstractContextManager[int] = (
+        uvicorn_server(coyote.asgi()) if server == "asgi" else werkzeug_server(coyote.wsgi())
+    )
+    try:
+        with running as port:
+            yield coyote, f"http://127.0.0.1:{port}"
+    finally:
+        coyote.close()
+
+
+def sent(up: LedgerUpstream, method: str, path: str) -> list[Received]:
+    return [r for r in up.requests if r.method == method.encode() and r.target == path.encode()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+# -- retries and duplicates -----------------------------------------------------------
+
+
+def reset_on_a_reused_connection(
+    up: LedgerUpstream, client: httpx.Client, url: str, method: str, body: bytes = b""
+) -> tuple[httpx.Response, list[Received]]:
+    """Send ``method`` until it goes out on a reused connection to ``/fresh-only`` (which
+    resets it unanswered); return the answer and what the instance received for it."""
+    for _ in range(10):  # a WSGI leader's pool may open a second connection: bounded
+        client.get(url + "/fresh-only")  # leaves a pooled connection (or resets one)
+        before = len(sent(up, method, "/fresh-only"))
+        r = client.request(method, url + "/fresh-only", content=body)
+        arrived = sent(up, method, "/fresh-only")[before:]
+        if arrived and arrived[0].nth > 0:
+            return r, arrived
+    raise AssertionError(f"no {method} went out on a reused connection")
+
+
+@pytest.mark.parametrize(
+    ("method", "body"), [("POST", b""), ("POST", b"order=1"), ("PATCH", b"x"), ("LOCK", b"")]
+)
+def test_a_request_reset_on_a_reused_connection_is_sent_once_unless_idempotent(
+    server: str, method: str, body: bytes
+) -> None:
+    # /fresh-only answers a connection's first request and resets any later one: the
+    # pooled connection the leader reuses goes stale just as the request goes out.
+    with LedgerUpstream() as up, leader_for(server, up.url) as (_, url), httpx.Client() as client:
+        for _ in range(2):
+            r, arrived = reset_on_a_reused_connection(up, client, url, method, body)
+            assert r.status_code == 502 and r.json()["error"] == "Routing error"
+            # the instance got it and may have acted on it: it is never sent again
+            assert len(arrived) == 1
+        assert up.errors == []
+
+
+def test_an_idempotent_request_reset_on_a_reused_connection_is_replayed_once() -> None:
+    with (
+        LedgerUpstream() as up,
+        leader_for("asgi", up.url) as (_, url),
+        httpx.Client() as client,
+    ):
+        for method in ("GET", "PUT", "DELETE"):
+            r, arrived = reset_on_a_reused_connection(up, client, url, method)
+            assert r.status_code == 200 and r.text == "fresh"  # on a fresh connection
+            assert [a.nth for a in arrived] == [1, 0]
+
+
+# -- ejection and re-admission -----------------------------------------------------------
+
+
+def _503(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 503 X\r\ncontent-length: 4\r\n\r\nbusy")
+    return True
+
+
+def _reset_work(conn: socket.socket, request: Received) -> bool:
+    import struct
+
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return False
+
+
+@pytest.mark.parametrize("failure", ["503", "reset"])
+def test_an_instance_that_fails_every_request_is_ejected_beside_a_healthy_one(
+    server: str, failure: str
+) -> None:
+    bad = {"work": _503 if failure == "503" else _reset_work}
+    with (
+        LedgerUpstream(behaviours=bad) as sick,
+        LedgerUpstream() as well,
+        leader_for(server, sick.url, well.url) as (_, url),
+        httpx.Client() as client,
+    ):
+        answers = [client.get(url + "/work").status_code for _ in range(20)]
+        # three failures in a row eject it: every later request goes to the healthy one
+        assert len(sick.requests) == 3
+        assert answers.count(200) == 17 and len(well.requests) == 17
+
+
+def test_gateway_failures_never_eject_the_last_answering_instances(server: str) -> None:
+    with (
+        LedgerUpstream(behaviours={"work": _503}) as a,
+        LedgerUpstream(behaviours={"work": _503}) as b,
+        leader_for(server, a.url) as (_, alone),
+        leader_for(server, a.url, b.url) as (_, pair),
+        httpx.Client() as client,
+    ):
+        # one instance: it answers (503), so it stays; the client sees its answers
+        assert {client.get(alone + "/work").status_code for _ in range(8)} == {503}
+        assert len(a.requests) == 8
+        # two: at most half of them are ejected (max_ejection_percent 50)
+        answers = [client.get(pair + "/work") for _ in range(12)]
+        assert all(r.status_code == 503 and r.text == "busy" for r in answers)
+        assert len(a.requests) + len(b.requests) == 8 + 12
+
+
+def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(server: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    base = 2.0
+    with leader_for(server, url, base_ejection_time=base) as (_, leader), httpx.Client() as client:
+        # nothing listens: three connect failures eject it
+        assert [client.get(leader + "/x").status_code for _ in range(3)] == [502] * 3
+        ejected = time.monotonic()
+        r = client.get(leader + "/x")
+        assert r.status_code == 503 and r.json()["error"] == "No healthy instance"
+        with LedgerUpstream(port=port) as up:
+            # back after base_ejection_time, without a heartbeat
+            until(lambda: client.get(leader + "/x").status_code == 200, 10, "re-admitted")
+            assert time.monotonic() - ejected >= base
+            assert len(up.requests) == 1
+        # gone again: ejected again, now for twice as long
+        assert [client.get(leader + "/x").status_code for _ in range(3)] == [502] * 3
+        ejected = time.monotonic()
+        with LedgerUpstream(port=port) as up:
+            time.sleep(base / 2)
+            assert client.get(leader + "/x").status_code == 503
+            until(lambda: client.get(leader + "/x").status_code == 200, 15, "re-admitted")
+            assert time.monotonic() - ejected >= 2 * base
+            assert len(up.requests) == 1
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+def test_a_dripping_body_is_cut_at_the_response_timeout(server: str) -> None:
+    # 20 bytes, one every 200 ms: each pause is short, the whole takes 4 s
+    with (
+        LedgerUpstream() as up,
+        leader_for(server, up.url, timeout=5, response_timeout=1.0) as (coyote, url),
+    ):
+        start = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):  # the client sees it incomplete
+            httpx.get(url + "/drip/20/200", timeout=10)
+        assert time.monotonic() - start < 3.5
+        until(lambda: coyote.relay.active == 0, 5, "the relay slot freed")
+        assert httpx.get(url + "/drip/3/10", timeout=10).text == "xxx"  # within it: whole
+
+
+def test_a_body_that_pauses_longer_than_stream_idle_timeout_is_cut(server: str) -> None:
+    with (
+        LedgerUpstream() as up,
+        leader_for(server, up.url, timeout=5, stream_idle_timeout=0.5) as (_, url),
+    ):
+        start = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):  # a byte, then 1.5 s of nothing
+            httpx.get(url + "/pause/1500", timeout=10)
+        assert time.monotonic() - start < 1.4
+        assert httpx.get(url + "/pause/100", timeout=10).text == "xy"
+
+
+def test_a_close_delimited_body_cut_by_a_reset_reaches_the_client_incomplete(
+    server: str,
+) -> None:
+    with LedgerUpstream() as up, leader_for(server, up.url) as (_, url):
+        # a clean close ends such a body: complete
+        r = httpx.get(url + "/close-delimited/5000", timeout=10)
+        assert r.status_code == 200 and r.content == b"x" * 5000
+        # a reset does not (RFC 9112 8): the client's connection is cut too
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(url + "/cut/5000", timeout=10)
+
+
+# -- upstream framing and size ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(c.decode() for c in BAD_FRAMING))
+def test_bad_response_framing_is_502(server: str, case: str) -> None:
+    with LedgerUpstream() as up, leader_for(server, up.url) as (_, url):
+        r = httpx.get(f"{url}/framing/{case}", timeout=10)
+        assert r.status_code == 502 and r.json()["error"] == "Routing error"
+
+
+def test_a_response_head_over_max_response_head_is_502(server: str) -> None:
+    with LedgerUpstream() as up:
+        with leader_for(server, up.url) as (_, url):
+            r = httpx.get(url + "/big-head/200", timeout=10)
+            assert r.status_code == 502 and r.json()["error"] == "Routing error"
+            r = httpx.get(url + "/big-head/40", timeout=10)  # under the 60 KiB default
+            assert r.status_code == 200 and len(r.headers["x-big"]) == 40 * 1024
+        with leader_for(server, up.url, max_response_head=16 * 1024) as (_, url):
+            assert httpx.get(url + "/big-head/20", timeout=10).status_code == 502
+            assert httpx.get(url + "/big-head/8", timeout=10).status_code == 200
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@contextmanager
+def leader_process(token: str) -> Iterator[tuple[str, int]]:
+    """A real ``coyote leader`` process on a free port: its URL and PID."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "coyote"), "--log-level", "warning", "leader", "--port", str(port)],
+        env={**os.environ, "COYOTE_TOKEN": token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "the leader exited"
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the leader did not start"
+                time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_a_64_mib_response_head_is_refused_without_being_read() -> None:
+    token = "k" * 32
+    with LedgerUpstream() as up, leader_process(token) as (url, pid):
+        reg = {
+            "service": "big",
+            "instance": "one",
+            "url": up.url,
+            "routes": [{"method": "GET", "path": "/big-head/{kib}"}],
+            "ttl": 600,
+        }
+        auth = {"authorization": f"Bearer {token}"}
+        r = httpx.post(url + "/_coyote/registrations", json=reg, headers=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        before = _vm_kib(pid, "VmHWM")
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(lambda _: httpx.get(url + "/big-head/65536", timeout=30), range(4))
+            )
+        assert [a.status_code for a in answers] == [502] * 4
+        grew = _vm_kib(pid, "VmHWM") - before
+        assert grew < 16 * 1024, f"the leader's peak memory grew by {grew // 1024} MiB"

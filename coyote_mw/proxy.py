@@ -557,6 +557,12 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
         return client
 
 
+class ResponseCut(ConnectionAbortedError):
+    """A relayed WSGI response that failed after its head went out: a connection error,
+    so that servers close the client's connection without ending the body (Werkzeug's
+    would otherwise append an error page to a chunked body and end it as complete)."""
+
+
 class _HttpxBody:
     """A relayed body under WSGI.  Past the first bytes a failure can only cut the
     response short: it is logged, and raised so the server closes the connection."""
@@ -590,12 +596,6 @@ class _HttpxBody:
             self.instance.gateway_failed(exc, self.d)
             raise ResponseCut(str(handler_failed(self.d, exc))) from exc
         self.instance.answered(self.response.status_code, self.d)
-
-
-class ResponseCut(ConnectionAbortedError):
-    """A relayed WSGI response that failed after its head went out: a connection error,
-    so that servers close the client's connection without ending the body (Werkzeug's
-    would otherwise append an error page to a chunked body and end it as complete)."""
 
     def close(self) -> None:
         self.response.close()

@@ -1105,3 +1105,61 @@ def test_a_waiting_request_gets_the_next_free_connection_before_a_busy_caller() 
             await pool.aclose()
 
     run(scenario())
+
+
+# -- what a response may be: head size and framing ------------------------------------
+
+
+def test_a_head_within_max_head_is_read_with_the_body_that_arrives_in_the_same_read() -> None:
+    # one write of 150 KB: the head (about 50 KB) and the body come in the same reads
+    head_extra = b"x-big: " + b"b" * 50_000 + b"\r\n"
+    body = b"z" * 100_000
+
+    async def scenario() -> None:
+        async with keep_alive_server(ok(body, head_extra))() as server:
+            pool = Pool()
+            r = await pool.request("GET", "127.0.0.1", server.port, b"/", [], max_head=60 * 1024)
+            assert dict(r.headers)[b"x-big"] == b"b" * 50_000
+            assert await r.aread() == body
+            with pytest.raises(RemoteProtocolError, match="head is too large"):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [], max_head=40 * 1024)
+            await pool.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "te",
+    [
+        b"gzip",
+        b"chunked, chunked",
+        b"gzip, chunked",
+        b"identity",
+        b"chunked\r\nTransfer-Encoding: chunked",
+    ],
+)
+def test_a_transfer_encoding_other_than_one_chunked_is_refused(te: bytes) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %b\r\n\r\n2\r\nok\r\n0\r\n\r\n" % te
+
+    async def scenario() -> None:
+        async with keep_alive_server(answer)() as server:
+            pool = Pool()
+            with pytest.raises(RemoteProtocolError, match="Transfer-Encoding"):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_a_busy_pool_raises_pool_timeout_a_kind_of_connect_error() -> None:
+    async def scenario() -> None:
+        async with keep_alive_server()() as server:
+            pool = Pool(max_per_host=1, connect_timeout=0.2)
+            held = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(transport.PoolTimeout):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            assert issubclass(transport.PoolTimeout, ConnectError)
+            await held.aclose()
+            await pool.aclose()
+
+    run(scenario())

@@ -129,21 +129,47 @@ def _reset_work(conn: socket.socket, request: Received) -> bool:
     return False
 
 
-@pytest.mark.parametrize("failure", ["503", "reset"])
+def _hang_work(conn: socket.socket, request: Received) -> bool:
+    time.sleep(1.5)  # longer than the leader's timeout
+    return False
+
+
+@pytest.mark.parametrize("failure", ["503", "reset", "timeout"])
 def test_an_instance_that_fails_every_request_is_ejected_beside_a_healthy_one(
     server: str, failure: str
 ) -> None:
-    bad = {"work": _503 if failure == "503" else _reset_work}
+    bad = {"work": {"503": _503, "reset": _reset_work, "timeout": _hang_work}[failure]}
     with (
         LedgerUpstream(behaviours=bad) as sick,
         LedgerUpstream() as well,
-        leader_for(server, sick.url, well.url) as (_, url),
+        leader_for(server, sick.url, well.url, timeout=0.5) as (_, url),
         httpx.Client() as client,
     ):
         answers = [client.get(url + "/work").status_code for _ in range(20)]
         # three failures in a row eject it: every later request goes to the healthy one
         assert len(sick.requests) == 3
         assert answers.count(200) == 17 and len(well.requests) == 17
+        assert answers.count({"503": 503, "reset": 502, "timeout": 504}[failure]) == 3
+
+
+def test_a_busy_connection_pool_is_not_held_against_the_instance() -> None:
+    from coyote_mw import proxy
+
+    with (
+        LedgerUpstream() as up,
+        leader_for("asgi", up.url, timeout=2) as (_, url),
+        httpx.Client(timeout=10) as client,
+        ThreadPoolExecutor(1) as background,
+    ):
+        assert client.get(url + "/x").status_code == 200
+        for pool in list(proxy._pools.values()):  # the leader's loop's pool: one connection
+            pool.max_per_host, pool.connect_timeout = 1, 0.3
+        hanging = background.submit(client.get, url + "/hang")  # holds it for 2 s
+        up.wait_for(2)
+        # no free connection in time: 502, nothing sent - but the instance did nothing wrong
+        assert [client.get(url + "/x").status_code for _ in range(4)] == [502] * 4
+        assert hanging.result(10).status_code == 504
+        assert client.get(url + "/x").status_code == 200  # not ejected
 
 
 def test_gateway_failures_never_eject_the_last_answering_instances(server: str) -> None:

@@ -21,6 +21,10 @@ COYOTE_MAX_BODY        10 MiB       bytes a handler may read
 COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
 =====================  ===========  =================================================
 
+and, for remote instances, ``COYOTE_MAX_RESPONSE_HEAD``, ``COYOTE_RESPONSE_TIMEOUT``,
+``COYOTE_STREAM_IDLE_TIMEOUT``, ``COYOTE_EJECT_AFTER``, ``COYOTE_BASE_EJECTION_TIME``,
+``COYOTE_MAX_EJECTION_TIME``, ``COYOTE_MAX_EJECTION_PERCENT`` (``coyote_mw.Coyote``'s).
+
 With the default precedence a route registered in coyote shadows a Flask route of
 the same path; unmatched requests always reach Flask untouched.
 """

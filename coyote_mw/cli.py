@@ -29,6 +29,23 @@ def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     return str(token)
 
 
+# Coyote(...) settings for remote instances, each a flag of the same name (see health.py)
+_UPSTREAM: dict[str, tuple[type, str]] = {
+    "max_response_head": (int, "bytes an instance's response head may take (60 KiB)"),
+    "response_timeout": (float, "seconds a whole response may take (300; 0: no limit)"),
+    "stream_idle_timeout": (float, "seconds a response body may pause (default: 30)"),
+    "eject_after": (int, "failures in a row that eject an instance (3)"),
+    "base_ejection_time": (float, "seconds of a first ejection, x ejections (10)"),
+    "max_ejection_time": (float, "the longest ejection, seconds (300)"),
+    "max_ejection_percent": (int, "most of a route's instances gateway failures eject (50)"),
+}
+
+
+def _upstream_flags(parser: argparse.ArgumentParser) -> None:
+    for name, (kind, text) in _UPSTREAM.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coyote", description="coyote_mw: dynamic routing.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -43,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader.add_argument(
         "--ca-file", help="CA bundle (PEM) for https:// instances (default: the system's)"
     )
+    _upstream_flags(leader)
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -76,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             coyote = Coyote(
-                token=_token(args, leader), prefix=args.prefix, store=args.store, tls=args.ca_file
+                token=_token(args, leader),
+                prefix=args.prefix,
+                store=args.store,
+                tls=args.ca_file,
+                **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
             )
         except ValueError as exc:
             leader.error(str(exc))

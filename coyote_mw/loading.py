@@ -41,6 +41,13 @@ def apply_settings(coyote: Any, get: Any) -> str:
         prefix=get("PREFIX"),
         store=get("STORE"),
         tls=get("TLS"),
+        max_response_head=get("MAX_RESPONSE_HEAD"),
+        response_timeout=get("RESPONSE_TIMEOUT"),
+        stream_idle_timeout=get("STREAM_IDLE_TIMEOUT"),
+        eject_after=get("EJECT_AFTER"),
+        base_ejection_time=get("BASE_EJECTION_TIME"),
+        max_ejection_time=get("MAX_EJECTION_TIME"),
+        max_ejection_percent=get("MAX_EJECTION_PERCENT"),
     )
     topology: str = get("TOPOLOGY") or "default"
     for spec in get("CLIENTS") or ():

@@ -337,3 +337,54 @@ def test_a_64_mib_response_head_is_refused_without_being_read() -> None:
         assert [a.status_code for a in answers] == [502] * 4
         grew = _vm_kib(pid, "VmHWM") - before
         assert grew < 16 * 1024, f"the leader's peak memory grew by {grew // 1024} MiB"
+
+
+# -- the settings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("max_response_head", 10, "max_response_head"),
+        ("response_timeout", -1, "response_timeout"),
+        ("stream_idle_timeout", 0, "stream_idle_timeout"),
+        ("eject_after", 0, "eject_after"),
+        ("base_ejection_time", 0, "base_ejection_time"),
+        ("max_ejection_time", 1, "max_ejection_time"),
+        ("max_ejection_percent", 101, "max_ejection_percent"),
+    ],
+)
+def test_a_bad_upstream_setting_is_refused_saying_which(
+    setting: str, value: float, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        Coyote(**{setting: value})
+    coyote = Coyote()
+    with pytest.raises(ValueError, match=says):
+        coyote.configure(**{setting: value})
+    assert coyote.upstream == Coyote().upstream  # unchanged
+
+
+def test_upstream_settings_come_from_keywords_configure_flask_config_and_the_cli() -> None:
+    from coyote_mw.adapters.flask import Coyote as FlaskCoyote
+    from flask import Flask
+
+    coyote = Coyote(response_timeout=5, eject_after=2)
+    coyote.configure(max_ejection_percent=30, stream_idle_timeout=2)
+    p = coyote.upstream
+    assert (p.response_timeout, p.eject_after, p.max_ejection_percent) == (5, 2, 30)
+    assert (p.stream_idle_timeout, p.max_response_head) == (2, 60 * 1024)
+    app = Flask(__name__)
+    app.config.update(COYOTE_BASE_EJECTION_TIME=1.5, COYOTE_MAX_RESPONSE_HEAD=8192)
+    p = FlaskCoyote(app).upstream
+    assert (p.base_ejection_time, p.max_response_head) == (1.5, 8192)
+    out = subprocess.run(
+        [str(BIN / "coyote"), "leader", "--max-ejection-percent", "101"],
+        env={**os.environ, "COYOTE_TOKEN": "k" * 32},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "max_ejection_percent must be a whole number from 0 to 100" in out.stderr
+    assert len(out.stderr.strip().splitlines()[-1]) < 200

@@ -140,6 +140,7 @@ class _Connection(asyncio.Protocol):
         "data_waiter",
         "error",
         "framed",
+        "framing",
         "got_bytes",
         "head_done",
         "head_only",
@@ -152,6 +153,7 @@ class _Connection(asyncio.Protocol):
         "keep_alive",
         "key",
         "loop",
+        "max_head",
         "parser",
         "pool",
         "reading_paused",
@@ -197,6 +199,8 @@ class _Connection(asyncio.Protocol):
         self.framed = False  # Content-Length or Transfer-Encoding seen
         self.te: bytes | None = None  # the Transfer-Encoding, when there is one
         self.head_room = max_head  # head bytes the parser may still be fed
+        self.max_head = max_head
+        self.framing = 0  # chunked: bytes of the reads since the last body byte
         self.interim = False  # inside a 1xx response
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -235,6 +239,19 @@ class _Connection(asyncio.Protocol):
                 data = data[room:]
             else:
                 self.head_room = room - len(data)
+        elif self.te is not None:
+            # A chunked body: chunk-size lines, extensions and trailers carry no body
+            # bytes, and the parser keeps a trailer until it ends; reads that bring no
+            # body byte may add up to max_head bytes, then the response is refused.
+            before = self.buffered
+            self._feed(parser, data)
+            if self.buffered != before or self.complete:
+                self.framing = 0
+            else:
+                self.framing += len(data)
+                if self.framing > self.max_head and self.error is None:
+                    self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
+            return
         self._feed(parser, data)
 
     def _head_ended(self) -> bool:
@@ -288,6 +305,8 @@ class _Connection(asyncio.Protocol):
             raise _SecondResponse
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer: not a header (RFC 9110 6.5.1), and not passed on
+            return
         name = name.lower()
         if name == b"content-length" or name == b"transfer-encoding":
             self.framed = True

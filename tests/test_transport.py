@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -1160,6 +1161,51 @@ def test_a_busy_pool_raises_pool_timeout_a_kind_of_connect_error() -> None:
                 await pool.request("GET", "127.0.0.1", server.port, b"/", [])
             assert issubclass(transport.PoolTimeout, ConnectError)
             await held.aclose()
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_a_body_delimited_by_the_close_but_ended_by_a_reset_is_incomplete() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, index: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\nfirst part, ")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST, not FIN
+
+    async def scenario() -> None:
+        async with RawServer(handler) as server:
+            pool = Pool()
+            response = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(RemoteProtocolError, match="closed the connection while sending"):
+                await response.aread()
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_trailers_are_not_headers_and_are_bounded() -> None:
+    def answer(trailer: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%b\r\n" % trailer
+        )
+
+    async def scenario() -> None:
+        async with keep_alive_server(answer(b"x-trailer: 1\r\n"))() as server:
+            pool = Pool()
+            response, body = await get(pool, server.port)
+            assert body == b"ok"
+            assert b"x-trailer" not in dict(response.headers)
+            await pool.aclose()
+        huge = b"x-trailer: " + b"t" * 2_000_000 + b"\r\n"
+        async with keep_alive_server(answer(huge))() as server:
+            pool = Pool()
+            response = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(RemoteProtocolError, match="chunk framing is too large"):
+                await response.aread()
             await pool.aclose()
 
     run(scenario())

@@ -257,9 +257,7 @@ class RemoteHandler(InstanceHealth, Handler):
                     raise handler_failed(d, exc) from exc
                 finally:
                     watch.end()
-                # the relay's timeout ran from where the total deadline runs too
-                started = watch.deadline - relay.timeout
-                return await _stream_back(d, response, send, instance, started)
+                return await _stream_back(d, response, send, instance, watch.deadline)
         finally:
             relay.release()
 
@@ -483,12 +481,14 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
 
 
 async def _stream_back(
-    d: Dispatch, response: UpstreamResponse, send: Any, instance: RemoteHandler, started: float
+    d: Dispatch, response: UpstreamResponse, send: Any, instance: RemoteHandler, head_by: float
 ) -> int:
+    """Send the response on; ``head_by``: the relay's deadline for its head."""
     status = response.status
     whole = response.take_whole()  # the usual small answer: all here already
     if whole is not None:
-        instance.answered(status, d)
+        if instance.failures or 501 < status < 505:  # the usual success costs no call
+            instance.answered(status, d)
         # the connection is back in the pool already: nothing to clean up on failure
         await send(
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
@@ -502,11 +502,13 @@ async def _stream_back(
         if d.method != "HEAD":
             # No byte for stream_idle_timeout, or the whole response past its
             # response_timeout: cut the response off (the head is sent).
+            # (response_timeout runs from where the relay's timeout started)
+            timeout = d.relay.timeout
             policy = instance.coyote.upstream
             total = policy.response_timeout
             idle = policy.stream_idle_timeout
             async for chunk in response.aiter_body(
-                d.relay.timeout if idle is None else idle, started + total if total else None
+                timeout if idle is None else idle, head_by - timeout + total if total else None
             ):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except TransportError as exc:

@@ -212,7 +212,11 @@ class RemoteHandler(InstanceHealth, Handler):
             headers, streamed = self._headers(
                 scope["headers"], scope.get("client"), scope.get("scheme", "http"), d
             )
-            body: bytes | AsyncIterator[bytes] = _stream_request(receive) if streamed else b""
+            body: bytes | AsyncIterator[bytes] = b""
+            received = None  # a streamed body: [whether the client's whole body came]
+            if streamed:
+                received = [False]
+                body = _stream_request(receive, received)
             target = self._target(d, scope.get("query_string", b""))
             instance = self
             while True:
@@ -233,7 +237,10 @@ class RemoteHandler(InstanceHealth, Handler):
                 except asyncio.CancelledError:
                     if not watch.fired:
                         raise
-                    instance.gateway_failed("no response head within the timeout", d)
+                    # the instance's failure once it has the whole request; before, the
+                    # client may be the slow one (its body streams through as it comes)
+                    if received is None or received[0]:
+                        instance.gateway_failed("no response head within the timeout", d)
                     raise relay.timed_out(watch) from None
                 except ConnectError as exc:
                     if not isinstance(exc, PoolTimeout):  # a busy pool is not its failure
@@ -468,7 +475,7 @@ class _AsASGI(Handler):
         return await self.remote.serve_asgi(d, scope, receive, send)
 
 
-async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
+async def _stream_request(receive: Any, received: list[bool]) -> AsyncIterator[bytes]:
     more = True
     while more:
         message = await receive()
@@ -478,6 +485,7 @@ async def _stream_request(receive: Any) -> AsyncIterator[bytes]:
         chunk = message.get("body", b"")
         if chunk:
             yield chunk
+    received[0] = True
 
 
 async def _stream_back(

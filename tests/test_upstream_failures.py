@@ -7,6 +7,7 @@ command and record the exact bytes they received.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -152,6 +153,27 @@ def test_an_instance_that_fails_every_request_is_ejected_beside_a_healthy_one(
         assert answers.count({"503": 503, "reset": 502, "timeout": 504}[failure]) == 3
 
 
+def test_a_client_that_uploads_too_slowly_is_not_held_against_the_instance() -> None:
+    def slow_body() -> Iterator[bytes]:
+        yield b"x"
+        time.sleep(1.5)  # the relay's timeout passes while the body is still coming
+        yield b"y"
+
+    with (
+        LedgerUpstream() as a,
+        LedgerUpstream() as b,
+        leader_for("asgi", a.url, b.url, timeout=0.5) as (_, url),
+        httpx.Client(timeout=10) as client,
+    ):
+        for _ in range(6):  # three for each instance
+            with contextlib.suppress(httpx.TransportError):
+                assert client.post(url + "/echo", content=slow_body()).status_code == 504
+        for _ in range(6):
+            assert client.get(url + "/x").status_code == 200
+        # neither was ejected: both still get requests
+        assert len(sent(a, "GET", "/x")) == len(sent(b, "GET", "/x")) == 3
+
+
 def test_a_busy_connection_pool_is_not_held_against_the_instance() -> None:
     from coyote_mw import proxy
 
@@ -199,6 +221,7 @@ def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(serve
         ejected = time.monotonic()
         r = client.get(leader + "/x")
         assert r.status_code == 503 and r.json()["error"] == "No healthy instance"
+        assert r.headers["retry-after"] == "2"  # when it is due back, in whole seconds
         with LedgerUpstream(port=port) as up:
             # back after base_ejection_time, without a heartbeat
             until(lambda: client.get(leader + "/x").status_code == 200, 10, "re-admitted")

@@ -238,6 +238,20 @@ def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(serve
             assert len(up.requests) == 1
 
 
+def test_a_readmitted_instance_that_fails_again_is_ejected_at_its_first_failure(
+    server: str,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with (
+        leader_for(server, url, base_ejection_time=0.5) as (_, leader),
+        httpx.Client() as client,
+    ):
+        assert [client.get(leader + "/x").status_code for _ in range(4)] == [502] * 3 + [503]
+        # re-admitted after 0.5 s on probation: one more failure ejects it (now for 1 s)
+        until(lambda: client.get(leader + "/x").status_code == 502, 5, "re-admitted")
+        assert client.get(leader + "/x").status_code == 503
+
+
 # -- deadlines ------------------------------------------------------------------------------
 
 

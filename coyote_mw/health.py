@@ -18,8 +18,8 @@ Ejection follows Envoy's outlier detection:
   its ejections, at most ``max_ejection_time`` (Envoy's ``base_ejection_time`` /
   ``max_ejection_time``); each ``base_ejection_time`` it stays healthy afterwards takes
   one ejection off the count.  Re-admitted, it is on probation until its first
-  success: one failure ejects it again.  A heartbeat (leased instances) re-admits it at once, as an active health
-  check does in Envoy.
+  success: one failure ejects it again.  A heartbeat (leased instances) re-admits it
+  at once, as an active health check does in Envoy.
 
 The success path costs one attribute read (and a write after a failure); the lock is
 taken only when something failed.

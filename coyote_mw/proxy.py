@@ -406,10 +406,13 @@ class RemoteHandler(InstanceHealth, Handler):
             return []
         # the body's pauses: stream_idle_timeout (httpcore reads the request's timeout
         # when the body starts); its total: response_timeout, checked as bytes come
-        idle = policy.stream_idle_timeout
-        if idle is not None:
+        idle = d.relay.timeout if policy.stream_idle_timeout is None else policy.stream_idle_timeout
+        deadline = None
+        if policy.response_timeout:
+            deadline = started + policy.response_timeout
+            idle = max(min(idle, deadline - time.monotonic()), 0.001)
+        if idle != d.relay.timeout:
             request.extensions["timeout"] = {**request.extensions["timeout"], "read": idle}
-        deadline = started + policy.response_timeout if policy.response_timeout else None
         # The first bytes before the head: a WSGI server sends the head with them anyway
         # (PEP 3333), and an instance that stalls before its body can still be answered
         # 504 - within the relay's timeout, as every wait on an instance is (a long-poll

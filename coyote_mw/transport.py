@@ -231,31 +231,39 @@ class _Connection(asyncio.Protocol):
             # them is refused, whatever follows.
             room = self.head_room
             if len(data) > room:
-                self._feed(parser, data[:room])
-                if not self._head_ended():
-                    self.head_room = 0
-                    self._fail(RemoteProtocolError("the upstream's response head is too large"))
-                    return
-                data = data[room:]
-            else:
-                self.head_room = room - len(data)
+                self._past_room(parser, data, room)
+                return
+            self.head_room = room - len(data)
         elif self.te is not None:
-            # A chunked body: chunk-size lines, extensions and trailers carry no body
-            # bytes, and the parser keeps a trailer until it ends; reads that bring no
-            # body byte may add up to max_head bytes, then the response is refused.
-            before = self.buffered
-            self._feed(parser, data)
-            if self.buffered != before or self.complete:
-                self.framing = 0
-            else:
-                self.framing += len(data)
-                if self.framing > self.max_head and self.error is None:
-                    self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
+            self._feed_chunked(parser, data)
             return
-        self._feed(parser, data)
+        try:  # inlined _feed: the usual read
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._malformed(exc)
 
-    def _head_ended(self) -> bool:
-        return self.head_done
+    def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
+        self._feed(parser, data[:room])
+        if not self.head_done:
+            self.head_room = 0
+            self._fail(RemoteProtocolError("the upstream's response head is too large"))
+        elif self.te is not None:
+            self._feed_chunked(parser, data[room:])
+        else:
+            self._feed(parser, data[room:])
+
+    def _feed_chunked(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        # Chunk-size lines, extensions and trailers carry no body bytes, and the parser
+        # keeps a trailer until it ends: reads that bring no body byte may add up to
+        # max_head bytes, then the response is refused.
+        before = self.buffered
+        self._feed(parser, data)
+        if self.buffered != before or self.complete:
+            self.framing = 0
+        else:
+            self.framing += len(data)
+            if self.framing > self.max_head and self.error is None:
+                self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
 
     def _feed(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
         if self.closed and self.error is not None:
@@ -263,12 +271,15 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if self.complete:
-                # the response stands; whatever followed it spoils only the connection
-                self.keep_alive = False
-                self.close()
-            else:
-                self._fail(RemoteProtocolError(f"malformed response from the upstream: {exc}"))
+            self._malformed(exc)
+
+    def _malformed(self, exc: Exception) -> None:
+        if self.complete:
+            # the response stands; whatever followed it spoils only the connection
+            self.keep_alive = False
+            self.close()
+        else:
+            self._fail(RemoteProtocolError(f"malformed response from the upstream: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -234,13 +234,18 @@ class _Connection(asyncio.Protocol):
                 self._past_room(parser, data, room)
                 return
             self.head_room = room - len(data)
-        elif self.te is not None:
-            self._feed_chunked(parser, data)
-            return
-        try:  # inlined _feed: the usual read
+            before = -1
+        else:
+            before = self.buffered if self.te is not None else -1
+        try:  # _feed inlined: the usual read
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._malformed(exc)
+        if before >= 0:  # chunked
+            if self.buffered == before and not self.complete:
+                self._framing_only(len(data))
+            elif self.framing:
+                self.framing = 0
 
     def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
         self._feed(parser, data[:room])
@@ -253,17 +258,20 @@ class _Connection(asyncio.Protocol):
             self._feed(parser, data[room:])
 
     def _feed_chunked(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        before = self.buffered
+        self._feed(parser, data)
+        if self.buffered == before and not self.complete:
+            self._framing_only(len(data))
+        else:
+            self.framing = 0
+
+    def _framing_only(self, size: int) -> None:
         # Chunk-size lines, extensions and trailers carry no body bytes, and the parser
         # keeps a trailer until it ends: reads that bring no body byte may add up to
         # max_head bytes, then the response is refused.
-        before = self.buffered
-        self._feed(parser, data)
-        if self.buffered != before or self.complete:
-            self.framing = 0
-        else:
-            self.framing += len(data)
-            if self.framing > self.max_head and self.error is None:
-                self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
+        self.framing += size
+        if self.framing > self.max_head and self.error is None:
+            self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
 
     def _feed(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
         if self.closed and self.error is not None:

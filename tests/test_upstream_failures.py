@@ -225,7 +225,7 @@ def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(serve
         with LedgerUpstream(port=port) as up:
             # back after base_ejection_time, without a heartbeat
             until(lambda: client.get(leader + "/x").status_code == 200, 10, "re-admitted")
-            assert time.monotonic() - ejected >= base
+            assert time.monotonic() - ejected >= base - 0.2  # the ejection came first
             assert len(up.requests) == 1
         # gone again: ejected again, now for twice as long
         assert [client.get(leader + "/x").status_code for _ in range(3)] == [502] * 3
@@ -234,7 +234,7 @@ def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(serve
             time.sleep(base / 2)
             assert client.get(leader + "/x").status_code == 503
             until(lambda: client.get(leader + "/x").status_code == 200, 15, "re-admitted")
-            assert time.monotonic() - ejected >= 2 * base
+            assert time.monotonic() - ejected >= 2 * base - 0.2
             assert len(up.requests) == 1
 
 

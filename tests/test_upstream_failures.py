@@ -23,7 +23,7 @@ import pytest
 
 from coyote_mw import Coyote
 from tests.ledger import BAD_FRAMING, LedgerUpstream, Received
-from tests.processes import BIN
+from tests.processes import BIN, running
 from tests.servers import uvicorn_server, werkzeug_server
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "LOCK"]
@@ -291,6 +291,23 @@ def test_a_close_delimited_body_cut_by_a_reset_reaches_the_client_incomplete(
         # a reset does not (RFC 9112 8): the client's connection is cut too
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.get(url + "/cut/5000", timeout=10)
+
+
+def test_under_gunicorn_a_response_cut_upstream_reaches_the_client_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with LedgerUpstream() as up:
+        monkeypatch.setenv("COYOTE_TEST_UPSTREAM", up.url)
+        monkeypatch.setenv("COYOTE_TEST_RESPONSE_TIMEOUT", "1")
+        argv = ["gunicorn", "-w", "1", "--threads", "4", "tests.relay_leader:app"]
+        with running(argv, ready_path="/ready") as url:
+            r = httpx.get(url + "/close-delimited/5000", timeout=10)
+            assert r.status_code == 200 and r.content == b"x" * 5000
+            with pytest.raises(httpx.RemoteProtocolError):  # reset upstream
+                httpx.get(url + "/cut/5000", timeout=10)
+            with pytest.raises(httpx.RemoteProtocolError):  # past response_timeout
+                httpx.get(url + "/drip/20/200", timeout=10)
+            assert httpx.get(url + "/drip/3/10", timeout=10).text == "xxx"
 
 
 # -- upstream framing and size ------------------------------------------------------------

@@ -252,6 +252,25 @@ def test_a_readmitted_instance_that_fails_again_is_ejected_at_its_first_failure(
         assert client.get(leader + "/x").status_code == 503
 
 
+def test_an_instance_healthy_for_a_while_is_ejected_for_less_the_next_time() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with leader_for("asgi", url, base_ejection_time=1.0) as (_, leader), httpx.Client() as client:
+        assert [client.get(leader + "/x").status_code for _ in range(3)] == [502] * 3
+        with LedgerUpstream(port=port):
+            until(lambda: client.get(leader + "/x").status_code == 200, 10, "re-admitted")
+            healthy_until = time.monotonic() + 3.2  # three base_ejection_times and more
+            while time.monotonic() < healthy_until:
+                assert client.get(leader + "/x").status_code == 200
+                time.sleep(0.2)
+        assert [client.get(leader + "/x").status_code for _ in range(3)] == [502] * 3
+        ejected = time.monotonic()
+        with LedgerUpstream(port=port):
+            # a second ejection in a row would last 2 s; healthy since, it counts as a first
+            time.sleep(max(0.0, ejected + 1.5 - time.monotonic()))
+            assert client.get(leader + "/x").status_code == 200
+
+
 # -- deadlines ------------------------------------------------------------------------------
 
 

@@ -252,6 +252,18 @@ def test_a_readmitted_instance_that_fails_again_is_ejected_at_its_first_failure(
         assert client.get(leader + "/x").status_code == 503
 
 
+def test_ejection_times_grow_no_longer_than_max_ejection_time() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = {"base_ejection_time": 0.5, "max_ejection_time": 0.5}
+    with leader_for("asgi", url, **settings) as (_, leader), httpx.Client() as client:
+        assert [client.get(leader + "/x").status_code for _ in range(4)] == [502] * 3 + [503]
+        until(lambda: client.get(leader + "/x").status_code == 502, 5, "re-admitted")
+        ejected = time.monotonic()  # again, after one failure on probation
+        # a second ejection would last 1 s; capped, 0.5 s: re-admitted (and failing) by 0.8
+        time.sleep(max(0.0, ejected + 0.8 - time.monotonic()))
+        assert client.get(leader + "/x").status_code == 502
+
+
 def test_an_instance_healthy_for_a_while_is_ejected_for_less_the_next_time() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

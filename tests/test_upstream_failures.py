@@ -238,6 +238,29 @@ def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(serve
             assert len(up.requests) == 1
 
 
+def test_a_leased_instance_is_readmitted_after_its_ejection_time_without_a_heartbeat() -> None:
+    token = "k" * 32
+    port = free_port()
+    with (
+        leader_for("asgi", token=token, base_ejection_time=0.5) as (_, leader),
+        httpx.Client() as client,
+    ):
+        reg = {
+            "service": "leased",
+            "instance": "one",
+            "url": f"http://127.0.0.1:{port}",
+            "routes": [{"method": "GET", "path": "/x"}],
+            "ttl": 60,
+        }
+        auth = {"authorization": f"Bearer {token}"}
+        r = client.post(leader + "/_coyote/registrations", json=reg, headers=auth)
+        assert r.status_code == 201, r.text
+        assert [client.get(leader + "/x").status_code for _ in range(4)] == [502] * 3 + [503]
+        with LedgerUpstream(port=port) as up:
+            until(lambda: client.get(leader + "/x").status_code == 200, 5, "re-admitted")
+            assert len(up.requests) == 1
+
+
 def test_a_readmitted_instance_that_fails_again_is_ejected_at_its_first_failure(
     server: str,
 ) -> None:

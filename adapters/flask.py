@@ -28,6 +28,9 @@ COYOTE_MAX_TARGET      8 KiB        bytes of the request target (414 above)
 COYOTE_PSEUDONYM       random       this leader's name in Via (loops: 508)
 =====================  ===========  =================================================
 
+and, for remote instances, ``COYOTE_MAX_RESPONSE_HEAD``, ``COYOTE_RESPONSE_TIMEOUT``,
+``COYOTE_STREAM_IDLE_TIMEOUT``, ``COYOTE_EJECT_AFTER``, ``COYOTE_BASE_EJECTION_TIME``,
+``COYOTE_MAX_EJECTION_TIME``, ``COYOTE_MAX_EJECTION_PERCENT`` (``coyote_mw.Coyote``'s).
 Any other ``COYOTE_*`` key is refused (``UnknownSetting``, a ``ValueError`` naming the
 closest known key): a typo is not silently ignored.
 

@@ -135,6 +135,23 @@ def _parse_topology_bounds(specs: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+# Coyote(...) settings for remote instances, each a flag of the same name (see health.py)
+_UPSTREAM: dict[str, tuple[type, str]] = {
+    "max_response_head": (int, "bytes an instance's response head may take (60 KiB)"),
+    "response_timeout": (float, "seconds a whole response may take (300; 0: no limit)"),
+    "stream_idle_timeout": (float, "seconds a response body may pause (default: 30)"),
+    "eject_after": (int, "failures in a row that eject an instance (3)"),
+    "base_ejection_time": (float, "seconds of a first ejection, x ejections (10)"),
+    "max_ejection_time": (float, "the longest ejection, seconds (300)"),
+    "max_ejection_percent": (int, "most of a route's instances gateway failures eject (50)"),
+}
+
+
+def _upstream_flags(parser: argparse.ArgumentParser) -> None:
+    for name, (kind, text) in _UPSTREAM.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="coyote", description="coyote_mw: dynamic routing.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -176,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME:KEY=VALUE,...",
         help="bounds of one topology, e.g. blue:concurrency=10,queue=20,timeout=5 (repeat)",
     )
+    _upstream_flags(leader)
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -232,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 queue=args.queue,
                 timeout=args.timeout,
                 topologies=_parse_topology_bounds(args.topology_bounds),
+                **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
             )
         except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
             leader.error(str(exc))

@@ -33,10 +33,23 @@ topologies         None       bounds of their own for some topologies, e.g.
 Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
 ``timeout`` bound every topology separately, so one topology's flood never takes
 another's slots; ``topologies`` / ``configure_topology`` set other bounds for one.
+Remote instances (``coyote_mw.health.UpstreamPolicy``; see ``coyote_mw.health``):
+
+=====================  ========  ==================================================
+max_response_head      60 KiB    bytes an instance's response head may take (502)
+response_timeout       300.0     seconds a whole response may take, body included;
+                                 past it the response is cut (0: no total deadline)
+stream_idle_timeout    None      seconds a response body may pause (None: timeout)
+eject_after            3         failures in a row that eject an instance
+base_ejection_time     10.0      seconds of the first ejection (x ejections)
+max_ejection_time      300.0     the longest ejection
+max_ejection_percent   50        most of a route's instances gateway failures eject
+=====================  ========  ==================================================
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json as jsonlib
 import logging
@@ -61,6 +74,7 @@ from coyote_mw.errors import (
 )
 from coyote_mw.forwarding import Forwarding
 from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
+from coyote_mw.health import UpstreamPolicy
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
 from coyote_mw.relay import Relay
@@ -94,7 +108,23 @@ class Coyote:
         max_target: int = 8 * 1024,
         pseudonym: str | None = None,
         topologies: Mapping[str, Mapping[str, Any]] | None = None,
+        max_response_head: int = UpstreamPolicy.max_response_head,
+        response_timeout: float = UpstreamPolicy.response_timeout,
+        stream_idle_timeout: float | None = None,
+        eject_after: int = UpstreamPolicy.eject_after,
+        base_ejection_time: float = UpstreamPolicy.base_ejection_time,
+        max_ejection_time: float = UpstreamPolicy.max_ejection_time,
+        max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
     ) -> None:
+        self.upstream = UpstreamPolicy(
+            max_response_head=max_response_head,
+            response_timeout=response_timeout,
+            stream_idle_timeout=stream_idle_timeout,
+            eject_after=eject_after,
+            base_ejection_time=base_ejection_time,
+            max_ejection_time=max_ejection_time,
+            max_ejection_percent=max_ejection_percent,
+        )
         self.forwarding = Forwarding(
             trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
         )
@@ -158,8 +188,30 @@ class Coyote:
         max_target: int | None = None,
         pseudonym: str | None = None,
         topologies: Mapping[str, Mapping[str, Any]] | None = None,
+        max_response_head: int | None = None,
+        response_timeout: float | None = None,
+        stream_idle_timeout: float | None = None,
+        eject_after: int | None = None,
+        base_ejection_time: float | None = None,
+        max_ejection_time: float | None = None,
+        max_ejection_percent: int | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        upstream: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "max_response_head": max_response_head,
+                "response_timeout": response_timeout,
+                "stream_idle_timeout": stream_idle_timeout,
+                "eject_after": eject_after,
+                "base_ejection_time": base_ejection_time,
+                "max_ejection_time": max_ejection_time,
+                "max_ejection_percent": max_ejection_percent,
+            }.items()
+            if v is not None
+        }
+        if upstream:
+            self.upstream = dataclasses.replace(self.upstream, **upstream)
         if tls is not None:
             self._tls = _tls_context(tls)
         self._configure_forwarding(

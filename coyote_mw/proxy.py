@@ -13,11 +13,13 @@ decides (hop-by-hop ones dropped, ``Host`` the instance's, ``X-Forwarded-*`` by 
 Responses come back without hop-by-hop headers and without the instance's ``Date``
 and ``Server``: the host's server sends its own, as nginx does.
 
-Failures: a connect failure counts against the instance and, after ``EJECT_AFTER``
-in a row, ejects it until its next heartbeat; an idempotent request is then retried
-once on another instance (a POST or PATCH never is).  No instance left -> 502, or 503
+Failures count against the instance and eject it for a while (``coyote_mw.health``);
+after a connect failure, where nothing was sent, an idempotent request is retried once
+on another instance (a POST or PATCH never is).  No instance left -> 502, or 503
 "No healthy instance" when all are ejected; a read timeout -> 504; anything else the
-instance does wrong -> 502 "Routing error", with the detail in the log.
+instance does wrong -> 502 "Routing error", with the detail in the log.  A response
+whose head went out already and then fails (a reset, a timeout, ``response_timeout``
+over) is cut: the client's connection closes without the response's end.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -36,9 +39,12 @@ import httpx
 from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Dispatch, Handler, instance_failed, status_line
+from coyote_mw.health import EJECT_AFTER, InstanceHealth
 from coyote_mw.transport import (
+    IDEMPOTENT_METHODS,
     ConnectError,
     Pool,
+    PoolTimeout,
     ReadTimeout,
     TransportError,
     UpstreamResponse,
@@ -52,8 +58,7 @@ __all__ = ["EJECT_AFTER", "RemoteHandler"]
 
 logger = logging.getLogger("coyote_mw.proxy")
 
-EJECT_AFTER = 3
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT = IDEMPOTENT_METHODS
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -129,7 +134,7 @@ def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class RemoteHandler(Handler):
+class RemoteHandler(InstanceHealth, Handler):
     kind = "remote"
 
     def __init__(self, url: str, coyote: Coyote) -> None:
@@ -147,37 +152,9 @@ class RemoteHandler(Handler):
         # https: verified with the leader's context (coyote.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
         self.https = self.scheme == "https"
-        self.failures = 0
-        self.ejected = False
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RemoteHandler {self.url}{' ejected' if self.ejected else ''}>"
-
-    def revive(self) -> None:
-        """A heartbeat: the instance is alive, whatever happened before."""
-        with self._lock:
-            self.failures = 0
-            if self.ejected:
-                logger.info("instance %s is back: no longer ejected", self.url)
-            self.ejected = False
-
-    def _failed_to_connect(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failures += 1
-            if self.failures >= EJECT_AFTER and not self.ejected:
-                self.ejected = True
-                logger.warning(
-                    "instance %s ejected after %d connect failures: %r",
-                    self.url,
-                    self.failures,
-                    exc,
-                )
-
-    def _succeeded(self) -> None:
-        if self.failures:
-            with self._lock:
-                self.failures = 0
 
     def _headers(
         self,
@@ -220,9 +197,11 @@ class RemoteHandler(Handler):
                 d,
                 scope.get("http_version", "1.1"),
             )
-            body: bytes | AsyncIterator[bytes] = (
-                _stream_request(receive, length) if streamed else b""
-            )
+            body: bytes | AsyncIterator[bytes] = b""
+            received = None  # a streamed body: [whether the client's whole body came]
+            if streamed:
+                received = [False]
+                body = _stream_request(receive, length, received)
             target = self._target(d, scope.get("query_string", b""))
             instance = self
             while True:
@@ -238,13 +217,19 @@ class RemoteHandler(Handler):
                         headers,
                         body,
                         instance.coyote.tls if instance.https else None,
+                        instance.coyote.upstream.max_response_head,
                     )
                 except asyncio.CancelledError:
                     if not watch.fired:
                         raise
+                    # the instance's failure once it has the whole request; before, the
+                    # client may be the slow one (its body streams through as it comes)
+                    if received is None or received[0]:
+                        instance.gateway_failed("no response head within the timeout", d)
                     raise relay.timed_out(watch) from None
                 except ConnectError as exc:
-                    instance._failed_to_connect(exc)
+                    if not isinstance(exc, PoolTimeout):  # a busy pool is not its failure
+                        instance.connect_failed(exc)
                     # Nothing was sent: an idempotent request with its body in hand may
                     # go to another instance, once.
                     other = None
@@ -257,14 +242,15 @@ class RemoteHandler(Handler):
                     headers.append((b"host", other.netloc))
                     instance = other
                     continue
-                except ReadTimeout:
+                except ReadTimeout as exc:
+                    instance.gateway_failed(exc, d)
                     raise HandlerTimeout(relay.timeout) from None
                 except TransportError as exc:
+                    instance.gateway_failed(exc, d)
                     raise instance_failed(d, instance.url, exc) from exc
                 finally:
                     watch.end()
-                instance._succeeded()
-                return await _stream_back(d, response, send, instance.url)
+                return await _stream_back(d, response, send, instance, watch.deadline)
         finally:
             relay.release()
 
@@ -308,11 +294,12 @@ class RemoteHandler(Handler):
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
-                self._failed_to_connect(exc)
+                self.connect_failed(exc)
             instance_failed(d, self.url, exc)
             await send({"type": "websocket.close", "code": 1011})
             return
-        self._succeeded()
+        if self.failures:
+            self.failures = 0
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
 
         async def client_to_upstream() -> None:
@@ -386,29 +373,48 @@ class RemoteHandler(Handler):
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             content=content,
         )
+        policy = self.coyote.upstream
+        started = time.monotonic()
         try:
             response = client.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            self._failed_to_connect(exc)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.connect_failed(exc)
             if retry and d.method in IDEMPOTENT and isinstance(content, bytes):
                 other = _another(d, self)
                 if other is not None:
                     instance_failed(d, self.url, exc, retrying_on=other.url)
                     return other._forward_sync(d, environ, start_response, retry=False)
             raise instance_failed(d, self.url, exc) from exc
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if not isinstance(exc, httpx.PoolTimeout):  # a busy pool is not its failure
+                self.gateway_failed(exc, d)
             raise HandlerTimeout(d.relay.timeout) from None
         except httpx.HTTPError as exc:
+            self.gateway_failed(exc, d)
             raise instance_failed(d, self.url, exc) from exc
-        self._succeeded()
+        refused = _refuse_head(response, policy.max_response_head)
+        if refused is not None:
+            response.close()
+            self.gateway_failed(refused, d)
+            raise instance_failed(d, self.url, refused) from None
         back = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
         ]
         if d.method == "HEAD":
             response.close()
+            self.answered(response.status_code, d)
             start_response(status_line(response.status_code), back)
             return []
+        # the body's pauses: stream_idle_timeout (httpcore reads the request's timeout
+        # when the body starts); its total: response_timeout, checked as bytes come
+        idle = d.relay.timeout if policy.stream_idle_timeout is None else policy.stream_idle_timeout
+        deadline = None
+        if policy.response_timeout:
+            deadline = started + policy.response_timeout
+            idle = max(min(idle, deadline - time.monotonic()), 0.001)
+        if idle != d.relay.timeout:
+            request.extensions["timeout"] = {**request.extensions["timeout"], "read": idle}
         # The first bytes before the head: a WSGI server sends the head with them anyway
         # (PEP 3333), and an instance that stalls before its body can still be answered
         # 504 - within the relay's timeout, as every wait on an instance is (a long-poll
@@ -418,21 +424,43 @@ class RemoteHandler(Handler):
         try:
             try:
                 first = next(stream, b"")
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
+                self.gateway_failed(exc, d)
                 raise HandlerTimeout(d.relay.timeout) from None
             except httpx.HTTPError as exc:
+                self.gateway_failed(exc, d)
                 raise instance_failed(d, self.url, exc) from exc
             start_response(status_line(response.status_code), back)
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
-        return _HttpxBody(d, response, first, stream, self.url)
+        return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
         return await call_asgi_app(_AsASGI(self), d, request)
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+def _refuse_head(response: httpx.Response, limit: int) -> httpx.RemoteProtocolError | None:
+    """Why a response head httpx took must not be relayed (what the lean transport
+    refuses itself), or None.  h11 refuses any Transfer-Encoding but one ``chunked``,
+    and httpcore a head over 100 KiB; ``max_response_head`` may be lower."""
+    size = 16
+    framing = 0
+    for k, v in response.headers.raw:
+        size += len(k) + len(v) + 4
+        lower = k.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            framing |= 1 if lower == b"content-length" else 2
+    if size > limit:
+        return httpx.RemoteProtocolError("the instance's response head is too large")
+    if framing == 3:  # RFC 9112 6.3: a sign of smuggling; nginx refuses it too
+        return httpx.RemoteProtocolError(
+            "the instance sent both Content-Length and Transfer-Encoding"
+        )
+    return None
 
 
 def _another(d: Dispatch, failed: RemoteHandler) -> RemoteHandler | None:
@@ -452,10 +480,13 @@ class _AsASGI(Handler):
         return await self.remote.serve_asgi(d, scope, receive, send)
 
 
-async def _stream_request(receive: Any, length: int | None) -> AsyncIterator[bytes]:
+async def _stream_request(
+    receive: Any, length: int | None, received: list[bool]
+) -> AsyncIterator[bytes]:
     """The request body from ``receive``; with a declared ``length`` (forwarded as the
     Content-Length) exactly that many bytes, or the exchange fails and its connection
-    is dropped: the relay never sends a body that disagrees with its own framing."""
+    is dropped: the relay never sends a body that disagrees with its own framing.
+    ``received[0]`` turns True once the client's whole body came."""
     more = True
     left = -1 if length is None else length
     while more:
@@ -472,12 +503,18 @@ async def _stream_request(receive: Any, length: int | None) -> AsyncIterator[byt
             yield chunk
     if left > 0:
         raise RoutingError(f"the request body is shorter than its length {length}")
+    received[0] = True
 
 
-async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any, url: str) -> int:
+async def _stream_back(
+    d: Dispatch, response: UpstreamResponse, send: Any, instance: RemoteHandler, head_by: float
+) -> int:
+    """Send the response on; ``head_by``: the relay's deadline for its head."""
     status = response.status
     whole = response.take_whole()  # the usual small answer: all here already
     if whole is not None:
+        if instance.failures or 501 < status < 505:  # the usual success costs no call
+            instance.answered(status, d)
         # the connection is back in the pool already: nothing to clean up on failure
         await send(
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
@@ -489,16 +526,26 @@ async def _stream_back(d: Dispatch, response: UpstreamResponse, send: Any, url: 
             {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
         )
         if d.method != "HEAD":
-            # no byte for the relay's timeout: cut the response off (the head is sent)
-            async for chunk in response.aiter_body(d.relay.timeout):
+            # No byte for stream_idle_timeout, or the whole response past its
+            # response_timeout: cut the response off (the head is sent).
+            # (response_timeout runs from where the relay's timeout started)
+            timeout = d.relay.timeout
+            policy = instance.coyote.upstream
+            total = policy.response_timeout
+            idle = policy.stream_idle_timeout
+            async for chunk in response.aiter_body(
+                timeout if idle is None else idle, head_by - timeout + total if total else None
+            ):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except TransportError as exc:
         # Too late for a 502: log why, and leave the response unfinished so the
         # server closes the connection and the client sees a truncated body.
-        instance_failed(d, url, exc)
+        instance.gateway_failed(exc, d)
+        instance_failed(d, instance.url, exc)
         return status
     finally:
         await response.aclose()
+    instance.answered(status, d)
     await send({"type": "http.response.body", "body": b""})
     return status
 
@@ -545,26 +592,45 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
         return client
 
 
+class ResponseCut(ConnectionAbortedError):
+    """A relayed WSGI response that failed after its head went out: a connection error,
+    so that servers close the client's connection without ending the body (Werkzeug's
+    would otherwise append an error page to a chunked body and end it as complete)."""
+
+
 class _HttpxBody:
     """A relayed body under WSGI.  Past the first bytes a failure can only cut the
     response short: it is logged, and raised so the server closes the connection."""
 
     def __init__(
-        self, d: Dispatch, response: httpx.Response, first: bytes, rest: Iterator[bytes], url: str
+        self,
+        d: Dispatch,
+        instance: RemoteHandler,
+        response: httpx.Response,
+        first: bytes,
+        rest: Iterator[bytes],
+        deadline: float | None,
     ) -> None:
         self.d = d
-        self.url = url
+        self.instance = instance
         self.response = response
         self.first = first
         self.rest = rest
+        self.deadline = deadline
 
     def __iter__(self) -> Iterator[bytes]:
         if self.first:
             yield self.first
+        deadline = self.deadline
         try:
-            yield from self.rest
+            for chunk in self.rest:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the response took longer than response_timeout")
+                yield chunk
         except httpx.HTTPError as exc:
-            raise instance_failed(self.d, self.url, exc) from exc
+            self.instance.gateway_failed(exc, self.d)
+            raise ResponseCut(str(instance_failed(self.d, self.instance.url, exc))) from exc
+        self.instance.answered(self.response.status_code, self.d)
 
     def close(self) -> None:
         self.response.close()

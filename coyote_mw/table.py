@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,24 +109,37 @@ class Endpoint:
         """The next healthy instance's handler, round robin (skipping ``exclude``).
 
         Raises ``NoHealthyInstance`` when every instance is ejected: the route exists,
-        so that is a 503, not a 404.
+        so that is a 503, not a 404.  An ejected instance whose ejection time is over is
+        re-admitted here (``readmit``), as it is picked.
         """
         inst = self.instances
         if len(inst) == 1:
             handler = inst[0].handler
-            if not getattr(handler, "ejected", False) and handler is not exclude:
+            if handler is not exclude and (
+                not getattr(handler, "ejected", False) or handler.readmit()
+            ):
                 return handler
         else:
             n = len(inst)
             start = next(self._rr)
             for k in range(n):
                 handler = inst[(start + k) % n].handler
-                if not getattr(handler, "ejected", False) and handler is not exclude:
+                if handler is not exclude and (
+                    not getattr(handler, "ejected", False) or handler.readmit()
+                ):
                     return handler
-        raise NoHealthyInstance(self.service)
+        raise NoHealthyInstance(self.service, _retry_after(inst))
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
+
+
+def _retry_after(instances: tuple[Instance, ...]) -> int:
+    """Whole seconds until the first ejected instance is re-admitted (at least 1)."""
+    now = time.monotonic()
+    back = [getattr(i.handler, "readmit_at", 0.0) - now for i in instances]
+    soonest = min((b for b in back if b > 0), default=1.0)
+    return max(1, math.ceil(soonest))
 
 
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})

@@ -15,8 +15,9 @@ Exceptions::
     ├── ReadTimeout                 the upstream was too slow: no response head, no body
     │                               progress, or no room for the request body within
     │                               ``read_timeout``
-    └── RemoteProtocolError         a malformed response, or the connection closed
-                                    before the response was complete
+    └── RemoteProtocolError         a malformed response (bad framing, a head over
+                                    ``max_head`` bytes), or the connection closed or
+                                    was reset before the response was complete
 
 Bodies stream both ways with backpressure: request chunks wait for the socket's
 buffer to drain (``pause_writing`` / ``resume_writing``), and a response its reader
@@ -27,8 +28,16 @@ A connection goes back to the pool only when its response was read to the end, t
 upstream and the parser agree on keep-alive, and the request body was sent whole.
 A kept-alive connection the upstream closed while it sat idle fails before any
 response byte arrives: such a request is sent once more on a fresh connection when
-its body is ``bytes`` (it can be replayed), and raises ``RemoteProtocolError``
-otherwise.  A ``Pool`` belongs to one event loop; create one per loop.
+its method is idempotent (``IDEMPOTENT_METHODS``, RFC 9110 9.2.2) and its body is
+``bytes`` (it can be replayed), and raises ``RemoteProtocolError`` otherwise - the
+upstream may have acted on it before closing, so a POST is never sent twice.
+
+What the response may be (RFC 9112, as nginx and HAProxy hold it): a head of at most
+``max_head`` bytes (1xx heads included) - the parser is never fed more, so a huge head
+costs no memory; ``Transfer-Encoding`` exactly ``chunked`` (once) or absent; a body
+delimited by the connection's end only when that end is a clean close - a reset cuts
+it, and the response is incomplete.  Anything else is ``RemoteProtocolError``.
+A ``Pool`` belongs to one event loop; create one per loop.
 """
 
 from __future__ import annotations
@@ -45,9 +54,12 @@ import httptools
 
 __all__ = [
     "HIGH_WATER",
+    "IDEMPOTENT_METHODS",
     "LOW_WATER",
+    "MAX_HEAD",
     "ConnectError",
     "Pool",
+    "PoolTimeout",
     "ReadTimeout",
     "RemoteProtocolError",
     "TransportError",
@@ -63,6 +75,10 @@ LOW_WATER = 64 * 1024
 # so the transport never holds a second copy of a large body.
 _WRITE_SLICE = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# Methods a request may be sent again with (RFC 9110 9.2.2): the only ones ever replayed.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# The default bound on a response head's bytes (Envoy's max_response_headers_kb: 60).
+MAX_HEAD = 60 * 1024
 # RFC 9110: a user agent should send Content-Length: 0 when these carry no body.
 _LENGTH_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
 
@@ -78,6 +94,11 @@ class TransportError(Exception):
 
 class ConnectError(TransportError):
     """No connection could be had; nothing was sent."""
+
+
+class PoolTimeout(ConnectError):
+    """Every connection to the upstream stayed busy: nothing was sent, and nothing
+    is known to be wrong with the upstream."""
 
 
 class ReadTimeout(TransportError):
@@ -119,9 +140,11 @@ class _Connection(asyncio.Protocol):
         "data_waiter",
         "error",
         "framed",
+        "framing",
         "got_bytes",
         "head_done",
         "head_only",
+        "head_room",
         "head_waiter",
         "headers",
         "idle",
@@ -130,10 +153,12 @@ class _Connection(asyncio.Protocol):
         "keep_alive",
         "key",
         "loop",
+        "max_head",
         "parser",
         "pool",
         "reading_paused",
         "status",
+        "te",
         "transport",
         "until_close",
         "upload_cut",
@@ -156,13 +181,13 @@ class _Connection(asyncio.Protocol):
         self.data_waiter: asyncio.Future[bool] | None = None
         self.head_waiter: asyncio.Future[bool] | None = None
         self.parser: httptools.HttpResponseParser | None = None
-        self.begin(False)
+        self.begin(False, MAX_HEAD)
         # No exchange yet: no parser (bytes now would be unasked for), and "complete"
         # keeps connection_lost from inventing an error for a response nobody awaits.
         self.parser = None
         self.complete = True
 
-    def begin(self, head_only: bool) -> None:
+    def begin(self, head_only: bool, max_head: int) -> None:
         """Start an exchange: a fresh parser and an empty response."""
         # A fresh parser each time costs ~0.2 us and keeps a HEAD response (whose
         # Content-Length llhttp would wait for) from confusing the next one.
@@ -172,6 +197,10 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.framed = False  # Content-Length or Transfer-Encoding seen
+        self.te: bytes | None = None  # the Transfer-Encoding, when there is one
+        self.head_room = max_head  # head bytes the parser may still be fed
+        self.max_head = max_head
+        self.framing = 0  # chunked: bytes of the reads since the last body byte
         self.interim = False  # inside a 1xx response
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -196,21 +225,77 @@ class _Connection(asyncio.Protocol):
         if parser is None:  # idle: bytes nobody asked for make the connection unusable
             self._fail(RemoteProtocolError("the upstream sent bytes nobody asked for"))
             return
+        if not self.head_done:
+            # Bounded memory: the parser (which keeps a header until it ends) never
+            # gets more than max_head bytes of head; a head that does not end within
+            # them is refused, whatever follows.
+            room = self.head_room
+            if len(data) > room:
+                self._past_room(parser, data, room)
+                return
+            self.head_room = room - len(data)
+            before = -1
+        else:
+            before = self.buffered if self.te is not None else -1
+        try:  # _feed inlined: the usual read
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._malformed(exc)
+        if before >= 0:  # chunked
+            if self.buffered == before and not self.complete:
+                self._framing_only(len(data))
+            elif self.framing:
+                self.framing = 0
+
+    def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
+        self._feed(parser, data[:room])
+        if not self.head_done:
+            self.head_room = 0
+            self._fail(RemoteProtocolError("the upstream's response head is too large"))
+        elif self.te is not None:
+            self._feed_chunked(parser, data[room:])
+        else:
+            self._feed(parser, data[room:])
+
+    def _feed_chunked(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        before = self.buffered
+        self._feed(parser, data)
+        if self.buffered == before and not self.complete:
+            self._framing_only(len(data))
+        else:
+            self.framing = 0
+
+    def _framing_only(self, size: int) -> None:
+        # Chunk-size lines, extensions and trailers carry no body bytes, and the parser
+        # keeps a trailer until it ends: reads that bring no body byte may add up to
+        # max_head bytes, then the response is refused.
+        self.framing += size
+        if self.framing > self.max_head and self.error is None:
+            self._fail(RemoteProtocolError("the upstream's chunk framing is too large"))
+
+    def _feed(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        if self.closed and self.error is not None:
+            return
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if self.complete:
-                # the response stands; whatever followed it spoils only the connection
-                self.keep_alive = False
-                self.close()
-            else:
-                self._fail(RemoteProtocolError(f"malformed response from the upstream: {exc}"))
+            self._malformed(exc)
+
+    def _malformed(self, exc: Exception) -> None:
+        if self.complete:
+            # the response stands; whatever followed it spoils only the connection
+            self.keep_alive = False
+            self.close()
+        else:
+            self._fail(RemoteProtocolError(f"malformed response from the upstream: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.complete and self.error is None:
-            if self.head_done and self.until_close:
-                self.complete = True  # the body was delimited by the connection's end
+            if self.head_done and self.until_close and exc is None:
+                # the body was delimited by the connection's end - a clean one: a reset
+                # (exc) cuts the body short, and RFC 9112 8 calls that incomplete
+                self.complete = True
             else:
                 where = "while sending its response" if self.head_done else "before answering"
                 reason = f": {exc!r}" if exc is not None else ""
@@ -239,9 +324,14 @@ class _Connection(asyncio.Protocol):
             raise _SecondResponse
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer: not a header (RFC 9110 6.5.1), and not passed on
+            return
         name = name.lower()
         if name == b"content-length" or name == b"transfer-encoding":
             self.framed = True
+            if name == b"transfer-encoding":
+                # two headers are one list (RFC 9110 5.3): "chunked, chunked" either way
+                self.te = value if self.te is None else self.te + b"," + value
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -255,6 +345,13 @@ class _Connection(asyncio.Protocol):
             self.interim = True
             self.headers = []
             self.framed = False
+            self.te = None
+            return
+        te = self.te
+        if te is not None and te.strip().lower() != b"chunked":
+            # gzip, "chunked, chunked", "gzip, chunked"...: the relay would pass on bytes
+            # it cannot frame or the client cannot decode (nginx refuses them too)
+            self._fail(RemoteProtocolError(f"the upstream sent Transfer-Encoding {te!r}"))
             return
         self.status = status
         self.keep_alive = parser.should_keep_alive()
@@ -305,9 +402,9 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             cast(asyncio.Transport, self.transport).resume_reading()
 
-    def start(self, head_only: bool) -> None:
+    def start(self, head_only: bool, max_head: int) -> None:
         """Begin an exchange on this connection; raise if it closed in the meantime."""
-        self.begin(head_only)
+        self.begin(head_only, max_head)
         if self.closed or cast(asyncio.Transport, self.transport).is_closing():
             raise RemoteProtocolError("the connection closed before the request was sent")
 
@@ -450,19 +547,30 @@ class UpstreamResponse:
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status}{' done' if self._done else ''}>"
 
-    async def aiter_body(self, timeout: float | _Default | None = _DEFAULT) -> AsyncIterator[bytes]:
+    async def aiter_body(
+        self, timeout: float | _Default | None = _DEFAULT, deadline: float | None = None
+    ) -> AsyncIterator[bytes]:
         """The body as it arrives; at its end the connection goes back to the pool.
 
         ``timeout``: the longest wait for the next bytes (``ReadTimeout`` past it);
-        by default the pool's ``read_timeout``.
+        by default the pool's ``read_timeout``.  ``deadline``: the loop's time by which
+        the whole body must have come (``ReadTimeout`` past it, however it drips).
         """
         if self._done:
             return
         conn = self._conn
         if isinstance(timeout, _Default):
             timeout = conn.pool.read_timeout
+        wait: float | None
         try:
             while True:
+                if deadline is not None:
+                    left = deadline - conn.loop.time()
+                    if left <= 0:
+                        raise ReadTimeout("the response did not end within its deadline")
+                    wait = left if timeout is None or left < timeout else timeout
+                else:
+                    wait = timeout
                 if conn.chunks:
                     chunk = conn.chunks.popleft()
                     conn.buffered -= len(chunk)
@@ -474,7 +582,7 @@ class UpstreamResponse:
                 elif conn.complete:
                     break
                 else:
-                    await conn.wait_data(timeout)
+                    await conn.wait_data(wait)
         except BaseException:  # failed, timed out, or the reader stopped early
             self._finish(False)
             raise
@@ -559,11 +667,13 @@ class Pool:
         headers: list[tuple[bytes, bytes]],
         body: bytes | AsyncIterator[bytes] = b"",
         tls: ssl.SSLContext | None = None,
+        max_head: int = MAX_HEAD,
     ) -> UpstreamResponse:
         """Send one request; return once the response head has arrived.
 
         ``tls``: speak HTTPS, verifying the server against this context (its host name
         checked against ``host``); connections are pooled per host, port and context.
+        ``max_head``: the most bytes the response head may take (1xx heads included).
         """
         key = (host, port, tls)
         head, chunked = self._head(method, key, target, headers, body)
@@ -583,7 +693,7 @@ class Pool:
             ):
                 # _exchange and wait_head(None) inlined for the usual small request on a
                 # caller-bounded pool: two coroutine frames less between task and head
-                conn.start(head_only)
+                conn.start(head_only, max_head)
                 conn.write(head + body if body else head)
                 if not conn.head_done and conn.error is None:
                     waiter = conn.head_waiter = conn.loop.create_future()
@@ -593,13 +703,19 @@ class Pool:
                         conn.head_waiter = None
                 conn.head_arrived()
                 return UpstreamResponse(conn)
-            return await self._exchange(conn, head, body, chunked, head_only)
+            return await self._exchange(conn, head, body, chunked, head_only, max_head)
         except RemoteProtocolError as exc:
             self._discard(conn)
             # The upstream closed a pooled connection as the request went out: nothing
-            # of an answer came back, so the request may go once more, on a new one.
+            # of an answer came back, so the request may go once more, on a new one -
+            # if its method is idempotent: the upstream may have acted on it already.
             if not reused or conn.got_bytes:
                 raise
+            if method not in IDEMPOTENT_METHODS:
+                raise RemoteProtocolError(
+                    "a kept-alive connection closed before the upstream answered, and a "
+                    f"{method} request is never sent twice"
+                ) from exc
             if not isinstance(body, bytes):
                 raise RemoteProtocolError(
                     "a kept-alive connection closed before the upstream answered, and a "
@@ -610,7 +726,7 @@ class Pool:
             raise
         conn, _ = await self._acquire(key, fresh=True)
         try:
-            return await self._exchange(conn, head, body, chunked, head_only)
+            return await self._exchange(conn, head, body, chunked, head_only, max_head)
         except BaseException:
             self._discard(conn)
             raise
@@ -622,8 +738,9 @@ class Pool:
         body: bytes | AsyncIterator[bytes],
         chunked: bool,
         head_only: bool,
+        max_head: int = MAX_HEAD,
     ) -> UpstreamResponse:
-        conn.start(head_only)
+        conn.start(head_only, max_head)
         if isinstance(body, bytes):
             if len(body) <= _WRITE_SLICE:
                 conn.write(head + body if body else head)
@@ -700,7 +817,7 @@ class Pool:
             turn = await self._wait_for_turn(key, loop, deadline)
             self._refuse_if_closed(turn)
             if turn is False:
-                raise ConnectError(
+                raise PoolTimeout(
                     f"no free connection to {key[0]}:{key[1]} within "
                     f"{self.connect_timeout} s ({self.max_per_host} in use)"
                 )

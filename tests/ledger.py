@@ -15,7 +15,14 @@ What it answers is chosen by the request's first path segment (see ``BEHAVIOURS`
     /reset            reads the request, then resets the connection (no answer)
     /close            reads the request, then closes the connection (no answer)
     /drip/{n}/{ms}    200 with content-length n, one byte every ms milliseconds
+    /pause/{ms}       200 with content-length 2: one byte at once, the other ms later
     /hang             reads the request, never answers (until the server stops)
+    /fresh-only       200 to the first request on a connection; a later one on the same
+                      connection is reset unanswered (a pooled connection gone stale)
+    /close-delimited/{n}  200 without length or chunks, n bytes, then a clean close (FIN)
+    /cut/{n}          the same, but the n bytes end in a reset (RST), not a close
+    /framing/{case}   a 200 whose framing is bad: see ``BAD_FRAMING``
+    /big-head/{kib}   a 200 with one header of kib KiB
     anything else     200 "ok" (content-length), keep-alive
 
 Tests add their own with ``LedgerUpstream(behaviours={"name": fn})``, where ``fn(conn,
@@ -36,7 +43,14 @@ from dataclasses import dataclass, field
 
 import httptools
 
-__all__ = ["BEHAVIOURS", "LedgerUpstream", "Received", "parse_status", "raw_exchange"]
+__all__ = [
+    "BAD_FRAMING",
+    "BEHAVIOURS",
+    "LedgerUpstream",
+    "Received",
+    "parse_status",
+    "raw_exchange",
+]
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Received:
     raw: bytes = b""  # the exact bytes of this request, head and body
     connection: int = 0  # which connection (index into LedgerUpstream.connections)
     chunked: bool = False  # its body was sent with Transfer-Encoding: chunked
+    nth: int = 0  # its place on its connection: 0 for the first request
 
     def header(self, name: str) -> bytes | None:
         """The first value of a header (case-insensitive), or None."""
@@ -110,6 +125,13 @@ def _drip(conn: socket.socket, request: Received) -> bool:
     return True
 
 
+def _pause(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nx")
+    time.sleep(int(request.target.split(b"/")[2]) / 1000)
+    conn.sendall(b"y")
+    return True
+
+
 def _hang(conn: socket.socket, request: Received) -> bool:
     conn.settimeout(None)
     try:
@@ -120,13 +142,70 @@ def _hang(conn: socket.socket, request: Received) -> bool:
     return False
 
 
+def _fresh_only(conn: socket.socket, request: Received) -> bool:
+    if request.nth == 0:
+        _answer(conn, 200, b"fresh")
+        return True
+    return _reset(conn, request)
+
+
+def _arg(request: Received, index: int = 2) -> bytes:
+    return request.target.split(b"?")[0].split(b"/")[index]
+
+
+def _close_delimited(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * int(_arg(request)))
+    return False
+
+
+def _cut(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * int(_arg(request)))
+    time.sleep(0.3)  # the bytes are read and passed on before the reset
+    return _reset(conn, request)
+
+
+BAD_FRAMING = {
+    b"gzip": b"transfer-encoding: gzip\r\n\r\nnot gzip at all",
+    b"chunked-chunked": b"transfer-encoding: chunked, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"two-te": (
+        b"transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ),
+    b"gzip-chunked": b"transfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"length-and-te": (
+        b"content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ),
+    b"two-lengths": b"content-length: 2\r\ncontent-length: 3\r\n\r\nok!",
+}
+
+
+def _framing(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 200 OK\r\n" + BAD_FRAMING[_arg(request)])
+    return False
+
+
+def _big_head(conn: socket.socket, request: Received) -> bool:
+    size = int(_arg(request)) * 1024
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-big: ")
+    block = b"b" * 65536
+    for _ in range(size // len(block)):
+        conn.sendall(block)
+    conn.sendall(b"b" * (size % len(block)) + b"\r\n\r\nok")
+    return True
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "status": _status,
     "reset": _reset,
     "close": _close,
     "drip": _drip,
+    "pause": _pause,
     "hang": _hang,
+    "fresh-only": _fresh_only,
+    "close-delimited": _close_delimited,
+    "cut": _cut,
+    "framing": _framing,
+    "big-head": _big_head,
 }
 
 
@@ -138,6 +217,7 @@ class _Parse:
         self.current = Received(connection=connection)
         self.done: list[Received] = []
         self.url = b""
+        self.count = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -152,6 +232,8 @@ class _Parse:
 
     def on_message_complete(self) -> None:
         self.current.target = self.url
+        self.current.nth = self.count
+        self.count += 1
         self.done.append(self.current)
         self.current = Received(connection=self.connection)
         self.url = b""
@@ -160,13 +242,14 @@ class _Parse:
 class LedgerUpstream:
     """A threaded HTTP/1.1 upstream on 127.0.0.1 that records every byte it receives."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None) -> None:
+    def __init__(self, behaviours: dict[str, Behaviour] | None = None, port: int = 0) -> None:
+        """``port``: listen there (an instance coming back where it was); 0: any free one."""
         self.behaviours = {**BEHAVIOURS, **(behaviours or {})}
         self.requests: list[Received] = []
         self.connections: list[bytes] = []
         self.errors: list[BaseException] = []
         self.lock = threading.Lock()
-        self.port = 0
+        self.port = port
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -178,7 +261,7 @@ class LedgerUpstream:
     def __enter__(self) -> LedgerUpstream:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind(("127.0.0.1", self.port))
         self._listener.listen(128)
         self.port = self._listener.getsockname()[1]
         accept = threading.Thread(target=self._accept, daemon=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -489,15 +490,34 @@ def stale_server(answer_fresh: bool = True) -> RawServer:
     return server
 
 
-def test_stale_pooled_connection_is_retried_once_for_a_bytes_body() -> None:
+def test_stale_pooled_connection_is_retried_once_for_an_idempotent_bytes_body() -> None:
     async def scenario() -> None:
         async with stale_server() as server:
             pool = Pool()
             await get(pool, server.port)
-            response = await pool.request("POST", "127.0.0.1", server.port, b"/", [], b"x" * 5000)
+            response = await pool.request("PUT", "127.0.0.1", server.port, b"/", [], b"x" * 5000)
             assert (response.status, await response.aread()) == (200, b"5000")
             assert server.accepted == 2
             assert server.bodies[-1] == b"x" * 5000  # type: ignore[attr-defined]
+            await pool.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "LOCK"])
+@pytest.mark.parametrize("body", [b"", b"x" * 5000])
+def test_stale_pooled_connection_never_replays_a_non_idempotent_request(
+    method: str, body: bytes
+) -> None:
+    # The upstream may have acted on it before closing: nginx (non_idempotent) and Go
+    # (isReplayable) never send it again, with a body or without one.
+    async def scenario() -> None:
+        async with stale_server() as server:
+            pool = Pool()
+            await get(pool, server.port)
+            with pytest.raises(RemoteProtocolError, match="never sent twice"):
+                await pool.request(method, "127.0.0.1", server.port, b"/", [], body)
+            assert server.accepted == 1  # no fresh connection for a replay
             await pool.aclose()
 
     run(scenario())
@@ -1083,6 +1103,109 @@ def test_a_waiting_request_gets_the_next_free_connection_before_a_busy_caller() 
             await hog
             assert finished == ["waiter", "busy"]
             assert server.accepted == 1
+            await pool.aclose()
+
+    run(scenario())
+
+
+# -- what a response may be: head size and framing ------------------------------------
+
+
+def test_a_head_within_max_head_is_read_with_the_body_that_arrives_in_the_same_read() -> None:
+    # one write of 150 KB: the head (about 50 KB) and the body come in the same reads
+    head_extra = b"x-big: " + b"b" * 50_000 + b"\r\n"
+    body = b"z" * 100_000
+
+    async def scenario() -> None:
+        async with keep_alive_server(ok(body, head_extra))() as server:
+            pool = Pool()
+            r = await pool.request("GET", "127.0.0.1", server.port, b"/", [], max_head=60 * 1024)
+            assert dict(r.headers)[b"x-big"] == b"b" * 50_000
+            assert await r.aread() == body
+            with pytest.raises(RemoteProtocolError, match="head is too large"):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [], max_head=40 * 1024)
+            await pool.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "te",
+    [
+        b"gzip",
+        b"chunked, chunked",
+        b"gzip, chunked",
+        b"identity",
+        b"chunked\r\nTransfer-Encoding: chunked",
+    ],
+)
+def test_a_transfer_encoding_other_than_one_chunked_is_refused(te: bytes) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %b\r\n\r\n2\r\nok\r\n0\r\n\r\n" % te
+
+    async def scenario() -> None:
+        async with keep_alive_server(answer)() as server:
+            pool = Pool()
+            with pytest.raises(RemoteProtocolError, match="Transfer-Encoding"):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_a_busy_pool_raises_pool_timeout_a_kind_of_connect_error() -> None:
+    async def scenario() -> None:
+        async with keep_alive_server()() as server:
+            pool = Pool(max_per_host=1, connect_timeout=0.2)
+            held = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(transport.PoolTimeout):
+                await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            assert issubclass(transport.PoolTimeout, ConnectError)
+            await held.aclose()
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_a_body_delimited_by_the_close_but_ended_by_a_reset_is_incomplete() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, index: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\nfirst part, ")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()  # RST, not FIN
+
+    async def scenario() -> None:
+        async with RawServer(handler) as server:
+            pool = Pool()
+            response = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(RemoteProtocolError, match="closed the connection while sending"):
+                await response.aread()
+            await pool.aclose()
+
+    run(scenario())
+
+
+def test_trailers_are_not_headers_and_are_bounded() -> None:
+    def answer(trailer: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n%b\r\n" % trailer
+        )
+
+    async def scenario() -> None:
+        async with keep_alive_server(answer(b"x-trailer: 1\r\n"))() as server:
+            pool = Pool()
+            response, body = await get(pool, server.port)
+            assert body == b"ok"
+            assert b"x-trailer" not in dict(response.headers)
+            await pool.aclose()
+        huge = b"x-trailer: " + b"t" * 2_000_000 + b"\r\n"
+        async with keep_alive_server(answer(huge))() as server:
+            pool = Pool()
+            response = await pool.request("GET", "127.0.0.1", server.port, b"/", [])
+            with pytest.raises(RemoteProtocolError, match="chunk framing is too large"):
+                await response.aread()
             await pool.aclose()
 
     run(scenario())

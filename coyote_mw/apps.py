@@ -6,20 +6,23 @@
 
 Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware`` and under a WSGI
 host an ASGI app through ``a2wsgi.ASGIMiddleware`` on the relay's loop, so each app
-keeps its own interface and streams both ways.  An app's timeout runs until it starts
+keeps its own interface and streams both ways - except a request body without a
+length (chunked) under a WSGI host, which a2wsgi cannot pass on: it is read first, up
+to ``max_body`` (413 past it), and given its length.  An app's timeout runs until it starts
 answering; its slot is held until its answer is complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coyote_mw.errors import HandlerTimeout
+from coyote_mw.errors import HandlerTimeout, PayloadTooLarge
 from coyote_mw.handlers import Dispatch, Handler, handler_failed
-from coyote_mw.request import Request
+from coyote_mw.request import Request, wsgi_body_length
 from coyote_mw.responses import Response
 
 __all__ = [
@@ -92,6 +95,8 @@ class ASGIAppHandler(Handler):
             loop = d.relay._ensure_loop()
             asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
             self._wsgi = ASGIMiddleware(self.app, loop=loop)
+        if wsgi_body_length(environ) is None:
+            environ = _with_length(environ, d.max_body)
         return serve_wsgi_app(d, self._wsgi, environ, start_response)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
@@ -115,16 +120,31 @@ class WSGIAppHandler(Handler):
         if self._asgi is None:
             from a2wsgi import WSGIMiddleware
 
-            self._asgi = WSGIMiddleware(self.app, workers=d.relay.concurrency)
+            app = self.app
+
+            def terminated(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+                # a2wsgi's wsgi.input ends with the last http.request message: say so
+                # (PEP 3333), or a body sent without Content-Length reads as empty
+                environ["wsgi.input_terminated"] = True
+                return app(environ, start_response)
+
+            self._asgi = WSGIMiddleware(terminated, workers=d.relay.concurrency)  # type: ignore[arg-type]
         return self._asgi
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + d.root_path
         child["path"] = child["root_path"] + d.path.path
-        return await serve_app(d, self._as_asgi(d), child, receive, send)
+
+        # a2wsgi hands receive() to run_coroutine_threadsafe, which takes only a
+        # coroutine; a server's receive may return another awaitable (granian's does)
+        async def coroutine_receive() -> Any:
+            return await receive()
+
+        return await serve_app(d, self._as_asgi(d), child, coroutine_receive, send)
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+        wsgi_body_length(environ)  # 411 for a body the server cannot delimit, not an empty one
         return serve_wsgi_app(d, self.app, environ, start_response)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
@@ -195,6 +215,25 @@ def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_res
         d.relay.release()
         raise handler_failed(d, exc) from exc
     return Closing(result, d.relay.release)
+
+
+def _with_length(environ: dict[str, Any], max_body: int) -> dict[str, Any]:
+    """``environ`` with its body of unknown length (chunked) read into memory, up to
+    ``max_body`` (413 past it), and given a Content-Length: a2wsgi's ASGIMiddleware
+    reads only ``CONTENT_LENGTH`` bytes of ``wsgi.input``."""
+    stream = environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(64 * 1024):
+        size += len(chunk)
+        if size > max_body:
+            raise PayloadTooLarge(max_body)
+        chunks.append(chunk)
+    child = dict(environ)
+    child.pop("HTTP_TRANSFER_ENCODING", None)
+    child["CONTENT_LENGTH"] = str(size)
+    child["wsgi.input"] = io.BytesIO(b"".join(chunks))
+    return child
 
 
 class Closing:

@@ -21,9 +21,9 @@ from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from coyote_mw.errors import BadRequest, PayloadTooLarge
+from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
 
-__all__ = ["Body", "Request"]
+__all__ = ["Body", "Request", "wsgi_body_length"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -147,8 +147,31 @@ async def _next(agen: AsyncIterator[bytes]) -> bytes | None:
         return None
 
 
+def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
+    """How much of ``wsgi.input`` is the request's body: ``None`` for "up to its end".
+
+    PEP 3333: without ``CONTENT_LENGTH`` a request has no body, and reading past the
+    length can block on the connection - unless the server sets ``wsgi.input_terminated``
+    (gunicorn, granian, Werkzeug for a chunked body), when ``wsgi.input`` ends where the
+    body does.  A ``Transfer-Encoding`` body (which takes precedence over a length, RFC
+    9112 section 6.3) under a server without that mark (wsgiref) cannot be read safely:
+    411, as a server that cannot take chunked bodies answers.
+    """
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        if environ.get("wsgi.input_terminated"):
+            return None
+        raise LengthRequired()
+    length = environ.get("CONTENT_LENGTH")
+    if not length:
+        return 0
+    if not length.isdigit():
+        raise BadRequest(f"invalid Content-Length {length!r}")
+    return int(length)
+
+
 class WSGIBody(Body):
-    """Reads ``wsgi.input``, at most ``CONTENT_LENGTH`` bytes when it is given."""
+    """Reads ``wsgi.input``: ``length`` bytes, or up to its end when ``length`` is None
+    (see ``wsgi_body_length``)."""
 
     def __init__(self, stream: Any, length: int | None, max_body: int) -> None:
         super().__init__(max_body)

@@ -27,6 +27,7 @@ recorded is the bytes as they arrived, never a re-serialisation.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import struct
 import threading
@@ -50,6 +51,8 @@ class Received:
     raw: bytes = b""  # the exact bytes of this request, head and body
     connection: int = 0  # which connection (index into LedgerUpstream.connections)
     chunked: bool = False  # its body was sent with Transfer-Encoding: chunked
+    body_size: int = 0  # the body's size, counted whole even past ``record_limit``
+    body_sha256: str = ""  # and its digest
 
     def header(self, name: str) -> bytes | None:
         """The first value of a header (case-insensitive), or None."""
@@ -133,11 +136,14 @@ BEHAVIOURS: dict[str, Behaviour] = {
 class _Parse:
     """httptools callbacks filling one ``Received`` at a time."""
 
-    def __init__(self, connection: int) -> None:
+    def __init__(self, connection: int, record_limit: int | None = None) -> None:
         self.connection = connection
+        self.record_limit = record_limit
         self.current = Received(connection=connection)
         self.done: list[Received] = []
         self.url = b""
+        self._chunks: list[bytes] = []
+        self._digest = hashlib.sha256()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -148,9 +154,16 @@ class _Parse:
             self.current.chunked = True
 
     def on_body(self, body: bytes) -> None:
-        self.current.body += body
+        limit = self.record_limit
+        if limit is None or self.current.body_size < limit:
+            self._chunks.append(body)
+        self.current.body_size += len(body)
+        self._digest.update(body)
 
     def on_message_complete(self) -> None:
+        self.current.body = b"".join(self._chunks)
+        self.current.body_sha256 = self._digest.hexdigest()
+        self._chunks, self._digest = [], hashlib.sha256()
         self.current.target = self.url
         self.done.append(self.current)
         self.current = Received(connection=self.connection)
@@ -160,8 +173,14 @@ class _Parse:
 class LedgerUpstream:
     """A threaded HTTP/1.1 upstream on 127.0.0.1 that records every byte it receives."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None) -> None:
+    def __init__(
+        self, behaviours: dict[str, Behaviour] | None = None, record_limit: int | None = None
+    ) -> None:
+        """``record_limit``: keep at most about that many bytes of each body and of each
+        connection's ledger (sizes and digests still count every byte): for bodies too
+        big to keep."""
         self.behaviours = {**BEHAVIOURS, **(behaviours or {})}
+        self.record_limit = record_limit
         self.requests: list[Received] = []
         self.connections: list[bytes] = []
         self.errors: list[BaseException] = []
@@ -224,8 +243,9 @@ class LedgerUpstream:
             self._threads.append(thread)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
-        parse = _Parse(index)
+        parse = _Parse(index, self.record_limit)
         parser = httptools.HttpRequestParser(parse)
+        limit = self.record_limit
         pending = b""  # bytes of the request being received
         conn.settimeout(30)
         try:
@@ -233,9 +253,11 @@ class LedgerUpstream:
                 data = conn.recv(65536)
                 if not data:
                     return
-                with self.lock:
-                    self.connections[index] += data
-                pending += data
+                if limit is None or len(self.connections[index]) < limit:
+                    with self.lock:
+                        self.connections[index] += data
+                if limit is None or len(pending) < limit:
+                    pending += data
                 try:
                     parser.feed_data(data)
                 except httptools.HttpParserUpgrade:

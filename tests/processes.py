@@ -25,8 +25,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(argv: list[str], ready_path: str = "/", timeout: float = 30) -> Iterator[str]:
-    """Run a server command with ``--bind``/``--port`` added; yield its base URL."""
+def running(
+    argv: list[str],
+    ready_path: str = "/",
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run a server command with ``--bind``/``--port`` added (``env``: more environment
+    variables); yield its base URL."""
     port = free_port()
     cmd = list(argv)
     if cmd[0] == "gunicorn":
@@ -38,7 +44,7 @@ def running(argv: list[str], ready_path: str = "/", timeout: float = 30) -> Iter
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

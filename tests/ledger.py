@@ -207,6 +207,8 @@ class LedgerUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close does not)
         self._listener.close()
         with self.lock:
             socks = list(self._socks)

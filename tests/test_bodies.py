@@ -190,3 +190,39 @@ def test_whole_app_reads_the_whole_body(server: str, path: str, framing: str) ->
     response = httpx.post(server + path, timeout=20, **_framed(framing))  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     assert response.content == BODY
+
+
+# -- under Django's own handlers ------------------------------------------------------------
+
+
+DJANGO_SERVERS = {
+    "django-gunicorn": ["gunicorn", "-w", "1", "django.core.wsgi:get_wsgi_application()"],
+    "django-uvicorn": ["uvicorn", "--factory", "django.core.asgi:get_asgi_application"],
+}
+
+
+@pytest.fixture(scope="module", params=list(DJANGO_SERVERS))
+def django_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    with running(
+        DJANGO_SERVERS[request.param], env={"DJANGO_SETTINGS_MODULE": "tests.django_bodies"}
+    ) as url:
+        yield url
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("path", ["/inproc/echo", "/inproc/aecho"])
+def test_handler_under_django_reads_the_whole_body(
+    django_server: str, path: str, framing: str
+) -> None:
+    response = httpx.post(django_server + path, timeout=20, **_framed(framing))  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    assert response.content == BODY
+
+
+@pytest.mark.parametrize("path", ["/inproc/echo", "/inproc/aecho"])
+def test_post_without_length_under_django_has_an_empty_body_at_once(
+    django_server: str, path: str
+) -> None:
+    answer = _post_without_length(django_server, path)
+    assert parse_status(answer) == 200, answer[:300]
+    assert answer.split(b"\r\n\r\n", 1)[1] in (b"", b"0\r\n\r\n")

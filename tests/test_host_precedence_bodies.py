@@ -148,3 +148,47 @@ def test_asgi_host_that_read_more_than_max_body_then_404_is_413(coyote: Coyote) 
         response = client.post("/drinks/x", content=big)
     assert response.status_code == 413
     assert response.json() == {"error": "Request body too large", "max_body": MAX_BODY}
+
+
+# -- one body for both interfaces ------------------------------------------------------
+
+
+def _reading_host(interface: str) -> Any:
+    """A host app that reads the whole body, then answers 404."""
+    if interface == "asgi":
+
+        async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            more = True
+            while more:
+                more = (await receive()).get("more_body", False)
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"host 404"})
+
+        return asgi_host
+
+    def wsgi_host(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("404 Not Found", [])
+        return [b"host 404"]
+
+    return wsgi_host
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_host_that_read_the_body_then_404_leaves_coyote_the_body(
+    serve: Any, interface: str, coyote: Coyote, path: str
+) -> None:
+    client = serve(coyote, _reading_host(interface), precedence="host")
+    response = client.post(path, content=BODY)
+    assert response.status_code == 200, response.text
+    assert response.content == BODY
+
+
+@pytest.mark.parametrize("path", ["/drinks/x", "/echo/x"])
+def test_host_that_read_more_than_max_body_then_404_is_413(
+    serve: Any, interface: str, coyote: Coyote, path: str
+) -> None:
+    client = serve(coyote, _reading_host(interface), precedence="host")
+    response = client.post(path, content=b"x" * (MAX_BODY + 1))
+    assert response.status_code == 413
+    assert response.json()["error"] == "Request body too large"

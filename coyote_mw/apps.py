@@ -22,7 +22,7 @@ from typing import Any
 
 from coyote_mw.errors import HandlerTimeout, PayloadTooLarge
 from coyote_mw.handlers import Dispatch, Handler, handler_failed
-from coyote_mw.request import Request, wsgi_body_length
+from coyote_mw.request import Request, read_wsgi_input, wsgi_body_length
 from coyote_mw.responses import Response
 
 __all__ = [
@@ -224,7 +224,7 @@ def _with_length(environ: dict[str, Any], max_body: int) -> dict[str, Any]:
     stream = environ["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
-    while chunk := stream.read(64 * 1024):
+    while chunk := read_wsgi_input(stream, 64 * 1024):
         size += len(chunk)
         if size > max_body:
             raise PayloadTooLarge(max_body)

@@ -35,7 +35,7 @@ import httpx
 from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Dispatch, Handler, handler_failed, status_line
-from coyote_mw.request import wsgi_body_length
+from coyote_mw.request import read_wsgi_input, wsgi_body_length
 from coyote_mw.transport import (
     ConnectError,
     Pool,
@@ -501,12 +501,12 @@ def _environ_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
 def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
     """``length`` bytes of ``wsgi.input``, or all of it up to its end when None."""
     if length is None:
-        while chunk := stream.read(64 * 1024):
+        while chunk := read_wsgi_input(stream, 64 * 1024):
             yield chunk
         return
     remaining = length
     while remaining > 0:
-        chunk = stream.read(min(64 * 1024, remaining))
+        chunk = read_wsgi_input(stream, min(64 * 1024, remaining))
         if not chunk:
             return
         remaining -= len(chunk)

@@ -23,7 +23,7 @@ from werkzeug.http import parse_options_header
 
 from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
 
-__all__ = ["Body", "Request", "wsgi_body_length"]
+__all__ = ["Body", "Request", "read_wsgi_input", "wsgi_body_length"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -169,6 +169,15 @@ def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
     return int(length)
 
 
+def read_wsgi_input(stream: Any, size: int) -> bytes:
+    """``stream.read(size)``; a body the server cannot finish reading (the client left
+    mid-body, a malformed chunk) is the client's fault: 400, not a 502 or a 500."""
+    try:
+        return stream.read(size)  # type: ignore[no-any-return]
+    except (OSError, ValueError) as exc:
+        raise BadRequest("the request body ended before its framing did") from exc
+
+
 class WSGIBody(Body):
     """Reads ``wsgi.input``: ``length`` bytes, or up to its end when ``length`` is None
     (see ``wsgi_body_length``)."""
@@ -184,7 +193,9 @@ class WSGIBody(Body):
     def _iter_sync(self) -> Iterator[bytes]:
         remaining = self._length
         while remaining is None or remaining > 0:
-            chunk = self._stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            chunk = read_wsgi_input(
+                self._stream, CHUNK if remaining is None else min(CHUNK, remaining)
+            )
             if not chunk:
                 return
             if remaining is not None:

@@ -173,6 +173,24 @@ def test_chunked_body_a_server_cannot_delimit_is_411(wsgiref_server: str, path: 
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "Length required"
 
 
+# granian's WSGI gives a cut-short body as if whole; uvicorn answers no half-closed client
+@pytest.mark.parametrize("server", ["gunicorn-sync", "werkzeug"], indirect=True)
+@pytest.mark.parametrize("path", ["/echo", "/inproc/echo", "/inproc/aecho", "/starlette/echo"])
+def test_body_cut_short_by_the_client_is_400(server: str, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as conn:
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "5\r\nhello\r\n".encode()
+        )
+        conn.shutdown(socket.SHUT_WR)  # the client is done sending, mid-body
+        answer = b""
+        while len(answer) < 65536 and (data := conn.recv(65536)):
+            answer += data
+    assert parse_status(answer) == 400, answer[:300]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert error["detail"] == "the request body ended before its framing did"
+
+
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 @pytest.mark.parametrize("path", ["/inproc/echo", "/inproc/aecho"])
 def test_in_process_handler_reads_the_whole_body(server: str, path: str, framing: str) -> None:

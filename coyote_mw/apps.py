@@ -4,25 +4,25 @@
   when the host sends none); WebSockets go straight to it.
 * ``WSGIAppHandler`` - called in the server's thread under a WSGI host.
 
-Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware`` and under a WSGI
-host an ASGI app through ``a2wsgi.ASGIMiddleware`` on the relay's loop, so each app
-keeps its own interface and streams both ways - except a request body without a
-length (chunked) under a WSGI host, which a2wsgi cannot pass on: it is read first, up
-to ``max_body`` (413 past it), and given its length.  An app's timeout runs until it starts
-answering; its slot is held until its answer is complete.
+Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware``, and under a WSGI
+host an ASGI app through ``coyote_mw.bridge`` on the relay's loop, so each app keeps
+its own interface and streams both ways, request bodies of any framing included.  An
+app's timeout runs until it starts answering; its slot is held until its answer is
+complete.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coyote_mw.errors import HandlerTimeout, PayloadTooLarge
+from coyote_mw.bridge import serve_asgi_under_wsgi
+from coyote_mw.errors import HandlerTimeout
 from coyote_mw.handlers import Dispatch, Handler, handler_failed
-from coyote_mw.request import Request, read_wsgi_input, wsgi_body_length
+from coyote_mw.request import Request, wsgi_body_length
 from coyote_mw.responses import Response
 
 __all__ = [
@@ -48,7 +48,7 @@ class ASGIAppHandler(Handler):
         self.app = app
         self._lifespan: _Lifespan | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._wsgi: Any = None
+        self._started_for_wsgi = False
 
     def __repr__(self) -> str:
         return f"<ASGIAppHandler {self.app!r}>"
@@ -89,15 +89,11 @@ class ASGIAppHandler(Handler):
         return await serve_app(d, self.app, child, receive, send)
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        if self._wsgi is None:
-            from a2wsgi import ASGIMiddleware
-
+        if not self._started_for_wsgi:
             loop = d.relay._ensure_loop()
             asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
-            self._wsgi = ASGIMiddleware(self.app, loop=loop)
-        if wsgi_body_length(environ) is None:
-            environ = _with_length(environ, d.max_body)
-        return serve_wsgi_app(d, self._wsgi, environ, start_response)
+            self._started_for_wsgi = True
+        return serve_asgi_under_wsgi(d, self.app, environ, start_response)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
         return await call_asgi_app(self, d, request)
@@ -217,25 +213,6 @@ def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_res
     return Closing(result, d.relay.release)
 
 
-def _with_length(environ: dict[str, Any], max_body: int) -> dict[str, Any]:
-    """``environ`` with its body of unknown length (chunked) read into memory, up to
-    ``max_body`` (413 past it), and given a Content-Length: a2wsgi's ASGIMiddleware
-    reads only ``CONTENT_LENGTH`` bytes of ``wsgi.input``."""
-    stream = environ["wsgi.input"]
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := read_wsgi_input(stream, 64 * 1024):
-        size += len(chunk)
-        if size > max_body:
-            raise PayloadTooLarge(max_body)
-        chunks.append(chunk)
-    child = dict(environ)
-    child.pop("HTTP_TRANSFER_ENCODING", None)
-    child["CONTENT_LENGTH"] = str(size)
-    child["wsgi.input"] = io.BytesIO(b"".join(chunks))
-    return child
-
-
 class Closing:
     """A WSGI response iterable that releases the relay slot when closed."""
 
@@ -311,16 +288,17 @@ class _Lifespan:
         self.loop = asyncio.get_running_loop()
 
     async def _run(self) -> None:
-        try:
+        # apps without lifespan support raise on the scope type: that is fine
+        with contextlib.suppress(Exception):
             await self.app(
                 {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
                 self._inbox.get,
                 self._outbox.put,
             )
-        except Exception:
-            # Apps without lifespan support raise on the scope type: that is fine.
-            self.supported = False
-            await self._outbox.put({"type": "lifespan.unsupported"})
+        # Returned (or raised) without a word more: no lifespan, as uvicorn reads it; an
+        # app that ignores the scope and returns would otherwise hang its first request.
+        self.supported = False
+        await self._outbox.put({"type": "lifespan.unsupported"})
 
     async def startup(self) -> None:
         self._task = asyncio.ensure_future(self._run())

@@ -8,6 +8,7 @@ with routes whose handlers answer with what they received:
     POST /inproc/count     streams the body and answers its size and sha256
     GET  /peak             this process's peak RSS in KiB (ru_maxrss)
     POST /starlette/echo   a whole Starlette app: the body it read
+    POST /starlette/count  the same app, streaming the body: its size and sha256
     POST /flask/echo       a whole Flask app: the body it read
     POST /echo, /digest    relayed to the instance at $COYOTE_TEST_UPSTREAM, when set
 
@@ -27,6 +28,7 @@ from flask import Flask
 from flask import request as flask_request
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
@@ -62,7 +64,21 @@ async def _starlette_echo(request: StarletteRequest) -> StarletteResponse:
     return StarletteResponse(await request.body(), media_type="application/octet-stream")
 
 
-starlette_app = Starlette(routes=[Route("/starlette/echo", _starlette_echo, methods=["POST"])])
+async def _starlette_count(request: StarletteRequest) -> JSONResponse:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        digest.update(chunk)
+    return JSONResponse({"size": size, "sha256": digest.hexdigest()})
+
+
+starlette_app = Starlette(
+    routes=[
+        Route("/starlette/echo", _starlette_echo, methods=["POST"]),
+        Route("/starlette/count", _starlette_count, methods=["POST"]),
+    ]
+)
 
 flask_app = Flask("body_apps")
 
@@ -76,7 +92,10 @@ def build() -> Coyote:
     coyote = Coyote(timeout=20, access_log=False)
     coyote.register(Bodies())
     coyote.register(
-        starlette_app, routes=[("POST", "/starlette/echo")], service="starlette", interface="asgi"
+        starlette_app,
+        routes=[("POST", "/starlette/echo"), ("POST", "/starlette/count")],
+        service="starlette",
+        interface="asgi",
     )
     coyote.register(flask_app, routes=[("POST", "/flask/echo")], service="flask", interface="wsgi")
     upstream = os.environ.get("COYOTE_TEST_UPSTREAM")

@@ -106,12 +106,12 @@ def test_relayed_body_reaches_the_instance_byte_for_byte(
         assert got.header("content-length") == str(len(BODY)).encode()
 
 
-def test_big_chunked_body_is_relayed_whole_in_bounded_memory(server: str) -> None:
+def _streams_big_body_in_bounded_memory(server: str, path: str) -> None:
     def peak() -> int:
         return int(httpx.get(f"{server}/peak", timeout=10).json()["peak_kib"])
 
-    # warm up: the first relayed request opens the pools
-    assert httpx.post(f"{server}/digest", content=iter([b"warm"]), timeout=20).status_code == 200
+    # warm up: the first request opens pools, starts apps
+    assert httpx.post(server + path, content=iter([b"warm"]), timeout=20).status_code == 200
     before = peak()
     digest = hashlib.sha256()
     block = bytes(range(256)) * (CHUNK // 256)
@@ -121,11 +121,15 @@ def test_big_chunked_body_is_relayed_whole_in_bounded_memory(server: str) -> Non
             digest.update(block)
             yield block
 
-    response = httpx.post(f"{server}/digest", content=body(), timeout=120)
+    response = httpx.post(server + path, content=body(), timeout=120)
     assert response.status_code == 200, response.text
     assert response.json() == {"size": BIG, "sha256": digest.hexdigest()}
     # streamed, not held: the server's peak memory grew by far less than the body
     assert peak() - before < BIG // 1024 // 4
+
+
+def test_big_chunked_body_is_relayed_whole_in_bounded_memory(server: str) -> None:
+    _streams_big_body_in_bounded_memory(server, "/digest")
 
 
 # -- 2. in-process handlers, bodies without a length ------------------------------------
@@ -200,6 +204,11 @@ def test_in_process_handler_reads_the_whole_body(server: str, path: str, framing
 
 
 # -- 3. whole apps across the ASGI/WSGI bridge -------------------------------------------
+
+
+def test_big_chunked_body_streams_into_a_whole_asgi_app_in_bounded_memory(server: str) -> None:
+    # over max_body (10 MiB) too: nothing holds the body, so nothing refuses it
+    _streams_big_body_in_bounded_memory(server, "/starlette/count")
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])

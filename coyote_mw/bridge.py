@@ -74,6 +74,7 @@ class _Exchange:
         self.finished = asyncio.Event()  # the WSGI side is done: receive() -> disconnect
         self.gone = False  # ... before the response ended: what the app sends is dropped
         self.chunk: asyncio.Future[bytes] | None = None
+        self.reading = asyncio.Lock()  # one read of wsgi.input asked for at a time
 
     # -- on the loop ---------------------------------------------------------------
 
@@ -90,15 +91,18 @@ class _Exchange:
         await self.outbox.join()  # backpressure: until the WSGI thread took it
 
     async def receive(self) -> dict[str, Any]:
-        if self.body_done:
-            await self.finished.wait()
-            return {"type": "http.disconnect"}
-        self.chunk = self.loop.create_future()
-        self.outbox.put_nowait(_READ)
-        chunk = await self.chunk
-        if not chunk:
-            self.body_done = True
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+        async with self.reading:
+            if not self.body_done:
+                if self.gone:
+                    raise ConnectionError("the WSGI server closed the response")
+                self.chunk = self.loop.create_future()
+                self.outbox.put_nowait(_READ)
+                chunk = await self.chunk
+                if not chunk:
+                    self.body_done = True
+                return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+        await self.finished.wait()
+        return {"type": "http.disconnect"}
 
     async def _get(self) -> Any:
         message = await self.outbox.get()

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
+from coyote_mw.errors import BadRequest
 from coyote_mw.handlers import Dispatch, handler_failed, status_line
-from coyote_mw.request import read_wsgi_input, wsgi_body_length
+from coyote_mw.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
 
 __all__ = ["serve_asgi_under_wsgi"]
 
@@ -138,6 +139,8 @@ class _Exchange:
         if self.remaining <= 0:
             return b""
         chunk = read_wsgi_input(self.stream, min(CHUNK, self.remaining))
+        if not chunk:
+            raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
         self.remaining -= len(chunk)
         return chunk
 

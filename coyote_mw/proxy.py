@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from coyote_mw.apps import Closing, call_asgi_app
-from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
+from coyote_mw.errors import BadRequest, HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Dispatch, Handler, handler_failed, status_line
-from coyote_mw.request import read_wsgi_input, wsgi_body_length
+from coyote_mw.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
 from coyote_mw.transport import (
     ConnectError,
     Pool,
@@ -508,7 +508,7 @@ def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
     while remaining > 0:
         chunk = read_wsgi_input(stream, min(64 * 1024, remaining))
         if not chunk:
-            return
+            raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
         remaining -= len(chunk)
         yield chunk
 

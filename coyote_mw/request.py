@@ -169,13 +169,16 @@ def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
     return int(length)
 
 
+BODY_CUT_SHORT = "the request body ended before its framing did"
+
+
 def read_wsgi_input(stream: Any, size: int) -> bytes:
     """``stream.read(size)``; a body the server cannot finish reading (the client left
     mid-body, a malformed chunk) is the client's fault: 400, not a 502 or a 500."""
     try:
         return stream.read(size)  # type: ignore[no-any-return]
     except (OSError, ValueError) as exc:
-        raise BadRequest("the request body ended before its framing did") from exc
+        raise BadRequest(BODY_CUT_SHORT) from exc
 
 
 class WSGIBody(Body):
@@ -197,6 +200,8 @@ class WSGIBody(Body):
                 self._stream, CHUNK if remaining is None else min(CHUNK, remaining)
             )
             if not chunk:
+                if remaining is not None:
+                    raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
                 return
             if remaining is not None:
                 remaining -= len(chunk)

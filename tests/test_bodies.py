@@ -179,12 +179,14 @@ def test_chunked_body_a_server_cannot_delimit_is_411(wsgiref_server: str, path: 
 
 # granian's WSGI gives a cut-short body as if whole; uvicorn answers no half-closed client
 @pytest.mark.parametrize("server", ["gunicorn-sync", "werkzeug"], indirect=True)
+@pytest.mark.parametrize("framing", ["length", "chunked"])
 @pytest.mark.parametrize("path", ["/echo", "/inproc/echo", "/inproc/aecho", "/starlette/echo"])
-def test_body_cut_short_by_the_client_is_400(server: str, path: str) -> None:
+def test_body_cut_short_by_the_client_is_400(server: str, path: str, framing: str) -> None:
+    framed = "Content-Length: 100" if framing == "length" else "Transfer-Encoding: chunked"
+    sent = "hello" if framing == "length" else "5\r\nhello\r\n"
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as conn:
         conn.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-            "5\r\nhello\r\n".encode()
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{framed}\r\n\r\n{sent}".encode()
         )
         conn.shutdown(socket.SHUT_WR)  # the client is done sending, mid-body
         answer = b""
@@ -226,12 +228,19 @@ DJANGO_SERVERS = {
     "django-gunicorn": ["gunicorn", "-w", "1", "django.core.wsgi:get_wsgi_application()"],
     "django-uvicorn": ["uvicorn", "--factory", "django.core.asgi:get_asgi_application"],
 }
+# coyote's routes first, or the Django view that reads the body then answers 404 first
+DJANGO_SETTINGS = {"coyote-first": "tests.django_bodies", "host-first": "tests.django_bodies_host"}
 
 
-@pytest.fixture(scope="module", params=list(DJANGO_SERVERS))
+@pytest.fixture(
+    scope="module",
+    params=[(server, order) for server in DJANGO_SERVERS for order in DJANGO_SETTINGS],
+    ids=lambda p: "-".join(p),
+)
 def django_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    server, order = request.param
     with running(
-        DJANGO_SERVERS[request.param], env={"DJANGO_SETTINGS_MODULE": "tests.django_bodies"}
+        DJANGO_SERVERS[server], env={"DJANGO_SETTINGS_MODULE": DJANGO_SETTINGS[order]}
     ) as url:
         yield url
 

@@ -48,11 +48,21 @@ def coyote(upstream: LedgerUpstream) -> Iterator[Coyote]:
     c = Coyote(timeout=3, max_body=MAX_BODY)
     c.register(Echo())
     c.register_remote(upstream.url, routes=[("POST", "/echo/{name}")], service="up")
+    c.register(_starlette_echo_app(), routes=[("POST", "/app/{name}")], service="app")
     yield c
     c.close()
 
 
-PATHS = ["/drinks/x", "/adrinks/x", "/echo/x"]
+PATHS = ["/drinks/x", "/adrinks/x", "/echo/x", "/app/x"]
+
+
+def _starlette_echo_app() -> Starlette:
+    """A whole ASGI app in process (through coyote_mw.bridge under a WSGI host)."""
+
+    async def echo(request: StarletteRequest) -> StarletteResponse:
+        return StarletteResponse(await request.body())
+
+    return Starlette(routes=[Route("/app/{name}", echo, methods=["POST"])])
 
 
 # -- WSGI: Flask ------------------------------------------------------------------------

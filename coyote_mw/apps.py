@@ -4,22 +4,25 @@
   when the host sends none); WebSockets go straight to it.
 * ``WSGIAppHandler`` - called in the server's thread under a WSGI host.
 
-Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware`` and under a WSGI
-host an ASGI app through ``a2wsgi.ASGIMiddleware`` on the relay's loop, so each app
-keeps its own interface and streams both ways.  An app's timeout runs until it starts
-answering; its slot is held until its answer is complete.
+Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware``, and under a WSGI
+host an ASGI app through ``coyote_mw.bridge`` on the relay's loop, so each app keeps
+its own interface and streams both ways, request bodies of any framing included.  An
+app's timeout runs until it starts answering; its slot is held until its answer is
+complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from coyote_mw.bridge import serve_asgi_under_wsgi
 from coyote_mw.errors import HandlerTimeout
 from coyote_mw.handlers import Dispatch, Handler, handler_failed
-from coyote_mw.request import Request
+from coyote_mw.request import Request, wsgi_body_length
 from coyote_mw.responses import Response
 
 __all__ = [
@@ -45,7 +48,7 @@ class ASGIAppHandler(Handler):
         self.app = app
         self._lifespan: _Lifespan | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._wsgi: Any = None
+        self._started_for_wsgi = False
 
     def __repr__(self) -> str:
         return f"<ASGIAppHandler {self.app!r}>"
@@ -86,13 +89,11 @@ class ASGIAppHandler(Handler):
         return await serve_app(d, self.app, child, receive, send)
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        if self._wsgi is None:
-            from a2wsgi import ASGIMiddleware
-
+        if not self._started_for_wsgi:
             loop = d.relay._ensure_loop()
             asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
-            self._wsgi = ASGIMiddleware(self.app, loop=loop)
-        return serve_wsgi_app(d, self._wsgi, environ, start_response)
+            self._started_for_wsgi = True
+        return serve_asgi_under_wsgi(d, self.app, environ, start_response)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
         return await call_asgi_app(self, d, request)
@@ -115,16 +116,31 @@ class WSGIAppHandler(Handler):
         if self._asgi is None:
             from a2wsgi import WSGIMiddleware
 
-            self._asgi = WSGIMiddleware(self.app, workers=d.relay.concurrency)
+            app = self.app
+
+            def terminated(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+                # a2wsgi's wsgi.input ends with the last http.request message: say so
+                # (PEP 3333), or a body sent without Content-Length reads as empty
+                environ["wsgi.input_terminated"] = True
+                return app(environ, start_response)
+
+            self._asgi = WSGIMiddleware(terminated, workers=d.relay.concurrency)  # type: ignore[arg-type]
         return self._asgi
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + d.root_path
         child["path"] = child["root_path"] + d.path.path
-        return await serve_app(d, self._as_asgi(d), child, receive, send)
+
+        # a2wsgi hands receive() to run_coroutine_threadsafe, which takes only a
+        # coroutine; a server's receive may return another awaitable (granian's does)
+        async def coroutine_receive() -> Any:
+            return await receive()
+
+        return await serve_app(d, self._as_asgi(d), child, coroutine_receive, send)
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+        wsgi_body_length(environ)  # 411 for a body the server cannot delimit, not an empty one
         return serve_wsgi_app(d, self.app, environ, start_response)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
@@ -272,16 +288,17 @@ class _Lifespan:
         self.loop = asyncio.get_running_loop()
 
     async def _run(self) -> None:
-        try:
+        # apps without lifespan support raise on the scope type: that is fine
+        with contextlib.suppress(Exception):
             await self.app(
                 {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
                 self._inbox.get,
                 self._outbox.put,
             )
-        except Exception:
-            # Apps without lifespan support raise on the scope type: that is fine.
-            self.supported = False
-            await self._outbox.put({"type": "lifespan.unsupported"})
+        # Returned (or raised) without a word more: no lifespan, as uvicorn reads it; an
+        # app that ignores the scope and returns would otherwise hang its first request.
+        self.supported = False
+        await self._outbox.put({"type": "lifespan.unsupported"})
 
     async def startup(self) -> None:
         self._task = asyncio.ensure_future(self._run())

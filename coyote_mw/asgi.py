@@ -18,11 +18,18 @@ import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import BadRequestPath, ClientDisconnected, DispatchError, RoutingError
+from coyote_mw.errors import (
+    BadRequestPath,
+    ClientDisconnected,
+    DispatchError,
+    PayloadTooLarge,
+    RoutingError,
+)
 from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
 from coyote_mw.handlers import Dispatch, Handler, send_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import RegistrationAPI, read_asgi_body
+from coyote_mw.replay import ASGIKeeper
 from coyote_mw.responses import Response, error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["CoyoteASGI"]
 
 Scope = MutableMapping[str, Any]
+
+_OVER = object()  # precedence="host": the host read more of the body than can be kept
 
 
 class CoyoteASGI:
@@ -52,7 +61,7 @@ class CoyoteASGI:
         self.resolve = TopologyResolver.of(topology)
         self.owns_all = app is None
         # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (and had not read the body).
+        # when the host answers 404 (with the body the host read, replayed).
         self.host_first = precedence == "host" and app is not None
 
     async def _other(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -150,8 +159,15 @@ class CoyoteASGI:
             miss = coyote.no_match(method, relative, topology)
             await self._answer(send, scope, miss, start, method, path.raw)
             return
-        if self.host_first and not await self._host_missed(scope, receive, send):
-            return
+        if self.host_first:
+            # None: the host answered; otherwise what replays the body it read
+            receive = await self._host_missed(scope, receive, send)
+            if receive is None:
+                return
+            if receive is _OVER:
+                over = PayloadTooLarge(coyote.max_body)
+                await self._answer(send, scope, over, start, method, path.raw)
+                return
         endpoint = match.endpoint
         relay = coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
@@ -197,8 +213,11 @@ class CoyoteASGI:
         await send_response(send, response, method == "HEAD")
         self.coyote.log_access(method, path, response.status, start, None)
 
-    async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> bool:
-        """Run the host app; True when it answered 404 (its answer is then dropped)."""
+    async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> Any:
+        """Run the host app.  When it answered 404 (its answer is then dropped): the
+        ``receive`` that gives coyote's handler the body again (``_OVER`` when the host
+        read more of it than ``max_body``); otherwise None."""
+        keeper = ASGIKeeper(receive, self.coyote.max_body)
         missed = False
 
         async def guarded_send(message: dict[str, Any]) -> None:
@@ -208,8 +227,11 @@ class CoyoteASGI:
             if not missed:
                 await send(message)
 
-        await self.app(scope, receive, guarded_send)
-        return missed
+        await self.app(scope, keeper.receive, guarded_send)
+        if not missed:
+            return None
+        replay = keeper.replay()
+        return _OVER if replay is None else replay
 
     async def _answer(
         self,

@@ -10,6 +10,7 @@
         │   └── BadFraming         Content-Length with Transfer-Encoding, or two lengths
         │                          (400, and the connection is closed)
         ├── PayloadTooLarge        a body the handler read is over ``max_body`` (413)
+        ├── LengthRequired         a chunked body the WSGI server cannot delimit (411)
         ├── NoMatchingRoute        nothing fits (404)
         ├── MethodNotAllowed       the path fits, the method does not (405, .allowed)
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
@@ -122,6 +123,20 @@ class PayloadTooLarge(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"max_body": self.limit}
+
+
+class LengthRequired(DispatchError):
+    """A body sent without Content-Length under a WSGI server that does not mark where it
+    ends (``wsgi.input_terminated``, PEP 3333): reading it could block or read past it."""
+
+    status = 411
+    error = "Length required"
+
+    def __init__(self) -> None:
+        super().__init__("this server cannot delimit a chunked request body")
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": "send the body with a Content-Length"}
 
 
 class NoMatchingRoute(DispatchError):

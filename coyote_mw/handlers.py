@@ -27,7 +27,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from coyote_mw.errors import DispatchError, RoutingError
 from coyote_mw.paths import CanonicalPath
 from coyote_mw.relay import Relay
-from coyote_mw.request import ASGIBody, Body, Request, WSGIBody
+from coyote_mw.request import ASGIBody, Body, Request, WSGIBody, wsgi_body_length
 from coyote_mw.responses import Response, to_response
 from coyote_mw.table import Match
 
@@ -251,10 +251,9 @@ class FunctionHandler(Handler):
         return response.status
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        length = environ.get("CONTENT_LENGTH")
         request = self._request(
             d,
-            WSGIBody(environ["wsgi.input"], int(length) if length else None, d.max_body),
+            WSGIBody(environ["wsgi.input"], wsgi_body_length(environ), d.max_body),
             query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
             headers=EnvironHeaders(environ),
             scheme=environ.get("wsgi.url_scheme", "http"),

@@ -37,9 +37,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from coyote_mw.apps import Closing, call_asgi_app
-from coyote_mw.errors import HandlerTimeout, NoHealthyInstance, RoutingError
+from coyote_mw.errors import BadRequest, HandlerTimeout, NoHealthyInstance, RoutingError
 from coyote_mw.handlers import Dispatch, Handler, instance_failed, status_line
 from coyote_mw.health import EJECT_AFTER, InstanceHealth
+from coyote_mw.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
 from coyote_mw.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
@@ -358,13 +359,13 @@ class RemoteHandler(InstanceHealth, Handler):
             environ.get("wsgi.url_scheme", "http"),
             d,
             environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
-        )  # the body is read by CONTENT_LENGTH, as WSGI gives it
-        length = environ.get("CONTENT_LENGTH")
-        content: bytes | Iterator[bytes]
-        if length and length != "0":
-            content = _read_input(environ["wsgi.input"], int(length))
-        else:
-            content = b""
+        )
+        # A body of known length goes on under its Content-Length; one the server
+        # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
+        length = wsgi_body_length(environ)
+        content: bytes | Iterator[bytes] = (
+            b"" if length == 0 else _read_input(environ["wsgi.input"], length)
+        )
         target = self._target(d, environ.get("QUERY_STRING", "").encode("latin-1"))
         client = _sync_client(self.coyote)
         request = client.build_request(
@@ -558,12 +559,17 @@ def _environ_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield key.replace("_", "-"), value
 
 
-def _read_input(stream: Any, length: int) -> Iterator[bytes]:
+def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
+    """``length`` bytes of ``wsgi.input``, or all of it up to its end when None."""
+    if length is None:
+        while chunk := read_wsgi_input(stream, 64 * 1024):
+            yield chunk
+        return
     remaining = length
     while remaining > 0:
-        chunk = stream.read(min(64 * 1024, remaining))
+        chunk = read_wsgi_input(stream, min(64 * 1024, remaining))
         if not chunk:
-            return
+            raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
         remaining -= len(chunk)
         yield chunk
 

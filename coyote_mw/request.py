@@ -21,9 +21,9 @@ from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from coyote_mw.errors import BadRequest, PayloadTooLarge
+from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
 
-__all__ = ["Body", "Request"]
+__all__ = ["Body", "Request", "read_wsgi_input", "wsgi_body_length"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -147,8 +147,43 @@ async def _next(agen: AsyncIterator[bytes]) -> bytes | None:
         return None
 
 
+def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
+    """How much of ``wsgi.input`` is the request's body: ``None`` for "up to its end".
+
+    PEP 3333: without ``CONTENT_LENGTH`` a request has no body, and reading past the
+    length can block on the connection - unless the server sets ``wsgi.input_terminated``
+    (gunicorn, granian, Werkzeug for a chunked body), when ``wsgi.input`` ends where the
+    body does.  A ``Transfer-Encoding`` body (which takes precedence over a length, RFC
+    9112 section 6.3) under a server without that mark (wsgiref) cannot be read safely:
+    411, as a server that cannot take chunked bodies answers.
+    """
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        if environ.get("wsgi.input_terminated"):
+            return None
+        raise LengthRequired()
+    length = environ.get("CONTENT_LENGTH")
+    if not length:
+        return 0
+    if not length.isdigit():
+        raise BadRequest(f"invalid Content-Length {length!r}")
+    return int(length)
+
+
+BODY_CUT_SHORT = "the request body ended before its framing did"
+
+
+def read_wsgi_input(stream: Any, size: int) -> bytes:
+    """``stream.read(size)``; a body the server cannot finish reading (the client left
+    mid-body, a malformed chunk) is the client's fault: 400, not a 502 or a 500."""
+    try:
+        return stream.read(size)  # type: ignore[no-any-return]
+    except (OSError, ValueError) as exc:
+        raise BadRequest(BODY_CUT_SHORT) from exc
+
+
 class WSGIBody(Body):
-    """Reads ``wsgi.input``, at most ``CONTENT_LENGTH`` bytes when it is given."""
+    """Reads ``wsgi.input``: ``length`` bytes, or up to its end when ``length`` is None
+    (see ``wsgi_body_length``)."""
 
     def __init__(self, stream: Any, length: int | None, max_body: int) -> None:
         super().__init__(max_body)
@@ -161,8 +196,12 @@ class WSGIBody(Body):
     def _iter_sync(self) -> Iterator[bytes]:
         remaining = self._length
         while remaining is None or remaining > 0:
-            chunk = self._stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            chunk = read_wsgi_input(
+                self._stream, CHUNK if remaining is None else min(CHUNK, remaining)
+            )
             if not chunk:
+                if remaining is not None:
+                    raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
                 return
             if remaining is not None:
                 remaining -= len(chunk)

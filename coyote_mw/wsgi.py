@@ -16,10 +16,11 @@ from urllib.parse import unquote, urlsplit
 
 from werkzeug.datastructures import EnvironHeaders
 
-from coyote_mw.errors import BadRequestPath, DispatchError
+from coyote_mw.errors import BadRequestPath, DispatchError, PayloadTooLarge
 from coyote_mw.handlers import Dispatch, wsgi_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import RegistrationAPI, read_wsgi_body
+from coyote_mw.replay import WSGIKeeper
 from coyote_mw.responses import Response, error_response
 from coyote_mw.topology import TopologyResolver, mount_relative
 
@@ -49,7 +50,7 @@ class CoyoteWSGI:
         self.resolve = TopologyResolver.of(topology)
         self.owns_all = app is None
         # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (and had not read the body).
+        # when the host answers 404 (with the body the host read, replayed).
         self.host_first = precedence == "host" and app is not None
 
     def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
@@ -85,9 +86,13 @@ class CoyoteWSGI:
             miss = coyote.no_match(method, relative, topology)
             return self._answer(start_response, miss, start, method, path.raw)
         if self.host_first:
+            keeper = WSGIKeeper(environ, coyote.max_body)
             host_answer = _host_answer(self.app, environ, start_response)
             if host_answer is not None:
                 return host_answer
+            if not keeper.replay(environ):  # the body the host read, for coyote's handler
+                over = PayloadTooLarge(coyote.max_body)
+                return self._answer(start_response, over, start, method, path.raw)
         endpoint = match.endpoint
         relay = coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)

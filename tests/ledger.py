@@ -34,6 +34,7 @@ recorded is the bytes as they arrived, never a re-serialisation.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import struct
 import threading
@@ -65,6 +66,8 @@ class Received:
     connection: int = 0  # which connection (index into LedgerUpstream.connections)
     chunked: bool = False  # its body was sent with Transfer-Encoding: chunked
     nth: int = 0  # its place on its connection: 0 for the first request
+    body_size: int = 0  # the body's size, counted whole even past ``record_limit``
+    body_sha256: str = ""  # and its digest
 
     def header(self, name: str) -> bytes | None:
         """The first value of a header (case-insensitive), or None."""
@@ -212,12 +215,15 @@ BEHAVIOURS: dict[str, Behaviour] = {
 class _Parse:
     """httptools callbacks filling one ``Received`` at a time."""
 
-    def __init__(self, connection: int) -> None:
+    def __init__(self, connection: int, record_limit: int | None = None) -> None:
         self.connection = connection
+        self.record_limit = record_limit
         self.current = Received(connection=connection)
         self.done: list[Received] = []
         self.url = b""
         self.count = 0
+        self._chunks: list[bytes] = []
+        self._digest = hashlib.sha256()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -228,9 +234,16 @@ class _Parse:
             self.current.chunked = True
 
     def on_body(self, body: bytes) -> None:
-        self.current.body += body
+        limit = self.record_limit
+        if limit is None or self.current.body_size < limit:
+            self._chunks.append(body)
+        self.current.body_size += len(body)
+        self._digest.update(body)
 
     def on_message_complete(self) -> None:
+        self.current.body = b"".join(self._chunks)
+        self.current.body_sha256 = self._digest.hexdigest()
+        self._chunks, self._digest = [], hashlib.sha256()
         self.current.target = self.url
         self.current.nth = self.count
         self.count += 1
@@ -242,9 +255,18 @@ class _Parse:
 class LedgerUpstream:
     """A threaded HTTP/1.1 upstream on 127.0.0.1 that records every byte it receives."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None, port: int = 0) -> None:
-        """``port``: listen there (an instance coming back where it was); 0: any free one."""
+    def __init__(
+        self,
+        behaviours: dict[str, Behaviour] | None = None,
+        port: int = 0,
+        record_limit: int | None = None,
+    ) -> None:
+        """``port``: listen there (an instance coming back where it was); 0: any free one.
+        ``record_limit``: keep at most about that many bytes of each body and of each
+        connection's ledger (sizes and digests still count every byte): for bodies too
+        big to keep."""
         self.behaviours = {**BEHAVIOURS, **(behaviours or {})}
+        self.record_limit = record_limit
         self.requests: list[Received] = []
         self.connections: list[bytes] = []
         self.errors: list[BaseException] = []
@@ -310,8 +332,9 @@ class LedgerUpstream:
             self._threads.append(thread)
 
     def _serve(self, conn: socket.socket, index: int) -> None:
-        parse = _Parse(index)
+        parse = _Parse(index, self.record_limit)
         parser = httptools.HttpRequestParser(parse)
+        limit = self.record_limit
         pending = b""  # bytes of the request being received
         conn.settimeout(30)
         try:
@@ -319,9 +342,11 @@ class LedgerUpstream:
                 data = conn.recv(65536)
                 if not data:
                     return
-                with self.lock:
-                    self.connections[index] += data
-                pending += data
+                if limit is None or len(self.connections[index]) < limit:
+                    with self.lock:
+                        self.connections[index] += data
+                if limit is None or len(pending) < limit:
+                    pending += data
                 try:
                     parser.feed_data(data)
                 except httptools.HttpParserUpgrade:

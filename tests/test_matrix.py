@@ -72,35 +72,6 @@ SERVERS = {**ASGI, **WSGI}
 KNOWN: dict[tuple[str, str], str] = {}
 CHUNKED_RELAY_WSGI = ("gunicorn-sync", "gunicorn-gthread", "granian-wsgi", "werkzeug")
 
-# issue 9 §1: request bodies under every framing and server
-for _server in CHUNKED_RELAY_WSGI:
-    for _case in ("relay_body_chunked", "relay_streamed_upload"):
-        KNOWN[_case, _server] = (
-            "issue 9 §1: the WSGI relay drops a chunked request body (wsgi.input_terminated): "
-            "the instance gets Content-Length: 0 and the client a 200 with an empty echo"
-        )
-    KNOWN["asgi_app_body_chunked", _server] = (
-        "issue 9 §1: an ASGI app across the bridge under a WSGI host gets an empty chunked "
-        "body (wsgi.input_terminated)"
-    )
-KNOWN["relay_length_with_chunked_smuggles_nothing", "granian-wsgi"] = KNOWN[
-    "relay_body_chunked", "granian-wsgi"
-]
-for _server in ASGI:
-    KNOWN["wsgi_app_body_chunked", _server] = (
-        "issue 9 §1: a WSGI app across the bridge under an ASGI host reads 0 bytes of a "
-        "chunked body"
-    )
-KNOWN["wsgi_app_body_with_length", "granian-asgi"] = (
-    "issue 9 §1: under granian's ASGI a POST to a WSGI sub-app is a 500 "
-    "(TypeError: A coroutine object is required: its receive is not a coroutine function)"
-)
-KNOWN["wsgi_app_body_chunked", "granian-asgi"] = KNOWN["wsgi_app_body_with_length", "granian-asgi"]
-KNOWN["coyote_body_without_any_length", "werkzeug"] = (
-    "issue 9 §1: a request with neither Content-Length nor chunked under Werkzeug's server: "
-    "the handler's read waits for a body that never comes (504 after the timeout)"
-)
-
 BIG = 4 * 1024 * 1024  # streamed both ways
 CLIENT_TIMEOUT = 20.0
 

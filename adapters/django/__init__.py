@@ -285,7 +285,13 @@ def _environ(request: HttpRequest) -> dict[str, Any]:
             "latin-1"
         )
     environ.setdefault("wsgi.url_scheme", request.scheme or "http")
-    environ["wsgi.input"] = request  # HttpRequest.read works even after .body was read
+    chunked = "HTTP_TRANSFER_ENCODING" in environ and environ.get("wsgi.input_terminated")
+    if not (scope is None and chunked):
+        environ["wsgi.input"] = request  # HttpRequest.read works even after .body was read
+    # else: Django reads a WSGI body only up to CONTENT_LENGTH, none of a chunked one;
+    # the server's own wsgi.input ends where the body does, so coyote reads that.
+    # HttpRequest.read ends with the body too (PEP 3333's wsgi.input_terminated).
+    environ["wsgi.input_terminated"] = True
     return environ
 
 

@@ -70,7 +70,6 @@ SERVERS = {**ASGI, **WSGI}
 # (case, server) -> why it fails today; see the module docstring. One block per section
 # of issue 9; a cell that fails for two sections is in the block of the first.
 KNOWN: dict[tuple[str, str], str] = {}
-CHUNKED_RELAY_WSGI = ("gunicorn-sync", "gunicorn-gthread", "granian-wsgi", "werkzeug")
 
 BIG = 4 * 1024 * 1024  # streamed both ways
 CLIENT_TIMEOUT = 20.0

@@ -349,20 +349,17 @@ class RemoteHandler(InstanceHealth, Handler):
     def _forward_sync(
         self, d: Dispatch, environ: dict[str, Any], start_response: Any, retry: bool
     ) -> Iterable[bytes]:
-        raw_headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _environ_headers(environ)
-        ]
+        # A body of known length goes on under its Content-Length; one the server
+        # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
+        length = wsgi_body_length(environ)
         remote = environ.get("REMOTE_ADDR")
         headers, _, _ = self._headers(
-            raw_headers,
+            _environ_headers(environ, length != 0),
             (remote, 0) if remote else None,
             environ.get("wsgi.url_scheme", "http"),
             d,
             environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
         )
-        # A body of known length goes on under its Content-Length; one the server
-        # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
-        length = wsgi_body_length(environ)
         content: bytes | Iterator[bytes] = (
             b"" if length == 0 else _read_input(environ["wsgi.input"], length)
         )
@@ -551,12 +548,34 @@ async def _stream_back(
     return status
 
 
-def _environ_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
+# A client header spelled with an underscore (``Content_Length: 60``) becomes
+# HTTP_CONTENT_LENGTH under servers that keep such names (granian): never a length or a
+# type, which only CONTENT_LENGTH / CONTENT_TYPE carry (the relay frames the body itself)
+_ALIASES = frozenset({"HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"})
+
+
+def _environ_headers(environ: dict[str, Any], body: bool) -> list[tuple[bytes, bytes]]:
+    """The request's headers from a WSGI environ (names lowercase).  ``body``: whether a
+    body follows; without one, a Content-Type the server made up is not passed on."""
+    out = []
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            yield key[5:].replace("_", "-"), value
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            yield key.replace("_", "-"), value
+        if key[:5] == "HTTP_":
+            if key not in _ALIASES:
+                out.append(
+                    (key[5:].replace("_", "-").lower().encode("latin-1"), value.encode("latin-1"))
+                )
+        elif key == "CONTENT_LENGTH":
+            if value:
+                out.append((b"content-length", value.encode("latin-1")))
+        elif key == "CONTENT_TYPE" and value and (body or not _made_up_type(environ, value)):
+            out.append((b"content-type", value.encode("latin-1")))
+    return out
+
+
+def _made_up_type(environ: dict[str, Any], value: str) -> bool:
+    """Whether CONTENT_TYPE may be the server's invention: wsgiref's (``WSGIServer/``)
+    sets ``text/plain`` on every request that has no Content-Type."""
+    return value == "text/plain" and environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/")
 
 
 def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:

@@ -723,6 +723,28 @@ def test_relay_to_a_dead_instance_is_a_502(server: Server) -> None:
     assert answer.header(b"content-type") == b"application/json"
 
 
+def test_relay_frames_no_body_by_an_aliased_length(server: Server) -> None:
+    # `Content_Length` / `Content_Type` become HTTP_CONTENT_LENGTH / HTTP_CONTENT_TYPE
+    # under servers that keep underscore names (granian's WSGI): never the body's length
+    # or type; the relay frames the body by the real Content-Length
+    token = server.token("relay_alias_length")
+    aliases = [("Content_Length", "60"), ("Content_Type", "text/evil")]
+    answer = exchange(
+        server.port,
+        "POST",
+        f"/relay/echo/{token}",
+        [("Content-Type", "application/x-real"), *aliases, ("Connection", "close")],
+        [b"hello"],
+        length=5,
+    )
+    assert (answer.status, answer.body) == (200, b"hello")
+    got = arrived(server.ledger, token)
+    assert got.body == b"hello"
+    assert got.header_values("content-length") == [b"5"], got.headers
+    assert got.header_values("content-type") == [b"application/x-real"], got.headers
+    assert got.header_values("transfer-encoding") == [], got.headers
+
+
 def app_echo(server: Server, app: str, data: bytes, chunked: bool) -> None:
     if chunked:
         answer = exchange(server.port, "POST", f"/{app}/echo", body=parts(data), chunked=True)

@@ -259,9 +259,6 @@ class RemoteHandler(InstanceHealth, Handler):
 
     async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
         """Open the same WebSocket on the instance, then pump messages both ways."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
         query = scope.get("query_string", b"")
         ws = "wss" if self.https else "ws"
         url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
@@ -273,6 +270,24 @@ class RemoteHandler(InstanceHealth, Handler):
             logger.info("WebSocket %s refused: %s", d.path.raw, refused)
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
+        sockets = self.coyote.websockets
+        if not sockets.take():
+            logger.warning(
+                "WebSocket %s refused: max_websockets (%d) are open", d.path.raw, sockets.limit
+            )
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        try:
+            await self._relay_websocket(d, scope, receive, send, url)
+        finally:
+            sockets.give_back()
+
+    async def _relay_websocket(
+        self, d: Dispatch, scope: Any, receive: Any, send: Any, url: str
+    ) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._headers(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import weakref
@@ -149,6 +150,11 @@ class RemoteHandler(InstanceHealth, Handler):
         self.netloc = parts.netloc.encode("latin-1")
         if self.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r}: an instance is an absolute http:// or https:// URL")
+        # an IPv6 address goes in brackets in a URL (RFC 3986 3.2.2), bare to connect()
+        authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        # the WSGI relay's URL: httpx gets the target apart (``_forward_sync``)
+        self.origin = httpx.URL(f"{self.scheme}://{authority}/")
+        self.ws_origin = f"{'wss' if self.scheme == 'https' else 'ws'}://{authority}"
         self.coyote = coyote
         # https: verified with the leader's context (coyote.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
@@ -260,8 +266,7 @@ class RemoteHandler(InstanceHealth, Handler):
     async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
         """Open the same WebSocket on the instance, then pump messages both ways."""
         query = scope.get("query_string", b"")
-        ws = "wss" if self.https else "ws"
-        url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
+        url = self.ws_origin + self._target(d, query).decode("latin-1")
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
@@ -378,13 +383,18 @@ class RemoteHandler(InstanceHealth, Handler):
         content: bytes | Iterator[bytes] = (
             b"" if length == 0 else _read_input(environ["wsgi.input"], length)
         )
-        target = self._target(d, environ.get("QUERY_STRING", "").encode("latin-1"))
+        query = environ.get("QUERY_STRING", "").encode("latin-1")
+        if _NOT_IN_TARGET.search(query) is not None:
+            query = _NOT_IN_TARGET.sub(_escape_byte, query)
         client = _sync_client(self.coyote)
         request = client.build_request(
             d.method,
-            f"{self.scheme}://{self.host}:{self.port}{target.decode('latin-1')}",
+            self.origin,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             content=content,
+            # the target as it is, query byte for byte: httpx would re-encode the URL's
+            # (`"<>` as %22%3C%3E); httpcore sends the "target" extension unchanged
+            extensions={"target": self._target(d, query)},
         )
         policy = self.coyote.upstream
         started = time.monotonic()
@@ -454,6 +464,15 @@ class RemoteHandler(InstanceHealth, Handler):
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+# Bytes a request line cannot carry (RFC 9112 3.2: visible ASCII only), which h11
+# refuses: a server may hand over a query with raw UTF-8 or spaces; they go on escaped
+_NOT_IN_TARGET = re.compile(rb"[^\x21-\x7e]")
+
+
+def _escape_byte(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
 
 
 def _refuse_head(response: httpx.Response, limit: int) -> httpx.RemoteProtocolError | None:

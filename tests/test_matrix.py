@@ -633,6 +633,22 @@ def test_relay_forwards_the_canonical_path(server: Server) -> None:
     assert got.target == f"/relay/echo/{token}/a{slash}b/c/~/caf%C3%A9".encode()
 
 
+# what browsers send raw in a query (WHATWG's query percent-encode set leaves `{}|\^``
+# alone; `"<>` some clients send raw), an escape that is not one, `+`, a key alone
+RAW_QUERY = '"<>{}|\\^`%zz+%20=&b'
+
+
+def test_relay_forwards_the_raw_query_byte_for_byte(server: Server) -> None:
+    token = server.token("relay_query")
+    answer = exchange(server.port, "GET", f"/relay/echo/{token}?{RAW_QUERY}")
+    if answer.status == 400:  # the server refused the request line itself
+        assert count(server.ledger, token, wait=0) == 0
+        return
+    assert answer.status == 200
+    got = arrived(server.ledger, token)
+    assert got.target == f"/relay/echo/{token}?{RAW_QUERY}".encode(), got.target
+
+
 def then_hello(conn: socket.socket, first: Answer, deadline: float) -> None:
     """The next request on a kept-alive connection is answered as its own: nothing of the
     first exchange spilled over. A server may close the connection instead (RFC 9112 §9.6)."""

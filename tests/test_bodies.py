@@ -197,11 +197,11 @@ def test_chunked_body_a_server_cannot_delimit_is_411(wsgiref_server: str, path: 
 
 # granian's WSGI gives a cut-short body as if whole; uvicorn answers no half-closed client
 @pytest.mark.parametrize("server", ["gunicorn-sync", "werkzeug"], indirect=True)
-@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("framing", ["length", "chunked", "malformed-chunk"])
 @pytest.mark.parametrize("path", ["/echo", "/inproc/echo", "/inproc/aecho", "/starlette/echo"])
 def test_body_cut_short_by_the_client_is_400(server: str, path: str, framing: str) -> None:
     framed = "Content-Length: 100" if framing == "length" else "Transfer-Encoding: chunked"
-    sent = "hello" if framing == "length" else "5\r\nhello\r\n"
+    sent = {"length": "hello", "chunked": "5\r\nhello\r\n"}.get(framing, "5\r\nhello\r\nzz\r\n")
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as conn:
         conn.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{framed}\r\n\r\n{sent}".encode())
         conn.shutdown(socket.SHUT_WR)  # the client is done sending, mid-body

@@ -187,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=30.0, help="seconds a request may take (504)"
     )
     leader.add_argument(
+        "--max-websockets",
+        type=int,
+        default=1000,
+        help="relayed WebSockets open at once; more are refused (1000)",
+    )
+    leader.add_argument(
         "--topology-bounds",
         action="append",
         default=[],
@@ -249,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 concurrency=args.concurrency,
                 queue=args.queue,
                 timeout=args.timeout,
+                max_websockets=args.max_websockets,
                 topologies=_parse_topology_bounds(args.topology_bounds),
                 **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
             )

@@ -28,6 +28,8 @@ pseudonym          random     this leader's name in Via ("coyote-" + 8 hex digit
                               a request that already carries it is a loop (508)
 topologies         None       bounds of their own for some topologies, e.g.
                               ``{"blue": {"concurrency": 10, "queue": 20}}``
+max_websockets     1000       relayed WebSockets open at once (every topology);
+                              over it a handshake is closed with 1013
 =================  =========  ======================================================
 
 Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
@@ -77,7 +79,7 @@ from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
 from coyote_mw.health import UpstreamPolicy
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
-from coyote_mw.relay import Relay
+from coyote_mw.relay import Relay, Sockets
 from coyote_mw.request import BytesBody, Request
 from coyote_mw.responses import Response
 from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
@@ -115,7 +117,10 @@ class Coyote:
         base_ejection_time: float = UpstreamPolicy.base_ejection_time,
         max_ejection_time: float = UpstreamPolicy.max_ejection_time,
         max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
+        max_websockets: int = 1000,
     ) -> None:
+        self.websockets = Sockets(max_websockets)
+        """Relayed WebSockets open now, and their bound."""
         self.upstream = UpstreamPolicy(
             max_response_head=max_response_head,
             response_timeout=response_timeout,
@@ -195,8 +200,11 @@ class Coyote:
         base_ejection_time: float | None = None,
         max_ejection_time: float | None = None,
         max_ejection_percent: int | None = None,
+        max_websockets: int | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        if max_websockets is not None:
+            Sockets(max_websockets)  # refused here, before anything changes
         upstream: dict[str, Any] = {
             k: v
             for k, v in {
@@ -233,6 +241,8 @@ class Coyote:
             self.max_body = max_body
         if access_log is not None:
             self.log_access.enabled = access_log
+        if max_websockets is not None:
+            self.websockets.limit = max_websockets
 
     def _configure_forwarding(
         self,

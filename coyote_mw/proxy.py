@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import weakref
@@ -149,6 +150,11 @@ class RemoteHandler(InstanceHealth, Handler):
         self.netloc = parts.netloc.encode("latin-1")
         if self.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r}: an instance is an absolute http:// or https:// URL")
+        # an IPv6 address goes in brackets in a URL (RFC 3986 3.2.2), bare to connect()
+        authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        # the WSGI relay's URL: httpx gets the target apart (``_forward_sync``)
+        self.origin = httpx.URL(f"{self.scheme}://{authority}/")
+        self.ws_origin = f"{'wss' if self.scheme == 'https' else 'ws'}://{authority}"
         self.coyote = coyote
         # https: verified with the leader's context (coyote.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
@@ -259,12 +265,8 @@ class RemoteHandler(InstanceHealth, Handler):
 
     async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
         """Open the same WebSocket on the instance, then pump messages both ways."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
         query = scope.get("query_string", b"")
-        ws = "wss" if self.https else "ws"
-        url = f"{ws}://{self.host}:{self.port}{self._target(d, query).decode('latin-1')}"
+        url = self.ws_origin + self._target(d, query).decode("latin-1")
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
@@ -273,6 +275,24 @@ class RemoteHandler(InstanceHealth, Handler):
             logger.info("WebSocket %s refused: %s", d.path.raw, refused)
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
+        sockets = self.coyote.websockets
+        if not sockets.take():
+            logger.warning(
+                "WebSocket %s refused: max_websockets (%d) are open", d.path.raw, sockets.limit
+            )
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        try:
+            await self._relay_websocket(d, scope, receive, send, url)
+        finally:
+            sockets.give_back()
+
+    async def _relay_websocket(
+        self, d: Dispatch, scope: Any, receive: Any, send: Any, url: str
+    ) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in self._headers(
@@ -349,30 +369,32 @@ class RemoteHandler(InstanceHealth, Handler):
     def _forward_sync(
         self, d: Dispatch, environ: dict[str, Any], start_response: Any, retry: bool
     ) -> Iterable[bytes]:
-        raw_headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _environ_headers(environ)
-        ]
+        # A body of known length goes on under its Content-Length; one the server
+        # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
+        length = wsgi_body_length(environ)
         remote = environ.get("REMOTE_ADDR")
         headers, _, _ = self._headers(
-            raw_headers,
+            _environ_headers(environ, length != 0),
             (remote, 0) if remote else None,
             environ.get("wsgi.url_scheme", "http"),
             d,
             environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
         )
-        # A body of known length goes on under its Content-Length; one the server
-        # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
-        length = wsgi_body_length(environ)
         content: bytes | Iterator[bytes] = (
             b"" if length == 0 else _read_input(environ["wsgi.input"], length)
         )
-        target = self._target(d, environ.get("QUERY_STRING", "").encode("latin-1"))
+        query = environ.get("QUERY_STRING", "").encode("latin-1")
+        if _NOT_IN_TARGET.search(query) is not None:
+            query = _NOT_IN_TARGET.sub(_escape_byte, query)
         client = _sync_client(self.coyote)
         request = client.build_request(
             d.method,
-            f"{self.scheme}://{self.host}:{self.port}{target.decode('latin-1')}",
+            self.origin,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
             content=content,
+            # the target as it is, query byte for byte: httpx would re-encode the URL's
+            # (`"<>` as %22%3C%3E); httpcore sends the "target" extension unchanged
+            extensions={"target": self._target(d, query)},
         )
         policy = self.coyote.upstream
         started = time.monotonic()
@@ -442,6 +464,15 @@ class RemoteHandler(InstanceHealth, Handler):
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
+
+
+# Bytes a request line cannot carry (RFC 9112 3.2: visible ASCII only), which h11
+# refuses: a server may hand over a query with raw UTF-8 or spaces; they go on escaped
+_NOT_IN_TARGET = re.compile(rb"[^\x21-\x7e]")
+
+
+def _escape_byte(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
 
 
 def _refuse_head(response: httpx.Response, limit: int) -> httpx.RemoteProtocolError | None:
@@ -551,12 +582,34 @@ async def _stream_back(
     return status
 
 
-def _environ_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
+# A client header spelled with an underscore (``Content_Length: 60``) becomes
+# HTTP_CONTENT_LENGTH under servers that keep such names (granian): never a length or a
+# type, which only CONTENT_LENGTH / CONTENT_TYPE carry (the relay frames the body itself)
+_ALIASES = frozenset({"HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"})
+
+
+def _environ_headers(environ: dict[str, Any], body: bool) -> list[tuple[bytes, bytes]]:
+    """The request's headers from a WSGI environ (names lowercase).  ``body``: whether a
+    body follows; without one, a Content-Type the server made up is not passed on."""
+    out = []
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            yield key[5:].replace("_", "-"), value
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            yield key.replace("_", "-"), value
+        if key[:5] == "HTTP_":
+            if key not in _ALIASES:
+                out.append(
+                    (key[5:].replace("_", "-").lower().encode("latin-1"), value.encode("latin-1"))
+                )
+        elif key == "CONTENT_LENGTH":
+            if value:
+                out.append((b"content-length", value.encode("latin-1")))
+        elif key == "CONTENT_TYPE" and value and (body or not _made_up_type(environ, value)):
+            out.append((b"content-type", value.encode("latin-1")))
+    return out
+
+
+def _made_up_type(environ: dict[str, Any], value: str) -> bool:
+    """Whether CONTENT_TYPE may be the server's invention: wsgiref's (``WSGIServer/``)
+    sets ``text/plain`` on every request that has no Content-Type."""
+    return value == "text/plain" and environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/")
 
 
 def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:

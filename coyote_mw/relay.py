@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 
-__all__ = ["PEEK_LIMIT", "PEEK_MESSAGES", "POLL", "Relay"]
+__all__ = ["PEEK_LIMIT", "PEEK_MESSAGES", "POLL", "Relay", "Sockets"]
 
 logger = logging.getLogger("coyote_mw.relay")
 
@@ -177,6 +177,37 @@ class _Watchdog:
             self.loop.call_later(self.tick, self._check)
         else:
             self.armed = False
+
+
+class Sockets:
+    """A bound on relayed WebSockets (``max_websockets``), one per leader.
+
+    A WebSocket lives for hours, not a request's seconds: it takes no relay slot (a few
+    would starve every request of a topology) but one of these; over the bound the
+    handshake is refused, as HAProxy's ``maxconn`` and Envoy's circuit breakers refuse
+    an upgraded connection.
+    """
+
+    __slots__ = ("_lock", "limit", "open")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("max_websockets must be 0 or more")
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """One more, if the bound allows it (then ``give_back()`` it when it closes)."""
+        with self._lock:
+            if self.open >= self.limit:
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
 
 
 class Relay:

@@ -179,6 +179,11 @@ def read_wsgi_input(stream: Any, size: int) -> bytes:
         return stream.read(size)  # type: ignore[no-any-return]
     except (OSError, ValueError) as exc:
         raise BadRequest(BODY_CUT_SHORT) from exc
+    except Exception as exc:
+        # gunicorn's errors for a malformed chunk (InvalidChunkSize, ...) are neither
+        if type(exc).__module__.startswith("gunicorn."):
+            raise BadRequest(BODY_CUT_SHORT) from exc
+        raise
 
 
 class WSGIBody(Body):

@@ -165,6 +165,24 @@ def test_post_without_length_under_wsgiref_has_an_empty_body_at_once(
     assert answer.split(b"\r\n\r\n", 1)[1] == b""
 
 
+def test_relay_under_wsgiref_adds_no_content_type_of_the_servers_own(
+    wsgiref_server: str, upstream: LedgerUpstream
+) -> None:
+    # wsgiref sets CONTENT_TYPE "text/plain" on every request that has none: a request
+    # without a body goes on without it; a type the client sent goes on unchanged
+    bare, typed = uuid.uuid4().hex, uuid.uuid4().hex
+    for tag, head in ((bare, ""), (typed, "Content-Type: application/json\r\n")):
+        answer = raw_exchange(
+            _port(wsgiref_server),
+            f"POST /echo?t={tag} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            "Connection: close\r\n\r\n".encode(),
+            timeout=10,
+        )
+        assert parse_status(answer) == 200, answer[:300]
+    assert _recorded(upstream, bare).header("content-type") is None
+    assert _recorded(upstream, typed).header("content-type") == b"application/json"
+
+
 @pytest.mark.parametrize("path", ["/inproc/echo", "/echo", "/starlette/echo", "/flask/echo"])
 def test_chunked_body_a_server_cannot_delimit_is_411(wsgiref_server: str, path: str) -> None:
     answer = raw_exchange(
@@ -179,11 +197,11 @@ def test_chunked_body_a_server_cannot_delimit_is_411(wsgiref_server: str, path: 
 
 # granian's WSGI gives a cut-short body as if whole; uvicorn answers no half-closed client
 @pytest.mark.parametrize("server", ["gunicorn-sync", "werkzeug"], indirect=True)
-@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("framing", ["length", "chunked", "malformed-chunk"])
 @pytest.mark.parametrize("path", ["/echo", "/inproc/echo", "/inproc/aecho", "/starlette/echo"])
 def test_body_cut_short_by_the_client_is_400(server: str, path: str, framing: str) -> None:
     framed = "Content-Length: 100" if framing == "length" else "Transfer-Encoding: chunked"
-    sent = "hello" if framing == "length" else "5\r\nhello\r\n"
+    sent = {"length": "hello", "chunked": "5\r\nhello\r\n"}.get(framing, "5\r\nhello\r\nzz\r\n")
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as conn:
         conn.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{framed}\r\n\r\n{sent}".encode())
         conn.shutdown(socket.SHUT_WR)  # the client is done sending, mid-body

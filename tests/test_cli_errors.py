@@ -116,6 +116,7 @@ def files(tmp_path: Path) -> Path:
         (["leader", "--store", "not-a-url"], "Redis URL"),
         (["leader", "--prefix", "no-slash"], "must be a path"),
         (["leader", "--token", "short"], "at least 16"),
+        (["leader", "--max-websockets", "-1"], "max_websockets must be 0 or more"),
     ],
 )
 def test_bad_command_line_input_is_one_line_and_exit_2(

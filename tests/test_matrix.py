@@ -632,6 +632,22 @@ def test_relay_forwards_the_canonical_path(server: Server) -> None:
     assert got.target == f"/relay/echo/{token}/a{slash}b/c/~/caf%C3%A9".encode()
 
 
+# what browsers send raw in a query (WHATWG's query percent-encode set leaves `{}|\^``
+# alone; `"<>` some clients send raw), an escape that is not one, `+`, a key alone
+RAW_QUERY = '"<>{}|\\^`%zz+%20=&b'
+
+
+def test_relay_forwards_the_raw_query_byte_for_byte(server: Server) -> None:
+    token = server.token("relay_query")
+    answer = exchange(server.port, "GET", f"/relay/echo/{token}?{RAW_QUERY}")
+    if answer.status == 400:  # the server refused the request line itself
+        assert count(server.ledger, token, wait=0) == 0
+        return
+    assert answer.status == 200
+    got = arrived(server.ledger, token)
+    assert got.target == f"/relay/echo/{token}?{RAW_QUERY}".encode(), got.target
+
+
 def then_hello(conn: socket.socket, first: Answer, deadline: float) -> None:
     """The next request on a kept-alive connection is answered as its own: nothing of the
     first exchange spilled over. A server may close the connection instead (RFC 9112 §9.6)."""
@@ -720,6 +736,28 @@ def test_relay_to_a_dead_instance_is_a_502(server: Server) -> None:
     assert answer.status == 502
     assert json.loads(answer.body)["error"] == "Routing error"
     assert answer.header(b"content-type") == b"application/json"
+
+
+def test_relay_frames_no_body_by_an_aliased_length(server: Server) -> None:
+    # `Content_Length` / `Content_Type` become HTTP_CONTENT_LENGTH / HTTP_CONTENT_TYPE
+    # under servers that keep underscore names (granian's WSGI): never the body's length
+    # or type; the relay frames the body by the real Content-Length
+    token = server.token("relay_alias_length")
+    aliases = [("Content_Length", "60"), ("Content_Type", "text/evil")]
+    answer = exchange(
+        server.port,
+        "POST",
+        f"/relay/echo/{token}",
+        [("Content-Type", "application/x-real"), *aliases, ("Connection", "close")],
+        [b"hello"],
+        length=5,
+    )
+    assert (answer.status, answer.body) == (200, b"hello")
+    got = arrived(server.ledger, token)
+    assert got.body == b"hello"
+    assert got.header_values("content-length") == [b"5"], got.headers
+    assert got.header_values("content-type") == [b"application/x-real"], got.headers
+    assert got.header_values("transfer-encoding") == [], got.headers
 
 
 def app_echo(server: Server, app: str, data: bytes, chunked: bool) -> None:

@@ -7,14 +7,20 @@ leader is driven through httpx's ASGI and WSGI transports (the ``serve`` fixture
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
+import uvicorn
+from websockets.sync.client import connect
 
 from coyote_mw import Coyote
+from tests.ledger import LedgerUpstream
 from tests.servers import uvicorn_server, werkzeug_server
 from tests.tls import TLSFiles, tls_files
 
@@ -163,3 +169,99 @@ def test_tls_setting_must_be_a_context_or_a_ca_file(tmp_path: Any) -> None:
     context = ssl.create_default_context()
     assert Coyote(tls=context).tls is context
     assert isinstance(Coyote().tls, ssl.SSLContext)
+
+
+# -- instance URLs and targets ------------------------------------------------------------
+
+
+async def v6_instance(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An instance on [::1]: the path and Host it got, over HTTP and over a WebSocket."""
+    said = f"{scope['path']} host={dict(scope['headers']).get(b'host', b'').decode()}"
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": said})
+        await send({"type": "websocket.close", "code": 1000})
+    elif scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": said.encode()})
+
+
+@pytest.fixture(scope="module")
+def v6_port() -> Iterator[int]:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.bind(("::1", 0))
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"this machine has no IPv6 loopback to bind ([::1]: {exc})")
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(v6_instance, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start on [::1]"
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def v6_leader(v6_port: int) -> Iterator[Coyote]:
+    coyote = Coyote(timeout=5)
+    coyote.register_remote(
+        f"http://[::1]:{v6_port}", routes=[("GET", "/v6/{rest:path}")], service="v6"
+    )
+    yield coyote
+    coyote.close()
+
+
+def test_an_ipv6_instance_is_relayed_to_under_asgi_and_wsgi(
+    v6_leader: Coyote, v6_port: int
+) -> None:
+    for server, app in ((uvicorn_server, v6_leader.asgi()), (werkzeug_server, v6_leader.wsgi())):
+        with server(app) as port:
+            response = httpx.get(f"http://127.0.0.1:{port}/v6/x?q=1", timeout=10)
+        assert response.status_code == 200, response.text
+        assert response.text == f"/v6/x host=[::1]:{v6_port}"
+
+
+def test_a_websocket_to_an_ipv6_instance_is_relayed(v6_leader: Coyote, v6_port: int) -> None:
+    with (
+        uvicorn_server(v6_leader.asgi()) as port,
+        connect(f"ws://127.0.0.1:{port}/v6/socket", open_timeout=5) as ws,
+    ):
+        assert ws.recv(timeout=5) == f"/v6/socket host=[::1]:{v6_port}"
+
+
+def test_wsgi_relay_escapes_only_the_query_bytes_a_request_line_cannot_carry() -> None:
+    # PEP 3333: QUERY_STRING holds the raw bytes as latin-1; raw UTF-8 and a space (a
+    # lenient server lets them through) go on percent-encoded, everything else as it came
+    with LedgerUpstream() as up:
+        coyote = Coyote(timeout=5)
+        coyote.register_remote(up.url, routes=[("GET", "/q")], service="up")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/q",
+            "QUERY_STRING": 'a=caf\xc3\xa9 x&b="<>%zz',
+            "HTTP_HOST": "example.test",
+        }
+        setup_testing_defaults(environ)
+        answered: list[str] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            answered.append(status)
+
+        body = coyote.wsgi()(environ, start_response)
+        try:
+            assert b"".join(body) == b"ok"
+        finally:
+            body.close()
+        assert answered == ["200 OK"]
+        assert up.requests[-1].target == b'/q?a=caf%C3%A9%20x&b="<>%zz'
+        coyote.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,43 @@ def test_websocket_is_relayed_to_the_remote_instance_both_ways(
         assert ws.recv(timeout=5) == "echo howdy"
         ws.send(b"\x01\x02\x03")
         assert ws.recv(timeout=5) == b"\x03\x02\x01"
+
+
+def test_relayed_websockets_are_bounded_by_max_websockets_not_by_relay_slots() -> None:
+    # one relay slot and no queue: WebSockets take none of them, but at most
+    # max_websockets are relayed at once; the next handshake is refused until one closes
+    coyote = Coyote(concurrency=1, queue=0, max_websockets=2)
+    with uvicorn_server(echo_app()) as upstream_port, uvicorn_server(coyote.asgi()) as port:
+        coyote.register_remote(
+            f"http://127.0.0.1:{upstream_port}", routes=[("GET", "/ws/{room}")], service="chat"
+        )
+        url = f"ws://127.0.0.1:{port}/ws/busy"
+        with connect(url, open_timeout=5) as one, connect(url, open_timeout=5) as two:
+            for ws in (one, two):
+                assert ws.recv(timeout=5) == "path=/ws/busy fwd=127.0.0.1"
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url, open_timeout=5)
+            assert refused.value.response.status_code == 403
+            assert coyote.websockets.open == 2
+            assert coyote.relay.active == 0
+        deadline = time.monotonic() + 5  # the leader sees the clients leave a moment later
+        while coyote.websockets.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert coyote.websockets.open == 0
+        with connect(url, open_timeout=5) as again:
+            assert again.recv(timeout=5) == "path=/ws/busy fwd=127.0.0.1"
+    coyote.close()
+
+
+def test_max_websockets_is_a_setting_of_its_own() -> None:
+    coyote = Coyote()
+    assert coyote.websockets.limit == 1000
+    coyote.configure(max_websockets=5)
+    assert coyote.websockets.limit == 5
+    with pytest.raises(ValueError, match="max_websockets"):
+        coyote.configure(max_websockets=-1)
+    assert coyote.websockets.limit == 5
+    coyote.close()
 
 
 def test_websocket_to_an_unknown_path_is_refused_at_the_handshake(

@@ -115,17 +115,10 @@ def _search(
                     return found
                 values.pop()
             elif kind == "complex":
-                assert spec.regex is not None
-                if spec.reverse:  # matched backwards (patterns._mixed_segment)
-                    m = spec.regex.fullmatch(seg[::-1])
-                    if m is None:
-                        continue
-                    groups = tuple(g[::-1] for g in reversed(m.groups()))
-                else:
-                    m = spec.regex.fullmatch(seg)
-                    if m is None:
-                        continue
-                    groups = m.groups()
+                assert spec.mixed is not None
+                groups = spec.mixed.match(seg)  # one pass: patterns.MixedSegment
+                if groups is None:
+                    continue
                 for conv, g in zip(spec.convertors, groups, strict=True):
                     values.append(conv.convert(g))
                 found = _search(child, segs, i + 1, n, method, values)
@@ -161,8 +154,8 @@ def _collect(node: _Node[E], segs: tuple[str, ...], i: int, n: int, found: set[s
             if spec.convertors[0].check(seg):
                 _collect(child, segs, i + 1, n, found)
         elif spec.kind == "complex":
-            assert spec.regex is not None
-            if spec.regex.fullmatch(seg[::-1] if spec.reverse else seg):
+            assert spec.mixed is not None
+            if spec.mixed.match(seg) is not None:
                 _collect(child, segs, i + 1, n, found)
         else:
             _add_methods(child.routes, found)

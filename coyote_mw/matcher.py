@@ -4,7 +4,8 @@ A snapshot holds a dictionary of fully static paths and a segment trie for every
 route.  A lookup costs one dictionary probe for a static path and one probe per
 segment (plus the few parameters tried at a segment) for the rest, whatever the
 number of routes.  No regex runs over the route list, and nothing raises: ``find``
-returns the endpoint and the converted values, or ``None``.
+returns the endpoint and the converted values, or ``None`` (a convertor converts only
+what its ``check`` passed, and ``check`` passes only what converts).
 
 Writers never touch a published snapshot.  ``Builder`` copies only the trie nodes on
 the path it changes (path copying), so one registration into a 10,000-route table

@@ -8,11 +8,16 @@ Convertors (``{name:conv}``; ``str`` is the default):
 
 =======  ===========================  ============================================
 str      one non-empty segment        ``str``
-int      ``[0-9]+``                   ``int``
-float    ``[0-9]+(.[0-9]+)?``         ``float``
+int      ``[0-9]+``                   ``int`` (at most ``sys.get_int_max_str_digits()``
+                                      digits, what ``int()`` converts)
+float    ``[0-9]+(.[0-9]+)?``         ``float`` (finite: a numeral past the float
+                                      range, about 1.8e308, is no match)
 uuid     8-4-4-4-12 hex digits        ``uuid.UUID``
 path     the rest of the path         ``str`` (may hold ``/``; last segment only)
 =======  ===========================  ============================================
+
+A value its convertor cannot convert is no match (404 or fall-through), never an error:
+a convertor's ``check`` passes exactly the values its ``convert`` takes.
 
 Precedence where several patterns fit one path, most specific first at each segment:
 a literal segment, then a segment mixing literals and parameters (``{name}.json``),
@@ -29,7 +34,9 @@ Patterns that cannot be matched so are refused.
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +62,8 @@ class Convertor:
     regex: str
     convert: Callable[[str], Any]
     check: Callable[[str], bool]
-    """Whole-value test, cheaper than the regex on the hot path."""
+    """Whole-value test, cheaper than the regex on the hot path; a value that passes it
+    always converts (``convert`` never raises on the request path)."""
     priority: int
     """Lower is tried first among parameters at one segment."""
 
@@ -64,12 +72,24 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _FLOAT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
+# A numeral of at most this many characters always converts: int() refuses a numeral of
+# more than sys.get_int_max_str_digits() digits (4300 by default, 0 for no limit; leading
+# zeros count) and that limit is never below 640 (sys.int_info.str_digits_check_threshold);
+# float() of a numeral this short is below 1e308, finite.
+_CONVERTS = 308
+
+
 def _is_int(s: str) -> bool:
-    return s.isascii() and s.isdigit()
+    return s.isascii() and s.isdigit() and (len(s) <= _CONVERTS or _int_converts(s))
+
+
+def _int_converts(s: str) -> bool:
+    limit = sys.get_int_max_str_digits()
+    return limit == 0 or len(s) <= limit
 
 
 def _is_float(s: str) -> bool:
-    return _FLOAT.fullmatch(s) is not None
+    return _FLOAT.fullmatch(s) is not None and (len(s) <= _CONVERTS or math.isfinite(float(s)))
 
 
 def _is_uuid(s: str) -> bool:
@@ -92,10 +112,7 @@ CONVERTORS: dict[str, Convertor] = {
 }
 
 COMPLEX_PRIORITY = 0
-# where a typed parameter followed by a literal ends: the longest value from a position
-_SPANS = {
-    c.name: re.compile(c.regex) for c in CONVERTORS.values() if c.name in ("int", "float", "uuid")
-}
+_TYPED = ("int", "float", "uuid")
 
 _PARAM = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -132,7 +149,9 @@ class Step(NamedTuple):
     character a bounded number of times however long the literal (``str.find`` does
     not: a literal nearly as long as the text costs their product)."""
     span: re.Pattern[str] | None
-    """A typed parameter: its values, matched once from where it starts."""
+    """A typed parameter: its value (group 1, the longest of its type, in an atomic
+    group: never given back) and the literal after it, matched once from where the
+    value starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,26 +171,23 @@ class MixedSegment:
 
     def match(self, seg: str) -> tuple[str, ...] | None:
         """The parameters' raw values in the pattern's order, each one its convertor's
-        ``check`` passes, or None.  Never raises."""
-        if not self.reverse:
-            return self.scan(seg)
-        found = self.scan(seg[::-1])
-        if found is None:
-            return None
-        return tuple(value[::-1] for value in reversed(found))
+        ``check`` passes, or None.  Never raises.
 
-    def scan(self, seg: str) -> tuple[str, ...] | None:
-        """``match`` on the segment as this spec reads it (reversed when ``reverse``),
-        the values in the order read.  One pass, linear in the segment's length
-        whatever the literals: each literal is compared in place or searched for once,
-        from where the text before it ended; no parameter is tried at a second length."""
+        One pass, linear in the segment's length whatever the literals: each literal is
+        compared in place or searched for once, from where the text before it ended;
+        no parameter is tried at a second length."""
+        if self.reverse:
+            seg = seg[::-1]
         head = self.head
         tail = self.tail
         # no literal holds a '/' and no parameter of a mixed segment may
-        if "/" in seg or not seg.startswith(head) or not seg.endswith(tail):
+        if "/" in seg or (head and not seg.startswith(head)) or (tail and not seg.endswith(tail)):
             return None
         pos = len(head)
         end = len(seg) - len(tail)
+        if not self.steps:  # one parameter: what lies between head and tail
+            value = seg[pos:end]  # empty when pos >= end
+            return (value,) if value and self.last.check(value) else None
         values: list[str] = []
         for conv, after, finder, span in self.steps:
             if finder is not None:  # str: up to where the literal after it first occurs
@@ -182,21 +198,24 @@ class MixedSegment:
                 if stop == pos:  # an empty value
                     return None
                 values.append(seg[pos:stop])
-            else:  # typed: the longest value of its type, never less
+                pos = stop + len(after)
+            else:  # typed: the longest value of its type, never less, then the literal
                 assert span is not None
                 found = span.match(seg, pos)
                 if found is None:
                     return None
-                value = found.group()
-                stop = found.end()
-                if not seg.startswith(after, stop) or not conv.check(value):
+                value = found[1]
+                # the span took a value of its type: only a long one may not convert
+                if len(value) > _CONVERTS and not conv.check(value):
                     return None
                 values.append(value)
-            pos = stop + len(after)
-        value = seg[pos:end]  # empty when pos >= end
+                pos = found.end()
+        value = seg[pos:end]
         if not value or not self.last.check(value):
             return None
         values.append(value)
+        if self.reverse:  # read backwards: the last parameter first, each reversed
+            return tuple([v[::-1] for v in reversed(values)])
         return tuple(values)
 
 
@@ -357,8 +376,8 @@ def _mixed_segment(
 def _plan(literals: list[str], convs: list[Convertor], reverse: bool) -> MixedSegment:
     """``literals[0] (p0) literals[1] (p1) ... literals[-1]`` as a ``MixedSegment``."""
     steps = tuple(
-        Step(c, after, None, _SPANS[c.name])
-        if c.name in _SPANS
+        Step(c, after, None, re.compile(f"(?>({c.regex})){re.escape(after)}"))
+        if c.name in _TYPED
         else Step(c, after, re.compile(re.escape(after)), None)
         for c, after in zip(convs[:-1], literals[1:-1], strict=True)
     )

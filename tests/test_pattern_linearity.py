@@ -9,7 +9,7 @@ import itertools
 import re
 import re._parser as sre  # the stdlib's own regex parser: the regex as the engine sees it
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -28,14 +28,20 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 class Recorded(str):
-    """A segment that records how the matcher reads it."""
+    """A segment that records how the matcher reads it (read backwards, it still does)."""
 
     calls: list[tuple[Any, ...]]
 
-    def __new__(cls, text: str) -> Recorded:
+    def __new__(cls, text: str, calls: list[tuple[Any, ...]] | None = None) -> Recorded:
         seg = super().__new__(cls, text)
-        seg.calls = []
+        seg.calls = [] if calls is None else calls
         return seg
+
+    def __getitem__(self, key: Any) -> Any:
+        if key == slice(None, None, -1):
+            self.calls.append(("reversed",))
+            return Recorded(super().__getitem__(key), self.calls)
+        return super().__getitem__(key)
 
     def startswith(self, prefix: Any, start: Any = None, end: Any = None) -> bool:
         self.calls.append(("startswith", prefix, start))
@@ -50,16 +56,21 @@ class Recorded(str):
         return super().__contains__(sub)  # type: ignore[operator]
 
 
-class RecordedFinder:
-    """A step's literal search, recorded in its segment's calls."""
+class RecordedPattern:
+    """A step's pattern, its calls recorded in the segment's."""
 
-    def __init__(self, finder: re.Pattern[str], literal: str) -> None:
-        self.finder = finder
+    def __init__(self, pattern: re.Pattern[str], literal: str) -> None:
+        self.pattern = pattern
         self.literal = literal
 
     def search(self, seg: Recorded, pos: int, end: int) -> re.Match[str] | None:
-        found = self.finder.search(seg, pos, end)
-        seg.calls.append(("search", self.literal, pos, found.start() if found else -1))
+        found = self.pattern.search(seg, pos, end)
+        seg.calls.append(("search", self.literal, pos, found.end() if found else -1))
+        return found
+
+    def match(self, seg: Recorded, pos: int) -> re.Match[str] | None:
+        found = self.pattern.match(seg, pos)
+        seg.calls.append(("span", self.literal, pos, found.end() if found else -1))
         return found
 
 
@@ -71,63 +82,76 @@ def a_literal_scan(finder: re.Pattern[str], literal: str) -> None:
     assert finder.flags & re.IGNORECASE == 0
 
 
-def read_in_one_pass(mixed: MixedSegment, text: str) -> tuple[str, ...] | None:
-    """Scan ``text`` (already oriented as ``mixed`` reads it) and assert how it was read:
-    the '/' test once; ``head`` and ``tail`` compared in place; then every literal after a
-    parameter compared in place (after a typed one) or searched for once (after a
-    ``str`` one), each search starting where the text before it ended, so no character
-    is searched twice."""
+def a_span_then_its_literal(span: re.Pattern[str], literal: str) -> None:
+    """The value in an atomic group (taken once, never given back), then the literal
+    compared once.  Inside, no alternation, lookaround or backreference, and every
+    repeat is of one character class, so the value itself is read once (the optional
+    fraction of a float is the only choice, taken or not in one step)."""
+    items = list(sre.parse(span.pattern))
+    assert items[0][0] is sre.ATOMIC_GROUP, span.pattern
+    (group,) = list(items[0][1])
+    assert group[0] is sre.SUBPATTERN and group[1][0] == 1, span.pattern
+    assert items[1:] == [(sre.LITERAL, ord(c)) for c in literal], span.pattern
+
+    def walk(body: Any) -> None:
+        for op, av in body:
+            assert op in (sre.LITERAL, sre.IN, sre.MAX_REPEAT, sre.SUBPATTERN), span.pattern
+            if op is sre.MAX_REPEAT:
+                low, high, inner = av
+                inner = list(inner)
+                if len(inner) == 1 and inner[0][0] in (sre.IN, sre.LITERAL):
+                    continue
+                assert (low, high) == (0, 1), span.pattern  # an optional group
+                walk(inner)
+            elif op is sre.SUBPATTERN:
+                walk(av[3])
+
+    walk(group[1][3])
+
+
+def reader(mixed: MixedSegment) -> Callable[[str], tuple[str, ...] | None]:
+    """``mixed.match``, asserting how it reads each text: reversed once if ``mixed``
+    reads backwards; the '/' test once; ``head`` and ``tail`` compared in place; then,
+    for every parameter but the last, one search for the literal after it (a ``str``
+    one) or one match of its value and literal (a typed one), each starting where the
+    text before it ended, so no character is read twice."""
     steps = []
     for step in mixed.steps:
         if step.finder is not None:
             a_literal_scan(step.finder, step.literal)
-            step = step._replace(finder=RecordedFinder(step.finder, step.literal))  # type: ignore[arg-type]
-        steps.append(step)
-    seg = Recorded(text)
-    found = dataclasses.replace(mixed, steps=tuple(steps)).scan(seg)
-    calls = seg.calls
-    assert calls[:1] == [("in", "/")], calls
-    assert calls[1:2] == [("startswith", mixed.head, None)], calls
-    rest = calls[2:]
-    if rest:
-        assert rest[0] == ("endswith", mixed.tail, None), calls
-        rest = rest[1:]
-    resume = len(mixed.head)  # where the next search may start, at the earliest
-    for step, call in enumerate(rest):
-        kind, literal = call[0], call[1]
-        assert step < len(mixed.steps) and literal == mixed.steps[step].literal, calls
-        if kind == "search":
-            _, _, start, at = call
-            assert mixed.steps[step].finder is not None, calls  # after a str parameter
-            assert start >= resume, f"{calls}: searched a character twice"
-            resume = at + len(literal)
+            recorded = RecordedPattern(step.finder, step.literal)
+            step = step._replace(finder=recorded)  # type: ignore[arg-type]
         else:
-            assert kind == "startswith", calls  # after a typed parameter: in place
-            assert mixed.steps[step].span is not None, calls
-            resume = call[2] + len(literal)
-    return found
+            assert step.span is not None
+            a_span_then_its_literal(step.span, step.literal)
+            recorded = RecordedPattern(step.span, step.literal)
+            step = step._replace(span=recorded)  # type: ignore[arg-type]
+        steps.append(step)
+    plan = dataclasses.replace(mixed, steps=tuple(steps))
 
+    def read(text: str) -> tuple[str, ...] | None:
+        seg = Recorded(text)
+        found = plan.match(seg)
+        calls = seg.calls
+        if mixed.reverse:
+            assert calls[:1] == [("reversed",)], calls
+            calls = calls[1:]
+        assert calls[:1] == [("in", "/")], calls
+        rest = calls[1:]
+        for compare, literal in (("startswith", mixed.head), ("endswith", mixed.tail)):
+            if literal and rest:  # an empty head or tail needs no comparison
+                assert rest[0] == (compare, literal, None), calls
+                rest = rest[1:]
+        resume = len(mixed.head)  # where the next step may start, at the earliest
+        for step, (kind, literal, start, stop) in enumerate(rest):
+            assert step < len(mixed.steps) and literal == mixed.steps[step].literal, calls
+            assert kind == ("search" if mixed.steps[step].finder else "span"), calls
+            assert start >= resume, f"{calls}: read a character twice"
+            resume = stop
+        assert found == mixed.match(text)  # recording changed nothing
+        return found
 
-def one_value_per_span(regex: str) -> None:
-    """A typed parameter's span reads its value once: no alternation, lookaround or
-    backreference, and every repeat is of one character class, so ``match`` never tries
-    a second way through the text (the optional fraction of a float is the only choice,
-    and it is taken or not in one step)."""
-
-    def walk(items: Any) -> None:
-        for op, av in items:
-            assert op in (sre.LITERAL, sre.IN, sre.MAX_REPEAT, sre.SUBPATTERN), regex
-            if op is sre.MAX_REPEAT:
-                low, high, body = av
-                body = list(body)
-                if len(body) == 1 and body[0][0] in (sre.IN, sre.LITERAL):
-                    continue
-                assert (low, high) == (0, 1), regex  # an optional group
-                walk(body)
-            elif op is sre.SUBPATTERN:
-                walk(av[3])
-
-    walk(sre.parse(regex))
+    return read
 
 
 CONVERTORS = ["str", "int", "float", "uuid"]
@@ -158,14 +182,15 @@ def hostile_texts(mixed: MixedSegment) -> Iterator[str]:
     for step in mixed.steps:
         after = step.literal
         pieces += [after * 30, after[:-1] * 30, (after + "x") * 20]
+    texts = []
     for piece in pieces:
-        yield piece
-        yield mixed.head + piece + mixed.tail
-        yield mixed.head + piece + piece + mixed.tail
+        texts += [piece, mixed.head + piece + mixed.tail, mixed.head + piece * 2 + mixed.tail]
     # and one that fits, read to its end
     sample = {"int": "7", "float": "1.5", "uuid": str(uuid.UUID(int=1)), "str": "Q" * 20}
     body = "".join(sample[step.convertor.name] + step.literal for step in mixed.steps)
-    yield mixed.head + body + sample[mixed.last.name] + mixed.tail
+    texts.append(mixed.head + body + sample[mixed.last.name] + mixed.tail)
+    for text in texts:  # as the spec reads them: backwards for a backwards one
+        yield text[::-1] if mixed.reverse else text
 
 
 def test_every_accepted_mixed_segment_is_read_in_one_pass() -> None:
@@ -185,11 +210,9 @@ def test_every_accepted_mixed_segment_is_read_in_one_pass() -> None:
             mixed = seg.mixed
             assert mixed is not None
             assert all(step.literal for step in mixed.steps), pattern  # never touching
-            for step in mixed.steps:
-                if step.span is not None:
-                    one_value_per_span(step.span.pattern)
+            read = reader(mixed)
             for text in hostile_texts(mixed):
-                fits += read_in_one_pass(mixed, text) is not None
+                fits += read(text) is not None
     assert accepted > 1000 and refused > 100  # the set covers both outcomes
     assert fits >= accepted  # and the reading was followed to the end
 
@@ -207,9 +230,9 @@ def test_every_accepted_mixed_segment_is_read_in_one_pass() -> None:
 def test_a_long_literal_is_searched_for_once_not_at_every_character(pattern: str) -> None:
     mixed = parse_pattern(pattern).segments[1].mixed
     assert mixed is not None
+    read = reader(mixed)
     for text in ("a" * 8192, "1-" + "a" * 8192, "a" * 4000 + "a" * 1500 + "b7"):
-        oriented = text[::-1] if mixed.reverse else text
-        read_in_one_pass(mixed, oriented)
+        read(text)
 
 
 def test_mixed_segments_match_what_a_backtracking_regex_matches() -> None:

@@ -4,7 +4,8 @@ A snapshot holds a dictionary of fully static paths and a segment trie for every
 route.  A lookup costs one dictionary probe for a static path and one probe per
 segment (plus the few parameters tried at a segment) for the rest, whatever the
 number of routes.  No regex runs over the route list, and nothing raises: ``find``
-returns the endpoint and the converted values, or ``None``.
+returns the endpoint and the converted values, or ``None`` (a convertor converts only
+what its ``check`` passed, and ``check`` passes only what converts).
 
 Writers never touch a published snapshot.  ``Builder`` copies only the trie nodes on
 the path it changes (path copying), so one registration into a 10,000-route table
@@ -115,17 +116,10 @@ def _search(
                     return found
                 values.pop()
             elif kind == "complex":
-                assert spec.regex is not None
-                if spec.reverse:  # matched backwards (patterns._mixed_segment)
-                    m = spec.regex.fullmatch(seg[::-1])
-                    if m is None:
-                        continue
-                    groups = tuple(g[::-1] for g in reversed(m.groups()))
-                else:
-                    m = spec.regex.fullmatch(seg)
-                    if m is None:
-                        continue
-                    groups = m.groups()
+                assert spec.mixed is not None
+                groups = spec.mixed.match(seg)  # one pass: patterns.MixedSegment
+                if groups is None:
+                    continue
                 for conv, g in zip(spec.convertors, groups, strict=True):
                     values.append(conv.convert(g))
                 found = _search(child, segs, i + 1, n, method, values)
@@ -161,8 +155,8 @@ def _collect(node: _Node[E], segs: tuple[str, ...], i: int, n: int, found: set[s
             if spec.convertors[0].check(seg):
                 _collect(child, segs, i + 1, n, found)
         elif spec.kind == "complex":
-            assert spec.regex is not None
-            if spec.regex.fullmatch(seg[::-1] if spec.reverse else seg):
+            assert spec.mixed is not None
+            if spec.mixed.match(seg) is not None:
                 _collect(child, segs, i + 1, n, found)
         else:
             _add_methods(child.routes, found)

@@ -8,39 +8,49 @@ Convertors (``{name:conv}``; ``str`` is the default):
 
 =======  ===========================  ============================================
 str      one non-empty segment        ``str``
-int      ``[0-9]+``                   ``int``
-float    ``[0-9]+(.[0-9]+)?``         ``float``
+int      ``[0-9]+``                   ``int`` (at most ``sys.get_int_max_str_digits()``
+                                      digits, what ``int()`` converts)
+float    ``[0-9]+(.[0-9]+)?``         ``float`` (finite: a numeral past the float
+                                      range, about 1.8e308, is no match)
 uuid     8-4-4-4-12 hex digits        ``uuid.UUID``
 path     the rest of the path         ``str`` (may hold ``/``; last segment only)
 =======  ===========================  ============================================
+
+A value its convertor cannot convert is no match (404 or fall-through), never an error:
+a convertor's ``check`` passes exactly the values its ``convert`` takes.
 
 Precedence where several patterns fit one path, most specific first at each segment:
 a literal segment, then a segment mixing literals and parameters (``{name}.json``),
 then a typed parameter (int, float, uuid), then ``str``, then ``path``.  The search
 backtracks, so a deeper mismatch under a literal still tries the parameters.
 
-A segment mixing literals and parameters matches in time linear in its length (see
-``_mixed_segment``): parameters need a literal between them; a ``str`` parameter
-followed by another ends where the next literal first occurs; a typed one takes the
-longest value of its type.  Patterns that cannot be matched so are refused.
+A segment mixing literals and parameters is matched in one pass (see
+``_mixed_segment``), in time linear in its length whatever the literals' length:
+parameters need a literal between them; a ``str`` parameter followed by another ends
+where the next literal first occurs; a typed one takes the longest value of its type.
+Patterns that cannot be matched so are refused.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from coyote_mw.errors import InvalidRoute
 
 __all__ = [
     "CONVERTORS",
     "Convertor",
+    "MixedSegment",
     "Pattern",
     "Segment",
+    "Step",
     "parse_method",
     "parse_pattern",
 ]
@@ -52,7 +62,8 @@ class Convertor:
     regex: str
     convert: Callable[[str], Any]
     check: Callable[[str], bool]
-    """Whole-segment test, cheaper than the regex on the hot path."""
+    """Whole-value test, cheaper than the regex on the hot path; a value that passes it
+    always converts (``convert`` never raises on the request path)."""
     priority: int
     """Lower is tried first among parameters at one segment."""
 
@@ -61,12 +72,24 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _FLOAT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
+# A numeral of at most this many characters always converts: int() refuses a numeral of
+# more than sys.get_int_max_str_digits() digits (4300 by default, 0 for no limit; leading
+# zeros count) and that limit is never below 640 (sys.int_info.str_digits_check_threshold);
+# float() of a numeral this short is below 1e308, finite.
+_CONVERTS = 308
+
+
 def _is_int(s: str) -> bool:
-    return s.isascii() and s.isdigit()
+    return s.isascii() and s.isdigit() and (len(s) <= _CONVERTS or _int_converts(s))
+
+
+def _int_converts(s: str) -> bool:
+    limit = sys.get_int_max_str_digits()
+    return limit == 0 or len(s) <= limit
 
 
 def _is_float(s: str) -> bool:
-    return _FLOAT.fullmatch(s) is not None
+    return _FLOAT.fullmatch(s) is not None and (len(s) <= _CONVERTS or math.isfinite(float(s)))
 
 
 def _is_uuid(s: str) -> bool:
@@ -89,6 +112,7 @@ CONVERTORS: dict[str, Convertor] = {
 }
 
 COMPLEX_PRIORITY = 0
+_TYPED = ("int", "float", "uuid")
 
 _PARAM = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -100,7 +124,7 @@ class Segment:
     """One segment of a pattern.
 
     ``kind`` is "literal" (``text`` is the decoded literal), "param" (one whole-segment
-    parameter), "complex" (literals and parameters mixed; ``regex`` matches the segment)
+    parameter), "complex" (literals and parameters mixed; ``mixed`` matches the segment)
     or "path" (the rest of the path).  ``key`` identifies the segment's shape: two
     patterns whose segments have equal keys fit exactly the same paths.
     """
@@ -109,11 +133,90 @@ class Segment:
     key: str
     text: str = ""
     convertors: tuple[Convertor, ...] = ()
-    regex: re.Pattern[str] | None = None
+    mixed: MixedSegment | None = None
+    """How a "complex" segment is matched."""
     priority: int = 0
-    reverse: bool = False
-    """A "complex" segment whose ``regex`` matches the segment read backwards (its
-    groups read backwards too, last parameter first): see ``_mixed_segment``."""
+
+
+class Step(NamedTuple):
+    """A parameter of a mixed segment other than the last, and the literal after it."""
+
+    convertor: Convertor
+    literal: str
+    finder: re.Pattern[str] | None
+    """A ``str`` parameter: the literal alone as a pattern.  Its ``search`` is the regex
+    engine's literal scan (a Knuth-Morris-Pratt overlap table), which reads each
+    character a bounded number of times however long the literal (``str.find`` does
+    not: a literal nearly as long as the text costs their product)."""
+    span: re.Pattern[str] | None
+    """A typed parameter: its value (group 1, the longest of its type, in an atomic
+    group: never given back) and the literal after it, matched once from where the
+    value starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class MixedSegment:
+    """A segment mixing literals and parameters, matched in one pass from its start
+    (from its end when ``reverse``): ``head``, then each of ``steps`` (a parameter and
+    the literal after it), then the ``last`` parameter, then ``tail``.  Built by
+    ``_mixed_segment``, which says why each parameter has one place to end."""
+
+    head: str
+    steps: tuple[Step, ...]
+    last: Convertor
+    tail: str
+    reverse: bool
+    """Match the segment read backwards (``head``, ``steps`` and ``tail`` are read
+    backwards too, the last parameter first)."""
+
+    def match(self, seg: str) -> tuple[str, ...] | None:
+        """The parameters' raw values in the pattern's order, each one its convertor's
+        ``check`` passes, or None.  Never raises.
+
+        One pass, linear in the segment's length whatever the literals: each literal is
+        compared in place or searched for once, from where the text before it ended;
+        no parameter is tried at a second length."""
+        if self.reverse:
+            seg = seg[::-1]
+        head = self.head
+        tail = self.tail
+        # no literal holds a '/' and no parameter of a mixed segment may
+        if "/" in seg or (head and not seg.startswith(head)) or (tail and not seg.endswith(tail)):
+            return None
+        pos = len(head)
+        end = len(seg) - len(tail)
+        if not self.steps:  # one parameter: what lies between head and tail
+            value = seg[pos:end]  # empty when pos >= end
+            return (value,) if value and self.last.check(value) else None
+        values: list[str] = []
+        for conv, after, finder, span in self.steps:
+            if finder is not None:  # str: up to where the literal after it first occurs
+                found = finder.search(seg, pos, end)
+                if found is None:
+                    return None
+                stop = found.start()
+                if stop == pos:  # an empty value
+                    return None
+                values.append(seg[pos:stop])
+                pos = stop + len(after)
+            else:  # typed: the longest value of its type, never less, then the literal
+                assert span is not None
+                found = span.match(seg, pos)
+                if found is None:
+                    return None
+                value = found[1]
+                # the span took a value of its type: only a long one may not convert
+                if len(value) > _CONVERTS and not conv.check(value):
+                    return None
+                values.append(value)
+                pos = found.end()
+        value = seg[pos:end]
+        if not value or not self.last.check(value):
+            return None
+        values.append(value)
+        if self.reverse:  # read backwards: the last parameter first, each reversed
+            return tuple([v[::-1] for v in reversed(values)])
+        return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,16 +305,15 @@ def parse_pattern(text: str) -> Pattern:
                 Segment("param", "{:" + c.name + "}", convertors=(c,), priority=c.priority)
             )
             continue
-        # Literals and parameters mixed in one segment: compile one regex for it.
-        regex, key, reverse = _mixed_segment(text, part, params, convs)
+        # Literals and parameters mixed in one segment: plan one pass over it.
+        mixed, key = _mixed_segment(text, part, params, convs)
         segments.append(
             Segment(
                 "complex",
                 key,
                 convertors=tuple(convs),
-                regex=re.compile(regex),
+                mixed=mixed,
                 priority=COMPLEX_PRIORITY,
-                reverse=reverse,
             )
         )
     return Pattern(text, tuple(segments), tuple(names))
@@ -219,27 +321,28 @@ def parse_pattern(text: str) -> Pattern:
 
 def _mixed_segment(
     text: str, part: str, params: list[re.Match[str]], convs: list[Convertor]
-) -> tuple[str, str, bool]:
-    """The regex, the shape key and the direction of a segment mixing literals and
-    parameters.
+) -> tuple[MixedSegment, str]:
+    """How to match a segment mixing literals and parameters, and its shape key.
 
-    Matching takes time linear in the segment's length, by construction: every parameter
-    but the one matched last has exactly one place where it can end, so the regex engine
-    never retries a parameter after the one that follows it has started.
+    One pass over the segment, whatever it holds: every parameter but the one matched
+    last has exactly one place where it can end, found without trying another, and
+    every literal is compared in place or searched for once with a linear literal
+    scan (``Step.finder``), so the cost grows with the segment's length and not with
+    the literals' length.
 
     - Two parameters must have a literal between them (``{a}{b}`` is refused).
-    - Several parameters, all ``str``: the segment is matched backwards, each parameter after the
-      first ending (from the right) where the literal before it last occurs, so the
-      split is the one Starlette's greedy regex gives: ``{a}.{b}`` on ``x.tar.gz`` is
-      ``a="x.tar"``, ``b="gz"``.
+    - Several parameters, all ``str``: the segment is matched backwards, each parameter
+      after the first ending (from the right) where the literal before it last occurs,
+      so the split is the one Starlette's greedy regex gives: ``{a}.{b}`` on
+      ``x.tar.gz`` is ``a="x.tar"``, ``b="gz"``.
     - Typed parameters among them (int, float, uuid): matched forwards.  A typed
       parameter followed by another takes the longest value of its type and never gives
-      any back (an atomic group), so the literal after an int or a float may not start
-      with a digit (it could never match), which is refused; a ``str`` parameter
-      followed by another ends where the next literal first occurs
-      (``{a}.{n:int}.{b}`` on ``x.y.1.z`` does not match: ``a`` is ``x``).
-    - The parameter matched last is followed only by a literal and the end of the
-      segment: the engine tries each of its ends once, checking the literal.
+      any back, so the literal after an int or a float may not start with a digit (it
+      could never match), which is refused; a ``str`` parameter followed by another ends
+      where the next literal first occurs (``{a}.{n:int}.{b}`` on ``x.y.1.z`` does not
+      match: ``a`` is ``x``).
+    - The parameter matched last is whatever lies between the text before it and the
+      literal that ends the segment.
     """
     literals = [part[: params[0].start()]]
     literals += [part[m.end() : n.start()] for m, n in itertools.pairwise(params)]
@@ -258,7 +361,7 @@ def _mixed_segment(
     if len(convs) > 1 and all(c.name == "str" for c in convs):
         # backwards: the last parameter first, each followed by the literal before it
         backwards = [lit[::-1] for lit in reversed(literals)]
-        return _linear(backwards, [c.regex for c in reversed(convs)], []), key, True
+        return _plan(backwards, convs[::-1], reverse=True), key
     for i, c in enumerate(convs[:-1]):
         after = literals[i + 1]
         if after[:1].isdigit() and c.name in ("int", "float"):
@@ -267,25 +370,15 @@ def _mixed_segment(
                 f"followed by {after!r}, which starts with a digit, so the {c.name} could "
                 "never end before it; start that literal with something else, e.g. '-'"
             )
-    typed = [c.name != "str" for c in convs]
-    return _linear(literals, [c.regex for c in convs], typed), key, False
+    return _plan(literals, convs, reverse=False), key
 
 
-def _linear(literals: list[str], regexes: list[str], typed: list[bool]) -> str:
-    """``literals[0] (p0) literals[1] (p1) ... literals[-1]`` where every parameter but
-    the last has one end: a typed one (``typed[i]``) in an atomic group, a ``str`` one
-    as a run that stops where the next literal first occurs."""
-    regex = re.escape(literals[0])
-    last = len(regexes) - 1
-    for i, param in enumerate(regexes):
-        after = literals[i + 1]
-        if i == last:
-            regex += f"({param})"
-        elif typed and typed[i]:
-            regex += f"((?>{param}))"
-        elif len(after) == 1:
-            regex += f"([^/{re.escape(after)}]+)"
-        else:
-            regex += f"((?:(?!{re.escape(after)})[^/])+)"
-        regex += re.escape(after)
-    return regex
+def _plan(literals: list[str], convs: list[Convertor], reverse: bool) -> MixedSegment:
+    """``literals[0] (p0) literals[1] (p1) ... literals[-1]`` as a ``MixedSegment``."""
+    steps = tuple(
+        Step(c, after, None, re.compile(f"(?>({c.regex})){re.escape(after)}"))
+        if c.name in _TYPED
+        else Step(c, after, re.compile(re.escape(after)), None)
+        for c, after in zip(convs[:-1], literals[1:-1], strict=True)
+    )
+    return MixedSegment(literals[0], steps, convs[-1], literals[-1], reverse)

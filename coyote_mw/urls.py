@@ -7,7 +7,11 @@ and rewrites the rest into one form (RFC 3986 §6.2.2 normalisation):
 - ``http`` or ``https``, lower-case; no credentials, query or fragment;
 - the host lower-case: a DNS name (letters, digits, ``-`` and ``_`` in labels of at
   most 63 characters, 253 in all), an IPv4 address or a bracketed IPv6 address (compressed); an
-  internationalised name is stored as its IDNA (punycode) form;
+  internationalised name is stored as its IDNA (punycode) form; a host whose last label
+  is a number is an IPv4 address, read as the WHATWG URL parser (and so every browser)
+  reads it and stored as a dotted quad (``127.1``, ``0x7f.0.0.1``, ``0177.0.0.1``,
+  ``2130706433``: ``127.0.0.1``), or refused when it is not one (``1.2.3.4.5``,
+  ``256.1.1.1``);
 - the port elided when it is the scheme's default (80, 443), else kept (1-65535);
 - the path percent-encoded as UTF-8 wherever RFC 3986 does not allow a character
   (spaces, non-ASCII, ``"<>\\^`{|}``), existing escapes in upper case, escaped
@@ -111,12 +115,59 @@ def _host(netloc: str, url: str) -> str:
             ) from None
     host = host.lower()
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if _ends_in_a_number(labels):
+        return _ipv4(labels, url, host)
     if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise InvalidInstanceURL(
             f"url {url!r}: the host {host!r} is not a DNS name or an IP address "
             "(letters, digits, '-' and '_' in dot-separated labels; IPv6 in brackets)"
         )
     return host
+
+
+def _ends_in_a_number(labels: list[str]) -> bool:
+    """WHATWG URL "ends in a number": then the host is an IPv4 address or nothing."""
+    last = labels[-1]
+    return last.isascii() and (last.isdigit() or _ipv4_number(last) is not None)
+
+
+def _ipv4_number(part: str) -> int | None:
+    """WHATWG URL "IPv4 number": decimal, ``0x`` hexadecimal or ``0`` octal."""
+    if not part:
+        return None
+    radix = 10
+    if part[:2] in ("0x", "0X"):
+        part, radix = part[2:], 16
+    elif len(part) > 1 and part[0] == "0":
+        part, radix = part[1:], 8
+    if not part:
+        return 0
+    digits = "0123456789abcdef"[:radix]
+    if not all(c in digits for c in part.lower()):
+        return None
+    part = part.lstrip("0")
+    # 12 significant digits or more are past any address (8**11 is 2**33): not converted
+    return int(part or "0", radix) if len(part) <= 11 else 1 << 32
+
+
+def _ipv4(labels: list[str], url: str, host: str) -> str:
+    """The dotted quad of a host that ends in a number, as browsers read it (WHATWG URL
+    IPv4 parser): ``127.1``, ``0x7f.0.0.1``, ``0177.0.0.1`` and ``2130706433`` are all
+    ``127.0.0.1``; the last part fills the bytes the others leave."""
+    numbers = [_ipv4_number(label) for label in labels]
+    if len(labels) <= 4 and all(n is not None for n in numbers):
+        *first, last = [n for n in numbers if n is not None]
+        if all(n <= 255 for n in first) and last < 256 ** (4 - len(first)):
+            address = last
+            for i, n in enumerate(first):
+                address += n << (8 * (3 - i))
+            return str(ipaddress.IPv4Address(address))
+    raise InvalidInstanceURL(
+        f"url {url!r}: the host {host!r} ends in a number, so it is read as an IPv4 "
+        "address, and it is not one (at most four dot-separated numbers, each 0-255 but "
+        "the last, which fills the bytes left); write it as a dotted quad such as "
+        "'10.0.0.7', or use a DNS name"
+    )
 
 
 def canonical_path(path: str) -> str:

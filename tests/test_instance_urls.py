@@ -67,6 +67,17 @@ def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Ite
         ("http://h/a/%2E%2E/%2e/b", "http://h/b"),
         ("http://h/a/..%2F/b", "http://h/a/..%2F/b"),  # an escaped slash is no separator
         ("http://h/!$&'()*+,;=:@", "http://h/!$&'()*+,;=:@"),
+        # a host ending in a number is an IPv4 address, read as browsers read it
+        ("http://127.1:9", "http://127.0.0.1:9"),
+        ("http://0x7f.1:9", "http://127.0.0.1:9"),
+        ("http://0X7F.0.0.1.:9/a", "http://127.0.0.1:9/a"),
+        ("http://0177.0.0.1:9", "http://127.0.0.1:9"),
+        ("http://2130706433:9", "http://127.0.0.1:9"),
+        ("http://1.2.3", "http://1.2.0.3"),
+        ("http://010.0.0.1", "http://8.0.0.1"),
+        ("http://0xffffffff", "http://255.255.255.255"),
+        ("http://\uff11\uff12\uff17.0.0.1:9", "http://127.0.0.1:9"),  # full-width digits
+        ("http://1e3:9", "http://1e3:9"),  # a name: its last label is no number
     ],
 )
 def test_instance_urls_have_one_canonical_form(given: str, canonical: str) -> None:
@@ -101,6 +112,13 @@ UNUSABLE = [
     ("ftp://127.0.0.1", "http://"),
     ("//127.0.0.1:9", "http://"),
     ("http://h/\ud800", "surrogate"),
+    ("http://1.2.3.4.5:9", "read as an IPv4 address"),
+    ("http://256.1.1.1:9", "read as an IPv4 address"),
+    ("http://1.2.3.256:9", "read as an IPv4 address"),
+    ("http://4294967296:9", "read as an IPv4 address"),
+    ("http://08.0.0.1:9", "read as an IPv4 address"),
+    ("http://service.1:9", "read as an IPv4 address"),
+    ("http://service.0x:9", "read as an IPv4 address"),
 ]
 
 
@@ -178,3 +196,30 @@ def test_two_spellings_of_one_url_are_one_instance(leader: Coyote) -> None:
     leader.register_remote("HTTP://127.0.0.1:9/./", routes=[("GET", "/thing")], service="up")
     (reg,) = [r for r in leader.table.registrations() if r.service == "up"]
     assert reg.instance == "http://127.0.0.1:9"
+
+
+SPELLINGS = ["127.1", "0x7f.1", "0177.0.0.1", "2130706433", "0x7F.0.0.1."]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_another_spelling_of_an_ipv4_address_registers_as_its_dotted_quad(
+    api: Any, leader: Coyote, spelling: str
+) -> None:
+    with LedgerUpstream() as up:
+        body = payload(f"http://{spelling}:{up.port}")
+        r = api.post("/_coyote/registrations", json=body, headers=AUTH)
+        assert r.status_code == 201, r.text
+        (reg,) = [x for x in leader.table.registrations() if x.service == "remote.saloon"]
+        urls = {h.url for h in reg.handlers.values()}  # type: ignore[attr-defined]
+        assert urls == {f"http://127.0.0.1:{up.port}"}
+        assert api.get("/thing").status_code == 200
+        (got,) = up.wait_for(1)
+    assert got.header("host") == f"127.0.0.1:{up.port}".encode()
+
+
+def test_spellings_of_one_ipv4_address_are_one_instance(leader: Coyote) -> None:
+    for spelling in ["127.0.0.1", *SPELLINGS]:
+        leader.register_remote(f"http://{spelling}:9", routes=[("GET", "/thing")], service="up")
+    (reg,) = [r for r in leader.table.registrations() if r.service == "up"]
+    assert reg.instance == "http://127.0.0.1:9"
+    assert len(reg.handlers) == 1

@@ -17,12 +17,16 @@ Forwarded to an instance: the client's end-to-end headers, without hop-by-hop on
 the body framed by the relay itself (the client's length, checked, or chunked); and:
 
 * from a peer that is not in ``trusted_proxies`` (the default: none), every client
-  ``Forwarded``, ``X-Forwarded-*`` and ``X-Real-IP``, in any case and with ``_`` or
-  ``.`` for ``-`` too, is dropped; the relay sets ``X-Forwarded-For`` (the peer),
-  ``-Proto``, ``-Host`` (the client's Host) and ``-Prefix`` (under a mount);
+  ``Forwarded``, ``X-Forwarded-*`` (any name), the client-IP family (``X-Real-IP``,
+  ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``, ``X-Cluster-Client-IP``,
+  ``Forwarded-For``, ``X-Original-Forwarded-For``) and ``X-Original-URL`` /
+  ``X-Rewrite-URL``, in any case and with ``_`` or ``.`` for ``-`` too, is dropped
+  (an IPv4-mapped ``trusted_proxies`` entry is its IPv4 address); the relay sets
+  ``X-Forwarded-For`` (the peer), ``-Proto``, ``-Host`` (the client's Host) and
+  ``-Prefix`` (under a mount);
 * from a trusted peer the chain is extended, as nginx's ``$proxy_add_x_forwarded_for``
-  does: ``X-Forwarded-For`` gets the peer appended, the proxy's ``-Proto`` / ``-Host``
-  / ``Forwarded`` / ``X-Real-IP`` are kept, ``-Prefix`` is the proxy's plus the mount.
+  does: ``X-Forwarded-For`` gets the peer appended, the proxy's other headers of that
+  set are kept, ``-Prefix`` is the proxy's plus the mount.
   Alias spellings (``X_Forwarded_For``) are dropped from every peer.
 * ``Via``: the client's, with ``<version> <pseudonym>`` of this leader appended;
 * ``X-Request-ID``: the client's when it is one value of at most 200 safe characters
@@ -57,11 +61,21 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Client headers about the path to the leader: trusted only from a trusted proxy.
+# Client headers about the path to the leader (who the client is, how and where it
+# asked): trusted only from a trusted proxy.  Any other ``x-forwarded-*`` name is one
+# of them too (``forward`` tests the prefix).
 _FORWARDED = frozenset(
     {
         b"forwarded",
+        b"forwarded-for",
         b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"cf-connecting-ip",
+        b"x-cluster-client-ip",
+        b"x-original-forwarded-for",
+        b"x-original-url",
+        b"x-rewrite-url",
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
@@ -72,6 +86,7 @@ _FORWARDED = frozenset(
         b"x-forwarded-scheme",
     }
 )
+_X_FORWARDED = b"x-forwarded-"
 # Every request header name ``forward`` does something with; the rest pass as they are.
 _SPECIAL = (
     HOP_BY_HOP
@@ -104,7 +119,7 @@ def _is_forwarded_alias(name: bytes) -> bool:
     """``x_forwarded_for``, ``x.real.ip``, ``X-Forwarded_Proto``...: another spelling
     of a forwarded header, which some frameworks read as the real one."""
     canonical = name.lower().replace(b"_", b"-").replace(b".", b"-")
-    return canonical in _FORWARDED or canonical.startswith(b"x-forwarded-")
+    return canonical in _FORWARDED or canonical.startswith(_X_FORWARDED)
 
 
 class Forwarding:
@@ -123,12 +138,19 @@ class Forwarding:
         networks = []
         for proxy in trusted_proxies or ():
             try:
-                networks.append(ipaddress.ip_network(proxy.strip(), strict=False))
+                network = ipaddress.ip_network(proxy.strip(), strict=False)
             except ValueError:
                 raise ValueError(
                     f"trusted_proxies: {proxy!r} is not an IP address or network "
                     "(such as 10.0.0.5 or 10.0.0.0/8)"
                 ) from None
+            mapped = network.network_address
+            if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None and (
+                network.prefixlen >= 96
+            ):
+                # ::ffff:10.0.0.0/104 is 10.0.0.0/8: trusts() sees mapped peers as IPv4
+                network = ipaddress.IPv4Network((mapped.ipv4_mapped, network.prefixlen - 96))
+            networks.append(network)
         self.trusted_proxies = tuple(networks)
         for name, value in (
             ("max_headers", max_headers),
@@ -325,7 +347,12 @@ class Forwarding:
                             kept = []
                         kept.append((k, v))
                 continue
-            if k[:1] == b"x" and (b"_" in k or b"." in k) and _is_forwarded_alias(k):
+            if k[:12] == _X_FORWARDED:
+                # X-Forwarded-User, -Uri...: a trusted proxy's pass as they are
+                if trusted and b"_" not in k and b"." not in k:
+                    out.append((k, v))
+                continue
+            if (b"_" in k or b"." in k) and _is_forwarded_alias(k):
                 continue
             out.append((k, v))
         if named:

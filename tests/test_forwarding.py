@@ -281,6 +281,64 @@ def test_a_trusted_proxys_chain_is_extended(ledger: LedgerUpstream, interface: s
     coyote.close()
 
 
+# Who the client is, how it asked, what it asked for: every x-forwarded-* name and the
+# client-IP and URL-override family, which applications and frameworks believe.
+CLIENT_FACTS = [
+    ("X-Forwarded-User", "admin"),
+    ("X-Forwarded-Email", "admin@evil.test"),
+    ("X-Forwarded-Uri", "/admin"),
+    ("X-Forwarded-Method", "DELETE"),
+    ("X-Forwarded-Client-Cert", "Hash=evil"),
+    ("X-Forwarded-Groups", "admins"),
+    ("X-FORWARDED-ANYTHING", "evil"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("CF-Connecting-IP", "6.6.6.6"),
+    ("X-Cluster-Client-IP", "6.6.6.6"),
+    ("Forwarded-For", "6.6.6.6"),
+    ("X-Original-Forwarded-For", "6.6.6.6"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+]
+CLIENT_FACT_ALIASES = [("True_Client_IP", "6.6.6.6"), ("X.Original.URL", "/admin")]
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_every_x_forwarded_name_and_the_client_ip_family_are_dropped_from_untrusted_peers(
+    ledger: LedgerUpstream, interface: str
+) -> None:
+    coyote = leader_for(ledger, trusted_proxies=["10.0.0.0/8"])
+    aliases = CLIENT_FACT_ALIASES if interface == "asgi" else []
+    with client_of(coyote, interface) as client:
+        headers = [*CLIENT_FACTS, *aliases, ("x-drink", "rye")]
+        assert client.get("/up/x", headers=headers).status_code == 200
+    with client_of(coyote, interface, peer="10.1.2.3") as client:
+        assert client.get("/up/x", headers=[*CLIENT_FACTS, *aliases]).status_code == 200
+    untrusted, trusted = ledger.wait_for(2)
+    assert b"6.6.6.6" not in untrusted.raw and b"admin" not in untrusted.raw
+    assert b"evil" not in untrusted.raw
+    assert untrusted.header("x-drink") == b"rye"
+    assert untrusted.header_values("x-forwarded-for") == [PEER.encode()]
+    for name, value in CLIENT_FACTS:  # a trusted proxy's pass as they are
+        assert trusted.header_values(name.lower()) == [value.encode()], name
+    assert trusted.header("true_client_ip") is None and trusted.header("x.original.url") is None
+    coyote.close()
+
+
+@pytest.mark.parametrize("written", ["::ffff:10.1.2.3", "::ffff:10.0.0.0/104", "::ffff:0:0/96"])
+def test_trusted_proxies_written_as_ipv4_mapped_addresses_match_ipv4_peers(
+    ledger: LedgerUpstream, written: str
+) -> None:
+    coyote = leader_for(ledger, trusted_proxies=[written])
+    with client_of(coyote, "asgi", peer="10.1.2.3") as client:
+        assert client.get("/up/x", headers={"x-real-ip": "198.51.100.1"}).status_code == 200
+    with client_of(coyote, "asgi", peer="::ffff:10.1.2.3") as client:
+        assert client.get("/up/x", headers={"x-real-ip": "198.51.100.1"}).status_code == 200
+    assert [got.header("x-real-ip") for got in ledger.wait_for(2)] == [b"198.51.100.1"] * 2
+    assert coyote.forwarding.trusts("10.1.2.3") and not coyote.forwarding.trusts("::1")
+    coyote.close()
+
+
 def test_forwarded_prefix_from_a_trusted_proxy_is_joined_with_the_mount(
     ledger: LedgerUpstream,
 ) -> None:

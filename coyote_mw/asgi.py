@@ -22,6 +22,7 @@ from coyote_mw.errors import (
     BadRequestPath,
     ClientDisconnected,
     DispatchError,
+    HeadTooLarge,
     PayloadTooLarge,
     RoutingError,
 )
@@ -88,6 +89,9 @@ class CoyoteASGI:
             relative = mount_relative(path, self.mount)
         match = None
         topology = self.resolve(scope)
+        if relative is not None and self.coyote.forwarding.target_too_long(scope, path):
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if relative is not None:
             match = self.coyote.table.match(topology, "GET", relative.path, relative.segments)
         if match is not None and relative is not None:
@@ -145,6 +149,14 @@ class CoyoteASGI:
                     )
                 return
             relative, owned = relative_or_none, True
+        # the target's size before any routing work: the lookup (and its cache) never
+        # sees a path over max_target
+        raw_path: bytes | None = scope.get("raw_path")
+        size = len(path.raw) if raw_path is None else len(raw_path)
+        if size + len(scope.get("query_string") or b"") > coyote.forwarding.max_target:
+            too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
+            await self._answer(send, scope, too_long, start, method, path.raw)
+            return
         topology = self.resolve(scope)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None and not owned:

@@ -43,6 +43,7 @@ from random import getrandbits
 from typing import Any
 
 from coyote_mw.errors import BadFraming, BadRequest, DispatchError, HeadTooLarge, LoopDetected
+from coyote_mw.paths import CanonicalPath
 
 __all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens"]
 
@@ -211,14 +212,19 @@ class Forwarding:
 
     # -- checks before dispatch -----------------------------------------------------------
 
+    def target_too_long(self, scope: Mapping[str, Any], path: CanonicalPath) -> bool:
+        """Whether the target (path and query) is over ``max_target``: checked by the
+        middleware before the route lookup, for every request it looks up."""
+        raw_path: bytes | None = scope.get("raw_path")
+        size = len(path.raw) if raw_path is None else len(raw_path)
+        return size + len(scope.get("query_string") or b"") > self.max_target
+
     def check_asgi(self, scope: Mapping[str, Any]) -> DispatchError | None:
-        """The answer to a request whose head coyote refuses, or None."""
+        """The answer to a request whose head coyote refuses, or None (the target's
+        size was checked before the lookup: ``target_too_long``)."""
         headers = scope.get("headers") or ()
         if len(headers) > self.max_headers:
             return HeadTooLarge("max_headers", self.max_headers)
-        raw_path = scope.get("raw_path") or b""
-        if len(raw_path) + len(scope.get("query_string") or b"") > self.max_target:
-            return HeadTooLarge("max_target", self.max_target, 414)
         size = hosts = lengths = 0
         host = b""
         encoded = loop = False
@@ -246,11 +252,6 @@ class Forwarding:
 
     def check_wsgi(self, environ: Mapping[str, Any]) -> DispatchError | None:
         """``check_asgi`` for a WSGI environ (the server has joined repeated lines)."""
-        target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
-        if target is None:
-            target = environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")
-        if len(target) > self.max_target:
-            return HeadTooLarge("max_target", self.max_target, 414)
         count = size = 0
         for key, value in environ.items():
             if key[:5] == "HTTP_":

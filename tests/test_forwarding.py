@@ -487,6 +487,48 @@ def test_head_limits_are_settings(ledger: LedgerUpstream, interface: str) -> Non
     coyote.close()
 
 
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_target_over_max_target_is_414_before_any_route_lookup(
+    ledger: LedgerUpstream, interface: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coyote = leader_for(ledger)
+    looked_up: list[str] = []
+    match = coyote.table.match
+
+    def spy(topology: str, method: str, path: str, *rest: Any) -> Any:
+        looked_up.append(path)
+        return match(topology, method, path, *rest)
+
+    monkeypatch.setattr(coyote.table, "match", spy)
+    host = Starlette() if interface == "asgi" else (lambda environ, start_response: [])
+    app = coyote.asgi(host) if interface == "asgi" else coyote.wsgi(host)
+    if interface == "asgi":
+        transport: httpx.BaseTransport = _SyncASGI(app, PEER)
+    else:
+        transport = httpx.WSGITransport(app=app, remote_addr=PEER)
+    with httpx.Client(transport=transport, base_url="http://saloon.test") as client:
+        for path in ("/up/" + "a" * 9000, "/elsewhere/" + "a" * 9000, "/up/x?q=" + "a" * 9000):
+            answer = client.get(path)
+            assert answer.status_code == 414 and answer.json()["max_target"] == 8192
+        assert looked_up == []
+        assert client.get("/up/x").status_code == 200
+    assert looked_up == ["/up/x"]
+    coyote.close()
+
+
+def test_without_a_raw_target_the_wsgi_limit_measures_the_target_it_would_forward(
+    ledger: LedgerUpstream,
+) -> None:
+    # httpx's WSGITransport, like granian, gives no REQUEST_URI: PATH_INFO is decoded
+    coyote = leader_for(ledger)
+    with client_of(coyote, "wsgi") as client:
+        assert client.get("/up/" + "%20" * 3000).status_code == 414  # 3000 bytes decoded
+        assert client.get("/up/" + "%20" * 2600).status_code == 200  # 7.8 KiB
+    (got,) = ledger.wait_for(1)
+    assert got.target == b"/up/" + b"%20" * 2600
+    coyote.close()
+
+
 # -- 8. Via and loops -------------------------------------------------------------------------
 
 

@@ -172,6 +172,9 @@ class CoyoteASGI:
             await self._answer(send, scope, miss, start, method, path.raw)
             return
         if self.host_first:
+            # the headers as checked: reading the body, the host may have the server
+            # append its trailer fields to scope["headers"] (uvicorn does)
+            checked = list(scope["headers"])
             # None: the host answered; otherwise what replays the body it read
             receive = await self._host_missed(scope, receive, send)
             if receive is None:
@@ -180,6 +183,7 @@ class CoyoteASGI:
                 over = PayloadTooLarge(coyote.max_body)
                 await self._answer(send, scope, over, start, method, path.raw)
                 return
+            scope = {**scope, "headers": checked}
         endpoint = match.endpoint
         relay = coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)

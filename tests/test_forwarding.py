@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -214,6 +216,59 @@ def test_the_wsgi_relay_forwards_exactly_the_clients_headers(ledger: LedgerUpstr
         (b"via", f"1.1 {coyote.forwarding.pseudonym}".encode()),
         (b"x-request-id", b"abc-123"),
     ]
+    coyote.close()
+
+
+def test_trailer_fields_read_while_a_request_waits_for_a_slot_never_become_its_headers() -> None:
+    # uvicorn (httptools) appends a chunked body's trailer fields to scope["headers"]; a
+    # request waiting in the relay's queue has its body read then, after the head checks
+    release = threading.Event()
+
+    def held_or_echo(conn: Any, request: Any) -> bool:
+        if b"/held" in request.target:
+            release.wait(10)
+        return BEHAVIOURS["echo"](conn, request)  # type: ignore[no-any-return]
+
+    scopes: list[Any] = []
+    with LedgerUpstream(behaviours={"up": held_or_echo}) as up:
+        coyote = leader_for(up, concurrency=1, queue=4)
+        app = coyote.asgi()
+
+        async def recording(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                scopes.append(scope)
+            await app(scope, receive, send)
+
+        with uvicorn_server(recording) as port:
+            held = threading.Thread(
+                target=raw_exchange,
+                args=(port, b"GET /up/held HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            )
+            held.start()
+            assert len(up.wait_for(1)) == 1
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(
+                    b"POST /up/queued HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                )
+                deadline = time.monotonic() + 10
+                while coyote.relay.waiting < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert coyote.relay.waiting == 1
+                conn.sendall(b"0\r\nHost: evil.test/x?y <script>\r\nX-Api-Key: t\r\n\r\n")
+                while time.monotonic() < deadline and not any(
+                    k == b"x-api-key" for k, _ in scopes[-1]["headers"]
+                ):
+                    time.sleep(0.01)  # until the server has appended the trailer
+                release.set()
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            held.join(10)
+        queued = [r for r in up.wait_for(2) if b"/queued" in r.target]
+    assert parse_status(answer) == 200
+    assert queued[0].header_values("x-forwarded-host") == [b"good.test"]
+    assert queued[0].header("x-api-key") is None and b"evil" not in queued[0].raw
     coyote.close()
 
 

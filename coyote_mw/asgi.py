@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from coyote_mw.errors import (
     BadRequestPath,
@@ -125,6 +126,10 @@ class CoyoteASGI:
         try:
             path = _canonical(scope)
         except BadRequestPath as exc:
+            origin = _origin_form(scope)
+            if origin is not None:  # GET http://host/path: its path, and its authority
+                await self(origin, receive, send)
+                return
             await self._answer(send, scope, exc, start, method, scope.get("path", ""))
             return
         api = coyote.api
@@ -327,3 +332,26 @@ def _canonical(scope: Scope) -> CanonicalPath:
     if raw is None or not raw:
         return canonicalize(from_decoded(path))
     return canonicalize(raw)
+
+
+def _origin_form(scope: Scope) -> Scope | None:
+    """The scope of an absolute-form target (``GET http://host/path``, as uvicorn's h11,
+    hypercorn and daphne give it in ``raw_path``) in origin form, with the target's
+    authority as its Host, which a server must use instead (RFC 9112 3.2.2); or None."""
+    raw: bytes = scope.get("raw_path") or b""
+    scheme, sep, rest = raw.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    authority, _, path = rest.partition(b"/")
+    if not authority:
+        return None
+    raw_path = b"/" + path
+    headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+    headers.append((b"host", authority))
+    decoded = unquote(raw_path.decode("latin-1"))
+    return {
+        **scope,
+        "raw_path": raw_path,
+        "path": scope.get("root_path", "") + decoded,
+        "headers": headers,
+    }

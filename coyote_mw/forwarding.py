@@ -6,10 +6,12 @@ Checked before a request coyote answers is dispatched (RFC 9110 / 9112, as nginx
 
 * its head: at most ``max_headers`` header lines and ``max_header_bytes`` bytes of
   names and values (else 431), a target of at most ``max_target`` bytes (else 414);
-* one ``Host``, a valid ``host[:port]`` (else 400);
+* one ``Host``, a valid ``host[:port]`` (a port up to 65535, an IPv6 literal that
+  parses), and one at all under HTTP/1.1 (else 400);
 * at most one ``Content-Length`` and never with ``Transfer-Encoding`` (else 400 with
   ``Connection: close``: a server and a proxy in front of it may disagree on where such
-  a body ends, RFC 9112 6.1);
+  a body ends, RFC 9112 6.1), whitespace around it aside;
+* no transfer coding but a single ``chunked`` (else 501 with ``Connection: close``);
 * no ``Via`` entry of this leader's (else 508 "Loop detected").
 
 Forwarded to an instance: the client's end-to-end headers, without hop-by-hop ones
@@ -42,7 +44,14 @@ from collections.abc import Iterable, Mapping
 from random import getrandbits
 from typing import Any
 
-from coyote_mw.errors import BadFraming, BadRequest, DispatchError, HeadTooLarge, LoopDetected
+from coyote_mw.errors import (
+    BadFraming,
+    BadRequest,
+    DispatchError,
+    HeadTooLarge,
+    LoopDetected,
+    UnsupportedCoding,
+)
 from coyote_mw.paths import CanonicalPath
 
 __all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens"]
@@ -205,6 +214,17 @@ class Forwarding:
             return True
         if _HOST.fullmatch(host) is None:
             return False
+        if host[:1] == b"[":  # an IP literal: an IPv6 address ("[::::]" is not one)
+            end = host.index(b"]")
+            port = host[end + 2 :]
+            try:
+                ipaddress.IPv6Address(host[1:end].decode("ascii"))
+            except ValueError:
+                return False
+        else:
+            port = host.partition(b":")[2]
+        if port and int(port) > 65535:
+            return False
         if len(self._good_hosts) >= _GOOD_HOSTS_MAX:
             self._good_hosts.clear()
         self._good_hosts.add(host)
@@ -227,7 +247,8 @@ class Forwarding:
             return HeadTooLarge("max_headers", self.max_headers)
         size = hosts = lengths = 0
         host = b""
-        encoded = loop = False
+        coding: bytes | None = None  # Transfer-Encoding, its lines joined
+        loop = False
         for k, v in headers:
             n = len(k)
             size += n + len(v)
@@ -237,18 +258,22 @@ class Forwarding:
                     hosts += 1
                     host = v
                 elif k == b"content-length":
-                    lengths += 1 if v.isdigit() else 2  # "5, 5" or "x": not one length
+                    # "5, 5" or "x": not one length; OWS is not part of the value
+                    lengths += 1 if v.isdigit() or v.strip(b" \t").isdigit() else 2
                 elif k == b"transfer-encoding":
-                    encoded = True
+                    coding = v if coding is None else coding + b", " + v
                 elif k == b"via" and self._mark in v:
                     loop = self._passed_here(v)
         if (
             size <= self.max_header_bytes
-            and not (loop or lengths > 1 or hosts > 1 or (lengths and encoded))
-            and (not hosts or host in self._good_hosts)
+            and hosts == 1
+            and host in self._good_hosts
+            and not (loop or lengths > 1)
+            and (coding is None or (coding == b"chunked" and not lengths))
         ):
             return None  # the usual request, without a call more
-        return self._verdict(size, hosts, host, lengths, encoded, loop)
+        required = scope.get("http_version") == "1.1"
+        return self._verdict(size, hosts, host, lengths, coding, loop, required)
 
     def check_wsgi(self, environ: Mapping[str, Any]) -> DispatchError | None:
         """``check_asgi`` for a WSGI environ (the server has joined repeated lines)."""
@@ -265,18 +290,29 @@ class Forwarding:
             return HeadTooLarge("max_headers", self.max_headers)
         host = environ.get("HTTP_HOST")
         via = environ.get("HTTP_VIA")
+        coding = environ.get("HTTP_TRANSFER_ENCODING")
         return self._verdict(
             size,
             0 if host is None else 1,
             b"" if host is None else host.encode("latin-1"),
             # a server that joined two lengths gives "5,5" or "5, 7"
-            2 if length and not length.isdigit() else int(bool(length)),
-            "HTTP_TRANSFER_ENCODING" in environ,
+            2 if length and not length.strip(" \t").isdigit() else int(bool(length)),
+            None if coding is None else coding.encode("latin-1"),
             via is not None and self.pseudonym in via and self._passed_here(via.encode("latin-1")),
+            # a server's environ (test clients, Django's, build theirs without Host or
+            # SERVER_SOFTWARE: PEP 3333 takes SERVER_NAME then)
+            environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and "SERVER_SOFTWARE" in environ,
         )
 
     def _verdict(
-        self, size: int, hosts: int, host: bytes, lengths: int, encoded: bool, loop: bool
+        self,
+        size: int,
+        hosts: int,
+        host: bytes,
+        lengths: int,
+        coding: bytes | None,
+        loop: bool,
+        host_required: bool,
     ) -> DispatchError | None:
         if size > self.max_header_bytes:
             return HeadTooLarge("max_header_bytes", self.max_header_bytes)
@@ -284,10 +320,15 @@ class Forwarding:
             return BadRequest("more than one Host header")
         if hosts and not self._valid_host(host):
             return BadRequest("the Host header is not a valid host[:port]")
+        if not hosts and host_required:
+            return BadRequest("an HTTP/1.1 request without a Host header")
         if lengths > 1:
             return BadFraming("more than one Content-Length, or one that is not a number")
-        if lengths and encoded:
-            return BadFraming("Content-Length together with Transfer-Encoding")
+        if coding is not None:
+            if lengths:
+                return BadFraming("Content-Length together with Transfer-Encoding")
+            if coding.strip(b" \t").lower() != b"chunked":
+                return UnsupportedCoding(coding.decode("latin-1"))
         if loop:
             return LoopDetected(self.pseudonym)
         return None
@@ -325,6 +366,8 @@ class Forwarding:
                 elif k == b"transfer-encoding":
                     has_body = True
                 elif k == b"content-length":
+                    if not v.isdigit():
+                        v = v.strip(b" \t")  # OWS is not part of the value
                     if v.isdigit():
                         length = int(v)
                         has_body = has_body or length > 0

@@ -164,7 +164,7 @@ def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
     length = environ.get("CONTENT_LENGTH")
     if not length:
         return 0
-    if not length.isdigit():
+    if not length.isdigit() and not length.strip(" \t").isdigit():  # OWS: Werkzeug keeps it
         raise BadRequest(f"invalid Content-Length {length!r}")
     return int(length)
 

@@ -90,6 +90,10 @@ class CoyoteWSGI:
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None and not owned:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
+        if target and target[:1] != "/" and "://" in target[:10]:
+            # GET http://host/path: its authority is the Host (RFC 9112 3.2.2), checked
+            # and forwarded as X-Forwarded-Host
+            environ["HTTP_HOST"] = urlsplit(target).netloc
         # coyote answers this one: its head must pass coyote's checks (forwarding.py)
         refused = coyote.forwarding.check_wsgi(environ)
         if refused is not None:

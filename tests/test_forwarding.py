@@ -501,6 +501,48 @@ def test_two_hosts_or_an_invalid_host_is_400(
     coyote.close()
 
 
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        ([(b"transfer-encoding", b"chunked")], None),
+        ([(b"transfer-encoding", b" Chunked ")], None),
+        ([(b"transfer-encoding", b"gzip, chunked")], 501),
+        ([(b"transfer-encoding", b"gzip"), (b"transfer-encoding", b"chunked")], 501),
+        ([(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")], 501),
+        ([(b"transfer-encoding", b"chunked"), (b"content-length", b"5")], 400),
+        ([(b"content-length", b"5 \t")], None),
+        ([(b"content-length", b"5 5")], 400),
+    ],
+)
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_framing_verdicts(
+    lines: list[tuple[bytes, bytes]], status: int | None, interface: str
+) -> None:
+    forwarding = Coyote().forwarding
+    headers = [(b"host", b"a.test"), *lines]
+    if interface == "asgi":
+        refused = forwarding.check_asgi({"http_version": "1.1", "headers": headers})
+    else:
+        environ: dict[str, str] = {"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "x"}
+        for k, v in headers:
+            key = "CONTENT_LENGTH" if k == b"content-length" else "HTTP_" + k.decode().upper()
+            key = key.replace("-", "_")
+            environ[key] = environ[key] + ", " + v.decode() if key in environ else v.decode()
+        refused = forwarding.check_wsgi(environ)
+    assert (refused and refused.status) == status
+
+
+def test_an_http11_request_without_host_is_400_and_an_http10_one_is_not() -> None:
+    forwarding = Coyote().forwarding
+    refused = forwarding.check_asgi({"http_version": "1.1", "headers": []})
+    assert refused is not None and refused.status == 400
+    assert forwarding.check_asgi({"http_version": "1.0", "headers": []}) is None
+    server = {"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "gunicorn"}
+    assert getattr(forwarding.check_wsgi(server), "status", None) == 400
+    # a test client's environ (Django's): no Host and no server; PEP 3333 uses SERVER_NAME
+    assert forwarding.check_wsgi({"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "t"}) is None
+
+
 # -- 7. request-head limits -------------------------------------------------------------------
 
 

@@ -19,10 +19,11 @@ Forwarded to an instance: the client's end-to-end headers, without hop-by-hop on
 the body framed by the relay itself (the client's length, checked, or chunked); and:
 
 * from a peer that is not in ``trusted_proxies`` (the default: none), every client
-  ``Forwarded``, ``X-Forwarded-*`` (any name), the client-IP family (``X-Real-IP``,
-  ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``, ``X-Cluster-Client-IP``,
-  ``Forwarded-For``, ``X-Original-Forwarded-For``) and ``X-Original-URL`` /
-  ``X-Rewrite-URL``, in any case and with ``_`` or ``.`` for ``-`` too, is dropped
+  ``Forwarded``, ``X-Forwarded`` and ``X-Forwarded-*`` (any name), the client-IP family
+  (``X-Real-IP``, ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``,
+  ``X-Cluster-Client-IP``, ``Forwarded-For``, ``X-Original-Forwarded-For``) and
+  ``X-Original-URL`` / ``X-Rewrite-URL``, in any case and with ``_`` or ``.`` for ``-``
+  too, is dropped
   (an IPv4-mapped ``trusted_proxies`` entry is its IPv4 address); the relay sets
   ``X-Forwarded-For`` (the peer), ``-Proto``, ``-Host`` (the client's Host) and
   ``-Prefix`` (under a mount);
@@ -78,6 +79,7 @@ _FORWARDED = frozenset(
     {
         b"forwarded",
         b"forwarded-for",
+        b"x-forwarded",
         b"x-real-ip",
         b"x-client-ip",
         b"true-client-ip",

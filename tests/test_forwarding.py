@@ -346,6 +346,7 @@ CLIENT_FACTS = [
     ("X-Forwarded-Client-Cert", "Hash=evil"),
     ("X-Forwarded-Groups", "admins"),
     ("X-FORWARDED-ANYTHING", "evil"),
+    ("X-Forwarded", "for=6.6.6.6"),
     ("X-Client-IP", "6.6.6.6"),
     ("True-Client-IP", "6.6.6.6"),
     ("CF-Connecting-IP", "6.6.6.6"),

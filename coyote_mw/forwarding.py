@@ -393,7 +393,7 @@ class Forwarding:
                             kept = []
                         kept.append((k, v))
                 continue
-            if k[:12] == _X_FORWARDED:
+            if k[:1] == b"x" and k.startswith(_X_FORWARDED):  # k[:1]: a cached object
                 # X-Forwarded-User, -Uri...: a trusted proxy's pass as they are
                 if trusted and b"_" not in k and b"." not in k:
                     out.append((k, v))

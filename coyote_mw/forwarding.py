@@ -4,8 +4,10 @@ headers go on to an instance.  Written once, used by the ASGI and WSGI middlewar
 
 Checked before a request coyote answers is dispatched (RFC 9110 / 9112, as nginx does):
 
+* its target: at most ``max_target`` bytes (else 414), checked before the route lookup
+  (``target_too_long``, inlined in the HTTP middleware);
 * its head: at most ``max_headers`` header lines and ``max_header_bytes`` bytes of
-  names and values (else 431), a target of at most ``max_target`` bytes (else 414);
+  names and values (else 431);
 * one ``Host``, a valid ``host[:port]`` (a port up to 65535, an IPv6 literal that
   parses), and one at all under HTTP/1.1 (else 400);
 * at most one ``Content-Length`` and never with ``Transfer-Encoding`` (else 400 with
@@ -23,10 +25,9 @@ the body framed by the relay itself (the client's length, checked, or chunked); 
   (``X-Real-IP``, ``X-Client-IP``, ``True-Client-IP``, ``CF-Connecting-IP``,
   ``X-Cluster-Client-IP``, ``Forwarded-For``, ``X-Original-Forwarded-For``) and
   ``X-Original-URL`` / ``X-Rewrite-URL``, in any case and with ``_`` or ``.`` for ``-``
-  too, is dropped
-  (an IPv4-mapped ``trusted_proxies`` entry is its IPv4 address); the relay sets
-  ``X-Forwarded-For`` (the peer), ``-Proto``, ``-Host`` (the client's Host) and
-  ``-Prefix`` (under a mount);
+  too, is dropped (an IPv4-mapped ``trusted_proxies`` entry is its IPv4 address); the
+  relay sets ``X-Forwarded-For`` (the peer), ``-Proto``, ``-Host`` (the client's Host,
+  or an absolute-form target's authority) and ``-Prefix`` (under a mount);
 * from a trusted peer the chain is extended, as nginx's ``$proxy_add_x_forwarded_for``
   does: ``X-Forwarded-For`` gets the peer appended, the proxy's other headers of that
   set are kept, ``-Prefix`` is the proxy's plus the mount.
@@ -121,6 +122,11 @@ _CHECKED_LENGTHS = frozenset(
 )
 _GOOD_HOSTS_MAX = 256
 _TRUST_CACHE_MAX = 1024
+
+
+def _one_length(value: str) -> bool:
+    """Whether a WSGI ``CONTENT_LENGTH`` is one number (whitespace around it aside)."""
+    return value.isascii() and value.strip(" \t").isdigit()
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -298,7 +304,8 @@ class Forwarding:
             0 if host is None else 1,
             b"" if host is None else host.encode("latin-1"),
             # a server that joined two lengths gives "5,5" or "5, 7"
-            2 if length and not length.strip(" \t").isdigit() else int(bool(length)),
+            # ("²".isdigit() is true of a str: ASCII digits only)
+            2 if length and not _one_length(length) else int(bool(length)),
             None if coding is None else coding.encode("latin-1"),
             via is not None and self.pseudonym in via and self._passed_here(via.encode("latin-1")),
             # a server's environ (test clients, Django's, build theirs without Host or

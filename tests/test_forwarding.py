@@ -513,6 +513,7 @@ def test_two_hosts_or_an_invalid_host_is_400(
         ([(b"transfer-encoding", b"chunked"), (b"content-length", b"5")], 400),
         ([(b"content-length", b"5 \t")], None),
         ([(b"content-length", b"5 5")], 400),
+        ([(b"content-length", "\u00b2".encode("latin-1"))], 400),
     ],
 )
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
@@ -528,7 +529,8 @@ def test_framing_verdicts(
         for k, v in headers:
             key = "CONTENT_LENGTH" if k == b"content-length" else "HTTP_" + k.decode().upper()
             key = key.replace("-", "_")
-            environ[key] = environ[key] + ", " + v.decode() if key in environ else v.decode()
+            value = v.decode("latin-1")
+            environ[key] = environ[key] + ", " + value if key in environ else value
         refused = forwarding.check_wsgi(environ)
     assert (refused and refused.status) == status
 

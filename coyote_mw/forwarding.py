@@ -400,12 +400,14 @@ class Forwarding:
                             kept = []
                         kept.append((k, v))
                 continue
+            # 95 and 46: "_" and "."; an int is found by memchr, several times faster
+            # than a bytes needle
             if k[:1] == b"x" and k.startswith(_X_FORWARDED):  # k[:1]: a cached object
                 # X-Forwarded-User, -Uri...: a trusted proxy's pass as they are
-                if trusted and b"_" not in k and b"." not in k:
+                if trusted and 95 not in k and 46 not in k:
                     out.append((k, v))
                 continue
-            if (b"_" in k or b"." in k) and _is_forwarded_alias(k):
+            if (95 in k or 46 in k) and _is_forwarded_alias(k):
                 continue
             out.append((k, v))
         if named:

@@ -17,11 +17,13 @@ import asyncio
 import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from coyote_mw.errors import (
     BadRequestPath,
     ClientDisconnected,
     DispatchError,
+    HeadTooLarge,
     PayloadTooLarge,
     RoutingError,
 )
@@ -88,6 +90,9 @@ class CoyoteASGI:
             relative = mount_relative(path, self.mount)
         match = None
         topology = self.resolve(scope)
+        if relative is not None and self.coyote.forwarding.target_too_long(scope, path):
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if relative is not None:
             match = self.coyote.table.match(topology, "GET", relative.path, relative.segments)
         if match is not None and relative is not None:
@@ -121,6 +126,10 @@ class CoyoteASGI:
         try:
             path = _canonical(scope)
         except BadRequestPath as exc:
+            origin = _origin_form(scope)
+            if origin is not None:  # GET http://host/path: its path, and its authority
+                await self(origin, receive, send)
+                return
             await self._answer(send, scope, exc, start, method, scope.get("path", ""))
             return
         api = coyote.api
@@ -145,6 +154,14 @@ class CoyoteASGI:
                     )
                 return
             relative, owned = relative_or_none, True
+        # the target's size before any routing work: the lookup (and its cache) never
+        # sees a path over max_target
+        raw_path: bytes | None = scope.get("raw_path")
+        size = len(path.raw) if raw_path is None else len(raw_path)
+        if size + len(scope.get("query_string") or b"") > coyote.forwarding.max_target:
+            too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
+            await self._answer(send, scope, too_long, start, method, path.raw)
+            return
         topology = self.resolve(scope)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None and not owned:
@@ -160,6 +177,9 @@ class CoyoteASGI:
             await self._answer(send, scope, miss, start, method, path.raw)
             return
         if self.host_first:
+            # the headers as checked: reading the body, the host may have the server
+            # append its trailer fields to scope["headers"] (uvicorn does)
+            checked = list(scope["headers"])
             # None: the host answered; otherwise what replays the body it read
             receive = await self._host_missed(scope, receive, send)
             if receive is None:
@@ -168,6 +188,7 @@ class CoyoteASGI:
                 over = PayloadTooLarge(coyote.max_body)
                 await self._answer(send, scope, over, start, method, path.raw)
                 return
+            scope = {**scope, "headers": checked}
         endpoint = match.endpoint
         relay = coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
@@ -311,3 +332,26 @@ def _canonical(scope: Scope) -> CanonicalPath:
     if raw is None or not raw:
         return canonicalize(from_decoded(path))
     return canonicalize(raw)
+
+
+def _origin_form(scope: Scope) -> Scope | None:
+    """The scope of an absolute-form target (``GET http://host/path``, as uvicorn's h11,
+    hypercorn and daphne give it in ``raw_path``) in origin form, with the target's
+    authority as its Host, which a server must use instead (RFC 9112 3.2.2); or None."""
+    raw: bytes = scope.get("raw_path") or b""
+    scheme, sep, rest = raw.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    authority, _, path = rest.partition(b"/")
+    if not authority:
+        return None
+    raw_path = b"/" + path
+    headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+    headers.append((b"host", authority))
+    decoded = unquote(raw_path.decode("latin-1"))
+    return {
+        **scope,
+        "raw_path": raw_path,
+        "path": scope.get("root_path", "") + decoded,
+        "headers": headers,
+    }

@@ -11,6 +11,8 @@
         │                          (400, and the connection is closed)
         ├── PayloadTooLarge        a body the handler read is over ``max_body`` (413)
         ├── LengthRequired         a chunked body the WSGI server cannot delimit (411)
+        ├── UnsupportedCoding      a transfer coding other than one "chunked" (501, and
+        │                          the connection is closed)
         ├── NoMatchingRoute        nothing fits (404)
         ├── MethodNotAllowed       the path fits, the method does not (405, .allowed)
         ├── RoutingError           the handler raised or failed (502); detail goes to the log only
@@ -137,6 +139,25 @@ class LengthRequired(DispatchError):
 
     def fields(self) -> dict[str, Any]:
         return {"detail": "send the body with a Content-Length"}
+
+
+class UnsupportedCoding(DispatchError):
+    """A ``Transfer-Encoding`` other than a single ``chunked`` (``gzip, chunked``, two
+    lines): the relay frames bodies itself and implements no other coding, so it cannot
+    pass the body on as it is meant (RFC 9112 6.1: 501, and the connection closed)."""
+
+    status = 501
+    error = "Not implemented"
+
+    def __init__(self, coding: str) -> None:
+        self.detail = f"transfer coding {coding!r}: only a single 'chunked' is implemented"
+        super().__init__(self.detail)
+
+    def fields(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("connection", "close")]
 
 
 class NoMatchingRoute(DispatchError):

@@ -194,16 +194,18 @@ class RemoteHandler(InstanceHealth, Handler):
         # One coroutine for the whole exchange: every frame between the task and the
         # awaited response head costs on each suspension and resumption.
         relay = d.relay
+        # the headers as checked, before anything reads the body: a server may append
+        # the body's trailer fields to scope["headers"] (uvicorn does)
+        headers, length, streamed = self._headers(
+            scope["headers"],
+            scope.get("client"),
+            scope.get("scheme", "http"),
+            d,
+            scope.get("http_version", "1.1"),
+        )
         if not relay.try_enter():
             receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
         try:
-            headers, length, streamed = self._headers(
-                scope["headers"],
-                scope.get("client"),
-                scope.get("scheme", "http"),
-                d,
-                scope.get("http_version", "1.1"),
-            )
             body: bytes | AsyncIterator[bytes] = b""
             received = None  # a streamed body: [whether the client's whole body came]
             if streamed:

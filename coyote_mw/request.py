@@ -164,7 +164,8 @@ def wsgi_body_length(environ: Mapping[str, Any]) -> int | None:
     length = environ.get("CONTENT_LENGTH")
     if not length:
         return 0
-    if not length.isdigit():
+    # OWS: Werkzeug keeps it; "²".isdigit() is true of a str
+    if not (length.isascii() and length.strip(" \t").isdigit()):
         raise BadRequest(f"invalid Content-Length {length!r}")
     return int(length)
 

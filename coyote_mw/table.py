@@ -148,6 +148,9 @@ _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 # up to this many; when full it starts over, so a flood of distinct paths costs
 # memory no more than this.
 CACHE_SIZE = 4096
+# Only lookups of keys (method and path) up to this many characters are kept, so the
+# cache holds at most about CACHE_SIZE x CACHE_KEY_MAX characters of keys and params.
+CACHE_KEY_MAX = 256
 _UNCACHED = object()
 
 
@@ -226,8 +229,8 @@ class RouteTable:
         snapshot = self._snapshots.get(topology)
         if snapshot is None:
             return None
-        if segments is not None:  # an encoded slash: rare, not cached
-            return self._lookup(snapshot, method, path, segments)
+        if segments is not None or len(path) + len(method) > CACHE_KEY_MAX:
+            return self._lookup(snapshot, method, path, segments)  # rare: not cached
         cache = snapshot.cache
         key = (method, path)
         match = cache.get(key, _UNCACHED)

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from werkzeug.datastructures import EnvironHeaders
 
-from coyote_mw.errors import BadRequestPath, DispatchError, PayloadTooLarge
+from coyote_mw.errors import BadRequestPath, DispatchError, HeadTooLarge, PayloadTooLarge
 from coyote_mw.handlers import Dispatch, wsgi_response
 from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.registration import RegistrationAPI, read_wsgi_body
@@ -74,10 +74,26 @@ class CoyoteWSGI:
                 outside = coyote.no_match(method, path, "default")
                 return self._answer(start_response, outside, start, method, path.raw)
             relative, owned = below, True
+        # the target's size before any routing work: the lookup (and its cache) never
+        # sees a path over max_target.  Without the raw request line, the target the relay
+        # would forward (the server decoded PATH_INFO: %61 was one byte already)
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+        if target:
+            size = len(target)
+        else:
+            size = len(environ.get("SCRIPT_NAME", "")) + len(path.raw) + 1
+            size += len(environ.get("QUERY_STRING", ""))
+        if size > coyote.forwarding.max_target:
+            too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
+            return self._answer(start_response, too_long, start, method, path.raw)
         topology = self.resolve.wsgi(environ)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None and not owned:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
+        if target and target[:1] != "/" and "://" in target[:10]:
+            # GET http://host/path: its authority is the Host (RFC 9112 3.2.2), checked
+            # and forwarded as X-Forwarded-Host
+            environ["HTTP_HOST"] = urlsplit(target).netloc
         # coyote answers this one: its head must pass coyote's checks (forwarding.py)
         refused = coyote.forwarding.check_wsgi(environ)
         if refused is not None:

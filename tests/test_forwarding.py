@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -217,6 +219,59 @@ def test_the_wsgi_relay_forwards_exactly_the_clients_headers(ledger: LedgerUpstr
     coyote.close()
 
 
+def test_trailer_fields_read_while_a_request_waits_for_a_slot_never_become_its_headers() -> None:
+    # uvicorn (httptools) appends a chunked body's trailer fields to scope["headers"]; a
+    # request waiting in the relay's queue has its body read then, after the head checks
+    release = threading.Event()
+
+    def held_or_echo(conn: Any, request: Any) -> bool:
+        if b"/held" in request.target:
+            release.wait(10)
+        return BEHAVIOURS["echo"](conn, request)  # type: ignore[no-any-return]
+
+    scopes: list[Any] = []
+    with LedgerUpstream(behaviours={"up": held_or_echo}) as up:
+        coyote = leader_for(up, concurrency=1, queue=4)
+        app = coyote.asgi()
+
+        async def recording(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                scopes.append(scope)
+            await app(scope, receive, send)
+
+        with uvicorn_server(recording) as port:
+            held = threading.Thread(
+                target=raw_exchange,
+                args=(port, b"GET /up/held HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            )
+            held.start()
+            assert len(up.wait_for(1)) == 1
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(
+                    b"POST /up/queued HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                )
+                deadline = time.monotonic() + 10
+                while coyote.relay.waiting < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert coyote.relay.waiting == 1
+                conn.sendall(b"0\r\nHost: evil.test/x?y <script>\r\nX-Api-Key: t\r\n\r\n")
+                while time.monotonic() < deadline and not any(
+                    k == b"x-api-key" for k, _ in scopes[-1]["headers"]
+                ):
+                    time.sleep(0.01)  # until the server has appended the trailer
+                release.set()
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            held.join(10)
+        queued = [r for r in up.wait_for(2) if b"/queued" in r.target]
+    assert parse_status(answer) == 200
+    assert queued[0].header_values("x-forwarded-host") == [b"good.test"]
+    assert queued[0].header("x-api-key") is None and b"evil" not in queued[0].raw
+    coyote.close()
+
+
 # -- 3. forwarded headers and trusted_proxies ----------------------------------------------
 
 SPOOFED = [
@@ -278,6 +333,65 @@ def test_a_trusted_proxys_chain_is_extended(ledger: LedgerUpstream, interface: s
     assert untrusted.header_values("x-forwarded-for") == [b"192.0.2.9"]
     assert untrusted.header_values("x-forwarded-proto") == [b"http"]
     assert untrusted.header("forwarded") is None and untrusted.header("x-real-ip") is None
+    coyote.close()
+
+
+# Who the client is, how it asked, what it asked for: every x-forwarded-* name and the
+# client-IP and URL-override family, which applications and frameworks believe.
+CLIENT_FACTS = [
+    ("X-Forwarded-User", "admin"),
+    ("X-Forwarded-Email", "admin@evil.test"),
+    ("X-Forwarded-Uri", "/admin"),
+    ("X-Forwarded-Method", "DELETE"),
+    ("X-Forwarded-Client-Cert", "Hash=evil"),
+    ("X-Forwarded-Groups", "admins"),
+    ("X-FORWARDED-ANYTHING", "evil"),
+    ("X-Forwarded", "for=6.6.6.6"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("CF-Connecting-IP", "6.6.6.6"),
+    ("X-Cluster-Client-IP", "6.6.6.6"),
+    ("Forwarded-For", "6.6.6.6"),
+    ("X-Original-Forwarded-For", "6.6.6.6"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+]
+CLIENT_FACT_ALIASES = [("True_Client_IP", "6.6.6.6"), ("X.Original.URL", "/admin")]
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_every_x_forwarded_name_and_the_client_ip_family_are_dropped_from_untrusted_peers(
+    ledger: LedgerUpstream, interface: str
+) -> None:
+    coyote = leader_for(ledger, trusted_proxies=["10.0.0.0/8"])
+    aliases = CLIENT_FACT_ALIASES if interface == "asgi" else []
+    with client_of(coyote, interface) as client:
+        headers = [*CLIENT_FACTS, *aliases, ("x-drink", "rye")]
+        assert client.get("/up/x", headers=headers).status_code == 200
+    with client_of(coyote, interface, peer="10.1.2.3") as client:
+        assert client.get("/up/x", headers=[*CLIENT_FACTS, *aliases]).status_code == 200
+    untrusted, trusted = ledger.wait_for(2)
+    assert b"6.6.6.6" not in untrusted.raw and b"admin" not in untrusted.raw
+    assert b"evil" not in untrusted.raw
+    assert untrusted.header("x-drink") == b"rye"
+    assert untrusted.header_values("x-forwarded-for") == [PEER.encode()]
+    for name, value in CLIENT_FACTS:  # a trusted proxy's pass as they are
+        assert trusted.header_values(name.lower()) == [value.encode()], name
+    assert trusted.header("true_client_ip") is None and trusted.header("x.original.url") is None
+    coyote.close()
+
+
+@pytest.mark.parametrize("written", ["::ffff:10.1.2.3", "::ffff:10.0.0.0/104", "::ffff:0:0/96"])
+def test_trusted_proxies_written_as_ipv4_mapped_addresses_match_ipv4_peers(
+    ledger: LedgerUpstream, written: str
+) -> None:
+    coyote = leader_for(ledger, trusted_proxies=[written])
+    with client_of(coyote, "asgi", peer="10.1.2.3") as client:
+        assert client.get("/up/x", headers={"x-real-ip": "198.51.100.1"}).status_code == 200
+    with client_of(coyote, "asgi", peer="::ffff:10.1.2.3") as client:
+        assert client.get("/up/x", headers={"x-real-ip": "198.51.100.1"}).status_code == 200
+    assert [got.header("x-real-ip") for got in ledger.wait_for(2)] == [b"198.51.100.1"] * 2
+    assert coyote.forwarding.trusts("10.1.2.3") and not coyote.forwarding.trusts("::1")
     coyote.close()
 
 
@@ -388,6 +502,50 @@ def test_two_hosts_or_an_invalid_host_is_400(
     coyote.close()
 
 
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        ([(b"transfer-encoding", b"chunked")], None),
+        ([(b"transfer-encoding", b" Chunked ")], None),
+        ([(b"transfer-encoding", b"gzip, chunked")], 501),
+        ([(b"transfer-encoding", b"gzip"), (b"transfer-encoding", b"chunked")], 501),
+        ([(b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")], 501),
+        ([(b"transfer-encoding", b"chunked"), (b"content-length", b"5")], 400),
+        ([(b"content-length", b"5 \t")], None),
+        ([(b"content-length", b"5 5")], 400),
+        ([(b"content-length", "\u00b2".encode("latin-1"))], 400),
+    ],
+)
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_framing_verdicts(
+    lines: list[tuple[bytes, bytes]], status: int | None, interface: str
+) -> None:
+    forwarding = Coyote().forwarding
+    headers = [(b"host", b"a.test"), *lines]
+    if interface == "asgi":
+        refused = forwarding.check_asgi({"http_version": "1.1", "headers": headers})
+    else:
+        environ: dict[str, str] = {"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "x"}
+        for k, v in headers:
+            key = "CONTENT_LENGTH" if k == b"content-length" else "HTTP_" + k.decode().upper()
+            key = key.replace("-", "_")
+            value = v.decode("latin-1")
+            environ[key] = environ[key] + ", " + value if key in environ else value
+        refused = forwarding.check_wsgi(environ)
+    assert (refused and refused.status) == status
+
+
+def test_an_http11_request_without_host_is_400_and_an_http10_one_is_not() -> None:
+    forwarding = Coyote().forwarding
+    refused = forwarding.check_asgi({"http_version": "1.1", "headers": []})
+    assert refused is not None and refused.status == 400
+    assert forwarding.check_asgi({"http_version": "1.0", "headers": []}) is None
+    server = {"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "gunicorn"}
+    assert getattr(forwarding.check_wsgi(server), "status", None) == 400
+    # a test client's environ (Django's): no Host and no server; PEP 3333 uses SERVER_NAME
+    assert forwarding.check_wsgi({"SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "t"}) is None
+
+
 # -- 7. request-head limits -------------------------------------------------------------------
 
 
@@ -426,6 +584,48 @@ def test_head_limits_are_settings(ledger: LedgerUpstream, interface: str) -> Non
         assert client.get("/up/" + "a" * 40).status_code == 414
         assert client.get("/up/x", params={"q": "a" * 40}).status_code == 414
     assert len(ledger.wait_for(1)) == 1
+    coyote.close()
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_target_over_max_target_is_414_before_any_route_lookup(
+    ledger: LedgerUpstream, interface: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coyote = leader_for(ledger)
+    looked_up: list[str] = []
+    match = coyote.table.match
+
+    def spy(topology: str, method: str, path: str, *rest: Any) -> Any:
+        looked_up.append(path)
+        return match(topology, method, path, *rest)
+
+    monkeypatch.setattr(coyote.table, "match", spy)
+    host = Starlette() if interface == "asgi" else (lambda environ, start_response: [])
+    app = coyote.asgi(host) if interface == "asgi" else coyote.wsgi(host)
+    if interface == "asgi":
+        transport: httpx.BaseTransport = _SyncASGI(app, PEER)
+    else:
+        transport = httpx.WSGITransport(app=app, remote_addr=PEER)
+    with httpx.Client(transport=transport, base_url="http://saloon.test") as client:
+        for path in ("/up/" + "a" * 9000, "/elsewhere/" + "a" * 9000, "/up/x?q=" + "a" * 9000):
+            answer = client.get(path)
+            assert answer.status_code == 414 and answer.json()["max_target"] == 8192
+        assert looked_up == []
+        assert client.get("/up/x").status_code == 200
+    assert looked_up == ["/up/x"]
+    coyote.close()
+
+
+def test_without_a_raw_target_the_wsgi_limit_measures_the_target_it_would_forward(
+    ledger: LedgerUpstream,
+) -> None:
+    # httpx's WSGITransport, like granian, gives no REQUEST_URI: PATH_INFO is decoded
+    coyote = leader_for(ledger)
+    with client_of(coyote, "wsgi") as client:
+        assert client.get("/up/" + "%20" * 3000).status_code == 414  # 3000 bytes decoded
+        assert client.get("/up/" + "%20" * 2600).status_code == 200  # 7.8 KiB
+    (got,) = ledger.wait_for(1)
+    assert got.target == b"/up/" + b"%20" * 2600
     coyote.close()
 
 

@@ -862,3 +862,95 @@ def test_websocket_to_the_host_where_a_coyote_get_route_matches(server: Server) 
     # coyote's GET /shared/{page} serves no WebSockets: the handshake is the host's
     with connect(f"ws://127.0.0.1:{server.port}/shared/ws", open_timeout=10) as ws:
         assert ws.recv(timeout=10) == "host /shared/ws"
+
+
+def raw_answer(port: int, data: bytes) -> Answer:
+    """The answer to raw request bytes; ``Answer()`` (status 0) when the server closed or
+    reset the connection without one."""
+    responses = _Responses()
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as conn:
+        try:
+            conn.sendall(data)
+            return _read_answer(conn, responses, deadline)
+        except (_Closed, ConnectionResetError, BrokenPipeError):
+            return Answer()
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    ],
+    ids=["gzip-chunked", "two-lines"],
+)
+def test_relay_refuses_a_transfer_coding_it_does_not_implement(
+    server: Server, coding: bytes
+) -> None:
+    # RFC 9112 §6.1: 501 from coyote (or the server refuses it before coyote sees it);
+    # never the coded bytes re-chunked as if they were the body
+    token = server.token("relay_coding")
+    answer = raw_answer(
+        server.port,
+        b"POST /relay/echo/%b HTTP/1.1\r\nHost: 127.0.0.1\r\n%bConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n" % (token.encode(), coding),
+    )
+    assert answer.status in (0, 400, 501), answer
+    if answer.status == 501 and answer.header(b"content-type") == b"application/json":
+        assert json.loads(answer.body)["error"] == "Not implemented"  # not the server's
+    assert count(server.ledger, token, wait=0.3) == 0
+
+
+def test_relay_takes_a_content_length_with_whitespace_around_it(server: Server) -> None:
+    # RFC 9110 §5.5: the whitespace around a field value is not part of it
+    token = server.token("relay_padded")
+    answer = raw_answer(
+        server.port,
+        b"POST /relay/echo/%b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length:    5   \r\n"
+        b"Connection: close\r\n\r\nhello" % token.encode(),
+    )
+    assert (answer.status, answer.body) == (200, b"hello")
+    got = arrived(server.ledger, token)
+    assert got.body == b"hello" and got.header_values("content-length") == [b"5"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"", b"Host: a:99999\r\n", b"Host: [::::]\r\n", b"Host: [1::2::3]:80\r\n"],
+    ids=["none", "port-over-65535", "ipv6-junk", "ipv6-two-gaps"],
+)
+def test_relay_refuses_an_http11_request_without_a_valid_host(server: Server, host: bytes) -> None:
+    # RFC 9112 §3.2: 400 (from coyote, or the server's own refusal)
+    token = server.token("relay_host")
+    answer = raw_answer(
+        server.port,
+        b"GET /relay/echo/%b HTTP/1.1\r\n%bConnection: close\r\n\r\n" % (token.encode(), host),
+    )
+    assert answer.status in (0, 400), answer
+    assert count(server.ledger, token, wait=0.3) == 0
+
+
+def test_relay_names_an_absolute_form_targets_authority_as_the_forwarded_host(
+    server: Server,
+) -> None:
+    # RFC 9112 §3.2.2: the target's authority, not the Host header
+    token = server.token("relay_absolute")
+    answer = raw_answer(
+        server.port,
+        b"GET http://target.example/relay/echo/%b HTTP/1.1\r\nHost: good.example\r\n"
+        b"Connection: close\r\n\r\n" % token.encode(),
+    )
+    if server.name in AUTHORITY_UNSEEN:
+        pytest.skip(AUTHORITY_UNSEEN[server.name])
+    assert answer.status == 200, answer
+    got = arrived(server.ledger, token)
+    assert got.header_values("x-forwarded-host") == [b"target.example"], got.headers
+    assert got.target == f"/relay/echo/{token}".encode()
+
+
+# Servers that hand the app the path of an absolute-form target without its authority
+AUTHORITY_UNSEEN = {
+    name: "the server gives the app the path of an absolute-form target, not its authority"
+    for name in ("uvicorn-httptools", "granian-asgi", "granian-wsgi")
+}

@@ -276,3 +276,20 @@ def test_lookups_never_see_a_half_built_table_under_churn() -> None:
     for r in readers:
         r.join(10)
     assert errors == []
+
+
+def test_the_lookup_cache_keeps_short_paths_only_so_its_memory_is_bounded() -> None:
+    from coyote_mw.table import CACHE_KEY_MAX, CACHE_SIZE
+
+    t = table_with(("GET", "/files/{name:path}"))
+    snapshot = t._snapshots["default"]
+    long_paths = [f"/files/{i}/" + "a" * 8000 for i in range(50)]
+    for path in long_paths:
+        match = t.match("default", "GET", path)
+        assert match is not None and match.params["name"] == path[len("/files/") :]
+    assert t.match("default", "GET", "/files/short") is not None
+    assert list(snapshot.cache) == [("GET", "/files/short")]
+    for i in range(2 * CACHE_SIZE):  # full, it starts over: never more than the bound
+        t.match("default", "GET", f"/files/{i}/" + "b" * (CACHE_KEY_MAX - 20))
+        assert len(snapshot.cache) <= CACHE_SIZE
+    assert sum(len(m) + len(p) for m, p in snapshot.cache) <= CACHE_SIZE * CACHE_KEY_MAX

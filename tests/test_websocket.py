@@ -154,3 +154,30 @@ def test_a_host_websocket_is_not_taken_by_a_coyote_get_route_that_speaks_no_webs
             ws.send_text("subscription")
             assert ws.receive_text() == "echo subscription"
     coyote.close()
+
+
+def test_a_handshake_with_a_target_over_max_target_is_refused_before_any_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    coyote = Coyote()
+    coyote.configure(max_target=100)
+    looked_up: list[str] = []
+    match = coyote.table.match
+
+    def spy(topology: str, method: str, path: str, *rest: Any) -> Any:
+        looked_up.append(path)
+        return match(topology, method, path, *rest)
+
+    monkeypatch.setattr(coyote.table, "match", spy)
+    with TestClient(coyote.asgi()) as client:
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            client.websocket_connect("/ws/" + "a" * 100),
+        ):
+            pass
+        assert refused.value.code == 1008 and looked_up == []
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws/short"):
+            pass
+    assert looked_up == ["/ws/short"]

@@ -156,10 +156,14 @@ class CoyoteASGI:
             relative, owned = relative_or_none, True
         # the target's size before any routing work: the lookup (and its cache) never
         # sees a path over max_target
+        forwarding = coyote.forwarding
         raw_path: bytes | None = scope.get("raw_path")
         size = len(path.raw) if raw_path is None else len(raw_path)
-        if size + len(scope.get("query_string") or b"") > coyote.forwarding.max_target:
-            too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
+        query: bytes | None = scope.get("query_string")
+        if query:
+            size += len(query)
+        if size > forwarding.max_target:
+            too_long = HeadTooLarge("max_target", forwarding.max_target, 414)
             await self._answer(send, scope, too_long, start, method, path.raw)
             return
         topology = self.resolve(scope)
@@ -168,7 +172,7 @@ class CoyoteASGI:
             await self.app(scope, receive, send)
             return
         # coyote answers this one: its head must pass coyote's checks (forwarding.py)
-        refused = coyote.forwarding.check_asgi(scope)
+        refused = forwarding.check_asgi(scope)
         if refused is not None:
             await self._answer(send, scope, refused, start, method, path.raw)
             return
@@ -190,7 +194,7 @@ class CoyoteASGI:
                 return
             scope = {**scope, "headers": checked}
         endpoint = match.endpoint
-        relay = coyote.relay_for(topology)
+        relay = coyote._relays.get(topology) or coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
         try:
             status = await endpoint.pick().serve_asgi(d, scope, receive, send)

@@ -163,8 +163,10 @@ class Forwarding:
                     "(such as 10.0.0.5 or 10.0.0.0/8)"
                 ) from None
             mapped = network.network_address
-            if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None and (
-                network.prefixlen >= 96
+            if (
+                isinstance(mapped, ipaddress.IPv6Address)
+                and mapped.ipv4_mapped is not None
+                and (network.prefixlen >= 96)
             ):
                 # ::ffff:10.0.0.0/104 is 10.0.0.0/8: trusts() sees mapped peers as IPv4
                 network = ipaddress.IPv4Network((mapped.ipv4_mapped, network.prefixlen - 96))
@@ -250,38 +252,52 @@ class Forwarding:
     def check_asgi(self, scope: Mapping[str, Any]) -> DispatchError | None:
         """The answer to a request whose head coyote refuses, or None (the target's
         size was checked before the lookup: ``target_too_long``)."""
-        headers = scope.get("headers") or ()
+        headers = scope["headers"]
         if len(headers) > self.max_headers:
             return HeadTooLarge("max_headers", self.max_headers)
-        size = hosts = lengths = 0
-        host = b""
-        coding: bytes | None = None  # Transfer-Encoding, its lines joined
-        loop = False
+        # The usual request has one valid Host, at most one plain Content-Length, and no
+        # Transfer-Encoding or Via: one pass adds the sizes and notes whether anything
+        # needs a closer look.
+        size = 0
+        host: bytes | None = None
+        length = rare = False
         for k, v in headers:
             n = len(k)
             size += n + len(v)
             # only four names matter here; their lengths spare most comparisons
             if n in _CHECKED_LENGTHS:
                 if k == b"host":
-                    hosts += 1
+                    rare = rare or host is not None
                     host = v
                 elif k == b"content-length":
-                    # "5, 5" or "x": not one length; OWS is not part of the value
-                    lengths += 1 if v.isdigit() or v.strip(b" \t").isdigit() else 2
-                elif k == b"transfer-encoding":
-                    coding = v if coding is None else coding + b", " + v
-                elif k == b"via" and self._mark in v:
-                    loop = self._passed_here(v)
-        if (
-            size <= self.max_header_bytes
-            and hosts == 1
-            and host in self._good_hosts
-            and not (loop or lengths > 1)
-            and (coding is None or (coding == b"chunked" and not lengths))
-        ):
-            return None  # the usual request, without a call more
-        required = scope.get("http_version") == "1.1"
-        return self._verdict(size, hosts, host, lengths, coding, loop, required)
+                    rare = rare or length or not v.isdigit()
+                    length = True
+                elif k == b"transfer-encoding" or k == b"via":
+                    rare = True
+        if not rare and size <= self.max_header_bytes and host in self._good_hosts:
+            return None  # without a call more
+        return self._close_look(headers, scope.get("http_version") == "1.1")
+
+    def _close_look(
+        self, headers: Iterable[tuple[bytes, bytes]], host_required: bool
+    ) -> DispatchError | None:
+        size = hosts = lengths = 0
+        host = b""
+        coding: bytes | None = None  # Transfer-Encoding, its lines joined
+        loop = False
+        for k, v in headers:
+            size += len(k) + len(v)
+            if k == b"host":
+                hosts += 1
+                host = v
+            elif k == b"content-length":
+                # "5, 5" or "x": not one length; OWS is not part of the value
+                lengths += 1 if v.isdigit() or v.strip(b" \t").isdigit() else 2
+            elif k == b"transfer-encoding":
+                coding = v if coding is None else coding + b", " + v
+            elif k == b"via" and self._mark in v:
+                loop = self._passed_here(v)
+        return self._verdict(size, hosts, host, lengths, coding, loop, host_required)
 
     def check_wsgi(self, environ: Mapping[str, Any]) -> DispatchError | None:
         """``check_asgi`` for a WSGI environ (the server has joined repeated lines)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coyote_mw.cli import parse
 from tests.ledger import LedgerUpstream
 from tests.processes import BIN, ROOT, free_port
 from tests.test_remote import AUTH, ENV, Proc, until
@@ -150,6 +149,8 @@ def test_a_toml_config_sets_the_timeout_and_a_flag_wins_over_it(
     assert "coyote_mw.access" not in log and '"GET /hang' not in log, log
 
     # a flag given on the command line wins over the file
+    from coyote_mw.cli import parse
+
     assert parse(["leader", "--config", str(config), "--timeout", "30"]).timeout == 30.0
     assert parse(["leader", "--config", str(config)]).timeout == 0.5
     config.write_text('log_level = "debug"\ntrusted_proxy = "10.0.0.1"\n')

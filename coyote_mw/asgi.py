@@ -224,7 +224,9 @@ class CoyoteASGI:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)
-        response = api.refuse_early(headers, close=scope.get("http_version", "1.1") < "2")
+        response = api.probe(method, path) or api.refuse_early(
+            headers, close=scope.get("http_version", "1.1") < "2"
+        )
         if response is None:
             body = await read_asgi_body(receive)
             if body is None:

@@ -17,6 +17,7 @@ what the command line says (a bad URL, import path or file), exit 1 for what hap
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from coyote_mw.clitable import print_routes
+
 __all__ = ["main"]
 
 
@@ -34,6 +37,33 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """Each option's default in ``--help``, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction):
+            # (some Pythons add "(default: True)" themselves: on/off reads better)
+            text = text.replace(" (default: %(default)s)", "")
+            return f"{text} (default: {'on' if default else 'off'})"
+        worth_saying = not (
+            default is None or default is False or default == [] or default is argparse.SUPPRESS
+        )
+        if action.option_strings and worth_saying and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coyote-mw")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def _url(what: str) -> Callable[[str], str]:
@@ -152,16 +182,41 @@ def _upstream_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="coyote", description="coyote_mw: dynamic routing.")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+_LOG_LEVELS = ["debug", "info", "warning"]
+
+
+def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
+    """The ``coyote`` parser and its subcommands' parsers, by name."""
+    parser = _Parser(
+        prog="coyote", description="coyote_mw: dynamic routing.", formatter_class=_Help
+    )
+    parser.add_argument("--version", action="version", version=f"coyote-mw {_version()}")
+    parser.add_argument("--log-level", default="info", choices=_LOG_LEVELS, help="how much to log")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    leader = sub.add_parser("leader", help="run a standalone leader with the registration API")
-    leader.add_argument("--host", default="127.0.0.1")
-    leader.add_argument("--port", type=int, default=8000)
+    def command(name: str, text: str) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=text, formatter_class=_Help)
+        # also after the subcommand (coyote leader --log-level debug); SUPPRESS: not
+        # given here, the one before the subcommand (or its default) stands
+        p.add_argument(
+            "--log-level",
+            default=argparse.SUPPRESS,
+            choices=_LOG_LEVELS,
+            help="as before the subcommand (default: info)",
+        )
+        return p
+
+    leader = command("leader", "run a standalone leader with the registration API")
+    leader.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file with any of these options, a key each (max_body = 1048576); "
+        "flags given here win over it",
+    )
+    leader.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    leader.add_argument("--port", type=int, default=8000, help="port to listen on")
     leader.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
-    leader.add_argument("--prefix", default="/_coyote")
+    leader.add_argument("--prefix", default="/_coyote", help="where the API lives")
     leader.add_argument("--store", help="Redis URL shared by several leaders ($COYOTE_STORE)")
     leader.add_argument(
         "--ca-file",
@@ -187,10 +242,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=30.0, help="seconds a request may take (504)"
     )
     leader.add_argument(
+        "--max-body",
+        type=int,
+        default=10 * 1024 * 1024,
+        help="bytes a handler may read from a request body (413 above)",
+    )
+    leader.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per request on the coyote_mw.access logger",
+    )
+    leader.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    leader.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
+    leader.add_argument(
         "--max-websockets",
         type=int,
         default=1000,
-        help="relayed WebSockets open at once; more are refused (1000)",
+        help="relayed WebSockets open at once; more are refused",
     )
     leader.add_argument(
         "--topology-bounds",
@@ -201,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _upstream_flags(leader)
 
-    client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
+    client = command("serve-client", "serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
     client.add_argument(
         "--leader",
@@ -210,10 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_url("leader"),
         help="a leader URL (repeat)",
     )
-    client.add_argument("--host", default="127.0.0.1")
-    client.add_argument("--port", type=int, default=9001)
+    client.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    client.add_argument("--port", type=int, default=9001, help="port to listen on")
     client.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
-    client.add_argument("--topology", default="default")
+    client.add_argument("--topology", default="default", help="the topology it serves")
     client.add_argument("--ttl", type=int, default=10, help="lease seconds (1-3600)")
     client.add_argument("--instance", help="instance name (default: host:port)")
     client.add_argument(
@@ -226,14 +295,125 @@ def main(argv: Sequence[str] | None = None) -> int:
     client.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
     client.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for https:// leaders")
 
-    routes = sub.add_parser("routes", help="print a leader's route table")
-    routes.add_argument("--leader", required=True, type=_url("leader"))
+    routes = command("routes", "print a leader's route table (a table, or --json)")
+    routes.add_argument("--leader", required=True, type=_url("leader"), help="the leader's URL")
     routes.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
-    routes.add_argument("--prefix", default="/_coyote")
+    routes.add_argument("--prefix", default="/_coyote", help="where the leader's API lives")
     routes.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for an https:// leader")
-    routes.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
+    routes.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+    routes.add_argument("--json", action="store_true", help="print the JSON the leader sends")
+    return parser, {"leader": leader, "serve-client": client, "routes": routes}
 
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``coyote leader --config FILE`` read in: an option given
+    on the command line wins over the file, the file over the defaults."""
+    parser, commands = _parsers()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.command == "leader" and args.config is not None:
+        leader = commands["leader"]
+        settings = _read_config(args.config, leader)
+        given = _given(parser, argv)
+        for key, value in settings.items():
+            if key not in given:
+                setattr(args, key, value)
+    return args
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The options the command line itself sets (parsed again with no defaults)."""
+    actions = [
+        a
+        for p in _all_parsers(parser)
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction | argparse._HelpAction)
+    ]
+    saved = [a.default for a in actions]
+    try:
+        for a in actions:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv))) - {"command"}
+    finally:
+        for a, default in zip(actions, saved, strict=True):
+            a.default = default
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = [parser]
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            out.extend(a.choices.values())
+    return out
+
+
+def _read_config(path: str, leader: argparse.ArgumentParser) -> dict[str, Any]:
+    """``coyote leader``'s options from a TOML file, each checked as its flag would be;
+    anything wrong is one line and exit 2."""
+    import tomllib
+
+    where = f"--config {path!r}"
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        leader.error(f"{where}: {exc.strerror or exc}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        leader.error(f"{where} is not TOML: {exc}")
+    options = {
+        a.dest: a for a in leader._actions if a.option_strings and a.dest not in ("help", "config")
+    }
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        action = options.get(key)
+        if action is None:
+            close = difflib.get_close_matches(key, list(options), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            leader.error(f"{where}: unknown key {raw_key!r}{hint}")
+        try:
+            out[key] = _setting(action, value)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            leader.error(f"{where}: {raw_key} = {value!r}: {exc}")
+    return out
+
+
+def _setting(action: argparse.Action, value: Any) -> Any:
+    """A TOML value for an option, checked and converted as the flag's value would be."""
+    if isinstance(action, argparse.BooleanOptionalAction | argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise TypeError("must be true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise TypeError("must be a string or a list of strings")
+        return [_one(action, x) for x in items]
+    return _one(action, value)
+
+
+def _one(action: argparse.Action, value: Any) -> Any:
+    kind = action.type
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("must be a whole number")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("must be a number")
+        value = float(value)
+    elif not isinstance(value, str):
+        raise TypeError("must be a string")
+    elif callable(kind):
+        value = kind(value)
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    _, commands = _parsers()
+    leader, client, routes = commands["leader"], commands["serve-client"], commands["routes"]
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -245,6 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.proxy_headers and not args.trusted_proxy:
             leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
+        if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+            leader.error("--ssl-certfile and --ssl-keyfile go together")
+        if args.ssl_certfile is not None:
+            bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
+            if bad:
+                leader.error(bad)
         try:
             coyote = Coyote(
                 token=_token(args, leader),
@@ -256,12 +442,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 queue=args.queue,
                 timeout=args.timeout,
                 max_websockets=args.max_websockets,
+                max_body=args.max_body,
+                access_log=args.access_log,
                 topologies=_parse_topology_bounds(args.topology_bounds),
                 **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
             )
         except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
             leader.error(str(exc))
-        sock = _listen(args.host, args.port, "leader")
+        scheme = "https" if args.ssl_certfile else "http"
+        sock = _listen(args.host, args.port, "leader", scheme)
         # uvicorn's own proxy_headers (on by default) would take any loopback client's
         # X-Forwarded-For as its address: only with the flag, only from trusted proxies
         config = uvicorn.Config(
@@ -271,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
+            access_log=args.access_log,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
         )
         uvicorn.Server(config).run(sockets=[sock])
         return 0
@@ -350,7 +542,13 @@ def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         table = r.json()
     except ValueError:
         return fail("answered 200 but not with JSON: is that a coyote leader (and --prefix)?")
-    print(json.dumps(table, indent=2))
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    try:
+        print_routes(table, sys.stdout)
+    except ValueError as exc:
+        return fail(f"answered 200 but {exc}: is that a coyote leader (and --prefix)?")
     return 0
 
 

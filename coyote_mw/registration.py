@@ -4,7 +4,8 @@
                                            -> 201 {lease, ttl, heartbeat}
     PUT    /_coyote/registrations/{lease}  heartbeat -> 200 {lease, ttl}; 404 if unknown
     DELETE /_coyote/registrations/{lease}  -> 204; 404 if unknown
-    GET    /_coyote/routes                 -> 200 the table as JSON
+    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops)
+    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token (coyote_mw.ops)
 
 Security stance: the API is off until ``Coyote(token=...)`` is set, and every call
 needs ``Authorization: Bearer <token>`` (compared in constant time): 401 without it,
@@ -40,6 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.ops import PROBES, probe, route_view
 from coyote_mw.responses import Response, json_response
 from coyote_mw.stores import StoreConflict
 from coyote_mw.storesync import StoreUnavailable
@@ -223,6 +225,16 @@ class LeaseKeeper:
         with self._lock:
             self._deadlines.pop(lease, None)
 
+    def not_ready(self) -> str | None:
+        """Why the table is not ready (``/ready``): never, it lives in this process."""
+        return None
+
+    def deadlines(self) -> dict[str, tuple[float, int]]:
+        """Each lease's expiry (a Unix time) and ttl."""
+        shift = time.time() - time.monotonic()
+        with self._lock:
+            return {lease: (dl + shift, ttl) for lease, (dl, ttl) in self._deadlines.items()}
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             now = time.monotonic()
@@ -260,6 +272,11 @@ class RegistrationAPI:
 
     def owns(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def probe(self, method: str, path: str) -> Response | None:
+        """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
+        read); None for every other path (coyote_mw.ops)."""
+        return probe(self, method, path[len(self.prefix) :])
 
     def refuse_early(self, headers: Mapping[str, str], close: bool = False) -> Response | None:
         """The answer to give before reading the body, if any: 401/403 without the right
@@ -299,10 +316,13 @@ class RegistrationAPI:
         body: bytes | None,
     ) -> Response:
         """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``."""
+        rest = path[len(self.prefix) :]
+        answer = probe(self, method, rest) if rest in PROBES else None
+        if answer is not None:
+            return answer
         refusal = self._unauthorized(headers)
         if refusal is not None:
             return refusal
-        rest = path[len(self.prefix) :]
         if body is None:
             return _problem(413, "Payload too large", max_bytes=MAX_PAYLOAD)
         if rest == "/registrations":
@@ -319,7 +339,7 @@ class RegistrationAPI:
         if rest == "/routes":
             if method not in ("GET", "HEAD"):
                 return _not_allowed(method, rest, ["GET", "HEAD"])
-            return json_response(self.coyote.table.routes())
+            return json_response(route_view(self))
         return _problem(404, "No such API endpoint", path=path)
 
     def _register(self, body: bytes) -> Response:

@@ -249,6 +249,11 @@ class RedisStore:
             self._changed()
         return gone
 
+    def deadlines(self) -> dict[str, float]:
+        """Every lease's expiry, as a Unix time in seconds."""
+        pairs = self._redis.zrange(f"{self.ns}:deadlines", 0, -1, withscores=True)
+        return {raw.decode(): score / 1000 for raw, score in pairs}
+
     def _changed(self) -> None:
         version = int(self._redis.incr(f"{self.ns}:version"))
         self._redis.publish(self._channel, version)

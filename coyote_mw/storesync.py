@@ -46,6 +46,9 @@ class SharedLeases:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._down = False
+        # /ready: False until a load from the store completed, and again from an outage
+        # until the reload after it
+        self._synced = False
         self._interval = interval
         self._guard(self.reload)
         self._start_threads()
@@ -74,6 +77,7 @@ class SharedLeases:
             if not self._down:
                 logger.warning("shared store unreachable (%s): serving the last table", exc)
             self._down = True
+            self._synced = False
             return None
         if self._down:
             logger.warning("shared store is back")
@@ -140,6 +144,7 @@ class SharedLeases:
                 if self.api.apply(wanted[lease]):
                     self.applied[lease] = wanted[lease]
             self.version = version
+            self._synced = True
 
     def _changed(self, version: int) -> None:
         if version == -1 or version != self.version:
@@ -152,8 +157,31 @@ class SharedLeases:
             self._guard(self.store.expire)  # announced: every worker reloads
             if ticks % 5 == 0:  # a missed announcement shows as a version ahead of ours
                 current = self._guard(self.store.version)
-                if current is not None and current != self.version:
+                if current is not None and (current != self.version or not self._synced):
                     self._guard(self.reload)
+
+    def not_ready(self) -> str | None:
+        """Why this worker's table is not ready (``/ready``), from the state the sync
+        keeps: no Redis round trip."""
+        if self.version == -1:
+            why = "the first load from the shared store has not completed"
+            return why + ": the store is unreachable" if self._down else why
+        if self._down:
+            return "the shared store is unreachable: serving the last table"
+        if not self._synced:
+            return "reloading the table from the shared store after an outage"
+        return None
+
+    def deadlines(self) -> dict[str, tuple[float, int]]:
+        """Each applied lease's expiry (a Unix time, as the store holds it) and ttl; {}
+        while the store is unreachable."""
+        try:
+            expiries = self.store.deadlines()
+        except self._errors:
+            return {}
+        with self._lock:
+            ttls = {lease: r.ttl for lease, r in self.applied.items()}
+        return {lease: (at, ttls[lease]) for lease, at in expiries.items() if lease in ttls}
 
     def close(self) -> None:
         self._stop.set()

@@ -295,6 +295,14 @@ class RouteTable:
         out.sort(key=lambda r: (r["topology"], r["path"], r["method"]))
         return out
 
+    def endpoints(self) -> list[Endpoint]:
+        """Every route's endpoint (its instances and their handlers), unordered."""
+        return [ep for _, ep in list(self._endpoints.values())]
+
+    def leases(self) -> dict[str, Registration]:
+        """Every registration, by its lease."""
+        return dict(self._by_lease)
+
     def __len__(self) -> int:
         return sum(s.size for s in self._snapshots.values())
 

@@ -137,7 +137,7 @@ class CoyoteWSGI:
     ) -> Iterable[bytes]:
         headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
         # the token and a declared length first: a refused body is never read
-        response = api.refuse_early(headers)
+        response = api.probe(method, path) or api.refuse_early(headers)
         if response is None:
             body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
             handle = api.handle

@@ -26,7 +26,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from coyote_mw.logs import FORMATS, configure_cli
+
 __all__ = ["main"]
+
+_LOG_FORMAT = "text lines, or one JSON object per line (also after the command)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,6 +159,7 @@ def _upstream_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="coyote", description="coyote_mw: dynamic routing.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--log-format", default="text", choices=FORMATS, help=_LOG_FORMAT)
     sub = parser.add_subparsers(dest="command", required=True)
 
     leader = sub.add_parser("leader", help="run a standalone leader with the registration API")
@@ -200,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="bounds of one topology, e.g. blue:concurrency=10,queue=20,timeout=5 (repeat)",
     )
     _upstream_flags(leader)
+    leader.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
     client = sub.add_parser("serve-client", help="serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -225,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     client.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
     client.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for https:// leaders")
+    client.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
     routes = sub.add_parser("routes", help="print a leader's route table")
     routes.add_argument("--leader", required=True, type=_url("leader"))
@@ -234,10 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     routes.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per heartbeat
+    configure_cli(args.log_level, args.log_format)
     if args.command == "leader":
         uvicorn = _uvicorn(leader)
 
@@ -269,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            # coyote's access line is the one (coyote_mw.accesslog), and uvicorn's own
+            # lines go through the handler configure_cli set, in the same format
+            access_log=False,
+            log_config=None,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
         )

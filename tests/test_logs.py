@@ -338,3 +338,18 @@ def test_a_store_outage_and_its_recovery_are_one_line_each(
         assert " WARNING " in down and " INFO " in back
     finally:
         redis_server.cleanup()
+
+
+def test_a_lease_expiry_in_a_shared_store_is_one_line(procs: Callable[..., Proc]) -> None:
+    redis_server = RedisServer().start()
+    try:
+        leader = procs("leader", "--store", redis_server.url)
+        saloon = procs("serve-client", SALOON, "--leader", leader.url, "--ttl", "1")
+        until(lambda: routes_of(leader) != [], 20, "registered")
+        saloon.kill(signal.SIGKILL)
+        until(lambda: routes_of(leader) == [], 10, "expired")
+        time.sleep(0.5)
+        (expired,) = [x for x in lines_of(leader, "coyote_mw.registration") if "expired" in x]
+        assert " WARNING " in expired and "deadwood.saloon" in expired
+    finally:
+        redis_server.cleanup()

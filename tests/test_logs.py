@@ -186,6 +186,22 @@ def test_log_format_json_gives_a_host_json_lines_on_stderr() -> None:
     assert fields["path"] == "/items/5" and fields["service"] == "shop"
 
 
+def test_flask_config_log_format_json_gives_json_lines() -> None:
+    done = _python(
+        "import flask\n"
+        "from coyote_mw.adapters.flask import Coyote\n"
+        "app = flask.Flask('host')\n"
+        "app.config['COYOTE_LOG_FORMAT'] = 'json'\n"
+        "app.config['COYOTE_CLIENTS'] = ['tests.test_logs:Shop']\n"
+        "Coyote(app)\n"
+        "print(app.test_client().get('/items/6').status_code)\n"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "200", done.stderr
+    (line,) = done.stderr.splitlines()
+    fields = json.loads(line)
+    assert fields["path"] == "/items/6" and fields["route"] == "/items/{id:int}"
+
+
 def test_an_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log_format 'xml'"):
         Coyote(log_format="xml")

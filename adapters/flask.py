@@ -21,6 +21,8 @@ COYOTE_TOPOLOGIES      None         bounds of their own for some topologies:
                                     {"blue": {"concurrency": 10, "queue": 20}}
 COYOTE_MAX_BODY        10 MiB       bytes a handler may read
 COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
+COYOTE_LOG_FORMAT      None         None: logging is Flask's; "text" / "json": coyote's
+                                    loggers print to stderr in that format
 COYOTE_TRUSTED_PROXIES None         proxies whose X-Forwarded-* are kept (IPs / CIDRs)
 COYOTE_MAX_HEADERS     100          request header lines (431 above)
 COYOTE_MAX_HEADER_BYTES 32 KiB      bytes of request headers (431 above)

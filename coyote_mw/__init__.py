@@ -3,7 +3,13 @@
 Clients register their routes at run time into a shared route table; a middleware
 mounted in any host app looks every request up there and relays it, through bounded
 concurrency and a bounded queue, to the matching handler.
+
+As a library it adds only a ``NullHandler`` to the ``coyote_mw`` logger (the logging
+HOWTO's advice): without a logging configuration of the host's, nothing is printed,
+not even warnings through logging's bare last-resort handler.
 """
+
+import logging
 
 from coyote_mw.client import Client, route
 from coyote_mw.errors import (
@@ -55,3 +61,5 @@ __all__ = [
     "by_header",
     "route",
 ]
+
+logging.getLogger("coyote_mw").addHandler(logging.NullHandler())

@@ -1,6 +1,12 @@
 """One INFO line per request on the ``coyote_mw.access`` logger.
 
-    GET /items/7 200 0.4ms route=/items/{id:int} service=shop
+    GET /items/7 200 0.4ms route=/items/{id:int} service=shop instance=- \
+        client=127.0.0.1 request_id=4bf92f3577b34da6a3ce929d0e0e4736
+
+``instance`` is the URL a relayed request went to ("-" in process); ``request_id`` the
+X-Request-ID it was relayed with (the client's when safe, else made), or in process
+the client's own when safe; "-" for what is not known.  With
+``coyote_mw.logs.JSONFormatter`` the same fields are a JSON object's.
 
 The line goes through the standard logging module, so its handlers, formatters and
 filters apply.  It is on every request's path, so the record is built directly
@@ -30,6 +36,8 @@ import threading
 import time
 import weakref
 from typing import Any
+
+from coyote_mw.forwarding import _REQUEST_ID
 
 __all__ = ["AccessLog", "BufferedFileHandler"]
 
@@ -96,34 +104,88 @@ class AccessLog:
         self.enabled = enabled
 
     def __call__(
-        self, method: str, raw_path: str, status: int, start: float, endpoint: Any
+        self,
+        method: str,
+        raw_path: str,
+        status: int,
+        start: float,
+        endpoint: Any,
+        peer: Any = None,
+        handler: Any = None,
+        d: Any = None,
     ) -> None:
+        """``peer``: the ASGI scope or WSGI environ (client address, X-Request-ID);
+        ``handler``: the one that served (its URL when remote); ``d``: the Dispatch
+        (the request id sent on).  All read only when a line is written."""
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
         direct = _destination()
         if direct is False:
             return
         ms = (time.perf_counter() - start) * 1000
+        client, request_id = _client_and_id(peer, d)
+        if endpoint is None:
+            route = service = "-"
+        else:
+            route, service = endpoint.pattern, endpoint.service
+        if handler is None or handler.kind != "remote":
+            instance = "-"
+        else:  # the instance it went to in the end
+            instance = (d.retried_on if d is not None else "") or handler.url
         if direct is not True:
             # the line emit() would write for the record below, in one formatting
             stamp = direct._timestamp(time.time())
-            if endpoint is None:
-                line = f"{stamp} {method} {raw_path} {status} {ms:.1f}ms\n"
-            else:
-                line = (
-                    f"{stamp} {method} {raw_path} {status} {ms:.1f}ms "
-                    f"route={endpoint.pattern} service={endpoint.service}\n"
-                )
-            direct.write_raw(line)
-        elif endpoint is None:
-            logger.handle(_AccessRecord("%s %s %d %.1fms", (method, raw_path, status, ms)))
-        else:
-            logger.handle(
-                _AccessRecord(
-                    "%s %s %d %.1fms route=%s service=%s",
-                    (method, raw_path, status, ms, endpoint.pattern, endpoint.service),
-                )
+            direct.write_raw(
+                f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
+                f"service={service} instance={instance} client={client} "
+                f"request_id={request_id}\n"
             )
+            return
+        record = _AccessRecord(
+            "%s %s %d %.1fms route=%s service=%s instance=%s client=%s request_id=%s",
+            (method, raw_path, status, ms, route, service, instance, client, request_id),
+        )
+        record.__dict__["access"] = {  # the fields of a JSON line (coyote_mw.logs.JSONFormatter)
+            "client": None if client == "-" else client,
+            "method": method,
+            "path": raw_path,
+            "status": status,
+            "duration_ms": round(ms, 3),
+            "route": None if endpoint is None else route,
+            "service": None if endpoint is None else service,
+            "instance": None if instance == "-" else instance,
+            "request_id": None if request_id == "-" else request_id,
+        }
+        logger.handle(record)
+
+
+def _client_and_id(peer: Any, d: Any) -> tuple[str, str]:
+    """The client's address and the request id, "-" for what is not known.
+
+    The id is the one the request was relayed with (``Dispatch.request_id``); for a
+    request served in process, the client's X-Request-ID when it is a safe token."""
+    if peer is None:
+        return "-", (d.request_id or "-") if d is not None else "-"
+    request_id = d.request_id if d is not None else ""
+    if "REQUEST_METHOD" in peer:  # a WSGI environ
+        client = peer.get("REMOTE_ADDR") or "-"
+        if not request_id:
+            given = peer.get("HTTP_X_REQUEST_ID")
+            if given is not None:
+                request_id = _safe_id(given.encode("latin-1"))
+    else:
+        address = peer.get("client")
+        client = str(address[0]) if address else "-"
+        if not request_id:
+            for name, value in peer.get("headers", ()):
+                if name == b"x-request-id":
+                    request_id = _safe_id(value)
+                    break
+    return client, request_id or "-"
+
+
+def _safe_id(value: bytes) -> str:
+    return value.decode("ascii") if _REQUEST_ID.fullmatch(value) is not None else ""
 
 
 def _destination() -> BufferedFileHandler | bool:
@@ -147,12 +209,17 @@ def _destination() -> BufferedFileHandler | bool:
             return True
         direct = h
     parent = logger.parent if logger.propagate else None
+    silenced = False  # a NullHandler reached: logging's last resort is not used
     while parent is not None:  # what callHandlers would also reach
-        if parent.handlers:
-            return True
+        for h in parent.handlers:
+            if type(h) is not logging.NullHandler:
+                return True
+            silenced = True
         parent = parent.parent if parent.propagate else None
     if direct is not None:
         return direct
+    if silenced:
+        return False
     # No handler anywhere: logging falls back to lastResort, which takes WARNING and up.
     last = logging.lastResort
     return last is None or last.level <= logging.INFO

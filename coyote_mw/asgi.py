@@ -196,10 +196,12 @@ class CoyoteASGI:
         endpoint = match.endpoint
         relay = coyote._relays.get(topology) or coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
+        handler = None  # pick() may refuse: every instance ejected (503)
         try:
-            status = await endpoint.pick().serve_asgi(d, scope, receive, send)
+            handler = endpoint.pick()
+            status = await handler.serve_asgi(d, scope, receive, send)
         except DispatchError as exc:
-            await self._answer(send, scope, exc, start, method, path.raw, endpoint)
+            await self._answer(send, scope, exc, start, method, path.raw, endpoint, handler, d)
             return
         except RuntimeError:  # "no running event loop": a trio server (coyote_mw.eventloop)
             if not_on_asyncio() is None:
@@ -209,7 +211,7 @@ class CoyoteASGI:
             except DispatchError as exc:
                 await self._answer(send, scope, exc, start, method, path.raw, endpoint)
                 return
-        coyote.log_access(method, path.raw, status, start, endpoint)
+        coyote.log_access(method, path.raw, status, start, endpoint, scope, handler, d)
 
     async def _api(
         self,
@@ -238,7 +240,8 @@ class CoyoteASGI:
                 # an unreachable Redis must not stall the requests this loop is serving
                 response = await asyncio.to_thread(api.handle, method, path, headers, body)
         await send_response(send, response, method == "HEAD")
-        self.coyote.log_access(method, path, response.status, start, None)
+        if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
+            self.coyote.log_access(method, path, response.status, start, None, scope)
 
     async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> Any:
         """Run the host app.  When it answered 404 (its answer is then dropped): the
@@ -269,9 +272,11 @@ class CoyoteASGI:
         method: str,
         raw: str,
         endpoint: Any = None,
+        handler: Any = None,
+        d: Any = None,
     ) -> None:
         if isinstance(exc, ClientDisconnected):  # nobody is left to answer
-            self.coyote.log_access(method, raw, exc.status, start, endpoint)
+            self.coyote.log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
             return
         response = error_response(exc)
         try:
@@ -280,7 +285,7 @@ class CoyoteASGI:
             # The handler had already started a response; nothing more can be sent.
             if not isinstance(exc, RoutingError):
                 raise
-        self.coyote.log_access(method, raw, exc.status, start, endpoint)
+        self.coyote.log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
 
     async def _startup(self) -> None:
         refusal = not_on_asyncio()

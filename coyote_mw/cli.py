@@ -28,8 +28,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from coyote_mw.clitable import print_routes
+from coyote_mw.logs import FORMATS, configure_cli
 
 __all__ = ["main"]
+
+_LOG_FORMAT = "text lines, or one JSON object per line (also after the command)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,6 +195,7 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     )
     parser.add_argument("--version", action="version", version=f"coyote-mw {_version()}")
     parser.add_argument("--log-level", default="info", choices=_LOG_LEVELS, help="how much to log")
+    parser.add_argument("--log-format", default="text", choices=FORMATS, help=_LOG_FORMAT)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, text: str) -> _Parser:
@@ -269,6 +273,7 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
         help="bounds of one topology, e.g. blue:concurrency=10,queue=20,timeout=5 (repeat)",
     )
     _upstream_flags(leader)
+    leader.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
     client = command("serve-client", "serve a Client and register it with leaders")
     client.add_argument("target", help="the Client class, as module:Class")
@@ -294,6 +299,7 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     client.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     client.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
     client.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for https:// leaders")
+    client.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
     routes = command("routes", "print a leader's route table (a table, or --json)")
     routes.add_argument("--leader", required=True, type=_url("leader"), help="the leader's URL")
@@ -414,10 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     _, commands = _parsers()
     leader, client, routes = commands["leader"], commands["serve-client"], commands["routes"]
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per heartbeat
+    configure_cli(args.log_level, args.log_format)
     if args.command == "leader":
         uvicorn = _uvicorn(leader)
 
@@ -458,9 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            # coyote's access line is the one (coyote_mw.accesslog), and uvicorn's own
+            # lines go through the handler configure_cli set, in the same format
+            access_log=False,
+            log_config=None,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
-            access_log=args.access_log,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
         )

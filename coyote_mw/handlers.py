@@ -61,6 +61,8 @@ class Dispatch:
     """The mount prefix the middleware stripped (sub-apps see it as root_path)."""
     request_id: str = ""
     """The X-Request-ID a relayed request went out with (the client's, or made)."""
+    retried_on: str = ""
+    """The instance a request went to after the picked one refused the connection."""
 
 
 class Handler:

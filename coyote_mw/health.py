@@ -38,7 +38,7 @@ from coyote_mw.transport import MAX_HEAD
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
 
-logger = logging.getLogger("coyote_mw.proxy")
+logger = logging.getLogger("coyote_mw.health")
 
 EJECT_AFTER = 3
 

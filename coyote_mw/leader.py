@@ -12,6 +12,9 @@ queue              100        requests waiting for a slot beyond that; more get 
 timeout            30.0       seconds a handler may take (504), and a request may wait
 max_body           10 MiB     bytes a handler may read from a request body (413)
 access_log         True       one INFO line per request on logger ``coyote_mw.access``
+log_format         None       None: logging is the host's; "text" / "json": coyote's
+                              loggers get a stderr handler of their own in that
+                              format (``coyote_mw.logs``)
 token              None       bearer token of the registration API (off while None)
 prefix             /_coyote   where the registration API lives
 store              None       Redis URL shared by every worker (or $COYOTE_STORE);
@@ -77,6 +80,7 @@ from coyote_mw.errors import (
 from coyote_mw.forwarding import Forwarding
 from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
 from coyote_mw.health import UpstreamPolicy
+from coyote_mw.logs import use_format
 from coyote_mw.paths import CanonicalPath, canonicalize
 from coyote_mw.registration import RegistrationAPI
 from coyote_mw.relay import Relay, Sockets
@@ -118,7 +122,10 @@ class Coyote:
         max_ejection_time: float = UpstreamPolicy.max_ejection_time,
         max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
         max_websockets: int = 1000,
+        log_format: str | None = None,
     ) -> None:
+        if log_format is not None:
+            use_format(log_format)
         self.websockets = Sockets(max_websockets)
         """Relayed WebSockets open now, and their bound."""
         self.upstream = UpstreamPolicy(
@@ -201,8 +208,11 @@ class Coyote:
         max_ejection_time: float | None = None,
         max_ejection_percent: int | None = None,
         max_websockets: int | None = None,
+        log_format: str | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
+        if log_format is not None:
+            use_format(log_format)
         if max_websockets is not None:
             Sockets(max_websockets)  # refused here, before anything changes
         upstream: dict[str, Any] = {

@@ -247,6 +247,7 @@ class RemoteHandler(InstanceHealth, Handler):
                     if other is None:
                         raise instance_failed(d, instance.url, exc) from exc
                     instance_failed(d, instance.url, exc, retrying_on=other.url)
+                    d.retried_on = other.url
                     headers = [(k, v) for k, v in headers if k != b"host"]
                     headers.append((b"host", other.netloc))
                     instance = other
@@ -408,6 +409,7 @@ class RemoteHandler(InstanceHealth, Handler):
                 other = _another(d, self)
                 if other is not None:
                     instance_failed(d, self.url, exc, retrying_on=other.url)
+                    d.retried_on = other.url
                     return other._forward_sync(d, environ, start_response, retry=False)
             raise instance_failed(d, self.url, exc) from exc
         except httpx.TimeoutException as exc:

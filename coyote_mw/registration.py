@@ -465,6 +465,13 @@ class RegistrationAPI:
             revive = getattr(handler, "revive", None)
             if revive is not None:
                 revive()
+        logger.debug(
+            "heartbeat of %s/%s in %s (lease %s)",
+            registration.service,
+            registration.instance,
+            registration.topology,
+            lease,
+        )
         return json_response({"lease": lease, "ttl": ttl})
 
     def _deregister(self, lease: str) -> Response:
@@ -472,18 +479,32 @@ class RegistrationAPI:
             self.leases.forget(lease)
         except StoreUnavailable as exc:
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
-        if not self.coyote.table.deregister(lease=lease):
+        dropped = self.coyote.table.deregister(lease=lease)
+        if not dropped:
             return _problem(404, "Unknown lease", lease=lease)
+        for reg in dropped:
+            logger.info(
+                "deregistered %s/%s: %d routes in %s",
+                reg.service,
+                reg.instance,
+                len(reg.routes),
+                reg.topology,
+            )
         return Response(b"", 204)
 
     def _expired(self, lease: str) -> None:
         for reg in self.coyote.table.deregister(lease=lease):
-            logger.warning(
-                "lease of %s/%s expired: its routes are dropped", reg.service, reg.instance
-            )
+            log_expired(reg.service, reg.instance, reg.topology)
 
     def close(self) -> None:
         self.leases.close()
+
+
+def log_expired(service: str, instance: str, topology: str) -> None:
+    """The line of a lease that ran out: the instance stopped heart-beating."""
+    logger.warning(
+        "lease of %s/%s in %s expired: its routes are dropped", service, instance, topology
+    )
 
 
 def _not_allowed(method: str, path: str, allowed: list[str]) -> Response:

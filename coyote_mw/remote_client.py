@@ -164,6 +164,7 @@ class Registrar:
                         break
                     if r.status_code != 200:
                         raise _refusal(leader, "heartbeat", r.status_code, r.text)
+                    logger.debug("heartbeat to %s", leader)
             except (httpx.TransportError, _Transient) as exc:
                 self.registered[leader].clear()
                 if not down:
@@ -246,6 +247,7 @@ def serve_client(
     registration for good; transient failures are retried for as long as it runs.
     """
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ValueError("serving HTTPS takes both a certificate and its key")
@@ -303,6 +305,10 @@ def serve_client(
             host=host,
             port=port,
             log_level=log_level,
+            # the client's Coyote writes the access line; a process whose logging is
+            # configured (coyote serve-client) gets uvicorn's lines in its format
+            access_log=False,
+            log_config=None if logging.getLogger().handlers else LOGGING_CONFIG,
             lifespan="on",
             ssl_certfile=ssl_certfile,
             ssl_keyfile=ssl_keyfile,

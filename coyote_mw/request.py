@@ -22,6 +22,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
+from coyote_mw.forwarding import _REQUEST_ID
 
 __all__ = ["Body", "Request", "read_wsgi_input", "wsgi_body_length"]
 
@@ -317,6 +318,16 @@ class Request:
             assert isinstance(raw, list)
             self._headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         return self._headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The request's X-Request-ID when it is a safe token (1-200 characters of
+        ``A-Za-z0-9._:+/=-``; the one coyote's access line shows), else None.  Behind a
+        coyote leader it is the id the leader logged and relayed."""
+        value = self.headers.get("x-request-id")
+        if value is None or _REQUEST_ID.fullmatch(value.encode("latin-1")) is None:
+            return None
+        return value
 
     @property
     def query(self) -> MultiDict[str, str]:

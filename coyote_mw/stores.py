@@ -289,7 +289,8 @@ class RedisStore:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 if outage:
-                    logger.warning("Redis is back: reloading the route table")
+                    # the outage and the recovery are storesync's lines: one each
+                    logger.debug("Redis is back: reloading the route table")
                     on_change(-1)
                     outage = False
                 while not self._stop.is_set():
@@ -298,7 +299,7 @@ class RedisStore:
                         on_change(int(message["data"]))
             except redis.RedisError as exc:
                 if not outage:
-                    logger.warning("Redis unreachable (%s): serving the last table", exc)
+                    logger.debug("Redis unreachable (%s): serving the last table", exc)
                 outage = True
                 self._stop.wait(0.5)
             finally:

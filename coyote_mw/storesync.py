@@ -80,7 +80,7 @@ class SharedLeases:
             self._synced = False
             return None
         if self._down:
-            logger.warning("shared store is back")
+            logger.info("shared store is back: registrations are taken again")
             self._down = False
         return result
 
@@ -154,7 +154,14 @@ class SharedLeases:
         ticks = 0
         while not self._stop.wait(interval):
             ticks += 1
-            self._guard(self.store.expire)  # announced: every worker reloads
+            gone = self._guard(self.store.expire)  # announced: every worker reloads
+            if gone:  # this worker took them out: it says so, once for every worker
+                from coyote_mw.registration import log_expired
+
+                for lease in gone:
+                    record = self.applied.get(lease)
+                    if record is not None:
+                        log_expired(record.service, record.instance, record.topology)
             if ticks % 5 == 0:  # a missed announcement shows as a version ahead of ours
                 current = self._guard(self.store.version)
                 if current is not None and (current != self.version or not self._synced):

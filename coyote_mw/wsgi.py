@@ -60,7 +60,9 @@ class CoyoteWSGI:
         try:
             path = _canonical(environ)
         except BadRequestPath as exc:
-            return self._answer(start_response, exc, start, method, environ.get("PATH_INFO", ""))
+            return self._answer(
+                start_response, exc, start, method, environ.get("PATH_INFO", ""), None, environ
+            )
         api = coyote.api
         if api is not None and api.owns(path.path):
             return self._api(api, environ, start_response, method, path.path, start)
@@ -72,7 +74,7 @@ class CoyoteWSGI:
                 if self.app is not None:
                     return self.app(environ, start_response)  # type: ignore[no-any-return]
                 outside = coyote.no_match(method, path, "default")
-                return self._answer(start_response, outside, start, method, path.raw)
+                return self._answer(start_response, outside, start, method, path.raw, None, environ)
             relative, owned = below, True
         # the target's size before any routing work: the lookup (and its cache) never
         # sees a path over max_target.  Without the raw request line, the target the relay
@@ -85,7 +87,7 @@ class CoyoteWSGI:
             size += len(environ.get("QUERY_STRING", ""))
         if size > coyote.forwarding.max_target:
             too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
-            return self._answer(start_response, too_long, start, method, path.raw)
+            return self._answer(start_response, too_long, start, method, path.raw, None, environ)
         topology = self.resolve.wsgi(environ)
         match = coyote.table.match(topology, method, relative.path, relative.segments)
         if match is None and not owned:
@@ -100,7 +102,7 @@ class CoyoteWSGI:
             return self._refuse(environ, start_response, refused, start, method, path.raw)
         if match is None:
             miss = coyote.no_match(method, relative, topology)
-            return self._answer(start_response, miss, start, method, path.raw)
+            return self._answer(start_response, miss, start, method, path.raw, None, environ)
         if self.host_first:
             keeper = WSGIKeeper(environ, coyote.max_body)
             host_answer = _host_answer(self.app, environ, start_response)
@@ -108,7 +110,7 @@ class CoyoteWSGI:
                 return host_answer
             if not keeper.replay(environ):  # the body the host read, for coyote's handler
                 over = PayloadTooLarge(coyote.max_body)
-                return self._answer(start_response, over, start, method, path.raw)
+                return self._answer(start_response, over, start, method, path.raw, None, environ)
         endpoint = match.endpoint
         relay = coyote.relay_for(topology)
         d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
@@ -119,11 +121,15 @@ class CoyoteWSGI:
             status = int(status_line[:3])
             return start_response(status_line, headers, exc_info)
 
+        handler = None  # pick() may refuse: every instance ejected (503)
         try:
-            result = endpoint.pick().serve_wsgi(d, environ, recording_start_response)
+            handler = endpoint.pick()
+            result = handler.serve_wsgi(d, environ, recording_start_response)
         except DispatchError as exc:
-            return self._answer(start_response, exc, start, method, path.raw, endpoint)
-        coyote.log_access(method, path.raw, status, start, endpoint)
+            return self._answer(
+                start_response, exc, start, method, path.raw, endpoint, environ, handler, d
+            )
+        coyote.log_access(method, path.raw, status, start, endpoint, environ, handler, d)
         return result  # type: ignore[no-any-return]
 
     def _api(
@@ -142,7 +148,8 @@ class CoyoteWSGI:
             body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
             handle = api.handle
             response = body if isinstance(body, Response) else handle(method, path, headers, body)
-        self.coyote.log_access(method, path, response.status, start, None)
+        if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
+            self.coyote.log_access(method, path, response.status, start, None, environ)
         return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
 
     def _answer(
@@ -153,8 +160,11 @@ class CoyoteWSGI:
         method: str,
         raw: str,
         endpoint: Any = None,
+        environ: Environ | None = None,
+        handler: Any = None,
+        d: Any = None,
     ) -> Iterable[bytes]:
-        self.coyote.log_access(method, raw, exc.status, start, endpoint)
+        self.coyote.log_access(method, raw, exc.status, start, endpoint, environ, handler, d)
         return wsgi_response(
             self.coyote.relay, error_response(exc), start_response, method == "HEAD"
         )
@@ -173,7 +183,7 @@ class CoyoteWSGI:
             # wsgiref asserts that an app sends no hop-by-hop header (PEP 3333) where
             # Werkzeug's server and waitress close the connection on Connection: close
             response.headers = [(k, v) for k, v in response.headers if k != "connection"]
-        self.coyote.log_access(method, raw, exc.status, start, None)
+        self.coyote.log_access(method, raw, exc.status, start, None, environ)
         return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
 
 

@@ -424,7 +424,7 @@ def test_buffered_access_log_handler_writes_formatted_lines(tmp_path: Any, shop:
             c.get("/items/3")
         handler.flush()
         line = path.read_text().strip()
-        assert line.endswith("route=/items/{id:int} service=shop")
+        assert "route=/items/{id:int} service=shop instance=- client=127.0.0.1" in line
         assert " GET /items/3 200 " in line
     finally:
         access.removeHandler(handler)
@@ -532,9 +532,25 @@ def test_a_line_written_directly_is_the_line_logging_would_write(
             "200",
             "route=/items/{id:int}",
             "service=shop",
+            "instance=-",
+            "client=127.0.0.1",
+            "request_id=-",
         ]
     )
-    assert shape(lines[1]) == shape(lines[3]) == ["GET", "/nothing/here", "404"]
+    assert (
+        shape(lines[1])
+        == shape(lines[3])
+        == [
+            "GET",
+            "/nothing/here",
+            "404",
+            "route=-",
+            "service=-",
+            "instance=-",
+            "client=127.0.0.1",
+            "request_id=-",
+        ]
+    )
     assert all(
         re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \S+ \d+ \d+\.\dms.*", x) for x in lines
     )

@@ -7,9 +7,9 @@
 ``settings.COYOTE`` keys (all optional): ``CLIENTS`` ("module:Class" strings),
 ``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote before
 the URLconf; "host": to Django first, coyote after its 404), ``CONCURRENCY``, ``QUEUE``,
-``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``TRUSTED_PROXIES``, ``MAX_HEADERS``,
-``MAX_HEADER_BYTES``, ``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``, ``MAX_WEBSOCKETS``,
-and for remote
+``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``LOG_FORMAT``, ``TRUSTED_PROXIES``,
+``MAX_HEADERS``, ``MAX_HEADER_BYTES``, ``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``,
+``MAX_WEBSOCKETS``, and for remote
 instances ``MAX_RESPONSE_HEAD``, ``RESPONSE_TIMEOUT``, ``STREAM_IDLE_TIMEOUT``,
 ``EJECT_AFTER``, ``BASE_EJECTION_TIME``, ``MAX_EJECTION_TIME``, ``MAX_EJECTION_PERCENT`` -
 the settings of ``coyote_mw.Coyote``.  Any other key is refused with

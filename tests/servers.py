@@ -14,13 +14,17 @@ from werkzeug.serving import make_server
 
 
 @contextmanager
-def uvicorn_server(app: Any, **tls: str) -> Iterator[int]:
-    """uvicorn on a free 127.0.0.1 port; ``ssl_certfile=`` / ``ssl_keyfile=`` for HTTPS."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **tls)
+def uvicorn_server(
+    app: Any, sock: socket.socket | None = None, lifespan: str = "on", **tls: str
+) -> Iterator[int]:
+    """uvicorn on a free 127.0.0.1 port, or on ``sock`` (bound already, e.g. to [::1]);
+    ``ssl_certfile=`` / ``ssl_keyfile=`` for HTTPS."""
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, **tls)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from coyote_mw import Coyote, InvalidRoute
 from coyote_mw.errors import InvalidInstanceURL
 from coyote_mw.urls import canonical_url
-from sample_apps.deadwood.saloon import Saloon
-from tests.conftest import ASGIClient, WSGIClient
 from tests.ledger import LedgerUpstream
+from tests.test_registration_api import TOKEN, api, leader
 
-TOKEN = "t" * 32
+__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
+
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
@@ -28,24 +26,6 @@ def payload(url: str, path: str = "/thing") -> dict[str, Any]:
         "routes": [{"method": "GET", "path": path}],
         "ttl": 30,
     }
-
-
-@pytest.fixture
-def leader() -> Iterator[Coyote]:
-    coyote = Coyote(token=TOKEN)
-    coyote.register(Saloon())
-    yield coyote
-    coyote.close()
-
-
-@pytest.fixture(params=["asgi", "wsgi"])
-def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Iterator[Any]:
-    if request.param == "asgi":
-        client: Any = ASGIClient(leader.asgi(), loop_thread)
-    else:
-        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
-    yield client
-    client.close()
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,13 @@ import pytest
 
 from coyote_mw import Client, Coyote, InvalidRoute
 from coyote_mw.patterns import MixedSegment, parse_pattern
-from sample_apps.deadwood.saloon import Saloon
-from tests.conftest import ASGIClient, WSGIClient
 from tests.hostile_app import long_literal
 from tests.ledger import parse_status, raw_exchange
 from tests.processes import running
+from tests.test_registration_api import TOKEN, api, leader
 
-TOKEN = "t" * 32
+__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
+
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
@@ -351,24 +351,6 @@ def test_a_60_kb_segment_against_100_long_literals_is_answered_at_once(
 
 
 # -- refusals change nothing -----------------------------------------------------------
-
-
-@pytest.fixture
-def leader() -> Iterator[Coyote]:
-    coyote = Coyote(token=TOKEN)
-    coyote.register(Saloon())
-    yield coyote
-    coyote.close()
-
-
-@pytest.fixture(params=["asgi", "wsgi"])
-def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Iterator[Any]:
-    if request.param == "asgi":
-        client: Any = ASGIClient(leader.asgi(), loop_thread)
-    else:
-        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
-    yield client
-    client.close()
 
 
 REFUSED = ["/{a}{b}{c}{d}{e}x", "/ok/{n:int}0{rest}"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,6 @@ from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
-import uvicorn
 from websockets.sync.client import connect
 
 from coyote_mw import Coyote
@@ -195,20 +193,8 @@ def v6_port() -> Iterator[int]:
     except OSError as exc:
         sock.close()
         pytest.skip(f"this machine has no IPv6 loopback to bind ([::1]: {exc})")
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(v6_instance, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start on [::1]"
-    try:
+    with uvicorn_server(v6_instance, sock=sock, lifespan="off") as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture

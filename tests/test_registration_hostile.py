@@ -19,13 +19,13 @@ import pytest
 
 from coyote_mw import Coyote
 from coyote_mw.registration import MAX_DEPTH, MAX_PAYLOAD
-from sample_apps.deadwood.saloon import Saloon
-from tests.conftest import ASGIClient, WSGIClient
 from tests.ledger import parse_status
 from tests.processes import running
 from tests.servers import uvicorn_server, werkzeug_server
+from tests.test_registration_api import TOKEN, api, leader
 
-TOKEN = "t" * 32
+__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
+
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 ANSWER_WITHIN = 5.0  # seconds: a fixed leader answers these at once
 
@@ -40,14 +40,6 @@ def payload(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-def leader() -> Iterator[Coyote]:
-    coyote = Coyote(token=TOKEN)
-    coyote.register(Saloon())
-    yield coyote
-    coyote.close()
 
 
 @pytest.fixture(scope="module")
@@ -230,16 +222,6 @@ def test_a_chunked_registration_within_the_cap_registers(port: int) -> None:
 
 
 # -- the JSON itself ------------------------------------------------------------------
-
-
-@pytest.fixture(params=["asgi", "wsgi"])
-def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Iterator[Any]:
-    if request.param == "asgi":
-        client: Any = ASGIClient(leader.asgi(), loop_thread)
-    else:
-        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
-    yield client
-    client.close()
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.leader import Coyote as _Coyote
-from coyote_mw.loading import apply_settings, check_settings
+from coyote_mw.settings import apply_settings, check_settings
 
 if TYPE_CHECKING:
     from flask import Flask

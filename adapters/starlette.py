@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.leader import Coyote, check_mount
-from coyote_mw.topology import TopologyResolver, TopologySpec
+from coyote_mw.middleware.asgi import CoyoteASGI
+from coyote_mw.routing.topology import TopologyResolver, TopologySpec
 
 __all__ = ["CoyoteMiddleware"]
 

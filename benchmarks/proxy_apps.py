@@ -54,7 +54,7 @@ def _forwarded(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
 def _bare_gateway() -> Any:
     from urllib.parse import urlsplit
 
-    from coyote_mw.transport import Pool
+    from coyote_mw.remote.transport import Pool
 
     up = urlsplit(UPSTREAM)
     host, port = up.hostname or "127.0.0.1", up.port or 80

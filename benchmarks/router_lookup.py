@@ -34,8 +34,8 @@ from starlette.routing import Route as StarletteRoute
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import Map, Rule
 
-from coyote_mw.paths import canonicalize
-from coyote_mw.table import RouteTable
+from coyote_mw.http.paths import canonicalize
+from coyote_mw.routing.table import RouteTable
 
 CASES = ("static early", "static late", "param hit", "miss")
 ROUTERS = ("coyote", "coyote cold", "falcon", "starlette", "werkzeug")

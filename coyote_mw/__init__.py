@@ -28,11 +28,11 @@ from coyote_mw.errors import (
     RouteConflict,
     RoutingError,
 )
+from coyote_mw.http.request import Request
+from coyote_mw.http.responses import Response
 from coyote_mw.leader import Coyote
-from coyote_mw.request import Request
-from coyote_mw.responses import Response
-from coyote_mw.table import Match, Registration, Route, RouteTable, TableChange
-from coyote_mw.topology import by_header
+from coyote_mw.routing.table import Match, Registration, Route, RouteTable, TableChange
+from coyote_mw.routing.topology import by_header
 
 __all__ = [
     "BadRequest",

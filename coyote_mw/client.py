@@ -20,11 +20,11 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from coyote_mw.table import DEFAULT_TOPOLOGY, Registration, Route
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Registration, Route
 
 if TYPE_CHECKING:
+    from coyote_mw.http.request import Request
     from coyote_mw.leader import Coyote
-    from coyote_mw.request import Request
 
 __all__ = ["Client", "RouteSpec", "route"]
 

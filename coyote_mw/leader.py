@@ -38,7 +38,7 @@ max_websockets     1000       relayed WebSockets open at once (every topology);
 Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
 ``timeout`` bound every topology separately, so one topology's flood never takes
 another's slots; ``topologies`` / ``configure_topology`` set other bounds for one.
-Remote instances (``coyote_mw.health.UpstreamPolicy``; see ``coyote_mw.health``):
+Remote instances (``coyote_mw.remote.health.UpstreamPolicy``; see ``coyote_mw.remote.health``):
 
 =====================  ========  ==================================================
 max_response_head      60 KiB    bytes an instance's response head may take (502)
@@ -65,9 +65,6 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from coyote_mw.accesslog import AccessLog
-from coyote_mw.apps import ASGIAppHandler, WSGIAppHandler
-from coyote_mw.asgi import CoyoteASGI
 from coyote_mw.client import Client
 from coyote_mw.errors import (
     DispatchError,
@@ -77,18 +74,21 @@ from coyote_mw.errors import (
     RelaySaturated,
     RoutingError,
 )
-from coyote_mw.forwarding import Forwarding
-from coyote_mw.handlers import Dispatch, FunctionHandler, Handler
-from coyote_mw.health import UpstreamPolicy
+from coyote_mw.handlers.apps import ASGIAppHandler, WSGIAppHandler
+from coyote_mw.handlers.base import Dispatch, FunctionHandler, Handler
+from coyote_mw.http.forwarding import Forwarding
+from coyote_mw.http.paths import CanonicalPath, canonicalize
+from coyote_mw.http.request import BytesBody, Request
+from coyote_mw.http.responses import Response
 from coyote_mw.logs import use_format
-from coyote_mw.paths import CanonicalPath, canonicalize
-from coyote_mw.registration import RegistrationAPI
+from coyote_mw.middleware.accesslog import AccessLog
+from coyote_mw.middleware.asgi import CoyoteASGI
+from coyote_mw.middleware.wsgi import CoyoteWSGI
+from coyote_mw.registry.api import RegistrationAPI
 from coyote_mw.relay import Relay, Sockets
-from coyote_mw.request import BytesBody, Request
-from coyote_mw.responses import Response
-from coyote_mw.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
-from coyote_mw.topology import TopologyResolver, TopologySpec
-from coyote_mw.wsgi import CoyoteWSGI
+from coyote_mw.remote.health import UpstreamPolicy
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
+from coyote_mw.routing.topology import TopologyResolver, TopologySpec
 
 __all__ = ["Coyote"]
 
@@ -393,10 +393,10 @@ class Coyote:
         """Register a service reached over HTTP at ``url`` (a static upstream, no lease).
 
         Instances that should come and go register themselves through the API instead.
-        ``url`` is kept in its canonical form (``coyote_mw.urls``); one that cannot be
+        ``url`` is kept in its canonical form (``coyote_mw.http.urls``); one that cannot be
         relayed to raises ``InvalidInstanceURL`` (an ``InvalidRoute`` and a ``ValueError``).
         """
-        from coyote_mw.proxy import RemoteHandler
+        from coyote_mw.remote.handler import RemoteHandler
 
         handler = RemoteHandler(url, self)
         routes = list(routes)

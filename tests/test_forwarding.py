@@ -1,4 +1,4 @@
-"""The forwarding policy (coyote_mw/forwarding.py): framing, forwarded headers, Via and
+"""The forwarding policy (coyote_mw/http/forwarding.py): framing, forwarded headers, Via and
 loops, X-Request-ID, Host and the request-head limits - under ASGI and WSGI, with real
 servers and raw sockets where the server's parser matters, and an upstream that
 records the exact bytes it gets (tests/ledger.py).

@@ -9,7 +9,7 @@ import pytest
 
 from coyote_mw import Coyote, InvalidRoute
 from coyote_mw.errors import InvalidInstanceURL
-from coyote_mw.urls import canonical_url
+from coyote_mw.http.urls import canonical_url
 from tests.ledger import LedgerUpstream
 from tests.test_registration_api import TOKEN, api, leader
 

@@ -149,7 +149,7 @@ def test_a_toml_config_sets_the_timeout_and_a_flag_wins_over_it(
     assert "coyote_mw.access" not in log and '"GET /hang' not in log, log
 
     # a flag given on the command line wins over the file
-    from coyote_mw.cli import parse
+    from coyote_mw.cli.main import parse
 
     assert parse(["leader", "--config", str(config), "--timeout", "30"]).timeout == 30.0
     assert parse(["leader", "--config", str(config)]).timeout == 0.5

@@ -161,7 +161,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 def test_an_unconfigured_host_prints_no_bare_warning_and_builds_no_access_line() -> None:
     done = _python(
         "import logging, coyote_mw\n"
-        "from coyote_mw import accesslog\n"
+        "from coyote_mw.middleware import accesslog\n"
         "logging.getLogger('coyote_mw.storesync').warning('shared store unreachable')\n"
         "print(accesslog._destination())\n"
     )

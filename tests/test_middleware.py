@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, Request, Response, by_header, route
-from coyote_mw.accesslog import BufferedFileHandler
+from coyote_mw.middleware.accesslog import BufferedFileHandler
 from sample_apps.deadwood.saloon import STORY, Saloon
 
 
@@ -502,7 +502,7 @@ def _lines(path: Any, handler: BufferedFileHandler) -> list[str]:
 def test_a_line_written_directly_is_the_line_logging_would_write(
     shop: Coyote, access_file: tuple[Any, BufferedFileHandler]
 ) -> None:
-    from coyote_mw import accesslog
+    from coyote_mw.middleware import accesslog
 
     path, handler = access_file
     _only(handler)
@@ -559,7 +559,7 @@ def test_a_line_written_directly_is_the_line_logging_would_write(
 def test_filters_levels_and_other_handlers_are_honoured(
     shop: Coyote, access_file: tuple[Any, BufferedFileHandler], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from coyote_mw import accesslog
+    from coyote_mw.middleware import accesslog
 
     path, handler = access_file
     _only(handler)
@@ -608,7 +608,7 @@ def test_a_response_header_that_is_not_latin_1_is_a_routing_error_under_asgi(
 def test_with_no_handler_anywhere_no_line_is_built(
     shop: Coyote, access_file: tuple[Any, BufferedFileHandler], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coyote_mw import accesslog
+    from coyote_mw.middleware import accesslog
 
     access = logging.getLogger("coyote_mw.access")
     access.handlers[:] = []  # propagate is off: as if logging were never configured
@@ -653,7 +653,7 @@ def test_a_forked_worker_writes_its_own_lines_once_and_keeps_flushing(tmp_path: 
 def test_cookies_and_long_header_values_are_not_kept_in_the_encoding_cache(
     coyote: Coyote, loop_thread: Any
 ) -> None:
-    from coyote_mw import handlers
+    from coyote_mw.handlers import base as handlers
 
     class Jar(Client):
         @route("GET", "/cookie")

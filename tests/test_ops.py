@@ -17,7 +17,7 @@ from django.test import Client as DjangoClient
 from django.test.utils import override_settings
 
 from coyote_mw import Coyote
-from coyote_mw.clitable import print_routes
+from coyote_mw.cli.table import print_routes
 from tests import test_adapter_django  # noqa: F401  (configures Django first)
 from tests.ledger import LedgerUpstream
 from tests.test_adapter_django import SALOON, anyio_backend

@@ -285,7 +285,7 @@ def test_topology_bounds_come_from_flask_config_and_the_leader_command_line(
     from coyote_mw.adapters.flask import Coyote as FlaskCoyote
     from flask import Flask
 
-    from coyote_mw.cli import _parse_topology_bounds, main
+    from coyote_mw.cli.main import _parse_topology_bounds, main
 
     app = Flask(__name__)
     app.config["COYOTE_TOPOLOGIES"] = {"blue": {"concurrency": 4, "timeout": 2.5}}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, InvalidRoute
-from coyote_mw.patterns import MixedSegment, parse_pattern
+from coyote_mw.routing.patterns import MixedSegment, parse_pattern
 from tests.hostile_app import long_literal
 from tests.ledger import parse_status, raw_exchange
 from tests.processes import running

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote
-from coyote_mw.registration import MAX_DEPTH, MAX_PAYLOAD
+from coyote_mw.registry.api import MAX_DEPTH, MAX_PAYLOAD
 from tests.ledger import parse_status
 from tests.processes import running
 from tests.servers import uvicorn_server, werkzeug_server

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from coyote_mw import InvalidRoute, RouteConflict, RouteTable, TableChange
 from coyote_mw.errors import BadRequestPath
-from coyote_mw.paths import canonicalize
-from coyote_mw.patterns import parse_pattern
+from coyote_mw.http.paths import canonicalize
+from coyote_mw.routing.patterns import parse_pattern
 
 
 def handler(route: object) -> object:
@@ -279,7 +279,7 @@ def test_lookups_never_see_a_half_built_table_under_churn() -> None:
 
 
 def test_the_lookup_cache_keeps_short_paths_only_so_its_memory_is_bounded() -> None:
-    from coyote_mw.table import CACHE_KEY_MAX, CACHE_SIZE
+    from coyote_mw.routing.table import CACHE_KEY_MAX, CACHE_SIZE
 
     t = table_with(("GET", "/files/{name:path}"))
     snapshot = t._snapshots["default"]

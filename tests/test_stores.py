@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from coyote_mw.stores import RedisStore, StoredRegistration
+from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
 from tests.redis_server import RedisServer
 
 
@@ -159,7 +159,7 @@ def test_a_forked_worker_keeps_its_table_in_step(redis_server: RedisServer) -> N
 
 
 def test_a_route_is_claimed_atomically_across_workers(redis_server: RedisServer) -> None:
-    from coyote_mw.stores import StoreConflict
+    from coyote_mw.registry.redis_store import StoreConflict
 
     ns = f"t{uuid.uuid4().hex[:8]}"
     worker_a = RedisStore(redis_server.url, namespace=ns)

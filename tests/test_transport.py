@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from coyote_mw import transport
-from coyote_mw.transport import (
+from coyote_mw.remote import transport
+from coyote_mw.remote.transport import (
     ConnectError,
     Pool,
     ReadTimeout,

@@ -175,7 +175,7 @@ def test_a_client_that_uploads_too_slowly_is_not_held_against_the_instance() -> 
 
 
 def test_a_busy_connection_pool_is_not_held_against_the_instance() -> None:
-    from coyote_mw import proxy
+    from coyote_mw.remote import handler as proxy
 
     with (
         LedgerUpstream() as up,

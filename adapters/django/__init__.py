@@ -38,9 +38,9 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from coyote_mw.errors import RoutingError
+from coyote_mw.http.responses import error_response
 from coyote_mw.leader import Coyote
-from coyote_mw.loading import UnknownSetting, apply_settings, check_settings
-from coyote_mw.responses import error_response
+from coyote_mw.settings import UnknownSetting, apply_settings, check_settings
 
 __all__ = ["CoyoteMiddleware", "get_coyote"]
 

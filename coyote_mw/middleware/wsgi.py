@@ -1,4 +1,4 @@
-"""The WSGI middleware: ``coyote.wsgi(app)``; the twin of ``coyote_mw.asgi``.
+"""The WSGI middleware: ``coyote.wsgi(app)``; the twin of ``coyote_mw.middleware.asgi``.
 
 The same rules: matched requests go to the relay, everything else to the host app,
 and 404 / 405 where coyote owns the path.  The path is taken from the raw request
@@ -17,12 +17,12 @@ from urllib.parse import unquote, urlsplit
 from werkzeug.datastructures import EnvironHeaders
 
 from coyote_mw.errors import BadRequestPath, DispatchError, HeadTooLarge, PayloadTooLarge
-from coyote_mw.handlers import Dispatch, wsgi_response
-from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
-from coyote_mw.registration import RegistrationAPI, read_wsgi_body
-from coyote_mw.replay import WSGIKeeper
-from coyote_mw.responses import Response, error_response
-from coyote_mw.topology import TopologyResolver, mount_relative
+from coyote_mw.handlers.base import Dispatch, wsgi_response
+from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.http.responses import Response, error_response
+from coyote_mw.middleware.replay import WSGIKeeper
+from coyote_mw.registry.api import RegistrationAPI, read_wsgi_body
+from coyote_mw.routing.topology import TopologyResolver, mount_relative
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote

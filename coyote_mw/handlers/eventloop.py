@@ -28,10 +28,10 @@ import anyio.to_thread
 import sniffio
 
 from coyote_mw.errors import DispatchError, HandlerTimeout, UnsupportedEventLoop
-from coyote_mw.handlers import Dispatch, FunctionHandler, handler_failed, send_response
+from coyote_mw.handlers.base import Dispatch, FunctionHandler, handler_failed, send_response
+from coyote_mw.http.request import ASGIBody, Request, _next
+from coyote_mw.http.responses import Response, to_response
 from coyote_mw.relay import Relay
-from coyote_mw.request import ASGIBody, Request, _next
-from coyote_mw.responses import Response, to_response
 
 __all__ = ["not_on_asyncio", "serve_off_asyncio", "startup_off_asyncio"]
 

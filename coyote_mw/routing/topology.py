@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from coyote_mw.paths import CanonicalPath
+from coyote_mw.http.paths import CanonicalPath
 
 __all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from coyote_mw.patterns import parse_pattern
+from coyote_mw.routing.patterns import parse_pattern
 
 __all__ = ["RedisStore", "StoreConflict", "StoredRegistration"]
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coyote_mw.transport import MAX_HEAD
+from coyote_mw.remote.transport import MAX_HEAD
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
 

@@ -24,8 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from coyote_mw.errors import InvalidRoute, NoHealthyInstance, RouteConflict
-from coyote_mw.matcher import Builder, Snapshot
-from coyote_mw.patterns import Pattern, parse_method, parse_pattern
+from coyote_mw.routing.matcher import Builder, Snapshot
+from coyote_mw.routing.patterns import Pattern, parse_method, parse_pattern
 
 __all__ = [
     "Endpoint",

@@ -54,7 +54,7 @@ from coyote_mw.errors import (
     LoopDetected,
     UnsupportedCoding,
 )
-from coyote_mw.paths import CanonicalPath
+from coyote_mw.http.paths import CanonicalPath
 
 __all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens"]
 

@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from coyote_mw.errors import BadRequest
-from coyote_mw.handlers import Dispatch, handler_failed, status_line
-from coyote_mw.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
+from coyote_mw.handlers.base import Dispatch, handler_failed, status_line
+from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
 
 __all__ = ["serve_asgi_under_wsgi"]
 
@@ -33,7 +33,7 @@ def serve_asgi_under_wsgi(
 ) -> Iterable[bytes]:
     from a2wsgi.asgi import build_scope  # imported when used: no web stack at import
 
-    from coyote_mw.apps import serve_app
+    from coyote_mw.handlers.apps import serve_app
 
     length = wsgi_body_length(environ)  # 411 / 400 before the app sees anything
     child = dict(environ)

@@ -37,7 +37,7 @@ import time
 import weakref
 from typing import Any
 
-from coyote_mw.forwarding import _REQUEST_ID
+from coyote_mw.http.forwarding import _REQUEST_ID
 
 __all__ = ["AccessLog", "BufferedFileHandler"]
 

@@ -5,7 +5,7 @@
 * ``WSGIAppHandler`` - called in the server's thread under a WSGI host.
 
 Under an ASGI host a WSGI app runs through ``a2wsgi.WSGIMiddleware``, and under a WSGI
-host an ASGI app through ``coyote_mw.bridge`` on the relay's loop, so each app keeps
+host an ASGI app through ``coyote_mw.handlers.bridge`` on the relay's loop, so each app keeps
 its own interface and streams both ways, request bodies of any framing included.  An
 app's timeout runs until it starts answering; its slot is held until its answer is
 complete.
@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coyote_mw.bridge import serve_asgi_under_wsgi
 from coyote_mw.errors import HandlerTimeout
-from coyote_mw.handlers import Dispatch, Handler, handler_failed
-from coyote_mw.request import Request, wsgi_body_length
-from coyote_mw.responses import Response
+from coyote_mw.handlers.base import Dispatch, Handler, handler_failed
+from coyote_mw.handlers.bridge import serve_asgi_under_wsgi
+from coyote_mw.http.request import Request, wsgi_body_length
+from coyote_mw.http.responses import Response
 
 __all__ = [
     "ASGIAppHandler",

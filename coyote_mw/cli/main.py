@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from coyote_mw.clitable import print_routes
+from coyote_mw.cli.table import print_routes
 from coyote_mw.logs import FORMATS, configure_cli
 
 __all__ = ["main"]
@@ -71,7 +71,7 @@ def _version() -> str:
 
 def _url(what: str) -> Callable[[str], str]:
     def check(value: str) -> str:
-        from coyote_mw.remote_client import check_url
+        from coyote_mw.registry.registrar import check_url
 
         try:
             return check_url(value, what)
@@ -474,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve-client":
         from coyote_mw.client import Client
-        from coyote_mw.loading import import_string
-        from coyote_mw.remote_client import RegistrationRefused, serve_client
+        from coyote_mw.registry.registrar import RegistrationRefused, serve_client
+        from coyote_mw.settings import import_string
 
         _uvicorn(client)
         sys.path.insert(0, os.path.abspath(args.app_dir))

@@ -19,11 +19,11 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import CoyoteError
-from coyote_mw.stores import RedisStore, StoredRegistration
+from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
 
 if TYPE_CHECKING:
-    from coyote_mw.registration import RegistrationAPI
-    from coyote_mw.table import Registration
+    from coyote_mw.registry.api import RegistrationAPI
+    from coyote_mw.routing.table import Registration
 
 __all__ = ["SharedLeases", "StoreUnavailable"]
 
@@ -156,7 +156,7 @@ class SharedLeases:
             ticks += 1
             gone = self._guard(self.store.expire)  # announced: every worker reloads
             if gone:  # this worker took them out: it says so, once for every worker
-                from coyote_mw.registration import log_expired
+                from coyote_mw.registry.api import log_expired
 
                 for lease in gone:
                     record = self.applied.get(lease)

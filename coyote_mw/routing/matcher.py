@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from coyote_mw.patterns import Pattern, Segment
+from coyote_mw.routing.patterns import Pattern, Segment
 
 __all__ = ["Builder", "Snapshot"]
 

@@ -1,19 +1,19 @@
 """The HTTP relay: ``RemoteHandler`` forwards a matched request to a remote instance.
 
 A sibling of the in-process handlers behind the same interface.  Under ASGI it uses
-``coyote_mw.transport.Pool`` - a lean pooled HTTP/1.1 client on asyncio and httptools,
+``coyote_mw.remote.transport.Pool`` - a lean pooled HTTP/1.1 client on asyncio and httptools,
 one per event loop - because a shared ``httpx.AsyncClient`` costs about 1.6 ms of CPU
 per request in its pool; under WSGI a pooled ``httpx.Client`` per leader.  Both
 stream bodies both ways.
 
 What is forwarded: the canonical path (byte for byte when the request was already
-canonical) and the raw query string; the headers and framing ``coyote_mw.forwarding``
+canonical) and the raw query string; the headers and framing ``coyote_mw.http.forwarding``
 decides (hop-by-hop ones dropped, ``Host`` the instance's, ``X-Forwarded-*`` by the
 ``trusted_proxies`` policy, ``Via``, ``X-Request-ID``, the relay's own body framing).
 Responses come back without hop-by-hop headers and without the instance's ``Date``
 and ``Server``: the host's server sends its own, as nginx does.
 
-Failures count against the instance and eject it for a while (``coyote_mw.health``);
+Failures count against the instance and eject it for a while (``coyote_mw.remote.health``);
 after a connect failure, where nothing was sent, an idempotent request is retried once
 on another instance (a POST or PATCH never is).  No instance left -> 502, or 503
 "No healthy instance" when all are ejected; a read timeout -> 504; anything else the
@@ -37,12 +37,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from coyote_mw.apps import Closing, call_asgi_app
 from coyote_mw.errors import BadRequest, HandlerTimeout, NoHealthyInstance, RoutingError
-from coyote_mw.handlers import Dispatch, Handler, instance_failed, status_line
-from coyote_mw.health import EJECT_AFTER, InstanceHealth
-from coyote_mw.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
-from coyote_mw.transport import (
+from coyote_mw.handlers.apps import Closing, call_asgi_app
+from coyote_mw.handlers.base import Dispatch, Handler, instance_failed, status_line
+from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
+from coyote_mw.http.urls import canonical_url
+from coyote_mw.remote.health import EJECT_AFTER, InstanceHealth
+from coyote_mw.remote.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
     Pool,
@@ -51,7 +52,6 @@ from coyote_mw.transport import (
     TransportError,
     UpstreamResponse,
 )
-from coyote_mw.urls import canonical_url
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
@@ -171,7 +171,7 @@ class RemoteHandler(InstanceHealth, Handler):
         d: Dispatch,
         version: str = "1.1",
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
-        """The headers to forward (``coyote_mw.forwarding``), the body's checked length
+        """The headers to forward (``coyote_mw.http.forwarding``), the body's checked length
         (None: unknown), and whether the request announces a body."""
         out, length, has_body, d.request_id = self.coyote.forwarding.forward(
             headers,

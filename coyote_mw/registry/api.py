@@ -41,17 +41,17 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict
-from coyote_mw.ops import PROBES, probe, route_view
-from coyote_mw.responses import Response, json_response
-from coyote_mw.stores import StoreConflict
-from coyote_mw.storesync import StoreUnavailable
-from coyote_mw.table import Route
+from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops.views import PROBES, probe, route_view
+from coyote_mw.registry.leases import StoreUnavailable
+from coyote_mw.registry.redis_store import StoreConflict
+from coyote_mw.routing.table import Route
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
-    from coyote_mw.stores import StoredRegistration
-    from coyote_mw.storesync import SharedLeases
-    from coyote_mw.table import Registration
+    from coyote_mw.registry.leases import SharedLeases
+    from coyote_mw.registry.redis_store import StoredRegistration
+    from coyote_mw.routing.table import Registration
 
 __all__ = [
     "MAX_DEPTH",
@@ -263,8 +263,8 @@ class RegistrationAPI:
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
         if store:
-            from coyote_mw.stores import RedisStore
-            from coyote_mw.storesync import SharedLeases
+            from coyote_mw.registry.leases import SharedLeases
+            from coyote_mw.registry.redis_store import RedisStore
 
             self.leases = SharedLeases(self, RedisStore(store))
         else:
@@ -350,7 +350,7 @@ class RegistrationAPI:
         # pydantic is imported here, not with coyote_mw: only leaders with a token need it
         from pydantic import ValidationError
 
-        from coyote_mw.schemas import RegistrationIn
+        from coyote_mw.registry.schemas import RegistrationIn
 
         try:
             reg = RegistrationIn.model_validate(data)
@@ -368,7 +368,7 @@ class RegistrationAPI:
                 detail=f"routes under {self.prefix} are the leader's own",
                 paths=reserved,
             )
-        from coyote_mw.proxy import RemoteHandler
+        from coyote_mw.remote.handler import RemoteHandler
 
         handler = RemoteHandler(reg.url, self.coyote)
         previous = self.coyote.table.registration_of(reg.service, reg.instance, reg.topology)
@@ -436,7 +436,7 @@ class RegistrationAPI:
 
     def apply(self, record: StoredRegistration) -> bool:
         """Put a registration made through another worker into this worker's table."""
-        from coyote_mw.proxy import RemoteHandler
+        from coyote_mw.remote.handler import RemoteHandler
 
         handler = RemoteHandler(record.url, self.coyote)
         try:

@@ -22,7 +22,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
-from coyote_mw.forwarding import _REQUEST_ID
+from coyote_mw.http.forwarding import _REQUEST_ID
 
 __all__ = ["Body", "Request", "read_wsgi_input", "wsgi_body_length"]
 

@@ -27,13 +27,13 @@ from coyote_mw.errors import (
     PayloadTooLarge,
     RoutingError,
 )
-from coyote_mw.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
-from coyote_mw.handlers import Dispatch, Handler, send_response
-from coyote_mw.paths import CanonicalPath, canonicalize, from_decoded
-from coyote_mw.registration import RegistrationAPI, read_asgi_body
-from coyote_mw.replay import ASGIKeeper
-from coyote_mw.responses import Response, error_response
-from coyote_mw.topology import TopologyResolver, mount_relative
+from coyote_mw.handlers.base import Dispatch, Handler, send_response
+from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
+from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.http.responses import Response, error_response
+from coyote_mw.middleware.replay import ASGIKeeper
+from coyote_mw.registry.api import RegistrationAPI, read_asgi_body
+from coyote_mw.routing.topology import TopologyResolver, mount_relative
 
 if TYPE_CHECKING:
     from coyote_mw.leader import Coyote

@@ -25,11 +25,11 @@ from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import HTTP_STATUS_CODES
 
 from coyote_mw.errors import DispatchError, RoutingError
-from coyote_mw.paths import CanonicalPath
+from coyote_mw.http.paths import CanonicalPath
+from coyote_mw.http.request import ASGIBody, Body, Request, WSGIBody, wsgi_body_length
+from coyote_mw.http.responses import Response, to_response
 from coyote_mw.relay import Relay
-from coyote_mw.request import ASGIBody, Body, Request, WSGIBody, wsgi_body_length
-from coyote_mw.responses import Response, to_response
-from coyote_mw.table import Match
+from coyote_mw.routing.table import Match
 
 __all__ = [
     "Dispatch",

@@ -19,11 +19,11 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.health import InstanceHealth
-from coyote_mw.responses import Response, json_response
+from coyote_mw.http.responses import Response, json_response
+from coyote_mw.remote.health import InstanceHealth
 
 if TYPE_CHECKING:
-    from coyote_mw.registration import RegistrationAPI
+    from coyote_mw.registry.api import RegistrationAPI
 
 __all__ = ["PROBES", "probe", "route_view"]
 

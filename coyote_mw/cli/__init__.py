@@ -1,0 +1,8 @@
+"""The ``coyote`` command: ``coyote leader``, ``coyote client``, ``coyote routes``.
+
+``main`` is the console script (``coyote_mw.cli:main``) and ``python -m coyote_mw``.
+"""
+
+from coyote_mw.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+"""The ASGI and WSGI middleware mounted in a host app.
+
+``asgi`` / ``wsgi`` (the two middlewares), ``replay`` (the body a host read, for
+``precedence="host"``), ``accesslog`` (one line per request).
+"""

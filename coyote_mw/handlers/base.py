@@ -199,58 +199,41 @@ class FunctionHandler(Handler):
             raise handler_failed(d, exc) from exc
 
     async def serve_asgi(self, d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
-        ep = d.match.endpoint
-        path = d.path
-        relay = d.relay
-        if not ep.cast and not relay.try_enter():
-            # queued: a client that leaves, leaves the queue (its request is never run)
-            receive = await relay._acquire(receive)
-        try:
-            request = Request._of_asgi(
-                d.method,
-                path.path,
-                path.raw,
-                d.match.params,
-                ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
-                d.topology,
-                ep.pattern,
-                ep.service,
-                scope,
-            )
-        except BaseException:
-            if not ep.cast:
-                relay.release()
-            raise
-        if ep.cast:
-            response = await self.acall(d, request)
-        elif not self.is_async:
-            try:
-                response = to_response(await relay._run_acquired(lambda: self.fn(request), False))
-            except DispatchError:
-                raise
-            except Exception as exc:
-                raise handler_failed(d, exc) from exc
+        if d.match.endpoint.cast:
+            response = await self.acall(d, self._asgi_request(d, scope, receive))
         else:
-            # acall and Relay.run inlined for the usual async handler: two coroutine
-            # frames and a lambda less on every request
-            watch = relay.watch()
-            try:
-                response = to_response(await self.fn(request))
-            except asyncio.CancelledError:
-                if not watch.fired:
+            # acall and Relay.run inlined: a coroutine frame and a lambda less on every
+            # request.  Queued, a client that leaves, leaves the queue.
+            async with d.relay.admit(receive) as slot:
+                request = self._asgi_request(d, scope, slot.receive)
+                try:
+                    if self.is_async:
+                        response = to_response(await self.fn(request))
+                    else:
+                        response = to_response(await slot.to_thread(lambda: self.fn(request)))
+                except DispatchError:
                     raise
-                raise relay.timed_out(watch) from None
-            except DispatchError:
-                raise
-            except Exception as exc:
-                if watch.fired:  # the handler turned the watchdog's cancel into an error
-                    raise relay.timed_out(watch) from None
-                raise handler_failed(d, exc) from exc
-            finally:
-                watch.end()
-                relay.release()
+                except Exception as exc:
+                    if slot.fired:  # the handler turned the deadline's cancel into an error
+                        raise  # answered 504 as the block ends
+                    raise handler_failed(d, exc) from exc
         await send_response(send, response, d.method == "HEAD")
         return response.status
+
+    def _asgi_request(self, d: Dispatch, scope: Scope, receive: Any) -> Request:
+        ep = d.match.endpoint
+        path = d.path
+        return Request._of_asgi(
+            d.method,
+            path.path,
+            path.raw,
+            d.match.params,
+            ASGIBody(receive, asyncio.get_running_loop(), d.max_body),
+            d.topology,
+            ep.pattern,
+            ep.service,
+            scope,
+        )
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
         request = self._request(

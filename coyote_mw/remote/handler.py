@@ -203,20 +203,19 @@ class RemoteHandler(InstanceHealth, Handler):
             d,
             scope.get("http_version", "1.1"),
         )
-        if not relay.try_enter():
-            receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
-        try:
+        # queued, a client that leaves, leaves the queue
+        async with relay.admit(receive) as slot:
             body: bytes | AsyncIterator[bytes] = b""
             received = None  # a streamed body: [whether the client's whole body came]
             if streamed:
                 received = [False]
-                body = _stream_request(receive, length, received)
+                body = _stream_request(slot.receive, length, received)
             target = self._target(d, scope.get("query_string", b""))
             instance = self
             while True:
-                # The pool has no read timeout of its own: the relay's watchdog bounds
-                # the wait for the head; the body's pauses are bounded in _stream_back.
-                watch = relay.watch()
+                # The pool has no read timeout of its own: the relay's deadline bounds
+                # the wait for the head (a retry on another instance included); the
+                # body's pauses are bounded in _stream_back.
                 try:
                     response = await _pool().request(
                         d.method,
@@ -229,13 +228,12 @@ class RemoteHandler(InstanceHealth, Handler):
                         instance.coyote.upstream.max_response_head,
                     )
                 except asyncio.CancelledError:
-                    if not watch.fired:
-                        raise
-                    # the instance's failure once it has the whole request; before, the
-                    # client may be the slow one (its body streams through as it comes)
-                    if received is None or received[0]:
+                    # past the deadline (the slot answers 504): the instance's failure
+                    # once it has the whole request; before, the client may be the slow
+                    # one (its body streams through as it comes)
+                    if slot.fired and (received is None or received[0]):
                         instance.gateway_failed("no response head within the timeout", d)
-                    raise relay.timed_out(watch) from None
+                    raise
                 except ConnectError as exc:
                     if not isinstance(exc, PoolTimeout):  # a busy pool is not its failure
                         instance.connect_failed(exc)
@@ -258,11 +256,8 @@ class RemoteHandler(InstanceHealth, Handler):
                 except TransportError as exc:
                     instance.gateway_failed(exc, d)
                     raise instance_failed(d, instance.url, exc) from exc
-                finally:
-                    watch.end()
-                return await _stream_back(d, response, send, instance, watch.deadline)
-        finally:
-            relay.release()
+                slot.unwatch()  # the body streams back under timeouts of its own
+                return await _stream_back(d, response, send, instance, slot.deadline)
 
     # -- WebSockets (ASGI) -------------------------------------------------------------
 
@@ -360,14 +355,11 @@ class RemoteHandler(InstanceHealth, Handler):
     # -- WSGI: a pooled httpx.Client ---------------------------------------------------
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        relay = d.relay
-        relay._acquire_sync(environ)  # a client that leaves, leaves the queue
-        try:
+        # queued, a client that leaves, leaves the queue; the slot is held until the
+        # server closes the response
+        with d.relay.admit_sync(environ) as slot:
             result = self._forward_sync(d, environ, start_response, retry=True)
-        except BaseException:
-            relay.release()
-            raise
-        return Closing(result, relay.release)
+            return Closing(result, slot.hand_over())
 
     def _forward_sync(
         self, d: Dispatch, environ: dict[str, Any], start_response: Any, retry: bool

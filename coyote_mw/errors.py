@@ -3,6 +3,7 @@
     CoyoteError
     ├── RegistrationError          refused at registration time; the table is unchanged
     │   ├── InvalidRoute           a pattern, method or converter that cannot be used (400)
+    │   │   └── ReservedRoute      a route under the registration API's prefix (403)
     │   └── RouteConflict          another service holds that method + pattern (409)
     └── DispatchError              raised while serving a request; carries .status
         ├── BadRequest             a body the handler asked for is malformed (400)
@@ -51,6 +52,20 @@ class InvalidRoute(RegistrationError):
     """A route cannot be used as declared: the message says how to fix it."""
 
     status = 400
+
+
+class ReservedRoute(InvalidRoute):
+    """Routes under a prefix the leader keeps for itself: its registration API's."""
+
+    status = 403
+
+    def __init__(self, prefix: str, patterns: list[str]) -> None:
+        self.prefix = prefix
+        self.patterns = patterns
+        super().__init__(
+            f"routes under {prefix} are the registration API's: {patterns}; "
+            f"choose paths outside {prefix}, or another prefix for the API"
+        )
 
 
 class InvalidInstanceURL(InvalidRoute, ValueError):

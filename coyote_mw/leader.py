@@ -63,12 +63,11 @@ import ssl
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coyote_mw.client import Client
 from coyote_mw.errors import (
     DispatchError,
-    InvalidRoute,
     MethodNotAllowed,
     NoMatchingRoute,
     RelaySaturated,
@@ -85,10 +84,15 @@ from coyote_mw.middleware.accesslog import AccessLog
 from coyote_mw.middleware.asgi import CoyoteASGI
 from coyote_mw.middleware.wsgi import CoyoteWSGI
 from coyote_mw.registry.api import RegistrationAPI
+from coyote_mw.registry.remotes import register_remote
 from coyote_mw.relay import Relay, Sockets
 from coyote_mw.remote.health import UpstreamPolicy
-from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
+from coyote_mw.remote.upstreams import Upstreams
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
 from coyote_mw.routing.topology import TopologyResolver, TopologySpec
+
+if TYPE_CHECKING:
+    from coyote_mw.remote.handler import RemoteHandler
 
 __all__ = ["Coyote"]
 
@@ -126,22 +130,24 @@ class Coyote:
     ) -> None:
         if log_format is not None:
             use_format(log_format)
-        self.websockets = Sockets(max_websockets)
-        """Relayed WebSockets open now, and their bound."""
-        self.upstream = UpstreamPolicy(
-            max_response_head=max_response_head,
-            response_timeout=response_timeout,
-            stream_idle_timeout=stream_idle_timeout,
-            eject_after=eject_after,
-            base_ejection_time=base_ejection_time,
-            max_ejection_time=max_ejection_time,
-            max_ejection_percent=max_ejection_percent,
+        self.upstreams = Upstreams(
+            UpstreamPolicy(
+                max_response_head=max_response_head,
+                response_timeout=response_timeout,
+                stream_idle_timeout=stream_idle_timeout,
+                eject_after=eject_after,
+                base_ejection_time=base_ejection_time,
+                max_ejection_time=max_ejection_time,
+                max_ejection_percent=max_ejection_percent,
+            ),
+            Forwarding(trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym),
+            Sockets(max_websockets),
+            _tls_context(tls) if tls is not None else None,
+            timeout=timeout,
+            concurrency=concurrency,
         )
-        self.forwarding = Forwarding(
-            trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
-        )
+        """What remote instances share: settings and connection pools."""
         self.table = RouteTable()
-        self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
         self._open_api(token, prefix, store)
         self._bounds: dict[str, Any] = {
@@ -176,8 +182,10 @@ class Coyote:
             raise ValueError("a shared store holds remote registrations: set a token too")
         old, self.api = (
             self.api,
-            RegistrationAPI(self, token, self.prefix, store) if token else None,
+            RegistrationAPI(self.table, self._remote, token, self.prefix, store) if token else None,
         )
+        # the table refuses routes under the API's prefix while the API is on
+        self.table.reserve(*([self.prefix] if token else []))
         self._token, self._store = token, store
         if old is not None:
             old.close()
@@ -229,9 +237,9 @@ class Coyote:
             if v is not None
         }
         if upstream:
-            self.upstream = dataclasses.replace(self.upstream, **upstream)
+            self.upstreams.policy = dataclasses.replace(self.upstreams.policy, **upstream)
         if tls is not None:
-            self._tls = _tls_context(tls)
+            self.upstreams.configure(tls=_tls_context(tls))
         self._configure_forwarding(
             trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
         )
@@ -252,7 +260,7 @@ class Coyote:
         if access_log is not None:
             self.log_access.enabled = access_log
         if max_websockets is not None:
-            self.websockets.limit = max_websockets
+            self.upstreams.websockets.limit = max_websockets
 
     def _configure_forwarding(
         self,
@@ -266,7 +274,7 @@ class Coyote:
         given = (trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym)
         if all(value is None for value in given):
             return
-        self.forwarding = Forwarding(
+        self.upstreams.forwarding = Forwarding(
             [str(n) for n in old.trusted_proxies] if trusted_proxies is None else trusted_proxies,
             old.max_headers if max_headers is None else max_headers,
             old.max_header_bytes if max_header_bytes is None else max_header_bytes,
@@ -307,6 +315,7 @@ class Coyote:
             for name, limits in overrides.items():
                 if name != DEFAULT_TOPOLOGY:
                     self._relays[name] = Relay(**{**bounds, **limits}, loop_of=self.relay)
+        self.upstreams.configure(timeout=self.relay.timeout, concurrency=self.relay.concurrency)
         for relay in old:
             if relay.loop_of is not None:
                 relay.close()
@@ -331,9 +340,22 @@ class Coyote:
     @property
     def tls(self) -> ssl.SSLContext:
         """The context https:// instances are verified with (the system's CAs by default)."""
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
+        return self.upstreams.tls
+
+    @property
+    def upstream(self) -> UpstreamPolicy:
+        """The settings for remote instances (``coyote_mw.remote.health``)."""
+        return self.upstreams.policy
+
+    @property
+    def forwarding(self) -> Forwarding:
+        """Request head checks and forwarded headers (``coyote_mw.http.forwarding``)."""
+        return self.upstreams.forwarding
+
+    @property
+    def websockets(self) -> Sockets:
+        """Relayed WebSockets open now, and their bound."""
+        return self.upstreams.websockets
 
     # -- registration -------------------------------------------------------------
 
@@ -350,14 +372,9 @@ class Coyote:
         """Register a ``Client``, or a whole ASGI/WSGI app with the ``routes`` it serves.
 
         ``interface`` ("asgi" or "wsgi") says what an app speaks when it cannot be told
-        from its signature.  Raises ``InvalidRoute`` / ``RouteConflict``; the table is
-        then unchanged.
+        from its signature.  Raises ``InvalidRoute`` (``ReservedRoute`` under the
+        registration API's prefix) / ``RouteConflict``; the table is then unchanged.
         """
-        reserved = [r for r in (routes or ()) if self._reserved(r)]
-        if isinstance(target, Client):
-            reserved = [r for r in target.declared_routes() if self._reserved(r)]
-        if reserved:
-            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
         if isinstance(target, Client):
             declared = target.declared_routes()
             if routes is not None:
@@ -396,22 +413,15 @@ class Coyote:
         ``url`` is kept in its canonical form (``coyote_mw.http.urls``); one that cannot be
         relayed to raises ``InvalidInstanceURL`` (an ``InvalidRoute`` and a ``ValueError``).
         """
-        from coyote_mw.remote.handler import RemoteHandler
-
-        handler = RemoteHandler(url, self)
-        routes = list(routes)
-        reserved = [r for r in routes if self._reserved(r)]
-        if reserved:
-            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
-        return self.table.register(
-            service, routes, lambda r: handler, instance=instance or handler.url, topology=topology
+        return register_remote(
+            self.table, self._remote, url, service, routes, instance=instance, topology=topology
         )
 
-    def _reserved(self, route: Any) -> bool:
-        if self.api is None:
-            return False
-        pattern = Route.coerce(route).pattern
-        return self.api.reserved(pattern)
+    def _remote(self, url: str) -> RemoteHandler:
+        """The handler of the instance at ``url``: what registrations of URLs make."""
+        from coyote_mw.remote.handler import RemoteHandler  # httpx: imported when used
+
+        return RemoteHandler(url, self.upstreams)
 
     def deregister(self, **criteria: Any) -> list[Registration]:
         """``RouteTable.deregister``: by ``lease``, or ``service`` (+ instance, topology)."""
@@ -484,6 +494,7 @@ class Coyote:
             if relay is not self.relay:
                 relay.close()
         self.relay.close()  # the owner of the loop the others share, last
+        self.upstreams.close()
 
     def _app_handlers(self) -> list[Handler]:
         seen: dict[int, Handler] = {}

@@ -48,7 +48,7 @@ def probe(api: RegistrationAPI, method: str, rest: str) -> Response | None:
                 [("retry-after", "1"), ("cache-control", "no-store")],
             )
         return json_response(
-            {"status": "ready", "routes": len(api.coyote.table)},
+            {"status": "ready", "routes": len(api.table)},
             200,
             [("cache-control", "no-store")],
         )
@@ -87,7 +87,7 @@ def _health(handler: Any, now: float, wall: float) -> dict[str, Any] | None:
 def route_view(api: RegistrationAPI) -> list[dict[str, Any]]:
     """``table.routes()`` (same keys, same order), each route with ``upstreams``: one
     object per instance with its URL, health, lease expiry and last heartbeat."""
-    table = api.coyote.table
+    table = api.table
     leases = api.leases.deadlines()  # lease -> (expires, ttl), wall-clock seconds
     held = {reg.key: lease for lease, reg in table.leases().items()}
     now, wall = time.monotonic(), time.time()

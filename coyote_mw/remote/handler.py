@@ -4,7 +4,8 @@ A sibling of the in-process handlers behind the same interface.  Under ASGI it u
 ``coyote_mw.remote.transport.Pool`` - a lean pooled HTTP/1.1 client on asyncio and httptools,
 one per event loop - because a shared ``httpx.AsyncClient`` costs about 1.6 ms of CPU
 per request in its pool; under WSGI a pooled ``httpx.Client`` per leader.  Both
-stream bodies both ways.
+stream bodies both ways.  The pools and the settings a handler relays by are its
+leader's ``Upstreams`` (``coyote_mw.remote.upstreams``).
 
 What is forwarded: the canonical path (byte for byte when the request was already
 canonical) and the raw query string; the headers and framing ``coyote_mw.http.forwarding``
@@ -27,12 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,15 +44,12 @@ from coyote_mw.remote.health import EJECT_AFTER, InstanceHealth
 from coyote_mw.remote.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
-    Pool,
     PoolTimeout,
     ReadTimeout,
     TransportError,
     UpstreamResponse,
 )
-
-if TYPE_CHECKING:
-    from coyote_mw.leader import Coyote
+from coyote_mw.remote.upstreams import Upstreams
 
 __all__ = ["EJECT_AFTER", "RemoteHandler"]
 
@@ -87,28 +82,6 @@ _WS_HANDSHAKE = frozenset(
     }
 )
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
-
-
-# the last loop's pool, held weakly: a closed loop and its pool must be free to go
-_last_pool: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[Pool]] | None = None
-
-
-def _pool() -> Pool:
-    global _last_pool
-    loop = asyncio.get_running_loop()
-    last = _last_pool
-    if last is not None and last[0]() is loop:
-        pool = last[1]()
-        if pool is not None:
-            return pool
-    pool = _pools.get(loop)
-    if pool is None:
-        # no read timeout of its own: the relay's watchdog bounds the wait for a head
-        pool = _pools[loop] = Pool(read_timeout=None)
-    _last_pool = (weakref.ref(loop), weakref.ref(pool))
-    return pool
-
 
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",")}
@@ -139,7 +112,7 @@ def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 class RemoteHandler(InstanceHealth, Handler):
     kind = "remote"
 
-    def __init__(self, url: str, coyote: Coyote) -> None:
+    def __init__(self, url: str, upstreams: Upstreams) -> None:
         url = canonical_url(url)  # InvalidInstanceURL (a ValueError) saying how to fix it
         parts = urlsplit(url)
         self.url = url
@@ -155,8 +128,8 @@ class RemoteHandler(InstanceHealth, Handler):
         # the WSGI relay's URL: httpx gets the target apart (``_forward_sync``)
         self.origin = httpx.URL(f"{self.scheme}://{authority}/")
         self.ws_origin = f"{'wss' if self.scheme == 'https' else 'ws'}://{authority}"
-        self.coyote = coyote
-        # https: verified with the leader's context (coyote.tls), per request, so a
+        self.upstreams = upstreams
+        # https: verified with the leader's context (upstreams.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
         self.https = self.scheme == "https"
 
@@ -173,7 +146,7 @@ class RemoteHandler(InstanceHealth, Handler):
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         """The headers to forward (``coyote_mw.http.forwarding``), the body's checked length
         (None: unknown), and whether the request announces a body."""
-        out, length, has_body, d.request_id = self.coyote.forwarding.forward(
+        out, length, has_body, d.request_id = self.upstreams.forwarding.forward(
             headers,
             str(client[0]) if client else None,
             scheme,
@@ -217,15 +190,16 @@ class RemoteHandler(InstanceHealth, Handler):
                 # the wait for the head (a retry on another instance included); the
                 # body's pauses are bounded in _stream_back.
                 try:
-                    response = await _pool().request(
+                    upstreams = instance.upstreams
+                    response = await upstreams.pool().request(
                         d.method,
                         instance.host,
                         instance.port,
                         target,
                         headers,
                         body,
-                        instance.coyote.tls if instance.https else None,
-                        instance.coyote.upstream.max_response_head,
+                        upstreams.tls if instance.https else None,
+                        upstreams.policy.max_response_head,
                     )
                 except asyncio.CancelledError:
                     # past the deadline (the slot answers 504): the instance's failure
@@ -268,12 +242,12 @@ class RemoteHandler(InstanceHealth, Handler):
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
-        refused = self.coyote.forwarding.check_asgi(scope)
+        refused = self.upstreams.forwarding.check_asgi(scope)
         if refused is not None:
             logger.info("WebSocket %s refused: %s", d.path.raw, refused)
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
-        sockets = self.coyote.websockets
+        sockets = self.upstreams.websockets
         if not sockets.take():
             logger.warning(
                 "WebSocket %s refused: max_websockets (%d) are open", d.path.raw, sockets.limit
@@ -309,7 +283,7 @@ class RemoteHandler(InstanceHealth, Handler):
                 subprotocols=scope.get("subprotocols") or None,
                 open_timeout=d.relay.timeout,
                 max_size=None,
-                ssl=self.coyote.tls if self.https else None,
+                ssl=self.upstreams.tls if self.https else None,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
@@ -381,7 +355,7 @@ class RemoteHandler(InstanceHealth, Handler):
         query = environ.get("QUERY_STRING", "").encode("latin-1")
         if _NOT_IN_TARGET.search(query) is not None:
             query = _NOT_IN_TARGET.sub(_escape_byte, query)
-        client = _sync_client(self.coyote)
+        client = self.upstreams.sync_client()
         request = client.build_request(
             d.method,
             self.origin,
@@ -391,7 +365,7 @@ class RemoteHandler(InstanceHealth, Handler):
             # (`"<>` as %22%3C%3E); httpcore sends the "target" extension unchanged
             extensions={"target": self._target(d, query)},
         )
-        policy = self.coyote.upstream
+        policy = self.upstreams.policy
         started = time.monotonic()
         try:
             response = client.send(request, stream=True)
@@ -456,7 +430,7 @@ class RemoteHandler(InstanceHealth, Handler):
         return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
-        return await call_asgi_app(_AsASGI(self), d, request)
+        return await call_asgi_app(self, d, request)
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
@@ -498,14 +472,6 @@ def _another(d: Dispatch, failed: RemoteHandler) -> RemoteHandler | None:
     except NoHealthyInstance:
         return None
     return other if isinstance(other, RemoteHandler) else None
-
-
-class _AsASGI(Handler):
-    def __init__(self, remote: RemoteHandler) -> None:
-        self.remote = remote
-
-    async def serve_asgi(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
-        return await self.remote.serve_asgi(d, scope, receive, send)
 
 
 async def _stream_request(
@@ -558,7 +524,7 @@ async def _stream_back(
             # response_timeout: cut the response off (the head is sent).
             # (response_timeout runs from where the relay's timeout started)
             timeout = d.relay.timeout
-            policy = instance.coyote.upstream
+            policy = instance.upstreams.policy
             total = policy.response_timeout
             idle = policy.stream_idle_timeout
             async for chunk in response.aiter_body(
@@ -621,30 +587,6 @@ def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
             raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
         remaining -= len(chunk)
         yield chunk
-
-
-_clients: weakref.WeakKeyDictionary[Any, httpx.Client] = weakref.WeakKeyDictionary()
-_clients_lock = threading.Lock()
-
-
-def _sync_client(coyote: Coyote) -> httpx.Client:
-    with _clients_lock:
-        client = _clients.get(coyote)
-        if client is None:
-            client = _clients[coyote] = httpx.Client(
-                # one client serves every person: a jar would hand one person's
-                # cookies (an instance's Set-Cookie) to the next person's requests
-                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-                verify=coyote.tls,
-                timeout=httpx.Timeout(coyote.relay.timeout, connect=5.0),
-                limits=httpx.Limits(max_connections=coyote.relay.concurrency * 2),
-                follow_redirects=False,
-            )
-            # httpx sends Accept, Accept-Encoding, Connection and User-Agent of its own
-            # on every request: the instance gets the client's headers and nothing else
-            for name in list(client.headers):
-                del client.headers[name]
-        return client
 
 
 class ResponseCut(ConnectionAbortedError):

@@ -32,9 +32,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coyote_mw.remote.transport import MAX_HEAD
+
+if TYPE_CHECKING:
+    from coyote_mw.remote.upstreams import Upstreams
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
 
@@ -86,7 +89,7 @@ class InstanceHealth:
     """
 
     url: str
-    coyote: Any  # the leader: its ``upstream`` policy is read at each failure
+    upstreams: Upstreams  # its ``policy`` is read at each failure: configure() changes it
 
     failures = 0  # failures in a row
     ejected = False
@@ -108,7 +111,7 @@ class InstanceHealth:
         self._failed(exc, d.match.endpoint.instances)
 
     def _failed(self, exc: BaseException | str, siblings: Sequence[Any] | None) -> None:
-        policy: UpstreamPolicy = self.coyote.upstream
+        policy = self.upstreams.policy
         with _lock:
             self.failures += 1
             if self.ejected or self.failures < policy.eject_after:
@@ -153,7 +156,7 @@ class InstanceHealth:
             self.ejected = False
             self.readmitted_at = time.monotonic()
             # on probation: one more failure ejects it again
-            self.failures = max(self.coyote.upstream.eject_after - 1, 0)
+            self.failures = max(self.upstreams.policy.eject_after - 1, 0)
         logger.info("instance %s re-admitted after its ejection time", self.url)
         return True
 

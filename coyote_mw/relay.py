@@ -635,6 +635,21 @@ class Admission(_Watch):
     (``fired``), and leaving it raises ``HandlerTimeout`` (504) instead, whatever the
     block made of the cancel.  Leaving releases the slot, unless ``to_thread`` or
     ``hand_over`` passed it on.
+
+    ``async with`` costs two coroutines; the busiest handlers spell it out instead,
+    with ``enter`` / ``wait`` / ``leave``::
+
+        slot = relay.admit(receive)
+        if not slot.enter():
+            await slot.wait()
+        try:
+            ...
+        except BaseException as exc:
+            instead = slot.leave(exc)
+            if instead is None:
+                raise
+            raise instead from None
+        slot.leave()
     """
 
     __slots__ = ("_releases", "receive", "relay")
@@ -646,27 +661,69 @@ class Admission(_Watch):
         self._releases = False
 
     async def __aenter__(self) -> Admission:
-        relay = self.relay
-        if not relay.try_enter():
-            self.receive = await relay.acquire(self.receive)
-        try:
-            relay._watch(self)
-        except BaseException:  # no asyncio task: a trio server (handlers.eventloop)
-            relay.release()
-            raise
-        self._releases = True
+        if not self.enter():
+            await self.wait()
         return self
 
     async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        instead = self.leave(exc if typ is not None else None)
+        if instead is not None:
+            raise instead from None
+
+    def enter(self) -> bool:
+        """Take a free slot and start the deadline: True; False when none is free
+        (then ``await wait()``)."""
+        relay = self.relay
+        with relay._lock:
+            if relay._active >= relay.concurrency or relay._waiting:
+                return False
+            relay._active += 1
+        # Relay._watch, inlined: this runs for every request
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no asyncio loop: a trio server (handlers.eventloop)
+            relay.release()
+            raise
+        assert task is not None
+        loop = task.get_loop()
+        dog = relay._last_watchdog
+        if dog is None or dog.loop is not loop:
+            dog = relay._watchdog(loop)
+        self.dog, self.task, self.deadline, self.fired = (
+            dog,
+            task,
+            loop.time() + relay.timeout,
+            False,
+        )
+        dog.add(self)
+        self._releases = True
+        return True
+
+    async def wait(self) -> None:
+        """Wait in the queue for a slot, then start the deadline."""
+        relay = self.relay
+        self.receive = await relay.acquire(self.receive)
+        try:
+            relay._watch(self)
+        except BaseException:
+            relay.release()
+            raise
+        self._releases = True
+
+    def leave(self, exc: BaseException | None = None) -> BaseException | None:
+        """End the deadline and release the slot (unless it was passed on).  Given the
+        exception that ended the block: what to raise instead (``HandlerTimeout``, when
+        the deadline's cancel caused it), or None."""
         self.dog.running.discard(self)
         if self._releases:
             self._releases = False
             self.relay.release()
         if self.fired:
-            if typ is None:
+            if exc is None:
                 self.task.uncancel()  # the block swallowed the cancel: it was ours
-            elif issubclass(typ, Exception | asyncio.CancelledError):
-                raise self.relay.timed_out(self) from None
+            elif isinstance(exc, Exception | asyncio.CancelledError):
+                return self.relay.timed_out(self)
+        return None
 
     def unwatch(self) -> None:
         """No deadline for the rest of the block: a response streaming back, under

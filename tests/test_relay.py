@@ -457,3 +457,31 @@ def test_the_relays_loop_runs_on_a_thread_of_its_own_shared_by_topologies() -> N
     assert topology.loop is relay.loop
     assert asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "ran"), relay.loop).result(5) == "ran"
     relay.close()
+
+
+def test_an_admission_spelled_out_enters_waits_and_leaves_as_async_with_does() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=0.1)
+
+    async def queued() -> list[Any]:
+        slot = relay.admit()
+        assert not slot.enter()  # none free: it must wait
+        await slot.wait()
+        seen: list[Any] = [relay.active]
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError as exc:
+            seen.append(slot.leave(exc))  # past the deadline: what to raise instead
+        seen.append(relay.active)
+        return seen
+
+    async def scenario() -> list[Any]:
+        first = relay.admit()
+        assert first.enter()  # the free slot
+        second = asyncio.ensure_future(queued())
+        while not relay.waiting:
+            await asyncio.sleep(0.01)
+        assert first.leave() is None  # the slot passes on to the queued one
+        return await second
+
+    active, instead, after = asyncio.run(scenario())
+    assert active == 1 and isinstance(instead, HandlerTimeout) and after == 0

@@ -176,8 +176,10 @@ class RemoteHandler(InstanceHealth, Handler):
             d,
             scope.get("http_version", "1.1"),
         )
-        # queued, a client that leaves, leaves the queue
-        async with relay.admit(receive) as slot:
+        slot = relay.admit(receive)  # the admission's ``async with``, spelled out
+        if not slot.enter():
+            await slot.wait()  # queued: a client that leaves, leaves the queue
+        try:
             body: bytes | AsyncIterator[bytes] = b""
             received = None  # a streamed body: [whether the client's whole body came]
             if streamed:
@@ -231,7 +233,15 @@ class RemoteHandler(InstanceHealth, Handler):
                     instance.gateway_failed(exc, d)
                     raise instance_failed(d, instance.url, exc) from exc
                 slot.unwatch()  # the body streams back under timeouts of its own
-                return await _stream_back(d, response, send, instance, slot.deadline)
+                status = await _stream_back(d, response, send, instance, slot.deadline)
+                break
+        except BaseException as exc:
+            timeout = slot.leave(exc)  # the deadline passed: 504
+            if timeout is None:
+                raise
+            raise timeout from None
+        slot.leave()
+        return status
 
     # -- WebSockets (ASGI) -------------------------------------------------------------
 

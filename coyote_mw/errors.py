@@ -14,7 +14,7 @@
     ├── StoreUnavailable           the shared store (Redis) cannot be reached; what needs it
     │                              waits until it is back (503)
     ├── RegistrationRefused        a leader answered a remote client's registration with
-    │                              an error status (coyote_mw.remote.registrar)
+    │                              an error status (coyote_mw.registry.registrar)
     ├── TransportError             the lean HTTP/1.1 client (coyote_mw.remote.transport)
     │   ├── ConnectError           no connection; nothing was sent
     │   │   └── PoolTimeout        every connection to the upstream stayed busy

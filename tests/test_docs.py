@@ -4,13 +4,15 @@
 * every Python block names nothing it does not define or import (ruff's F821);
 * every server command it shows for a sample app serves the Saloon from a real process;
 * the tour answers the story, a drink and the tab's cast (202, then its effect);
-* a wheel built from the checkout ships the LICENSE, and the README names every extra.
+* a wheel built from the checkout ships the LICENSE, and the README names every extra;
+* the Flask and Django adapters' docstrings name every settings key they read.
 
 Every process is started here and ended by PID; every wait is bounded.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import signal
@@ -27,6 +29,7 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote
+from coyote_mw.settings import known_settings
 from sample_apps.deadwood.saloon import STORY
 from tests.processes import BIN, ROOT, free_port
 
@@ -39,6 +42,14 @@ def code_of(path: Path) -> str:
     text = path.read_text()
     text = re.sub(r'\A""".*?"""\n\n', "", text, flags=re.S)
     return text.replace("from __future__ import annotations\n\n", "", 1).strip()
+
+
+@pytest.mark.parametrize(
+    ("adapter", "spell"), [("flask", "COYOTE_{}"), ("django", "``{}``")]
+)
+def test_an_adapter_docstring_names_every_settings_key_it_reads(adapter: str, spell: str) -> None:
+    doc = importlib.import_module(f"coyote_mw.adapters.{adapter}").__doc__ or ""
+    assert [key for key in known_settings() if spell.format(key) not in doc] == []
 
 
 def test_readme_blocks_that_name_a_file_are_that_file_exactly() -> None:

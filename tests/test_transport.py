@@ -1,4 +1,4 @@
-"""coyote_mw.transport: the lean HTTP/1.1 client, against real servers on 127.0.0.1.
+"""coyote_mw.remote.transport: the lean HTTP/1.1 client, against real servers on 127.0.0.1.
 
 A uvicorn upstream (in a thread) for the ordinary cases, and small raw asyncio socket
 servers, written here and run on the test's own loop, for the edge cases: they count

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from coyote_mw import Client, Coyote, Request, route
-from tests.ledger import LedgerUpstream
+from tests.support.ledger import LedgerUpstream
 
 BODY = json.dumps({"name": "whisky", "glasses": 2}).encode()
 MAX_BODY = 1024

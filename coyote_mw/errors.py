@@ -25,8 +25,9 @@
         └── ClientDisconnected     the client left while its request waited for a slot
                                    (499, logged; nobody is left to answer)
 
-The HTTP edge (``coyote_mw.middleware.asgi`` / ``coyote_mw.middleware.wsgi``) turns a ``DispatchError`` into a
-JSON body ``{"error": ...}`` in exactly one place, ``error_response``.  The matcher never
+The HTTP edge (``coyote_mw.middleware.asgi`` / ``coyote_mw.middleware.wsgi``) turns a
+``DispatchError`` into a JSON body ``{"error": ...}`` in exactly one place,
+``error_response``.  The matcher never
 raises on the request path: it returns a ``Match`` or ``None``.
 """
 

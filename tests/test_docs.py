@@ -184,6 +184,8 @@ def test_a_wheel_built_from_the_checkout_ships_the_license_and_the_readme_names_
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert text.startswith("MIT License") and "Copyright (c) 2026 the coyote_mw authors" in text
     assert "License-Expression: MIT" in metadata
+    for asset in ("dashboard.html", "login.html", "dashboard.js", "dashboard.css", "favicon.svg"):
+        assert f"coyote_mw/ops/static/{asset}" in names, f"the wheel lacks the dashboard's {asset}"
     install = README[README.index("## Install it in your project") :]
     install = install[: install.index("\n## ")]
     extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, flags=re.M)

@@ -60,9 +60,7 @@ def startup_off_asyncio(refusal: UnsupportedEventLoop) -> None:
     )
 
 
-async def serve_off_asyncio(
-    d: Dispatch, scope: Scope, receive: Any, send: Any
-) -> int:
+async def serve_off_asyncio(d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
     """Serve a matched request on a loop that is not asyncio's; return the status sent."""
     handler = d.match.endpoint.pick()
     if not isinstance(handler, FunctionHandler):

@@ -22,7 +22,8 @@ When that handler is the only one a line would reach (no other handler on this l
 or, while it propagates, on its ancestors; no filters; no formatter set), the line is
 handed to it directly, without a ``LogRecord``: the same bytes in the file for a
 fifth of the cost.  When no handler at all would get the line (logging left
-unconfigured), nothing is built.  Any other set-up - handlers, filters, formatters of
+unconfigured, or only handlers above INFO such as the dashboard's recent errors), nothing
+is built.  Any other set-up - handlers, filters, formatters of
 your own - gets a normal record through ``Logger.handle``.
 """
 
@@ -210,7 +211,8 @@ def _destination() -> BufferedFileHandler | bool:
     silenced = False  # a NullHandler reached: logging's last resort is not used
     while parent is not None:  # what callHandlers would also reach
         for h in parent.handlers:
-            if type(h) is not logging.NullHandler:
+            # a handler above INFO (the dashboard's recent errors) takes no access line
+            if type(h) is not logging.NullHandler and h.level <= logging.INFO:
                 return True
             silenced = True
         parent = parent.parent if parent.propagate else None

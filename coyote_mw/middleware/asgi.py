@@ -226,7 +226,7 @@ class CoyoteASGI:
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)
         response = api.probe(method, path) or api.refuse_early(
-            headers, close=scope.get("http_version", "1.1") < "2"
+            headers, close=scope.get("http_version", "1.1") < "2", path=path
         )
         if response is None:
             body = await read_asgi_body(receive)
@@ -237,7 +237,10 @@ class CoyoteASGI:
             else:
                 # off the event loop: with a shared store an API call waits on Redis, and
                 # an unreachable Redis must not stall the requests this loop is serving
-                response = await asyncio.to_thread(api.handle, method, path, headers, body)
+                scheme = scope.get("scheme", "http")
+                response = await asyncio.to_thread(
+                    api.handle, method, path, headers, body, scheme
+                )
         await send_response(send, response, method == "HEAD")
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
             self.coyote.log_access(method, path, response.status, start, None, scope)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["CoyoteWSGI"]
 
 
-
 class CoyoteWSGI:
     def __init__(
         self,
@@ -143,11 +142,15 @@ class CoyoteWSGI:
     ) -> Iterable[bytes]:
         headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
         # the token and a declared length first: a refused body is never read
-        response = api.probe(method, path) or api.refuse_early(headers)
+        response = api.probe(method, path) or api.refuse_early(headers, path=path)
         if response is None:
             body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
-            handle = api.handle
-            response = body if isinstance(body, Response) else handle(method, path, headers, body)
+            scheme = environ.get("wsgi.url_scheme", "http")
+            response = (
+                body
+                if isinstance(body, Response)
+                else api.handle(method, path, headers, body, scheme)
+            )
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
             self.coyote.log_access(method, path, response.status, start, None, environ)
         return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")

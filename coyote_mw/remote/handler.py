@@ -467,6 +467,10 @@ class RemoteHandler(InstanceHealth, Handler):
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
+        # judged by its head now: the client may have the last bytes (and send its next
+        # request) before the server resumes this body's iterator; a body cut later still
+        # counts as a gateway failure
+        self.answered(response.status_code, d)
         return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
@@ -691,9 +695,9 @@ class _HttpxBody:
                     raise httpx.ReadTimeout("the response took longer than response_timeout")
                 yield chunk
         except httpx.HTTPError as exc:
-            self.instance.gateway_failed(exc, self.d)
+            if not 501 < self.response.status_code < 505:  # counted by its head already
+                self.instance.gateway_failed(exc, self.d)
             raise ResponseCut(str(instance_failed(self.d, self.instance.url, exc))) from exc
-        self.instance.answered(self.response.status_code, self.d)
 
     def close(self) -> None:
         self.response.close()

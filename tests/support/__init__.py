@@ -15,9 +15,12 @@ In this process:
     clients           coyote clients the tests register (``Trouble``)
     ledger            ``LedgerUpstream``: an instance that records the bytes it gets
     django_setup      Django, set up with the sample project's settings
+    browser           Debian's chromium through Playwright (the dashboard's tests)
 
 What server processes serve ("tests.support.<module>:<app>"):
     body_apps, matrix_apps, forwarding_apps, hostile_app, overload_app, relay_leader,
     remote_apps, trio_apps; Django settings django_bodies, django_bodies_host and the
     project django_site
+
+``python -m tests.support.dashboard_screenshot`` makes docs/dashboard.png.
 """

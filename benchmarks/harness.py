@@ -183,7 +183,7 @@ def access_log_from_env() -> None:
     """
     import logging
 
-    from coyote_mw.middleware.accesslog import BufferedFileHandler
+    from coyote_mw.logs import BufferedFileHandler
 
     log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
     if not log:

@@ -16,8 +16,9 @@ import pytest
 
 from coyote_mw import Coyote
 from coyote_mw.ops.dashboard import MAX_MESSAGE, RECENT_ERRORS, Sessions, recent_errors
-from tests.processes import ROOT
-from tests.test_registration_api import AUTH, TOKEN, api, leader, payload
+from tests.support.http_clients import ASGIClient
+from tests.support.processes import ROOT
+from tests.support.registration import AUTH, TOKEN, api, leader, payload
 
 __all__ = ["api", "leader"]  # the fixtures, shared
 
@@ -301,8 +302,6 @@ def test_recent_errors_keep_an_unconfigured_host_silent_and_its_access_line_unbu
 
 
 def test_no_dashboard_without_a_token(loop_thread: Any) -> None:
-    from tests.conftest import ASGIClient
-
     coyote = Coyote()
     client = ASGIClient(coyote.asgi(), loop_thread)
     try:

@@ -15,16 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_remote
 from tests.support.browser import CHROMIUM, chromium, console_problems, sign_in
-from tests.test_remote import TOKEN, Proc, routes_of, until
+from tests.support.coyote_processes import TOKEN, Proc, procs, routes_of
+from tests.support.processes import until
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="Debian's chromium is not installed (make .venv/.test-installed installs it)",
 )
 
-procs = test_remote.procs  # the fixture, shared: real processes, ended by PID
+__all__ = ["procs"]  # the fixture, shared: real processes, ended by PID
 
 SALOON = "sample_apps.deadwood.saloon:Saloon"
 TTL = 2
@@ -60,7 +60,7 @@ def test_the_page_shows_the_saloon_a_second_instance_within_2s_and_drops_a_kille
     from playwright.sync_api import expect
 
     leader = procs("leader")
-    saloon = ("client", SALOON, "--leader", leader.url, "--ttl", str(TTL))
+    saloon = ("serve-client", SALOON, "--leader", leader.url, "--ttl", str(TTL))
     procs(*saloon, "--instance", "s1")
     until(lambda: _instances(leader) == {"s1"}, 20, "s1 registered")
 
@@ -103,7 +103,7 @@ def test_an_instance_that_stops_answering_is_shown_ejected_in_words(
     from playwright.sync_api import expect
 
     leader = procs("leader")
-    saloon = ("client", SALOON, "--leader", leader.url, "--ttl", "30")
+    saloon = ("serve-client", SALOON, "--leader", leader.url, "--ttl", "30")
     procs(*saloon, "--instance", "s1")
     s2 = procs(*saloon, "--instance", "s2")
     until(lambda: _instances(leader) == {"s1", "s2"}, 20, "both registered")

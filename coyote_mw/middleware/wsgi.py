@@ -20,6 +20,7 @@ from coyote_mw.errors import BadRequestPath, DispatchError, HeadTooLarge, Payloa
 from coyote_mw.handlers.base import Dispatch, wsgi_response
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
+from coyote_mw.http.types import Environ
 from coyote_mw.middleware.replay import WSGIKeeper
 from coyote_mw.registry.api import RegistrationAPI, read_wsgi_body
 from coyote_mw.routing.topology import TopologyResolver, mount_relative
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
 
 __all__ = ["CoyoteWSGI"]
-
-Environ = dict[str, Any]
 
 
 class CoyoteWSGI:
@@ -96,7 +95,7 @@ class CoyoteWSGI:
             # GET http://host/path: its authority is the Host (RFC 9112 3.2.2), checked
             # and forwarded as X-Forwarded-Host
             environ["HTTP_HOST"] = urlsplit(target).netloc
-        # coyote answers this one: its head must pass coyote's checks (forwarding.py)
+        # coyote answers this one: its head must pass coyote's checks (coyote_mw.http.forwarding)
         refused = coyote.forwarding.check_wsgi(environ)
         if refused is not None:
             return self._refuse(environ, start_response, refused, start, method, path.raw)

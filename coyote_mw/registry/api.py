@@ -4,8 +4,9 @@
                                            -> 201 {lease, ttl, heartbeat}
     PUT    /_coyote/registrations/{lease}  heartbeat -> 200 {lease, ttl}; 404 if unknown
     DELETE /_coyote/registrations/{lease}  -> 204; 404 if unknown
-    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops)
-    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token (coyote_mw.ops)
+    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops.views)
+    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token
+                                           (coyote_mw.ops.views)
     GET    /_coyote/dashboard              -> the operator's page, its own sign-in
                                            (coyote_mw.ops.dashboard)
 
@@ -279,7 +280,7 @@ class RegistrationAPI:
 
     def probe(self, method: str, path: str) -> Response | None:
         """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
-        read); None for every other path (coyote_mw.ops)."""
+        read); None for every other path (coyote_mw.ops.views)."""
         return probe(self, method, path[len(self.prefix) :])
 
     def refuse_early(

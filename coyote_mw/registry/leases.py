@@ -18,7 +18,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import CoyoteError
+from coyote_mw.errors import StoreUnavailable
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["SharedLeases", "StoreUnavailable"]
 
 logger = logging.getLogger("coyote_mw.storesync")
-
-
-class StoreUnavailable(CoyoteError):
-    """The shared store cannot be reached: registrations wait until it is back."""
 
 
 class SharedLeases:

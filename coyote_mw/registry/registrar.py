@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from coyote_mw.client import Client
+from coyote_mw.errors import RegistrationRefused
 from coyote_mw.leader import Coyote
 
 __all__ = ["Backoff", "Registrar", "RegistrationRefused", "check_url", "serve_client"]
@@ -70,10 +71,6 @@ def check_url(url: str, what: str = "leader") -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"{what} {url!r}: no query, fragment or credentials in the URL")
     return url
-
-
-class RegistrationRefused(Exception):
-    """The leader answered the registration with an error status."""
 
 
 class _Transient(RegistrationRefused):

@@ -37,7 +37,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from coyote_mw.errors import BadRequest, HandlerTimeout, NoHealthyInstance, RoutingError
+from coyote_mw.errors import (
+    BadRequest,
+    HandlerTimeout,
+    NoHealthyInstance,
+    ResponseCut,
+    RoutingError,
+)
 from coyote_mw.handlers.apps import Closing, call_asgi_app
 from coyote_mw.handlers.base import Dispatch, Handler, instance_failed, status_line
 from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
@@ -657,12 +663,6 @@ def _sync_client(coyote: Coyote) -> httpx.Client:
             for name in list(client.headers):
                 del client.headers[name]
         return client
-
-
-class ResponseCut(ConnectionAbortedError):
-    """A relayed WSGI response that failed after its head went out: a connection error,
-    so that servers close the client's connection without ending the body (Werkzeug's
-    would otherwise append an error page to a chunked body and end it as complete)."""
 
 
 class _HttpxBody:

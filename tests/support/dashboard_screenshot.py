@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import BIN, ROOT, running
 from tests.support.browser import chromium, console_problems, sign_in
+from tests.support.processes import BIN, ROOT, running
 
 TOKEN = "dashboard-screenshot-token-0123456789"
 

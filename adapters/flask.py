@@ -6,30 +6,39 @@
     coyote.register(Saloon())
 
 ``Coyote`` here is ``coyote_mw.Coyote`` with ``init_app``; it reads these keys of
-``app.config`` (every one optional):
+``app.config`` (every one optional): the adapter's own four, then ``COYOTE_`` and each
+keyword of ``coyote_mw.Coyote`` in upper case (its docstring says more of each):
 
-=====================  ===========  =================================================
-COYOTE_CLIENTS         []           clients to register, as "module:Class" strings
-COYOTE_MOUNT           ""           a prefix coyote owns ("" : the whole path space)
-COYOTE_TOPOLOGY        "default"    the topology this app serves
-COYOTE_PRECEDENCE      "coyote"     "coyote": matched requests go to coyote first;
-                                    "host": to the Flask routes first, coyote after a 404
-COYOTE_CONCURRENCY     50           relay slots
-COYOTE_QUEUE           100          relay queue
-COYOTE_TIMEOUT         30.0         seconds a handler may take
-COYOTE_TOPOLOGIES      None         bounds of their own for some topologies:
-                                    {"blue": {"concurrency": 10, "queue": 20}}
-COYOTE_MAX_BODY        10 MiB       bytes a handler may read
-COYOTE_ACCESS_LOG      True         one line per coyote request on ``coyote_mw.access``
-COYOTE_LOG_FORMAT      None         None: logging is Flask's; "text" / "json": coyote's
-                                    loggers print to stderr in that format
-COYOTE_TRUSTED_PROXIES None         proxies whose X-Forwarded-* are kept (IPs / CIDRs)
-COYOTE_MAX_HEADERS     100          request header lines (431 above)
-COYOTE_MAX_HEADER_BYTES 32 KiB      bytes of request headers (431 above)
-COYOTE_MAX_TARGET      8 KiB        bytes of the request target (414 above)
-COYOTE_PSEUDONYM       random       this leader's name in Via (loops: 508)
-COYOTE_MAX_WEBSOCKETS  1000         relayed WebSockets open at once (under ASGI)
-=====================  ===========  =================================================
+=======================  ==========  ================================================
+COYOTE_CLIENTS           []          clients to register, as "module:Class" strings
+COYOTE_MOUNT             ""          a prefix coyote owns ("": the whole path space)
+COYOTE_TOPOLOGY          "default"   the topology this app serves
+COYOTE_PRECEDENCE        "coyote"    "coyote": matched requests go to coyote first;
+                                     "host": to the Flask routes first, coyote after
+                                     a 404
+COYOTE_CONCURRENCY       50          relay slots
+COYOTE_QUEUE             100         relay queue
+COYOTE_TIMEOUT           30.0        seconds a handler may take
+COYOTE_TOPOLOGIES        None        bounds of their own for some topologies:
+                                     {"blue": {"concurrency": 10, "queue": 20}}
+COYOTE_MAX_BODY          10 MiB      bytes a handler may read
+COYOTE_ACCESS_LOG        True        one line per coyote request on ``coyote_mw.access``
+COYOTE_LOG_FORMAT        None        None: logging is Flask's; "text" / "json": coyote's
+                                     loggers print to stderr in that format
+COYOTE_TOKEN             None        bearer token of the registration API (off while
+                                     None)
+COYOTE_PREFIX            "/_coyote"  where the registration API lives
+COYOTE_STORE             None        Redis URL shared by every worker (None: the table
+                                     lives in this process)
+COYOTE_TLS               None        how https:// instances are verified: an
+                                     ``ssl.SSLContext`` or a CA bundle's path
+COYOTE_TRUSTED_PROXIES   None        proxies whose X-Forwarded-* are kept (IPs / CIDRs)
+COYOTE_MAX_HEADERS       100         request header lines (431 above)
+COYOTE_MAX_HEADER_BYTES  32 KiB      bytes of request headers (431 above)
+COYOTE_MAX_TARGET        8 KiB       bytes of the request target (414 above)
+COYOTE_PSEUDONYM         random      this leader's name in Via (loops: 508)
+COYOTE_MAX_WEBSOCKETS    1000        relayed WebSockets open at once (under ASGI)
+=======================  ==========  ================================================
 
 and, for remote instances, ``COYOTE_MAX_RESPONSE_HEAD``, ``COYOTE_RESPONSE_TIMEOUT``,
 ``COYOTE_STREAM_IDLE_TIMEOUT``, ``COYOTE_EJECT_AFTER``, ``COYOTE_BASE_EJECTION_TIME``,

@@ -9,8 +9,15 @@
     # FastAPI: app.add_middleware(CoyoteMiddleware, coyote=coyote)
 
 The relay and in-process ASGI apps start and stop in the host's lifespan: coyote's
-startup runs before the host's, its shutdown after.  Options are those of
-``Coyote.asgi``: ``mount``, ``topology``, ``precedence``.
+startup runs before the host's, its shutdown after.
+
+Starlette has no settings of its own for coyote, so this adapter reads none: the leader
+is configured with ``coyote_mw.Coyote``'s keywords (``Coyote(concurrency=..., store=...,
+token=...)``; without ``coyote``, a ``Coyote()`` with the defaults), and the middleware
+takes the options of ``Coyote.asgi``: ``mount`` (a prefix coyote owns; "" the whole path
+space), ``topology`` (a name, or ``by_header(...)``; "default") and ``precedence``
+("coyote": matched requests go to coyote first; "host": to the app's routes first,
+coyote after a 404).
 """
 
 from __future__ import annotations

@@ -47,16 +47,23 @@ def pinned(argv: list[str], core: int) -> list[str]:
 class Server:
     """A server process we start, wait for, and end by PID."""
 
-    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None):
-        self.name, self.argv, self.port = name, argv, port
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        root: Path = ROOT,
+    ):
+        self.name, self.argv, self.port, self.root = name, argv, port, root
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_path: str = "/", timeout: float = 20.0) -> Server:
         self.proc = subprocess.Popen(
             pinned(self.argv, 1),
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -176,7 +183,7 @@ def access_log_from_env() -> None:
     """
     import logging
 
-    from coyote_mw.middleware.accesslog import BufferedFileHandler
+    from coyote_mw.logs import BufferedFileHandler
 
     log = os.environ.get("COYOTE_ACCESS_LOG_FILE")
     if not log:

@@ -18,17 +18,24 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Registration, Route
 
 if TYPE_CHECKING:
     from coyote_mw.http.request import Request
-    from coyote_mw.leader import Coyote
 
 __all__ = ["Client", "RouteSpec", "route"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Leader(Protocol):
+    """What a client registers with: a ``coyote_mw.Coyote`` (which sits above clients)."""
+
+    def register(
+        self, target: Any, *, topology: str = ..., instance: str | None = ...
+    ) -> Registration: ...
 
 
 class RouteSpec:
@@ -87,7 +94,7 @@ class Client:
         )
 
     def register_with(
-        self, *leaders: Coyote, topology: str = DEFAULT_TOPOLOGY, instance: str | None = None
+        self, *leaders: Leader, topology: str = DEFAULT_TOPOLOGY, instance: str | None = None
     ) -> list[Registration]:
         """Register this client with each leader (Coyote's ``register_routes``)."""
         return [leader.register(self, topology=topology, instance=instance) for leader in leaders]

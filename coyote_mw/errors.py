@@ -1,10 +1,29 @@
-"""The exception tree of coyote_mw, drawn once.
+"""The exception tree of coyote_mw, drawn once: every error it raises on purpose is a
+``CoyoteError``, defined here and importable too from the module that raises it.
 
     CoyoteError
+    ├── UnknownSetting             a settings key no adapter reads (also a ValueError;
+    │                              raised by coyote_mw.settings)
     ├── RegistrationError          refused at registration time; the table is unchanged
     │   ├── InvalidRoute           a pattern, method or converter that cannot be used (400)
+    │   │   ├── InvalidInstanceURL an instance URL that cannot be relayed to (also a
+    │   │   │                      ValueError)
     │   │   └── ReservedRoute      a route under the registration API's prefix (403)
-    │   └── RouteConflict          another service holds that method + pattern (409)
+    │   ├── RouteConflict          another service holds that method + pattern (409)
+    │   └── StoreConflict          the same, found in the shared store: another worker's
+    │                              registration took it a moment ago (409)
+    ├── StoreUnavailable           the shared store (Redis) cannot be reached; what needs it
+    │                              waits until it is back (503)
+    ├── RegistrationRefused        a leader answered a remote client's registration with
+    │                              an error status (coyote_mw.registry.registrar)
+    ├── TransportError             the lean HTTP/1.1 client (coyote_mw.remote.transport)
+    │   ├── ConnectError           no connection; nothing was sent
+    │   │   └── PoolTimeout        every connection to the upstream stayed busy
+    │   ├── ReadTimeout            the upstream was too slow
+    │   └── RemoteProtocolError    a malformed or incomplete response
+    ├── ResponseCut                a relayed WSGI response failed after its head went out
+    │                              (also a ConnectionAbortedError, so servers close the
+    │                              connection without ending the body)
     └── DispatchError              raised while serving a request; carries .status
         ├── BadRequest             a body the handler asked for is malformed (400)
         │   ├── BadRequestPath     malformed percent-encoding, bad UTF-8, NUL, ".." above root
@@ -28,8 +47,14 @@
 
 The HTTP edge (``coyote_mw.middleware.asgi`` / ``coyote_mw.middleware.wsgi``) turns a
 ``DispatchError`` into a JSON body ``{"error": ...}`` in exactly one place,
-``error_response``.  The matcher never raises on the request path: it returns a ``Match``
-or ``None``.
+``error_response``; the registration API answers the registration errors, the store's and
+its own, with theirs.  The matcher never raises on the request path: it returns a
+``Match`` or ``None``.  Errors of the libraries underneath (httpx, redis, a framework's)
+are translated where they are met and chained ``from exc``; only a ``TransportError`` is
+never a ``DispatchError``: the remote handler turns it into one (``RoutingError``,
+``HandlerTimeout``) with the instance's name.  Two private signals stay outside the tree,
+since they never leave the module that raises them: the registration API's refusal of a
+JSON document, and the transport's stop of its parser at a second response.
 """
 
 from __future__ import annotations
@@ -40,6 +65,12 @@ from typing import Any
 
 class CoyoteError(Exception):
     """Base class of every error coyote_mw raises on purpose."""
+
+
+class UnknownSetting(CoyoteError, ValueError):
+    """A settings key no adapter reads: a typo, refused rather than ignored.
+
+    A ``ValueError`` too, as a bad setting always was."""
 
 
 class RegistrationError(CoyoteError):
@@ -89,6 +120,51 @@ class RouteConflict(RegistrationError):
             f"service {duplicate.service!r} may not take it. Deregister the other service "
             "first, or register as another instance of the same service."
         )
+
+
+class StoreConflict(RegistrationError):
+    """Another service's live registration holds this route (checked in the shared store)."""
+
+    status = 409
+
+    def __init__(self, claim: str, owner: str) -> None:
+        self.claim, self.owner = claim, owner
+        super().__init__(f"{claim} is held by service {owner!r}")
+
+
+class StoreUnavailable(CoyoteError):
+    """The shared store cannot be reached: registrations wait until it is back."""
+
+
+class RegistrationRefused(CoyoteError):
+    """The leader answered the registration with an error status."""
+
+
+class TransportError(CoyoteError):
+    """Base of every error the lean HTTP/1.1 transport raises."""
+
+
+class ConnectError(TransportError):
+    """No connection could be had; nothing was sent."""
+
+
+class PoolTimeout(ConnectError):
+    """Every connection to the upstream stayed busy: nothing was sent, and nothing
+    is known to be wrong with the upstream."""
+
+
+class ReadTimeout(TransportError):
+    """The upstream did not answer, or stopped making progress, within ``read_timeout``."""
+
+
+class RemoteProtocolError(TransportError):
+    """The upstream broke HTTP/1.1, or closed the connection before the response ended."""
+
+
+class ResponseCut(CoyoteError, ConnectionAbortedError):
+    """A relayed WSGI response that failed after its head went out: a connection error,
+    so that servers close the client's connection without ending the body (Werkzeug's
+    would otherwise append an error page to a chunked body and end it as complete)."""
 
 
 class DispatchError(CoyoteError):

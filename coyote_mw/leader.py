@@ -180,10 +180,11 @@ class Coyote:
             raise ValueError(f"store {store!r}: use a Redis URL such as redis://127.0.0.1:6379/0")
         if store is not None and not token:
             raise ValueError("a shared store holds remote registrations: set a token too")
-        old, self.api = (
-            self.api,
-            RegistrationAPI(self.table, self._remote, token, self.prefix, store) if token else None,
-        )
+        old, self.api = self.api, None
+        if token:
+            self.api = RegistrationAPI(
+                self.table, self._remote, token, self.prefix, store, relay_for=self.relay_for
+            )
         # the table refuses routes under the API's prefix while the API is on
         self.table.reserve(*([self.prefix] if token else []))
         self._token, self._store = token, store

@@ -63,6 +63,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
+from coyote_mw.http.types import Message, Receive
 
 __all__ = [
     "PEEK_LIMIT",
@@ -88,8 +89,6 @@ PEEK_MESSAGES = 64
 POLL = 0.1
 """Seconds between two looks at a waiting WSGI request's client socket."""
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-
 
 class _Replay:
     """The request's ``receive`` for a handler: first what was read while it waited."""
@@ -97,11 +96,11 @@ class _Replay:
     __slots__ = ("held", "pending", "receive")
 
     def __init__(
-        self, receive: Receive, held: deque[dict[str, Any]], pending: asyncio.Task[Any] | None
+        self, receive: Receive, held: deque[Message], pending: asyncio.Task[Any] | None
     ) -> None:
         self.receive, self.held, self.pending = receive, held, pending
 
-    async def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> Message:
         if self.held:
             return self.held.popleft()
         pending, self.pending = self.pending, None
@@ -363,7 +362,7 @@ class Relay:
         assert waiter.future is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        held: deque[dict[str, Any]] = deque()
+        held: deque[Message] = deque()
         size = 0
         ended = False  # the last body message was held
         listening: asyncio.Task[Any] | None = asyncio.ensure_future(receive())

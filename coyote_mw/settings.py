@@ -9,6 +9,8 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
+from coyote_mw.errors import UnknownSetting
+
 __all__ = ["UnknownSetting", "check_settings", "import_string", "known_settings"]
 
 # The settings keys the Flask (``COYOTE_<KEY>``) and Django (``COYOTE["<KEY>"]``) adapters
@@ -22,10 +24,6 @@ def _configure_keys() -> tuple[str, ...]:
 
     parameters = inspect.signature(Coyote.configure).parameters.values()
     return tuple(p.name.upper() for p in parameters if p.kind is p.KEYWORD_ONLY)
-
-
-class UnknownSetting(ValueError):
-    """A settings key no adapter reads: a typo, refused rather than ignored."""
 
 
 def check_settings(keys: Iterable[str], spell: str = "{}") -> None:

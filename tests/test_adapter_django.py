@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 import time
@@ -15,47 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
+from coyote_mw.adapters.django import get_coyote
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.test import AsyncClient
+from django.test import Client as DjangoClient
+from django.test.utils import override_settings
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sample_apps.django_host.settings")
-
-import django
-
-django.setup()
-
-from coyote_mw.adapters.django import get_coyote  # noqa: E402
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import AsyncClient  # noqa: E402
-from django.test import Client as DjangoClient  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
-
-from coyote_mw import Client, Request, route  # noqa: E402
-from sample_apps.deadwood.saloon import STORY  # noqa: E402
-from tests.processes import running  # noqa: E402
+from coyote_mw import Client, Request, route
+from sample_apps.deadwood.saloon import STORY
+from tests.support import django_setup  # noqa: F401  (sets Django up)
+from tests.support.clients import Trouble
+from tests.support.processes import running
 
 SALOON = "sample_apps.deadwood.saloon:Saloon"
-
-
-class Trouble(Client):
-    gate = threading.Event()
-
-    @route("GET", "/fail")
-    def fail(self, request: Request) -> str:
-        raise RuntimeError("kaput")
-
-    @route("GET", "/hold")
-    def hold(self, request: Request) -> str:
-        self.gate.wait(5)
-        return "held"
-
-    @route("GET", "/ahold")
-    async def ahold(self, request: Request) -> str:
-        await asyncio.sleep(0.3)
-        return "held"
-
-    @route("POST", "/echo")
-    def echo(self, request: Request) -> bytes:
-        return request.read()
 
 
 def test_saloon_host_view_and_fall_through_under_wsgi() -> None:
@@ -82,14 +54,14 @@ async def test_saloon_host_view_and_fall_through_under_asgi() -> None:
 def test_errors_where_coyote_owns_the_mount_under_wsgi() -> None:
     client = DjangoClient()
     assert client.get("/saloon/").content.decode() == STORY
-    get_coyote().register(Trouble())
+    trouble = Trouble()
+    get_coyote().register(trouble)
     r = client.get("/saloon/nothing")
     assert r.status_code == 404 and r.json()["error"] == "No matching route"
     r = client.post("/saloon/")
     assert r.status_code == 405 and r["Allow"] == "GET, HEAD"
     assert client.get("/saloon/fail").json() == {"error": "Routing error"}
     assert client.post("/saloon/echo", b"a body", content_type="text/plain").content == b"a body"
-    Trouble.gate.clear()
     holder = threading.Thread(target=client.get, args=("/saloon/hold",))
     holder.start()
     try:
@@ -98,7 +70,7 @@ def test_errors_where_coyote_owns_the_mount_under_wsgi() -> None:
         r = client.get("/saloon/hold")
         assert r.status_code == 503 and r["Retry-After"] == "1"
     finally:
-        Trouble.gate.set()
+        trouble.gate.set()
         holder.join(5)
 
 
@@ -180,7 +152,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-JAR = "tests.django_site.jar:Jar"
+JAR = "tests.support.django_site.jar:Jar"
 COOKIES = ["session=abc; Path=/; HttpOnly", "theme=dark; Path=/; Max-Age=3600"]
 
 
@@ -228,8 +200,8 @@ def test_set_cookie_lines_survive_djangos_cache_middleware() -> None:
 @pytest.mark.parametrize(
     "server",
     [
-        ["gunicorn", "-w", "1", "tests.django_site.wsgi:application"],
-        ["uvicorn", "tests.django_site.asgi:application"],
+        ["gunicorn", "-w", "1", "tests.support.django_site.wsgi:application"],
+        ["uvicorn", "tests.support.django_site.asgi:application"],
     ],
     ids=["gunicorn-wsgi", "uvicorn-asgi"],
 )
@@ -330,7 +302,7 @@ def _closed(url: str, rounds: int = 50) -> dict[str, Any]:
 
 
 def test_a_stream_to_a_paused_client_is_held_back_and_stopped_under_django_asgi() -> None:
-    with running(["uvicorn", "tests.django_site.asgi:application"]) as url:
+    with running(["uvicorn", "tests.support.django_site.asgi:application"]) as url:
         port = int(url.rsplit(":", 1)[1])
         before = _progress(url)["rss"]
         client = socket.socket()

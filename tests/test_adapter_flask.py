@@ -11,21 +11,8 @@ from flask import Flask
 from coyote_mw import Client, Request, route
 from sample_apps.deadwood.saloon import STORY
 from sample_apps.flask_host import create_app
-from tests.processes import running
-
-
-class Trouble(Client):
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-
-    @route("GET", "/fail")
-    def fail(self, request: Request) -> str:
-        raise RuntimeError("kaput")
-
-    @route("GET", "/hold")
-    def hold(self, request: Request) -> str:
-        self.gate.wait(5)
-        return "held"
+from tests.support.clients import Trouble
+from tests.support.processes import running
 
 
 def test_saloon_and_host_route_through_flask_test_client() -> None:

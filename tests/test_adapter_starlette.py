@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from coyote_mw import Client, Coyote, Request, route
 from sample_apps.deadwood.saloon import STORY
 from sample_apps.starlette_host import create_app
-from tests.processes import running
+from tests.support.processes import running
 
 
 class Trouble(Client):

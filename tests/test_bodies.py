@@ -1,10 +1,10 @@
 """Request bodies under every framing, on real server processes.
 
-The same requests go to one coyote leader (``tests/body_apps.py``) under gunicorn (sync
-and gthread), granian's WSGI and Werkzeug's server, and under uvicorn and granian's
-ASGI: a body with a Content-Length, a chunked one, one sent with no length at all;
-to an in-process handler, to whole apps across the ASGI/WSGI bridge, and relayed to an
-instance (``LedgerUpstream``) that records the exact bytes it got.
+The same requests go to one coyote leader (``tests/support/body_apps.py``) under
+gunicorn (sync and gthread), granian's WSGI and Werkzeug's server, and under uvicorn and
+granian's ASGI: a body with a Content-Length, a chunked one, one sent with no length at
+all; to an in-process handler, to whole apps across the ASGI/WSGI bridge, and relayed to
+an instance (``LedgerUpstream``) that records the exact bytes it got.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.ledger import LedgerUpstream, Received, parse_status, raw_exchange
-from tests.processes import BIN, running
+from tests.support.ledger import LedgerUpstream, Received, parse_status, raw_exchange
+from tests.support.processes import BIN, running
 
 GRANIAN = str(BIN / "granian")
+APPS = "tests.support.body_apps"
 SERVERS = {
-    "gunicorn-sync": ["gunicorn", "-w", "1", "tests.body_apps:wsgi"],
+    "gunicorn-sync": ["gunicorn", "-w", "1", f"{APPS}:wsgi"],
     "gunicorn-gthread": [
         "gunicorn",
         "-w",
@@ -33,14 +34,14 @@ SERVERS = {
         "gthread",
         "--threads",
         "4",
-        "tests.body_apps:wsgi",
+        f"{APPS}:wsgi",
     ],
-    "granian-wsgi": [GRANIAN, "--interface", "wsgi", "--host", "127.0.0.1", "tests.body_apps:wsgi"],
-    "werkzeug": [sys.executable, "-m", "tests.body_apps", "werkzeug"],
-    "uvicorn": ["uvicorn", "tests.body_apps:asgi"],
-    "granian-asgi": [GRANIAN, "--interface", "asgi", "--host", "127.0.0.1", "tests.body_apps:asgi"],
+    "granian-wsgi": [GRANIAN, "--interface", "wsgi", "--host", "127.0.0.1", f"{APPS}:wsgi"],
+    "werkzeug": [sys.executable, "-m", APPS, "werkzeug"],
+    "uvicorn": ["uvicorn", f"{APPS}:asgi"],
+    "granian-asgi": [GRANIAN, "--interface", "asgi", "--host", "127.0.0.1", f"{APPS}:asgi"],
 }
-WSGIREF = [sys.executable, "-m", "tests.body_apps", "wsgiref"]
+WSGIREF = [sys.executable, "-m", APPS, "wsgiref"]
 
 BIG = 64 * 1024 * 1024  # a body no relay should hold whole
 CHUNK = 64 * 1024
@@ -245,7 +246,10 @@ DJANGO_SERVERS = {
     "django-uvicorn": ["uvicorn", "--factory", "django.core.asgi:get_asgi_application"],
 }
 # coyote's routes first, or the Django view that reads the body then answers 404 first
-DJANGO_SETTINGS = {"coyote-first": "tests.django_bodies", "host-first": "tests.django_bodies_host"}
+DJANGO_SETTINGS = {
+    "coyote-first": "tests.support.django_bodies",
+    "host-first": "tests.support.django_bodies_host",
+}
 
 
 @pytest.fixture(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledger import LedgerUpstream, Received, _answer
-from tests.processes import BIN, ROOT, free_port
+from tests.support.ledger import LedgerUpstream, Received, _answer
+from tests.support.processes import BIN, ROOT, free_port, stop
 
 TOKEN = "cli-test-token-0123456789"
 ENV = {**os.environ, "COYOTE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
@@ -225,12 +225,7 @@ def test_serve_client_retries_a_leader_that_answers_5xx_with_backoff(status: int
             assert len(leader.requests) >= 3, "it stopped retrying"
             assert proc.poll() is None
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc)
         stderr = proc.stderr.read()  # type: ignore[union-attr]
     # a clean stop (uvicorn re-raises the SIGTERM it handled once it has shut down)
     assert proc.returncode in (0, -signal.SIGTERM), stderr

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from coyote_mw import Client, Coyote, RouteTable, route
 from coyote_mw.routing.patterns import CONVERTORS
-from tests.servers import raw_request, uvicorn_server, werkzeug_server
+from tests.support.servers import raw_request, uvicorn_server, werkzeug_server
 
 DIGITS = sys.get_int_max_str_digits()  # 4300 unless the interpreter was told otherwise
 

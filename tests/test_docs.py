@@ -4,16 +4,16 @@
 * every Python block names nothing it does not define or import (ruff's F821);
 * every server command it shows for a sample app serves the Saloon from a real process;
 * the tour answers the story, a drink and the tab's cast (202, then its effect);
-* a wheel built from the checkout ships the LICENSE, and the README names every extra.
+* a wheel built from the checkout ships the LICENSE, and the README names every extra;
+* the Flask and Django adapters' docstrings name every settings key they read.
 
 Every process is started here and ended by PID; every wait is bounded.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,8 +27,9 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote
+from coyote_mw.settings import known_settings
 from sample_apps.deadwood.saloon import STORY
-from tests.processes import BIN, ROOT, free_port
+from tests.support.processes import BIN, ROOT, running
 
 README = (ROOT / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"^```python\n(.*?)^```", README, flags=re.S | re.M)
@@ -39,6 +40,12 @@ def code_of(path: Path) -> str:
     text = path.read_text()
     text = re.sub(r'\A""".*?"""\n\n', "", text, flags=re.S)
     return text.replace("from __future__ import annotations\n\n", "", 1).strip()
+
+
+@pytest.mark.parametrize(("adapter", "spell"), [("flask", "COYOTE_{}"), ("django", "``{}``")])
+def test_an_adapter_docstring_names_every_settings_key_it_reads(adapter: str, spell: str) -> None:
+    doc = importlib.import_module(f"coyote_mw.adapters.{adapter}").__doc__ or ""
+    assert [key for key in known_settings() if spell.format(key) not in doc] == []
 
 
 def test_readme_blocks_that_name_a_file_are_that_file_exactly() -> None:
@@ -113,51 +120,24 @@ def test_the_readme_shows_the_servers_for_the_tour_and_every_sample_host() -> No
         assert needed in shown, needed
 
 
-def argv_of(command: str, port: int) -> list[str]:
-    """The README's command, run from this checkout's venv on ``port``."""
+def argv_of(command: str) -> list[str]:
+    """The README's command, run from this checkout's venv (``running`` gives the port)."""
     words = command.split()
     program = words[0].removeprefix(".venv/bin/")
     if program == "python":
-        return [sys.executable, words[1], "runserver", f"127.0.0.1:{port}", "--noreload"]
-    if program == "uvicorn":
-        return [str(BIN / "uvicorn"), *words[1:], "--host", "127.0.0.1", "--port", str(port)]
-    assert program == "gunicorn", command
-    return [str(BIN / "gunicorn"), *words[1:], "--bind", f"127.0.0.1:{port}"]
+        return [sys.executable, words[1], "runserver", "127.0.0.1:{port}", "--noreload"]
+    assert program in ("uvicorn", "gunicorn"), command
+    return [program, *words[1:]]
 
 
 @contextmanager
-def serving(command: str, timeout: float = 30) -> Iterator[str]:
+def serving(command: str) -> Iterator[str]:
     """Run a README command as a real process; yield its base URL once it answers."""
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            argv_of(command, port),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"{command!r} exited: {log.read().decode()[-2000:]}")
-                try:
-                    httpx.get(url + "/", timeout=2)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, f"{command!r}: no answer in {timeout}s"
-                    time.sleep(0.1)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        running(argv_of(command), log=Path(folder) / "server.log") as url,
+    ):
+        yield url
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -204,6 +184,8 @@ def test_a_wheel_built_from_the_checkout_ships_the_license_and_the_readme_names_
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert text.startswith("MIT License") and "Copyright (c) 2026 the coyote_mw authors" in text
     assert "License-Expression: MIT" in metadata
+    for asset in ("dashboard.html", "login.html", "dashboard.js", "dashboard.css", "favicon.svg"):
+        assert f"coyote_mw/ops/static/{asset}" in names, f"the wheel lacks the dashboard's {asset}"
     install = README[README.index("## Install it in your project") :]
     install = install[: install.index("\n## ")]
     extras = re.findall(r"^Provides-Extra: (\S+)$", metadata, flags=re.M)

@@ -15,8 +15,8 @@ import pytest
 
 from coyote_mw import Client, Coyote, Request, route
 from coyote_mw.errors import RoutingError
-from tests.ledger import LedgerUpstream
-from tests.processes import free_port
+from tests.support.ledger import LedgerUpstream
+from tests.support.processes import free_port
 
 
 def failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

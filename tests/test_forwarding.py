@@ -1,7 +1,7 @@
 """The forwarding policy (coyote_mw/http/forwarding.py): framing, forwarded headers, Via and
 loops, X-Request-ID, Host and the request-head limits - under ASGI and WSGI, with real
 servers and raw sockets where the server's parser matters, and an upstream that
-records the exact bytes it gets (tests/ledger.py).
+records the exact bytes it gets (tests/support/ledger.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
 from coyote_mw import Coyote
-from tests.ledger import BEHAVIOURS, LedgerUpstream, parse_status, raw_exchange
-from tests.processes import running
-from tests.servers import uvicorn_server, werkzeug_server
+from tests.support.coyote_processes import AUTH, CoyoteProcesses
+from tests.support.ledger import BEHAVIOURS, LedgerUpstream, parse_status, raw_exchange
+from tests.support.processes import running
+from tests.support.servers import uvicorn_server, werkzeug_server
 
 # Every request under /up/ goes to the ledger, which echoes the body it got.
 ROUTES = [("GET", "/up/{rest:path}"), ("POST", "/up/{rest:path}")]
@@ -89,7 +90,7 @@ def test_content_length_with_chunked_is_refused_400_and_closed_under_uvicorn(
     # h11 accepts both headers (TE wins); without a check of coyote's own the relay sent
     # the de-chunked body under the client's Content-Length: a request smuggled onward
     monkeypatch.setenv("COYOTE_TEST_UPSTREAM", ledger.url)
-    argv = ["uvicorn", "--factory", "tests.forwarding_apps:leader_asgi", "--http", http]
+    argv = ["uvicorn", "--factory", "tests.support.forwarding_apps:leader_asgi", "--http", http]
     with running(argv) as url:
         answer = raw_exchange(int(url.rsplit(":", 1)[1]), BOTH_LENGTHS, timeout=10)
     assert parse_status(answer) == 400
@@ -135,7 +136,7 @@ def test_the_relay_frames_bodies_itself_chunked_or_its_own_length(
     ledger: LedgerUpstream, http: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COYOTE_TEST_UPSTREAM", ledger.url)
-    argv = ["uvicorn", "--factory", "tests.forwarding_apps:leader_asgi", "--http", http]
+    argv = ["uvicorn", "--factory", "tests.support.forwarding_apps:leader_asgi", "--http", http]
     with running(argv) as url:
         port = int(url.rsplit(":", 1)[1])
         chunked = raw_exchange(
@@ -653,14 +654,8 @@ def test_via_is_added_and_a_request_that_passed_here_is_508(
 
 
 def test_a_leader_whose_instance_is_itself_answers_508_at_once() -> None:
-    from tests.processes import BIN, free_port
-    from tests.test_remote import AUTH, Proc, until
-
-    port = free_port()
-    argv = [str(BIN / "coyote"), "leader", "--port", str(port)]
-    leader = Proc(argv, port).start()
-    try:
-        until(lambda: _get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    with CoyoteProcesses() as procs:
+        leader = procs("leader")
         registration = {
             "service": "self",
             "instance": "self",
@@ -675,16 +670,6 @@ def test_a_leader_whose_instance_is_itself_answers_508_at_once() -> None:
         answers = [httpx.get(leader.url + "/loop", timeout=20) for _ in range(60)]
         assert {a.status_code for a in answers} == {508}
         assert answers[0].json()["error"] == "Loop detected"
-    finally:
-        leader.kill()
-        leader.log.close()
-
-
-def _get(url: str) -> httpx.Response | None:
-    try:
-        return httpx.get(url, timeout=5)
-    except httpx.TransportError:
-        return None
 
 
 # -- 5. coyote leader and uvicorn's proxy_headers -----------------------------------------------
@@ -702,13 +687,8 @@ def _get(url: str) -> httpx.Response | None:
 def test_coyote_leader_believes_x_forwarded_for_only_from_trusted_proxies(
     ledger: LedgerUpstream, flags: list[str], forwarded_for: bytes
 ) -> None:
-    from tests.processes import BIN, free_port
-    from tests.test_remote import AUTH, Proc, until
-
-    port = free_port()
-    leader = Proc([str(BIN / "coyote"), "leader", *flags, "--port", str(port)], port).start()
-    try:
-        until(lambda: _get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
+    with CoyoteProcesses() as procs:
+        leader = procs("leader", *flags)
         registration = {
             "service": "up",
             "instance": "ledger",
@@ -720,9 +700,6 @@ def test_coyote_leader_believes_x_forwarded_for_only_from_trusted_proxies(
         assert r.status_code == 201, r.text
         r = httpx.get(leader.url + "/up/x", headers={"x-forwarded-for": "6.6.6.6"}, timeout=10)
         assert r.status_code == 200
-    finally:
-        leader.kill()
-        leader.log.close()
     (got,) = ledger.wait_for(1)
     assert got.header_values("x-forwarded-for") == [forwarded_for]
 
@@ -730,7 +707,7 @@ def test_coyote_leader_believes_x_forwarded_for_only_from_trusted_proxies(
 def test_coyote_leader_proxy_headers_needs_a_trusted_proxy() -> None:
     import subprocess
 
-    from tests.processes import BIN
+    from tests.support.processes import BIN
 
     done = subprocess.run(
         [str(BIN / "coyote"), "leader", "--proxy-headers", "--token", "t" * 20],

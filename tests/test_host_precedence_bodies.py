@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from coyote_mw import Client, Coyote, Request, route
-from tests.ledger import LedgerUpstream
+from tests.support.ledger import LedgerUpstream
 
 BODY = json.dumps({"name": "whisky", "glasses": 2}).encode()
 MAX_BODY = 1024
@@ -57,7 +57,7 @@ PATHS = ["/drinks/x", "/adrinks/x", "/echo/x", "/app/x"]
 
 
 def _starlette_echo_app() -> Starlette:
-    """A whole ASGI app in process (through coyote_mw.bridge under a WSGI host)."""
+    """A whole ASGI app in process (through coyote_mw.handlers.bridge under a WSGI host)."""
 
     async def echo(request: StarletteRequest) -> StarletteResponse:
         return StarletteResponse(await request.body())

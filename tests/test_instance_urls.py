@@ -10,12 +10,10 @@ import pytest
 from coyote_mw import Coyote, InvalidRoute
 from coyote_mw.errors import InvalidInstanceURL
 from coyote_mw.http.urls import canonical_url
-from tests.ledger import LedgerUpstream
-from tests.test_registration_api import TOKEN, api, leader
+from tests.support.ledger import LedgerUpstream
+from tests.support.registration import AUTH, api, leader
 
-__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
-
-AUTH = {"authorization": f"Bearer {TOKEN}"}
+__all__ = ["api", "leader"]  # the fixtures, shared
 
 
 def payload(url: str, path: str = "/thing") -> dict[str, Any]:

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ledger import LedgerUpstream
-from tests.processes import BIN, ROOT, free_port
-from tests.test_remote import AUTH, ENV, Proc, until
-from tests.tls import tls_files
+from tests.support.coyote_processes import AUTH, ENV, Proc
+from tests.support.ledger import LedgerUpstream
+from tests.support.processes import BIN, ROOT, free_port, until
+from tests.support.tls import tls_files
 
 
 def run(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

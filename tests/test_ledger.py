@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.ledger import LedgerUpstream
+from tests.support.ledger import LedgerUpstream
 
 
 def test_ledger_upstream_threads_have_ended_when_it_exits() -> None:

@@ -22,10 +22,10 @@ import pytest
 
 from coyote_mw import Client, Coyote, Request, route
 from coyote_mw.logs import JSONFormatter
-from tests.ledger import LedgerUpstream
-from tests.processes import BIN, ROOT, free_port
-from tests.redis_server import RedisServer
-from tests.test_remote import AUTH, ENV, Proc, get, routes_of, until
+from tests.support.coyote_processes import AUTH, ENV, CoyoteProcesses, Proc, routes_of
+from tests.support.ledger import LedgerUpstream
+from tests.support.processes import ROOT, free_port, until
+from tests.support.redis_server import RedisServer
 
 SALOON = "sample_apps.deadwood.saloon:Saloon"
 
@@ -211,22 +211,10 @@ def test_an_unknown_log_format_is_refused() -> None:
 
 
 @pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(kind: str, *args: str, port: int | None = None) -> Proc:
-        port = port or free_port()
-        argv = [str(BIN / "coyote"), kind, *args, "--port", str(port)]
-        p = Proc(argv, port).start()
-        started.append(p)
-        if kind == "leader":
-            until(lambda: get(p.url + "/_coyote/routes") is not None, 20, "leader up")
-        return p
-
-    yield start
-    for p in started:
-        p.kill()
-        p.log.close()
+def procs() -> Iterator[CoyoteProcesses]:
+    """Each command at its default log level: its lines are what these tests read."""
+    with CoyoteProcesses() as started:
+        yield started
 
 
 def lines_of(p: Proc, logger: str) -> list[str]:

@@ -1,8 +1,8 @@
 """The server matrix: the same cases against every server people deploy coyote on.
 
-Each server is a real process (tests/processes.py), started once per server and reused by
-every case; the apps it serves are in tests/matrix_apps.py. Clients are raw sockets, so
-the framing on the wire is exactly what a case says. The remote instance is a
+Each server is a real process (tests/support/processes.py), started once per server and
+reused by every case; the apps it serves are in tests/support/matrix_apps.py. Clients are
+raw sockets, so the framing on the wire is exactly what a case says. The remote instance is a
 ``LedgerUpstream`` in this process: relayed cases check the exact bytes it received.
 
 Cells that fail today because of work under way elsewhere are marked
@@ -33,12 +33,12 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
-from tests.ledger import LedgerUpstream, Received
-from tests.matrix_apps import pattern
-from tests.processes import running
-from tests.servers import uvicorn_server
+from tests.support.ledger import LedgerUpstream, Received
+from tests.support.matrix_apps import pattern
+from tests.support.processes import running
+from tests.support.servers import uvicorn_server
 
-APP = "tests.matrix_apps"
+APP = "tests.support.matrix_apps"
 # uvicorn and gunicorn trust X-Forwarded-* from 127.0.0.1 by default and hand coyote the
 # client and scheme they name; the matrix's clients are on 127.0.0.1, and what it checks is
 # coyote's own policy, so neither server trusts anyone here

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, Request, Response, by_header, route
-from coyote_mw.middleware.accesslog import BufferedFileHandler
+from coyote_mw.logs import BufferedFileHandler
 from sample_apps.deadwood.saloon import STORY, Saloon
 
 

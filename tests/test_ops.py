@@ -18,12 +18,19 @@ from django.test.utils import override_settings
 
 from coyote_mw import Coyote
 from coyote_mw.cli.table import print_routes
-from tests import test_adapter_django  # noqa: F401  (configures Django first)
-from tests.ledger import LedgerUpstream
-from tests.test_adapter_django import SALOON, anyio_backend
-from tests.test_registration_api import AUTH, TOKEN, api, leader, payload
+from sample_apps.flask_host import create_app
+from tests.support import django_setup  # noqa: F401  (sets Django up)
+from tests.support.ledger import LedgerUpstream
+from tests.support.registration import AUTH, TOKEN, api, leader, payload
 
-__all__ = ["anyio_backend", "api", "leader"]  # the fixtures, shared
+__all__ = ["api", "leader"]  # the fixtures, shared
+
+SALOON = "sample_apps.deadwood.saloon:Saloon"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def _when(value: str) -> float:
@@ -59,8 +66,6 @@ def test_a_probe_with_another_method_is_405_naming_get_and_head(api: Any) -> Non
 
 
 def test_probes_under_a_flask_host() -> None:
-    from tests.test_adapter_flask import create_app
-
     app = create_app(COYOTE_TOKEN=TOKEN, COYOTE_PREFIX="/_ops")
     client = app.test_client()
     try:

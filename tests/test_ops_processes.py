@@ -12,12 +12,11 @@ from collections.abc import Callable
 
 import httpx
 
-from tests import test_remote
-from tests.processes import BIN, ROOT, free_port
-from tests.redis_server import RedisServer
-from tests.test_remote import ENV, Proc, routes_of, until
+from tests.support.coyote_processes import ENV, Proc, procs, routes_of
+from tests.support.processes import BIN, ROOT, free_port, until
+from tests.support.redis_server import RedisServer
 
-procs = test_remote.procs  # the fixture, shared: real processes, ended by PID
+__all__ = ["procs"]  # the fixture, shared: real processes, ended by PID
 
 
 def _probe(leader: Proc, which: str) -> httpx.Response:
@@ -78,7 +77,7 @@ def test_coyote_routes_prints_a_table_and_json_with_instances_health_and_leases(
     try:
         leader = procs("leader", "--store", server.url)
         procs(
-            "client",
+            "serve-client",
             "sample_apps.deadwood.saloon:Saloon",
             "--leader",
             leader.url,

@@ -19,13 +19,12 @@ import pytest
 
 from coyote_mw import Client, Coyote, Request, by_header, route
 from coyote_mw.relay import PEEK_MESSAGES, Relay
-from tests import test_remote
-from tests.ledger import LedgerUpstream, Received, parse_status
-from tests.processes import running
-from tests.servers import uvicorn_server, werkzeug_server
-from tests.test_remote import AUTH, Proc
+from tests.support.coyote_processes import AUTH, TOKEN, Proc, procs
+from tests.support.ledger import LedgerUpstream, Received, parse_status
+from tests.support.processes import running
+from tests.support.servers import uvicorn_server, werkzeug_server
 
-procs = test_remote.procs  # the fixture: real processes, ended by PID
+__all__ = ["procs"]  # the fixture: real processes, ended by PID
 
 
 def _gated(gate: threading.Event) -> Callable[[socket.socket, Received], bool]:
@@ -165,8 +164,8 @@ def test_clients_that_leave_while_queued_never_reach_the_instance_under_wsgi(
             coyote.close()
             return
         # a gunicorn process with threads; it exposes gunicorn.socket
-        monkeypatch.setenv("COYOTE_TOKEN", test_remote.TOKEN)
-        argv = ["gunicorn", "tests.overload_app:app", "-k", "gthread", "--threads", "40"]
+        monkeypatch.setenv("COYOTE_TOKEN", TOKEN)
+        argv = ["gunicorn", "tests.support.overload_app:app", "-k", "gthread", "--threads", "40"]
         with running(argv) as url:
             r = httpx.post(
                 f"{url}/_coyote/registrations",

@@ -17,14 +17,12 @@ import pytest
 
 from coyote_mw import Client, Coyote, InvalidRoute
 from coyote_mw.routing.patterns import MixedSegment, parse_pattern
-from tests.hostile_app import long_literal
-from tests.ledger import parse_status, raw_exchange
-from tests.processes import running
-from tests.test_registration_api import TOKEN, api, leader
+from tests.support.hostile_app import long_literal
+from tests.support.ledger import parse_status, raw_exchange
+from tests.support.processes import running
+from tests.support.registration import AUTH, api, leader
 
-__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
-
-AUTH = {"authorization": f"Bearer {TOKEN}"}
+__all__ = ["api", "leader"]  # the fixtures, shared
 
 
 class Recorded(str):
@@ -300,7 +298,7 @@ def test_mixed_segments_split_as_documented(pattern: str, path: str, values: lis
 
 @pytest.fixture(scope="module")
 def hostile_server() -> Iterator[str]:
-    with running(["uvicorn", "tests.hostile_app:app"], ready_path="/ready") as url:
+    with running(["uvicorn", "tests.support.hostile_app:app"], ready_path="/ready") as url:
         yield url
 
 
@@ -325,7 +323,7 @@ def test_a_hostile_100_character_path_is_answered_at_once(
 
 @pytest.fixture(scope="module")
 def long_literal_server() -> Iterator[int]:
-    with running(["uvicorn", "tests.hostile_app:long_app"], ready_path="/ready") as url:
+    with running(["uvicorn", "tests.support.hostile_app:long_app"], ready_path="/ready") as url:
         yield int(url.rsplit(":", 1)[1])
 
 

@@ -18,9 +18,9 @@ import pytest
 from websockets.sync.client import connect
 
 from coyote_mw import Coyote
-from tests.ledger import LedgerUpstream
-from tests.servers import uvicorn_server, werkzeug_server
-from tests.tls import TLSFiles, tls_files
+from tests.support.ledger import LedgerUpstream
+from tests.support.servers import uvicorn_server, werkzeug_server
+from tests.support.tls import TLSFiles, tls_files
 
 TIMEOUT = 0.5
 

@@ -11,41 +11,9 @@ import pytest
 
 from coyote_mw import Coyote
 from sample_apps.deadwood.saloon import Saloon
-from tests.conftest import ASGIClient, WSGIClient
+from tests.support.registration import AUTH, TOKEN, api, leader, payload
 
-TOKEN = "t" * 32
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-def payload(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "service": "remote.saloon",
-        "instance": "one",
-        "url": "http://127.0.0.1:9",
-        "routes": [{"method": "GET", "path": "/remote"}],
-        "topology": "default",
-        "ttl": 5,
-    }
-    body.update(overrides)
-    return body
-
-
-@pytest.fixture
-def leader() -> Any:
-    coyote = Coyote(token=TOKEN)
-    coyote.register(Saloon())
-    yield coyote
-    coyote.close()
-
-
-@pytest.fixture(params=["asgi", "wsgi"])
-def api(request: pytest.FixtureRequest, leader: Coyote, loop_thread: Any) -> Any:
-    if request.param == "asgi":
-        client: Any = ASGIClient(leader.asgi(), loop_thread)
-    else:
-        client = WSGIClient(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
-    yield client
-    client.close()
+__all__ = ["api", "leader"]  # the fixtures
 
 
 def test_an_https_instance_registers(api: Any, leader: Coyote) -> None:

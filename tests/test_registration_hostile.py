@@ -19,32 +19,19 @@ import pytest
 
 from coyote_mw import Coyote
 from coyote_mw.registry.api import MAX_DEPTH, MAX_PAYLOAD
-from tests.ledger import parse_status
-from tests.processes import running
-from tests.servers import uvicorn_server, werkzeug_server
-from tests.test_registration_api import TOKEN, api, leader
+from tests.support.ledger import parse_status
+from tests.support.processes import running
+from tests.support.registration import AUTH, TOKEN, api, leader, payload
+from tests.support.servers import uvicorn_server, werkzeug_server
 
-__all__ = ["api", "leader"]  # the fixtures, shared with test_registration_api
+__all__ = ["api", "leader"]  # the fixtures, shared
 
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 ANSWER_WITHIN = 5.0  # seconds: a fixed leader answers these at once
-
-
-def payload(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "service": "remote.saloon",
-        "instance": "one",
-        "url": "http://127.0.0.1:9",
-        "routes": [{"method": "GET", "path": "/remote"}],
-        "ttl": 5,
-    }
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture(scope="module")
 def gunicorn_gthread() -> Iterator[int]:
-    argv = ["gunicorn", "-k", "gthread", "--threads", "4", "tests.hostile_app:api_wsgi"]
+    argv = ["gunicorn", "-k", "gthread", "--threads", "4", "tests.support.hostile_app:api_wsgi"]
     with running(argv) as url:
         yield int(url.rsplit(":", 1)[1])
 
@@ -283,7 +270,7 @@ def test_a_malformed_content_length_is_400_under_a_server_that_passes_it_on(
 
 @pytest.fixture(scope="module")
 def leader_process() -> Iterator[str]:
-    with running(["uvicorn", "tests.hostile_app:api_app"]) as url:
+    with running(["uvicorn", "tests.support.hostile_app:api_app"]) as url:
         yield url
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote
-from tests.conftest import ASGIClient, LoopThread
-from tests.ledger import LedgerUpstream, Received
+from tests.support.http_clients import ASGIClient, LoopThread
+from tests.support.ledger import LedgerUpstream, Received
 
 
 def _login(conn: socket.socket, request: Received) -> bool:

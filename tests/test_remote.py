@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,107 +17,22 @@ import httpx
 import pytest
 
 from sample_apps.deadwood.saloon import STORY
-from tests.processes import BIN, ROOT, free_port
-from tests.redis_server import RedisServer
-from tests.tls import tls_files
+from tests.support.coyote_processes import AUTH, ENV, Proc, get, procs, routes_of
+from tests.support.processes import BIN, ROOT, free_port, until
+from tests.support.redis_server import RedisServer, redis_url
+from tests.support.tls import tls_files
 
-TOKEN = "remote-test-token-0123456789"
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-ENV = {**os.environ, "COYOTE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+__all__ = ["procs", "redis_url"]  # the fixtures, shared
 
-
-class Proc:
-    def __init__(self, argv: list[str], port: int) -> None:
-        self.argv, self.port = argv, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        # a file, not a pipe: nobody drains a pipe, and a full one blocks the process
-        self.log = tempfile.NamedTemporaryFile(prefix="coyote-test-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=self.log
-        )
-        return self
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def stderr(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check`` every 50 ms; return the seconds it took, fail after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
-def get(url: str) -> httpx.Response | None:
-    try:
-        return httpx.get(url, timeout=5)
-    except httpx.TransportError:
-        return None
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(kind: str, *args: str, port: int | None = None) -> Proc:
-        port = port or free_port()
-        if kind == "leader":
-            argv = [
-                str(BIN / "coyote"),
-                "--log-level",
-                "info",
-                "leader",
-                *args,
-                "--port",
-                str(port),
-            ]
-        else:
-            argv = [
-                str(BIN / "coyote"),
-                "--log-level",
-                "warning",
-                "serve-client",
-                *args,
-                "--port",
-                str(port),
-            ]
-        p = Proc(argv, port).start()
-        started.append(p)
-        if kind == "leader":
-            until(lambda: get(p.url + "/_coyote/routes") is not None, 20, "leader up")
-        return p
-
-    yield start
-    for p in started:
-        p.kill()
-        p.log.close()
-
-
-def routes_of(leader: Proc) -> list[dict[str, object]]:
-    r = httpx.get(leader.url + "/_coyote/routes", headers=AUTH, timeout=5)
-    return r.json() if r.status_code == 200 else []  # type: ignore[no-any-return]
+SALOON = "sample_apps.deadwood.saloon:Saloon"
+WHOAMI = "tests.support.remote_apps:Whoami"
 
 
 def leader_and_two_whoamis(procs: Callable[..., Proc]) -> tuple[Proc, Proc]:
     """A leader and two instances of Whoami registered with it; the leader and the first."""
     leader = procs("leader")
-    a = procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
-    procs("client", "tests.remote_apps:Whoami", "--leader", leader.url, "--ttl", "30")
+    a = procs("serve-client", WHOAMI, "--leader", leader.url, "--ttl", "30")
+    procs("serve-client", WHOAMI, "--leader", leader.url, "--ttl", "30")
 
     def both_registered() -> bool:
         routes = routes_of(leader)
@@ -132,9 +46,7 @@ def test_remote_saloon_serves_through_the_leader_and_leaves_within_ttl_plus_one(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    saloon = procs(
-        "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "2"
-    )
+    saloon = procs("serve-client", SALOON, "--leader", leader.url, "--ttl", "2")
     until(
         lambda: (r := get(leader.url + "/")) is not None and r.status_code == 200,
         20,
@@ -158,8 +70,8 @@ def test_a_saloon_served_over_https_is_relayed_by_a_leader_that_trusts_its_ca(
     tls = tls_files(tmp_path)
     leader = procs("leader", "--ca-file", str(tls.bundle))
     procs(
-        "client",
-        "sample_apps.deadwood.saloon:Saloon",
+        "serve-client",
+        SALOON,
         "--leader",
         leader.url,
         "--ssl-certfile",
@@ -178,7 +90,7 @@ def test_leader_restart_gets_the_routes_back_without_touching_the_client(
     port = free_port()
     leader = procs("leader", port=port)
     until(lambda: get(leader.url + "/_coyote/routes") is not None, 20, "leader up")
-    procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "1")
+    procs("serve-client", SALOON, "--leader", leader.url, "--ttl", "1")
     until(lambda: routes_of(leader) != [], 20, "registered")
     leader.kill(signal.SIGKILL)
     again = procs("leader", port=port)  # answers before it returns
@@ -191,9 +103,7 @@ def test_leader_restart_gets_the_routes_back_without_touching_the_client(
 
 def test_clean_shutdown_deregisters_at_once(procs: Callable[..., Proc]) -> None:
     leader = procs("leader")
-    saloon = procs(
-        "client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url, "--ttl", "60"
-    )
+    saloon = procs("serve-client", SALOON, "--leader", leader.url, "--ttl", "60")
     until(lambda: routes_of(leader) != [], 20, "registered")
     saloon.kill(signal.SIGTERM)
     until(lambda: routes_of(leader) == [], 3, "deregistered on SIGTERM (ttl is 60 s)")
@@ -259,7 +169,7 @@ def test_cli_refuses_a_target_that_is_not_a_client(target: str, says: str) -> No
         (
             [
                 "serve-client",
-                "sample_apps.deadwood.saloon:Saloon",
+                SALOON,
                 "--leader",
                 "http://127.0.0.1:1",
                 "--ssl-certfile",
@@ -287,7 +197,7 @@ def test_100_mb_up_and_down_stream_through_the_leader_without_buffering(
     procs: Callable[..., Proc],
 ) -> None:
     leader = procs("leader")
-    procs("client", "tests.remote_apps:Bulk", "--leader", leader.url, "--ttl", "30")
+    procs("serve-client", "tests.support.remote_apps:Bulk", "--leader", leader.url, "--ttl", "30")
     until(lambda: len(routes_of(leader)) == 2, 20, "registered")
     assert leader.proc is not None
     before = _rss_kib(leader.proc.pid, "VmRSS")
@@ -327,7 +237,7 @@ def test_a_heartbeat_brings_an_ejected_instance_back(procs: Callable[..., Proc])
     lease = r.json()["lease"]
     assert [httpx.get(leader.url + "/whoami").status_code for _ in range(4)] == [502] * 3 + [503]
     # the instance comes up (here: a Whoami served on that very port) and heart-beats
-    procs("client", "tests.remote_apps:Whoami", "--leader", "http://127.0.0.1:1", port=port)
+    procs("serve-client", WHOAMI, "--leader", "http://127.0.0.1:1", port=port)
     until(lambda: get(f"http://127.0.0.1:{port}/whoami") is not None, 20, "instance up")
     assert httpx.put(f"{leader.url}/_coyote/registrations/{lease}", headers=AUTH).status_code == 200
     assert httpx.get(leader.url + "/whoami").status_code == 200
@@ -367,19 +277,12 @@ def test_clean_shutdown_drains_in_flight_requests_and_sends_new_ones_elsewhere(
 # -- several leaders (workers) sharing one table in Redis ---------------------------------
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
-    yield server.url
-    server.cleanup()
-
-
 def test_registered_through_one_worker_served_by_another(
     procs: Callable[..., Proc], redis_url: str
 ) -> None:
     a = procs("leader", "--store", redis_url)
     b = procs("leader", "--store", redis_url)
-    procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "2")
+    procs("serve-client", SALOON, "--leader", a.url, "--ttl", "2")
     took = until(
         lambda: (r := get(b.url + "/")) is not None and r.status_code == 200,
         20,
@@ -395,7 +298,7 @@ def test_a_killed_client_leaves_every_worker_within_ttl_plus_one(
 ) -> None:
     a = procs("leader", "--store", redis_url)
     b = procs("leader", "--store", redis_url)
-    saloon = procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "2")
+    saloon = procs("serve-client", SALOON, "--leader", a.url, "--ttl", "2")
     until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
     saloon.kill(signal.SIGKILL)
     took = until(lambda: routes_of(a) == [] and routes_of(b) == [], 6, "dropped everywhere")
@@ -408,7 +311,7 @@ def test_redis_restart_during_traffic_fails_no_request(procs: Callable[..., Proc
     try:
         a = procs("leader", "--store", server.url)
         b = procs("leader", "--store", server.url)
-        procs("client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "5")
+        procs("serve-client", SALOON, "--leader", a.url, "--ttl", "5")
         until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
         statuses: list[int] = []
         stop = threading.Event()
@@ -452,9 +355,7 @@ def test_a_lease_that_expires_during_a_redis_outage_does_not_come_back(
     try:
         a = procs("leader", "--store", server.url)
         b = procs("leader", "--store", server.url)
-        saloon = procs(
-            "client", "sample_apps.deadwood.saloon:Saloon", "--leader", a.url, "--ttl", "1"
-        )
+        saloon = procs("serve-client", SALOON, "--leader", a.url, "--ttl", "1")
         until(lambda: routes_of(a) != [] and routes_of(b) != [], 20, "registered on both")
         saloon.kill(signal.SIGKILL)
         server.stop()  # the lease runs out while Redis is away

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from sample_apps.deadwood.saloon import STORY
 from sample_apps.demo import build
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 
 def test_demo_host_serves_the_saloon_and_its_own_routes() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from coyote_mw import Client, Coyote, Request, route
 from sample_apps.deadwood.saloon import STORY, Saloon
-from tests.servers import raw_request, uvicorn_server, werkzeug_server
+from tests.support.servers import raw_request, uvicorn_server, werkzeug_server
 
 
 class Files(Client):

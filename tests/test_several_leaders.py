@@ -11,11 +11,11 @@ from collections.abc import Callable
 import httpx
 import redis
 
-from tests import test_remote
-from tests.test_remote import AUTH, Proc, routes_of, until
+from tests.support.coyote_processes import AUTH, Proc, procs, routes_of
+from tests.support.processes import until
+from tests.support.redis_server import redis_url
 
-procs = test_remote.procs  # the fixtures, shared: real processes, a real redis-server
-redis_url = test_remote.redis_url
+__all__ = ["procs", "redis_url"]  # the fixtures, shared: real processes, a real redis-server
 
 
 def test_a_client_registered_with_two_leaders_of_one_store_holds_one_lease_without_churn(
@@ -24,7 +24,7 @@ def test_a_client_registered_with_two_leaders_of_one_store_holds_one_lease_witho
     a = procs("leader", "--store", redis_url)
     b = procs("leader", "--store", redis_url)
     saloon = procs(
-        "client",
+        "serve-client",
         "sample_apps.deadwood.saloon:Saloon",
         "--leader",
         a.url,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 def registration(

@@ -1,4 +1,4 @@
-"""coyote_mw.transport: the lean HTTP/1.1 client, against real servers on 127.0.0.1.
+"""coyote_mw.remote.transport: the lean HTTP/1.1 client, against real servers on 127.0.0.1.
 
 A uvicorn upstream (in a thread) for the ordinary cases, and small raw asyncio socket
 servers, written here and run on the test's own loop, for the edge cases: they count
@@ -27,7 +27,8 @@ from coyote_mw.remote.transport import (
     TransportError,
     UpstreamResponse,
 )
-from tests.servers import uvicorn_server
+from tests.support.processes import free_port
+from tests.support.servers import answer_lifespan, uvicorn_server
 
 T = TypeVar("T")
 
@@ -51,13 +52,8 @@ def run(scenario: Coroutine[Any, Any, T], limit: float = 30) -> T:
 
 async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     path = scope["path"]
     if path == "/hello":
         headers = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
@@ -191,13 +187,6 @@ def keep_alive_server(answer: bytes = ok()) -> Callable[[], RawServer]:
 
     server = RawServer(handler)
     return lambda: server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def only_connection(pool: Pool) -> Any:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from sample_apps.deadwood.saloon import STORY
-from tests.processes import running
+from tests.support.processes import running
 
-HYPERCORN = [sys.executable, "tests/hypercorn_cli.py", "-k", "trio"]
+HYPERCORN = [sys.executable, "tests/support/hypercorn_cli.py", "-k", "trio"]
 CAUSE = "coyote_mw dispatches on asyncio, and this server runs trio"
 
 
@@ -22,7 +22,8 @@ CAUSE = "coyote_mw dispatches on asyncio, and this server runs trio"
 def trio_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """The host with coyote in its middleware (lifespan reaches coyote), or mounted
     inside it (no lifespan: coyote meets trio at its first request)."""
-    with running([*HYPERCORN, f"tests.trio_apps:{request.param}"], ready_path="/host") as url:
+    app = f"tests.support.trio_apps:{request.param}"
+    with running([*HYPERCORN, app], ready_path="/host") as url:
         yield url if request.param == "app" else url + "/saloon"
 
 

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from coyote_mw import Coyote
-from tests.ledger import BAD_FRAMING, LedgerUpstream, Received
-from tests.processes import BIN, running
-from tests.servers import uvicorn_server, werkzeug_server
+from tests.support.ledger import BAD_FRAMING, LedgerUpstream, Received
+from tests.support.processes import BIN, free_port, running, stop, until
+from tests.support.servers import uvicorn_server, werkzeug_server
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "LOCK"]
 ALL_PATHS = [(m, "/{rest:path}") for m in METHODS]
@@ -53,19 +53,6 @@ def leader_for(server: str, *urls: str, **settings: Any) -> Iterator[tuple[Coyot
 
 def sent(up: LedgerUpstream, method: str, path: str) -> list[Received]:
     return [r for r in up.requests if r.method == method.encode() and r.target == path.encode()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
-        time.sleep(0.05)
 
 
 # -- retries and duplicates -----------------------------------------------------------
@@ -352,7 +339,7 @@ def test_under_gunicorn_a_response_cut_upstream_reaches_the_client_cut(
     with LedgerUpstream() as up:
         monkeypatch.setenv("COYOTE_TEST_UPSTREAM", up.url)
         monkeypatch.setenv("COYOTE_TEST_RESPONSE_TIMEOUT", "1")
-        argv = ["gunicorn", "-w", "1", "--threads", "4", "tests.relay_leader:app"]
+        argv = ["gunicorn", "-w", "1", "--threads", "4", "tests.support.relay_leader:app"]
         with running(argv, ready_path="/ready") as url:
             r = httpx.get(url + "/close-delimited/5000", timeout=10)
             assert r.status_code == 200 and r.content == b"x" * 5000
@@ -415,12 +402,7 @@ def leader_process(token: str) -> Iterator[tuple[str, int]]:
                 time.sleep(0.1)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def test_a_64_mib_response_head_is_refused_without_being_read() -> None:

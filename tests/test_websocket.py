@@ -17,8 +17,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from coyote_mw import Client, Coyote, Request, route
-from tests.servers import uvicorn_server
-from tests.tls import tls_files
+from tests.support.servers import uvicorn_server
+from tests.support.tls import tls_files
 
 
 async def echo(ws: WebSocket) -> None:

@@ -4,16 +4,16 @@
     MIDDLEWARE = ["coyote_mw.adapters.django.CoyoteMiddleware", ...]   # first is best
     COYOTE = {"CLIENTS": ["sample_apps.deadwood.saloon:Saloon"]}
 
-``settings.COYOTE`` keys (all optional): ``CLIENTS`` ("module:Class" strings),
-``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote before
-the URLconf; "host": to Django first, coyote after its 404), ``CONCURRENCY``, ``QUEUE``,
-``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``LOG_FORMAT``, ``TRUSTED_PROXIES``,
-``MAX_HEADERS``, ``MAX_HEADER_BYTES``, ``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``,
-``MAX_WEBSOCKETS``, and for remote
-instances ``MAX_RESPONSE_HEAD``, ``RESPONSE_TIMEOUT``, ``STREAM_IDLE_TIMEOUT``,
-``EJECT_AFTER``, ``BASE_EJECTION_TIME``, ``MAX_EJECTION_TIME``, ``MAX_EJECTION_PERCENT`` -
-the settings of ``coyote_mw.Coyote``.  Any other key is refused with
-``ImproperlyConfigured`` naming the closest known one.
+``settings.COYOTE`` keys (all optional): the adapter's own ``CLIENTS`` ("module:Class"
+strings), ``MOUNT``, ``TOPOLOGY``, ``PRECEDENCE`` ("coyote": matched requests go to coyote
+before the URLconf; "host": to Django first, coyote after its 404); then each keyword of
+``coyote_mw.Coyote`` in upper case, the settings of the leader: ``CONCURRENCY``,
+``QUEUE``, ``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``LOG_FORMAT``, ``TOKEN``,
+``PREFIX``, ``STORE``, ``TLS``, ``TRUSTED_PROXIES``, ``MAX_HEADERS``, ``MAX_HEADER_BYTES``,
+``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``, ``MAX_WEBSOCKETS``, and for remote instances
+``MAX_RESPONSE_HEAD``, ``RESPONSE_TIMEOUT``, ``STREAM_IDLE_TIMEOUT``, ``EJECT_AFTER``,
+``BASE_EJECTION_TIME``, ``MAX_EJECTION_TIME``, ``MAX_EJECTION_PERCENT``.  Any other key
+is refused with ``ImproperlyConfigured`` naming the closest known one.
 
 The middleware is sync and async capable, as Django documents: under WSGI it serves
 through coyote's WSGI path with the request's environ; under ASGI through its ASGI path
@@ -39,6 +39,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 
 from coyote_mw.errors import RoutingError
 from coyote_mw.http.responses import error_response
+from coyote_mw.http.types import Environ, Scope
 from coyote_mw.leader import Coyote
 from coyote_mw.settings import UnknownSetting, apply_settings, check_settings
 
@@ -85,12 +86,12 @@ def _reset(setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_reset)
 
 
-def _fall_through_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+def _fall_through_wsgi(environ: Environ, start_response: Any) -> list[bytes]:
     environ[FELL_THROUGH] = True
     return []
 
 
-async def _fall_through_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _fall_through_asgi(scope: Scope, receive: Any, send: Any) -> None:
     scope[FELL_THROUGH] = True
 
 

@@ -1,4 +1,4 @@
-"""The ``coyote`` command: ``coyote leader``, ``coyote client``, ``coyote routes``.
+"""The ``coyote`` command: ``coyote leader``, ``coyote serve-client``, ``coyote routes``.
 
 ``main`` is the console script (``coyote_mw.cli:main``) and ``python -m coyote_mw``.
 """

@@ -168,7 +168,8 @@ def _parse_topology_bounds(specs: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-# Coyote(...) settings for remote instances, each a flag of the same name (see health.py)
+# Coyote(...) settings for remote instances, each a flag of the same name
+# (coyote_mw.remote.health)
 _UPSTREAM: dict[str, tuple[type, str]] = {
     "max_response_head": (int, "bytes an instance's response head may take (60 KiB)"),
     "response_timeout": (float, "seconds a whole response may take (300; 0: no limit)"),
@@ -461,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
-            # coyote's access line is the one (coyote_mw.accesslog), and uvicorn's own
+            # coyote's access line is the one (coyote_mw.middleware.accesslog), and uvicorn's own
             # lines go through the handler configure_cli set, in the same format
             access_log=False,
             log_config=None,

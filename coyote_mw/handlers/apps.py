@@ -23,6 +23,7 @@ from coyote_mw.handlers.base import Dispatch, Handler, handler_failed
 from coyote_mw.handlers.bridge import serve_asgi_under_wsgi
 from coyote_mw.http.request import Request, wsgi_body_length
 from coyote_mw.http.responses import Response
+from coyote_mw.http.types import ASGIApp, Environ, Message, Scope, WSGIApp
 
 __all__ = [
     "ASGIAppHandler",
@@ -34,10 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("coyote_mw.apps")
-
-Scope = dict[str, Any]
-ASGIApp = Callable[..., Any]
-WSGIApp = Callable[..., Iterable[bytes]]
 
 
 class ASGIAppHandler(Handler):
@@ -87,7 +84,7 @@ class ASGIAppHandler(Handler):
         child["raw_path"] = (child["root_path"] + d.path.raw).encode("latin-1", "replace")
         return await serve_app(d, self.app, child, receive, send)
 
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+    def serve_wsgi(self, d: Dispatch, environ: Environ, start_response: Any) -> Any:
         if not self._started_for_wsgi:
             startup = asyncio.run_coroutine_threadsafe(self.startup(), d.relay.loop)
             startup.result(d.relay.timeout)
@@ -117,7 +114,7 @@ class WSGIAppHandler(Handler):
 
             app = self.app
 
-            def terminated(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            def terminated(environ: Environ, start_response: Any) -> Iterable[bytes]:
                 # a2wsgi's wsgi.input ends with the last http.request message: say so
                 # (PEP 3333), or a body sent without Content-Length reads as empty
                 environ["wsgi.input_terminated"] = True
@@ -138,7 +135,7 @@ class WSGIAppHandler(Handler):
 
         return await serve_app(d, self._as_asgi(d), child, coroutine_receive, send)
 
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+    def serve_wsgi(self, d: Dispatch, environ: Environ, start_response: Any) -> Any:
         wsgi_body_length(environ)  # 411 for a body the server cannot delimit, not an empty one
         return serve_wsgi_app(d, self.app, environ, start_response)
 
@@ -166,7 +163,7 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
     started = asyncio.Event()
     status = 0
 
-    async def watched_send(message: dict[str, Any]) -> None:
+    async def watched_send(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
@@ -199,7 +196,7 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
     return status
 
 
-def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: dict[str, Any], start_response: Any) -> Any:
+def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: Environ, start_response: Any) -> Any:
     """Run a WSGI app within a relay slot held until its response is closed."""
     child = dict(environ)
     script = environ.get("SCRIPT_NAME", "") + d.root_path
@@ -282,8 +279,8 @@ class _Lifespan:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.supported = True
         self.loop = asyncio.get_running_loop()

@@ -6,8 +6,8 @@ job: ``serve_asgi`` (under an ASGI host), ``serve_wsgi`` (under a WSGI host) and
 
 * ``FunctionHandler`` - a client's ``def`` or ``async def`` method, given a ``Request``
   (here);
-* ``ASGIAppHandler`` / ``WSGIAppHandler`` - a whole app in process (``apps.py``);
-* ``RemoteHandler`` - an instance reached over HTTP (``proxy.py``).
+* ``ASGIAppHandler`` / ``WSGIAppHandler`` - a whole app in process (``coyote_mw.handlers.apps``);
+* ``RemoteHandler`` - an instance reached over HTTP (``coyote_mw.remote.handler``).
 
 This module also writes a ``Response`` to ASGI ``send`` or a WSGI ``start_response``.
 """
@@ -28,6 +28,7 @@ from coyote_mw.errors import DispatchError, RoutingError
 from coyote_mw.http.paths import CanonicalPath
 from coyote_mw.http.request import ASGIBody, Body, Request, WSGIBody, wsgi_body_length
 from coyote_mw.http.responses import Response, to_response
+from coyote_mw.http.types import Environ, Scope
 from coyote_mw.relay import Relay
 from coyote_mw.routing.table import Match
 
@@ -43,8 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("coyote_mw.handlers")
-
-Scope = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -76,7 +75,7 @@ class Handler:
         """Serve under an ASGI host; return the status sent."""
         raise NotImplementedError
 
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+    def serve_wsgi(self, d: Dispatch, environ: Environ, start_response: Any) -> Any:
         raise NotImplementedError
 
     def call(self, d: Dispatch, request: Request) -> Response:
@@ -251,7 +250,7 @@ class FunctionHandler(Handler):
             scope,
         )
 
-    def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
+    def serve_wsgi(self, d: Dispatch, environ: Environ, start_response: Any) -> Any:
         request = self._request(
             d,
             WSGIBody(environ["wsgi.input"], wsgi_body_length(environ), d.max_body),

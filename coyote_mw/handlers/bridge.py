@@ -20,6 +20,7 @@ from typing import Any
 from coyote_mw.errors import BadRequest
 from coyote_mw.handlers.base import Dispatch, handler_failed, status_line
 from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
+from coyote_mw.http.types import Environ
 
 __all__ = ["serve_asgi_under_wsgi"]
 
@@ -29,7 +30,7 @@ _END = object()  # the app's run is over
 
 
 def serve_asgi_under_wsgi(
-    d: Dispatch, app: Any, environ: dict[str, Any], start_response: Any
+    d: Dispatch, app: Any, environ: Environ, start_response: Any
 ) -> Iterable[bytes]:
     from a2wsgi.asgi import build_scope  # imported when used: no web stack at import
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -31,6 +31,7 @@ from coyote_mw.errors import DispatchError, HandlerTimeout, UnsupportedEventLoop
 from coyote_mw.handlers.base import Dispatch, FunctionHandler, handler_failed, send_response
 from coyote_mw.http.request import ASGIBody, Request, _next
 from coyote_mw.http.responses import Response, to_response
+from coyote_mw.http.types import Scope
 from coyote_mw.relay import Relay
 
 __all__ = ["not_on_asyncio", "serve_off_asyncio", "startup_off_asyncio"]
@@ -59,9 +60,7 @@ def startup_off_asyncio(refusal: UnsupportedEventLoop) -> None:
     )
 
 
-async def serve_off_asyncio(
-    d: Dispatch, scope: MutableMapping[str, Any], receive: Any, send: Any
-) -> int:
+async def serve_off_asyncio(d: Dispatch, scope: Scope, receive: Any, send: Any) -> int:
     """Serve a matched request on a loop that is not asyncio's; return the status sent."""
     handler = d.match.endpoint.pick()
     if not isinstance(handler, FunctionHandler):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -23,10 +23,9 @@ from werkzeug.http import parse_options_header
 
 from coyote_mw.errors import BadRequest, LengthRequired, PayloadTooLarge
 from coyote_mw.http.forwarding import _REQUEST_ID
+from coyote_mw.http.types import Receive
 
 __all__ = ["Body", "Request", "read_wsgi_input", "wsgi_body_length"]
-
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 CHUNK = 64 * 1024
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -31,6 +30,7 @@ from coyote_mw.handlers.base import Dispatch, Handler, send_response
 from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
+from coyote_mw.http.types import Scope
 from coyote_mw.middleware.replay import ASGIKeeper
 from coyote_mw.registry.api import RegistrationAPI, read_asgi_body
 from coyote_mw.routing.topology import TopologyResolver, mount_relative
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CoyoteASGI"]
 
-Scope = MutableMapping[str, Any]
 
 _OVER = object()  # precedence="host": the host read more of the body than can be kept
 
@@ -171,7 +170,7 @@ class CoyoteASGI:
         if match is None and not owned:
             await self.app(scope, receive, send)
             return
-        # coyote answers this one: its head must pass coyote's checks (forwarding.py)
+        # coyote answers this one: its head must pass coyote's checks (coyote_mw.http.forwarding)
         refused = forwarding.check_asgi(scope)
         if refused is not None:
             await self._answer(send, scope, refused, start, method, path.raw)
@@ -203,7 +202,7 @@ class CoyoteASGI:
         except DispatchError as exc:
             await self._answer(send, scope, exc, start, method, path.raw, endpoint, handler, d)
             return
-        except RuntimeError:  # "no running event loop": a trio server (coyote_mw.eventloop)
+        except RuntimeError:  # "no running event loop": a trio server (handlers.eventloop)
             if not_on_asyncio() is None:
                 raise
             try:
@@ -227,7 +226,7 @@ class CoyoteASGI:
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)
         response = api.probe(method, path) or api.refuse_early(
-            headers, close=scope.get("http_version", "1.1") < "2"
+            headers, close=scope.get("http_version", "1.1") < "2", path=path
         )
         if response is None:
             body = await read_asgi_body(receive)
@@ -238,7 +237,10 @@ class CoyoteASGI:
             else:
                 # off the event loop: with a shared store an API call waits on Redis, and
                 # an unreachable Redis must not stall the requests this loop is serving
-                response = await asyncio.to_thread(api.handle, method, path, headers, body)
+                scheme = scope.get("scheme", "http")
+                response = await asyncio.to_thread(
+                    api.handle, method, path, headers, body, scheme
+                )
         await send_response(send, response, method == "HEAD")
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
             self.coyote.log_access(method, path, response.status, start, None, scope)
@@ -291,7 +293,7 @@ class CoyoteASGI:
         refusal = not_on_asyncio()
         if refusal is None:
             await self.coyote.startup()
-        else:  # trio: clients' own handlers only (coyote_mw.eventloop)
+        else:  # trio: clients' own handlers only (coyote_mw.handlers.eventloop)
             startup_off_asyncio(refusal)
 
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -12,13 +12,12 @@ other requests.
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ASGIKeeper", "WSGIKeeper"]
+from coyote_mw.http.types import Environ, Message, Receive
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
+__all__ = ["ASGIKeeper", "WSGIKeeper"]
 
 
 class _Kept:
@@ -85,12 +84,12 @@ class WSGIKeeper:
     """Puts a keeping ``wsgi.input`` in ``environ`` for the host; ``replay()`` puts back
     one that reads the kept bytes again, then the rest."""
 
-    def __init__(self, environ: dict[str, Any], limit: int) -> None:
+    def __init__(self, environ: Environ, limit: int) -> None:
         self._stream = environ["wsgi.input"]
         self._kept = _Kept(limit)
         environ["wsgi.input"] = _KeepingInput(self._stream, self._kept)
 
-    def replay(self, environ: dict[str, Any]) -> bool:
+    def replay(self, environ: Environ) -> bool:
         """False when the host read more than the limit: the body cannot be replayed."""
         if self._kept.over:
             return False

@@ -20,6 +20,7 @@ from coyote_mw.errors import BadRequestPath, DispatchError, HeadTooLarge, Payloa
 from coyote_mw.handlers.base import Dispatch, wsgi_response
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
+from coyote_mw.http.types import Environ
 from coyote_mw.middleware.replay import WSGIKeeper
 from coyote_mw.registry.api import RegistrationAPI, read_wsgi_body
 from coyote_mw.routing.topology import TopologyResolver, mount_relative
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from coyote_mw.leader import Coyote
 
 __all__ = ["CoyoteWSGI"]
-
-Environ = dict[str, Any]
 
 
 class CoyoteWSGI:
@@ -96,7 +95,7 @@ class CoyoteWSGI:
             # GET http://host/path: its authority is the Host (RFC 9112 3.2.2), checked
             # and forwarded as X-Forwarded-Host
             environ["HTTP_HOST"] = urlsplit(target).netloc
-        # coyote answers this one: its head must pass coyote's checks (forwarding.py)
+        # coyote answers this one: its head must pass coyote's checks (coyote_mw.http.forwarding)
         refused = coyote.forwarding.check_wsgi(environ)
         if refused is not None:
             return self._refuse(environ, start_response, refused, start, method, path.raw)
@@ -143,11 +142,15 @@ class CoyoteWSGI:
     ) -> Iterable[bytes]:
         headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
         # the token and a declared length first: a refused body is never read
-        response = api.probe(method, path) or api.refuse_early(headers)
+        response = api.probe(method, path) or api.refuse_early(headers, path=path)
         if response is None:
             body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
-            handle = api.handle
-            response = body if isinstance(body, Response) else handle(method, path, headers, body)
+            scheme = environ.get("wsgi.url_scheme", "http")
+            response = (
+                body
+                if isinstance(body, Response)
+                else api.handle(method, path, headers, body, scheme)
+            )
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
             self.coyote.log_access(method, path, response.status, start, None, environ)
         return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")

@@ -4,8 +4,11 @@
                                            -> 201 {lease, ttl, heartbeat}
     PUT    /_coyote/registrations/{lease}  heartbeat -> 200 {lease, ttl}; 404 if unknown
     DELETE /_coyote/registrations/{lease}  -> 204; 404 if unknown
-    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops)
-    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token (coyote_mw.ops)
+    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops.views)
+    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token
+                                           (coyote_mw.ops.views)
+    GET    /_coyote/dashboard              -> the operator's page, its own sign-in
+                                           (coyote_mw.ops.dashboard)
 
 Security stance: the API is off until ``Coyote(token=...)`` is set, and every call
 needs ``Authorization: Bearer <token>`` (compared in constant time): 401 without it,
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
 from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops.dashboard import Dashboard
 from coyote_mw.ops.views import PROBES, probe, route_view
 from coyote_mw.registry.leases import StoreUnavailable
 from coyote_mw.registry.redis_store import StoreConflict
@@ -50,6 +54,7 @@ from coyote_mw.routing.table import Route, RouteTable
 
 if TYPE_CHECKING:
     from coyote_mw.registry.leases import SharedLeases
+    from coyote_mw.relay import Relay
     from coyote_mw.routing.table import Registration
 
 __all__ = [
@@ -256,7 +261,8 @@ class LeaseKeeper:
 class RegistrationAPI:
     """The registration endpoints; pure request -> response, used by both middlewares.
 
-    It registers into ``table`` the handlers ``remote`` makes of instances' URLs.
+    It registers into ``table`` the handlers ``remote`` makes of instances' URLs;
+    ``relay_for`` gives a topology's relay (the dashboard shows its load).
     """
 
     def __init__(
@@ -266,9 +272,12 @@ class RegistrationAPI:
         token: str,
         prefix: str,
         store: str | None = None,
+        *,
+        relay_for: Callable[[str], Relay],
     ) -> None:
         self.table = table
         self.remote = remote
+        self.relay_for = relay_for
         self.token = token.encode()
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
@@ -279,23 +288,28 @@ class RegistrationAPI:
             self.leases = SharedLeases(table, remote, RedisStore(store))
         else:
             self.leases = LeaseKeeper(self._expired)
+        self.dashboard = Dashboard(self)
 
     def owns(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
     def probe(self, method: str, path: str) -> Response | None:
         """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
-        read); None for every other path (coyote_mw.ops)."""
+        read); None for every other path (coyote_mw.ops.views)."""
         return probe(self, method, path[len(self.prefix) :])
 
-    def refuse_early(self, headers: Mapping[str, str], close: bool = False) -> Response | None:
+    def refuse_early(
+        self, headers: Mapping[str, str], close: bool = False, path: str = ""
+    ) -> Response | None:
         """The answer to give before reading the body, if any: 401/403 without the right
-        token, 413 for a declared length over ``MAX_PAYLOAD``, 400 for a bad one.
+        token (but for the dashboard at ``path``: it signs its users in itself), 413 for a
+        declared length over ``MAX_PAYLOAD``, 400 for a bad one.
 
         ``close``: the server honours ``Connection: close`` from the app (ASGI over
         HTTP/1), so a refused request whose body stays unread closes its connection.
         """
-        refusal = self._unauthorized(headers)
+        dashboard = self.dashboard.owns(path[len(self.prefix) :])
+        refusal = None if dashboard else self._unauthorized(headers)
         close = close and _declares_body(headers)
         if refusal is not None:
             if close:
@@ -324,12 +338,16 @@ class RegistrationAPI:
         path: str,
         headers: Mapping[str, str],
         body: bytes | None,
+        scheme: str = "http",
     ) -> Response:
-        """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``."""
+        """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``;
+        ``scheme`` the request's (the dashboard's cookie is ``Secure`` over https)."""
         rest = path[len(self.prefix) :]
         answer = probe(self, method, rest) if rest in PROBES else None
         if answer is not None:
             return answer
+        if self.dashboard.owns(rest):
+            return self.dashboard.handle(method, rest, headers, body, scheme)
         refusal = self._unauthorized(headers)
         if refusal is not None:
             return refusal

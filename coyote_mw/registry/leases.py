@@ -18,7 +18,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import CoyoteError, InvalidRoute, RouteConflict
+from coyote_mw.errors import InvalidRoute, RouteConflict, StoreUnavailable
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
 from coyote_mw.registry.remotes import RemoteFactory, register_remote
 from coyote_mw.routing.table import Route
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["SharedLeases", "StoreUnavailable"]
 
 logger = logging.getLogger("coyote_mw.storesync")
-
-
-class StoreUnavailable(CoyoteError):
-    """The shared store cannot be reached: registrations wait until it is back."""
 
 
 class SharedLeases:

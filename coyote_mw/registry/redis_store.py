@@ -32,17 +32,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coyote_mw.errors import StoreConflict
 from coyote_mw.routing.patterns import parse_pattern
 
 __all__ = ["RedisStore", "StoreConflict", "StoredRegistration"]
-
-
-class StoreConflict(Exception):
-    """Another service's live registration holds this route (checked in Redis)."""
-
-    def __init__(self, claim: str, owner: str) -> None:
-        self.claim, self.owner = claim, owner
-        super().__init__(f"{claim} is held by service {owner!r}")
 
 
 # Claim a registration's routes and store it, or name the route another service holds.

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from coyote_mw.errors import RegistrationRefused
+
 __all__ = ["Backoff", "Registrar", "RegistrationRefused", "check_url"]
 
 logger = logging.getLogger("coyote_mw.remote")
@@ -65,10 +67,6 @@ def check_url(url: str, what: str = "leader") -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError(f"{what} {url!r}: no query, fragment or credentials in the URL")
     return url
-
-
-class RegistrationRefused(Exception):
-    """The leader answered the registration with an error status."""
 
 
 class _Transient(RegistrationRefused):

@@ -35,7 +35,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from coyote_mw.errors import BadRequest, HandlerTimeout, NoHealthyInstance, RoutingError
+from coyote_mw.errors import (
+    BadRequest,
+    HandlerTimeout,
+    NoHealthyInstance,
+    ResponseCut,
+    RoutingError,
+)
 from coyote_mw.handlers.apps import Closing, call_asgi_app
 from coyote_mw.handlers.base import Dispatch, Handler, instance_failed, status_line
 from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
@@ -111,6 +117,7 @@ def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 
 class RemoteHandler(InstanceHealth, Handler):
     kind = "remote"
+    upstreams: Upstreams
 
     def __init__(self, url: str, upstreams: Upstreams) -> None:
         url = canonical_url(url)  # InvalidInstanceURL (a ValueError) saying how to fix it
@@ -437,6 +444,10 @@ class RemoteHandler(InstanceHealth, Handler):
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
+        # judged by its head now: the client may have the last bytes (and send its next
+        # request) before the server resumes this body's iterator; a body cut later still
+        # counts as a gateway failure
+        self.answered(response.status_code, d)
         return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
@@ -599,12 +610,6 @@ def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
         yield chunk
 
 
-class ResponseCut(ConnectionAbortedError):
-    """A relayed WSGI response that failed after its head went out: a connection error,
-    so that servers close the client's connection without ending the body (Werkzeug's
-    would otherwise append an error page to a chunked body and end it as complete)."""
-
-
 class _HttpxBody:
     """A relayed body under WSGI.  Past the first bytes a failure can only cut the
     response short: it is logged, and raised so the server closes the connection."""
@@ -635,9 +640,9 @@ class _HttpxBody:
                     raise httpx.ReadTimeout("the response took longer than response_timeout")
                 yield chunk
         except httpx.HTTPError as exc:
-            self.instance.gateway_failed(exc, self.d)
+            if not 501 < self.response.status_code < 505:  # counted by its head already
+                self.instance.gateway_failed(exc, self.d)
             raise ResponseCut(str(instance_failed(self.d, self.instance.url, exc))) from exc
-        self.instance.answered(self.response.status_code, self.d)
 
     def close(self) -> None:
         self.response.close()

@@ -32,12 +32,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from coyote_mw.remote.transport import MAX_HEAD
-
-if TYPE_CHECKING:
-    from coyote_mw.remote.upstreams import Upstreams
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
 
@@ -81,6 +78,10 @@ class UpstreamPolicy:
             raise ValueError("max_ejection_percent must be a whole number from 0 to 100")
 
 
+class _Policed(Protocol):
+    policy: UpstreamPolicy  # coyote_mw.remote.upstreams.Upstreams has it
+
+
 class InstanceHealth:
     """Health bookkeeping of one instance (mixed into ``RemoteHandler``).
 
@@ -89,7 +90,7 @@ class InstanceHealth:
     """
 
     url: str
-    upstreams: Upstreams  # its ``policy`` is read at each failure: configure() changes it
+    upstreams: _Policed  # its ``policy`` is read at each failure: configure() changes it
 
     failures = 0  # failures in a row
     ejected = False

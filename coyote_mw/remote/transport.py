@@ -4,9 +4,11 @@ A shared ``httpx.AsyncClient`` spends about 1.6 ms of CPU per request in its poo
 This client does only what the relay needs - send one request over a kept-alive
 connection and stream the answer back - with one ``asyncio.Protocol`` per connection
 (callbacks, no streams, no task per request) and llhttp, through httptools, parsing
-the response.  Plain ``http://`` only: TLS upstreams go through httpx.
+the response.  HTTP/1.1 in clear (``http://``) or over TLS (``https://``): given an
+``ssl.SSLContext`` (``tls=``), a connection verifies the server with that context and
+checks its host name; connections are pooled per host, port and context.
 
-Exceptions::
+Exceptions (in ``coyote_mw.errors``' tree, under ``CoyoteError``; importable here)::
 
     TransportError                  base of everything this module raises
     ├── ConnectError                no connection (refused, unreachable, connect timeout,
@@ -52,6 +54,14 @@ from typing import Any, cast
 
 import httptools
 
+from coyote_mw.errors import (
+    ConnectError,
+    PoolTimeout,
+    ReadTimeout,
+    RemoteProtocolError,
+    TransportError,
+)
+
 __all__ = [
     "HIGH_WATER",
     "IDEMPOTENT_METHODS",
@@ -86,27 +96,6 @@ _Key = tuple[str, int, "ssl.SSLContext | None"]  # host, port, TLS (None: plain)
 # What a request waiting for a connection is woken with: a connection handed over by
 # the request that finished with it, True for a free slot, False when time is up.
 _Turn = asyncio.Future["_Connection | bool"]
-
-
-class TransportError(Exception):
-    """Base of every error the transport raises."""
-
-
-class ConnectError(TransportError):
-    """No connection could be had; nothing was sent."""
-
-
-class PoolTimeout(ConnectError):
-    """Every connection to the upstream stayed busy: nothing was sent, and nothing
-    is known to be wrong with the upstream."""
-
-
-class ReadTimeout(TransportError):
-    """The upstream did not answer, or stopped making progress, within ``read_timeout``."""
-
-
-class RemoteProtocolError(TransportError):
-    """The upstream broke HTTP/1.1, or closed the connection before the response ended."""
 
 
 class _SecondResponse(Exception):

@@ -227,7 +227,7 @@ class RouteTable:
         path: str,
         segments: tuple[str, ...] | None = None,
     ) -> Match | None:
-        """Look ``method path`` up in ``topology``; ``path`` is canonical (paths.py)."""
+        """Look ``method path`` up in ``topology``; ``path`` is canonical (coyote_mw.http.paths)."""
         snapshot = self._snapshots.get(topology)
         if snapshot is None:
             return None

@@ -19,7 +19,8 @@ and, under ASGI, WebSockets: an in-process Starlette app at ``/ws/{room}``, a re
 at ``$MATRIX_WS_UPSTREAM`` relayed at ``/rws/{room}``, and the host's at ``/host/ws`` and
 ``/shared/ws`` (a path a coyote ``GET`` route matches too).
 
-``python -m tests.matrix_apps PORT`` serves ``wsgi_app`` with Werkzeug's threaded server.
+``python -m tests.support.matrix_apps PORT`` serves ``wsgi_app`` with Werkzeug's threaded
+server.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from coyote_mw import Client, Coyote, Request, Response, route
+from tests.support.servers import answer_lifespan
 
 __all__ = ["asgi_app", "pattern", "wsgi_app"]
 
@@ -165,13 +167,8 @@ def leader() -> Coyote:
 
 async def asgi_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     if scope["type"] == "websocket":
         if scope["path"] not in ("/host/ws", "/shared/ws"):
             await send({"type": "websocket.close", "code": 1008})

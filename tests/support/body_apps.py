@@ -12,8 +12,8 @@ with routes whose handlers answer with what they received:
     POST /flask/echo       a whole Flask app: the body it read
     POST /echo, /digest    relayed to the instance at $COYOTE_TEST_UPSTREAM, when set
 
-``python -m tests.body_apps werkzeug|wsgiref --port N`` serves ``wsgi`` with Werkzeug's
-threaded server or wsgiref on 127.0.0.1.
+``python -m tests.support.body_apps werkzeug|wsgiref --port N`` serves ``wsgi`` with
+Werkzeug's threaded server or wsgiref on 127.0.0.1.
 """
 
 from __future__ import annotations

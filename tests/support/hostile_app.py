@@ -1,6 +1,6 @@
 """A leader whose routes mix many parameters in one segment, for a real server process:
-``uvicorn tests.hostile_app:app``.  A backtracking matcher takes minutes on a 100-character
-path here; a linear one answers at once."""
+``uvicorn tests.support.hostile_app:app``.  A backtracking matcher takes minutes on a
+100-character path here; a linear one answers at once."""
 
 from __future__ import annotations
 

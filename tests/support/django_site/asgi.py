@@ -2,5 +2,5 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ["DJANGO_SETTINGS_MODULE"] = "tests.django_site.settings"
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.support.django_site.settings"
 application = get_asgi_application()

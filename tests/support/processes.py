@@ -1,4 +1,5 @@
-"""Real server processes on 127.0.0.1 free ports, started and stopped by PID."""
+"""Real server processes on 127.0.0.1 free ports, started and stopped by PID, and the
+bounded waits the tests poll them with."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 BIN = Path(sys.executable).parent
 
 
@@ -22,6 +24,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process (by its PID); SIGKILL it if it has not ended in 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check`` every 50 ms; return the seconds it took, fail after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 @contextmanager
@@ -74,11 +98,6 @@ def running(
                 time.sleep(0.1)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
         if out:
             out.close()

@@ -1,4 +1,7 @@
-"""Apps for the trio tests: ``tests/hypercorn_cli.py -k trio tests.trio_apps:app``."""
+"""Apps for the trio tests, served by hypercorn on trio:
+
+python tests/support/hypercorn_cli.py -k trio tests.support.trio_apps:app
+"""
 
 from __future__ import annotations
 

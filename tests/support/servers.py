@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for tests: uvicorn and Werkzeug's, in threads of this process."""
+"""Real servers on 127.0.0.1 for tests: uvicorn and Werkzeug's, in threads of this process;
+``answer_lifespan`` for the ASGI apps they serve."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from typing import Any
 
 import uvicorn
 from werkzeug.serving import make_server
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """An ASGI app's whole lifespan, with nothing to start or stop: both complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""A real redis-server on a free 127.0.0.1 port, started and stopped by PID."""
+"""A real redis-server on a free 127.0.0.1 port, started and stopped by PID; ``redis_url``
+(a fixture) is the URL of a fresh one, stopped after the test."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 
 class RedisServer:
@@ -69,3 +72,10 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    server = RedisServer().start()
+    yield server.url
+    server.cleanup()

@@ -1,5 +1,6 @@
-"""``python tests/hypercorn_cli.py [hypercorn options] module:app --port N``: hypercorn's own
-command line, with ``--port`` as ``tests.processes.running`` passes it."""
+"""``python tests/support/hypercorn_cli.py [hypercorn options] module:app --port N``:
+hypercorn's own command line, with ``--port`` as ``tests.support.processes.running``
+passes it."""
 
 import sys
 

@@ -1,9 +1,0 @@
-"""Django settings for the request-body tests: the sample project with ``Bodies`` and a
-relay to $COYOTE_TEST_UPSTREAM (see ``tests/body_apps.py``) as coyote's clients.
-
-    DJANGO_SETTINGS_MODULE=tests.django_bodies gunicorn 'django.core.wsgi:get_wsgi_application()'
-"""
-
-from sample_apps.django_host.settings import *  # noqa: F403
-
-COYOTE = {"CLIENTS": ["tests.body_apps:Bodies"]}

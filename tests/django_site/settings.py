@@ -1,5 +1,0 @@
-from sample_apps.django_host.settings import *  # noqa: F403
-
-COYOTE = {
-    "CLIENTS": ["sample_apps.deadwood.saloon:Saloon", "tests.django_site.jar:Jar"],
-}

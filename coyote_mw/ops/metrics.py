@@ -12,21 +12,28 @@ Per request.  The access line's hook (``AccessLog.metrics``) calls ``Metrics.rec
 once a request is answered, with its endpoint, status and start.  Labels come from the
 route that matched - topology, method, pattern, service - never from the raw path, so
 there are as many series as routes (times the five status classes), whatever the
-clients send; a request no route took has all four empty.  The counter and histogram
-children of a route are looked up once and kept: a request costs a dict lookup, an
-increment and an observation.
+clients send; a request no route took has all four empty.  A route's counts (by status
+class) and latency buckets are plain integers in a ``_Series``, found by its endpoint
+(a dict kept until the table changes) and added to under one uncontended lock: about
+0.4 us a request, a quarter of what prometheus-client's own Counter and Histogram
+take.  A collector turns them into Prometheus families when scraped; the exposition is
+prometheus-client's.
 
 State (relay slots and queue, routes, ejected instances, the store) is read when
-scraped, by a collector over this leader: nothing per request.
+scraped, by the same collector: nothing per request.
 
 Several worker processes (gunicorn ``-w N``): prometheus-client's multiprocess mode,
 on when ``PROMETHEUS_MULTIPROC_DIR`` names a directory before the workers start.  Each
-worker writes its counters and histogram to files there, and whichever worker answers
-a scrape sums them.  A collector cannot read another process's state, so each worker
-writes its state as gauges every ``SAMPLE_INTERVAL`` seconds (the scraping worker at the
-scrape as well), each with the multiprocess mode that adds workers up right: ``livesum``
-for slots and queues, ``livemax`` for routes and ejected instances (every worker holds
-the same table), ``livemin`` for the store (down if any worker finds it down).
+worker records into prometheus-client's Counter and Histogram, which write to files
+there (``record_to_files``), and whichever worker answers a scrape sums them.  A
+collector cannot read another process's state, so each worker writes its state as
+gauges every ``SAMPLE_INTERVAL`` seconds (the scraping worker at the scrape as well),
+each with the multiprocess mode that adds workers up right: ``livesum`` for slots and
+queues, ``livemax`` for routes and ejected instances (every worker holds the same
+table), ``livemin`` for the store (down if any worker finds it down).
+
+The event counters (``coyote_mw.events``: registrations, expiries, ejections, store
+outages) are prometheus-client Counters of the process, shown by every leader in it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import os
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -60,7 +68,7 @@ timeout."""
 
 ROUTE = ("topology", "method", "route", "service")
 _CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
-_BOUND_MAX = 4096  # routes whose children are kept; past it the cache starts over
+_BOUND_MAX = 4096  # endpoints kept in the cache; past it the cache starts over
 
 # name -> (help, labels, multiprocess mode); read from the leader when scraped
 GAUGES: dict[str, tuple[str, tuple[str, ...], Literal["livesum", "livemax", "livemin"]]] = {
@@ -88,6 +96,11 @@ GAUGES: dict[str, tuple[str, tuple[str, ...], Literal["livesum", "livemax", "liv
         "livemin",
     ),
 }
+REQUESTS = ("coyote_requests", "Requests coyote answered, by route and status class")
+DURATION = (
+    "coyote_request_duration_seconds",
+    "Seconds from a request's arrival to its answer, by route",
+)
 SATURATED = (
     "coyote_relay_saturated",
     "Requests refused 503 because the relay was full",
@@ -122,35 +135,20 @@ def check_mode(mode: str | bool) -> str:
 
 
 class _Shared:
-    """The process's counters and histogram (and, in multiprocess mode, its gauges).
-
-    Process-wide, as Prometheus metrics are: every leader in a process counts into them,
-    and in multiprocess mode into files every worker shares.
-    """
+    """The process's event counters, and in multiprocess mode its request counter,
+    histogram and gauges (prometheus-client's, written to files every worker shares)."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram, values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
-        self.requests = Counter(
-            "coyote_requests",
-            "Requests coyote answered, by route and status class",
-            (*ROUTE, "status"),
-            registry=None,
-        )
-        self.duration = Histogram(
-            "coyote_request_duration_seconds",
-            "Seconds from a request's arrival to its answer, by route",
-            ROUTE,
-            buckets=BUCKETS,
-            registry=None,
-        )
         self.events = {
             event: Counter(name, text, events.EVENTS[event], registry=None)
             for event, (name, text) in EVENT_COUNTERS.items()
         }
-        self.collectors: list[Any] = [self.requests, self.duration, *self.events.values()]
-        if self.multiprocess:  # state as gauges, written by each worker (_Sampler)
+        if self.multiprocess:
+            self.requests = Counter(*REQUESTS[:2], (*ROUTE, "status"), registry=None)
+            self.duration = Histogram(*DURATION, ROUTE, buckets=BUCKETS, registry=None)
             self.gauges = {
                 name: Gauge(name, text, labels, multiprocess_mode=mode, registry=None)
                 for name, (text, labels, mode) in GAUGES.items()
@@ -184,9 +182,21 @@ def _metrics_of_process() -> _Shared | None:
     return _shared
 
 
-class _Bound:
-    """A route's counter children (by status class, made when first seen) and its
-    histogram child."""
+class _Series:
+    """One route's requests by status class, and its latency histogram (one process)."""
+
+    __slots__ = ("buckets", "counts", "labels", "sum")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.counts = [0] * len(_CLASSES)
+        self.buckets = [0] * (len(BUCKETS) + 1)  # not cumulative; the last is +Inf
+        self.sum = 0.0
+
+
+class _Children:
+    """One route's prometheus-client children (multiprocess mode): its counters by
+    status class, made when first seen, and its histogram."""
 
     __slots__ = ("counters", "duration", "labels")
 
@@ -194,6 +204,12 @@ class _Bound:
         self.labels = labels
         self.duration = duration
         self.counters: list[Any] = [None] * len(_CLASSES)
+
+
+def _labels(endpoint: Any) -> tuple[str, str, str, str]:
+    if endpoint is None:
+        return ("", "", "", "")
+    return (endpoint.topology, endpoint.method, endpoint.pattern, endpoint.service)
 
 
 class Metrics:
@@ -211,7 +227,12 @@ class Metrics:
         leases: Callable[[], Any],
     ) -> None:
         self.relays, self.table, self.leases = relays, table, leases
-        self._bound: dict[Any, _Bound] = {}
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], _Series] = {}  # by labels, as many as routes
+        # endpoint -> its series (or children); a new dict at every change of the table,
+        # so that endpoints it replaced are not kept alive here
+        self._bound: dict[Any, Any] = {}
+        table.subscribe(self._table_changed)
         self._registry: Any = None
         self.shared: _Shared | None = None
         self.mode = "off"
@@ -224,47 +245,66 @@ class Metrics:
             self.shared = _metrics_of_process()
 
     @property
-    def available(self) -> bool:
-        """Whether prometheus-client is installed."""
-        return _metrics_of_process() is not None
-
-    @property
     def recorder(self) -> Callable[[Any, int, float], None] | None:
         """The per-request hook (``AccessLog.metrics``); None when nothing is recorded."""
-        return self.record if self.mode != "off" and self.shared is not None else None
+        shared = self.shared
+        if self.mode == "off" or shared is None:
+            return None
+        return self.record_to_files if shared.multiprocess else self.record
 
     def record(self, endpoint: Any, status: int, start: float) -> None:
         """A request answered: ``endpoint`` the route it matched (None: no route)."""
         seconds = time.perf_counter() - start
-        key = (
-            None
-            if endpoint is None
-            else (endpoint.topology, endpoint.method, endpoint.pattern, endpoint.service)
-        )
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self._bind(key)
+        series = self._bound.get(endpoint)
+        if series is None:
+            series = self._bind(endpoint)
+        c = status // 100
+        i = bisect_left(BUCKETS, seconds)
+        with self._lock:
+            series.counts[c if 0 < c < 6 else 0] += 1
+            series.buckets[i] += 1
+            series.sum += seconds
+
+    def _bind(self, endpoint: Any) -> _Series:
+        labels = _labels(endpoint)
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = _Series(labels)
+        if len(self._bound) >= _BOUND_MAX:
+            self._bound = {}
+        self._bound[endpoint] = series
+        return series
+
+    def record_to_files(self, endpoint: Any, status: int, start: float) -> None:
+        """``record`` in multiprocess mode: into prometheus-client's files."""
+        seconds = time.perf_counter() - start
+        children = self._bound.get(endpoint)
+        if children is None:
+            children = self._bind_children(endpoint)
         c = status // 100
         if not 0 < c < 6:
             c = 0
-        counter = bound.counters[c]
+        counter = children.counters[c]
         if counter is None:
             shared = self.shared
             assert shared is not None
-            counter = bound.counters[c] = shared.requests.labels(*bound.labels, _CLASSES[c])
+            counter = children.counters[c] = shared.requests.labels(*children.labels, _CLASSES[c])
         counter.inc()
-        bound.duration.observe(seconds)
+        children.duration.observe(seconds)
 
-    def _bind(self, key: tuple[str, ...] | None) -> _Bound:
+    def _bind_children(self, endpoint: Any) -> _Children:
         shared = self.shared
         assert shared is not None
+        labels = _labels(endpoint)
         if len(self._bound) >= _BOUND_MAX:
-            self._bound.clear()
-        labels = key or ("", "", "", "")
-        bound = self._bound[key] = _Bound(labels, shared.duration.labels(*labels))
-        if shared.multiprocess:
-            _sampler.watch(self)  # this process serves: it writes its state
-        return bound
+            self._bound = {}
+        children = self._bound[endpoint] = _Children(labels, shared.duration.labels(*labels))
+        _sampler.watch(self)  # this process serves: it writes its state
+        return children
+
+    def _table_changed(self, change: Any) -> None:
+        self._bound = {}
 
     # -- scraping ----------------------------------------------------------------------
 
@@ -288,13 +328,21 @@ class Metrics:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
             registry = CollectorRegistry()
-            for collector in (*shared.collectors, _State(self)):
-                registry.register(collector)
+            registry.register(_Collector(self))
+            for counter in shared.events.values():
+                registry.register(counter)
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
             self._registry = registry
         return encode(self._registry), content_type
+
+    def requests(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
+        """Each route's labels, counts by status class, bucket counts and sum (a copy)."""
+        with self._lock:
+            return [
+                (s.labels, list(s.counts), list(s.buckets), s.sum) for s in self._series.values()
+            ]
 
 
 def scrape(metrics: Metrics | None, method: str) -> Response:
@@ -367,18 +415,40 @@ def state(
     return values, relays
 
 
-class _State:
-    """A custom collector: one leader's state, read when scraped (one process)."""
+class _Collector:
+    """A custom collector over one leader (one process): its requests, and its state
+    as it is when scraped."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = weakref.ref(metrics)
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
 
         metrics = self._metrics()
         if metrics is None:
             return
+        requests = CounterMetricFamily(*REQUESTS[:2], labels=(*ROUTE, "status"))
+        duration = HistogramMetricFamily(*DURATION, labels=ROUTE)
+        # the bounds as prometheus-client's Histogram writes them ("0.0005", "1.0", ...)
+        les = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for labels, counts, buckets, total in sorted(metrics.requests()):
+            for c, count in enumerate(counts):
+                if count:
+                    requests.add_metric((*labels, _CLASSES[c]), count)
+            cumulative: list[tuple[str, float]] = []
+            running = 0
+            for le, count in zip(les, buckets, strict=True):
+                running += count
+                cumulative.append((le, running))
+            duration.add_metric(labels, cumulative, total)
+        yield requests
+        yield duration
         values, relays = state([metrics])
         for name, (text, labels, _) in GAUGES.items():
             family = GaugeMetricFamily(name, text, labels=labels)
@@ -389,8 +459,8 @@ class _State:
         totals: dict[str, int] = {}
         for relay, topology in relays.items():
             totals[topology] = totals.get(topology, 0) + relay.saturated
-        for topology, total in sorted(totals.items()):
-            saturated.add_metric((topology,), total)
+        for topology, count in sorted(totals.items()):
+            saturated.add_metric((topology,), count)
         yield saturated
 
 
@@ -461,6 +531,7 @@ def _forked() -> None:
     # here (the parent, which serves nothing, writes no state).
     _sampler.forked()
     for metrics in list(_leaders):
+        metrics._lock = threading.Lock()
         metrics._bound = {}
 
 

@@ -418,7 +418,10 @@ def test_two_gunicorn_workers_sum_their_counts(tmp_path: Path, preload: list[str
             10 * SAMPLE_INTERVAL,
             "both workers' relays",
         )
-        assert value(scraped(), "coyote_relay_in_flight", topology="default") == 0
+        text = scraped()
+        assert value(text, "coyote_relay_in_flight", topology="default") == 0
+        assert value(text, "coyote_routes", topology="default") == 1  # livemax, not summed
+        assert samples(text, "coyote_store_up") == []  # no store
     assert any(f.name.startswith("counter_") for f in tmp_path.iterdir())
 
 

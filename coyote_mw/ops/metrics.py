@@ -139,22 +139,32 @@ class _Shared:
     histogram and gauges (prometheus-client's, written to files every worker shares)."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram, values
+        from prometheus_client import Counter, Histogram, values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
         self.events = {
             event: Counter(name, text, events.EVENTS[event], registry=None)
             for event, (name, text) in EVENT_COUNTERS.items()
         }
+        self.gauges: dict[str, Any] = {}
         if self.multiprocess:
             self.requests = Counter(*REQUESTS[:2], (*ROUTE, "status"), registry=None)
             self.duration = Histogram(*DURATION, ROUTE, buckets=BUCKETS, registry=None)
-            self.gauges = {
-                name: Gauge(name, text, labels, multiprocess_mode=mode, registry=None)
-                for name, (text, labels, mode) in GAUGES.items()
-            }
             self.saturated = Counter(*SATURATED, registry=None)
         events.listen(self.counted)
+
+    def gauge(self, name: str) -> Any:
+        """A gauge of the state (multiprocess mode), made when first written: a gauge
+        without labels is written to this process's file as soon as it is made, and
+        ``coyote_store_up`` must stay absent where there is no store."""
+        gauge = self.gauges.get(name)
+        if gauge is None:
+            from prometheus_client import Gauge
+
+            text, labels, mode = GAUGES[name]
+            gauge = Gauge(name, text, labels, multiprocess_mode=mode, registry=None)
+            self.gauges[name] = gauge
+        return gauge
 
     def counted(self, event: str, labels: tuple[str, ...]) -> None:
         try:
@@ -500,10 +510,13 @@ class _Sampler:
             return
         with self._lock:
             values, relays = state(list(self._leaders))
-            for name, gauge in shared.gauges.items():
-                current = values[name]
-                for labels in self._seen[name] - set(current):
-                    gauge.labels(*labels).set(0)  # gone since: 0, not its last value
+            for name, current in values.items():
+                gone = self._seen[name] - set(current)
+                if not current and not gone:
+                    continue
+                gauge = shared.gauge(name)
+                for labels in gone:  # 0, not its last value
+                    (gauge.labels(*labels) if labels else gauge).set(0)
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)

@@ -351,7 +351,7 @@ class Metrics:
             self._registry = registry
         return encode(self._registry), content_type
 
-    def requests(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
+    def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Each route's labels, counts by status class, bucket counts and sum (a copy)."""
         with self._lock:
             return [
@@ -392,7 +392,7 @@ def scrape(metrics: Metrics | None, method: str) -> Response:
 # -- a leader's state ----------------------------------------------------------------------
 
 
-def state(
+def _state(
     leaders: Iterable[Metrics],
 ) -> tuple[dict[str, dict[tuple[str, ...], float]], dict[Any, str]]:
     """The gauges' values over ``leaders`` (summed by label set; the store's: the
@@ -451,7 +451,7 @@ class _Collector:
         duration = HistogramMetricFamily(*DURATION, labels=ROUTE)
         # the bounds as prometheus-client's Histogram writes them ("0.0005", "1.0", ...)
         les = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
-        for labels, counts, buckets, total in sorted(metrics.requests()):
+        for labels, counts, buckets, total in sorted(metrics.snapshot()):
             for c, count in enumerate(counts):
                 if count:
                     requests.add_metric((*labels, _CLASSES[c]), count)
@@ -463,7 +463,7 @@ class _Collector:
             duration.add_metric(labels, cumulative, total)
         yield requests
         yield duration
-        values, relays = state([metrics])
+        values, relays = _state([metrics])
         for name, (text, labels, _) in GAUGES.items():
             family = GaugeMetricFamily(name, text, labels=labels)
             for key, value in sorted(values[name].items()):
@@ -513,7 +513,7 @@ class _Sampler:
         if shared is None:
             return
         with self._lock:
-            values, relays = state(list(self._leaders))
+            values, relays = _state(list(self._leaders))
             for name, current in values.items():
                 gone = self._seen[name] - set(current)
                 if not current and not gone:

@@ -19,15 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from coyote_mw import Client, Coyote, Request, route
 from coyote_mw.ops.metrics import SAMPLE_INTERVAL
 from coyote_mw.settings import known_settings
-from tests.conftest import ASGIClient, WSGIClient
-from tests.ledger import LedgerUpstream, Received
-from tests.metrics_app import CONCURRENCY
-from tests.processes import free_port, running
-from tests.redis_server import RedisServer
-from tests.servers import uvicorn_server
-from tests.test_registration_api import AUTH, TOKEN, payload
-from tests.test_remote import AUTH as LEADER_AUTH
-from tests.test_remote import Proc, procs, until
+from sample_apps.flask_host import create_app
+from tests.support.coyote_processes import AUTH as LEADER_AUTH
+from tests.support.coyote_processes import CoyoteProcesses, procs
+from tests.support.http_clients import ASGIClient, WSGIClient
+from tests.support.ledger import LedgerUpstream, Received
+from tests.support.metrics_app import CONCURRENCY
+from tests.support.processes import free_port, running, until
+from tests.support.redis_server import RedisServer
+from tests.support.registration import AUTH, TOKEN, payload
+from tests.support.servers import uvicorn_server
 
 __all__ = ["procs"]  # the fixture, shared
 
@@ -169,8 +170,6 @@ def test_metrics_are_open_when_configured(client_of: Callable[[Coyote], Any]) ->
 
 
 def test_metrics_open_from_the_flask_config_under_its_test_client() -> None:
-    from tests.test_adapter_flask import create_app
-
     app = create_app(COYOTE_TOKEN=TOKEN, COYOTE_METRICS="open")
     client = app.test_client()
     try:
@@ -341,7 +340,7 @@ def test_ejections_and_readmissions_are_counted_by_cause(
 
 
 def test_store_reachability_and_outages_of_a_real_leader_with_open_metrics(
-    procs: Callable[..., Proc],
+    procs: CoyoteProcesses,
 ) -> None:
     server = RedisServer().start()
     try:
@@ -365,7 +364,7 @@ def test_store_reachability_and_outages_of_a_real_leader_with_open_metrics(
 
 
 def test_the_cli_takes_metrics_from_the_flag_and_the_toml_file(
-    procs: Callable[..., Proc], tmp_path: Path
+    procs: CoyoteProcesses, tmp_path: Path
 ) -> None:
     config = tmp_path / "leader.toml"
     config.write_text('metrics = "off"\n')
@@ -386,8 +385,8 @@ def test_the_cli_takes_metrics_from_the_flag_and_the_toml_file(
 @pytest.mark.parametrize("preload", [[], ["--preload"]], ids=["imported-by-workers", "preload"])
 def test_two_gunicorn_workers_sum_their_counts(tmp_path: Path, preload: list[str]) -> None:
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    config = ["-c", "python:tests.metrics_gunicorn"]
-    argv = ["gunicorn", "-w", "2", *config, *preload, "tests.metrics_app:app"]
+    config = ["-c", "python:tests.support.metrics_gunicorn"]
+    argv = ["gunicorn", "-w", "2", *config, *preload, "tests.support.metrics_app:app"]
     with running(argv, "/_coyote/health", env=env) as url:
         pids: list[str] = []
         # a connection of its own each: the kernel hands them to both workers

@@ -1,7 +1,7 @@
 """A WSGI leader with open metrics, for gunicorn with several workers in tests:
 
     PROMETHEUS_MULTIPROC_DIR=/tmp/an-empty-dir \\
-        gunicorn -w 2 -c python:tests.metrics_gunicorn tests.metrics_app:app
+        gunicorn -w 2 -c python:tests.support.metrics_gunicorn tests.support.metrics_app:app
 
 ``GET /pid`` answers the worker's process id.
 """

@@ -33,6 +33,9 @@ topologies         None       bounds of their own for some topologies, e.g.
                               ``{"blue": {"concurrency": 10, "queue": 20}}``
 max_websockets     1000       relayed WebSockets open at once (every topology);
                               over it a handshake is closed with 1013
+metrics            "token"    Prometheus metrics at {prefix}/metrics: "token" (the
+                              API's bearer token), "open" (none), "off" (none kept);
+                              they need prometheus-client (``coyote_mw.ops.metrics``)
 =================  =========  ======================================================
 
 Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
@@ -84,6 +87,7 @@ from coyote_mw.logs import use_format
 from coyote_mw.middleware.accesslog import AccessLog
 from coyote_mw.middleware.asgi import CoyoteASGI
 from coyote_mw.middleware.wsgi import CoyoteWSGI
+from coyote_mw.ops.metrics import Metrics, check_mode
 from coyote_mw.registry.api import RegistrationAPI
 from coyote_mw.relay import Relay, Sockets
 from coyote_mw.remote.health import UpstreamPolicy
@@ -123,6 +127,7 @@ class Coyote:
         max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
         max_websockets: int = 1000,
         log_format: str | None = None,
+        metrics: str | bool = "token",
     ) -> None:
         if log_format is not None:
             use_format(log_format)
@@ -159,6 +164,14 @@ class Coyote:
             self.configure(topologies=topologies)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
+        self.metrics = Metrics(
+            metrics,
+            lambda: self._relays,
+            self.table,
+            lambda: self.api.leases if self.api is not None else None,
+        )
+        """Prometheus metrics (``coyote_mw.ops.metrics``), at ``{prefix}/metrics``."""
+        self.log_access.metrics = self.metrics.recorder
         self._started = False
 
     def _open_api(self, token: str | None, prefix: str, store: str | None) -> None:
@@ -209,10 +222,13 @@ class Coyote:
         max_ejection_percent: int | None = None,
         max_websockets: int | None = None,
         log_format: str | None = None,
+        metrics: str | bool | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
         if log_format is not None:
             use_format(log_format)
+        if metrics is not None:
+            check_mode(metrics)  # refused here, before anything changes
         if max_websockets is not None:
             Sockets(max_websockets)  # refused here, before anything changes
         upstream: dict[str, Any] = {
@@ -253,6 +269,9 @@ class Coyote:
             self.log_access.enabled = access_log
         if max_websockets is not None:
             self.websockets.limit = max_websockets
+        if metrics is not None:
+            self.metrics.configure(metrics)
+            self.log_access.metrics = self.metrics.recorder
 
     def _configure_forwarding(
         self,

@@ -44,7 +44,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.events import emit
 from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops import metrics
 from coyote_mw.ops.dashboard import Dashboard
 from coyote_mw.ops.views import PROBES, probe, route_view
 from coyote_mw.registry.leases import StoreUnavailable
@@ -280,8 +282,12 @@ class RegistrationAPI:
 
     def probe(self, method: str, path: str) -> Response | None:
         """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
-        read); None for every other path (coyote_mw.ops.views)."""
-        return probe(self, method, path[len(self.prefix) :])
+        read); None for every other path (coyote_mw.ops.views).  ``{prefix}/metrics`` too
+        when ``Coyote(metrics="open")`` (coyote_mw.ops.metrics)."""
+        rest = path[len(self.prefix) :]
+        if rest == metrics.PATH and self.coyote.metrics.mode == "open":
+            return metrics.scrape(self.coyote.metrics, method)
+        return probe(self, method, rest)
 
     def refuse_early(
         self, headers: Mapping[str, str], close: bool = False, path: str = ""
@@ -353,6 +359,8 @@ class RegistrationAPI:
             if method not in ("GET", "HEAD"):
                 return _not_allowed(method, rest, ["GET", "HEAD"])
             return json_response(route_view(self))
+        if rest == metrics.PATH:
+            return metrics.scrape(self.coyote.metrics, method)
         return _problem(404, "No such API endpoint", path=path)
 
     def _register(self, body: bytes) -> Response:
@@ -438,6 +446,7 @@ class RegistrationAPI:
             reg.topology,
             reg.ttl,
         )
+        emit("registered", reg.topology, reg.service)
         return json_response(
             {"lease": registration.lease, "ttl": reg.ttl, "heartbeat": max(reg.ttl / 3, 0.2)},
             201,
@@ -503,6 +512,7 @@ class RegistrationAPI:
                 len(reg.routes),
                 reg.topology,
             )
+            emit("deregistered", reg.topology, reg.service)
         return Response(b"", 204)
 
     def _expired(self, lease: str) -> None:
@@ -518,6 +528,7 @@ def log_expired(service: str, instance: str, topology: str) -> None:
     logger.warning(
         "lease of %s/%s in %s expired: its routes are dropped", service, instance, topology
     )
+    emit("lease_expired", topology, service)
 
 
 def _not_allowed(method: str, path: str, allowed: list[str]) -> Response:

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from coyote_mw.events import emit
 from coyote_mw.remote.transport import MAX_HEAD
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
@@ -131,6 +132,7 @@ class InstanceHealth:
             "gateway failures" if siblings is not None else "connect failures",
             exc if isinstance(exc, str) else repr(exc),
         )
+        emit("ejected", "gateway" if siblings is not None else "connect")
 
     def _room_to_eject(self, siblings: Sequence[Any], policy: UpstreamPolicy, now: float) -> bool:
         allowed = len(siblings) * policy.max_ejection_percent // 100
@@ -155,6 +157,7 @@ class InstanceHealth:
             # on probation: one more failure ejects it again
             self.failures = max(self.coyote.upstream.eject_after - 1, 0)
         logger.info("instance %s re-admitted after its ejection time", self.url)
+        emit("readmitted", "timer")
         return True
 
     def revive(self) -> None:
@@ -167,3 +170,4 @@ class InstanceHealth:
             self.ejected = False
         if was:
             logger.info("instance %s is back: no longer ejected", self.url)
+            emit("readmitted", "heartbeat")

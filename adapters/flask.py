@@ -38,6 +38,8 @@ COYOTE_MAX_HEADER_BYTES  32 KiB      bytes of request headers (431 above)
 COYOTE_MAX_TARGET        8 KiB       bytes of the request target (414 above)
 COYOTE_PSEUDONYM         random      this leader's name in Via (loops: 508)
 COYOTE_MAX_WEBSOCKETS    1000        relayed WebSockets open at once (under ASGI)
+COYOTE_METRICS           "token"     Prometheus metrics at the prefix's /metrics:
+                                     "token", "open" (no token) or "off"
 =======================  ==========  ================================================
 
 and, for remote instances, ``COYOTE_MAX_RESPONSE_HEAD``, ``COYOTE_RESPONSE_TIMEOUT``,

@@ -79,6 +79,12 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout}s")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, user and system (Linux)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -114,6 +120,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -153,7 +160,8 @@ def wrk(url: str, *, duration: float, connections: int, threads: int = 1) -> Wrk
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
-    return WrkResult(rps, p50, p99, errors)
+    m = re.search(r"(\d+) requests in", out)
+    return WrkResult(rps, p50, p99, errors, int(m.group(1)) if m else 0)
 
 
 def median(values: list[float]) -> float:

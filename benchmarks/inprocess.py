@@ -4,9 +4,13 @@
     .venv/bin/python benchmarks/inprocess.py --quick
 
 wrk against one uvicorn worker (httptools, uvloop, uvicorn's own access log off) on
-127.0.0.1, three ways in one run, rounds interleaved: the handler as a native Starlette
-route; as a coyote client behind ``coyote.asgi()`` standalone; and the same in front of
-a Starlette host app.  coyote's access log is on (to a file; its line count is shown).
+127.0.0.1, four ways in one run, rounds interleaved: the handler as a native Starlette
+route; as a coyote client behind ``coyote.asgi()`` standalone; the same in front of a
+Starlette host app; and standalone again with ``Coyote(metrics="off")``.  coyote's access
+log is on (to a file; its line count is shown), and so are its Prometheus metrics (with
+prometheus-client installed) but in the last row: the two standalone rows give what
+recording them costs, in throughput and in the server's CPU time per request (the
+latter moves less when other work shares the machine).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
+from harness import UVICORN, Server, WrkResult, free_port, http_get, median, summarise, wrk
 
 VARIANTS = {
     "native Starlette route": "native_app",
     "coyote, standalone": "coyote_app",
     "coyote, in front of a Starlette host": "coyote_host_app",
+    "coyote, standalone, metrics off": "coyote_app_metrics_off",
 }
+METRICS = ("coyote, standalone", "coyote, standalone, metrics off")  # on, off
 
 
 def main() -> int:
@@ -54,6 +60,7 @@ def main() -> int:
             {"COYOTE_ACCESS_LOG_FILE": str(log)},
         )
     results: dict[str, list[WrkResult]] = {label: [] for label in servers}
+    cpu: dict[str, list[float]] = {label: [] for label in servers}  # us per request
     try:
         for s in servers.values():
             s.start("/hello/world")
@@ -62,13 +69,17 @@ def main() -> int:
             wrk(s.url + "/hello/world", duration=1, connections=args.connections)  # warm up
         for r in range(args.rounds):
             for label, s in servers.items():
+                used = s.cpu_seconds()
                 res = wrk(
                     s.url + "/hello/world", duration=args.duration, connections=args.connections
                 )
+                used = s.cpu_seconds() - used
                 results[label].append(res)
+                cpu[label].append(used / max(res.requests, 1) * 1e6)
                 print(
                     f"round {r + 1} {label:<38} {res.rps:9.0f} req/s  p50 {res.p50_ms:5.2f} ms"
-                    f"  p99 {res.p99_ms:5.2f} ms  errors {res.errors}",
+                    f"  p99 {res.p99_ms:5.2f} ms  CPU {cpu[label][-1]:5.1f} us/req"
+                    f"  errors {res.errors}",
                     flush=True,
                 )
     finally:
@@ -79,14 +90,27 @@ def main() -> int:
     print(
         f"\n{args.connections} connections, {args.duration:g} s x {args.rounds} rounds; medians\n"
     )
-    print("| variant | req/s | vs native | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for label, s in summary.items():
+        s["cpu_us"] = median(cpu[label])
+    print(
+        "| variant | req/s | vs native | p50 ms | p99 ms | CPU us/req |\n|---|---|---|---|---|---|"
+    )
     for label, s in summary.items():
         print(
             f"| {label} | {s['rps']:.0f} | {s['rps'] / native:.2f}x | {s['p50_ms']:.2f} | "
-            f"{s['p99_ms']:.2f} |"
+            f"{s['p99_ms']:.2f} | {s['cpu_us']:.1f} |"
         )
     ok = all(s["rps"] >= 0.9 * native for label, s in summary.items() if "coyote" in label)
     print(f"\ntarget: coyote >= 0.9x the native route, access log on: {'PASS' if ok else 'FAIL'}")
+    # each round's two standalone runs side by side (a minute apart at most), then the
+    # median of those ratios: steadier than the ratio of medians when the load moves
+    rps = median([a.rps / b.rps for a, b in zip(*(results[v] for v in METRICS), strict=True)])
+    cpu_ratio = median([a / b for a, b in zip(*(cpu[v] for v in METRICS), strict=True)])
+    verdict = "PASS" if rps >= 0.95 else "FAIL"
+    print(
+        f"metrics on / off, median of the rounds' ratios: {rps:.3f}x the throughput "
+        f"(target >= 0.95: {verdict}), {cpu_ratio:.3f}x the CPU time per request"
+    )
     lines = sum(1 for _ in log.open()) if log.exists() else 0
     print(f"coyote access log: {lines} lines")
     if args.json:

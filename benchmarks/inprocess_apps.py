@@ -1,4 +1,4 @@
-"""The servers of benchmarks/inprocess.py: one async handler, served three ways."""
+"""The servers of benchmarks/inprocess.py: one async handler, served four ways."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ async def other(request: StarletteRequest) -> PlainTextResponse:
     return PlainTextResponse("the host's own route")
 
 
-def _coyote() -> Coyote:
+def _coyote(metrics: str = "token") -> Coyote:
     access_log_from_env()
-    coyote = Coyote()
+    coyote = Coyote(metrics=metrics)
     coyote.register(Hello())
     return coyote
 
@@ -38,6 +38,7 @@ def __getattr__(name: str) -> Any:
     builders = {
         "native_app": lambda: Starlette(routes=[Route("/hello/{name}", hello_native)]),
         "coyote_app": lambda: _coyote().asgi(),
+        "coyote_app_metrics_off": lambda: _coyote(metrics="off").asgi(),
         "coyote_host_app": lambda: _coyote().asgi(Starlette(routes=[Route("/other", other)])),
     }
     if name in builders:

@@ -33,6 +33,9 @@ topologies         None       bounds of their own for some topologies, e.g.
                               ``{"blue": {"concurrency": 10, "queue": 20}}``
 max_websockets     1000       relayed WebSockets open at once (every topology);
                               over it a handshake is closed with 1013
+metrics            "token"    Prometheus metrics at {prefix}/metrics: "token" (the
+                              API's bearer token), "open" (none), "off" (none kept);
+                              they need prometheus-client (``coyote_mw.ops.metrics``)
 =================  =========  ======================================================
 
 Each topology has a relay of its own (``relay_for``): ``concurrency``, ``queue`` and
@@ -83,6 +86,7 @@ from coyote_mw.logs import use_format
 from coyote_mw.middleware.accesslog import AccessLog
 from coyote_mw.middleware.asgi import CoyoteASGI
 from coyote_mw.middleware.wsgi import CoyoteWSGI
+from coyote_mw.ops.metrics import Metrics, check_mode
 from coyote_mw.registry.api import RegistrationAPI
 from coyote_mw.registry.remotes import register_remote
 from coyote_mw.relay import Relay, Sockets
@@ -127,6 +131,7 @@ class Coyote:
         max_ejection_percent: int = UpstreamPolicy.max_ejection_percent,
         max_websockets: int = 1000,
         log_format: str | None = None,
+        metrics: str | bool = "token",
     ) -> None:
         if log_format is not None:
             use_format(log_format)
@@ -149,6 +154,13 @@ class Coyote:
         """What remote instances share: settings and connection pools."""
         self.table = RouteTable()
         self.api: RegistrationAPI | None = None
+        self.metrics = Metrics(
+            metrics,
+            lambda: self._relays,
+            self.table,
+            lambda: self.api.leases if self.api is not None else None,
+        )
+        """Prometheus metrics (``coyote_mw.ops.metrics``), at ``{prefix}/metrics``."""
         self._open_api(token, prefix, store)
         self._bounds: dict[str, Any] = {
             "concurrency": concurrency,
@@ -165,6 +177,7 @@ class Coyote:
             self.configure(topologies=topologies)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
+        self.log_access.metrics = self.metrics.recorder
         self._started = False
 
     def _open_api(self, token: str | None, prefix: str, store: str | None) -> None:
@@ -183,7 +196,13 @@ class Coyote:
         old, self.api = self.api, None
         if token:
             self.api = RegistrationAPI(
-                self.table, self._remote, token, self.prefix, store, relay_for=self.relay_for
+                self.table,
+                self._remote,
+                token,
+                self.prefix,
+                store,
+                relay_for=self.relay_for,
+                metrics=self.metrics,
             )
         # the table refuses routes under the API's prefix while the API is on
         self.table.reserve(*([self.prefix] if token else []))
@@ -218,10 +237,13 @@ class Coyote:
         max_ejection_percent: int | None = None,
         max_websockets: int | None = None,
         log_format: str | None = None,
+        metrics: str | bool | None = None,
     ) -> None:
         """Change settings before serving (framework adapters read them from config)."""
         if log_format is not None:
             use_format(log_format)
+        if metrics is not None:
+            check_mode(metrics)  # refused here, before anything changes
         if max_websockets is not None:
             Sockets(max_websockets)  # refused here, before anything changes
         upstream: dict[str, Any] = {
@@ -262,6 +284,9 @@ class Coyote:
             self.log_access.enabled = access_log
         if max_websockets is not None:
             self.upstreams.websockets.limit = max_websockets
+        if metrics is not None:
+            self.metrics.configure(metrics)
+            self.log_access.metrics = self.metrics.recorder
 
     def _configure_forwarding(
         self,

@@ -262,6 +262,7 @@ class Relay:
         )
         self._last_watchdog: _Watchdog | None = None
         self.rejected = 0
+        self.saturated = 0  # requests refused 503: the queue full, or no slot in time
         # a topology's relay runs async handlers called from threads on the default
         # relay's loop: one loop for every topology, so an app's lifespan and its
         # requests share it whichever topology serves them
@@ -289,14 +290,18 @@ class Relay:
                 return None
             if len(self._waiting) >= self.queue:
                 self.rejected += 1
+                self.saturated += 1
                 raise RelaySaturated(self.retry_after)
             waiter = _Waiter(loop)
             self._waiting.append(waiter)
             return waiter
 
-    def _give_up(self, waiter: _Waiter) -> None:
-        """A waiter stops waiting; a slot granted to it meanwhile is passed on."""
+    def _give_up(self, waiter: _Waiter, saturated: bool = False) -> None:
+        """A waiter stops waiting (``saturated``: to be answered 503); a slot granted to
+        it meanwhile is passed on."""
         with self._lock:
+            if saturated:
+                self.saturated += 1
             if not waiter.granted:
                 self._waiting.remove(waiter)
                 self.rejected += 1
@@ -351,7 +356,7 @@ class Relay:
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout)
         except TimeoutError:
-            self._give_up(waiter)
+            self._give_up(waiter, saturated=True)
             raise RelaySaturated(self.retry_after) from None
         except asyncio.CancelledError:
             self._give_up(waiter)
@@ -404,7 +409,7 @@ class Relay:
                     return _Replay(receive, held, listening)
                 if not done:
                     gave_up = True
-                    self._give_up(waiter)
+                    self._give_up(waiter, saturated=True)
                     raise RelaySaturated(self.retry_after)
         except BaseException:
             if listening is not None:
@@ -428,7 +433,7 @@ class Relay:
             sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
         if sock is None:
             if not waiter.event.wait(self.timeout):
-                self._give_up(waiter)
+                self._give_up(waiter, saturated=True)
                 raise RelaySaturated(self.retry_after)
             return
         deadline = time.monotonic() + self.timeout
@@ -437,7 +442,7 @@ class Relay:
                 self._give_up(waiter)
                 raise ClientDisconnected("the client left while its request was queued")
             if time.monotonic() >= deadline:
-                self._give_up(waiter)
+                self._give_up(waiter, saturated=True)
                 raise RelaySaturated(self.retry_after)
 
     # -- running handlers ----------------------------------------------------------
@@ -570,7 +575,7 @@ class Relay:
                     try:
                         await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout)
                     except (TimeoutError, asyncio.CancelledError):
-                        self._give_up(waiter)
+                        self._give_up(waiter, saturated=True)
                         raise RelaySaturated(self.retry_after) from None
                 await self._run_acquired(fn, is_async)
             except BaseException as exc:  # logged, never raised: nobody is waiting

@@ -10,10 +10,10 @@ before the URLconf; "host": to Django first, coyote after its 404); then each ke
 ``coyote_mw.Coyote`` in upper case, the settings of the leader: ``CONCURRENCY``,
 ``QUEUE``, ``TIMEOUT``, ``MAX_BODY``, ``ACCESS_LOG``, ``LOG_FORMAT``, ``TOKEN``,
 ``PREFIX``, ``STORE``, ``TLS``, ``TRUSTED_PROXIES``, ``MAX_HEADERS``, ``MAX_HEADER_BYTES``,
-``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``, ``MAX_WEBSOCKETS``, and for remote instances
-``MAX_RESPONSE_HEAD``, ``RESPONSE_TIMEOUT``, ``STREAM_IDLE_TIMEOUT``, ``EJECT_AFTER``,
-``BASE_EJECTION_TIME``, ``MAX_EJECTION_TIME``, ``MAX_EJECTION_PERCENT``.  Any other key
-is refused with ``ImproperlyConfigured`` naming the closest known one.
+``MAX_TARGET``, ``PSEUDONYM``, ``TOPOLOGIES``, ``MAX_WEBSOCKETS``, ``METRICS``, and for
+remote instances ``MAX_RESPONSE_HEAD``, ``RESPONSE_TIMEOUT``, ``STREAM_IDLE_TIMEOUT``,
+``EJECT_AFTER``, ``BASE_EJECTION_TIME``, ``MAX_EJECTION_TIME``, ``MAX_EJECTION_PERCENT``.
+Any other key is refused with ``ImproperlyConfigured`` naming the closest known one.
 
 The middleware is sync and async capable, as Django documents: under WSGI it serves
 through coyote's WSGI path with the request's environ; under ASGI through its ASGI path

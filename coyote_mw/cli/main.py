@@ -273,6 +273,12 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
         metavar="NAME:KEY=VALUE,...",
         help="bounds of one topology, e.g. blue:concurrency=10,queue=20,timeout=5 (repeat)",
     )
+    leader.add_argument(
+        "--metrics",
+        choices=["token", "open", "off"],
+        default="token",
+        help="Prometheus metrics at PREFIX/metrics: behind the token, open to anyone, or off",
+    )
     _upstream_flags(leader)
     leader.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
@@ -449,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_body=args.max_body,
                 access_log=args.access_log,
                 topologies=_parse_topology_bounds(args.topology_bounds),
+                metrics=args.metrics,
                 **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
             )
         except (ValueError, TypeError, OSError, ssl.SSLError) as exc:

@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from coyote_mw.http.forwarding import _REQUEST_ID
@@ -101,6 +102,9 @@ class _AccessRecord(logging.LogRecord):
 class AccessLog:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        # called with (endpoint, status, start) for every request, line or not
+        # (coyote_mw.ops.metrics); None: nothing
+        self.metrics: Callable[[Any, int, float], None] | None = None
 
     def __call__(
         self,
@@ -116,6 +120,9 @@ class AccessLog:
         """``peer``: the ASGI scope or WSGI environ (client address, X-Request-ID);
         ``handler``: the one that served (its URL when remote); ``d``: the Dispatch
         (the request id sent on).  All read only when a line is written."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics(endpoint, status, start)
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
         direct = _destination()

@@ -1,4 +1,5 @@
-"""What an operator asks a leader: health, readiness and the table's view.
+"""What an operator asks a leader: health, readiness, the table's view and its metrics.
 
-``views`` (``/health``, ``/ready``, ``/routes``).
+``views`` (``/health``, ``/ready``, ``/routes``), ``dashboard`` (``/dashboard``),
+``metrics`` (``/metrics``, Prometheus).
 """

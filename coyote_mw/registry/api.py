@@ -44,7 +44,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
+from coyote_mw.events import emit
 from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops import metrics
 from coyote_mw.ops.dashboard import Dashboard
 from coyote_mw.ops.views import PROBES, probe, route_view
 from coyote_mw.registry.leases import StoreUnavailable
@@ -53,6 +55,7 @@ from coyote_mw.registry.remotes import RemoteFactory, register_remote
 from coyote_mw.routing.table import Route, RouteTable
 
 if TYPE_CHECKING:
+    from coyote_mw.ops.metrics import Metrics
     from coyote_mw.registry.leases import SharedLeases
     from coyote_mw.relay import Relay
     from coyote_mw.routing.table import Registration
@@ -262,7 +265,8 @@ class RegistrationAPI:
     """The registration endpoints; pure request -> response, used by both middlewares.
 
     It registers into ``table`` the handlers ``remote`` makes of instances' URLs;
-    ``relay_for`` gives a topology's relay (the dashboard shows its load).
+    ``relay_for`` gives a topology's relay (the dashboard shows its load); ``metrics``
+    are the leader's, scraped at ``{prefix}/metrics``.
     """
 
     def __init__(
@@ -274,10 +278,12 @@ class RegistrationAPI:
         store: str | None = None,
         *,
         relay_for: Callable[[str], Relay],
+        metrics: Metrics,
     ) -> None:
         self.table = table
         self.remote = remote
         self.relay_for = relay_for
+        self.metrics = metrics
         self.token = token.encode()
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
@@ -295,8 +301,12 @@ class RegistrationAPI:
 
     def probe(self, method: str, path: str) -> Response | None:
         """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
-        read); None for every other path (coyote_mw.ops.views)."""
-        return probe(self, method, path[len(self.prefix) :])
+        read); None for every other path (coyote_mw.ops.views).  ``{prefix}/metrics`` too
+        when ``Coyote(metrics="open")`` (coyote_mw.ops.metrics)."""
+        rest = path[len(self.prefix) :]
+        if rest == metrics.PATH and self.metrics.mode == "open":
+            return metrics.scrape(self.metrics, method)
+        return probe(self, method, rest)
 
     def refuse_early(
         self, headers: Mapping[str, str], close: bool = False, path: str = ""
@@ -368,6 +378,8 @@ class RegistrationAPI:
             if method not in ("GET", "HEAD"):
                 return _not_allowed(method, rest, ["GET", "HEAD"])
             return json_response(route_view(self))
+        if rest == metrics.PATH:
+            return metrics.scrape(self.metrics, method)
         return _problem(404, "No such API endpoint", path=path)
 
     def _register(self, body: bytes) -> Response:
@@ -453,6 +465,7 @@ class RegistrationAPI:
             reg.topology,
             reg.ttl,
         )
+        emit("registered", reg.topology, reg.service)
         return json_response(
             {"lease": registration.lease, "ttl": reg.ttl, "heartbeat": max(reg.ttl / 3, 0.2)},
             201,
@@ -495,6 +508,7 @@ class RegistrationAPI:
                 len(reg.routes),
                 reg.topology,
             )
+            emit("deregistered", reg.topology, reg.service)
         return Response(b"", 204)
 
     def _expired(self, lease: str) -> None:
@@ -510,6 +524,7 @@ def log_expired(service: str, instance: str, topology: str) -> None:
     logger.warning(
         "lease of %s/%s in %s expired: its routes are dropped", service, instance, topology
     )
+    emit("lease_expired", topology, service)
 
 
 def _not_allowed(method: str, path: str, allowed: list[str]) -> Response:

@@ -19,6 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from coyote_mw.errors import InvalidRoute, RouteConflict, StoreUnavailable
+from coyote_mw.events import emit
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
 from coyote_mw.registry.remotes import RemoteFactory, register_remote
 from coyote_mw.routing.table import Route
@@ -79,6 +80,7 @@ class SharedLeases:
         except self._errors as exc:
             if not self._down:
                 logger.warning("shared store unreachable (%s): serving the last table", exc)
+                emit("store_unreachable")
             self._down = True
             self._synced = False
             return None
@@ -187,6 +189,11 @@ class SharedLeases:
                 current = self._guard(self.store.version)
                 if current is not None and (current != self.version or not self._synced):
                     self._guard(self.reload)
+
+    @property
+    def store_up(self) -> bool:
+        """Whether the store answered the last time this worker asked (metrics)."""
+        return not self._down
 
     def not_ready(self) -> str | None:
         """Why this worker's table is not ready (``/ready``), from the state the sync

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from coyote_mw.events import emit
 from coyote_mw.remote.transport import MAX_HEAD
 
 __all__ = ["EJECT_AFTER", "InstanceHealth", "UpstreamPolicy"]
@@ -135,6 +136,7 @@ class InstanceHealth:
             "gateway failures" if siblings is not None else "connect failures",
             exc if isinstance(exc, str) else repr(exc),
         )
+        emit("ejected", "gateway" if siblings is not None else "connect")
 
     def _room_to_eject(self, siblings: Sequence[Any], policy: UpstreamPolicy, now: float) -> bool:
         allowed = len(siblings) * policy.max_ejection_percent // 100
@@ -159,6 +161,7 @@ class InstanceHealth:
             # on probation: one more failure ejects it again
             self.failures = max(self.upstreams.policy.eject_after - 1, 0)
         logger.info("instance %s re-admitted after its ejection time", self.url)
+        emit("readmitted", "timer")
         return True
 
     def revive(self) -> None:
@@ -171,3 +174,4 @@ class InstanceHealth:
             self.ejected = False
         if was:
             logger.info("instance %s is back: no longer ejected", self.url)
+            emit("readmitted", "heartbeat")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from coyote_mw.http.paths import CanonicalPath
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY
 
 __all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 
@@ -20,7 +21,7 @@ __all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 class TopologyResolver:
     """Gives the topology of an ASGI scope or a WSGI environ."""
 
-    def __init__(self, default: str = "default") -> None:
+    def __init__(self, default: str = DEFAULT_TOPOLOGY) -> None:
         self.default = default
 
     def __call__(self, scope: Mapping[str, Any]) -> str:
@@ -28,6 +29,11 @@ class TopologyResolver:
 
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.default
+
+    @property
+    def fixed(self) -> str | None:
+        """The one topology every request gets, if it does not depend on the request."""
+        return self.default if type(self) is TopologyResolver else None
 
     @staticmethod
     def of(value: TopologySpec) -> TopologyResolver:
@@ -81,7 +87,7 @@ TopologySpec = str | TopologyResolver | Callable[[Mapping[str, Any]], str]
 def by_header(
     header: str = "X-Coyote-Topology",
     *,
-    default: str = "default",
+    default: str = DEFAULT_TOPOLOGY,
     allowed: Iterable[str] | None = None,
 ) -> TopologyResolver:
     """Route each request in the topology its ``header`` names (if allowed)."""

@@ -5,6 +5,7 @@ registry no operator view: the import contract, tests/test_layers.py.)"""
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,38 @@ def test_a_middleware_built_before_configure_serves_with_the_new_settings(serve:
         assert client.get("/_ops/health").json() == {"status": "ok"}
     finally:
         coyote.close()
+
+
+def test_peek_takes_no_turn_and_readmits_nobody() -> None:
+    class Instance:
+        def __init__(self, ejected: bool = False, readmit_at: float = 0.0) -> None:
+            self.ejected, self.readmit_at = ejected, readmit_at
+
+        def readmit(self) -> bool:  # as coyote_mw.remote.health's
+            if time.monotonic() < self.readmit_at:
+                return False
+            self.ejected = False
+            return True
+
+    a, b = Instance(), Instance(ejected=True, readmit_at=time.monotonic() + 60)
+    table = RouteTable()
+    table.register("s", [("GET", "/")], lambda r: a, instance="a")
+    table.register("s", [("GET", "/")], lambda r: b, instance="b")
+    match = table.match("default", "GET", "/")
+    assert match is not None
+    endpoint = match.endpoint
+    peeked = endpoint.peek()
+    assert peeked is not None and peeked.instance == "a"
+    assert endpoint.peek() is peeked  # no turn taken
+    assert endpoint.pick() is a and endpoint.pick() is a  # b is ejected: skipped
+    b.readmit_at = time.monotonic() - 1  # its ejection time is over
+    assert endpoint.pick() is a  # b's turn next
+    peeked = endpoint.peek()
+    assert peeked is not None and peeked.instance == "b" and b.ejected  # not re-admitted
+    assert endpoint.pick() is b and not b.ejected  # a pick re-admits it
+    a.ejected, a.readmit_at = True, time.monotonic() + 60
+    b.ejected, b.readmit_at = True, time.monotonic() + 60
+    assert endpoint.peek() is None
 
 
 def test_the_middleware_is_given_a_gateway_and_never_names_the_leader() -> None:

@@ -30,7 +30,8 @@ middleware's ``Decision`` and ``max_target``), and returns a ``Response``.  The 
     part     made once per ``OperatorAPI``, when it is built, with it: the view's own
              state (the dashboard's sessions), found again by ``ops.part(that)``
 
-The views' JSON shapes are in their modules (``coyote_mw.ops.views``, ``.dashboard``).
+The views' JSON shapes are in their modules (``coyote_mw.ops.views``, ``.explain``,
+``.dashboard``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from coyote_mw.http.responses import Response, json_response
-from coyote_mw.ops import dashboard, metrics, views
+from coyote_mw.ops import dashboard, explain, metrics, views
 from coyote_mw.ops.base import Operator, OpsRequest, View
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ VIEWS: dict[str, View] = {
     "/health": View(views.health, token=False),
     "/ready": View(views.ready, token=False),
     "/routes": View(views.routes),
+    "/explain": View(explain.explain),
     "/dashboard": View(
         dashboard.serve, token=False, methods=None, below=True, body=True, part=dashboard.Dashboard
     ),

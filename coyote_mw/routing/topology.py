@@ -5,6 +5,11 @@ A middleware serves one topology (``topology="saloon"``), or picks one per reque
 falls back to the default when the header is absent or names a topology that is not
 allowed (a client never reaches a topology you did not list), or any function of the
 ASGI scope / WSGI environ.
+
+``explain`` says which topology a request with given headers would get and why, for
+``{prefix}/explain``: ``"default"`` (nothing chose another), ``"mount"`` (the middleware
+serves that one topology), ``"header"`` (``by_header`` read it) or ``"resolver"`` (a
+function chose it).
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ class TopologyResolver:
         """The one topology every request gets, if it does not depend on the request."""
         return self.default if type(self) is TopologyResolver else None
 
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        """The topology of a request with these ``headers`` (names in lower case), why,
+        and a sentence saying so.  A function resolver is called with a scope (an
+        environ when ``wsgi``) holding the method, path and headers only."""
+        if self.default == DEFAULT_TOPOLOGY:
+            return self.default, "default", "the middleware routes in the default topology"
+        return self.default, "mount", f"the middleware routes in topology {self.default!r}"
+
     @staticmethod
     def of(value: TopologySpec) -> TopologyResolver:
         if isinstance(value, TopologyResolver):
@@ -57,6 +72,27 @@ class _FunctionResolver(TopologyResolver):
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.fn(environ)
 
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        if wsgi:
+            carrier: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
+            for name, value in headers.items():
+                key = name.upper().replace("-", "_")
+                if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    key = "HTTP_" + key
+                carrier[key] = value
+        else:
+            carrier = {
+                "type": "http",
+                "method": method,
+                "path": path,
+                "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers.items()],
+            }
+        name = self.fn(carrier)
+        what = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return name, "resolver", f"the topology resolver {what} chose it"
+
 
 class _HeaderResolver(TopologyResolver):
     def __init__(self, header: str, default: str, allowed: Iterable[str] | None) -> None:
@@ -78,6 +114,19 @@ class _HeaderResolver(TopologyResolver):
 
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self._pick(environ.get(self.environ_key))
+
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        header = self.header.decode("latin-1")
+        value = headers.get(header)
+        name = self._pick(value)
+        if value and name == value:
+            return name, "header", f"{header}: {value}"
+        if not value:
+            return name, "default", f"no {header} header: the resolver's default"
+        allowed = ", ".join(sorted(self.allowed or ()))
+        return name, "default", f"{header}: {value} is not allowed ({allowed}): the default"
 
 
 TopologySpec = str | TopologyResolver | Callable[[Mapping[str, Any]], str]

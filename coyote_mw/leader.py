@@ -67,7 +67,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any, ParamSpec
+from typing import Any, Concatenate, ParamSpec
 
 from coyote_mw.client import Client
 from coyote_mw.errors import DispatchError, InvalidRoute, RelaySaturated, RoutingError
@@ -98,18 +98,18 @@ logger = logging.getLogger("coyote_mw")
 P = ParamSpec("P")
 
 
-def _then_wire(method: Callable[P, None]) -> Callable[P, None]:
+def _then_wire(
+    method: Callable[Concatenate[Coyote, P], None],
+) -> Callable[Concatenate[Coyote, P], None]:
     """``Coyote.configure``, after which - even when it refused a setting half-way -
     the middlewares see what changed (``Coyote._wire``)."""
 
     @functools.wraps(method)
-    def configure(*args: P.args, **kwargs: P.kwargs) -> None:
+    def configure(self: Coyote, /, *args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            method(*args, **kwargs)
+            method(self, *args, **kwargs)
         finally:
-            coyote = args[0]
-            assert isinstance(coyote, Coyote)
-            coyote._wire()
+            self._wire()
 
     return configure
 

@@ -320,3 +320,24 @@ def _saloon() -> Any:
     from sample_apps.deadwood.saloon import Saloon
 
     return Saloon()
+
+
+def test_near_misses_of_a_slash_or_a_path_route_and_the_closest_spelling_first() -> None:
+    from coyote_mw.http.paths import canonicalize
+    from coyote_mw.routing.near import near_misses
+    from coyote_mw.routing.table import RouteTable
+
+    table = RouteTable()
+    routes = [("GET", "/dir/"), ("GET", "/static/{rest:path}"), ("GET", "/items13/{n:int}")]
+    table.register("s", [*routes, ("GET", "/items3/{n:int}")], lambda r: None)
+
+    def near(path: str) -> list[tuple[str, str, str]]:
+        found = near_misses(table, "default", "GET", canonicalize(path))
+        return [(n.path, n.kind, n.why) for n in found]
+
+    assert near("/dir") == [("/dir/", "trailing-slash", "the route ends with a slash")]
+    assert near("/static/") == [
+        ("/static/{rest:path}", "convert", "{rest:path} needs a value: nothing is left of the path")
+    ]
+    assert [path for path, _, _ in near("/item3/1")] == ["/items3/{n:int}", "/items13/{n:int}"]
+    assert near("/other/thing") == []

@@ -16,6 +16,7 @@ path up in the others), so it is never on a request's path.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 
 from coyote_mw.http.paths import CanonicalPath
@@ -49,14 +50,13 @@ def near_misses(
     those of ``topology`` one difference away, then the ones it fits in other
     topologies.  Routes of the request's method come before others of a kind."""
     segments = path.segments or tuple(path.path[1:].split("/"))
-    found: list[NearMiss] = []
+    found: list[tuple[float, NearMiss]] = []  # (how unlike, near miss)
     for pattern, endpoint in table.patterns(topology):
         difference = _difference(pattern, segments)
         if difference is not None:
-            kind, why = difference
-            found.append(
-                NearMiss(endpoint.method, pattern.text, endpoint.service, topology, kind, why)
-            )
+            kind, why, unlike = difference
+            near = NearMiss(endpoint.method, pattern.text, endpoint.service, topology, kind, why)
+            found.append((unlike, near))
     for other in table.topologies():
         if other == topology:
             continue
@@ -64,25 +64,36 @@ def near_misses(
         if match is not None:
             ep = match.endpoint
             why = f"the route is in topology {other!r}, not {topology!r}"
-            found.append(NearMiss(ep.method, ep.pattern, ep.service, other, "topology", why))
-    found.sort(key=lambda n: (KINDS.index(n.kind), n.method != method, n.path, n.method))
-    return found[:limit]
+            found.append((0.0, NearMiss(ep.method, ep.pattern, ep.service, other, "topology", why)))
+    found.sort(
+        key=lambda f: (KINDS.index(f[1].kind), f[0], f[1].method != method, f[1].path, f[1].method)
+    )
+    return [near for _, near in found[:limit]]
 
 
-def _difference(pattern: Pattern, segments: tuple[str, ...]) -> tuple[str, str] | None:
-    """(kind, why) when exactly one difference keeps ``segments`` from ``pattern``."""
+def _difference(pattern: Pattern, segments: tuple[str, ...]) -> tuple[str, str, float] | None:
+    """(kind, why, how unlike) when exactly one difference keeps ``segments`` from
+    ``pattern``; how unlike is 0 but for a spelling slip (1 - difflib's ratio)."""
     specs = pattern.segments
     parts = pattern.text[1:].split("/")
-    if len(segments) > 1 and segments[-1] == "" and _differences(specs, parts, segments[:-1]) == []:
-        return "trailing-slash", "the route has no trailing slash"
+    rest = specs[-1].kind == "path"  # takes any number of segments
     if (
-        specs[-1].kind == "literal"
+        len(segments) > 1
+        and segments[-1] == ""
+        and (rest or len(specs) == len(segments) - 1)
+        and _differences(specs, parts, segments[:-1]) == []
+    ):
+        return "trailing-slash", "the route has no trailing slash", 0.0
+    if (
+        len(specs) == len(segments) + 1
+        and specs[-1].kind == "literal"
         and specs[-1].text == ""
-        and len(specs) > 1
         and segments[-1] != ""
         and _differences(specs, parts, (*segments, "")) == []
     ):
-        return "trailing-slash", "the route ends with a slash"
+        return "trailing-slash", "the route ends with a slash", 0.0
+    if not rest and len(specs) != len(segments):
+        return None
     differences = _differences(specs, parts, segments)
     if differences is not None and len(differences) == 1:
         return differences[0]
@@ -91,14 +102,15 @@ def _difference(pattern: Pattern, segments: tuple[str, ...]) -> tuple[str, str] 
 
 def _differences(
     specs: tuple[Segment, ...], parts: list[str], segments: tuple[str, ...]
-) -> list[tuple[str, str]] | None:
+) -> list[tuple[str, str, float]] | None:
     """What differs segment by segment (at most two are collected); None when the path
     and the pattern are not alike at all (another length, an unrelated literal)."""
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, float]] = []
     for i, spec in enumerate(specs):
         if spec.kind == "path":  # the rest of the path, if any
             if not "/".join(segments[i:]):
-                out.append(("convert", f"{parts[i]} needs a value: nothing is left of the path"))
+                why = f"{parts[i]} needs a value: nothing is left of the path"
+                out.append(("convert", why, 0.0))
             return out
         if i >= len(segments):
             return None
@@ -107,25 +119,27 @@ def _differences(
             literal = spec.text
             if segment == literal:
                 continue
+            if out:  # a second difference: not a near miss
+                return None
             if segment.lower() == literal.lower():
                 why = f"{segment!r} is {literal!r} in the route: paths are case-sensitive"
-                out.append(("case", why))
-            elif segment and literal and _alike(segment, literal):
-                out.append(("spelling", f"{segment!r} is not {literal!r}"))
+                out.append(("case", why, 0.0))
+            elif segment and literal and (alike := _alike(segment, literal)) >= _SPELLING:
+                out.append(("spelling", f"{segment!r} is not {literal!r}", 1.0 - alike))
             else:
                 return None
         elif spec.kind == "param":
             if spec.convertors[0].check(segment):
                 continue
             if segment == "":
-                out.append(("convert", f"{parts[i]} needs a value: the segment is empty"))
+                out.append(("convert", f"{parts[i]} needs a value: the segment is empty", 0.0))
             else:
-                out.append(("convert", f"{parts[i]} does not take {segment!r}"))
+                out.append(("convert", f"{parts[i]} does not take {segment!r}", 0.0))
         else:  # "complex": literals and parameters in one segment
             assert spec.mixed is not None
             if spec.mixed.match(segment) is not None:
                 continue
-            out.append(("convert", f"{segment!r} does not fit {parts[i]}"))
+            out.append(("convert", f"{segment!r} does not fit {parts[i]}", 0.0))
         if len(out) > 1:
             return out
     if len(segments) != len(specs):
@@ -133,5 +147,10 @@ def _differences(
     return out
 
 
-def _alike(a: str, b: str) -> bool:
-    return difflib.SequenceMatcher(None, a, b).ratio() >= _SPELLING
+@functools.lru_cache(maxsize=1024)  # literals repeat across routes
+def _alike(a: str, b: str) -> float:
+    """How alike two literals are (difflib's ratio; 0 when their lengths alone say they
+    are not alike enough: the ratio is at most 2 * min / the sum of lengths)."""
+    if 2 * min(len(a), len(b)) < _SPELLING * (len(a) + len(b)):
+        return 0.0
+    return difflib.SequenceMatcher(None, a, b).ratio()

@@ -576,7 +576,7 @@ class Coyote:
         canon = canonicalize(raw)
         # the decision a request gets (coyote_mw.routing.decision), without a mount, a
         # host app or a limit on the target: a Match, or the 404 / 405 to raise
-        match, _, _ = self._direct(method, canon, 0, 0, None, topology)
+        match, _, _ = self._direct.decide(method, canon, 0, 0, None, topology)
         if not isinstance(match, Match):
             assert isinstance(match, DispatchError)
             raise match

@@ -61,7 +61,7 @@ def test_the_verdicts_of_the_decision(
     below: str | None,
     topology: str,
 ) -> None:
-    decide = Decision(_table(), mount=mount, owns_all=owns_all)
+    decide = Decision(_table(), mount=mount, owns_all=owns_all).decide
     got, relative, chosen = decide(method, canonicalize(path), size, 100, Prefix(), {})
     if isinstance(verdict, type):
         assert isinstance(got, verdict)
@@ -78,7 +78,7 @@ def test_the_topology_is_resolved_only_for_a_request_that_is_looked_up() -> None
         asked.append(carrier)
         return "blue"
 
-    decide = Decision(_table(), mount="/m", owns_all=False, topology=resolver)
+    decide = Decision(_table(), mount="/m", owns_all=False, topology=resolver).decide
     assert decide("GET", canonicalize("/_coyote/x"), 1, 100, Prefix(), "op")[0] is OPERATOR
     assert decide("GET", canonicalize("/drinks/1"), 1, 100, None, "outside")[0] is HOST
     assert isinstance(decide("GET", canonicalize("/m/x"), 101, 100, None, "long")[0], HeadTooLarge)

@@ -68,7 +68,7 @@ class CoyoteASGI:
         # "host": a matched request goes to the host app first, and to coyote only
         # when the host answers 404 (with the body the host read, replayed).
         self.host_first = precedence == "host" and app is not None
-        self.decide = Decision(
+        self.decision = Decision(
             gateway.table,
             mount=self.mount,
             owns_all=app is None,
@@ -97,7 +97,7 @@ class CoyoteASGI:
             return
         gw = self.gateway
         # the operator API takes no WebSocket: its prefix is decided as any path
-        verdict, relative, topology = self.decide(
+        verdict, relative, topology = self.decision.decide(
             "GET", path, _target_size(scope, path), gw.forwarding.max_target, None, scope
         )
         if isinstance(verdict, Match):
@@ -149,7 +149,7 @@ class CoyoteASGI:
         if query:
             size += len(query)
         forwarding = gw.forwarding
-        verdict, relative, topology = self.decide(
+        verdict, relative, topology = self.decision.decide(
             method, path, size, forwarding.max_target, gw.ops, scope
         )
         if not isinstance(verdict, Match):
@@ -243,7 +243,7 @@ class CoyoteASGI:
             query.decode("latin-1"),
             headers,
             scope.get("scheme", "http"),
-            self.decide,
+            self.decision,
             gw.forwarding.max_target,
         )
         # the token and a declared length first: an unauthorized or oversized body is

@@ -54,7 +54,7 @@ class CoyoteWSGI:
         # "host": a matched request goes to the host app first, and to coyote only
         # when the host answers 404 (with the body the host read, replayed).
         self.host_first = precedence == "host" and app is not None
-        self.decide = Decision(
+        self.decision = Decision(
             gateway.table,
             mount=self.mount,
             owns_all=app is None,
@@ -82,7 +82,7 @@ class CoyoteWSGI:
         else:
             size = len(environ.get("SCRIPT_NAME", "")) + len(path.raw) + 1
             size += len(environ.get("QUERY_STRING", ""))
-        verdict, relative, topology = self.decide(
+        verdict, relative, topology = self.decision.decide(
             method, path, size, gw.forwarding.max_target, gw.ops, environ
         )
         if verdict is HOST:
@@ -147,7 +147,7 @@ class CoyoteWSGI:
         query = environ.get("QUERY_STRING", "")
         scheme = environ.get("wsgi.url_scheme", "http")
         max_target = gw.forwarding.max_target
-        request = OpsRequest(method, path, query, headers, scheme, self.decide, max_target)
+        request = OpsRequest(method, path, query, headers, scheme, self.decision, max_target)
         # the token and a declared length first: a refused body is never read
         response = ops.probe(request) or ops.refuse_early(request)
         if response is None:

@@ -165,7 +165,9 @@ def explanation(
             detail = f"the topology resolver raised {exc!r}"
             return {**out, "status": 500, "error": "Internal error", "detail": detail}
     size = len(raw.encode("utf-8")) + len(query.encode("utf-8"))
-    verdict, relative, chosen = decision.within(name)(method, canon, size, max_target, ops, None)
+    verdict, relative, chosen = decision.within(name).decide(
+        method, canon, size, max_target, ops, None
+    )
     if relative is not None and verdict is not OPERATOR:
         out["lookup"] = relative.path
     if chosen:

@@ -6,7 +6,7 @@ middleware's mount and whether the middleware has a host app, and nothing of any
 server: given the method, the canonical path, the size of the target as sent (path and
 query), the ``max_target`` limit, the operator API (what owns the prefix) and what the
 request carries (an ASGI scope, a WSGI environ: only the topology resolver reads it),
-it answers ``(verdict, path, topology)``:
+``decide`` answers ``(verdict, path, topology)``:
 
     verdict               what happens                                path
     a ``Match``           dispatch to the match's endpoint            below the mount
@@ -134,7 +134,7 @@ class Decision:
         decision._fixed, decision._resolve = None, lambda carrier: topology
         return decision
 
-    def __call__(
+    def decide(
         self,
         method: str,
         path: CanonicalPath,

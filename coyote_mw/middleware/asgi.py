@@ -36,13 +36,12 @@ from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, star
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Scope
-from coyote_mw.middleware.gateway import Gateway
+from coyote_mw.middleware.base import Middleware
 from coyote_mw.middleware.replay import ASGIKeeper
 from coyote_mw.ops.api import OperatorAPI, OpsRequest
 from coyote_mw.registry.api import read_asgi_body
-from coyote_mw.routing.decision import HOST, OPERATOR, Decision, Verdict
+from coyote_mw.routing.decision import HOST, OPERATOR, Verdict
 from coyote_mw.routing.table import Match
-from coyote_mw.routing.topology import TopologyResolver
 
 __all__ = ["CoyoteASGI"]
 
@@ -50,32 +49,7 @@ __all__ = ["CoyoteASGI"]
 _OVER = object()  # precedence="host": the host read more of the body than can be kept
 
 
-class CoyoteASGI:
-    def __init__(
-        self,
-        gateway: Gateway,
-        app: Any = None,
-        *,
-        mount: str = "",
-        topology: str | TopologyResolver = "default",
-        precedence: str = "coyote",
-    ) -> None:
-        if precedence not in ("coyote", "host"):
-            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
-        self.gateway = gateway
-        self.app = app
-        self.mount = mount.rstrip("/")
-        # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (with the body the host read, replayed).
-        self.host_first = precedence == "host" and app is not None
-        self.decision = Decision(
-            gateway.table,
-            mount=self.mount,
-            owns_all=app is None,
-            topology=topology,
-            host_first=self.host_first,
-        )
-
+class CoyoteASGI(Middleware):
     async def _other(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":

@@ -25,43 +25,18 @@ from coyote_mw.handlers.base import Dispatch, wsgi_response
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Environ
-from coyote_mw.middleware.gateway import Gateway
+from coyote_mw.middleware.base import Middleware
 from coyote_mw.middleware.replay import WSGIKeeper
 from coyote_mw.ops.api import OperatorAPI, OpsRequest
 from coyote_mw.registry.api import read_wsgi_body
-from coyote_mw.routing.decision import HOST, OPERATOR, Decision
+from coyote_mw.routing.decision import HOST, OPERATOR
 from coyote_mw.routing.table import Match
-from coyote_mw.routing.topology import TopologyResolver
 
 __all__ = ["CoyoteWSGI"]
 
 
-class CoyoteWSGI:
-    def __init__(
-        self,
-        gateway: Gateway,
-        app: Any = None,
-        *,
-        mount: str = "",
-        topology: str | TopologyResolver = "default",
-        precedence: str = "coyote",
-    ) -> None:
-        if precedence not in ("coyote", "host"):
-            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
-        self.gateway = gateway
-        self.app = app
-        self.mount = mount.rstrip("/")
-        # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (with the body the host read, replayed).
-        self.host_first = precedence == "host" and app is not None
-        self.decision = Decision(
-            gateway.table,
-            mount=self.mount,
-            owns_all=app is None,
-            topology=topology,
-            wsgi=True,
-            host_first=self.host_first,
-        )
+class CoyoteWSGI(Middleware):
+    wsgi = True
 
     def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
         start = time.perf_counter()

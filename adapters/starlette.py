@@ -41,8 +41,9 @@ class CoyoteMiddleware(CoyoteASGI):
         topology: TopologySpec = "default",
         precedence: str = "coyote",
     ) -> None:
+        self.coyote = coyote if coyote is not None else Coyote()
         super().__init__(
-            coyote if coyote is not None else Coyote(),
+            self.coyote.gateway,
             app,
             mount=check_mount(mount),
             topology=TopologyResolver.of(topology),

@@ -58,40 +58,38 @@ max_ejection_percent   50        most of a route's instances gateway failures ej
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json as jsonlib
 import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from coyote_mw.client import Client
-from coyote_mw.errors import (
-    DispatchError,
-    MethodNotAllowed,
-    NoMatchingRoute,
-    RelaySaturated,
-    RoutingError,
-)
+from coyote_mw.errors import DispatchError, RelaySaturated, RoutingError
 from coyote_mw.handlers.apps import ASGIAppHandler, WSGIAppHandler
 from coyote_mw.handlers.base import Dispatch, FunctionHandler, Handler
 from coyote_mw.http.forwarding import Forwarding
-from coyote_mw.http.paths import CanonicalPath, canonicalize
+from coyote_mw.http.paths import canonicalize
 from coyote_mw.http.request import BytesBody, Request
 from coyote_mw.http.responses import Response
 from coyote_mw.logs import use_format
 from coyote_mw.middleware.accesslog import AccessLog
 from coyote_mw.middleware.asgi import CoyoteASGI
+from coyote_mw.middleware.gateway import Gateway
 from coyote_mw.middleware.wsgi import CoyoteWSGI
+from coyote_mw.ops.api import OperatorAPI
 from coyote_mw.ops.metrics import Metrics, check_mode
 from coyote_mw.registry.api import RegistrationAPI
 from coyote_mw.registry.remotes import register_remote
 from coyote_mw.relay import Relay, Sockets
 from coyote_mw.remote.health import UpstreamPolicy
 from coyote_mw.remote.upstreams import Upstreams
+from coyote_mw.routing.decision import Decision
 from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
 from coyote_mw.routing.topology import TopologyResolver, TopologySpec
 
@@ -101,6 +99,24 @@ if TYPE_CHECKING:
 __all__ = ["Coyote"]
 
 logger = logging.getLogger("coyote_mw")
+
+P = ParamSpec("P")
+
+
+def _then_wire(
+    method: Callable[Concatenate[Coyote, P], None],
+) -> Callable[Concatenate[Coyote, P], None]:
+    """``Coyote.configure``, after which - even when it refused a setting half-way -
+    the middlewares see what changed (``Coyote._wire``)."""
+
+    @functools.wraps(method)
+    def configure(self: Coyote, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            self._wire()
+
+    return configure
 
 
 class Coyote:
@@ -153,7 +169,6 @@ class Coyote:
         )
         """What remote instances share: settings and connection pools."""
         self.table = RouteTable()
-        self.api: RegistrationAPI | None = None
         self.metrics = Metrics(
             metrics,
             lambda: self._relays,
@@ -161,6 +176,9 @@ class Coyote:
             lambda: self.api.leases if self.api is not None else None,
         )
         """Prometheus metrics (``coyote_mw.ops.metrics``), at ``{prefix}/metrics``."""
+        self.api: RegistrationAPI | None = None
+        self.ops: OperatorAPI | None = None
+        """What answers under the prefix: the operator's views and ``api``."""
         self._open_api(token, prefix, store)
         self._bounds: dict[str, Any] = {
             "concurrency": concurrency,
@@ -173,12 +191,36 @@ class Coyote:
         self.relay = Relay(concurrency=concurrency, queue=queue, timeout=timeout)
         """The relay of the default topology (every topology has its own: ``relay_for``)."""
         self._relays[DEFAULT_TOPOLOGY] = self.relay
-        if topologies:
-            self.configure(topologies=topologies)
         self.max_body = max_body
         self.log_access = AccessLog(access_log)
         self.log_access.metrics = self.metrics.recorder
         self._started = False
+        self._direct = Decision.direct(self.table)  # call / cast
+        self.gateway = Gateway(
+            table=self.table,
+            ops=self.ops,
+            forwarding=self.forwarding,
+            relay=self.relay,
+            relay_for=self.relay_for,
+            max_body=self.max_body,
+            log_access=self.log_access,
+            startup=self.startup,
+            shutdown=self.shutdown,
+        )
+        """What the middlewares get of this leader (``coyote_mw.middleware.gateway``)."""
+        if topologies:
+            self.configure(topologies=topologies)
+
+    def _wire(self) -> None:
+        """The one place the middlewares' view of this leader changes: after a setting
+        did (``configure``), the next request they serve sees it."""
+        gw = self.gateway
+        gw.ops, gw.forwarding, gw.relay, gw.max_body = (
+            self.ops,
+            self.forwarding,
+            self.relay,
+            self.max_body,
+        )
 
     def _open_api(self, token: str | None, prefix: str, store: str | None) -> None:
         """The registration API, on when a token is set, over a shared store if given."""
@@ -195,21 +237,19 @@ class Coyote:
             raise ValueError("a shared store holds remote registrations: set a token too")
         old, self.api = self.api, None
         if token:
-            self.api = RegistrationAPI(
-                self.table,
-                self._remote,
-                token,
-                self.prefix,
-                store,
-                relay_for=self.relay_for,
-                metrics=self.metrics,
-            )
+            self.api = RegistrationAPI(self.table, self._remote, token, self.prefix, store)
+        self.ops = (
+            OperatorAPI(self.api, self.table, self.relay_for, self.metrics)
+            if self.api is not None
+            else None
+        )
         # the table refuses routes under the API's prefix while the API is on
         self.table.reserve(*([self.prefix] if token else []))
         self._token, self._store = token, store
         if old is not None:
             old.close()
 
+    @_then_wire
     def configure(
         self,
         *,
@@ -469,7 +509,7 @@ class Coyote:
         gives it to coyote only when the host answers 404.
         """
         return CoyoteASGI(
-            self,
+            self.gateway,
             app,
             mount=check_mount(mount),
             topology=TopologyResolver.of(topology),
@@ -486,7 +526,7 @@ class Coyote:
     ) -> CoyoteWSGI:
         """WSGI middleware in front of ``app`` (None: coyote answers everything)."""
         return CoyoteWSGI(
-            self,
+            self.gateway,
             app,
             mount=check_mount(mount),
             topology=TopologyResolver.of(topology),
@@ -532,15 +572,6 @@ class Coyote:
 
     # -- dispatch without HTTP (Coyote.call / Coyote.cast) ------------------------------
 
-    def no_match(
-        self, method: str, path: CanonicalPath, topology: str
-    ) -> NoMatchingRoute | MethodNotAllowed:
-        """The one place a failed lookup becomes 404 or 405."""
-        allowed = self.table.allowed_methods(topology, path.path, path.segments)
-        if allowed:
-            return MethodNotAllowed(method, path.raw, allowed)
-        return NoMatchingRoute(method, path.raw, topology)
-
     def _prepare(
         self,
         method: str,
@@ -554,9 +585,12 @@ class Coyote:
         method = method.upper()
         raw, _, qs = path.partition("?")
         canon = canonicalize(raw)
-        match: Match | None = self.table.match(topology, method, canon.path, canon.segments)
-        if match is None:
-            raise self.no_match(method, canon, topology)
+        # the decision a request gets (coyote_mw.routing.decision), without a mount, a
+        # host app or a limit on the target: a Match, or the 404 / 405 to raise
+        match, _, _ = self._direct.decide(method, canon, 0, 0, None, topology)
+        if not isinstance(match, Match):
+            assert isinstance(match, DispatchError)
+            raise match
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}
         if json is not None:
             body = jsonlib.dumps(json).encode()

@@ -2,9 +2,9 @@
 
     python -m sample_apps.demo --port 8000
 
-``GET /``, ``/drinks/{id:int}`` and ``/tab`` are the Saloon (a coyote client, in the
-embedded in-memory table); ``GET /host`` is the host app's own route; anything else
-falls through to the host, and ``/table`` (a host route) lists the table.  The port is
+``GET /``, ``/drinks``, ``/drinks/{id:int}`` and ``/tab`` are the Saloon (a coyote
+client, in the embedded in-memory table); ``GET /host`` is the host app's own route;
+anything else falls through to the host, and ``/table`` (a host route) lists the table.  The port is
 bound before the banner is printed: a busy port is one line and exit 1.
 """
 
@@ -68,6 +68,7 @@ def main() -> None:
     print(
         f"\nThe Deadwood Saloon is open.\n"
         f"  {base}/                 the story of the Clever Coyote (a coyote client)\n"
+        f"  {base}/drinks           the menu\n"
         f"  {base}/drinks/3         a drink (a route with an int parameter)\n"
         f"  {base}/host             the host app's own route\n"
         f"  {base}/table            the route table as JSON (a host route)\n"

@@ -75,7 +75,7 @@ def test_the_page_shows_the_saloon_a_second_instance_within_2s_and_drops_a_kille
     expect(s1).to_contain_text("Healthy")  # in words, not by colour alone
     routes = page.get_by_role("table", name=re.compile("^The route table"))
     expect(routes.get_by_role("cell", name="/drinks/{id:int}", exact=True)).to_be_visible()
-    expect(routes.get_by_role("row")).to_have_count(1 + 4)  # the head and the Saloon's 4
+    expect(routes.get_by_role("row")).to_have_count(1 + 5)  # the head and the Saloon's 5
     expect(page.get_by_role("status")).to_have_text("Live: updated every second.")
 
     s2 = procs(*saloon, "--instance", "s2")

@@ -132,3 +132,64 @@ def test_coyote_routes_prints_a_table_and_json_with_instances_health_and_leases(
         assert len(rows) == len(table)
     finally:
         server.cleanup()
+
+
+def test_coyote_explain_says_why_a_request_misses_and_where_one_would_go(
+    procs: Callable[..., Proc],
+) -> None:
+    leader = procs("leader")
+    procs(
+        "serve-client",
+        "sample_apps.deadwood.saloon:Saloon",
+        "--leader",
+        leader.url,
+        "--ttl",
+        "30",
+        "--instance",
+        "s1",
+    )
+    until(lambda: routes_of(leader) != [], 20, "registered")
+
+    def explain(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "coyote"), "explain", *args, "--leader", leader.url],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    out = explain("GET", "/drinks/")
+    assert out.returncode == 0, out.stderr
+    head, *lines = out.stdout.splitlines()
+    assert head == "GET /drinks/ -> 404 No matching route"
+    near = [line.split() for line in lines if line.split()[:2] == ["near", "miss"]]
+    assert near[0][2:6] == ["GET", "/drinks", "deadwood.saloon", "trailing-slash"]
+
+    out = explain("GET", "/drinks/", "--json")
+    assert out.returncode == 0, out.stderr
+    verdict = json.loads(out.stdout)
+    assert (verdict["status"], verdict["near"][0]["path"]) == (404, "/drinks")
+
+    out = explain("get", "/drinks/3")
+    assert out.returncode == 0, out.stderr
+    head, *lines = out.stdout.splitlines()
+    assert head == "GET /drinks/3 -> deadwood.saloon (GET /drinks/{id:int})"
+    (following,) = [line.split() for line in lines if line.split()[0] == "next"]
+    assert following[1] == "s1" and following[2].startswith("http://127.0.0.1:")
+    assert following[3] == "ok"
+    assert httpx.get(leader.url + "/drinks/3", timeout=10).json()["drink"] == "coffee"
+
+    # bad input: one line, exit 2 for the command line, 1 for the leader's refusal
+    for args, code, says in [
+        (["GET", "drinks"], 2, "a path starts with '/'"),
+        (["GET", "/", "--header", "no-colon"], 2, "use NAME:VALUE"),
+        (["G T", "/"], 1, "answered 400"),
+    ]:
+        out = explain(*args)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == code and len(lines) == 1, out.stderr
+        assert says in lines[0] and "Traceback" not in out.stderr
+    out = explain("GET", "/", env={**ENV, "COYOTE_TOKEN": "w" * 32})
+    assert out.returncode == 1 and "answered 403" in out.stderr

@@ -49,6 +49,7 @@ def test_saloon_serves_drinks_and_a_tab_filled_by_casts() -> None:
     coyote, app = build()
     with TestClient(app) as client:
         assert client.get("/drinks/1").json() == {"id": 1, "drink": "whiskey"}
+        assert client.get("/drinks").json()[2] == {"id": 3, "drink": "coffee"}  # the menu
         assert client.post("/tab", json={"drink": "coffee"}).status_code == 202
         deadline = time.monotonic() + 10
         while not (tab := client.get("/tab").json()) and time.monotonic() < deadline:

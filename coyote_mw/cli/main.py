@@ -4,6 +4,7 @@
     coyote serve-client sample_apps.deadwood.saloon:Saloon \\
         --leader http://127.0.0.1:8000 --port 9001  # a client as its own service
     coyote routes --leader http://127.0.0.1:8000   # the leader's route table
+    coyote explain GET /drinks/ --leader http://127.0.0.1:8000  # what a request would get
 
 The token comes from ``--token`` or, better (it stays out of ``ps``), ``COYOTE_TOKEN``.
 Like uvicorn, ``--app-dir`` (default: the current directory) is put on ``sys.path``
@@ -25,8 +26,9 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
+from coyote_mw.cli.explain import print_explanation
 from coyote_mw.cli.table import print_routes
 from coyote_mw.logs import FORMATS, configure_cli
 
@@ -89,6 +91,19 @@ def _ca_file(value: str) -> str:
         ssl.create_default_context(cafile=value)
     except (OSError, ssl.SSLError) as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not a CA bundle (PEM): {exc}") from None
+    return value
+
+
+def _target(value: str) -> str:
+    if not value.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a path starts with '/', e.g. /drinks/3")
+    return value
+
+
+def _header(value: str) -> str:
+    name, colon, _ = value.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: use NAME:VALUE, e.g. X-Coyote-Topology:blue")
     return value
 
 
@@ -315,7 +330,29 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     routes.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for an https:// leader")
     routes.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
     routes.add_argument("--json", action="store_true", help="print the JSON the leader sends")
-    return parser, {"leader": leader, "serve-client": client, "routes": routes}
+
+    explain = command("explain", "what a leader would do with a request, without sending it")
+    explain.add_argument("method", help="the request's method, e.g. GET")
+    explain.add_argument("path", type=_target, help="its path (and query), e.g. /drinks/3")
+    explain.add_argument("--leader", required=True, type=_url("leader"), help="the leader's URL")
+    explain.add_argument("--token", help="bearer token (default: $COYOTE_TOKEN)")
+    explain.add_argument("--prefix", default="/_coyote", help="where the leader's API lives")
+    explain.add_argument(
+        "--topology", help="look it up in this topology (default: as the leader would choose)"
+    )
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        type=_header,
+        metavar="NAME:VALUE",
+        help="a header of the request, for a topology chosen by header (repeat)",
+    )
+    explain.add_argument("--ca-file", type=_ca_file, help="CA bundle (PEM) for an https:// leader")
+    explain.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
+    explain.add_argument("--json", action="store_true", help="print the JSON the leader sends")
+    commands = {"leader": leader, "serve-client": client, "routes": routes, "explain": explain}
+    return parser, commands
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -426,7 +463,7 @@ def _one(action: argparse.Action, value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     _, commands = _parsers()
-    leader, client, routes = commands["leader"], commands["serve-client"], commands["routes"]
+    leader, client = commands["leader"], commands["serve-client"]
     configure_cli(args.log_level, args.log_format)
     if args.command == "leader":
         uvicorn = _uvicorn(leader)
@@ -529,22 +566,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"coyote serve-client: error: {exc}", file=sys.stderr)
             return 1
         return 0
-    return _routes(args, routes)
+    if args.command == "explain":
+        params = [("method", args.method), ("path", args.path)]
+        if args.topology:
+            params.append(("topology", args.topology))
+        params += [("header", header) for header in args.header]
+        return _ask(args, commands["explain"], "/explain", params, print_explanation)
+    return _ask(args, commands["routes"], "/routes", [], print_routes)
 
 
-def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _ask(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    endpoint: str,
+    params: list[tuple[str, str]],
+    show: Callable[[Any, TextIO], None],
+) -> int:
+    """GET one of the leader's operator views and print it (``show``, or ``--json``)."""
     import httpx
 
-    url = f"{args.leader.rstrip('/')}{args.prefix}/routes"
+    url = f"{args.leader.rstrip('/')}{args.prefix}{endpoint}"
     token = _token(args, parser)
 
     def fail(why: str) -> int:
-        print(f"coyote routes: error: {url}: {why}", file=sys.stderr)
+        print(f"coyote {args.command}: error: {url}: {why}", file=sys.stderr)
         return 1
 
     try:
         r = httpx.get(
             url,
+            params=tuple(params),
             headers={"authorization": f"Bearer {token}"},
             timeout=args.timeout,
             verify=ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True,
@@ -554,14 +605,14 @@ def _routes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if r.status_code != 200:
         return fail(f"answered {r.status_code}: {' '.join(r.text.split())[:300]}")
     try:
-        table = r.json()
+        data = r.json()
     except ValueError:
         return fail("answered 200 but not with JSON: is that a coyote leader (and --prefix)?")
     if args.json:
-        print(json.dumps(table, indent=2))
+        print(json.dumps(data, indent=2))
         return 0
     try:
-        print_routes(table, sys.stdout)
+        show(data, sys.stdout)
     except ValueError as exc:
         return fail(f"answered 200 but {exc}: is that a coyote leader (and --prefix)?")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-__all__ = ["print_routes", "rows"]
+__all__ = ["health_state", "print_routes", "rows"]
 
 COLUMNS = (
     "TOPOLOGY",
@@ -40,6 +40,13 @@ def _str(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def health_state(health: Any) -> str:
+    """``ok``, ``ejected until <time>``, or ``-`` (in process: no health)."""
+    if not isinstance(health, dict):
+        return "-"
+    return f"ejected until {_time(health.get('ejected_until'))}" if health.get("ejected") else "ok"
+
+
 def rows(table: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """One row per route and instance; a route without instances gets one row."""
     out = []
@@ -52,11 +59,10 @@ def rows(table: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             out.append(head + ("-",) * (len(COLUMNS) - len(head)))
         for up in upstreams:
             health = up.get("health")
+            state = health_state(health)
             if not isinstance(health, dict):
-                state, fails, ejections = "-", "-", "-"
+                fails, ejections = "-", "-"
             else:
-                ejected = health.get("ejected")
-                state = f"ejected until {_time(health.get('ejected_until'))}" if ejected else "ok"
                 fails = _str(health.get("consecutive_failures"))
                 ejections = _str(health.get("ejections"))
             out.append(

@@ -6,6 +6,12 @@ method and path fit a route of its table and passes on untouched everything else
 - no host app, or under its ``mount`` prefix - an unmatched request is answered
 404 "No matching route", or 405 with ``Allow`` when only the method is wrong.
 
+What becomes of a request is decided in ``coyote_mw.routing.decision``, as under WSGI;
+this module reads the scope, checks the head, answers, replays the body for
+``precedence="host"`` and writes the access line.  It is given a ``Gateway`` (the
+table, the relays, the operator API, the forwarding policy, the access log), not the
+leader.
+
 Lifespan: the host's lifespan messages pass through; coyote's own startup (sub-app
 lifespans) runs before the host's and its shutdown after it.  The request body is
 never read here: a handler reads it from ``receive`` when it asks for it.
@@ -15,14 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from coyote_mw.errors import (
     BadRequestPath,
     ClientDisconnected,
     DispatchError,
-    HeadTooLarge,
     PayloadTooLarge,
     RoutingError,
 )
@@ -31,12 +36,12 @@ from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, star
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Scope
+from coyote_mw.middleware.base import Middleware
 from coyote_mw.middleware.replay import ASGIKeeper
-from coyote_mw.registry.api import RegistrationAPI, read_asgi_body
-from coyote_mw.routing.topology import TopologyResolver, mount_relative
-
-if TYPE_CHECKING:
-    from coyote_mw.leader import Coyote
+from coyote_mw.ops.api import OperatorAPI, OpsRequest
+from coyote_mw.registry.api import read_asgi_body
+from coyote_mw.routing.decision import HOST, OPERATOR, Verdict
+from coyote_mw.routing.table import Match
 
 __all__ = ["CoyoteASGI"]
 
@@ -44,27 +49,7 @@ __all__ = ["CoyoteASGI"]
 _OVER = object()  # precedence="host": the host read more of the body than can be kept
 
 
-class CoyoteASGI:
-    def __init__(
-        self,
-        coyote: Coyote,
-        app: Any = None,
-        *,
-        mount: str = "",
-        topology: str | TopologyResolver = "default",
-        precedence: str = "coyote",
-    ) -> None:
-        if precedence not in ("coyote", "host"):
-            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
-        self.coyote = coyote
-        self.app = app
-        self.mount = mount.rstrip("/")
-        self.resolve = TopologyResolver.of(topology)
-        self.owns_all = app is None
-        # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (with the body the host read, replayed).
-        self.host_first = precedence == "host" and app is not None
-
+class CoyoteASGI(Middleware):
     async def _other(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
@@ -84,30 +69,29 @@ class CoyoteASGI:
         except BadRequestPath:
             await send({"type": "websocket.close", "code": 1008})
             return
-        relative: CanonicalPath | None = path
-        if self.mount:
-            relative = mount_relative(path, self.mount)
-        match = None
-        topology = self.resolve(scope)
-        if relative is not None and self.coyote.forwarding.target_too_long(scope, path):
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if relative is not None:
-            match = self.coyote.table.match(topology, "GET", relative.path, relative.segments)
-        if match is not None and relative is not None:
+        gw = self.gateway
+        # the operator API takes no WebSocket: its prefix is decided as any path
+        verdict, relative, topology = self.decision.decide(
+            "GET", path, _target_size(scope, path), gw.forwarding.max_target, None, scope
+        )
+        if isinstance(verdict, Match):
+            assert relative is not None
             try:
-                handler = match.endpoint.pick()
+                handler = verdict.endpoint.pick()
             except DispatchError:
                 await send({"type": "websocket.close", "code": 1013})  # try again later
                 return
             # a GET route whose handler speaks no WebSocket (a catch-all `GET /{page}`, a
             # page at the path of the host's socket) does not take the handshake
             if type(handler).serve_websocket is not Handler.serve_websocket:
-                coyote = self.coyote
-                relay = coyote.relay_for(topology)
-                d = Dispatch(match, "GET", relative, topology, relay, coyote.max_body, self.mount)
+                relay = gw.relay_for(topology)
+                d = Dispatch(verdict, "GET", relative, topology, relay, gw.max_body, self.mount)
                 await handler.serve_websocket(d, scope, receive, send)
                 return
+        elif isinstance(verdict, DispatchError) and verdict.status == 414:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        # no route (or none that speaks WebSocket): the host's, unless under the mount
         if self.app is not None and not (self.mount and relative is not None):
             await self.app(scope, receive, send)
         else:
@@ -121,7 +105,7 @@ class CoyoteASGI:
             return
         start = time.perf_counter()
         method: str = scope["method"]
-        coyote = self.coyote
+        gw = self.gateway
         try:
             path = _canonical(scope)
         except BadRequestPath as exc:
@@ -131,53 +115,25 @@ class CoyoteASGI:
                 return
             await self._answer(send, scope, exc, start, method, scope.get("path", ""))
             return
-        api = coyote.api
-        if api is not None and api.owns(path.path):
-            await self._api(api, scope, receive, send, method, path.path, start)
-            return
-        owned = self.owns_all
-        relative = path
-        if self.mount:
-            relative_or_none = mount_relative(path, self.mount)
-            if relative_or_none is None:
-                if self.app is not None:
-                    await self.app(scope, receive, send)
-                else:
-                    await self._answer(
-                        send,
-                        scope,
-                        coyote.no_match(method, path, "default"),
-                        start,
-                        method,
-                        path.raw,
-                    )
-                return
-            relative, owned = relative_or_none, True
-        # the target's size before any routing work: the lookup (and its cache) never
-        # sees a path over max_target
-        forwarding = coyote.forwarding
+        # the target's size as sent (_target_size, inlined): one over max_target is
+        # refused before the lookup (and its cache) sees the path
         raw_path: bytes | None = scope.get("raw_path")
         size = len(path.raw) if raw_path is None else len(raw_path)
         query: bytes | None = scope.get("query_string")
         if query:
             size += len(query)
-        if size > forwarding.max_target:
-            too_long = HeadTooLarge("max_target", forwarding.max_target, 414)
-            await self._answer(send, scope, too_long, start, method, path.raw)
+        forwarding = gw.forwarding
+        verdict, relative, topology = self.decision.decide(
+            method, path, size, forwarding.max_target, gw.ops, scope
+        )
+        if not isinstance(verdict, Match):
+            await self._not_dispatched(verdict, relative, scope, receive, send, method, path, start)
             return
-        topology = self.resolve(scope)
-        match = coyote.table.match(topology, method, relative.path, relative.segments)
-        if match is None and not owned:
-            await self.app(scope, receive, send)
-            return
+        assert relative is not None  # a match has its path below the mount
         # coyote answers this one: its head must pass coyote's checks (coyote_mw.http.forwarding)
         refused = forwarding.check_asgi(scope)
         if refused is not None:
             await self._answer(send, scope, refused, start, method, path.raw)
-            return
-        if match is None:
-            miss = coyote.no_match(method, relative, topology)
-            await self._answer(send, scope, miss, start, method, path.raw)
             return
         if self.host_first:
             # the headers as checked: reading the body, the host may have the server
@@ -188,13 +144,14 @@ class CoyoteASGI:
             if receive is None:
                 return
             if receive is _OVER:
-                over = PayloadTooLarge(coyote.max_body)
+                over = PayloadTooLarge(gw.max_body)
                 await self._answer(send, scope, over, start, method, path.raw)
                 return
             scope = {**scope, "headers": checked}
-        endpoint = match.endpoint
-        relay = coyote._relays.get(topology) or coyote.relay_for(topology)
-        d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
+        endpoint = verdict.endpoint
+        d = Dispatch(
+            verdict, method, relative, topology, gw.relay_for(topology), gw.max_body, self.mount
+        )
         handler = None  # pick() may refuse: every instance ejected (503)
         try:
             handler = endpoint.pick()
@@ -210,11 +167,40 @@ class CoyoteASGI:
             except DispatchError as exc:
                 await self._answer(send, scope, exc, start, method, path.raw, endpoint)
                 return
-        coyote.log_access(method, path.raw, status, start, endpoint, scope, handler, d)
+        gw.log_access(method, path.raw, status, start, endpoint, scope, handler, d)
 
-    async def _api(
+    async def _not_dispatched(
         self,
-        api: RegistrationAPI,
+        verdict: Verdict,
+        relative: CanonicalPath | None,
+        scope: Scope,
+        receive: Any,
+        send: Any,
+        method: str,
+        path: CanonicalPath,
+        start: float,
+    ) -> None:
+        """A request no route's handler takes: the operator API's, the host app's, or
+        an error of coyote's (``coyote_mw.routing.decision``)."""
+        if verdict is HOST:
+            await self.app(scope, receive, send)
+            return
+        if verdict is OPERATOR:
+            ops = self.gateway.ops
+            assert ops is not None  # the decision saw it
+            await self._operator(ops, scope, receive, send, method, path.path, start)
+            return
+        assert isinstance(verdict, DispatchError)
+        if relative is not None:
+            # a lookup missed: coyote answers, so the head must pass coyote's checks
+            refused = self.gateway.forwarding.check_asgi(scope)
+            if refused is not None:
+                verdict = refused
+        await self._answer(send, scope, verdict, start, method, path.raw)
+
+    async def _operator(
+        self,
+        ops: OperatorAPI,
         scope: Scope,
         receive: Any,
         send: Any,
@@ -222,11 +208,22 @@ class CoyoteASGI:
         path: str,
         start: float,
     ) -> None:
+        gw = self.gateway
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query: bytes = scope.get("query_string") or b""
+        request = OpsRequest(
+            method,
+            path,
+            query.decode("latin-1"),
+            headers,
+            scope.get("scheme", "http"),
+            self.decision,
+            gw.forwarding.max_target,
+        )
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)
-        response = api.probe(method, path) or api.refuse_early(
-            headers, close=scope.get("http_version", "1.1") < "2", path=path
+        response = ops.probe(request) or ops.refuse_early(
+            request, close=scope.get("http_version", "1.1") < "2"
         )
         if response is None:
             body = await read_asgi_body(receive)
@@ -237,19 +234,16 @@ class CoyoteASGI:
             else:
                 # off the event loop: with a shared store an API call waits on Redis, and
                 # an unreachable Redis must not stall the requests this loop is serving
-                scheme = scope.get("scheme", "http")
-                response = await asyncio.to_thread(
-                    api.handle, method, path, headers, body, scheme
-                )
+                response = await asyncio.to_thread(ops.handle, request, body)
         await send_response(send, response, method == "HEAD")
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
-            self.coyote.log_access(method, path, response.status, start, None, scope)
+            gw.log_access(method, path, response.status, start, None, scope)
 
     async def _host_missed(self, scope: Scope, receive: Any, send: Any) -> Any:
         """Run the host app.  When it answered 404 (its answer is then dropped): the
         ``receive`` that gives coyote's handler the body again (``_OVER`` when the host
         read more of it than ``max_body``); otherwise None."""
-        keeper = ASGIKeeper(receive, self.coyote.max_body)
+        keeper = ASGIKeeper(receive, self.gateway.max_body)
         missed = False
 
         async def guarded_send(message: dict[str, Any]) -> None:
@@ -277,8 +271,9 @@ class CoyoteASGI:
         handler: Any = None,
         d: Any = None,
     ) -> None:
+        log_access = self.gateway.log_access
         if isinstance(exc, ClientDisconnected):  # nobody is left to answer
-            self.coyote.log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
+            log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
             return
         response = error_response(exc)
         try:
@@ -287,17 +282,17 @@ class CoyoteASGI:
             # The handler had already started a response; nothing more can be sent.
             if not isinstance(exc, RoutingError):
                 raise
-        self.coyote.log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
+        log_access(method, raw, exc.status, start, endpoint, scope, handler, d)
 
     async def _startup(self) -> None:
         refusal = not_on_asyncio()
         if refusal is None:
-            await self.coyote.startup()
+            await self.gateway.startup()
         else:  # trio: clients' own handlers only (coyote_mw.handlers.eventloop)
             startup_off_asyncio(refusal)
 
     async def _lifespan(self, scope: Scope, receive: Any, send: Any) -> None:
-        coyote = self.coyote
+        gw = self.gateway
         if self.app is None:
             while True:
                 message = await receive()
@@ -309,7 +304,7 @@ class CoyoteASGI:
                         return
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    await coyote.shutdown()
+                    await gw.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
@@ -321,10 +316,17 @@ class CoyoteASGI:
 
         async def wrapped_send(message: dict[str, Any]) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                await coyote.shutdown()  # ours last
+                await gw.shutdown()  # ours last
             await send(message)
 
         await self.app(scope, wrapped_receive, wrapped_send)
+
+
+def _target_size(scope: Scope, path: CanonicalPath) -> int:
+    """The bytes of the request target as sent, path and query (``max_target``)."""
+    raw_path: bytes | None = scope.get("raw_path")
+    size = len(path.raw) if raw_path is None else len(raw_path)
+    return size + len(scope.get("query_string") or b"")
 
 
 def _canonical(scope: Scope) -> CanonicalPath:

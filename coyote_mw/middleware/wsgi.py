@@ -5,78 +5,51 @@ and 404 / 405 where coyote owns the path.  The path is taken from the raw reques
 line (``REQUEST_URI`` / ``RAW_URI``, set by gunicorn, Werkzeug and most servers) so an
 encoded slash or dot-segment gets the same verdict as under ASGI; without it, from
 ``PATH_INFO``, which the server has already decoded.
+
+The decision itself is ``coyote_mw.routing.decision``'s, the one the ASGI middleware
+asks; this module reads the environ, checks the head, answers, replays the body for
+``precedence="host"`` and writes the access line, with what its ``Gateway`` gives.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from werkzeug.datastructures import EnvironHeaders
 
-from coyote_mw.errors import BadRequestPath, DispatchError, HeadTooLarge, PayloadTooLarge
+from coyote_mw.errors import BadRequestPath, DispatchError, PayloadTooLarge
 from coyote_mw.handlers.base import Dispatch, wsgi_response
 from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Environ
+from coyote_mw.middleware.base import Middleware
 from coyote_mw.middleware.replay import WSGIKeeper
-from coyote_mw.registry.api import RegistrationAPI, read_wsgi_body
-from coyote_mw.routing.topology import TopologyResolver, mount_relative
-
-if TYPE_CHECKING:
-    from coyote_mw.leader import Coyote
+from coyote_mw.ops.api import OperatorAPI, OpsRequest
+from coyote_mw.registry.api import read_wsgi_body
+from coyote_mw.routing.decision import HOST, OPERATOR
+from coyote_mw.routing.table import Match
 
 __all__ = ["CoyoteWSGI"]
 
 
-class CoyoteWSGI:
-    def __init__(
-        self,
-        coyote: Coyote,
-        app: Any = None,
-        *,
-        mount: str = "",
-        topology: str | TopologyResolver = "default",
-        precedence: str = "coyote",
-    ) -> None:
-        if precedence not in ("coyote", "host"):
-            raise ValueError("precedence must be 'coyote' (the default) or 'host'")
-        self.coyote = coyote
-        self.app = app
-        self.mount = mount.rstrip("/")
-        self.resolve = TopologyResolver.of(topology)
-        self.owns_all = app is None
-        # "host": a matched request goes to the host app first, and to coyote only
-        # when the host answers 404 (with the body the host read, replayed).
-        self.host_first = precedence == "host" and app is not None
+class CoyoteWSGI(Middleware):
+    wsgi = True
 
     def __call__(self, environ: Environ, start_response: Any) -> Iterable[bytes]:
         start = time.perf_counter()
         method: str = environ["REQUEST_METHOD"]
-        coyote = self.coyote
+        gw = self.gateway
         try:
             path = _canonical(environ)
         except BadRequestPath as exc:
             return self._answer(
                 start_response, exc, start, method, environ.get("PATH_INFO", ""), None, environ
             )
-        api = coyote.api
-        if api is not None and api.owns(path.path):
-            return self._api(api, environ, start_response, method, path.path, start)
-        owned = self.owns_all
-        relative = path
-        if self.mount:
-            below = mount_relative(path, self.mount)
-            if below is None:
-                if self.app is not None:
-                    return self.app(environ, start_response)  # type: ignore[no-any-return]
-                outside = coyote.no_match(method, path, "default")
-                return self._answer(start_response, outside, start, method, path.raw, None, environ)
-            relative, owned = below, True
-        # the target's size before any routing work: the lookup (and its cache) never
-        # sees a path over max_target.  Without the raw request line, the target the relay
+        # the target's size: one over max_target is refused before the lookup (and its
+        # cache) sees the path.  Without the raw request line, the target the relay
         # would forward (the server decoded PATH_INFO: %61 was one byte already)
         target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
         if target:
@@ -84,35 +57,39 @@ class CoyoteWSGI:
         else:
             size = len(environ.get("SCRIPT_NAME", "")) + len(path.raw) + 1
             size += len(environ.get("QUERY_STRING", ""))
-        if size > coyote.forwarding.max_target:
-            too_long = HeadTooLarge("max_target", coyote.forwarding.max_target, 414)
-            return self._answer(start_response, too_long, start, method, path.raw, None, environ)
-        topology = self.resolve.wsgi(environ)
-        match = coyote.table.match(topology, method, relative.path, relative.segments)
-        if match is None and not owned:
+        verdict, relative, topology = self.decision.decide(
+            method, path, size, gw.forwarding.max_target, gw.ops, environ
+        )
+        if verdict is HOST:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
+        if verdict is OPERATOR:
+            assert gw.ops is not None  # the decision saw it
+            return self._operator(gw.ops, environ, start_response, method, path.path, start)
+        if relative is None:  # refused before any lookup: outside the mount, or 414
+            assert isinstance(verdict, DispatchError)
+            return self._answer(start_response, verdict, start, method, path.raw, None, environ)
         if target and target[:1] != "/" and "://" in target[:10]:
             # GET http://host/path: its authority is the Host (RFC 9112 3.2.2), checked
             # and forwarded as X-Forwarded-Host
             environ["HTTP_HOST"] = urlsplit(target).netloc
         # coyote answers this one: its head must pass coyote's checks (coyote_mw.http.forwarding)
-        refused = coyote.forwarding.check_wsgi(environ)
+        refused = gw.forwarding.check_wsgi(environ)
         if refused is not None:
             return self._refuse(environ, start_response, refused, start, method, path.raw)
-        if match is None:
-            miss = coyote.no_match(method, relative, topology)
-            return self._answer(start_response, miss, start, method, path.raw, None, environ)
+        if not isinstance(verdict, Match):  # a lookup that missed: 404 or 405
+            assert isinstance(verdict, DispatchError)
+            return self._answer(start_response, verdict, start, method, path.raw, None, environ)
         if self.host_first:
-            keeper = WSGIKeeper(environ, coyote.max_body)
+            keeper = WSGIKeeper(environ, gw.max_body)
             host_answer = _host_answer(self.app, environ, start_response)
             if host_answer is not None:
                 return host_answer
             if not keeper.replay(environ):  # the body the host read, for coyote's handler
-                over = PayloadTooLarge(coyote.max_body)
+                over = PayloadTooLarge(gw.max_body)
                 return self._answer(start_response, over, start, method, path.raw, None, environ)
-        endpoint = match.endpoint
-        relay = coyote.relay_for(topology)
-        d = Dispatch(match, method, relative, topology, relay, coyote.max_body, self.mount)
+        endpoint = verdict.endpoint
+        relay = gw.relay_for(topology)
+        d = Dispatch(verdict, method, relative, topology, relay, gw.max_body, self.mount)
         status = 0
 
         def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
@@ -128,32 +105,32 @@ class CoyoteWSGI:
             return self._answer(
                 start_response, exc, start, method, path.raw, endpoint, environ, handler, d
             )
-        coyote.log_access(method, path.raw, status, start, endpoint, environ, handler, d)
+        gw.log_access(method, path.raw, status, start, endpoint, environ, handler, d)
         return result  # type: ignore[no-any-return]
 
-    def _api(
+    def _operator(
         self,
-        api: RegistrationAPI,
+        ops: OperatorAPI,
         environ: Environ,
         start_response: Any,
         method: str,
         path: str,
         start: float,
     ) -> Iterable[bytes]:
+        gw = self.gateway
         headers = {k.lower(): v for k, v in EnvironHeaders(environ).items()}
+        query = environ.get("QUERY_STRING", "")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        max_target = gw.forwarding.max_target
+        request = OpsRequest(method, path, query, headers, scheme, self.decision, max_target)
         # the token and a declared length first: a refused body is never read
-        response = api.probe(method, path) or api.refuse_early(headers, path=path)
+        response = ops.probe(request) or ops.refuse_early(request)
         if response is None:
             body = read_wsgi_body(environ)  # or a 413 past MAX_PAYLOAD
-            scheme = environ.get("wsgi.url_scheme", "http")
-            response = (
-                body
-                if isinstance(body, Response)
-                else api.handle(method, path, headers, body, scheme)
-            )
+            response = body if isinstance(body, Response) else ops.handle(request, body)
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
-            self.coyote.log_access(method, path, response.status, start, None, environ)
-        return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
+            gw.log_access(method, path, response.status, start, None, environ)
+        return wsgi_response(gw.relay, response, start_response, method == "HEAD")
 
     def _answer(
         self,
@@ -167,10 +144,9 @@ class CoyoteWSGI:
         handler: Any = None,
         d: Any = None,
     ) -> Iterable[bytes]:
-        self.coyote.log_access(method, raw, exc.status, start, endpoint, environ, handler, d)
-        return wsgi_response(
-            self.coyote.relay, error_response(exc), start_response, method == "HEAD"
-        )
+        gw = self.gateway
+        gw.log_access(method, raw, exc.status, start, endpoint, environ, handler, d)
+        return wsgi_response(gw.relay, error_response(exc), start_response, method == "HEAD")
 
     def _refuse(
         self,
@@ -186,8 +162,9 @@ class CoyoteWSGI:
             # wsgiref asserts that an app sends no hop-by-hop header (PEP 3333) where
             # Werkzeug's server and waitress close the connection on Connection: close
             response.headers = [(k, v) for k, v in response.headers if k != "connection"]
-        self.coyote.log_access(method, raw, exc.status, start, None, environ)
-        return wsgi_response(self.coyote.relay, response, start_response, method == "HEAD")
+        gw = self.gateway
+        gw.log_access(method, raw, exc.status, start, None, environ)
+        return wsgi_response(gw.relay, response, start_response, method == "HEAD")
 
 
 def _host_answer(app: Any, environ: Environ, start_response: Any) -> Iterable[bytes] | None:

@@ -50,7 +50,7 @@ from coyote_mw.http.responses import Response, json_response
 from coyote_mw.ops.views import route_view
 
 if TYPE_CHECKING:
-    from coyote_mw.registry.api import RegistrationAPI
+    from coyote_mw.ops.base import Operator, OpsRequest
 
 __all__ = [
     "COOKIE",
@@ -61,6 +61,7 @@ __all__ = [
     "Sessions",
     "dashboard_data",
     "recent_errors",
+    "serve",
 ]
 
 logger = logging.getLogger("coyote_mw.dashboard")
@@ -215,12 +216,12 @@ class Sessions:
 # -- the data ---------------------------------------------------------------------------
 
 
-def dashboard_data(api: RegistrationAPI) -> dict[str, Any]:
+def dashboard_data(ops: Operator) -> dict[str, Any]:
     """What the page shows: ``topologies`` (each with its relay's load), ``instances``
     (one per topology, service and instance: URL, health, lease), ``routes``
     (``route_view``), ``errors`` (recent WARNING-or-worse lines, newest first), ``now``
     and ``ready`` (None, or why the table is not ready)."""
-    routes = route_view(api)
+    routes = route_view(ops)
     names = sorted({"default", *(r["topology"] for r in routes)}, key=lambda t: (t != "default", t))
     instances: dict[tuple[str, str, str], dict[str, Any]] = {}
     for route in routes:
@@ -238,7 +239,7 @@ def dashboard_data(api: RegistrationAPI) -> dict[str, Any]:
                 seen["routes"] += 1
     topologies = []
     for name in names:
-        relay = api.relay_for(name)  # a relay takes no thread until it serves
+        relay = ops.relay_for(name)  # a relay takes no thread until it serves
         topologies.append(
             {
                 "topology": name,
@@ -255,7 +256,7 @@ def dashboard_data(api: RegistrationAPI) -> dict[str, Any]:
         )
     return {
         "now": _iso(time.time()),
-        "ready": api.leases.not_ready(),
+        "ready": ops.registration.leases.not_ready(),
         "topologies": topologies,
         "instances": [instances[key] for key in sorted(instances)],
         "routes": routes,
@@ -301,20 +302,25 @@ def _same_origin(headers: Mapping[str, str], scheme: str) -> bool:
     return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
+def serve(ops: Operator, request: OpsRequest) -> Response:
+    """The view (``coyote_mw.ops.api.VIEWS``): this leader's ``Dashboard`` answers."""
+    rest = request.path[len(ops.prefix) :]
+    board = ops.part(Dashboard)
+    return board.handle(request.method, rest, request.headers, request.body, request.scheme)
+
+
 class Dashboard:
     """The dashboard's views: ``handle(method, rest, headers, body, scheme)`` where
-    ``rest`` is the path after the API prefix."""
+    ``rest`` is the path after the API prefix.  One per ``OperatorAPI``, made with it
+    (so its recent errors are kept from the start)."""
 
-    def __init__(self, api: RegistrationAPI) -> None:
-        self.api = api
-        self.base = f"{api.prefix}/dashboard"
-        self.sessions = Sessions(api.token)
+    def __init__(self, ops: Operator) -> None:
+        self.ops = ops
+        self.token = ops.registration.token
+        self.base = f"{ops.prefix}/dashboard"
+        self.sessions = Sessions(self.token)
         self._templates: dict[str, Template] = {}
         recent_errors()
-
-    @staticmethod
-    def owns(rest: str) -> bool:
-        return rest == "/dashboard" or rest.startswith("/dashboard/")
 
     def handle(
         self,
@@ -338,7 +344,7 @@ class Dashboard:
             refusal = self._unauthorized(headers)
             if refusal is not None:
                 return refusal
-            return json_response(dashboard_data(self.api), 200, _SECURITY)
+            return json_response(dashboard_data(self.ops), 200, _SECURITY)
         if rest == "/dashboard/login":
             if method != "POST":
                 return _not_allowed(method, rest, ["POST"])
@@ -355,7 +361,7 @@ class Dashboard:
             if not reading:
                 return _not_allowed(method, rest, ["GET", "HEAD"])
             return Response(_asset(name), 200, _SECURITY, STATIC[name])
-        return _problem(404, "No such dashboard page", path=self.api.prefix + rest)
+        return _problem(404, "No such dashboard page", path=self.ops.prefix + rest)
 
     def _cookie(self, headers: Mapping[str, str]) -> str | None:
         return parse_cookie(headers.get("cookie", "")).get(COOKIE)
@@ -365,7 +371,7 @@ class Dashboard:
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and given:
             token = given.strip().encode("utf-8", "surrogateescape")
-            if hmac.compare_digest(token, self.api.token):
+            if hmac.compare_digest(token, self.token):
                 return None
             return _problem(
                 401, "Invalid token", [("www-authenticate", 'Bearer error="invalid_token"')]
@@ -392,7 +398,7 @@ class Dashboard:
         except (UnicodeDecodeError, ValueError):
             return _problem(400, "Invalid form", detail=f"a UTF-8 {_FORM} body")
         given = fields.get("token", [""])[0].encode("utf-8")
-        if not hmac.compare_digest(given, self.api.token):
+        if not hmac.compare_digest(given, self.token):
             logger.warning("dashboard sign-in refused: wrong token")
             page = self._page("login.html", "The token is wrong.")
             page.status = 401
@@ -431,7 +437,7 @@ class Dashboard:
         )
         text = template.substitute(
             base=html.escape(self.base),
-            prefix=html.escape(self.api.prefix),
+            prefix=html.escape(self.ops.prefix),
             error=alert,
             described="token-help login-error" if error else "token-help",
         )

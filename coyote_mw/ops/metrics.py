@@ -45,12 +45,24 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
 
-__all__ = ["BUCKETS", "MODES", "PATH", "SAMPLE_INTERVAL", "Metrics", "check_mode", "scrape"]
+if TYPE_CHECKING:
+    from coyote_mw.ops.base import Operator, OpsRequest
+
+__all__ = [
+    "BUCKETS",
+    "MODES",
+    "PATH",
+    "SAMPLE_INTERVAL",
+    "Metrics",
+    "check_mode",
+    "scrape",
+    "serve",
+]
 
 logger = logging.getLogger("coyote_mw.metrics")
 
@@ -357,6 +369,17 @@ class Metrics:
             return [
                 (s.labels, list(s.counts), list(s.buckets), s.sum) for s in self._series.values()
             ]
+
+
+def serve(ops: Operator, request: OpsRequest) -> Response:
+    """The view (``coyote_mw.ops.api.VIEWS``): answered before any body is read, the
+    token checked here unless ``metrics="open"`` (it is the leader's setting)."""
+    metrics: Metrics | None = ops.metrics
+    if metrics is None or metrics.mode != "open":
+        refusal = ops.registration.unauthorized(request.headers)
+        if refusal is not None:
+            return refusal
+    return scrape(metrics, request.method)
 
 
 def scrape(metrics: Metrics | None, method: str) -> Response:

@@ -1,4 +1,4 @@
-"""What an operator asks a leader: is it alive, is it ready, and what does its table hold.
+"""The operator's views: is the leader alive, is it ready, what does its table hold.
 
     GET {prefix}/health   no token: 200 {"status": "ok"} while the process serves
     GET {prefix}/ready    no token: 200 once the table is loaded; 503 with the reason
@@ -23,44 +23,32 @@ from coyote_mw.http.responses import Response, json_response
 from coyote_mw.remote.health import InstanceHealth
 
 if TYPE_CHECKING:
-    from coyote_mw.registry.api import RegistrationAPI
+    from coyote_mw.ops.base import Operator, OpsRequest
+    from coyote_mw.routing.table import Instance
 
-__all__ = ["PROBES", "probe", "route_view"]
+__all__ = ["health", "ready", "route_view", "routes", "upstream"]
 
-PROBES = ("/health", "/ready")
+_NO_STORE = ("cache-control", "no-store")
 
 
-def probe(api: RegistrationAPI, method: str, rest: str) -> Response | None:
-    """The answer to ``/health`` or ``/ready`` (``rest``: the path after the prefix);
-    None for any other path."""
-    if rest == "/health":
-        if method != "GET" and method != "HEAD":
-            return _not_allowed(method, rest)
-        return json_response({"status": "ok"}, 200, [("cache-control", "no-store")])
-    if rest == "/ready":
-        if method != "GET" and method != "HEAD":
-            return _not_allowed(method, rest)
-        reason = api.leases.not_ready()
-        if reason is not None:
-            return json_response(
-                {"error": "Not ready", "reason": reason},
-                503,
-                [("retry-after", "1"), ("cache-control", "no-store")],
-            )
+def health(ops: Operator, request: OpsRequest) -> Response:
+    """Liveness: 200 whenever the process answers at all."""
+    return json_response({"status": "ok"}, 200, [_NO_STORE])
+
+
+def ready(ops: Operator, request: OpsRequest) -> Response:
+    """Readiness: 200 once this worker's table is loaded, 503 with the reason until."""
+    reason = ops.registration.leases.not_ready()
+    if reason is not None:
         return json_response(
-            {"status": "ready", "routes": len(api.table)},
-            200,
-            [("cache-control", "no-store")],
+            {"error": "Not ready", "reason": reason}, 503, [("retry-after", "1"), _NO_STORE]
         )
-    return None
+    return json_response({"status": "ready", "routes": len(ops.table)}, 200, [_NO_STORE])
 
 
-def _not_allowed(method: str, path: str) -> Response:
-    return json_response(
-        {"error": "Method not allowed", "method": method, "path": path, "allowed": ["GET", "HEAD"]},
-        405,
-        [("allow", "GET, HEAD")],
-    )
+def routes(ops: Operator, request: OpsRequest) -> Response:
+    """The table as JSON (``route_view``)."""
+    return json_response(route_view(ops))
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -71,7 +59,7 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def _health(handler: Any, now: float, wall: float) -> dict[str, Any] | None:
-    """An instance's outlier-ejection state (coyote_mw.health), None for in-process."""
+    """An instance's outlier-ejection state (coyote_mw.remote.health), None in process."""
     if not isinstance(handler, InstanceHealth):
         return None
     ejected = bool(handler.ejected)
@@ -84,11 +72,22 @@ def _health(handler: Any, now: float, wall: float) -> dict[str, Any] | None:
     }
 
 
-def route_view(api: RegistrationAPI) -> list[dict[str, Any]]:
+def upstream(inst: Instance, now: float, wall: float) -> dict[str, Any]:
+    """One instance as ``/routes`` and ``/explain`` show it: its name, URL (None in
+    process), kind and health (``now``: ``time.monotonic()``, ``wall``: ``time.time()``)."""
+    return {
+        "instance": inst.instance,
+        "url": getattr(inst.handler, "url", None),
+        "kind": getattr(inst.handler, "kind", None),
+        "health": _health(inst.handler, now, wall),
+    }
+
+
+def route_view(ops: Operator) -> list[dict[str, Any]]:
     """``table.routes()`` (same keys, same order), each route with ``upstreams``: one
     object per instance with its URL, health, lease expiry and last heartbeat."""
-    table = api.table
-    leases = api.leases.deadlines()  # lease -> (expires, ttl), wall-clock seconds
+    table = ops.table
+    leases = ops.registration.leases.deadlines()  # lease -> (expires, ttl), wall-clock s
     held = {reg.key: lease for lease, reg in table.leases().items()}
     now, wall = time.monotonic(), time.time()
     out = []
@@ -99,10 +98,7 @@ def route_view(api: RegistrationAPI) -> list[dict[str, Any]]:
             expires, ttl = leases.get(lease, (None, None)) if lease else (None, None)
             upstreams.append(
                 {
-                    "instance": inst.instance,
-                    "url": getattr(inst.handler, "url", None),
-                    "kind": getattr(inst.handler, "kind", None),
-                    "health": _health(inst.handler, now, wall),
+                    **upstream(inst, now, wall),
                     "lease_expires": _iso(expires),
                     # a heartbeat (or the registration) sets the expiry to now + ttl
                     "last_heartbeat": _iso(expires - ttl) if expires and ttl else None,

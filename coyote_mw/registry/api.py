@@ -4,11 +4,9 @@
                                            -> 201 {lease, ttl, heartbeat}
     PUT    /_coyote/registrations/{lease}  heartbeat -> 200 {lease, ttl}; 404 if unknown
     DELETE /_coyote/registrations/{lease}  -> 204; 404 if unknown
-    GET    /_coyote/routes                 -> 200 the table as JSON (coyote_mw.ops.views)
-    GET    /_coyote/health, /_coyote/ready -> liveness and readiness, no token
-                                           (coyote_mw.ops.views)
-    GET    /_coyote/dashboard              -> the operator's page, its own sign-in
-                                           (coyote_mw.ops.dashboard)
+
+The prefix belongs to ``coyote_mw.ops.OperatorAPI``, which answers the operator's
+views (``/health``, ``/routes``, ...) and hands every other path to this API.
 
 Security stance: the API is off until ``Coyote(token=...)`` is set, and every call
 needs ``Authorization: Bearer <token>`` (compared in constant time): 401 without it,
@@ -46,18 +44,13 @@ from typing import TYPE_CHECKING, Any
 from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
 from coyote_mw.events import emit
 from coyote_mw.http.responses import Response, json_response
-from coyote_mw.ops import metrics
-from coyote_mw.ops.dashboard import Dashboard
-from coyote_mw.ops.views import PROBES, probe, route_view
 from coyote_mw.registry.leases import StoreUnavailable
 from coyote_mw.registry.redis_store import StoreConflict
 from coyote_mw.registry.remotes import RemoteFactory, register_remote
 from coyote_mw.routing.table import Route, RouteTable
 
 if TYPE_CHECKING:
-    from coyote_mw.ops.metrics import Metrics
     from coyote_mw.registry.leases import SharedLeases
-    from coyote_mw.relay import Relay
     from coyote_mw.routing.table import Registration
 
 __all__ = [
@@ -262,11 +255,9 @@ class LeaseKeeper:
 
 
 class RegistrationAPI:
-    """The registration endpoints; pure request -> response, used by both middlewares.
+    """The registration endpoints; pure request -> response, behind ``OperatorAPI``.
 
-    It registers into ``table`` the handlers ``remote`` makes of instances' URLs;
-    ``relay_for`` gives a topology's relay (the dashboard shows its load); ``metrics``
-    are the leader's, scraped at ``{prefix}/metrics``.
+    It registers into ``table`` the handlers ``remote`` makes of instances' URLs.
     """
 
     def __init__(
@@ -276,14 +267,9 @@ class RegistrationAPI:
         token: str,
         prefix: str,
         store: str | None = None,
-        *,
-        relay_for: Callable[[str], Relay],
-        metrics: Metrics,
     ) -> None:
         self.table = table
         self.remote = remote
-        self.relay_for = relay_for
-        self.metrics = metrics
         self.token = token.encode()
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
@@ -294,32 +280,18 @@ class RegistrationAPI:
             self.leases = SharedLeases(table, remote, RedisStore(store))
         else:
             self.leases = LeaseKeeper(self._expired)
-        self.dashboard = Dashboard(self)
-
-    def owns(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix + "/")
-
-    def probe(self, method: str, path: str) -> Response | None:
-        """The answer to ``{prefix}/health`` and ``{prefix}/ready`` (no token, no body
-        read); None for every other path (coyote_mw.ops.views).  ``{prefix}/metrics`` too
-        when ``Coyote(metrics="open")`` (coyote_mw.ops.metrics)."""
-        rest = path[len(self.prefix) :]
-        if rest == metrics.PATH and self.metrics.mode == "open":
-            return metrics.scrape(self.metrics, method)
-        return probe(self, method, rest)
 
     def refuse_early(
-        self, headers: Mapping[str, str], close: bool = False, path: str = ""
+        self, headers: Mapping[str, str], close: bool = False, token: bool = True
     ) -> Response | None:
         """The answer to give before reading the body, if any: 401/403 without the right
-        token (but for the dashboard at ``path``: it signs its users in itself), 413 for a
-        declared length over ``MAX_PAYLOAD``, 400 for a bad one.
+        token (unless ``token`` is False: a view that signs its users in itself, as the
+        dashboard does), 413 for a declared length over ``MAX_PAYLOAD``, 400 for a bad one.
 
         ``close``: the server honours ``Connection: close`` from the app (ASGI over
         HTTP/1), so a refused request whose body stays unread closes its connection.
         """
-        dashboard = self.dashboard.owns(path[len(self.prefix) :])
-        refusal = None if dashboard else self._unauthorized(headers)
+        refusal = self.unauthorized(headers) if token else None
         close = close and _declares_body(headers)
         if refusal is not None:
             if close:
@@ -333,7 +305,8 @@ class RegistrationAPI:
                 return _too_large(close)
         return None
 
-    def _unauthorized(self, headers: Mapping[str, str]) -> Response | None:
+    def unauthorized(self, headers: Mapping[str, str]) -> Response | None:
+        """401 without a bearer token, 403 with a wrong one; None with the right one."""
         auth = headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")
         if scheme.lower() != "bearer" or not given:
@@ -348,17 +321,10 @@ class RegistrationAPI:
         path: str,
         headers: Mapping[str, str],
         body: bytes | None,
-        scheme: str = "http",
     ) -> Response:
-        """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``;
-        ``scheme`` the request's (the dashboard's cookie is ``Secure`` over https)."""
+        """Answer one API call; ``body`` is None when it was over ``MAX_PAYLOAD``."""
         rest = path[len(self.prefix) :]
-        answer = probe(self, method, rest) if rest in PROBES else None
-        if answer is not None:
-            return answer
-        if self.dashboard.owns(rest):
-            return self.dashboard.handle(method, rest, headers, body, scheme)
-        refusal = self._unauthorized(headers)
+        refusal = self.unauthorized(headers)
         if refusal is not None:
             return refusal
         if body is None:
@@ -374,12 +340,6 @@ class RegistrationAPI:
             if method == "DELETE":
                 return self._deregister(lease)
             return _not_allowed(method, rest, ["DELETE", "PUT"])
-        if rest == "/routes":
-            if method not in ("GET", "HEAD"):
-                return _not_allowed(method, rest, ["GET", "HEAD"])
-            return json_response(route_view(self))
-        if rest == metrics.PATH:
-            return metrics.scrape(self.metrics, method)
         return _problem(404, "No such API endpoint", path=path)
 
     def _register(self, body: bytes) -> Response:

@@ -1,7 +1,9 @@
 """Which handler a request goes to: route patterns, the compiled matcher, the route
-table and topologies.  Knows no HTTP server, no relay and no leader.
+table, topologies, and the decision.  Knows no HTTP server, no relay and no leader.
 
 ``patterns`` (``/items/{id:int}`` parsed and checked), ``matcher`` (the compiled
 segment trie), ``table`` (``RouteTable``: registrations, published in one assignment),
-``topology`` (which table a request is looked up in).
+``topology`` (which table a request is looked up in), ``decision`` (what becomes of a
+request: dispatch, the host's, the operator API's, or 404 / 405 / 414 - for ASGI, WSGI
+and ``Coyote.call`` alike), ``near`` (the routes a missed path nearly fits).
 """

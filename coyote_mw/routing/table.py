@@ -13,7 +13,6 @@ with ``ReservedRoute``, and the table is left exactly as it was.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
@@ -86,7 +85,7 @@ class Instance:
 class Endpoint:
     """Everything a match needs: the route, its service, and its instances."""
 
-    __slots__ = ("_rr", "cast", "instances", "method", "names", "pattern", "service", "topology")
+    __slots__ = ("_turn", "cast", "instances", "method", "names", "pattern", "service", "topology")
 
     def __init__(
         self,
@@ -104,7 +103,7 @@ class Endpoint:
         self.topology = topology
         self.cast = cast
         self.instances = instances
-        self._rr = itertools.count()
+        self._turn = 0  # the instance round robin starts from next (``peek`` reads it)
 
     def pick(self, exclude: Any = None) -> Any:
         """The next healthy instance's handler, round robin (skipping ``exclude``).
@@ -122,7 +121,9 @@ class Endpoint:
                 return handler
         else:
             n = len(inst)
-            start = next(self._rr)
+            start = self._turn
+            # not atomic: two threads may take one turn, which only evens out later
+            self._turn = start + 1 if start + 1 < n else 0
             for k in range(n):
                 handler = inst[(start + k) % n].handler
                 if handler is not exclude and (
@@ -130,6 +131,22 @@ class Endpoint:
                 ):
                     return handler
         raise NoHealthyInstance(self.service, _retry_after(inst))
+
+    def peek(self) -> Instance | None:
+        """The instance the next ``pick`` would take, without taking its turn or
+        re-admitting anyone; None when every instance is ejected (``pick`` would raise
+        ``NoHealthyInstance``).  For ``/explain``: a look, not a request."""
+        inst = self.instances
+        n = len(inst)
+        start = self._turn if n > 1 else 0
+        now = time.monotonic()
+        for k in range(n):
+            candidate = inst[(start + k) % n]
+            handler = candidate.handler
+            # an ejected instance whose ejection time is over is re-admitted as picked
+            if not getattr(handler, "ejected", False) or getattr(handler, "readmit_at", 0.0) <= now:
+                return candidate
+        return None
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
@@ -296,6 +313,11 @@ class RouteTable:
             )
         out.sort(key=lambda r: (r["topology"], r["path"], r["method"]))
         return out
+
+    def patterns(self, topology: str | None = None) -> list[tuple[Pattern, Endpoint]]:
+        """Every route's parsed pattern with its endpoint (of one topology), unordered."""
+        held = list(self._endpoints.items())
+        return [pe for (topo, _, _), pe in held if topology is None or topo == topology]
 
     def endpoints(self) -> list[Endpoint]:
         """Every route's endpoint (its instances and their handlers), unordered."""

@@ -5,6 +5,11 @@ A middleware serves one topology (``topology="saloon"``), or picks one per reque
 falls back to the default when the header is absent or names a topology that is not
 allowed (a client never reaches a topology you did not list), or any function of the
 ASGI scope / WSGI environ.
+
+``explain`` says which topology a request with given headers would get and why, for
+``{prefix}/explain``: ``"default"`` (nothing chose another), ``"mount"`` (the middleware
+serves that one topology), ``"header"`` (``by_header`` read it) or ``"resolver"`` (a
+function chose it).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from coyote_mw.http.paths import CanonicalPath
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY
 
 __all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 
@@ -20,7 +26,7 @@ __all__ = ["TopologyResolver", "TopologySpec", "by_header", "mount_relative"]
 class TopologyResolver:
     """Gives the topology of an ASGI scope or a WSGI environ."""
 
-    def __init__(self, default: str = "default") -> None:
+    def __init__(self, default: str = DEFAULT_TOPOLOGY) -> None:
         self.default = default
 
     def __call__(self, scope: Mapping[str, Any]) -> str:
@@ -28,6 +34,21 @@ class TopologyResolver:
 
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.default
+
+    @property
+    def fixed(self) -> str | None:
+        """The one topology every request gets, if it does not depend on the request."""
+        return self.default if type(self) is TopologyResolver else None
+
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        """The topology of a request with these ``headers`` (names in lower case), why,
+        and a sentence saying so.  A function resolver is called with a scope (an
+        environ when ``wsgi``) holding the method, path and headers only."""
+        if self.default == DEFAULT_TOPOLOGY:
+            return self.default, "default", "the middleware routes in the default topology"
+        return self.default, "mount", f"the middleware routes in topology {self.default!r}"
 
     @staticmethod
     def of(value: TopologySpec) -> TopologyResolver:
@@ -51,6 +72,27 @@ class _FunctionResolver(TopologyResolver):
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self.fn(environ)
 
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        if wsgi:
+            carrier: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
+            for name, value in headers.items():
+                key = name.upper().replace("-", "_")
+                if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    key = "HTTP_" + key
+                carrier[key] = value
+        else:
+            carrier = {
+                "type": "http",
+                "method": method,
+                "path": path,
+                "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers.items()],
+            }
+        name = self.fn(carrier)
+        what = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return name, "resolver", f"the topology resolver {what} chose it"
+
 
 class _HeaderResolver(TopologyResolver):
     def __init__(self, header: str, default: str, allowed: Iterable[str] | None) -> None:
@@ -73,6 +115,19 @@ class _HeaderResolver(TopologyResolver):
     def wsgi(self, environ: Mapping[str, Any]) -> str:
         return self._pick(environ.get(self.environ_key))
 
+    def explain(
+        self, method: str, path: str, headers: Mapping[str, str], wsgi: bool
+    ) -> tuple[str, str, str]:
+        header = self.header.decode("latin-1")
+        value = headers.get(header)
+        name = self._pick(value)
+        if value and name == value:
+            return name, "header", f"{header}: {value}"
+        if not value:
+            return name, "default", f"no {header} header: the resolver's default"
+        allowed = ", ".join(sorted(self.allowed or ()))
+        return name, "default", f"{header}: {value} is not allowed ({allowed}): the default"
+
 
 TopologySpec = str | TopologyResolver | Callable[[Mapping[str, Any]], str]
 """A topology name, ``by_header(...)``, or a function of the scope / environ."""
@@ -81,7 +136,7 @@ TopologySpec = str | TopologyResolver | Callable[[Mapping[str, Any]], str]
 def by_header(
     header: str = "X-Coyote-Topology",
     *,
-    default: str = "default",
+    default: str = DEFAULT_TOPOLOGY,
     allowed: Iterable[str] | None = None,
 ) -> TopologyResolver:
     """Route each request in the topology its ``header`` names (if allowed)."""

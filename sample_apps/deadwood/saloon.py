@@ -21,6 +21,10 @@ class Saloon(Client):
     def story(self, request: Request) -> str:
         return STORY  # the Clever Coyote (sample_apps/deadwood/story.py)
 
+    @route("GET", "/drinks")
+    def menu(self, request: Request) -> list[Any]:
+        return [{"id": drink_id, "drink": drink} for drink_id, drink in DRINKS.items()]
+
     @route("GET", "/drinks/{id:int}")  # params arrive converted: an int
     async def drink(self, request: Request) -> Any:  # def or async def, both work anywhere
         drink_id = request.params["id"]

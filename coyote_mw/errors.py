@@ -6,8 +6,9 @@
     │                              raised by coyote_mw.settings)
     ├── RegistrationError          refused at registration time; the table is unchanged
     │   ├── InvalidRoute           a pattern, method or converter that cannot be used (400)
-    │   │   └── InvalidInstanceURL an instance URL that cannot be relayed to (also a
-    │   │                          ValueError)
+    │   │   ├── InvalidInstanceURL an instance URL that cannot be relayed to (also a
+    │   │   │                      ValueError)
+    │   │   └── ReservedRoute      a route under the registration API's prefix (403)
     │   ├── RouteConflict          another service holds that method + pattern (409)
     │   └── StoreConflict          the same, found in the shared store: another worker's
     │                              registration took it a moment ago (409)
@@ -82,6 +83,20 @@ class InvalidRoute(RegistrationError):
     """A route cannot be used as declared: the message says how to fix it."""
 
     status = 400
+
+
+class ReservedRoute(InvalidRoute):
+    """Routes under a prefix the leader keeps for itself: its registration API's."""
+
+    status = 403
+
+    def __init__(self, prefix: str, patterns: list[str]) -> None:
+        self.prefix = prefix
+        self.patterns = patterns
+        super().__init__(
+            f"routes under {prefix} are the registration API's: {patterns}; "
+            f"choose paths outside {prefix}, or another prefix for the API"
+        )
 
 
 class InvalidInstanceURL(InvalidRoute, ValueError):

@@ -67,10 +67,10 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from coyote_mw.client import Client
-from coyote_mw.errors import DispatchError, InvalidRoute, RelaySaturated, RoutingError
+from coyote_mw.errors import DispatchError, RelaySaturated, RoutingError
 from coyote_mw.handlers.apps import ASGIAppHandler, WSGIAppHandler
 from coyote_mw.handlers.base import Dispatch, FunctionHandler, Handler
 from coyote_mw.http.forwarding import Forwarding
@@ -85,11 +85,16 @@ from coyote_mw.middleware.wsgi import CoyoteWSGI
 from coyote_mw.ops.api import OperatorAPI
 from coyote_mw.ops.metrics import Metrics, check_mode
 from coyote_mw.registry.api import RegistrationAPI
+from coyote_mw.registry.remotes import register_remote
 from coyote_mw.relay import Relay, Sockets
 from coyote_mw.remote.health import UpstreamPolicy
+from coyote_mw.remote.upstreams import Upstreams
 from coyote_mw.routing.decision import Decision
-from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, Route, RouteTable
+from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Match, Registration, RouteTable
 from coyote_mw.routing.topology import TopologyResolver, TopologySpec
+
+if TYPE_CHECKING:
+    from coyote_mw.remote.handler import RemoteHandler
 
 __all__ = ["Coyote"]
 
@@ -146,20 +151,23 @@ class Coyote:
     ) -> None:
         if log_format is not None:
             use_format(log_format)
-        self.websockets = Sockets(max_websockets)
-        """Relayed WebSockets open now, and their bound."""
-        self.upstream = UpstreamPolicy(
-            max_response_head=max_response_head,
-            response_timeout=response_timeout,
-            stream_idle_timeout=stream_idle_timeout,
-            eject_after=eject_after,
-            base_ejection_time=base_ejection_time,
-            max_ejection_time=max_ejection_time,
-            max_ejection_percent=max_ejection_percent,
+        self.upstreams = Upstreams(
+            UpstreamPolicy(
+                max_response_head=max_response_head,
+                response_timeout=response_timeout,
+                stream_idle_timeout=stream_idle_timeout,
+                eject_after=eject_after,
+                base_ejection_time=base_ejection_time,
+                max_ejection_time=max_ejection_time,
+                max_ejection_percent=max_ejection_percent,
+            ),
+            Forwarding(trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym),
+            Sockets(max_websockets),
+            _tls_context(tls) if tls is not None else None,
+            timeout=timeout,
+            concurrency=concurrency,
         )
-        self.forwarding = Forwarding(
-            trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
-        )
+        """What remote instances share: settings and connection pools."""
         self.table = RouteTable()
         self.metrics = Metrics(
             metrics,
@@ -168,7 +176,6 @@ class Coyote:
             lambda: self.api.leases if self.api is not None else None,
         )
         """Prometheus metrics (``coyote_mw.ops.metrics``), at ``{prefix}/metrics``."""
-        self._tls = _tls_context(tls) if tls is not None else None
         self.api: RegistrationAPI | None = None
         self.ops: OperatorAPI | None = None
         """What answers under the prefix: the operator's views and ``api``."""
@@ -228,15 +235,16 @@ class Coyote:
             raise ValueError(f"store {store!r}: use a Redis URL such as redis://127.0.0.1:6379/0")
         if store is not None and not token:
             raise ValueError("a shared store holds remote registrations: set a token too")
-        old, self.api = (
-            self.api,
-            RegistrationAPI(self, token, self.prefix, store) if token else None,
-        )
+        old, self.api = self.api, None
+        if token:
+            self.api = RegistrationAPI(self.table, self._remote, token, self.prefix, store)
         self.ops = (
             OperatorAPI(self.api, self.table, self.relay_for, self.metrics)
             if self.api is not None
             else None
         )
+        # the table refuses routes under the API's prefix while the API is on
+        self.table.reserve(*([self.prefix] if token else []))
         self._token, self._store = token, store
         if old is not None:
             old.close()
@@ -292,9 +300,9 @@ class Coyote:
             if v is not None
         }
         if upstream:
-            self.upstream = dataclasses.replace(self.upstream, **upstream)
+            self.upstreams.policy = dataclasses.replace(self.upstreams.policy, **upstream)
         if tls is not None:
-            self._tls = _tls_context(tls)
+            self.upstreams.configure(tls=_tls_context(tls))
         self._configure_forwarding(
             trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym
         )
@@ -315,7 +323,7 @@ class Coyote:
         if access_log is not None:
             self.log_access.enabled = access_log
         if max_websockets is not None:
-            self.websockets.limit = max_websockets
+            self.upstreams.websockets.limit = max_websockets
         if metrics is not None:
             self.metrics.configure(metrics)
             self.log_access.metrics = self.metrics.recorder
@@ -332,7 +340,7 @@ class Coyote:
         given = (trusted_proxies, max_headers, max_header_bytes, max_target, pseudonym)
         if all(value is None for value in given):
             return
-        self.forwarding = Forwarding(
+        self.upstreams.forwarding = Forwarding(
             [str(n) for n in old.trusted_proxies] if trusted_proxies is None else trusted_proxies,
             old.max_headers if max_headers is None else max_headers,
             old.max_header_bytes if max_header_bytes is None else max_header_bytes,
@@ -373,6 +381,7 @@ class Coyote:
             for name, limits in overrides.items():
                 if name != DEFAULT_TOPOLOGY:
                     self._relays[name] = Relay(**{**bounds, **limits}, loop_of=self.relay)
+        self.upstreams.configure(timeout=self.relay.timeout, concurrency=self.relay.concurrency)
         for relay in old:
             if relay.loop_of is not None:
                 relay.close()
@@ -397,9 +406,22 @@ class Coyote:
     @property
     def tls(self) -> ssl.SSLContext:
         """The context https:// instances are verified with (the system's CAs by default)."""
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
+        return self.upstreams.tls
+
+    @property
+    def upstream(self) -> UpstreamPolicy:
+        """The settings for remote instances (``coyote_mw.remote.health``)."""
+        return self.upstreams.policy
+
+    @property
+    def forwarding(self) -> Forwarding:
+        """Request head checks and forwarded headers (``coyote_mw.http.forwarding``)."""
+        return self.upstreams.forwarding
+
+    @property
+    def websockets(self) -> Sockets:
+        """Relayed WebSockets open now, and their bound."""
+        return self.upstreams.websockets
 
     # -- registration -------------------------------------------------------------
 
@@ -416,14 +438,9 @@ class Coyote:
         """Register a ``Client``, or a whole ASGI/WSGI app with the ``routes`` it serves.
 
         ``interface`` ("asgi" or "wsgi") says what an app speaks when it cannot be told
-        from its signature.  Raises ``InvalidRoute`` / ``RouteConflict``; the table is
-        then unchanged.
+        from its signature.  Raises ``InvalidRoute`` (``ReservedRoute`` under the
+        registration API's prefix) / ``RouteConflict``; the table is then unchanged.
         """
-        reserved = [r for r in (routes or ()) if self._reserved(r)]
-        if isinstance(target, Client):
-            reserved = [r for r in target.declared_routes() if self._reserved(r)]
-        if reserved:
-            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
         if isinstance(target, Client):
             declared = target.declared_routes()
             if routes is not None:
@@ -462,22 +479,15 @@ class Coyote:
         ``url`` is kept in its canonical form (``coyote_mw.http.urls``); one that cannot be
         relayed to raises ``InvalidInstanceURL`` (an ``InvalidRoute`` and a ``ValueError``).
         """
-        from coyote_mw.remote.handler import RemoteHandler
-
-        handler = RemoteHandler(url, self)
-        routes = list(routes)
-        reserved = [r for r in routes if self._reserved(r)]
-        if reserved:
-            raise InvalidRoute(f"routes under {self.prefix} are the registration API's: {reserved}")
-        return self.table.register(
-            service, routes, lambda r: handler, instance=instance or handler.url, topology=topology
+        return register_remote(
+            self.table, self._remote, url, service, routes, instance=instance, topology=topology
         )
 
-    def _reserved(self, route: Any) -> bool:
-        if self.api is None:
-            return False
-        pattern = Route.coerce(route).pattern
-        return self.api.reserved(pattern)
+    def _remote(self, url: str) -> RemoteHandler:
+        """The handler of the instance at ``url``: what registrations of URLs make."""
+        from coyote_mw.remote.handler import RemoteHandler  # httpx: imported when used
+
+        return RemoteHandler(url, self.upstreams)
 
     def deregister(self, **criteria: Any) -> list[Registration]:
         """``RouteTable.deregister``: by ``lease``, or ``service`` (+ instance, topology)."""
@@ -550,6 +560,7 @@ class Coyote:
             if relay is not self.relay:
                 relay.close()
         self.relay.close()  # the owner of the loop the others share, last
+        self.upstreams.close()
 
     def _app_handlers(self) -> list[Handler]:
         seen: dict[int, Handler] = {}

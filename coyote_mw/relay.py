@@ -30,6 +30,20 @@ are one pool shared by ASGI, WSGI, calls and casts; each topology has a relay of
 own (``Coyote.relay_for``), and those share the default relay's loop thread.
 
 Under WSGI one deadline decides: the waiting thread's (``run_sync``).
+
+What handlers use, one request at a time::
+
+    async with relay.admit(receive) as slot:  # a slot, or the queue: 503, 499
+        ...                                   # under the deadline: 504
+        await slot.to_thread(fn)              # a ``def`` in the pool, keeping the slot
+    # released here, unless the block took the release: ``release = slot.hand_over()``
+
+    with relay.admit_sync(environ) as slot:   # the same from a thread (WSGI), where
+        return slot.run(fn, is_async)         # ``run`` waits at most the timeout: 504
+
+``acquire`` / ``acquire_sync`` / ``release`` are the steps underneath, for a caller whose
+slot outlives any block (each ``acquire`` paired with one ``release``); ``loop`` is the
+relay's own event loop thread, for running coroutines from threads.
 """
 
 from __future__ import annotations
@@ -51,7 +65,15 @@ from typing import Any, TypeVar
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 from coyote_mw.http.types import Message, Receive
 
-__all__ = ["PEEK_LIMIT", "PEEK_MESSAGES", "POLL", "Relay", "Sockets"]
+__all__ = [
+    "PEEK_LIMIT",
+    "PEEK_MESSAGES",
+    "POLL",
+    "Admission",
+    "Relay",
+    "Sockets",
+    "SyncAdmission",
+]
 
 logger = logging.getLogger("coyote_mw.relay")
 
@@ -130,15 +152,17 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
 
 
 class _Watch:
-    """One handler under a watchdog; ``end()`` it when the handler is done."""
+    """One handler under a watchdog (``Relay.watch``); ``end()`` it when the handler is
+    done."""
 
     __slots__ = ("deadline", "dog", "fired", "task")
 
-    def __init__(self, dog: _Watchdog, task: asyncio.Task[Any], deadline: float) -> None:
-        self.dog = dog
-        self.task = task
-        self.deadline = deadline
-        self.fired = False
+    dog: _Watchdog
+    task: asyncio.Task[Any]
+    deadline: float
+    """When the watchdog cancels the task, in its loop's time."""
+    fired: bool
+    """Whether it did (the deadline passed)."""
 
     def end(self) -> None:
         self.dog.running.discard(self)
@@ -158,13 +182,11 @@ class _Watchdog:
         self.running: set[_Watch] = set()
         self.armed = False
 
-    def watch(self, task: asyncio.Task[Any], deadline: float) -> _Watch:
-        w = _Watch(self, task, deadline)
+    def add(self, w: _Watch) -> None:
         self.running.add(w)
         if not self.armed:
             self.armed = True
             self.loop.call_later(self.tick, self._check)
-        return w
 
     def _check(self) -> None:
         now = self.loop.time()
@@ -303,8 +325,23 @@ class Relay:
                 return True
             return False
 
-    async def _acquire(self, receive: Any = None) -> Any:
-        """Take a slot, waiting in the queue if need be (``RelaySaturated``).
+    # -- admission ------------------------------------------------------------------
+
+    def admit(self, receive: Any = None) -> Admission:
+        """One request's slot, from admission to release: ``async with`` it
+        (``Admission``).  Given the request's ``receive``, a client that leaves while
+        the request is queued takes it out of the queue."""
+        return Admission(self, receive)
+
+    def admit_sync(self, environ: Mapping[str, Any] | None = None) -> SyncAdmission:
+        """``admit`` for a thread that is not an event loop (WSGI): ``with`` it
+        (``SyncAdmission``).  Given the WSGI ``environ``, a client that leaves while the
+        request is queued takes it out of the queue."""
+        return SyncAdmission(self, environ)
+
+    async def acquire(self, receive: Any = None) -> Any:
+        """Take a slot, waiting in the queue if need be (``RelaySaturated``); pair it
+        with one ``release()``.
 
         Given the request's ``receive``, a client that leaves meanwhile takes its
         request out of the queue (``ClientDisconnected``); the ``receive`` to use from
@@ -382,10 +419,11 @@ class Relay:
                 self._give_up(waiter)  # a slot granted meanwhile is passed on
             raise
 
-    def _acquire_sync(self, environ: Mapping[str, Any] | None = None) -> None:
-        """Take a slot, waiting in the queue if need be (``RelaySaturated``); given the
-        WSGI environ, a client that leaves meanwhile takes its request out of the queue
-        (``ClientDisconnected``) where the server exposes the client's socket."""
+    def acquire_sync(self, environ: Mapping[str, Any] | None = None) -> None:
+        """Take a slot, waiting in the queue if need be (``RelaySaturated``); pair it
+        with one ``release()``.  Given the WSGI environ, a client that leaves meanwhile
+        takes its request out of the queue (``ClientDisconnected``) where the server
+        exposes the client's socket."""
         waiter = self._enter(None)
         if waiter is None:
             return
@@ -411,27 +449,13 @@ class Relay:
 
     async def run(self, fn: Callable[[], Any], is_async: bool) -> Any:
         """Run a handler on the caller's event loop (ASGI) within the bounds."""
-        if not is_async:
-            await self._acquire()
-            return await self._run_acquired(fn, False)
-        if not self.try_enter():
-            await self._acquire()
-        watch = self.watch()
-        try:
-            return await fn()
-        except asyncio.CancelledError:
-            if not watch.fired:
-                raise
-            raise self.timed_out(watch) from None
-        except Exception:
-            if watch.fired:  # the handler turned the watchdog's cancel into an error
-                raise self.timed_out(watch) from None
-            raise
-        finally:
-            watch.end()
-            self.release()
+        async with self.admit() as slot:
+            if is_async:
+                return await fn()
+            return await slot.to_thread(fn)
 
     async def _run_acquired(self, fn: Callable[[], Any], is_async: bool) -> Any:
+        """A cast's run, its slot taken already."""
         watch = self.watch()
         future = None
         try:
@@ -454,16 +478,22 @@ class Relay:
         """Put the current task under the watchdog: cancelled past ``timeout``.
 
         A ``CancelledError`` with ``watch.fired`` set is the watchdog's: raise
-        ``timed_out(watch)`` instead.  ``end()`` the watch when done.  Synchronous, so
-        the hot paths need no context manager.
+        ``timed_out(watch)`` instead.  ``end()`` the watch when done.  (``admit`` does
+        all this for a block.)
         """
-        task = asyncio.current_task()
+        w = _Watch()
+        self._watch(w)
+        return w
+
+    def _watch(self, w: _Watch) -> None:
+        task = asyncio.current_task()  # RuntimeError off asyncio (handlers.eventloop)
         assert task is not None
         loop = task.get_loop()
         dog = self._last_watchdog
         if dog is None or dog.loop is not loop:
             dog = self._watchdog(loop)
-        return dog.watch(task, loop.time() + self.timeout)
+        w.dog, w.task, w.deadline, w.fired = dog, task, loop.time() + self.timeout, False
+        dog.add(w)
 
     def timed_out(self, watch: _Watch) -> BaseException:
         """The watchdog cancelled the task: undo that cancellation, answer 504 instead -
@@ -485,21 +515,11 @@ class Relay:
     def run_sync(
         self, fn: Callable[[], Any], is_async: bool, environ: Mapping[str, Any] | None = None
     ) -> Any:
-        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call).
-
-        One deadline decides, the waiting thread's: at ``timeout`` it answers 504 and
-        only then cancels an ``async def`` handler.  (A second timer on the handler's
-        loop would race it: a handler that turns its cancellation into an error could
-        beat the thread to it and be answered 502.)  Given the WSGI ``environ``, a
-        client that leaves while the request is queued takes it out of the queue.
-        """
-        self._acquire_sync(environ)
-        future = self.submit_coroutine(self._held(fn)) if is_async else self._submit(fn)
-        try:
-            return future.result(self.timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise HandlerTimeout(self.timeout) from None
+        """Run a handler from a thread that is not an event loop (WSGI, Coyote.call)
+        within the bounds (``SyncAdmission.run``).  Given the WSGI ``environ``, a
+        client that leaves while the request is queued takes it out of the queue."""
+        with self.admit_sync(environ) as slot:
+            return slot.run(fn, is_async)
 
     async def _held(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """An ``async def`` handler run for a thread, holding its slot until it ends."""
@@ -546,7 +566,7 @@ class Relay:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        waiter = self._enter(loop or self._ensure_loop())
+        waiter = self._enter(loop or self.loop)
 
         async def later() -> None:
             try:
@@ -570,9 +590,13 @@ class Relay:
 
     # -- the relay's own event loop, for async handlers called from threads ----------
 
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The relay's own event loop, on a thread of its own started on first use
+        (a topology's relay shares the default relay's): where ``async def`` handlers
+        called from threads run, and in-process ASGI apps served under WSGI."""
         if self.loop_of is not None:
-            return self.loop_of._ensure_loop()
+            return self.loop_of.loop
         if self._loop is None:
             with self._lock:
                 if self._loop is None:
@@ -585,7 +609,7 @@ class Relay:
         return self._loop
 
     def submit_coroutine(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait for casts accepted on this loop to finish (host shutdown)."""
@@ -603,3 +627,188 @@ class Relay:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=False)
+
+
+class Admission(_Watch):
+    """One request's slot, from admission to release (``async with relay.admit()``).
+
+    Entering takes a slot, or waits for one in the bounded queue: ``RelaySaturated``
+    (503) when the queue is full or the wait lasts ``timeout``; ``ClientDisconnected``
+    (499) when, given the request's ``receive``, the client leaves meanwhile.  The block
+    then runs under the watchdog: past ``timeout`` (``deadline``) it is cancelled
+    (``fired``), and leaving it raises ``HandlerTimeout`` (504) instead, whatever the
+    block made of the cancel.  Leaving releases the slot, unless ``to_thread`` or
+    ``hand_over`` passed it on.
+
+    ``async with`` costs two coroutines; the busiest handlers spell it out instead,
+    with ``enter`` / ``wait`` / ``leave``::
+
+        slot = relay.admit(receive)
+        if not slot.enter():
+            await slot.wait()
+        try:
+            ...
+        except BaseException as exc:
+            instead = slot.leave(exc)
+            if instead is None:
+                raise
+            raise instead from None
+        slot.leave()
+    """
+
+    __slots__ = ("_releases", "receive", "relay")
+
+    def __init__(self, relay: Relay, receive: Any) -> None:
+        self.relay = relay
+        self.receive = receive
+        """The ``receive`` to use in the block: first what was read while queued."""
+        self._releases = False
+
+    async def __aenter__(self) -> Admission:
+        if not self.enter():
+            await self.wait()
+        return self
+
+    async def __aexit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        instead = self.leave(exc if typ is not None else None)
+        if instead is not None:
+            raise instead from None
+
+    def enter(self) -> bool:
+        """Take a free slot and start the deadline: True; False when none is free
+        (then ``await wait()``)."""
+        relay = self.relay
+        with relay._lock:
+            if relay._active >= relay.concurrency or relay._waiting:
+                return False
+            relay._active += 1
+        # Relay._watch, inlined: this runs for every request
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no asyncio loop: a trio server (handlers.eventloop)
+            relay.release()
+            raise
+        assert task is not None
+        loop = task.get_loop()
+        dog = relay._last_watchdog
+        if dog is None or dog.loop is not loop:
+            dog = relay._watchdog(loop)
+        self.dog, self.task, self.deadline, self.fired = (
+            dog,
+            task,
+            loop.time() + relay.timeout,
+            False,
+        )
+        dog.add(self)
+        self._releases = True
+        return True
+
+    async def wait(self) -> None:
+        """Wait in the queue for a slot, then start the deadline."""
+        relay = self.relay
+        self.receive = await relay.acquire(self.receive)
+        try:
+            relay._watch(self)
+        except BaseException:
+            relay.release()
+            raise
+        self._releases = True
+
+    def leave(self, exc: BaseException | None = None) -> BaseException | None:
+        """End the deadline and release the slot (unless it was passed on).  Given the
+        exception that ended the block: what to raise instead (``HandlerTimeout``, when
+        the deadline's cancel caused it), or None."""
+        self.dog.running.discard(self)
+        if self._releases:
+            self._releases = False
+            self.relay.release()
+        if self.fired:
+            if exc is None:
+                self.task.uncancel()  # the block swallowed the cancel: it was ours
+            elif isinstance(exc, Exception | asyncio.CancelledError):
+                return self.relay.timed_out(self)
+        return None
+
+    def unwatch(self) -> None:
+        """No deadline for the rest of the block: a response streaming back, under
+        timeouts of its own."""
+        self.dog.running.discard(self)
+
+    async def to_thread(self, fn: Callable[[], T]) -> T:
+        """Run a ``def`` in the relay's thread pool.  The slot goes with the thread,
+        which keeps it until it returns, even past the deadline: the bound on threads
+        holds."""
+        assert self._releases, "to_thread() takes the slot of an entered admission"
+        self._releases = False
+        future = self.relay._submit(fn)  # it releases the slot if it cannot run fn
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            if self.fired:
+                future.cancel()  # only helps if it has not started yet
+            raise
+
+    def hand_over(self) -> Callable[[], None]:
+        """Keep the slot past the block (a task, a streamed body): call what this
+        returns once, when done."""
+        assert self._releases, "hand_over() takes the slot of an entered admission"
+        self._releases = False
+        return self.relay.release
+
+
+class SyncAdmission:
+    """One request's slot from a thread that is not an event loop (``with
+    relay.admit_sync()``, WSGI).
+
+    Entering takes a slot, or waits for one in the bounded queue (``RelaySaturated``),
+    watching the client's socket where the server exposes it (``ClientDisconnected``).
+    A thread has no watchdog: ``run`` waits at most ``timeout`` (``HandlerTimeout``).
+    Leaving releases the slot, unless ``run`` or ``hand_over`` passed it on.
+    """
+
+    __slots__ = ("_releases", "environ", "relay")
+
+    def __init__(self, relay: Relay, environ: Mapping[str, Any] | None) -> None:
+        self.relay = relay
+        self.environ = environ
+        self._releases = False
+
+    def __enter__(self) -> SyncAdmission:
+        self.relay.acquire_sync(self.environ)
+        self._releases = True
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if self._releases:
+            self._releases = False
+            self.relay.release()
+
+    def run(self, fn: Callable[[], Any], is_async: bool) -> Any:
+        """Run a handler in the relay's thread pool (``def``) or on its loop (``async
+        def``), which keeps the slot until it ends, and wait at most ``timeout``.
+
+        One deadline decides, the waiting thread's: at ``timeout`` it answers 504 and
+        only then cancels an ``async def`` handler.  (A second timer on the handler's
+        loop would race it: a handler that turns its cancellation into an error could
+        beat the thread to it and be answered 502.)
+        """
+        assert self._releases, "run() takes the slot of an entered admission"
+        relay = self.relay
+        if is_async:
+            future = relay.submit_coroutine(relay._held(fn))
+            self._releases = False
+        else:
+            self._releases = False
+            future = relay._submit(fn)  # it releases the slot if it cannot run fn
+        try:
+            return future.result(relay.timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise HandlerTimeout(relay.timeout) from None
+
+    def hand_over(self) -> Callable[[], None]:
+        """Keep the slot past the block (a streamed body): call what this returns
+        once, when done."""
+        assert self._releases, "hand_over() takes the slot of an entered admission"
+        self._releases = False
+        return self.relay.release

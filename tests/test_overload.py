@@ -328,8 +328,8 @@ def test_while_queued_the_relay_reads_a_bounded_amount_from_any_receive() -> Non
             return {"type": "http.request", "body": b"y" * 1000, "more_body": True}
 
         assert relay.try_enter()  # the only slot, held
-        first = asyncio.ensure_future(relay._acquire(repeating))
-        second = asyncio.ensure_future(relay._acquire(endless_body))
+        first = asyncio.ensure_future(relay.acquire(repeating))
+        second = asyncio.ensure_future(relay.acquire(endless_body))
         await asyncio.sleep(0.3)
         relay.release()
         replay = await first

@@ -157,6 +157,28 @@ def test_an_https_instance_the_leader_cannot_verify_is_502(
     leader.close()
 
 
+def test_a_ca_configured_later_applies_to_instances_relayed_to_before(
+    https_instance: str, tls: TLSFiles, serve: Any
+) -> None:
+    leader = Coyote(timeout=5)  # the system's CAs: this test CA is not among them
+    leader.register_remote(https_instance, routes=[("GET", "/on-time")], service="tls")
+    client = serve(leader)
+    assert client.get("/on-time").status_code == 502
+    leader.configure(tls=str(tls.bundle))
+    r = client.get("/on-time")
+    assert r.status_code == 200 and r.text == "on time"
+    leader.close()
+
+
+def test_closing_the_leader_closes_its_wsgi_connections_to_instances(leader: Coyote) -> None:
+    client = httpx.Client(transport=httpx.WSGITransport(leader.wsgi()), base_url="http://t")
+    assert client.get("/on-time").status_code == 200
+    pool = leader.upstreams.sync_client()
+    assert not pool.is_closed
+    leader.close()
+    assert pool.is_closed
+
+
 def test_tls_setting_must_be_a_context_or_a_ca_file(tmp_path: Any) -> None:
     import ssl
 

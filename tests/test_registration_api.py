@@ -182,3 +182,44 @@ def test_a_stalled_store_does_not_stall_requests_on_the_loop(loop_thread: Any) -
     assert refused == 503  # once the store's timeout is up: "Store unavailable"
     coyote.close()
     blackhole.close()
+
+
+def test_routes_under_the_api_prefix_are_refused_however_they_are_registered(
+    leader: Coyote,
+) -> None:
+    from coyote_mw import Client, route
+    from coyote_mw.errors import ReservedRoute
+
+    class Hijack(Client):
+        @route("GET", "/_coyote/routes")
+        def listing(self, request: Any) -> str:
+            return "hijacked"
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        return [b"hijacked"]
+
+    before = leader.table.routes()
+    attempts = [
+        lambda: leader.register(Hijack()),
+        lambda: leader.register(app, routes=[("GET", "/_coyote/ready")], interface="wsgi"),
+        lambda: leader.register_remote(
+            "http://127.0.0.1:9", routes=[("GET", "/_coyote/{x}")], service="s"
+        ),
+        lambda: leader.table.register("s", [("GET", "/_coyote/health")], lambda r: None),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ReservedRoute, match="registration API's"):
+            attempt()
+    assert leader.table.routes() == before
+    # the reservation follows the prefix
+    leader.configure(prefix="/_ops")
+    leader.table.register("s", [("GET", "/_coyote/health")], lambda r: None)
+    with pytest.raises(ReservedRoute):
+        leader.table.register("s", [("GET", "/_ops/health")], lambda r: None)
+
+
+def test_without_the_api_no_prefix_is_reserved() -> None:
+    coyote = Coyote()
+    coyote.table.register("s", [("GET", "/_coyote/x")], lambda r: None)
+    assert [r["path"] for r in coyote.table.routes()] == ["/_coyote/x"]
+    coyote.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from coyote_mw import Client, Coyote, HandlerTimeout, RelaySaturated, Request, route
+from coyote_mw.errors import ClientDisconnected
 from coyote_mw.relay import Relay
 
 
@@ -243,3 +245,243 @@ def test_only_the_watchdogs_own_cancel_becomes_a_504() -> None:
 
     assert isinstance(asyncio.run(cancelled(1)), HandlerTimeout)
     assert isinstance(asyncio.run(cancelled(2)), asyncio.CancelledError)
+
+
+# -- the admission API handlers use: Relay.admit / Relay.admit_sync ---------------------
+
+
+def test_an_admission_holds_a_slot_for_its_block_and_gives_it_back() -> None:
+    relay = Relay(concurrency=2, queue=0, timeout=5)
+
+    async def scenario() -> list[int]:
+        seen = []
+        async with relay.admit() as slot:
+            seen.append(relay.active)
+            async with relay.admit():
+                seen.append(relay.active)
+            seen.append(relay.active)
+            assert slot.deadline > asyncio.get_running_loop().time()
+        seen.append(relay.active)
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 2, 1, 0]
+
+
+def test_an_admission_past_the_slots_and_the_queue_is_refused_503() -> None:
+    relay = Relay(concurrency=1, queue=0, timeout=5)
+
+    async def scenario() -> None:
+        async with relay.admit():
+            with pytest.raises(RelaySaturated):
+                async with relay.admit():
+                    raise AssertionError("admitted past the bounds")
+
+    asyncio.run(scenario())
+    assert (relay.rejected, relay.active) == (1, 0)
+    with relay.admit_sync(), pytest.raises(RelaySaturated), relay.admit_sync():
+        raise AssertionError("admitted past the bounds")
+    assert (relay.rejected, relay.active) == (2, 0)
+
+
+def test_a_queued_admission_enters_when_the_slot_comes_back() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=5)
+
+    async def scenario() -> list[str]:
+        order = []
+
+        async def second() -> None:
+            async with relay.admit():
+                order.append("second in")
+
+        async with relay.admit():
+            waiting = asyncio.ensure_future(second())
+            while not relay.waiting:
+                await asyncio.sleep(0.01)
+            order.append("first out")
+        await waiting
+        return order
+
+    assert asyncio.run(scenario()) == ["first out", "second in"]
+    assert (relay.active, relay.waiting, relay.rejected) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("turned", [False, True], ids=["cancelled", "cancel turned into an error"])
+def test_an_admission_past_its_deadline_is_504_and_gives_its_slot_back(turned: bool) -> None:
+    relay = Relay(concurrency=1, queue=0, timeout=0.1)
+
+    async def scenario() -> bool:
+        with pytest.raises(HandlerTimeout):
+            async with relay.admit():
+                try:
+                    await asyncio.sleep(5)
+                except asyncio.CancelledError:
+                    if turned:
+                        raise RuntimeError("cleanup went wrong") from None
+                    raise
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling() == 0  # the deadline's cancel was taken back
+
+    assert asyncio.run(scenario())
+    assert relay.active == 0
+
+
+def test_a_client_that_leaves_while_queued_leaves_the_admission_queue() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=5)
+
+    async def scenario() -> list[str]:
+        order = []
+        left = asyncio.Event()
+
+        async def leaving() -> dict[str, Any]:
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def queued() -> None:
+            async with relay.admit(leaving):
+                order.append("ran")  # never: its client left
+
+        async with relay.admit():
+            waiting = asyncio.ensure_future(queued())
+            while not relay.waiting:
+                await asyncio.sleep(0.01)
+            left.set()
+            with pytest.raises(ClientDisconnected):
+                await waiting
+            order.append(f"waiting {relay.waiting}")
+        return order
+
+    assert asyncio.run(scenario()) == ["waiting 0"]
+    assert relay.active == 0
+
+
+def test_a_queued_admission_replays_what_it_read_while_waiting() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=5)
+    body = {"type": "http.request", "body": b"payload", "more_body": False}
+
+    async def scenario() -> dict[str, Any]:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()  # no disconnect: the client stays
+            sent = True
+            return body
+
+        async def queued() -> dict[str, Any]:
+            async with relay.admit(receive) as slot:
+                return await slot.receive()  # type: ignore[no-any-return]
+
+        async with relay.admit():
+            waiting = asyncio.ensure_future(queued())
+            while not sent:
+                await asyncio.sleep(0.01)
+        return await waiting
+
+    assert asyncio.run(scenario()) == body
+    assert relay.active == 0
+
+
+def test_a_wsgi_client_that_leaves_while_queued_leaves_the_admission_queue() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=5)
+    server_side, client_side = socket.socketpair()
+    outcome: list[BaseException] = []
+
+    def queued() -> None:
+        try:
+            with relay.admit_sync({"werkzeug.socket": server_side}):
+                raise AssertionError("ran for a client that left")
+        except ClientDisconnected as exc:
+            outcome.append(exc)
+
+    with relay.admit_sync():
+        waiter = threading.Thread(target=queued)
+        waiter.start()
+        while not relay.waiting:
+            time.sleep(0.01)
+        client_side.close()
+        waiter.join(5)
+        assert relay.waiting == 0
+    server_side.close()
+    assert len(outcome) == 1
+    assert relay.active == 0
+
+
+def test_a_slot_handed_over_is_held_until_its_release_is_called() -> None:
+    relay = Relay(concurrency=1, queue=0, timeout=5)
+    with relay.admit_sync() as slot:
+        release = slot.hand_over()
+    assert relay.active == 1
+    with pytest.raises(RelaySaturated):
+        relay.run_sync(lambda: "x", is_async=False)
+    release()
+    assert relay.active == 0
+
+    async def scenario() -> int:
+        async with relay.admit() as slot:
+            release = slot.hand_over()
+        held = relay.active
+        release()
+        return held
+
+    assert asyncio.run(scenario()) == 1
+    assert relay.active == 0
+
+
+def test_a_def_run_from_an_admission_keeps_its_slot_in_its_thread_past_the_504() -> None:
+    relay = Relay(concurrency=1, queue=0, timeout=0.1)
+    finish = threading.Event()
+
+    async def scenario() -> None:
+        with pytest.raises(HandlerTimeout):
+            async with relay.admit() as slot:
+                await slot.to_thread(lambda: finish.wait(5))
+        assert relay.active == 1  # the thread runs on: its slot with it
+        with pytest.raises(RelaySaturated):
+            async with relay.admit():
+                pass
+
+    asyncio.run(scenario())
+    finish.set()
+    deadline = time.monotonic() + 5
+    while relay.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert relay.active == 0
+    relay.close()
+
+
+def test_the_relays_loop_runs_on_a_thread_of_its_own_shared_by_topologies() -> None:
+    relay = Relay()
+    topology = Relay(loop_of=relay)
+    assert topology.loop is relay.loop
+    assert asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "ran"), relay.loop).result(5) == "ran"
+    relay.close()
+
+
+def test_an_admission_spelled_out_enters_waits_and_leaves_as_async_with_does() -> None:
+    relay = Relay(concurrency=1, queue=1, timeout=0.1)
+
+    async def queued() -> list[Any]:
+        slot = relay.admit()
+        assert not slot.enter()  # none free: it must wait
+        await slot.wait()
+        seen: list[Any] = [relay.active]
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError as exc:
+            seen.append(slot.leave(exc))  # past the deadline: what to raise instead
+        seen.append(relay.active)
+        return seen
+
+    async def scenario() -> list[Any]:
+        first = relay.admit()
+        assert first.enter()  # the free slot
+        second = asyncio.ensure_future(queued())
+        while not relay.waiting:
+            await asyncio.sleep(0.01)
+        assert first.leave() is None  # the slot passes on to the queued one
+        return await second
+
+    active, instead, after = asyncio.run(scenario())
+    assert active == 1 and isinstance(instead, HandlerTimeout) and after == 0

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coyote_mw import InvalidRoute, RouteConflict, RouteTable, TableChange
-from coyote_mw.errors import BadRequestPath
+from coyote_mw.errors import BadRequestPath, ReservedRoute
 from coyote_mw.http.paths import canonicalize
 from coyote_mw.routing.patterns import parse_pattern
 
@@ -293,3 +293,24 @@ def test_the_lookup_cache_keeps_short_paths_only_so_its_memory_is_bounded() -> N
         t.match("default", "GET", f"/files/{i}/" + "b" * (CACHE_KEY_MAX - 20))
         assert len(snapshot.cache) <= CACHE_SIZE
     assert sum(len(m) + len(p) for m, p in snapshot.cache) <= CACHE_SIZE * CACHE_KEY_MAX
+
+
+# -- reserved prefixes -----------------------------------------------------------------
+
+
+def test_a_table_refuses_routes_under_a_reserved_prefix_and_stays_as_it_was() -> None:
+    t = table_with(("GET", "/a"))
+    t.reserve("/_coyote")
+    before = t.routes()
+    for pattern in ("/_coyote", "/_coyote/registrations", "/_coyote/{rest:path}"):
+        with pytest.raises(ReservedRoute) as refused:
+            t.register("sneaky", [("GET", "/fine"), ("POST", pattern)], handler)
+        assert refused.value.prefix == "/_coyote" and refused.value.patterns == [pattern]
+        assert refused.value.status == 403 and isinstance(refused.value, InvalidRoute)
+        assert "choose paths outside /_coyote" in str(refused.value)
+    assert t.routes() == before
+    # a path that only starts with the same letters is not under the prefix
+    t.register("neighbour", [("GET", "/_coyotes"), ("GET", "/{x}")], handler)
+    t.reserve()  # nothing reserved any more
+    t.register("sneaky", [("GET", "/_coyote/x")], handler)
+    assert matched(t, "GET", "/_coyote/x") == "/_coyote/x"

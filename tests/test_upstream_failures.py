@@ -162,16 +162,15 @@ def test_a_client_that_uploads_too_slowly_is_not_held_against_the_instance() -> 
 
 
 def test_a_busy_connection_pool_is_not_held_against_the_instance() -> None:
-    from coyote_mw.remote import handler as proxy
-
     with (
         LedgerUpstream() as up,
-        leader_for("asgi", up.url, timeout=2) as (_, url),
+        leader_for("asgi", up.url, timeout=2) as (leader, url),
         httpx.Client(timeout=10) as client,
         ThreadPoolExecutor(1) as background,
     ):
         assert client.get(url + "/x").status_code == 200
-        for pool in list(proxy._pools.values()):  # the leader's loop's pool: one connection
+        # the leader's loop's pool: one connection
+        for pool in list(leader.upstreams._pools.values()):
             pool.max_per_host, pool.connect_timeout = 1, 0.3
         hanging = background.submit(client.get, url + "/hang")  # holds it for 2 s
         up.wait_for(2)

@@ -519,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve-client":
         from coyote_mw.client import Client
-        from coyote_mw.registry.registrar import RegistrationRefused, serve_client
+        from coyote_mw.registry.registrar import RegistrationRefused
+        from coyote_mw.serving import serve_client
         from coyote_mw.settings import import_string
 
         _uvicorn(client)

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coyote_mw.errors import HandlerTimeout
 from coyote_mw.handlers.base import Dispatch, Handler, handler_failed
 from coyote_mw.handlers.bridge import serve_asgi_under_wsgi
 from coyote_mw.http.request import Request, wsgi_body_length
@@ -87,8 +86,8 @@ class ASGIAppHandler(Handler):
 
     def serve_wsgi(self, d: Dispatch, environ: Environ, start_response: Any) -> Any:
         if not self._started_for_wsgi:
-            loop = d.relay._ensure_loop()
-            asyncio.run_coroutine_threadsafe(self.startup(), loop).result(d.relay.timeout)
+            startup = asyncio.run_coroutine_threadsafe(self.startup(), d.relay.loop)
+            startup.result(d.relay.timeout)
             self._started_for_wsgi = True
         return serve_asgi_under_wsgi(d, self.app, environ, start_response)
 
@@ -159,9 +158,8 @@ class _Adapted(Handler):
 
 
 async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send: Any) -> int:
-    """Run an ASGI app within a relay slot; the timeout runs until it starts answering."""
-    relay = d.relay
-    receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
+    """Run an ASGI app within a relay slot held until the app's task ends; the deadline
+    (504) runs until it starts answering."""
     started = asyncio.Event()
     status = 0
 
@@ -172,18 +170,21 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
             started.set()
         await send(message)
 
-    task = asyncio.ensure_future(app(scope, receive, watched_send))
-    task.add_done_callback(lambda _: relay.release())
-    waiter = asyncio.ensure_future(started.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, waiter}, timeout=relay.timeout, return_when="FIRST_COMPLETED"
-        )
-    finally:
-        waiter.cancel()
-    if not done:
-        task.cancel()
-        raise HandlerTimeout(relay.timeout)
+    # queued, a client that leaves, leaves the queue
+    async with d.relay.admit(receive) as slot:
+        task = asyncio.ensure_future(app(scope, slot.receive, watched_send))
+        release = slot.hand_over()
+        task.add_done_callback(lambda _: release())
+        waiter = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:
+            if slot.fired:
+                task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        slot.unwatch()  # answering: the response goes at the app's pace
     try:
         await task
     except Exception as exc:
@@ -197,17 +198,17 @@ async def serve_app(d: Dispatch, app: ASGIApp, scope: Scope, receive: Any, send:
 
 def serve_wsgi_app(d: Dispatch, app: WSGIApp, environ: Environ, start_response: Any) -> Any:
     """Run a WSGI app within a relay slot held until its response is closed."""
-    d.relay._acquire_sync(environ)  # a client that leaves, leaves the queue
     child = dict(environ)
     script = environ.get("SCRIPT_NAME", "") + d.root_path
     child["SCRIPT_NAME"] = script
     child["PATH_INFO"] = d.path.path.encode("utf-8").decode("latin-1")
-    try:
-        result = app(child, start_response)
-    except Exception as exc:
-        d.relay.release()
-        raise handler_failed(d, exc) from exc
-    return Closing(result, d.relay.release)
+    # queued, a client that leaves, leaves the queue
+    with d.relay.admit_sync(environ) as slot:
+        try:
+            result = app(child, start_response)
+        except Exception as exc:
+            raise handler_failed(d, exc) from exc
+        return Closing(result, slot.hand_over())
 
 
 class Closing:

@@ -42,7 +42,7 @@ def serve_asgi_under_wsgi(
     child["PATH_INFO"] = d.path.path.encode("utf-8").decode("latin-1")
     scope: dict[str, Any] = dict(build_scope(child))  # type: ignore[arg-type]
     scope["raw_path"] = (scope["root_path"] + d.path.raw).encode("latin-1", "replace")
-    exchange = _Exchange(d.relay._ensure_loop(), environ["wsgi.input"], length)
+    exchange = _Exchange(d.relay.loop, environ["wsgi.input"], length)
     future = asyncio.run_coroutine_threadsafe(
         exchange.run(serve_app(d, app, scope, exchange.receive, exchange.send)), exchange.loop
     )

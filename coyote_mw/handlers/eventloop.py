@@ -94,7 +94,7 @@ async def _run(handler: FunctionHandler, d: Dispatch, request: Request) -> Respo
     limiter = _limiter(relay)
     if not relay.try_enter():
         # waits at most relay.timeout (then RelaySaturated), as a WSGI request does
-        await anyio.to_thread.run_sync(relay._acquire_sync, limiter=limiter)
+        await anyio.to_thread.run_sync(relay.acquire_sync, limiter=limiter)
     slot = _Slot(relay)
     try:
         with anyio.move_on_after(relay.timeout) as deadline:

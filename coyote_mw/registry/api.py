@@ -41,17 +41,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import InvalidRoute, RouteConflict
+from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
 from coyote_mw.events import emit
 from coyote_mw.http.responses import Response, json_response
 from coyote_mw.registry.leases import StoreUnavailable
 from coyote_mw.registry.redis_store import StoreConflict
-from coyote_mw.routing.table import Route
+from coyote_mw.registry.remotes import RemoteFactory, register_remote
+from coyote_mw.routing.table import Route, RouteTable
 
 if TYPE_CHECKING:
-    from coyote_mw.leader import Coyote
     from coyote_mw.registry.leases import SharedLeases
-    from coyote_mw.registry.redis_store import StoredRegistration
     from coyote_mw.routing.table import Registration
 
 __all__ = [
@@ -256,10 +255,21 @@ class LeaseKeeper:
 
 
 class RegistrationAPI:
-    """The registration endpoints; pure request -> response, behind ``OperatorAPI``."""
+    """The registration endpoints; pure request -> response, behind ``OperatorAPI``.
 
-    def __init__(self, coyote: Coyote, token: str, prefix: str, store: str | None = None) -> None:
-        self.coyote = coyote
+    It registers into ``table`` the handlers ``remote`` makes of instances' URLs.
+    """
+
+    def __init__(
+        self,
+        table: RouteTable,
+        remote: RemoteFactory,
+        token: str,
+        prefix: str,
+        store: str | None = None,
+    ) -> None:
+        self.table = table
+        self.remote = remote
         self.token = token.encode()
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
@@ -267,7 +277,7 @@ class RegistrationAPI:
             from coyote_mw.registry.leases import SharedLeases
             from coyote_mw.registry.redis_store import RedisStore
 
-            self.leases = SharedLeases(self, RedisStore(store))
+            self.leases = SharedLeases(table, remote, RedisStore(store))
         else:
             self.leases = LeaseKeeper(self._expired)
 
@@ -350,24 +360,15 @@ class RegistrationAPI:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
             return _problem(400, "Invalid registration", detail=detail)
-        reserved = [r.path for r in reg.routes if self.reserved(r.path)]
-        if reserved:
-            return _problem(
-                403,
-                "Reserved path",
-                detail=f"routes under {self.prefix} are the leader's own",
-                paths=reserved,
-            )
-        from coyote_mw.remote.handler import RemoteHandler
-
-        handler = RemoteHandler(reg.url, self.coyote)
-        previous = self.coyote.table.registration_of(reg.service, reg.instance, reg.topology)
+        previous = self.table.registration_of(reg.service, reg.instance, reg.topology)
         routes = [Route(r.method, r.path, r.cast) for r in reg.routes]
         try:
-            registration = self.coyote.table.register(
+            registration = register_remote(
+                self.table,
+                self.remote,
+                reg.url,
                 reg.service,
                 routes,
-                lambda route: handler,
                 instance=reg.instance,
                 topology=reg.topology,
             )
@@ -375,19 +376,28 @@ class RegistrationAPI:
             if held != registration.lease:
                 # a shared store holds this instance already, registered alike through
                 # another leader: it keeps that one lease, renewed by heartbeats to any
-                registration = self.coyote.table.register(
+                registration = register_remote(
+                    self.table,
+                    self.remote,
+                    reg.url,
                     reg.service,
                     routes,
-                    lambda route: handler,
                     instance=reg.instance,
                     topology=reg.topology,
                     lease=held,
                 )
+        except ReservedRoute as exc:
+            return _problem(
+                403,
+                "Reserved path",
+                detail=f"routes under {exc.prefix} are the leader's own",
+                paths=exc.patterns,
+            )
         except StoreUnavailable as exc:
-            self.coyote.table.deregister(lease=registration.lease)  # as if never made
+            self.table.deregister(lease=registration.lease)  # as if never made
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
         except StoreConflict as exc:  # taken through another worker a moment ago
-            self.coyote.table.deregister(lease=registration.lease)
+            self.table.deregister(lease=registration.lease)
             return _problem(
                 409, "Route conflict", detail=str(exc), held_by=exc.owner, route=exc.claim
             )
@@ -421,35 +431,12 @@ class RegistrationAPI:
             201,
         )
 
-    def reserved(self, pattern: str) -> bool:
-        literal = pattern.split("{", 1)[0]  # what every path it matches starts with
-        return literal == self.prefix or literal.startswith(self.prefix + "/")
-
-    def apply(self, record: StoredRegistration) -> bool:
-        """Put a registration made through another worker into this worker's table."""
-        from coyote_mw.remote.handler import RemoteHandler
-
-        handler = RemoteHandler(record.url, self.coyote)
-        try:
-            self.coyote.table.register(
-                record.service,
-                [Route(m, p, c) for m, p, c in record.routes],
-                lambda route: handler,
-                instance=record.instance,
-                topology=record.topology,
-                lease=record.lease,
-            )
-        except (InvalidRoute, RouteConflict) as exc:  # two workers raced: first one wins
-            logger.warning("cannot apply shared registration %s: %s", record.lease, exc)
-            return False
-        return True
-
     def _heartbeat(self, lease: str) -> Response:
         try:
             ttl = self.leases.renew(lease)
         except StoreUnavailable as exc:
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
-        registration = self.coyote.table.registration(lease)
+        registration = self.table.registration(lease)
         if ttl is None or registration is None:
             return _problem(404, "Unknown lease", lease=lease, detail="register again")
         for handler in set(registration.handlers.values()):
@@ -470,7 +457,7 @@ class RegistrationAPI:
             self.leases.forget(lease)
         except StoreUnavailable as exc:
             return _problem(503, "Store unavailable", detail=str(exc), retry_after=1)
-        dropped = self.coyote.table.deregister(lease=lease)
+        dropped = self.table.deregister(lease=lease)
         if not dropped:
             return _problem(404, "Unknown lease", lease=lease)
         for reg in dropped:
@@ -485,7 +472,7 @@ class RegistrationAPI:
         return Response(b"", 204)
 
     def _expired(self, lease: str) -> None:
-        for reg in self.coyote.table.deregister(lease=lease):
+        for reg in self.table.deregister(lease=lease):
             log_expired(reg.service, reg.instance, reg.topology)
 
     def close(self) -> None:

@@ -18,13 +18,14 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from coyote_mw.errors import StoreUnavailable
+from coyote_mw.errors import InvalidRoute, RouteConflict, StoreUnavailable
 from coyote_mw.events import emit
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
+from coyote_mw.registry.remotes import RemoteFactory, register_remote
+from coyote_mw.routing.table import Route
 
 if TYPE_CHECKING:
-    from coyote_mw.registry.api import RegistrationAPI
-    from coyote_mw.routing.table import Registration
+    from coyote_mw.routing.table import Registration, RouteTable
 
 __all__ = ["SharedLeases", "StoreUnavailable"]
 
@@ -32,11 +33,17 @@ logger = logging.getLogger("coyote_mw.storesync")
 
 
 class SharedLeases:
-    def __init__(self, api: RegistrationAPI, store: RedisStore, interval: float = 0.2) -> None:
+    """The leases of ``table``'s remote instances, kept in ``store``; ``remote`` makes
+    the handlers of instances registered through other workers."""
+
+    def __init__(
+        self, table: RouteTable, remote: RemoteFactory, store: RedisStore, interval: float = 0.2
+    ) -> None:
         import redis
 
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
-        self.api = api
+        self.table = table
+        self.remote = remote
         self.store = store
         self.applied: dict[str, StoredRegistration] = {}
         self.version = -1
@@ -136,13 +143,31 @@ class SharedLeases:
         wanted = {r.lease: r for r in records}
         with self._lock:
             for lease in set(self.applied) - set(wanted):
-                self.api.coyote.table.deregister(lease=lease)
+                self.table.deregister(lease=lease)
                 del self.applied[lease]
             for lease in set(wanted) - set(self.applied):
-                if self.api.apply(wanted[lease]):
+                if self._apply(wanted[lease]):
                     self.applied[lease] = wanted[lease]
             self.version = version
             self._synced = True
+
+    def _apply(self, record: StoredRegistration) -> bool:
+        """Put a registration made through another worker into this worker's table."""
+        try:
+            register_remote(
+                self.table,
+                self.remote,
+                record.url,
+                record.service,
+                [Route(m, p, c) for m, p, c in record.routes],
+                instance=record.instance,
+                topology=record.topology,
+                lease=record.lease,
+            )
+        except (InvalidRoute, RouteConflict) as exc:  # two workers raced: first one wins
+            logger.warning("cannot apply shared registration %s: %s", record.lease, exc)
+            return False
+        return True
 
     def _changed(self, version: int) -> None:
         if version == -1 or version != self.version:

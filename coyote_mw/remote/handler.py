@@ -4,7 +4,8 @@ A sibling of the in-process handlers behind the same interface.  Under ASGI it u
 ``coyote_mw.remote.transport.Pool`` - a lean pooled HTTP/1.1 client on asyncio and httptools,
 one per event loop - because a shared ``httpx.AsyncClient`` costs about 1.6 ms of CPU
 per request in its pool; under WSGI a pooled ``httpx.Client`` per leader.  Both
-stream bodies both ways.
+stream bodies both ways.  The pools and the settings a handler relays by are its
+leader's ``Upstreams`` (``coyote_mw.remote.upstreams``).
 
 What is forwarded: the canonical path (byte for byte when the request was already
 canonical) and the raw query string; the headers and framing ``coyote_mw.http.forwarding``
@@ -27,12 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,15 +50,12 @@ from coyote_mw.remote.health import EJECT_AFTER, InstanceHealth
 from coyote_mw.remote.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
-    Pool,
     PoolTimeout,
     ReadTimeout,
     TransportError,
     UpstreamResponse,
 )
-
-if TYPE_CHECKING:
-    from coyote_mw.leader import Coyote
+from coyote_mw.remote.upstreams import Upstreams
 
 __all__ = ["EJECT_AFTER", "RemoteHandler"]
 
@@ -93,28 +88,6 @@ _WS_HANDSHAKE = frozenset(
     }
 )
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
-
-
-# the last loop's pool, held weakly: a closed loop and its pool must be free to go
-_last_pool: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[Pool]] | None = None
-
-
-def _pool() -> Pool:
-    global _last_pool
-    loop = asyncio.get_running_loop()
-    last = _last_pool
-    if last is not None and last[0]() is loop:
-        pool = last[1]()
-        if pool is not None:
-            return pool
-    pool = _pools.get(loop)
-    if pool is None:
-        # no read timeout of its own: the relay's watchdog bounds the wait for a head
-        pool = _pools[loop] = Pool(read_timeout=None)
-    _last_pool = (weakref.ref(loop), weakref.ref(pool))
-    return pool
-
 
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",")}
@@ -144,8 +117,9 @@ def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 
 class RemoteHandler(InstanceHealth, Handler):
     kind = "remote"
+    upstreams: Upstreams
 
-    def __init__(self, url: str, coyote: Coyote) -> None:
+    def __init__(self, url: str, upstreams: Upstreams) -> None:
         url = canonical_url(url)  # InvalidInstanceURL (a ValueError) saying how to fix it
         parts = urlsplit(url)
         self.url = url
@@ -161,8 +135,8 @@ class RemoteHandler(InstanceHealth, Handler):
         # the WSGI relay's URL: httpx gets the target apart (``_forward_sync``)
         self.origin = httpx.URL(f"{self.scheme}://{authority}/")
         self.ws_origin = f"{'wss' if self.scheme == 'https' else 'ws'}://{authority}"
-        self.coyote = coyote
-        # https: verified with the leader's context (coyote.tls), per request, so a
+        self.upstreams = upstreams
+        # https: verified with the leader's context (upstreams.tls), per request, so a
         # configure(tls=...) applies to instances registered before it
         self.https = self.scheme == "https"
 
@@ -179,7 +153,7 @@ class RemoteHandler(InstanceHealth, Handler):
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         """The headers to forward (``coyote_mw.http.forwarding``), the body's checked length
         (None: unknown), and whether the request announces a body."""
-        out, length, has_body, d.request_id = self.coyote.forwarding.forward(
+        out, length, has_body, d.request_id = self.upstreams.forwarding.forward(
             headers,
             str(client[0]) if client else None,
             scheme,
@@ -209,39 +183,40 @@ class RemoteHandler(InstanceHealth, Handler):
             d,
             scope.get("http_version", "1.1"),
         )
-        if not relay.try_enter():
-            receive = await relay._acquire(receive)  # a client that leaves, leaves the queue
+        slot = relay.admit(receive)  # the admission's ``async with``, spelled out
+        if not slot.enter():
+            await slot.wait()  # queued: a client that leaves, leaves the queue
         try:
             body: bytes | AsyncIterator[bytes] = b""
             received = None  # a streamed body: [whether the client's whole body came]
             if streamed:
                 received = [False]
-                body = _stream_request(receive, length, received)
+                body = _stream_request(slot.receive, length, received)
             target = self._target(d, scope.get("query_string", b""))
             instance = self
             while True:
-                # The pool has no read timeout of its own: the relay's watchdog bounds
-                # the wait for the head; the body's pauses are bounded in _stream_back.
-                watch = relay.watch()
+                # The pool has no read timeout of its own: the relay's deadline bounds
+                # the wait for the head (a retry on another instance included); the
+                # body's pauses are bounded in _stream_back.
                 try:
-                    response = await _pool().request(
+                    upstreams = instance.upstreams
+                    response = await upstreams.pool().request(
                         d.method,
                         instance.host,
                         instance.port,
                         target,
                         headers,
                         body,
-                        instance.coyote.tls if instance.https else None,
-                        instance.coyote.upstream.max_response_head,
+                        upstreams.tls if instance.https else None,
+                        upstreams.policy.max_response_head,
                     )
                 except asyncio.CancelledError:
-                    if not watch.fired:
-                        raise
-                    # the instance's failure once it has the whole request; before, the
-                    # client may be the slow one (its body streams through as it comes)
-                    if received is None or received[0]:
+                    # past the deadline (the slot answers 504): the instance's failure
+                    # once it has the whole request; before, the client may be the slow
+                    # one (its body streams through as it comes)
+                    if slot.fired and (received is None or received[0]):
                         instance.gateway_failed("no response head within the timeout", d)
-                    raise relay.timed_out(watch) from None
+                    raise
                 except ConnectError as exc:
                     if not isinstance(exc, PoolTimeout):  # a busy pool is not its failure
                         instance.connect_failed(exc)
@@ -264,11 +239,16 @@ class RemoteHandler(InstanceHealth, Handler):
                 except TransportError as exc:
                     instance.gateway_failed(exc, d)
                     raise instance_failed(d, instance.url, exc) from exc
-                finally:
-                    watch.end()
-                return await _stream_back(d, response, send, instance, watch.deadline)
-        finally:
-            relay.release()
+                slot.unwatch()  # the body streams back under timeouts of its own
+                status = await _stream_back(d, response, send, instance, slot.deadline)
+                break
+        except BaseException as exc:
+            timeout = slot.leave(exc)  # the deadline passed: 504
+            if timeout is None:
+                raise
+            raise timeout from None
+        slot.leave()
+        return status
 
     # -- WebSockets (ASGI) -------------------------------------------------------------
 
@@ -279,12 +259,12 @@ class RemoteHandler(InstanceHealth, Handler):
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
-        refused = self.coyote.forwarding.check_asgi(scope)
+        refused = self.upstreams.forwarding.check_asgi(scope)
         if refused is not None:
             logger.info("WebSocket %s refused: %s", d.path.raw, refused)
             await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
-        sockets = self.coyote.websockets
+        sockets = self.upstreams.websockets
         if not sockets.take():
             logger.warning(
                 "WebSocket %s refused: max_websockets (%d) are open", d.path.raw, sockets.limit
@@ -320,7 +300,7 @@ class RemoteHandler(InstanceHealth, Handler):
                 subprotocols=scope.get("subprotocols") or None,
                 open_timeout=d.relay.timeout,
                 max_size=None,
-                ssl=self.coyote.tls if self.https else None,
+                ssl=self.upstreams.tls if self.https else None,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if not isinstance(exc, InvalidStatus):
@@ -366,14 +346,11 @@ class RemoteHandler(InstanceHealth, Handler):
     # -- WSGI: a pooled httpx.Client ---------------------------------------------------
 
     def serve_wsgi(self, d: Dispatch, environ: dict[str, Any], start_response: Any) -> Any:
-        relay = d.relay
-        relay._acquire_sync(environ)  # a client that leaves, leaves the queue
-        try:
+        # queued, a client that leaves, leaves the queue; the slot is held until the
+        # server closes the response
+        with d.relay.admit_sync(environ) as slot:
             result = self._forward_sync(d, environ, start_response, retry=True)
-        except BaseException:
-            relay.release()
-            raise
-        return Closing(result, relay.release)
+            return Closing(result, slot.hand_over())
 
     def _forward_sync(
         self, d: Dispatch, environ: dict[str, Any], start_response: Any, retry: bool
@@ -395,7 +372,7 @@ class RemoteHandler(InstanceHealth, Handler):
         query = environ.get("QUERY_STRING", "").encode("latin-1")
         if _NOT_IN_TARGET.search(query) is not None:
             query = _NOT_IN_TARGET.sub(_escape_byte, query)
-        client = _sync_client(self.coyote)
+        client = self.upstreams.sync_client()
         request = client.build_request(
             d.method,
             self.origin,
@@ -405,7 +382,7 @@ class RemoteHandler(InstanceHealth, Handler):
             # (`"<>` as %22%3C%3E); httpcore sends the "target" extension unchanged
             extensions={"target": self._target(d, query)},
         )
-        policy = self.coyote.upstream
+        policy = self.upstreams.policy
         started = time.monotonic()
         try:
             response = client.send(request, stream=True)
@@ -474,7 +451,7 @@ class RemoteHandler(InstanceHealth, Handler):
         return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
-        return await call_asgi_app(_AsASGI(self), d, request)
+        return await call_asgi_app(self, d, request)
 
     def call(self, d: Dispatch, request: Any) -> Any:
         return d.relay.submit_coroutine(self.acall(d, request)).result()
@@ -516,14 +493,6 @@ def _another(d: Dispatch, failed: RemoteHandler) -> RemoteHandler | None:
     except NoHealthyInstance:
         return None
     return other if isinstance(other, RemoteHandler) else None
-
-
-class _AsASGI(Handler):
-    def __init__(self, remote: RemoteHandler) -> None:
-        self.remote = remote
-
-    async def serve_asgi(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> int:
-        return await self.remote.serve_asgi(d, scope, receive, send)
 
 
 async def _stream_request(
@@ -576,7 +545,7 @@ async def _stream_back(
             # response_timeout: cut the response off (the head is sent).
             # (response_timeout runs from where the relay's timeout started)
             timeout = d.relay.timeout
-            policy = instance.coyote.upstream
+            policy = instance.upstreams.policy
             total = policy.response_timeout
             idle = policy.stream_idle_timeout
             async for chunk in response.aiter_body(
@@ -639,30 +608,6 @@ def _read_input(stream: Any, length: int | None) -> Iterator[bytes]:
             raise BadRequest(BODY_CUT_SHORT)  # less than its Content-Length
         remaining -= len(chunk)
         yield chunk
-
-
-_clients: weakref.WeakKeyDictionary[Any, httpx.Client] = weakref.WeakKeyDictionary()
-_clients_lock = threading.Lock()
-
-
-def _sync_client(coyote: Coyote) -> httpx.Client:
-    with _clients_lock:
-        client = _clients.get(coyote)
-        if client is None:
-            client = _clients[coyote] = httpx.Client(
-                # one client serves every person: a jar would hand one person's
-                # cookies (an instance's Set-Cookie) to the next person's requests
-                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-                verify=coyote.tls,
-                timeout=httpx.Timeout(coyote.relay.timeout, connect=5.0),
-                limits=httpx.Limits(max_connections=coyote.relay.concurrency * 2),
-                follow_redirects=False,
-            )
-            # httpx sends Accept, Accept-Encoding, Connection and User-Agent of its own
-            # on every request: the instance gets the client's headers and nothing else
-            for name in list(client.headers):
-                del client.headers[name]
-        return client
 
 
 class _HttpxBody:

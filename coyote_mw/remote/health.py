@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from coyote_mw.events import emit
 from coyote_mw.remote.transport import MAX_HEAD
@@ -79,6 +79,10 @@ class UpstreamPolicy:
             raise ValueError("max_ejection_percent must be a whole number from 0 to 100")
 
 
+class _Policed(Protocol):
+    policy: UpstreamPolicy  # coyote_mw.remote.upstreams.Upstreams has it
+
+
 class InstanceHealth:
     """Health bookkeeping of one instance (mixed into ``RemoteHandler``).
 
@@ -87,7 +91,7 @@ class InstanceHealth:
     """
 
     url: str
-    coyote: Any  # the leader: its ``upstream`` policy is read at each failure
+    upstreams: _Policed  # its ``policy`` is read at each failure: configure() changes it
 
     failures = 0  # failures in a row
     ejected = False
@@ -109,7 +113,7 @@ class InstanceHealth:
         self._failed(exc, d.match.endpoint.instances)
 
     def _failed(self, exc: BaseException | str, siblings: Sequence[Any] | None) -> None:
-        policy: UpstreamPolicy = self.coyote.upstream
+        policy = self.upstreams.policy
         with _lock:
             self.failures += 1
             if self.ejected or self.failures < policy.eject_after:
@@ -155,7 +159,7 @@ class InstanceHealth:
             self.ejected = False
             self.readmitted_at = time.monotonic()
             # on probation: one more failure ejects it again
-            self.failures = max(self.coyote.upstream.eject_after - 1, 0)
+            self.failures = max(self.upstreams.policy.eject_after - 1, 0)
         logger.info("instance %s re-admitted after its ejection time", self.url)
         emit("readmitted", "timer")
         return True

@@ -961,8 +961,9 @@ class Pool:
         if left and not self._closed:
             self._schedule_sweep(loop)
 
-    async def aclose(self) -> None:
-        """Close every connection, busy ones included; later requests raise."""
+    def close(self) -> None:
+        """Close every connection, busy ones included; later requests raise.  Call it
+        on the pool's loop (``aclose`` also lets the transports see their loss)."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -972,6 +973,10 @@ class Pool:
         for waiters in self._waiters.values():
             while waiters:
                 _wake(waiters.popleft())
+
+    async def aclose(self) -> None:
+        """Close every connection, busy ones included; later requests raise."""
+        self.close()
         await asyncio.sleep(0)  # let the transports call connection_lost
 
 

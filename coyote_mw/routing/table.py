@@ -7,7 +7,8 @@ Reads (``match``) never lock: they see the old table or the new one, never a mix
 A *registration* is one instance of one service declaring its routes in a topology.
 Several instances of one service share its routes (an ``Endpoint`` lists them); a
 route that another service already holds in that topology is refused with
-``RouteConflict`` and the table is left exactly as it was.
+``RouteConflict``, a route under a reserved prefix (the registration API's, ``reserve``)
+with ``ReservedRoute``, and the table is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from coyote_mw.errors import InvalidRoute, NoHealthyInstance, RouteConflict
+from coyote_mw.errors import InvalidRoute, NoHealthyInstance, ReservedRoute, RouteConflict
 from coyote_mw.routing.matcher import Builder, Snapshot
 from coyote_mw.routing.patterns import Pattern, parse_method, parse_pattern
 
@@ -232,6 +233,7 @@ class RouteTable:
         self._endpoints: dict[_Key, tuple[Pattern, Endpoint]] = {}
         self._snapshots: dict[str, Snapshot[Endpoint]] = {}
         self._subscribers: list[Callable[[TableChange], None]] = []
+        self._reserved: tuple[str, ...] = ()
 
     # -- reads: lock-free ---------------------------------------------------------
 
@@ -330,6 +332,19 @@ class RouteTable:
 
     # -- writes -------------------------------------------------------------------
 
+    def reserve(self, *prefixes: str) -> None:
+        """Keep routes from under ``prefixes`` (the registration API's): ``register``
+        refuses them from now on.  Replaces what was reserved before; no prefix: none."""
+        self._reserved = tuple(p.rstrip("/") for p in prefixes if p.rstrip("/"))
+
+    def reserved(self, pattern: str) -> str | None:
+        """The reserved prefix a path matching ``pattern`` may fall under, if any."""
+        literal = pattern.split("{", 1)[0]  # what every path it matches starts with
+        for prefix in self._reserved:
+            if literal == prefix or literal.startswith(prefix + "/"):
+                return prefix
+        return None
+
     def subscribe(self, callback: Callable[[TableChange], None]) -> Callable[[], None]:
         """Call ``callback`` after every change; returns a function that unsubscribes."""
         with self._lock:
@@ -356,7 +371,8 @@ class RouteTable:
 
         ``handlers`` maps each route to what the relay calls for it, or is a function
         giving it.  Re-registering the same service instance replaces its routes.
-        Raises ``InvalidRoute`` or ``RouteConflict``; the table is then unchanged.
+        Raises ``InvalidRoute`` (``ReservedRoute``) or ``RouteConflict``; the table is
+        then unchanged.
         """
         _check_name("service", service)
         _check_name("topology", topology)
@@ -365,6 +381,14 @@ class RouteTable:
         declared = [Route.coerce(r) for r in routes]
         if not declared:
             raise InvalidRoute(f"service {service!r} declares no routes")
+        if self._reserved:
+            under = [
+                (p, r.pattern)
+                for r in declared
+                if isinstance(r.pattern, str) and (p := self.reserved(r.pattern))
+            ]
+            if under:
+                raise ReservedRoute(under[0][0], [pattern for _, pattern in under])
         parsed: list[tuple[Route, str, Pattern]] = []
         seen: dict[tuple[str, tuple[str, ...]], str] = {}
         for r in declared:

@@ -89,7 +89,7 @@ class ASGIAppHandler(Handler):
             startup = asyncio.run_coroutine_threadsafe(self.startup(), d.relay.loop)
             startup.result(d.relay.timeout)
             self._started_for_wsgi = True
-        return serve_asgi_under_wsgi(d, self.app, environ, start_response)
+        return serve_asgi_under_wsgi(d, self.app, environ, start_response, serve_app)
 
     async def acall(self, d: Dispatch, request: Request) -> Response:
         return await call_asgi_app(self, d, request)

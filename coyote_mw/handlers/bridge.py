@@ -13,7 +13,7 @@ with a plain 500 rather than coyote's JSON 502 / 504.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -22,7 +22,10 @@ from coyote_mw.handlers.base import Dispatch, handler_failed, status_line
 from coyote_mw.http.request import BODY_CUT_SHORT, read_wsgi_input, wsgi_body_length
 from coyote_mw.http.types import Environ
 
-__all__ = ["serve_asgi_under_wsgi"]
+__all__ = ["ServeApp", "serve_asgi_under_wsgi"]
+
+# how an ASGI app is run under the relay: (dispatch, app, scope, receive, send) -> status
+ServeApp = Callable[[Dispatch, Any, dict[str, Any], Any, Any], Awaitable[int]]
 
 CHUNK = 64 * 1024
 _READ = object()  # from the loop to the WSGI thread: read the next chunk of the body
@@ -30,11 +33,11 @@ _END = object()  # the app's run is over
 
 
 def serve_asgi_under_wsgi(
-    d: Dispatch, app: Any, environ: Environ, start_response: Any
+    d: Dispatch, app: Any, environ: Environ, start_response: Any, serve: ServeApp
 ) -> Iterable[bytes]:
+    """Serve the ASGI ``app`` to a WSGI server's thread; ``serve`` runs it on the relay's
+    loop under the relay's bounds (``coyote_mw.handlers.apps.serve_app``)."""
     from a2wsgi.asgi import build_scope  # imported when used: no web stack at import
-
-    from coyote_mw.handlers.apps import serve_app
 
     length = wsgi_body_length(environ)  # 411 / 400 before the app sees anything
     child = dict(environ)
@@ -44,7 +47,7 @@ def serve_asgi_under_wsgi(
     scope["raw_path"] = (scope["root_path"] + d.path.raw).encode("latin-1", "replace")
     exchange = _Exchange(d.relay.loop, environ["wsgi.input"], length)
     future = asyncio.run_coroutine_threadsafe(
-        exchange.run(serve_app(d, app, scope, exchange.receive, exchange.send)), exchange.loop
+        exchange.run(serve(d, app, scope, exchange.receive, exchange.send)), exchange.loop
     )
     try:
         start = exchange.next_message()

@@ -46,7 +46,13 @@ from coyote_mw.events import emit
 from coyote_mw.http.responses import Response, json_response
 from coyote_mw.registry.leases import StoreUnavailable
 from coyote_mw.registry.redis_store import StoreConflict
-from coyote_mw.registry.remotes import RemoteFactory, register_remote
+from coyote_mw.registry.remotes import (
+    MAX_TTL,
+    MIN_TTL,
+    RemoteFactory,
+    log_expired,
+    register_remote,
+)
 from coyote_mw.routing.table import Route, RouteTable
 
 if TYPE_CHECKING:
@@ -65,8 +71,6 @@ __all__ = [
     "read_wsgi_body",
 ]
 
-MIN_TTL = 1
-MAX_TTL = 3600
 
 logger = logging.getLogger("coyote_mw.registration")
 
@@ -477,14 +481,6 @@ class RegistrationAPI:
 
     def close(self) -> None:
         self.leases.close()
-
-
-def log_expired(service: str, instance: str, topology: str) -> None:
-    """The line of a lease that ran out: the instance stopped heart-beating."""
-    logger.warning(
-        "lease of %s/%s in %s expired: its routes are dropped", service, instance, topology
-    )
-    emit("lease_expired", topology, service)
 
 
 def _not_allowed(method: str, path: str, allowed: list[str]) -> Response:

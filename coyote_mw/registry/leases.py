@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from coyote_mw.errors import InvalidRoute, RouteConflict, StoreUnavailable
 from coyote_mw.events import emit
 from coyote_mw.registry.redis_store import RedisStore, StoredRegistration
-from coyote_mw.registry.remotes import RemoteFactory, register_remote
+from coyote_mw.registry.remotes import RemoteFactory, log_expired, register_remote
 from coyote_mw.routing.table import Route
 
 if TYPE_CHECKING:
@@ -179,8 +179,6 @@ class SharedLeases:
             ticks += 1
             gone = self._guard(self.store.expire)  # announced: every worker reloads
             if gone:  # this worker took them out: it says so, once for every worker
-                from coyote_mw.registry.api import log_expired
-
                 for lease in gone:
                     record = self.applied.get(lease)
                     if record is not None:

@@ -9,15 +9,24 @@ table's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from coyote_mw.events import emit
 from coyote_mw.routing.table import DEFAULT_TOPOLOGY, Registration, RouteTable
 
 if TYPE_CHECKING:
     from coyote_mw.remote.handler import RemoteHandler
 
-__all__ = ["RemoteFactory", "register_remote"]
+__all__ = ["MAX_TTL", "MIN_TTL", "RemoteFactory", "log_expired", "register_remote"]
+
+logger = logging.getLogger("coyote_mw.registration")  # the name operators configure
+
+MIN_TTL = 1
+"""The shortest lease a registration may ask for, in seconds."""
+MAX_TTL = 3600
+"""The longest lease a registration may ask for, in seconds."""
 
 RemoteFactory = Callable[[str], "RemoteHandler"]
 """Makes the handler of the instance at a URL (``InvalidInstanceURL`` if it cannot be
@@ -50,3 +59,11 @@ def register_remote(
         topology=topology,
         lease=lease,
     )
+
+
+def log_expired(service: str, instance: str, topology: str) -> None:
+    """The line of a lease that ran out: the instance stopped heart-beating."""
+    logger.warning(
+        "lease of %s/%s in %s expired: its routes are dropped", service, instance, topology
+    )
+    emit("lease_expired", topology, service)

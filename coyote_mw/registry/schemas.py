@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from coyote_mw.errors import InvalidRoute
 from coyote_mw.http.urls import canonical_url
-from coyote_mw.registry.api import MAX_TTL, MIN_TTL
+from coyote_mw.registry.remotes import MAX_TTL, MIN_TTL
 from coyote_mw.routing.patterns import parse_method, parse_pattern
 
 __all__ = ["MAX_ROUTES", "RegistrationIn", "RouteIn"]

@@ -20,6 +20,7 @@ ADAPTER_SETTINGS = ("CLIENTS", "MOUNT", "PRECEDENCE", "TOPOLOGY")
 
 
 def _configure_keys() -> tuple[str, ...]:
+    # when asked, not at import: the adapters import this module before the web stack
     from coyote_mw.leader import Coyote
 
     parameters = inspect.signature(Coyote.configure).parameters.values()

@@ -518,6 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvicorn.Server(config).run(sockets=[sock])
         return 0
     if args.command == "serve-client":
+        # each command imports what it runs: `coyote --version` or `coyote routes` never
+        # load the web stack, httpx or redis
         from coyote_mw.client import Client
         from coyote_mw.registry.registrar import RegistrationRefused
         from coyote_mw.serving import serve_client

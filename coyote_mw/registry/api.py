@@ -278,6 +278,7 @@ class RegistrationAPI:
         self.prefix = prefix
         self.leases: LeaseKeeper | SharedLeases
         if store:
+            # redis is imported here, not with coyote_mw: only leaders with a store need it
             from coyote_mw.registry.leases import SharedLeases
             from coyote_mw.registry.redis_store import RedisStore
 

@@ -101,6 +101,26 @@ def test_outside_a_standalone_mount_is_404_in_the_middlewares_topology(serve: An
         coyote.close()
 
 
+def test_outside_a_standalone_mount_a_resolver_is_not_asked(serve: Any) -> None:
+    """A resolver written for the mounted paths never sees the others: 404, not a 500."""
+
+    def resolver(carrier: Any) -> str:
+        path = carrier["PATH_INFO"] if "PATH_INFO" in carrier else carrier["path"]
+        if not path.startswith("/saloon"):
+            raise KeyError(f"this resolver only knows /saloon, not {path}")
+        return "default"
+
+    coyote = Coyote()
+    try:
+        coyote.register(Saloon())
+        client = serve(coyote, None, mount="/saloon", topology=resolver)
+        assert client.get("/saloon/drinks/1").status_code == 200
+        r = client.get("/boom")
+        assert r.status_code == 404 and r.json()["topology"] == "default"
+    finally:
+        coyote.close()
+
+
 def test_call_answers_as_the_middleware_decides(serve: Any) -> None:
     coyote = Coyote()
     try:

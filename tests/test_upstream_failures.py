@@ -197,6 +197,25 @@ def test_gateway_failures_never_eject_the_last_answering_instances(server: str) 
         assert len(a.requests) + len(b.requests) == 8 + 12
 
 
+def test_an_instance_that_cuts_every_body_after_its_head_is_ejected(server: str) -> None:
+    """A 200 head and then a reset, every time: gateway failures in a row, under WSGI
+    (where the body is relayed after the head was judged) as under ASGI."""
+    with (
+        LedgerUpstream() as a,
+        LedgerUpstream() as b,
+        leader_for(server, a.url, b.url, eject_after=3) as (coyote, leader),
+        httpx.Client() as client,
+    ):
+        for _ in range(6):  # three cuts each, taking turns
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(leader + "/cut/100", timeout=10)
+        ejected = {
+            h.url: h.ejected for reg in coyote.table.registrations() for h in reg.handlers.values()
+        }
+        # max_ejection_percent 50: one of the two is ejected, the other still serves
+        assert sorted(ejected.values()) == [False, True], ejected
+
+
 def test_a_static_instance_is_readmitted_after_an_ejection_time_that_grows(server: str) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -444,10 +444,9 @@ class RemoteHandler(InstanceHealth, Handler):
         except BaseException:
             response.close()  # its connection goes back now, not when collected
             raise
-        # judged by its head now: the client may have the last bytes (and send its next
-        # request) before the server resumes this body's iterator; a body cut later still
-        # counts as a gateway failure
-        self.answered(response.status_code, d)
+        # its head judged now: the client may have the last bytes (and send its next
+        # request) before the server resumes this body's iterator
+        self.head_answered(response.status_code, d)
         return _HttpxBody(d, self, response, first, stream, deadline)
 
     async def acall(self, d: Dispatch, request: Any) -> Any:
@@ -643,6 +642,8 @@ class _HttpxBody:
             if not 501 < self.response.status_code < 505:  # counted by its head already
                 self.instance.gateway_failed(exc, self.d)
             raise ResponseCut(str(instance_failed(self.d, self.instance.url, exc))) from exc
+        if not 501 < self.response.status_code < 505:  # counted by its head already
+            self.instance.answered(self.response.status_code, self.d)
 
     def close(self) -> None:
         self.response.close()

@@ -98,13 +98,28 @@ class InstanceHealth:
     ejections = 0  # the multiplier of the next ejection time
     readmit_at = 0.0  # time.monotonic() when an ejected instance comes back
     readmitted_at = 0.0
+    probation = False  # re-admitted by its timer, and not yet answered since
 
     def answered(self, status: int, d: Any) -> None:
         """The response ended: a 502/503/504 is a gateway failure, anything else a success."""
         if 501 < status < 505:
             self.gateway_failed(f"answered {status}", d)
-        elif self.failures:
+        elif self.failures or self.probation:
             self.failures = 0
+            self.probation = False
+
+    def head_answered(self, status: int, d: Any) -> None:
+        """The response's head came, its body still to come (WSGI, where the body is
+        iterated by the server): a 502/503/504 fails now; any other status ends a
+        probation now, before the client can send its next request, but clears the
+        failures in a row only when the body ends (``answered``): a body cut every time
+        still ejects the instance."""
+        if 501 < status < 505:
+            self.gateway_failed(f"answered {status}", d)
+        elif self.probation:
+            with _lock:
+                self.probation = False
+                self.failures = 0
 
     def connect_failed(self, exc: BaseException) -> None:
         self._failed(exc, None)
@@ -160,6 +175,7 @@ class InstanceHealth:
             self.readmitted_at = time.monotonic()
             # on probation: one more failure ejects it again
             self.failures = max(self.upstreams.policy.eject_after - 1, 0)
+            self.probation = True
         logger.info("instance %s re-admitted after its ejection time", self.url)
         emit("readmitted", "timer")
         return True
@@ -169,6 +185,7 @@ class InstanceHealth:
         with _lock:
             was = self.ejected
             self.failures = 0
+            self.probation = False
             self.ejections = 0
             self.readmit_at = 0.0
             self.ejected = False

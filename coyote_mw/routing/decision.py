@@ -22,9 +22,9 @@ An error with a path is a lookup that missed: the middleware checks the request'
 (``coyote_mw.http.forwarding``) before answering it, as before a dispatch.  An error
 without one was refused before any lookup: the target was too long (the lookup and its
 cache never see such a path), or the path lies outside the mount of a middleware
-without a host app.  ``topology`` is the one the request was looked up in, or would
-have been outside the mount; "" when none was chosen (the prefix, a target too long,
-the host's path outside the mount).
+without a host app.  ``topology`` is the one the request was looked up in (outside
+the mount: the middleware's fixed topology, or "default" for a resolver); "" when
+none was chosen (the prefix, a target too long, the host's path outside the mount).
 
 The order: the operator API's prefix (whatever the mount), the mount, the target's
 size, the topology, the lookup.  The topology is resolved only when it is needed, so a
@@ -153,7 +153,9 @@ class Decision:
             if below is None:
                 if not self.owns_all:
                     return HOST, None, ""
-                topology = self._fixed or self._resolve(carrier)
+                # outside the mount nothing was routed: the resolver is not asked (one
+                # written for the mounted paths may not know this request)
+                topology = self._fixed or DEFAULT_TOPOLOGY
                 return NoMatchingRoute(method, path.raw, topology), None, topology
             relative = below
         if size > max_target:

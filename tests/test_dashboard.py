@@ -309,3 +309,44 @@ def test_no_dashboard_without_a_token(loop_thread: Any) -> None:
     finally:
         client.close()
         coyote.close()
+
+
+def _mounted(interface: str, coyote: Coyote, loop_thread: Any) -> Any:
+    """coyote mounted at /admin in its host: a Starlette Mount, or Werkzeug's dispatcher
+    (SCRIPT_NAME /admin, PATH_INFO below it) under WSGI."""
+    if interface == "asgi":
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        host = Starlette(routes=[Mount("/admin", app=coyote.asgi())])
+        return ASGIClient(host, loop_thread)
+    from werkzeug.exceptions import NotFound
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    host = DispatcherMiddleware(NotFound(), {"/admin": coyote.wsgi()})
+    return httpx.Client(transport=httpx.WSGITransport(host), base_url="http://testserver")
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_mounted_below_a_root_path_every_url_it_gives_stays_below_it(
+    interface: str, loop_thread: Any
+) -> None:
+    coyote = Coyote(token=TOKEN)
+    client = _mounted(interface, coyote, loop_thread)
+    origin = {"origin": "http://testserver", "host": "testserver"}
+    try:
+        page = client.get("/admin" + PAGE)
+        assert page.status_code == 200
+        assert 'action="/admin/_coyote/dashboard/login"' in page.text
+        r = client.post("/admin" + LOGIN, content=f"token={TOKEN}", headers={**FORM, **origin})
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == "/admin" + PAGE
+        assert "Path=/admin/_coyote/dashboard;" in r.headers["set-cookie"]
+        session = r.headers["set-cookie"].split(";", 1)[0]
+        board = client.get("/admin" + PAGE, headers={"cookie": session})
+        assert 'src="/admin/_coyote/dashboard/static/dashboard.js"' in board.text
+        assert 'data-endpoint="/admin/_coyote/dashboard/data"' in board.text
+        assert client.get("/admin" + DATA, headers={"cookie": session}).status_code == 200
+    finally:
+        client.close()
+        coyote.close()

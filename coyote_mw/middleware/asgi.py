@@ -219,6 +219,7 @@ class CoyoteASGI(Middleware):
             scope.get("scheme", "http"),
             self.decision,
             gw.forwarding.max_target,
+            root_path=scope.get("root_path", ""),
         )
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)

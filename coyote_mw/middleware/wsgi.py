@@ -122,7 +122,16 @@ class CoyoteWSGI(Middleware):
         query = environ.get("QUERY_STRING", "")
         scheme = environ.get("wsgi.url_scheme", "http")
         max_target = gw.forwarding.max_target
-        request = OpsRequest(method, path, query, headers, scheme, self.decision, max_target)
+        request = OpsRequest(
+            method,
+            path,
+            query,
+            headers,
+            scheme,
+            self.decision,
+            max_target,
+            root_path=environ.get("SCRIPT_NAME", ""),
+        )
         # the token and a declared length first: a refused body is never read
         response = ops.probe(request) or ops.refuse_early(request)
         if response is None:

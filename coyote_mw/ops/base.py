@@ -56,6 +56,9 @@ class OpsRequest:
     """The leader's limit on a request target (``/explain``: 414 above it)."""
     body: bytes | None = b""
     """The body, for a view that reads one; None when it was over ``MAX_PAYLOAD``."""
+    root_path: str = ""
+    """Where the app is mounted in its server (ASGI ``root_path``, WSGI ``SCRIPT_NAME``):
+    what a URL given to a browser starts with."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,18 +306,23 @@ def serve(ops: Operator, request: OpsRequest) -> Response:
     """The view (``coyote_mw.ops.api.VIEWS``): this leader's ``Dashboard`` answers."""
     rest = request.path[len(ops.prefix) :]
     board = ops.part(Dashboard)
-    return board.handle(request.method, rest, request.headers, request.body, request.scheme)
+    return board.handle(
+        request.method, rest, request.headers, request.body, request.scheme, request.root_path
+    )
 
 
 class Dashboard:
-    """The dashboard's views: ``handle(method, rest, headers, body, scheme)`` where
-    ``rest`` is the path after the API prefix.  One per ``OperatorAPI``, made with it
-    (so its recent errors are kept from the start)."""
+    """The dashboard's views: ``handle(method, rest, headers, body, scheme, root_path)``
+    where ``rest`` is the path after the API prefix.  Every URL it gives the browser (the
+    form's action, links, the redirect, the cookie's path) starts with the app's
+    ``root_path`` (``SCRIPT_NAME``): mounted in a host under ``/admin``, it stays there.
+    One per ``OperatorAPI``, made with it (so its recent errors are kept from the
+    start)."""
 
     def __init__(self, ops: Operator) -> None:
         self.ops = ops
         self.token = ops.registration.token
-        self.base = f"{ops.prefix}/dashboard"
+        self.path = f"{ops.prefix}/dashboard"  # below the app's root_path
         self.sessions = Sessions(self.token)
         self._templates: dict[str, Template] = {}
         recent_errors()
@@ -329,33 +334,35 @@ class Dashboard:
         headers: Mapping[str, str],
         body: bytes | None,
         scheme: str = "http",
+        root_path: str = "",
     ) -> Response:
         """The answer to one dashboard request; ``body`` is None when it was too large."""
+        base = root_path + self.path
         reading = method in ("GET", "HEAD")
         if rest == "/dashboard":
             if not reading:
                 return _not_allowed(method, rest, ["GET", "HEAD"])
             if self.sessions.valid(self._cookie(headers)):
-                return self._page("dashboard.html")
-            return self._page("login.html")
+                return self._page(base, "dashboard.html")
+            return self._page(base, "login.html")
         if rest == "/dashboard/data":
             if not reading:
                 return _not_allowed(method, rest, ["GET", "HEAD"])
-            refusal = self._unauthorized(headers)
+            refusal = self._unauthorized(base, headers)
             if refusal is not None:
                 return refusal
             return json_response(dashboard_data(self.ops), 200, _SECURITY)
         if rest == "/dashboard/login":
             if method != "POST":
                 return _not_allowed(method, rest, ["POST"])
-            return self._login(headers, body, scheme)
+            return self._login(base, headers, body, scheme)
         if rest == "/dashboard/logout":
             if method != "POST":
                 return _not_allowed(method, rest, ["POST"])
             if not _same_origin(headers, scheme):
                 return _problem(403, "Cross-origin request refused")
             self.sessions.revoke(self._cookie(headers))
-            return self._redirect(self._cookie_header("", 0, scheme))
+            return self._redirect(base, self._cookie_header(base, "", 0, scheme))
         name = rest.removeprefix("/dashboard/static/")
         if name in STATIC:
             if not reading:
@@ -366,7 +373,7 @@ class Dashboard:
     def _cookie(self, headers: Mapping[str, str]) -> str | None:
         return parse_cookie(headers.get("cookie", "")).get(COOKIE)
 
-    def _unauthorized(self, headers: Mapping[str, str]) -> Response | None:
+    def _unauthorized(self, base: str, headers: Mapping[str, str]) -> Response | None:
         """None when the session cookie or a Bearer token is good; else 401."""
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and given:
@@ -382,10 +389,12 @@ class Dashboard:
             401,
             "Authorization required",
             [("www-authenticate", "Bearer")],
-            detail=f"sign in at {self.base} or send 'Bearer <token>'",
+            detail=f"sign in at {base} or send 'Bearer <token>'",
         )
 
-    def _login(self, headers: Mapping[str, str], body: bytes | None, scheme: str) -> Response:
+    def _login(
+        self, base: str, headers: Mapping[str, str], body: bytes | None, scheme: str
+    ) -> Response:
         if not _same_origin(headers, scheme):
             return _problem(403, "Cross-origin request refused")
         if body is None:
@@ -400,33 +409,35 @@ class Dashboard:
         given = fields.get("token", [""])[0].encode("utf-8")
         if not hmac.compare_digest(given, self.token):
             logger.warning("dashboard sign-in refused: wrong token")
-            page = self._page("login.html", "The token is wrong.")
+            page = self._page(base, "login.html", "The token is wrong.")
             page.status = 401
             page.headers.append(("www-authenticate", 'Bearer realm="coyote dashboard"'))
             return page
         logger.info("dashboard sign-in")
-        cookie = self._cookie_header(self.sessions.issue(), self.sessions.lifetime, scheme)
-        return self._redirect(cookie)
+        cookie = self._cookie_header(base, self.sessions.issue(), self.sessions.lifetime, scheme)
+        return self._redirect(base, cookie)
 
-    def _cookie_header(self, value: str, max_age: int, scheme: str) -> tuple[str, str]:
+    def _cookie_header(
+        self, base: str, value: str, max_age: int, scheme: str
+    ) -> tuple[str, str]:
         return (
             "set-cookie",
             dump_cookie(
                 COOKIE,
                 value,
                 max_age=max_age,
-                path=self.base,
+                path=base,
                 secure=scheme == "https",
                 httponly=True,
                 samesite="Strict",
             ),
         )
 
-    def _redirect(self, cookie: tuple[str, str]) -> Response:
+    def _redirect(self, base: str, cookie: tuple[str, str]) -> Response:
         # 303: the browser GETs the page (a reload does not post the form again)
-        return Response(b"", 303, [*_SECURITY, ("location", self.base), cookie], "text/plain")
+        return Response(b"", 303, [*_SECURITY, ("location", base), cookie], "text/plain")
 
-    def _page(self, name: str, error: str = "") -> Response:
+    def _page(self, base: str, name: str, error: str = "") -> Response:
         template = self._templates.get(name)
         if template is None:
             template = self._templates[name] = Template(_asset(name).decode("utf-8"))
@@ -436,7 +447,7 @@ class Dashboard:
             else ""
         )
         text = template.substitute(
-            base=html.escape(self.base),
+            base=html.escape(base),
             prefix=html.escape(self.ops.prefix),
             error=alert,
             described="token-help login-error" if error else "token-help",

@@ -131,7 +131,9 @@ class Decision:
             host_first=self.host_first,
         )
         decision.resolver = self.resolver
-        decision._fixed, decision._resolve = None, lambda carrier: topology
+        # a fixed topology stays (it names a 404 outside the mount, as the middleware's)
+        decision._resolve = lambda carrier: topology
+        decision._fixed = topology if self._fixed is not None else None
         return decision
 
     def decide(

@@ -2,7 +2,8 @@
 table, topologies, and the decision.  Knows no HTTP server, no relay and no leader.
 
 ``patterns`` (``/items/{id:int}`` parsed and checked), ``matcher`` (the compiled
-segment trie), ``table`` (``RouteTable``: registrations, published in one assignment),
+segment trie), ``endpoint`` (what a lookup finds: ``Endpoint``, ``Match``), ``table``
+(``RouteTable``: registrations, published in one assignment),
 ``topology`` (which table a request is looked up in), ``decision`` (what becomes of a
 request: dispatch, the host's, the operator API's, or 404 / 405 / 414 - for ASGI, WSGI
 and ``Coyote.call`` alike), ``near`` (the routes a missed path nearly fits).

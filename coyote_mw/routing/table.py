@@ -18,12 +18,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
+from coyote_mw.routing.builder import Builder
 from coyote_mw.routing.endpoint import Endpoint, Instance, Match
-from coyote_mw.routing.matcher import Builder, Snapshot
+from coyote_mw.routing.matcher import Snapshot
 from coyote_mw.routing.patterns import Pattern, parse_method, parse_pattern
 
 __all__ = [
@@ -72,8 +72,6 @@ class Route:
         )
 
 
-_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
-
 # Recent lookups kept per snapshot (see matcher.Snapshot.cache): hits and misses,
 # up to this many; when full it starts over, so a flood of distinct paths costs
 # memory no more than this.
@@ -119,7 +117,7 @@ class RouteTable:
         self._registrations: dict[tuple[str, str, str], Registration] = {}
         self._by_lease: dict[str, Registration] = {}
         self._endpoints: dict[_Key, tuple[Pattern, Endpoint]] = {}
-        self._snapshots: dict[str, Snapshot[Endpoint]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._subscribers: list[Callable[[TableChange], None]] = []
         self._reserved: tuple[str, ...] = ()
 
@@ -137,31 +135,16 @@ class RouteTable:
         if snapshot is None:
             return None
         if segments is not None or len(path) + len(method) > CACHE_KEY_MAX:
-            return self._lookup(snapshot, method, path, segments)  # rare: not cached
+            return snapshot.lookup(method, path, segments)  # rare: not cached
         cache = snapshot.cache
         key = (method, path)
         match = cache.get(key, _UNCACHED)
         if match is _UNCACHED:
-            match = self._lookup(snapshot, method, path, None)
+            match = snapshot.lookup(method, path)
             if len(cache) >= CACHE_SIZE:
                 cache.clear()
             cache[key] = match
         return match  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _lookup(
-        snapshot: Snapshot[Endpoint], method: str, path: str, segments: tuple[str, ...] | None
-    ) -> Match | None:
-        found = snapshot.find(method, path, segments)
-        if found is None:
-            return None
-        endpoint, values = found
-        if not values:
-            return Match(endpoint, _NO_PARAMS)
-        names = endpoint.names  # as many as values: the pattern gave both
-        if len(values) == 1:
-            return Match(endpoint, MappingProxyType({names[0]: values[0]}))
-        return Match(endpoint, MappingProxyType(dict(zip(names, values, strict=True))))
 
     def allowed_methods(
         self, topology: str, path: str, segments: tuple[str, ...] | None = None
@@ -383,12 +366,10 @@ class RouteTable:
 
     # -- internals (called with the lock held) --------------------------------------
 
-    def _builder(self, topology: str) -> Builder[Endpoint]:
+    def _builder(self, topology: str) -> Builder:
         return Builder(self._snapshots.get(topology))
 
-    def _add(
-        self, builder: Builder[Endpoint], reg: Registration, r: Route, method: str, p: Pattern
-    ) -> None:
+    def _add(self, builder: Builder, reg: Registration, r: Route, method: str, p: Pattern) -> None:
         key = (reg.topology, method, "/".join(p.shape))
         inst = Instance(reg.service, reg.instance, reg.handlers[r])
         held = self._endpoints.get(key)
@@ -397,7 +378,7 @@ class RouteTable:
         self._endpoints[key] = (p, ep)
         builder.put(method, p, ep)
 
-    def _withdraw(self, builder: Builder[Endpoint], reg: Registration) -> None:
+    def _withdraw(self, builder: Builder, reg: Registration) -> None:
         for r in reg.routes:
             p = parse_pattern(r.pattern)
             key = (reg.topology, r.method, "/".join(p.shape))
@@ -414,7 +395,7 @@ class RouteTable:
                 del self._endpoints[key]
                 builder.remove(r.method, pattern)
 
-    def _publish(self, topology: str, builder: Builder[Endpoint]) -> None:
+    def _publish(self, topology: str, builder: Builder) -> None:
         snapshot = builder.build()
         snapshots = dict(self._snapshots)
         if snapshot.size:

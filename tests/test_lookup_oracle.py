@@ -1,5 +1,5 @@
 """The written-out lookup gives exactly the trie search's answers: checked against the
-search as it was (tests/reference_matcher.py) on random route sets, built and changed
+search as it was (tests/support/reference_matcher.py) on random route sets, built and changed
 step by step, and on paths made to fit them, nearly fit them or fit nothing."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from coyote_mw.routing.endpoint import Endpoint
 from coyote_mw.routing.matcher import Snapshot
 from coyote_mw.routing.patterns import Pattern, parse_pattern
 from coyote_mw.routing.table import RouteTable
-from tests import reference_matcher as reference
+from tests.support import reference_matcher as reference
 
 # Segment templates: "{}" is a parameter (named when the pattern is made), literals are
 # few and short so that patterns share prefixes and compete for the same paths.

@@ -1,40 +1,82 @@
 """The compiled matcher: one immutable snapshot per topology, searched without locks.
 
-A snapshot holds a dictionary of fully static paths and a segment trie for every
-route.  A lookup costs one dictionary probe for a static path and one probe per
-segment (plus the few parameters tried at a segment) for the rest, whatever the
-number of routes.  No regex runs over the route list, and nothing raises: ``find``
-returns the endpoint and the converted values, or ``None`` (a convertor converts only
-what its ``check`` passed, and ``check`` passes only what converts).
+A snapshot holds a segment trie for every route, searched segment by segment with
+backtracking (``_search``: at each segment the literal first, then the parameters in
+the order patterns.py gives), and two dictionaries in front of it, keyed by path text:
+every fully static path, with a ready-made ``Match`` for each method, and every node
+reached through literals alone below which a route ends one parameter further
+(``/api/v7/items`` for ``/api/v7/items/{id:int}``).
 
-Writers never touch a published snapshot.  ``Builder`` copies only the trie nodes on
-the path it changes (path copying), so one registration into a 10,000-route table
-costs microseconds, and the table publishes the result with one assignment.
+``Snapshot.lookup`` gives the search's answer, reaching it sooner; each step answers
+only where the search would (tests/test_lookup_oracle.py checks it against the search):
+
+1. the whole path among the static paths (two dictionary probes);
+2. the path up to its last segment among the literal prefixes, the last segment tried
+   as each parameter there (the search's first stop after the static route);
+3. when the root has no parameter, the first segment alone: most paths no route takes
+   stop there, before the rest of the path is split;
+4. the first path of the search's order, without backtracking: if it ends at a route
+   of the method, that is the answer; if it fails and nothing was passed by on the way,
+   there is none; only else does the search run in full.
+
+Written out for the interpreter (no call on the way to a match but the convertors', a
+``Match`` made without ``__init__``), a lookup costs the same whatever the number of
+routes.  No regex runs over the route list, and nothing raises: a convertor converts
+only what its ``check`` passed, and ``check`` passes only what converts.
+
+Snapshots are written by builder.py and never changed once published.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
-from coyote_mw.routing.patterns import Pattern, Segment
+from coyote_mw.routing.endpoint import Endpoint, Match
+from coyote_mw.routing.patterns import Segment
 
-__all__ = ["Builder", "Snapshot"]
+__all__ = ["Snapshot"]
 
-E = TypeVar("E")
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+_new = object.__new__
 
 
-class _Node(Generic[E]):
+def _matched(endpoint: Endpoint, values: list[Any]) -> Match:
+    if not values:
+        return Match(endpoint, _NO_PARAMS)
+    names = endpoint.names  # as many as values: the pattern gave both
+    if len(values) == 1:
+        return Match(endpoint, MappingProxyType({names[0]: values[0]}))
+    return Match(endpoint, MappingProxyType(dict(zip(names, values, strict=True))))
+
+
+# How an edge to a parameter is tried, by what the segment holds (Segment.kind and its
+# convertor); the two commonest are tested inline on the lookup path.
+_INT, _STR, _PARAM, _MIXED, _PATH = range(5)
+
+_Edge = tuple[int, Segment, "_Node"]
+
+
+def _edge(spec: Segment, child: _Node) -> _Edge:
+    if spec.kind == "param":
+        name = spec.convertors[0].name
+        return (_INT if name == "int" else _STR if name == "str" else _PARAM, spec, child)
+    return (_MIXED if spec.kind == "complex" else _PATH, spec, child)
+
+
+class _Node:
     __slots__ = ("dynamic", "routes", "static")
 
     def __init__(self) -> None:
-        self.static: dict[str, _Node[E]] = {}
-        # (segment spec, child) in the order they are tried: see patterns.py
-        self.dynamic: tuple[tuple[Segment, _Node[E]], ...] = ()
-        # method -> endpoint for patterns that end here ("HEAD" added for "GET")
-        self.routes: dict[str, E] = {}
+        self.static: dict[str, _Node] = {}
+        # edges to parameters, in the order they are tried: see patterns.py
+        self.dynamic: tuple[_Edge, ...] = ()
+        # method -> endpoint for patterns that end here ("HEAD" falls back to "GET")
+        self.routes: dict[str, Endpoint] = {}
 
-    def copy(self) -> _Node[E]:
-        n: _Node[E] = _Node()
+    def copy(self) -> _Node:
+        n = _Node()
         n.static = dict(self.static)
         n.dynamic = self.dynamic
         n.routes = dict(self.routes)
@@ -44,50 +86,220 @@ class _Node(Generic[E]):
         return not (self.static or self.dynamic or self.routes)
 
 
-class Snapshot(Generic[E]):
+class Snapshot:
     """One topology's routes, compiled.  Never mutated once published.
 
     ``cache`` belongs to its snapshot, so a table change, which publishes a new
     snapshot, drops it: no lookup can ever see a result from an older table.
     """
 
-    __slots__ = ("_root", "_static", "cache", "size")
+    __slots__ = ("_root", "_static", "_tails", "cache", "size")
 
-    def __init__(self, root: _Node[E], static: dict[str, dict[str, E]], size: int) -> None:
+    def __init__(
+        self,
+        root: _Node,
+        static: dict[str, dict[str, Match]],
+        tails: dict[str, _Node],
+        size: int,
+    ) -> None:
         self._root = root
         self._static = static
+        self._tails = tails
         self.size = size
         self.cache: dict[tuple[str, str], Any] = {}
 
-    def find(
-        self, method: str, path: str, segments: tuple[str, ...] | None = None
-    ) -> tuple[E, list[Any]] | None:
-        """The endpoint for ``method`` at the canonical ``path``, with its values."""
+    def lookup(self, method: str, path: str, segments: Sequence[str] | None = None) -> Match | None:
+        """The match for ``method`` at the canonical ``path``; ``segments`` are its
+        decoded segments when one of them holds a '/' (then ``path`` does not split).
+
+        Each step below gives the trie search's own answer (``_search``: the literal
+        first at each segment, then the parameters in order, backtracking), only
+        sooner; written out for speed, with no call on the way to a match but the
+        convertors'."""
         if segments is None:
             methods = self._static.get(path)
             if methods is not None:
-                endpoint = _method(methods, method)
-                if endpoint is not None:
-                    return endpoint, []
-            segments = tuple(path[1:].split("/"))
-        values: list[Any] = []
-        endpoint = _search(self._root, segments, 0, len(segments), method, values)
+                match = methods.get(method)
+                if match is not None:
+                    return match
+            # The search reaches the node of the literals before the last segment
+            # first, and (the whole path being no static route of the method) tries
+            # its parameters next: try them here, without splitting the path.
+            prefix, _, last = path.rpartition("/")
+            node = self._tails.get(prefix)
+            if node is not None:
+                for tag, spec, child in node.dynamic:
+                    if tag == _STR:
+                        if not last:
+                            continue
+                        value: Any = last
+                    elif tag == _INT:
+                        if not (last.isdigit() and last.isascii()):
+                            continue
+                        try:
+                            value = int(last)
+                        except ValueError:  # more digits than int() converts
+                            continue
+                    elif tag == _PATH:  # the rest of the path: here, its last segment
+                        value = last
+                    else:
+                        taken = _take(tag, spec, last)
+                        if taken is None:
+                            continue
+                        endpoint = _method(child.routes, method)
+                        if endpoint is not None:
+                            return _matched(endpoint, taken)
+                        continue
+                    routes = child.routes
+                    endpoint = routes.get(method)
+                    if endpoint is None:
+                        if method != "HEAD":
+                            continue
+                        endpoint = routes.get("GET")  # HEAD falls back to GET
+                        if endpoint is None:
+                            continue
+                    match = _new(Match)  # Match(...) without a call to __init__
+                    match.endpoint = endpoint
+                    match.params = MappingProxyType({endpoint.names[0]: value})
+                    return match
+            root = self._root
+            if root.dynamic:
+                segs: Sequence[str] = path.split("/")
+                i = 1  # past the empty text before the leading '/'
+                node = root
+            else:
+                # Only a literal can come first: look at the first segment alone
+                # (most paths no route takes end here), then split the rest.
+                parts = path.split("/", 2)
+                first = root.static.get(parts[1])
+                if first is None:
+                    return None
+                if len(parts) == 2:
+                    segs = ()
+                    i = 0
+                else:
+                    segs = parts[2].split("/")
+                    i = 0
+                node = first
+        else:
+            segs = segments
+            i = 0
+            node = self._root
+        # The first path in the search's order, without backtracking: at each node the
+        # literal child, else the first parameter that takes the segment.  If it leads
+        # to a route of the method, that is the search's answer; if not, and no other
+        # option was passed by on the way, there is none; else the search runs in full.
+        n = len(segs)
+        values: list[Any] | None = None
+        forked = False
+        while True:
+            # down literal children as far as they go (a short loop, kept apart from
+            # the long one below so that the interpreter specialises its jumps)
+            while i < n:
+                static = node.static
+                if not static:  # (a parameter's node often has no literal child)
+                    break
+                nxt = static.get(segs[i])
+                if nxt is None:
+                    break
+                if node.dynamic:
+                    forked = True
+                node = nxt
+                i += 1
+            else:
+                break  # the path ends here
+            dynamic = node.dynamic
+            if not dynamic:
+                return self._full(method, path, segments) if forked else None
+            seg = segs[i]
+            i += 1
+            for edge in dynamic:
+                tag, spec, child = edge
+                if tag == _STR:
+                    if not seg:
+                        continue
+                    value = seg
+                elif tag == _INT:
+                    if not (seg.isdigit() and seg.isascii()):
+                        continue
+                    try:
+                        value = int(seg)
+                    except ValueError:  # more digits than int() converts
+                        continue
+                elif tag == _PATH:  # the rest of the path, whatever it holds
+                    endpoint = _method(child.routes, method)
+                    if endpoint is None:
+                        continue
+                    rest = "/".join(segs[i - 1 :])
+                    return _matched(endpoint, [rest] if values is None else [*values, rest])
+                else:
+                    taken = _take(tag, spec, seg)
+                    if taken is None:
+                        continue
+                    values = taken if values is None else values + taken
+                    if edge is not dynamic[-1]:
+                        forked = True
+                    node = child
+                    break
+                if values is None:
+                    values = [value]
+                else:
+                    values.append(value)
+                if edge is not dynamic[-1]:
+                    forked = True
+                node = child
+                break
+            else:  # nothing takes the segment
+                return self._full(method, path, segments) if forked else None
+        routes = node.routes
+        endpoint = routes.get(method)
         if endpoint is None:
-            return None
-        return endpoint, values
+            if method == "HEAD":
+                endpoint = routes.get("GET")  # HEAD falls back to GET
+            if endpoint is None:
+                return self._full(method, path, segments) if forked else None
+        match = _new(Match)
+        match.endpoint = endpoint
+        if values is None:
+            match.params = _NO_PARAMS
+        elif len(values) == 1:
+            match.params = MappingProxyType({endpoint.names[0]: values[0]})
+        else:
+            match.params = MappingProxyType(dict(zip(endpoint.names, values, strict=True)))
+        return match
 
-    def allowed(self, path: str, segments: tuple[str, ...] | None = None) -> set[str]:
+    def _full(self, method: str, path: str, segments: Sequence[str] | None) -> Match | None:
+        """The search in full, backtracking where a path fails below a fork."""
+        segs = path[1:].split("/") if segments is None else segments
+        values: list[Any] = []
+        endpoint = _search(self._root, segs, 0, len(segs), method, values)
+        return None if endpoint is None else _matched(endpoint, values)
+
+    def allowed(self, path: str, segments: Sequence[str] | None = None) -> set[str]:
         """Every method some route accepts at ``path`` (empty: the path fits nothing)."""
         if segments is None:
-            segments = tuple(path[1:].split("/"))
+            segments = path[1:].split("/")
         found: set[str] = set()
         _collect(self._root, segments, 0, len(segments), found)
         return found
 
 
+def _take(tag: int, spec: Segment, seg: str) -> list[Any] | None:
+    """The values of a float or uuid parameter or of a mixed segment in ``seg``, or
+    None when it does not take ``seg``."""
+    if tag == _PARAM:
+        conv = spec.convertors[0]
+        return [conv.convert(seg)] if conv.check(seg) else None
+    assert spec.mixed is not None
+    groups = spec.mixed.match(seg)  # one pass: patterns.MixedSegment
+    if groups is None:
+        return None
+    return [conv.convert(g) for conv, g in zip(spec.convertors, groups, strict=True)]
+
+
 def _search(
-    node: _Node[E], segs: tuple[str, ...], i: int, n: int, method: str, values: list[Any]
-) -> E | None:
+    node: _Node, segs: Sequence[str], i: int, n: int, method: str, values: list[Any]
+) -> Endpoint | None:
     # A loop down static-only nodes (most of a path); recursion only where a segment
     # could also go to a parameter and the static branch may have to be backtracked.
     while i < n:
@@ -104,18 +316,17 @@ def _search(
             found = _search(child, segs, i + 1, n, method, values)
             if found is not None:
                 return found
-        for spec, child in dynamic:
-            kind = spec.kind
-            if kind == "param":
+        for tag, spec, child in dynamic:
+            if tag == _STR:
+                if not seg:
+                    continue
+                values.append(seg)
+            elif tag <= _PARAM:  # _INT or _PARAM
                 conv = spec.convertors[0]
                 if not conv.check(seg):
                     continue
                 values.append(conv.convert(seg))
-                found = _search(child, segs, i + 1, n, method, values)
-                if found is not None:
-                    return found
-                values.pop()
-            elif kind == "complex":
+            elif tag == _MIXED:
                 assert spec.mixed is not None
                 groups = spec.mixed.match(seg)  # one pass: patterns.MixedSegment
                 if groups is None:
@@ -126,23 +337,29 @@ def _search(
                 if found is not None:
                     return found
                 del values[len(values) - len(groups) :]
-            else:  # "path": the rest of the path, whatever it holds
+                continue
+            else:  # _PATH: the rest of the path, whatever it holds
                 endpoint = _method(child.routes, method)
                 if endpoint is not None:
                     values.append("/".join(segs[i:]))
                     return endpoint
+                continue
+            found = _search(child, segs, i + 1, n, method, values)
+            if found is not None:
+                return found
+            values.pop()
         return None
     return _method(node.routes, method)
 
 
-def _method(routes: dict[str, E], method: str) -> E | None:
+def _method(routes: dict[str, Endpoint], method: str) -> Endpoint | None:
     endpoint = routes.get(method)
     if endpoint is None and method == "HEAD":
         return routes.get("GET")  # HEAD falls back to GET
     return endpoint
 
 
-def _collect(node: _Node[E], segs: tuple[str, ...], i: int, n: int, found: set[str]) -> None:
+def _collect(node: _Node, segs: Sequence[str], i: int, n: int, found: set[str]) -> None:
     if i == n:
         _add_methods(node.routes, found)
         return
@@ -150,109 +367,18 @@ def _collect(node: _Node[E], segs: tuple[str, ...], i: int, n: int, found: set[s
     child = node.static.get(seg)
     if child is not None:
         _collect(child, segs, i + 1, n, found)
-    for spec, child in node.dynamic:
-        if spec.kind == "param":
-            if spec.convertors[0].check(seg):
-                _collect(child, segs, i + 1, n, found)
-        elif spec.kind == "complex":
+    for tag, spec, child in node.dynamic:
+        if tag == _MIXED:
             assert spec.mixed is not None
             if spec.mixed.match(seg) is not None:
                 _collect(child, segs, i + 1, n, found)
-        else:
+        elif tag == _PATH:
             _add_methods(child.routes, found)
+        elif spec.convertors[0].check(seg):
+            _collect(child, segs, i + 1, n, found)
 
 
 def _add_methods(routes: dict[str, Any], found: set[str]) -> None:
     found.update(routes)
     if "GET" in routes:
         found.add("HEAD")
-
-
-class Builder(Generic[E]):
-    """Builds the next snapshot from the last one, copying only what it changes."""
-
-    def __init__(self, base: Snapshot[E] | None = None) -> None:
-        self._fresh: set[int] = set()
-        root: _Node[E] = base._root.copy() if base is not None else _Node()
-        self._root = self._own(root)
-        self._static: dict[str, dict[str, E]] = dict(base._static) if base else {}
-        self._static_fresh: set[str] = set()
-        self._size = base.size if base else 0
-
-    def _own(self, node: _Node[E]) -> _Node[E]:
-        self._fresh.add(id(node))
-        return node
-
-    def _writable(self, node: _Node[E] | None) -> _Node[E]:
-        if node is None:
-            return self._own(_Node())
-        if id(node) in self._fresh:
-            return node
-        return self._own(node.copy())
-
-    def _descend(self, pattern: Pattern, create: bool) -> list[tuple[_Node[E], Segment]] | None:
-        """Writable nodes from the root to the pattern's end, each with its segment."""
-        node = self._root
-        trail: list[tuple[_Node[E], Segment]] = []
-        for spec in pattern.segments:
-            if spec.kind == "literal":
-                existing = node.static.get(spec.text)
-                if existing is None and not create:
-                    return None
-                child = self._writable(existing)
-                node.static[spec.text] = child
-            else:
-                idx = next((k for k, (s, _) in enumerate(node.dynamic) if s.key == spec.key), -1)
-                if idx < 0 and not create:
-                    return None
-                child = self._writable(node.dynamic[idx][1] if idx >= 0 else None)
-                entries = list(node.dynamic)
-                if idx >= 0:
-                    entries[idx] = (entries[idx][0], child)
-                else:
-                    entries.append((spec, child))
-                    # stable: registration order among equal priorities
-                    entries.sort(key=lambda e: e[0].priority)
-                node.dynamic = tuple(entries)
-            trail.append((node, spec))
-            node = child
-        trail.append((node, pattern.segments[-1]))
-        return trail
-
-    def put(self, method: str, pattern: Pattern, endpoint: E) -> None:
-        """Add or replace the endpoint for ``method`` at ``pattern``."""
-        trail = self._descend(pattern, create=True)
-        assert trail is not None
-        leaf = trail[-1][0]
-        if method not in leaf.routes:
-            self._size += 1
-        leaf.routes[method] = endpoint
-        if pattern.is_static:
-            self._static[pattern.text] = {**self._static.get(pattern.text, {}), method: endpoint}
-
-    def remove(self, method: str, pattern: Pattern) -> None:
-        trail = self._descend(pattern, create=False)
-        if trail is None or method not in trail[-1][0].routes:
-            return
-        del trail[-1][0].routes[method]
-        self._size -= 1
-        if pattern.is_static:
-            methods = dict(self._static.get(pattern.text, {}))
-            methods.pop(method, None)
-            if methods:
-                self._static[pattern.text] = methods
-            else:
-                self._static.pop(pattern.text, None)
-        # prune nodes left with nothing, from the leaf upwards
-        for (parent, spec), (child, _) in zip(
-            reversed(trail[:-1]), reversed(trail[1:]), strict=True
-        ):
-            if not child.empty():
-                break
-            if spec.kind == "literal":
-                del parent.static[spec.text]
-            else:
-                parent.dynamic = tuple(e for e in parent.dynamic if e[1] is not child)
-
-    def build(self) -> Snapshot[E]:
-        return Snapshot(self._root, self._static, self._size)

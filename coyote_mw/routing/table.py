@@ -14,17 +14,16 @@ with ``ReservedRoute``, and the table is left exactly as it was.
 from __future__ import annotations
 
 import logging
-import math
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from coyote_mw.errors import InvalidRoute, NoHealthyInstance, ReservedRoute, RouteConflict
-from coyote_mw.routing.matcher import Builder, Snapshot
+from coyote_mw.errors import InvalidRoute, ReservedRoute, RouteConflict
+from coyote_mw.routing.builder import Builder
+from coyote_mw.routing.endpoint import Endpoint, Instance, Match
+from coyote_mw.routing.matcher import Snapshot
 from coyote_mw.routing.patterns import Pattern, parse_method, parse_pattern
 
 __all__ = [
@@ -73,95 +72,6 @@ class Route:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """One instance of a service behind a route: its id and the handler to call."""
-
-    service: str
-    instance: str
-    handler: Any
-
-
-class Endpoint:
-    """Everything a match needs: the route, its service, and its instances."""
-
-    __slots__ = ("_turn", "cast", "instances", "method", "names", "pattern", "service", "topology")
-
-    def __init__(
-        self,
-        method: str,
-        pattern: Pattern,
-        service: str,
-        topology: str,
-        cast: bool,
-        instances: tuple[Instance, ...],
-    ) -> None:
-        self.method = method
-        self.pattern = pattern.text
-        self.names = pattern.names
-        self.service = service
-        self.topology = topology
-        self.cast = cast
-        self.instances = instances
-        self._turn = 0  # the instance round robin starts from next (``peek`` reads it)
-
-    def pick(self, exclude: Any = None) -> Any:
-        """The next healthy instance's handler, round robin (skipping ``exclude``).
-
-        Raises ``NoHealthyInstance`` when every instance is ejected: the route exists,
-        so that is a 503, not a 404.  An ejected instance whose ejection time is over is
-        re-admitted here (``readmit``), as it is picked.
-        """
-        inst = self.instances
-        if len(inst) == 1:
-            handler = inst[0].handler
-            if handler is not exclude and (
-                not getattr(handler, "ejected", False) or handler.readmit()
-            ):
-                return handler
-        else:
-            n = len(inst)
-            start = self._turn
-            # not atomic: two threads may take one turn, which only evens out later
-            self._turn = start + 1 if start + 1 < n else 0
-            for k in range(n):
-                handler = inst[(start + k) % n].handler
-                if handler is not exclude and (
-                    not getattr(handler, "ejected", False) or handler.readmit()
-                ):
-                    return handler
-        raise NoHealthyInstance(self.service, _retry_after(inst))
-
-    def peek(self) -> Instance | None:
-        """The instance the next ``pick`` would take, without taking its turn or
-        re-admitting anyone; None when every instance is ejected (``pick`` would raise
-        ``NoHealthyInstance``).  For ``/explain``: a look, not a request."""
-        inst = self.instances
-        n = len(inst)
-        start = self._turn if n > 1 else 0
-        now = time.monotonic()
-        for k in range(n):
-            candidate = inst[(start + k) % n]
-            handler = candidate.handler
-            # an ejected instance whose ejection time is over is re-admitted as picked
-            if not getattr(handler, "ejected", False) or getattr(handler, "readmit_at", 0.0) <= now:
-                return candidate
-        return None
-
-    def __repr__(self) -> str:
-        return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
-
-
-def _retry_after(instances: tuple[Instance, ...]) -> int:
-    """Whole seconds until the first ejected instance is re-admitted (at least 1)."""
-    now = time.monotonic()
-    back = [getattr(i.handler, "readmit_at", 0.0) - now for i in instances]
-    soonest = min((b for b in back if b > 0), default=1.0)
-    return max(1, math.ceil(soonest))
-
-
-_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
-
 # Recent lookups kept per snapshot (see matcher.Snapshot.cache): hits and misses,
 # up to this many; when full it starts over, so a flood of distinct paths costs
 # memory no more than this.
@@ -170,30 +80,6 @@ CACHE_SIZE = 4096
 # cache holds at most about CACHE_SIZE x CACHE_KEY_MAX characters of keys and params.
 CACHE_KEY_MAX = 256
 _UNCACHED = object()
-
-
-class Match:
-    """A successful lookup: the endpoint and the converted path parameters (read-only).
-
-    Matches are shared between requests through the lookup cache, hence immutable.
-    """
-
-    __slots__ = ("endpoint", "params")
-
-    def __init__(self, endpoint: Endpoint, params: Mapping[str, Any]) -> None:
-        self.endpoint = endpoint
-        self.params = params
-
-    @property
-    def route(self) -> str:
-        return self.endpoint.pattern
-
-    @property
-    def service(self) -> str:
-        return self.endpoint.service
-
-    def __repr__(self) -> str:
-        return f"<Match {self.endpoint!r} params={self.params!r}>"
 
 
 @dataclass(frozen=True)
@@ -231,7 +117,7 @@ class RouteTable:
         self._registrations: dict[tuple[str, str, str], Registration] = {}
         self._by_lease: dict[str, Registration] = {}
         self._endpoints: dict[_Key, tuple[Pattern, Endpoint]] = {}
-        self._snapshots: dict[str, Snapshot[Endpoint]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._subscribers: list[Callable[[TableChange], None]] = []
         self._reserved: tuple[str, ...] = ()
 
@@ -249,31 +135,16 @@ class RouteTable:
         if snapshot is None:
             return None
         if segments is not None or len(path) + len(method) > CACHE_KEY_MAX:
-            return self._lookup(snapshot, method, path, segments)  # rare: not cached
+            return snapshot.lookup(method, path, segments)  # rare: not cached
         cache = snapshot.cache
         key = (method, path)
         match = cache.get(key, _UNCACHED)
         if match is _UNCACHED:
-            match = self._lookup(snapshot, method, path, None)
+            match = snapshot.lookup(method, path)
             if len(cache) >= CACHE_SIZE:
                 cache.clear()
             cache[key] = match
         return match  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _lookup(
-        snapshot: Snapshot[Endpoint], method: str, path: str, segments: tuple[str, ...] | None
-    ) -> Match | None:
-        found = snapshot.find(method, path, segments)
-        if found is None:
-            return None
-        endpoint, values = found
-        if not values:
-            return Match(endpoint, _NO_PARAMS)
-        names = endpoint.names  # as many as values: the pattern gave both
-        if len(values) == 1:
-            return Match(endpoint, MappingProxyType({names[0]: values[0]}))
-        return Match(endpoint, MappingProxyType(dict(zip(names, values, strict=True))))
 
     def allowed_methods(
         self, topology: str, path: str, segments: tuple[str, ...] | None = None
@@ -495,12 +366,10 @@ class RouteTable:
 
     # -- internals (called with the lock held) --------------------------------------
 
-    def _builder(self, topology: str) -> Builder[Endpoint]:
+    def _builder(self, topology: str) -> Builder:
         return Builder(self._snapshots.get(topology))
 
-    def _add(
-        self, builder: Builder[Endpoint], reg: Registration, r: Route, method: str, p: Pattern
-    ) -> None:
+    def _add(self, builder: Builder, reg: Registration, r: Route, method: str, p: Pattern) -> None:
         key = (reg.topology, method, "/".join(p.shape))
         inst = Instance(reg.service, reg.instance, reg.handlers[r])
         held = self._endpoints.get(key)
@@ -509,7 +378,7 @@ class RouteTable:
         self._endpoints[key] = (p, ep)
         builder.put(method, p, ep)
 
-    def _withdraw(self, builder: Builder[Endpoint], reg: Registration) -> None:
+    def _withdraw(self, builder: Builder, reg: Registration) -> None:
         for r in reg.routes:
             p = parse_pattern(r.pattern)
             key = (reg.topology, r.method, "/".join(p.shape))
@@ -526,7 +395,7 @@ class RouteTable:
                 del self._endpoints[key]
                 builder.remove(r.method, pattern)
 
-    def _publish(self, topology: str, builder: Builder[Endpoint]) -> None:
+    def _publish(self, topology: str, builder: Builder) -> None:
         snapshot = builder.build()
         snapshots = dict(self._snapshots)
         if snapshot.size:

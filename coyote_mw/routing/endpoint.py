@@ -1,0 +1,126 @@
+"""What a lookup finds: a route's ``Endpoint`` (its service, its instances and the round
+robin over them) and a ``Match``, an endpoint with the path's converted parameters."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from coyote_mw.errors import NoHealthyInstance
+from coyote_mw.routing.patterns import Pattern
+
+__all__ = ["Endpoint", "Instance", "Match"]
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance of a service behind a route: its id and the handler to call."""
+
+    service: str
+    instance: str
+    handler: Any
+
+
+class Endpoint:
+    """Everything a match needs: the route, its service, and its instances."""
+
+    __slots__ = ("_turn", "cast", "instances", "method", "names", "pattern", "service", "topology")
+
+    def __init__(
+        self,
+        method: str,
+        pattern: Pattern,
+        service: str,
+        topology: str,
+        cast: bool,
+        instances: tuple[Instance, ...],
+    ) -> None:
+        self.method = method
+        self.pattern = pattern.text
+        self.names = pattern.names
+        self.service = service
+        self.topology = topology
+        self.cast = cast
+        self.instances = instances
+        self._turn = 0  # the instance round robin starts from next (``peek`` reads it)
+
+    def pick(self, exclude: Any = None) -> Any:
+        """The next healthy instance's handler, round robin (skipping ``exclude``).
+
+        Raises ``NoHealthyInstance`` when every instance is ejected: the route exists,
+        so that is a 503, not a 404.  An ejected instance whose ejection time is over is
+        re-admitted here (``readmit``), as it is picked.
+        """
+        inst = self.instances
+        if len(inst) == 1:
+            handler = inst[0].handler
+            if handler is not exclude and (
+                not getattr(handler, "ejected", False) or handler.readmit()
+            ):
+                return handler
+        else:
+            n = len(inst)
+            start = self._turn
+            # not atomic: two threads may take one turn, which only evens out later
+            self._turn = start + 1 if start + 1 < n else 0
+            for k in range(n):
+                handler = inst[(start + k) % n].handler
+                if handler is not exclude and (
+                    not getattr(handler, "ejected", False) or handler.readmit()
+                ):
+                    return handler
+        raise NoHealthyInstance(self.service, _retry_after(inst))
+
+    def peek(self) -> Instance | None:
+        """The instance the next ``pick`` would take, without taking its turn or
+        re-admitting anyone; None when every instance is ejected (``pick`` would raise
+        ``NoHealthyInstance``).  For ``/explain``: a look, not a request."""
+        inst = self.instances
+        n = len(inst)
+        start = self._turn if n > 1 else 0
+        now = time.monotonic()
+        for k in range(n):
+            candidate = inst[(start + k) % n]
+            handler = candidate.handler
+            # an ejected instance whose ejection time is over is re-admitted as picked
+            if not getattr(handler, "ejected", False) or getattr(handler, "readmit_at", 0.0) <= now:
+                return candidate
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.method} {self.pattern} -> {self.service} ({self.topology})>"
+
+
+def _retry_after(instances: tuple[Instance, ...]) -> int:
+    """Whole seconds until the first ejected instance is re-admitted (at least 1)."""
+    now = time.monotonic()
+    back = [getattr(i.handler, "readmit_at", 0.0) - now for i in instances]
+    soonest = min((b for b in back if b > 0), default=1.0)
+    return max(1, math.ceil(soonest))
+
+
+class Match:
+    """A successful lookup: the endpoint and the converted path parameters (read-only).
+
+    Matches are shared between requests through the lookup cache, hence immutable.
+    """
+
+    __slots__ = ("endpoint", "params")
+
+    def __init__(self, endpoint: Endpoint, params: Mapping[str, Any]) -> None:
+        self.endpoint = endpoint
+        self.params = params
+
+    @property
+    def route(self) -> str:
+        return self.endpoint.pattern
+
+    @property
+    def service(self) -> str:
+        return self.endpoint.service
+
+    def __repr__(self) -> str:
+        return f"<Match {self.endpoint!r} params={self.params!r}>"

@@ -265,6 +265,8 @@ def test_log_format_json_makes_every_line_of_the_leader_one_json_object(
     procs("serve-client", SALOON, "--leader", leader.url, "--log-format", "json")
     until(lambda: routes_of(leader) != [], 20, "registered")
     assert httpx.get(leader.url + "/", headers={"x-request-id": "j-7"}, timeout=10).is_success
+    # the access line is written once the response has gone: wait for it, bounded
+    until(lambda: '"j-7"' in leader.stderr(), 10, "the access line")
     lines = leader.stderr().splitlines()
     assert len(lines) >= 3
     records = [json.loads(line) for line in lines]  # uvicorn's own lines included

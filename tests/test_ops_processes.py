@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.support.coyote_processes import ENV, Proc, procs, routes_of
+from tests.support.coyote_processes import AUTH, ENV, Proc, procs, routes_of
 from tests.support.processes import BIN, ROOT, free_port, until
 from tests.support.redis_server import RedisServer
 
@@ -193,3 +193,47 @@ def test_coyote_explain_says_why_a_request_misses_and_where_one_would_go(
         assert says in lines[0] and "Traceback" not in out.stderr
     out = explain("GET", "/", env={**ENV, "COYOTE_TOKEN": "w" * 32})
     assert out.returncode == 1 and "answered 403" in out.stderr
+
+
+def test_the_operators_story_metrics_explain_a_killed_client_and_one_log_line_each(
+    procs: Callable[..., Proc],
+) -> None:
+    """A leader and a Saloon client: the Saloon's requests counted at /metrics, explain's
+    answer on /drinks/, the client killed - ejected, its lease out, its routes gone - and
+    one log line for each of these events.  (The same story on the dashboard, in a real
+    Chromium: tests/test_dashboard_browser.py.)"""
+    leader = procs("leader")
+    saloon = procs(
+        "serve-client", "sample_apps.deadwood.saloon:Saloon", "--leader", leader.url,
+        "--ttl", "2", "--instance", "s1",
+    )  # fmt: skip
+    until(lambda: routes_of(leader) != [], 20, "registered")
+    for _ in range(3):
+        assert httpx.get(leader.url + "/", timeout=10).status_code == 200
+
+    def served() -> float:
+        text = httpx.get(leader.url + "/_coyote/metrics", headers=AUTH, timeout=5).text
+        counted = [
+            line for line in text.splitlines()
+            if line.startswith("coyote_requests_total{") and 'route="/"' in line
+            and 'service="deadwood.saloon"' in line and 'status="2xx"' in line
+        ]  # fmt: skip
+        return sum(float(line.rsplit(" ", 1)[1]) for line in counted)
+
+    until(lambda: served() == 3, 10, "three requests counted")
+    assert httpx.get(leader.url + "/_coyote/metrics", timeout=5).status_code == 401
+
+    why = httpx.get(
+        leader.url + "/_coyote/explain", params={"path": "/drinks/"}, headers=AUTH, timeout=5
+    ).json()
+    assert why["status"] == 404 and why["near"][0]["path"] == "/drinks"
+
+    saloon.kill()  # SIGKILL: no deregistration, the instance just stops answering
+    statuses = [httpx.get(leader.url + "/", timeout=10).status_code for _ in range(4)]
+    assert statuses[0] == 502 and 503 in statuses  # connect failures, then ejected
+    until(lambda: routes_of(leader) == [], 15, "its lease ran out and its routes went")
+    assert httpx.get(leader.url + "/", timeout=10).status_code == 404
+
+    log = leader.stderr()
+    for event in (": registered ", " ejected for ", " expired: its routes are dropped"):
+        assert log.count(event) == 1, (event, log)

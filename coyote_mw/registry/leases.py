@@ -139,9 +139,12 @@ class SharedLeases:
     # -- keeping this worker's table in step --------------------------------------------
 
     def reload(self) -> None:
-        version, records = self.store.snapshot()
-        wanted = {r.lease: r for r in records}
+        # the snapshot is taken under the lock that grant() holds while it claims: one
+        # taken before a claim and applied after it would drop the new registration
+        # from the table until the next announcement
         with self._lock:
+            version, records = self.store.snapshot()
+            wanted = {r.lease: r for r in records}
             for lease in set(self.applied) - set(wanted):
                 self.table.deregister(lease=lease)
                 del self.applied[lease]

@@ -107,6 +107,16 @@ def _header(value: str) -> str:
     return value
 
 
+def _check_tls_serving(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--ssl-certfile and --ssl-keyfile: both or neither, and a pair that loads."""
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        parser.error("--ssl-certfile and --ssl-keyfile go together")
+    if args.ssl_certfile is not None:
+        bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
+        if bad:
+            parser.error(bad)
+
+
 def _check_certificate(certfile: str, keyfile: str) -> str | None:
     """What is wrong with a certificate and its key (unreadable, not PEM, not a pair)."""
     for path in (certfile, keyfile):
@@ -472,12 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.proxy_headers and not args.trusted_proxy:
             leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
-        if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
-            leader.error("--ssl-certfile and --ssl-keyfile go together")
-        if args.ssl_certfile is not None:
-            bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
-            if bad:
-                leader.error(bad)
+        _check_tls_serving(leader, args)
         try:
             coyote = Coyote(
                 token=_token(args, leader),
@@ -539,12 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client.error(f"{args.target}() failed: {type(exc).__name__}: {exc}")
         if not isinstance(instance, Client):
             client.error(f"{args.target} is not a coyote_mw.Client")
-        if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
-            client.error("--ssl-certfile and --ssl-keyfile go together")
-        if args.ssl_certfile is not None:
-            bad = _check_certificate(args.ssl_certfile, args.ssl_keyfile)
-            if bad:
-                client.error(bad)
+        _check_tls_serving(client, args)
         scheme = "https" if args.ssl_certfile else "http"
         sock = _listen(args.host, args.port, "serve-client", scheme)
         try:

@@ -367,8 +367,9 @@ class RegistrationAPI:
             return _problem(400, "Invalid registration", detail=detail)
         previous = self.table.registration_of(reg.service, reg.instance, reg.topology)
         routes = [Route(r.method, r.path, r.cast) for r in reg.routes]
-        try:
-            registration = register_remote(
+
+        def register(lease: str | None = None) -> Registration:
+            return register_remote(
                 self.table,
                 self.remote,
                 reg.url,
@@ -376,21 +377,16 @@ class RegistrationAPI:
                 routes,
                 instance=reg.instance,
                 topology=reg.topology,
+                lease=lease,
             )
+
+        try:
+            registration = register()
             held = self.leases.grant(registration, reg.ttl, reg.url)
             if held != registration.lease:
                 # a shared store holds this instance already, registered alike through
                 # another leader: it keeps that one lease, renewed by heartbeats to any
-                registration = register_remote(
-                    self.table,
-                    self.remote,
-                    reg.url,
-                    reg.service,
-                    routes,
-                    instance=reg.instance,
-                    topology=reg.topology,
-                    lease=held,
-                )
+                registration = register(held)
         except ReservedRoute as exc:
             return _problem(
                 403,

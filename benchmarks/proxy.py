@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/proxy.py            # or: make bench
     .venv/bin/python benchmarks/proxy.py --quick    # a short smoke run
 
-One upstream (uvicorn, one worker, httptools + uvloop, a fixed 13-byte answer) and,
-in one run, wrk against: the upstream directly; coyote relaying to it (one uvicorn
-worker, access log on, to a file); a Starlette gateway on a shared httpx.AsyncClient
-(what most FastAPI gateways do); the same on aiohttp; nginx ``proxy_pass`` with
-upstream keepalive; and "bare transport", one ASGI function on uvicorn forwarding through
-coyote's transport with nothing else (no routing, forwarded headers or log): the
-ceiling for any gateway on uvicorn, and so for coyote.  Every gateway but that one
-sends X-Forwarded-For/-Proto/-Host, as coyote must.  Rounds are interleaved so machine
-noise hits every variant alike; the table shows the median requests/s and p50/p99 of
-the rounds, and ratios to direct.
+One upstream (uvicorn, one worker, httptools + uvloop, a fixed answer: 13 bytes at
+``/hello``, 64 KiB at ``/64k``) and, in one run, wrk against: the upstream directly;
+coyote relaying to it (one uvicorn worker, access log on, to a file); a Starlette gateway
+on a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
+``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
+forwarding through coyote's transport with nothing else (no routing, forwarded headers
+or log): the ceiling for any gateway on uvicorn; and "python floor"
+(benchmarks/relay_floor.py), a callback-only relay on uvloop and httptools with no
+policy at all: the least any relay written in Python costs.  Every gateway but the bare
+transport sends X-Forwarded-For/-Proto (and all but the floor -Host), as coyote must.
+Each path is run at each connection count (``--connections 32,64``); rounds are
+interleaved so machine noise hits every variant alike; the tables show the median
+requests/s and p50/p99 of the rounds, and ratios to direct and to nginx.
 wrk runs on core 0, servers on core 1 (``taskset``), all on 127.0.0.1.
 """
 
@@ -28,11 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
+from proxy_apps import BIG, BODY, PATHS
 
 # The issue's target, in its two forms: against direct, and against the peers it was
 # equated with where it was set (there nginx ran at 0.7x direct and aiohttp at 0.15x).
 TARGET_DIRECT = "coyote >= 0.3x direct"
 TARGET_PEERS = "coyote >= 15x the httpx gateway and >= 2x the aiohttp one, with a lower p99"
+# and against nginx itself, on a small and a 64 KiB answer at 32 and 64 connections
+TARGET_NGINX = "coyote >= 0.8x nginx's throughput with a p99 <= 1.5x nginx's"
 
 NGINX_CONF = """
 worker_processes 1;
@@ -65,8 +71,11 @@ http {{
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
+    parser.add_argument(
+        "--connections", default="32,64", help="wrk connections, comma-separated (32,64)"
+    )
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"of {', '.join(PATHS)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -76,6 +85,10 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install wrk (make bench does it)", file=sys.stderr)
         return 2
+    connections = [int(c) for c in args.connections.split(",")]
+    paths = args.paths.split(",")
+    if not set(paths) <= set(PATHS):
+        parser.error(f"--paths: of {', '.join(PATHS)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="coyote-proxy-bench-"))
     up_port = free_port()
@@ -100,6 +113,9 @@ def main() -> int:
         servers[name] = Server(
             name, [*UVICORN, "--port", str(port), f"benchmarks.proxy_apps:{app}"], port, env
         )
+    port = free_port()
+    floor = [sys.executable, str(Path(__file__).with_name("relay_floor.py")), str(port)]
+    servers["python floor"] = Server("python floor", floor, port, env)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if Path(nginx).exists():
         port = free_port()
@@ -108,62 +124,91 @@ def main() -> int:
     else:
         print("nginx is missing (apt-get install nginx-light): its row is skipped")
 
-    results: dict[str, list[WrkResult]] = {"direct": [], **{n: [] for n in servers}}
+    cells = [(path, c) for path in paths for c in connections]
+    names = ["direct", *servers]
+    results: dict[tuple[str, int], dict[str, list[WrkResult]]] = {
+        cell: {n: [] for n in names} for cell in cells
+    }
     try:
         upstream.start("/hello")
         for s in servers.values():
             s.start("/hello")
-            answer = http_get(s.port, "/hello")
-            assert answer == (200, b"Hello, World!"), f"{s.name} answered {answer!r}"
+            for path in paths:
+                answer = http_get(s.port, path)
+                expected = BIG if path == "/64k" else BODY
+                assert answer == (200, expected), f"{s.name} answered {path} with {answer!r}"
         targets = {"direct": upstream_url, **{n: s.url for n, s in servers.items()}}
         for url in targets.values():  # warm up every path (connections, caches)
-            wrk(url + "/hello", duration=1, connections=args.connections)
+            wrk(url + paths[0], duration=1, connections=max(connections))
         for r in range(args.rounds):
-            for name, url in targets.items():
-                res = wrk(url + "/hello", duration=args.duration, connections=args.connections)
-                results[name].append(res)
-                print(
-                    f"round {r + 1} {name:<18} {res.rps:10.0f} req/s  p50 {res.p50_ms:6.2f} ms"
-                    f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors}",
-                    flush=True,
-                )
+            for cell in cells:
+                path, c = cell
+                for name, url in targets.items():
+                    res = wrk(url + path, duration=args.duration, connections=c)
+                    results[cell][name].append(res)
+                    print(
+                        f"round {r + 1} {path:<6} c={c:<3} {name:<18} {res.rps:9.0f} req/s"
+                        f"  p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:6.2f} ms"
+                        f"  errors {res.errors}",
+                        flush=True,
+                    )
     finally:
         for s in [*servers.values(), upstream]:
             s.stop()
 
-    summary = summarise(results)
-    direct = summary["direct"]["rps"]
-    print(
-        f"\n{args.connections} connections, {args.duration:g} s x {args.rounds} rounds, "
-        "13-byte body; medians\n"
-    )
-    print("| variant | req/s | vs direct | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
-    for name, s in summary.items():
+    summaries = {cell: summarise(results[cell]) for cell in cells}
+    print(f"\n{args.duration:g} s x {args.rounds} rounds, medians")
+    verdicts = []
+    for (path, c), summary in summaries.items():
+        direct = summary["direct"]["rps"]
+        ngx = summary.get("nginx")
         print(
-            f"| {name} | {s['rps']:.0f} | {s['rps'] / direct:.3f}x | {s['p50_ms']:.2f} | "
-            f"{s['p99_ms']:.2f} | {s['errors']} |"
+            f"\n{path} ({len(BIG if path == '/64k' else BODY)} bytes), {c} connections\n\n"
+            "| variant | req/s | vs direct | vs nginx | p50 ms | p99 ms | p99 vs nginx "
+            "| errors |\n|---|---|---|---|---|---|---|---|"
         )
-    coyote = summary["coyote"]
-    httpx_gw, aiohttp_gw = summary["starlette+httpx"], summary["starlette+aiohttp"]
-    peers_ok = (
-        coyote["rps"] >= 15 * httpx_gw["rps"]
-        and coyote["rps"] >= 2 * aiohttp_gw["rps"]
-        and coyote["p99_ms"] < min(httpx_gw["p99_ms"], aiohttp_gw["p99_ms"])
-    )
-    print(
-        f"\ntarget: {TARGET_DIRECT}: {'PASS' if coyote['rps'] >= 0.3 * direct else 'FAIL'} "
-        f"({coyote['rps'] / direct:.3f}x; the bare transport, a gateway that does nothing "
-        f"else, reaches {summary['bare transport']['rps'] / direct:.3f}x)"
-    )
-    print(
-        f"target: {TARGET_PEERS}: {'PASS' if peers_ok else 'FAIL'} "
-        f"({coyote['rps'] / httpx_gw['rps']:.0f}x httpx, "
-        f"{coyote['rps'] / aiohttp_gw['rps']:.1f}x aiohttp)"
-    )
+        for name, row in summary.items():
+            vs_ngx = f"{row['rps'] / ngx['rps']:.2f}x" if ngx else "-"
+            p99_ngx = f"{row['p99_ms'] / ngx['p99_ms']:.2f}x" if ngx else "-"
+            print(
+                f"| {name} | {row['rps']:.0f} | {row['rps'] / direct:.3f}x | {vs_ngx} | "
+                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {p99_ngx} | {row['errors']} |"
+            )
+        if ngx:
+            coyote = summary["coyote"]
+            verdicts.append((path, c, coyote["rps"] / ngx["rps"], coyote["p99_ms"] / ngx["p99_ms"]))
+    for path, c, rps, p99 in verdicts:
+        ok = rps >= 0.8 and p99 <= 1.5
+        print(
+            f"target: {TARGET_NGINX}: {path} c={c}: {'PASS' if ok else 'FAIL'} "
+            f"({rps:.2f}x the throughput, {p99:.2f}x the p99)"
+        )
+    hello = summaries.get(("/hello", 32))
+    if hello is not None:
+        coyote, direct = hello["coyote"], hello["direct"]["rps"]
+        httpx_gw, aiohttp_gw = hello["starlette+httpx"], hello["starlette+aiohttp"]
+        peers_ok = (
+            coyote["rps"] >= 15 * httpx_gw["rps"]
+            and coyote["rps"] >= 2 * aiohttp_gw["rps"]
+            and coyote["p99_ms"] < min(httpx_gw["p99_ms"], aiohttp_gw["p99_ms"])
+        )
+        print(
+            f"target: {TARGET_DIRECT} (/hello, 32): "
+            f"{'PASS' if coyote['rps'] >= 0.3 * direct else 'FAIL'} "
+            f"({coyote['rps'] / direct:.3f}x; the bare transport, a gateway that does nothing "
+            f"else, reaches {hello['bare transport']['rps'] / direct:.3f}x)"
+        )
+        print(
+            f"target: {TARGET_PEERS} (/hello, 32): {'PASS' if peers_ok else 'FAIL'} "
+            f"({coyote['rps'] / httpx_gw['rps']:.0f}x httpx, "
+            f"{coyote['rps'] / aiohttp_gw['rps']:.1f}x aiohttp)"
+        )
     log = tmp / "access.log"
     print(f"coyote access log: {sum(1 for _ in log.open()) if log.exists() else 0} lines")
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+        args.json.write_text(
+            json.dumps({f"{path} c={c}": s for (path, c), s in summaries.items()}, indent=2)
+        )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

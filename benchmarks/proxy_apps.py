@@ -1,6 +1,7 @@
 """The servers of benchmarks/proxy.py: an upstream and three gateways in front of it.
 
-Each gateway forwards ``GET /hello`` to ``$UPSTREAM`` (http://127.0.0.1:port) with
+Each gateway forwards ``GET /hello`` (13 bytes back) and ``GET /64k`` (64 KiB) to
+``$UPSTREAM`` (http://127.0.0.1:port) with
 ``X-Forwarded-For`` / ``-Proto`` / ``-Host``, as coyote does and as production gateways
 are configured to (nginx's config in proxy.py sets them too), except ``bare_gateway``:
 the least a gateway on uvicorn can do, one ASGI function forwarding through coyote's
@@ -16,20 +17,25 @@ from typing import Any
 
 UPSTREAM = os.environ.get("UPSTREAM", "http://127.0.0.1:9")
 BODY = b"Hello, World!"  # 13 bytes
+BIG = bytes(range(256)) * 256  # 64 KiB
+PATHS = ("/hello", "/64k")  # what every gateway relays
+_ANSWERS = {
+    path: (
+        [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(body))],
+        body,
+    )
+    for path, body in (("/hello", BODY), ("/64k", BIG))
+}
 
 
 async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The fastest upstream we can write in Python: one fixed 13-byte answer."""
+    """The fastest upstream we can write in Python: a fixed answer, 13 bytes at
+    ``/hello`` and 64 KiB at ``/64k``."""
     if scope["type"] != "http":
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
-        }
-    )
-    await send({"type": "http.response.body", "body": BODY})
+    headers, body = _ANSWERS.get(scope["path"], _ANSWERS["/hello"])
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _coyote() -> Any:
@@ -38,7 +44,7 @@ def _coyote() -> Any:
 
     access_log_from_env()
     coyote = Coyote(concurrency=256, queue=1024)
-    coyote.register_remote(UPSTREAM, routes=[("GET", "/hello")], service="upstream")
+    coyote.register_remote(UPSTREAM, routes=[("GET", p) for p in PATHS], service="upstream")
     return coyote.asgi()
 
 
@@ -96,7 +102,7 @@ def _httpx_gateway() -> Any:
             background=BackgroundTask(resp.aclose),
         )
 
-    return Starlette(routes=[Route("/hello", forward)])
+    return Starlette(routes=[Route(p, forward) for p in PATHS])
 
 
 def _aiohttp_gateway() -> Any:
@@ -120,7 +126,7 @@ def _aiohttp_gateway() -> Any:
             body = await resp.read()
             return Response(body, resp.status, {"content-type": resp.headers["content-type"]})
 
-    return Starlette(routes=[Route("/hello", forward)], lifespan=lifespan)
+    return Starlette(routes=[Route(p, forward) for p in PATHS], lifespan=lifespan)
 
 
 def __getattr__(name: str) -> Any:

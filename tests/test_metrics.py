@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coyote_mw import Client, Coyote, Request, route
-from coyote_mw.ops.metrics import SAMPLE_INTERVAL
+from coyote_mw.ops.metrics import RETIRE_AFTER, SAMPLE_INTERVAL
 from coyote_mw.settings import known_settings
 from sample_apps.flask_host import create_app
 from tests.support.coyote_processes import AUTH as LEADER_AUTH
@@ -137,6 +138,63 @@ def test_a_thousand_raw_paths_under_one_route_are_one_label_set(
     unmatched = samples(text, "coyote_requests_total", route="", status="4xx")
     assert len(unmatched) == 1 and unmatched[0].value == 1000
     assert "/nothing/" not in text and "/items/7" not in text
+
+
+def test_the_series_of_a_route_that_left_the_table_are_dropped_after_a_grace(
+    leader: Coyote, client_of: Callable[[Coyote], Any]
+) -> None:
+    """Routes that come and go (instances with routes of their own, renamed services)
+    must not grow /metrics for ever: a gone route's series stay RETIRE_AFTER seconds
+    from the first scrape that finds it gone - so its last counts are scraped - then go.
+    A route that is still there, and requests no route took, keep theirs."""
+    gone, kept = unique("gone"), unique("kept")
+    leader.register(Shop(), service=gone)
+    client = client_of(leader)
+    assert client.get("/items/1").status_code == 200
+    assert client.get("/nowhere").status_code == 404
+    leader.deregister(service=gone)
+    leader.register(Shop(), service=kept)
+    assert client.get("/items/2").status_code == 200
+    text = scrape(client)  # the first scrape to find it gone: still shown
+    assert value(text, "coyote_requests_total", service=gone, status="2xx") == 1
+    metrics = leader.metrics
+    metrics.retire(time.monotonic() + RETIRE_AFTER - 5)  # not yet
+    assert value(scrape(client), "coyote_requests_total", service=gone) == 1
+    metrics.retire(time.monotonic() + RETIRE_AFTER + 1)
+    text = scrape(client)
+    assert samples(text, "coyote_requests_total", service=gone) == []
+    assert samples(text, "coyote_request_duration_seconds_count", service=gone) == []
+    assert value(text, "coyote_requests_total", service=kept, status="2xx") == 1
+    assert value(text, "coyote_requests_total", route="", status="4xx") == 1
+    # the route back: counted afresh under the same labels
+    leader.deregister(service=kept)
+    leader.register(Shop(), service=gone)
+    assert client.get("/items/3").status_code == 200
+    metrics.retire(time.monotonic() + 2 * RETIRE_AFTER)
+    text = scrape(client)
+    assert value(text, "coyote_requests_total", service=gone, status="2xx") == 1
+
+
+def test_series_of_routes_that_left_are_dropped_without_scrapes_too(leader: Coyote) -> None:
+    """A leader nobody scrapes: once its series have grown past twice what the last
+    sweep left (and 64 more), a new route's first request sweeps, and the series of
+    routes gone for RETIRE_AFTER seconds are dropped."""
+    metrics = leader.metrics
+    now = [1000.0]
+    metrics.clock = lambda: now[0]
+    services = [unique("churn") for _ in range(300)]
+    for i, service in enumerate(services):
+        if i == 100:
+            now[0] += RETIRE_AFTER + 1
+        leader.register(Shop(), service=service)
+        for endpoint in leader.table.endpoints():
+            metrics.record(endpoint, 200, time.perf_counter())
+        leader.deregister(service=service)
+    with metrics._lock:  # as the requests left them: no scrape (snapshot() sweeps)
+        labels = {labels[3] for labels in metrics._series}
+    assert services[0] not in labels and services[63] not in labels  # gone at 1000 s
+    assert services[-1] in labels  # gone just now: kept for RETIRE_AFTER
+    assert len(labels) < 300 - 60
 
 
 # -- who may scrape ------------------------------------------------------------------------

@@ -78,6 +78,11 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 under a millisecond, relayed ones in milliseconds to seconds, and 30 s is the default
 timeout."""
 
+RETIRE_AFTER = 600.0
+"""Seconds a route's series stay after its route left the table (counted from the first
+scrape that finds it gone), so that scrapes see its last counts; then they are dropped
+and a leader whose routes come and go keeps as many series as it has routes."""
+
 ROUTE = ("topology", "method", "route", "service")
 _CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 _BOUND_MAX = 4096  # endpoints kept in the cache; past it the cache starts over
@@ -228,9 +233,12 @@ class _Children:
         self.counters: list[Any] = [None] * len(_CLASSES)
 
 
+_NO_ROUTE = ("", "", "", "")
+
+
 def _labels(endpoint: Any) -> tuple[str, str, str, str]:
     if endpoint is None:
-        return ("", "", "", "")
+        return _NO_ROUTE
     return (endpoint.topology, endpoint.method, endpoint.pattern, endpoint.service)
 
 
@@ -251,6 +259,9 @@ class Metrics:
         self.relays, self.table, self.leases = relays, table, leases
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], _Series] = {}  # by labels, as many as routes
+        self._gone: dict[tuple[str, ...], float] = {}  # labels of no route now -> since
+        self._swept_at = 0  # how many series there were at the last sweep
+        self.clock = time.monotonic  # when routes are found gone (``retire``)
         # endpoint -> its series (or children); a new dict at every change of the table,
         # so that endpoints it replaced are not kept alive here
         self._bound: dict[Any, Any] = {}
@@ -297,6 +308,9 @@ class Metrics:
             series = self._series.get(labels)
             if series is None:
                 series = self._series[labels] = _Series(labels)
+            grown = len(self._series) > 2 * self._swept_at + 64
+        if grown:  # unscraped: the series of routes that left are dropped here too
+            self.retire()
         if len(self._bound) >= _BOUND_MAX:
             self._bound = {}
         self._bound[endpoint] = series
@@ -363,8 +377,26 @@ class Metrics:
             self._registry = registry
         return encode(self._registry), content_type
 
+    def retire(self, now: float | None = None) -> None:
+        """Drop the series of routes that left the table ``RETIRE_AFTER`` seconds ago
+        or more (not the series of requests no route took); note the newly gone."""
+        now = self.clock() if now is None else now
+        live = {_labels(ep) for ep in self.table.endpoints()}
+        with self._lock:
+            gone = self._gone
+            for labels in list(self._series):
+                if labels in live or labels == _NO_ROUTE:
+                    gone.pop(labels, None)
+                elif labels not in gone:
+                    gone[labels] = now
+                elif now - gone[labels] >= RETIRE_AFTER:
+                    del self._series[labels], gone[labels]
+            self._swept_at = len(self._series)
+
     def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
-        """Each route's labels, counts by status class, bucket counts and sum (a copy)."""
+        """Each route's labels, counts by status class, bucket counts and sum (a copy);
+        series of routes long gone are dropped first (``retire``)."""
+        self.retire()
         with self._lock:
             return [
                 (s.labels, list(s.counts), list(s.buckets), s.sum) for s in self._series.values()

@@ -15,14 +15,22 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
   doubles each time, up to ``MAX_BACKOFF`` (a crash loop does not spin).
 * SIGTERM or SIGINT: each worker gets SIGTERM once (its server stops accepting and
   finishes what is in flight), and whatever is still running ``graceful_timeout`` + 5 s
-  later is killed.  A second signal is passed on (uvicorn then exits at once).  Exit 0.
-* Workers run in a process group of their own, so a terminal's Ctrl-C reaches the
-  parent alone, which passes it on once; a worker whose parent is gone (killed with
-  SIGKILL) stops itself within a second.
+  later is killed.  A further signal is passed on as it came (a second SIGINT
+  makes uvicorn stop waiting).  Exit 0.
+* Workers stay in the parent's process group: a terminal's Ctrl-C (or ``kill`` of the
+  group) reaches them too, and the parent's SIGTERM after it does not hurry them (uvicorn
+  hurries only on a second SIGINT).  A worker whose parent is gone (killed with SIGKILL)
+  stops itself within a second.
 * Metrics: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already, the parent makes a
   private temporary directory for prometheus-client's multiprocess mode before it
   forks, marks each dead worker's live gauges dead (``mark_process_dead``) and
   removes the directory when it exits.
+
+Not uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): its workers are
+spawned from a pickled uvicorn ``Config`` (the parent imports uvicorn and the worker
+model is uvicorn's), it restarts a worker that keeps dying at once, every time, logs no
+exit code, has no place for ``mark_process_dead``, and waits for its workers without a
+bound.  This is the part of gunicorn's arbiter a leader needs.
 
 The parent imports no server, Redis client or prometheus-client (but for
 ``mark_process_dead``, when a worker has died): it forks from a process with one thread
@@ -318,7 +326,6 @@ class Supervisor:
             os.close(self._wake[0])
             os.close(self._wake[1])
             os.close(self._ready_r)
-            os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which passes it on
             parent, ready_w = os.getppid(), self._ready_w
             _orphan_watch(parent)
 

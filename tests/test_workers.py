@@ -162,8 +162,8 @@ def test_a_request_in_flight_finishes_when_the_leader_is_stopped(
     redis_url: str, tmp_path: Path, stop: str
 ) -> None:
     """SIGTERM to the supervisor, or Ctrl-C in a terminal (SIGINT to the whole
-    foreground process group): each worker is told once, by the supervisor - a second
-    signal would make uvicorn drop what is in flight - and finishes its requests."""
+    foreground process group, workers too, then SIGTERM from the supervisor): each
+    worker finishes what is in flight, then exits 0, and so does the supervisor."""
     port, log = free_port(), tmp_path / "leader.log"
     argv = [str(BIN / "coyote"), "leader", "--store", redis_url, "--workers", "2"]
     with open(log, "wb") as out:

@@ -1,6 +1,7 @@
 """The ``coyote`` command.
 
     coyote leader --port 8000                      # a standalone leader (registration API on)
+    coyote leader --workers 4 --store redis://127.0.0.1:6379/0  # 4 processes, one port
     coyote serve-client sample_apps.deadwood.saloon:Saloon \\
         --leader http://127.0.0.1:8000 --port 9001  # a client as its own service
     coyote routes --leader http://127.0.0.1:8000   # the leader's route table

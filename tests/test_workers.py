@@ -278,9 +278,10 @@ def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"COYOTE_WORKERS": "3"}, "--workers 3 needs --store"),
         ([], {"COYOTE_WORKERS": "many"}, "COYOTE_WORKERS='many' is not a whole number"),
         ([], {"COYOTE_WORKERS": "-1"}, "COYOTE_WORKERS=-1: use 1 to 64"),
+        (["--graceful-timeout", "-1"], {}, "--graceful-timeout -1: seconds, 0 or more"),
     ],
 )
-def test_bad_worker_counts_are_one_line_and_exit_2(
+def test_bad_worker_counts_and_timeouts_are_one_line_and_exit_2(
     argv: list[str], env: dict[str, str], says: str
 ) -> None:
     done = run("leader", "--port", str(free_port()), *argv, env={"COYOTE_STORE": "", **env})
@@ -321,3 +322,11 @@ def test_a_first_worker_that_cannot_start_stops_the_supervisor_with_one_line(
     assert len(errors) == 1, done.stderr  # said once, by the first worker, not by three
     assert "no-slash" in errors[0]
     assert "before it served: stopping" in done.stderr
+
+
+def test_the_help_says_what_workers_need_and_what_is_per_worker() -> None:
+    done = run("leader", "--help")
+    text = " ".join(done.stdout.split())
+    assert "--workers N" in text and "$COYOTE_WORKERS" in text
+    assert "more than 1 needs --store" in text and "are then per worker" in text
+    assert "--graceful-timeout SECONDS" in text

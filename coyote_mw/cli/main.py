@@ -507,6 +507,8 @@ def _leader(args: argparse.Namespace, leader: argparse.ArgumentParser) -> int:
     import importlib.util
 
     workers = _workers(args, leader)
+    if args.graceful_timeout < 0:
+        leader.error(f"--graceful-timeout {args.graceful_timeout}: seconds, 0 or more")
     if args.proxy_headers and not args.trusted_proxy:
         leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
     _check_tls_serving(leader, args)

@@ -146,8 +146,13 @@ class Supervisor:
                 return self._stop()
             self._signals.clear()
             self._read_ready()
+            first = self.slots[0].worker
+            if booting and first is not None and first.ready:
+                booting = False
+                for slot in self.slots[1:]:
+                    self._spawn(slot)
             for worker, status in self._reap():
-                if booting and worker.number == 1 and not worker.ready:
+                if booting:  # the first worker, dead before it served
                     logger.error(
                         "worker %d (pid %d) exited with %s before it served: stopping",
                         worker.number,
@@ -157,10 +162,6 @@ class Supervisor:
                     self._stop()
                     return 1
                 self._died(worker, status)
-            if booting and self.slots[0].worker is not None and self.slots[0].worker.ready:
-                booting = False
-                for slot in self.slots[1:]:
-                    self._spawn(slot)
             if not booting:
                 now = time.monotonic()
                 for slot in self.slots:

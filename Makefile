@@ -46,6 +46,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/inprocess.py
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/propagation.py
+	$(BIN)/python benchmarks/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

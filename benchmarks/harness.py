@@ -54,15 +54,18 @@ class Server:
         port: int,
         env: dict[str, str] | None = None,
         root: Path = ROOT,
+        core: int | None = 1,
     ):
+        """``core``: the CPU it is pinned to; None: not pinned (the kernel schedules it)."""
         self.name, self.argv, self.port, self.root = name, argv, port, root
+        self.core = core
         self.url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_path: str = "/", timeout: float = 20.0) -> Server:
         self.proc = subprocess.Popen(
-            pinned(self.argv, 1),
+            self.argv if self.core is None else pinned(self.argv, self.core),
             cwd=self.root,
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -133,20 +136,14 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, *, duration: float, connections: int, threads: int = 1) -> WrkResult:
-    """Run wrk for ``duration`` seconds against ``url`` (pinned to core 0)."""
+def wrk(
+    url: str, *, duration: float, connections: int, threads: int = 1, core: int | None = 0
+) -> WrkResult:
+    """Run wrk for ``duration`` seconds against ``url`` (pinned to ``core``; None: not)."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s"]
+    argv += ["--latency", url]
     out = subprocess.run(
-        pinned(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{max(1, round(duration))}s",
-                "--latency",
-                url,
-            ],
-            0,
-        ),
+        argv if core is None else pinned(argv, core),
         capture_output=True,
         text=True,
         timeout=duration + 30,

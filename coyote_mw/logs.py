@@ -43,11 +43,17 @@ __all__ = [
 ]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT_PID = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record, on one line, with stable field names."""
+    """One JSON object per record, on one line, with stable field names; ``pid=True``
+    adds the process id (``coyote leader --workers N``)."""
+
+    def __init__(self, *args: Any, pid: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pid = pid
 
     def format(self, record: logging.LogRecord) -> str:
         created = record.created
@@ -58,6 +64,8 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.pid:
+            out["pid"] = record.process
         access = record.__dict__.get("access")
         if access is not None:
             out.update(access)
@@ -68,19 +76,21 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
-def formatter(log_format: str) -> logging.Formatter:
-    """The formatter of a format name: "text" or "json"; ValueError for anything else."""
+def formatter(log_format: str, pid: bool = False) -> logging.Formatter:
+    """The formatter of a format name: "text" or "json"; ValueError for anything else.
+    ``pid``: each line says its process (``[1234]`` after the time, or ``"pid"``)."""
     if log_format == "json":
-        return JSONFormatter()
+        return JSONFormatter(pid=pid)
     if log_format == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return logging.Formatter(TEXT_FORMAT_PID if pid else TEXT_FORMAT)
     raise ValueError(f"log_format {log_format!r}: use one of {', '.join(FORMATS)}")
 
 
-def configure_cli(level: str, log_format: str) -> None:
-    """How the ``coyote`` commands log: one handler on stderr, in the format asked for."""
+def configure_cli(level: str, log_format: str, pid: bool = False) -> None:
+    """How the ``coyote`` commands log: one handler on stderr, in the format asked for
+    (``pid``: with the process id, for several worker processes)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(log_format))
+    handler.setFormatter(formatter(log_format, pid))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.captureWarnings(True)  # warnings.warn() too: through the handler, one format
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per heartbeat

@@ -1,6 +1,7 @@
 """The ``coyote`` command.
 
     coyote leader --port 8000                      # a standalone leader (registration API on)
+    coyote leader --workers 4 --store redis://127.0.0.1:6379/0  # 4 processes, one port
     coyote serve-client sample_apps.deadwood.saloon:Saloon \\
         --leader http://127.0.0.1:8000 --port 9001  # a client as its own service
     coyote routes --leader http://127.0.0.1:8000   # the leader's route table
@@ -31,6 +32,7 @@ from typing import Any, NoReturn, TextIO
 from coyote_mw.cli.explain import print_explanation
 from coyote_mw.cli.table import print_routes
 from coyote_mw.logs import FORMATS, configure_cli
+from coyote_mw.workers import MAX_WORKERS
 
 __all__ = ["main"]
 
@@ -304,6 +306,21 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
         default="token",
         help="Prometheus metrics at PREFIX/metrics: behind the token, open to anyone, or off",
     )
+    leader.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"worker processes serving the port, 1 to {MAX_WORKERS} (default: $COYOTE_WORKERS "
+        "or 1); more than 1 needs --store, and --concurrency, --queue, --max-websockets "
+        "and instance ejection are then per worker",
+    )
+    leader.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long requests in flight may take to finish",
+    )
     _upstream_flags(leader)
     leader.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS)
 
@@ -470,58 +487,139 @@ def _one(action: argparse.Action, value: Any) -> Any:
     return value
 
 
+def _workers(args: argparse.Namespace, leader: argparse.ArgumentParser) -> int:
+    """--workers (or its TOML key), else $COYOTE_WORKERS, else 1; from 1 to MAX_WORKERS."""
+    workers, said = args.workers, f"--workers {args.workers}"
+    if workers is None:
+        env = os.environ.get("COYOTE_WORKERS", "").strip()
+        try:
+            workers = int(env) if env else 1
+        except ValueError:
+            leader.error(f"COYOTE_WORKERS={env!r} is not a whole number")
+        said = f"COYOTE_WORKERS={env}"
+    if not 1 <= workers <= MAX_WORKERS:
+        leader.error(f"{said}: use 1 to {MAX_WORKERS} worker processes")
+    return int(workers)
+
+
+def _leader(args: argparse.Namespace, leader: argparse.ArgumentParser) -> int:
+    """``coyote leader``: one process, or a supervisor and ``--workers`` forks of it."""
+    import importlib.util
+
+    workers = _workers(args, leader)
+    if args.graceful_timeout < 0:
+        leader.error(f"--graceful-timeout {args.graceful_timeout}: seconds, 0 or more")
+    if args.proxy_headers and not args.trusted_proxy:
+        leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
+    _check_tls_serving(leader, args)
+    token = _token(args, leader)
+    scheme = "https" if args.ssl_certfile else "http"
+    if workers == 1:
+        _uvicorn(leader)
+        coyote = _coyote(args, leader, token)
+        sock = _listen(args.host, args.port, "leader", scheme)
+        _serve_leader(args, leader, coyote, sock)
+        return 0
+
+    from coyote_mw.workers import Supervisor
+
+    if not (args.store or os.environ.get("COYOTE_STORE")):
+        leader.error(
+            f"--workers {workers} needs --store redis://... (or $COYOTE_STORE): each worker "
+            "would keep its own table, and a registration would reach one worker only"
+        )
+    if importlib.util.find_spec("uvicorn") is None:  # the parent does not import it
+        leader.error("this command runs on uvicorn: pip install 'coyote-mw[server]'")
+    configure_cli(args.log_level, args.log_format, pid=True)  # whose line is whose
+    # one socket, bound here and inherited by every worker (not SO_REUSEPORT: README)
+    sock = _listen(args.host, args.port, "leader", scheme)
+
+    def serve(ready: Callable[[], None]) -> int:
+        # in a worker, after the fork: everything a leader holds is its own
+        coyote = _coyote(args, leader, token)
+        return _serve_leader(args, leader, coyote, sock, ready)
+
+    metrics = args.metrics != "off" and importlib.util.find_spec("prometheus_client") is not None
+    supervisor = Supervisor(
+        workers, serve, graceful_timeout=args.graceful_timeout, metrics_dir=metrics
+    )
+    code = supervisor.run()
+    sock.close()
+    return code
+
+
+def _coyote(args: argparse.Namespace, leader: argparse.ArgumentParser, token: str) -> Any:
+    """The leader the command line describes; a bad setting is one line and exit 2."""
+    from coyote_mw.leader import Coyote
+
+    try:
+        return Coyote(
+            token=token,
+            prefix=args.prefix,
+            store=args.store,
+            tls=args.ca_file,
+            trusted_proxies=args.trusted_proxy,
+            concurrency=args.concurrency,
+            queue=args.queue,
+            timeout=args.timeout,
+            max_websockets=args.max_websockets,
+            max_body=args.max_body,
+            access_log=args.access_log,
+            topologies=_parse_topology_bounds(args.topology_bounds),
+            metrics=args.metrics,
+            **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
+        )
+    except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
+        leader.error(str(exc))
+
+
+def _serve_leader(
+    args: argparse.Namespace,
+    leader: argparse.ArgumentParser,
+    coyote: Any,
+    sock: socket.socket,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve ``coyote`` on ``sock`` with uvicorn until SIGTERM/SIGINT; ``ready()`` once
+    it accepts connections.  3 (as uvicorn's own) when it never started."""
+    _uvicorn(leader)
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and ready is not None:
+                ready()
+
+    # uvicorn's own proxy_headers (on by default) would take any loopback client's
+    # X-Forwarded-For as its address: only with the flag, only from trusted proxies
+    config = uvicorn.Config(
+        coyote.asgi(),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # coyote's access line is the one (coyote_mw.middleware.accesslog), and uvicorn's own
+        # lines go through the handler configure_cli set, in the same format
+        access_log=False,
+        log_config=None,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    server = Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     _, commands = _parsers()
     leader, client = commands["leader"], commands["serve-client"]
     configure_cli(args.log_level, args.log_format)
     if args.command == "leader":
-        uvicorn = _uvicorn(leader)
-
-        from coyote_mw.leader import Coyote
-
-        if args.proxy_headers and not args.trusted_proxy:
-            leader.error("--proxy-headers needs --trusted-proxy: whose headers to believe")
-        _check_tls_serving(leader, args)
-        try:
-            coyote = Coyote(
-                token=_token(args, leader),
-                prefix=args.prefix,
-                store=args.store,
-                tls=args.ca_file,
-                trusted_proxies=args.trusted_proxy,
-                concurrency=args.concurrency,
-                queue=args.queue,
-                timeout=args.timeout,
-                max_websockets=args.max_websockets,
-                max_body=args.max_body,
-                access_log=args.access_log,
-                topologies=_parse_topology_bounds(args.topology_bounds),
-                metrics=args.metrics,
-                **{k: getattr(args, k) for k in _UPSTREAM if getattr(args, k) is not None},
-            )
-        except (ValueError, TypeError, OSError, ssl.SSLError) as exc:
-            leader.error(str(exc))
-        scheme = "https" if args.ssl_certfile else "http"
-        sock = _listen(args.host, args.port, "leader", scheme)
-        # uvicorn's own proxy_headers (on by default) would take any loopback client's
-        # X-Forwarded-For as its address: only with the flag, only from trusted proxies
-        config = uvicorn.Config(
-            coyote.asgi(),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            # coyote's access line is the one (coyote_mw.middleware.accesslog), and uvicorn's own
-            # lines go through the handler configure_cli set, in the same format
-            access_log=False,
-            log_config=None,
-            proxy_headers=args.proxy_headers,
-            forwarded_allow_ips=args.trusted_proxy if args.proxy_headers else None,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-        )
-        uvicorn.Server(config).run(sockets=[sock])
-        return 0
+        return _leader(args, leader)
     if args.command == "serve-client":
         # each command imports what it runs: `coyote --version` or `coyote routes` never
         # load the web stack, httpx or redis

@@ -165,6 +165,31 @@ def _uvicorn(parser: argparse.ArgumentParser) -> Any:
     return uvicorn
 
 
+def _serve_coyote(coyote: Any, sock: socket.socket, args: argparse.Namespace) -> int:
+    """``coyote leader --http coyote``: the leader on coyote's own HTTP/1.1 server, its
+    head bounds those of the leader's forwarding policy."""
+    from coyote_mw.server import Options, Server
+
+    app = coyote.asgi()
+    if args.proxy_headers:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app = ProxyHeadersMiddleware(app, trusted_hosts=args.trusted_proxy)
+    context = None
+    if args.ssl_certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    fw = coyote.forwarding
+    options = Options(
+        max_target=fw.max_target,
+        max_headers=fw.max_headers,
+        # the target, the names and values, and each line's ": " and CRLF
+        max_head_bytes=max(64 * 1024, fw.max_target + fw.max_header_bytes + 8 * fw.max_headers),
+        lifespan="on",
+    )
+    return Server(app, options, ssl=context).run([sock])
+
+
 def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     token = args.token or os.environ.get("COYOTE_TOKEN")
     if not token:
@@ -285,6 +310,12 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     )
     leader.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     leader.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
+    leader.add_argument(
+        "--http",
+        choices=["uvicorn", "coyote"],
+        default="uvicorn",
+        help="the HTTP server: uvicorn, or coyote's own HTTP/1.1 server (coyote_mw.server)",
+    )
     leader.add_argument(
         "--max-websockets",
         type=int,
@@ -476,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     leader, client = commands["leader"], commands["serve-client"]
     configure_cli(args.log_level, args.log_format)
     if args.command == "leader":
-        uvicorn = _uvicorn(leader)
+        uvicorn = _uvicorn(leader) if args.http == "uvicorn" else None
 
         from coyote_mw.leader import Coyote
 
@@ -504,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             leader.error(str(exc))
         scheme = "https" if args.ssl_certfile else "http"
         sock = _listen(args.host, args.port, "leader", scheme)
+        if uvicorn is None:
+            return _serve_coyote(coyote, sock, args)
         # uvicorn's own proxy_headers (on by default) would take any loopback client's
         # X-Forwarded-For as its address: only with the flag, only from trusted proxies
         config = uvicorn.Config(

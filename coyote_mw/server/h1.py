@@ -82,6 +82,8 @@ class H1Connection(asyncio.Protocol):
         self.upgrade = b""
         self.upgrading: _Cycle | None = None
         self.head_seen = 0  # bytes received while a head is incomplete
+        self.fed = 0  # bytes of these data the parser has called back with
+        self.head_start = 0
         # the timer (the server's ticker checks it)
         self.state = _HEAD
         self.deadline = 0.0
@@ -144,6 +146,7 @@ class H1Connection(asyncio.Protocol):
         if self.state == _IDLE:
             self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
         self.began = False
+        self.fed = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -152,8 +155,11 @@ class H1Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._failed(exc)
             return
-        if self.in_head and not self.began:  # an unfinished head: bounded (slowloris)
-            self.head_seen += len(data)
+        if self.in_head:  # an unfinished head, bounded (llhttp keeps a partial line)
+            if self.began:  # what came before it in these bytes, within a few bytes
+                self.head_seen = len(data) - self.head_start
+            else:
+                self.head_seen += len(data)
             if self.head_seen > self.options.max_head_bytes:
                 self._refuse(_Refuse(431, "Request header fields too large"))
 
@@ -161,6 +167,7 @@ class H1Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.began = self.in_head = True
+        self.head_start = self.fed
         self.url, self.headers, self.head_size, self.head_seen = b"", [], 0, 0
         self.hosts, self.connection, self.expect, self.codings = 0, b"", False, []
         self.upgrade = b""
@@ -170,11 +177,13 @@ class H1Connection(asyncio.Protocol):
             self._pause(_PIPELINE)
 
     def on_url(self, url: bytes) -> None:
+        self.fed += len(url)
         self.url += url
         if len(self.url) > self.options.max_target:
             raise _Refuse(414, "Request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fed += len(name) + len(value) + 4
         if not self.in_head:
             return  # a chunked body's trailer: not passed on
         self.head_size += len(name) + len(value) + 4
@@ -266,6 +275,7 @@ class H1Connection(asyncio.Protocol):
             self.waiting.append(cycle)
 
     def on_body(self, body: bytes) -> None:
+        self.fed += len(body)
         cycle = self.parsing
         assert cycle is not None
         if cycle.complete:  # the app answered without reading it: discard, bounded

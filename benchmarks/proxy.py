@@ -5,7 +5,8 @@
 
 One upstream (uvicorn, one worker, httptools + uvloop, a fixed 13-byte answer) and,
 in one run, wrk against: the upstream directly; coyote relaying to it (one uvicorn
-worker, access log on, to a file); a Starlette gateway on a shared httpx.AsyncClient
+worker, access log on, to a file), and the same on coyote's own HTTP/1.1 server
+(``coyote leader --http coyote``); a Starlette gateway on a shared httpx.AsyncClient
 (what most FastAPI gateways do); the same on aiohttp; nginx ``proxy_pass`` with
 upstream keepalive; and "bare transport", one ASGI function on uvicorn forwarding through
 coyote's transport with nothing else (no routing, forwarded headers or log): the
@@ -100,6 +101,13 @@ def main() -> int:
         servers[name] = Server(
             name, [*UVICORN, "--port", str(port), f"benchmarks.proxy_apps:{app}"], port, env
         )
+    port = free_port()  # the same leader app on coyote's own server (--http coyote)
+    servers["coyote --http coyote"] = Server(
+        "coyote --http coyote",
+        [sys.executable, "-m", "benchmarks.proxy_apps", "coyote_gateway", str(port)],
+        port,
+        env,
+    )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if Path(nginx).exists():
         port = free_port()

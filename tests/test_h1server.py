@@ -372,7 +372,7 @@ def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> 
 def test_sigterm_lets_a_request_under_way_finish_and_exits_0(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.support.processes import BIN, ROOT
+    from tests.support.processes import ROOT
 
     port = free_port()
     log = tmp_path / "server.log"
@@ -396,7 +396,6 @@ def test_sigterm_lets_a_request_under_way_finish_and_exits_0(tmp_path: Path) -> 
                 proc.kill()
                 proc.wait()
     assert "lifespan shutdown" in log.read_text()
-    assert BIN.exists()
 
 
 def _answers(port: int) -> bool:
@@ -426,3 +425,17 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_failed_startup_exits_1_with_one_line() -> None:
+    import subprocess
+
+    from tests.support.processes import ROOT
+
+    argv = [sys.executable, "-m", "tests.support.h1_server"]
+    argv += ["tests.support.h1_apps:failing_startup", str(free_port())]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "ERROR coyote_mw.server the app's startup failed: no database"
+    ]

@@ -87,3 +87,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _answer(send, 200, b"whole body")
     else:
         await _answer(send, 404, b"")
+
+
+async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose lifespan startup fails."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})

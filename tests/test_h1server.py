@@ -254,6 +254,14 @@ def test_pipelined_requests_are_answered_in_order(h1: H1) -> None:
     assert bodies == [b"/wait/0.3", b"/wait/0", b"hello"], data
 
 
+def test_a_bad_request_behind_a_good_one_is_refused_after_its_answer(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /wait/0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")
+        data = read_all(conn)
+    first, _, second = data.partition(b"/wait/0.2")
+    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 400 "), data
+
+
 def test_an_answer_without_a_length_is_chunked(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

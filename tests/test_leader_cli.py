@@ -175,9 +175,9 @@ def test_a_leader_serves_https_and_coyote_routes_reads_it_with_ca_file(
     config.write_text(f'ssl_certfile = "{tls.chain}"\nssl_keyfile = "{tls.key}"\n')
     port = free_port()
     url = f"https://127.0.0.1:{port}"
+    argv = [str(BIN / "coyote"), "leader", "--config", str(config), "--port", str(port)]
     p = started(
-        [str(BIN / "coyote"), "leader", "--config", str(config), "--port", str(port), "--http"]
-        + [http],
+        [*argv, "--http", http],
         port,
         url + "/_coyote/health",
         tls.trusting(),

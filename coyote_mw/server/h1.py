@@ -313,7 +313,7 @@ class H1Connection(asyncio.Protocol):
 
     def finished(self, cycle: _Cycle) -> None:
         """The response of ``cycle`` is whole: on to the next request, if any."""
-        if not cycle.keep_alive or self.closing or self.eof:
+        if not cycle.keep_alive or self.closing:
             self.closing = True
             self.transport.close()
             return
@@ -333,6 +333,10 @@ class H1Connection(asyncio.Protocol):
             return
         if self.waiting:
             self._run(self.waiting.popleft())
+        elif self.eof:  # the client sends no more: all it asked is answered
+            self.closing = True
+            self.transport.close()
+            return
         elif self.refusal is not None:
             self._answer(self.refusal)
             return
@@ -395,10 +399,8 @@ class H1Connection(asyncio.Protocol):
         if self.cycle is None or self.cycle is parsing:
             self.cycle = None
             self._answer(refusal)
-        else:
+        else:  # after the answers to the requests before it
             self.refusal = refusal
-            for cycle in (self.cycle, *self.waiting):
-                cycle.keep_alive = False
 
     def _answer(self, refusal: _Refuse) -> None:
         self.closing = True

@@ -19,12 +19,12 @@ from websockets.server import ServerProtocol
 
 from coyote_mw.server.wire import Host
 
-__all__ = ["ClientDisconnected", "WebSocketConnection"]
+__all__ = ["WebSocketConnection"]
 
 log = logging.getLogger("coyote_mw.server")
 
 
-class ClientDisconnected(OSError):
+class _ClientGone(OSError):
     """Sent on a WebSocket the client has left (ASGI: an ``OSError``)."""
 
 
@@ -192,7 +192,7 @@ class WebSocketConnection(asyncio.Protocol):
         try:
             await self.server.app(self.scope, self.receive, self.send)
         except BaseException as exc:
-            if not isinstance(exc, ClientDisconnected):
+            if not isinstance(exc, _ClientGone):
                 log.error("the app failed on the WebSocket %s", self.scope["path"], exc_info=exc)
             if not self.accepted:
                 self._reject(500)
@@ -225,7 +225,7 @@ class WebSocketConnection(asyncio.Protocol):
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if self.gone and self.accepted:
-            raise ClientDisconnected("the client has left the WebSocket")
+            raise _ClientGone("the client has left the WebSocket")
         if not self.accepted:
             if kind == "websocket.accept":
                 response = self.response
@@ -260,7 +260,7 @@ class WebSocketConnection(asyncio.Protocol):
             else:
                 raise RuntimeError(f"expected 'websocket.send' or 'websocket.close', got {kind!r}")
         except InvalidState:
-            raise ClientDisconnected("the WebSocket is closing") from None
+            raise _ClientGone("the WebSocket is closing") from None
         self._flush()
         if self.write_paused and not self.gone:
             self.drained = self.loop.create_future()

@@ -67,6 +67,7 @@ class H1Connection(asyncio.Protocol):
         self.write_paused = False
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
+        self.lingering = -1  # bytes dropped after the server's own answer, or -1
         self.eof = False
         self.refusal: _Refuse | None = None  # answered once the responses before it end
         # the head being read
@@ -132,6 +133,8 @@ class H1Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # a half-closed client may still read the answer under way (RFC 9112 9.6), but
         # a request it had not finished sending never ends
+        if self.lingering >= 0:
+            return None
         if self.parsing is not None:
             self.parsing.gone()
         if self.cycle is None or self.cycle is self.parsing:
@@ -140,6 +143,11 @@ class H1Connection(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering >= 0:
+            self.lingering += len(data)
+            if self.lingering > self.options.max_discard:
+                self.transport.close()
+            return
         if self.paused & _DONE:
             return  # the parser takes no more on this connection
         self.got_bytes = True
@@ -404,11 +412,23 @@ class H1Connection(asyncio.Protocol):
 
     def _answer(self, refusal: _Refuse) -> None:
         self.closing = True
-        if refusal.status:
-            self.transport.write(
-                error_answer(refusal.status, refusal.error, self.server.extra, refusal.detail)
-            )
-        self.transport.close()
+        if not refusal.status:
+            self.transport.close()
+            return
+        self.transport.write(
+            error_answer(refusal.status, refusal.error, self.server.extra, refusal.detail)
+        )
+        if self.scheme == "https" or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # a lingering close, as nginx's: the answer, our side shut, then what the client
+        # still sends read and dropped (bounded: max_discard bytes, keep_alive_timeout
+        # seconds), so that its unread bytes do not reset the connection over the answer
+        self.transport.write_eof()
+        self.lingering = 0
+        self.state, self.deadline = _DISCARD, self.loop.time() + self.options.keep_alive_timeout
+        self.paused = 0
+        self.transport.resume_reading()
 
     def _upgrade(self, rest: bytes) -> None:
         cycle, self.upgrading = self.upgrading, None

@@ -5,8 +5,9 @@
 
 One upstream (uvicorn, one worker, httptools + uvloop, a fixed answer: 13 bytes at
 ``/hello``, 64 KiB at ``/64k``) and, in one run, wrk against: the upstream directly;
-coyote relaying to it (one uvicorn worker, access log on, to a file); a Starlette gateway
-on a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
+coyote relaying to it (one uvicorn worker, access log on, to a file), and the same on
+coyote's own HTTP/1.1 server (``coyote leader --http coyote``); a Starlette gateway on
+a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
 ``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
 forwarding through coyote's transport with nothing else (no routing, forwarded headers
 or log): the ceiling for any gateway on uvicorn; and "python floor"
@@ -113,6 +114,13 @@ def main() -> int:
         servers[name] = Server(
             name, [*UVICORN, "--port", str(port), f"benchmarks.proxy_apps:{app}"], port, env
         )
+    port = free_port()  # the same leader app on coyote's own server (--http coyote)
+    servers["coyote --http coyote"] = Server(
+        "coyote --http coyote",
+        [sys.executable, "-m", "benchmarks.proxy_apps", "coyote_gateway", str(port)],
+        port,
+        env,
+    )
     port = free_port()
     floor = [sys.executable, str(Path(__file__).with_name("relay_floor.py")), str(port)]
     servers["python floor"] = Server("python floor", floor, port, env)
@@ -174,13 +182,16 @@ def main() -> int:
                 f"| {name} | {row['rps']:.0f} | {row['rps'] / direct:.3f}x | {vs_ngx} | "
                 f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {p99_ngx} | {row['errors']} |"
             )
-        if ngx:
-            coyote = summary["coyote"]
-            verdicts.append((path, c, coyote["rps"] / ngx["rps"], coyote["p99_ms"] / ngx["p99_ms"]))
-    for path, c, rps, p99 in verdicts:
+        for name in ("coyote", "coyote --http coyote"):
+            if ngx and name in summary:
+                row = summary[name]
+                verdicts.append(
+                    (name, path, c, row["rps"] / ngx["rps"], row["p99_ms"] / ngx["p99_ms"])
+                )
+    for name, path, c, rps, p99 in verdicts:
         ok = rps >= 0.8 and p99 <= 1.5
         print(
-            f"target: {TARGET_NGINX}: {path} c={c}: {'PASS' if ok else 'FAIL'} "
+            f"target: {TARGET_NGINX}: {name}, {path} c={c}: {'PASS' if ok else 'FAIL'} "
             f"({rps:.2f}x the throughput, {p99:.2f}x the p99)"
         )
     hello = summaries.get(("/hello", 32))

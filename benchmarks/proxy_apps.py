@@ -142,3 +142,17 @@ def __getattr__(name: str) -> Any:
         globals()[name] = app
         return app
     raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.proxy_apps APP PORT: APP on coyote's own HTTP/1.1 server
+    # (coyote_mw.server), as `coyote leader --http coyote` runs the leader
+    import socket
+    import sys
+
+    from coyote_mw.server import Server as H1Server
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(sys.argv[2])))
+    sys.exit(H1Server(__getattr__(sys.argv[1])).run([sock]))

@@ -684,11 +684,12 @@ def test_a_leader_whose_instance_is_itself_answers_508_at_once() -> None:
         (["--trusted-proxy", "127.0.0.1", "--proxy-headers"], b"6.6.6.6"),
     ],
 )
+@pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 def test_coyote_leader_believes_x_forwarded_for_only_from_trusted_proxies(
-    ledger: LedgerUpstream, flags: list[str], forwarded_for: bytes
+    ledger: LedgerUpstream, flags: list[str], forwarded_for: bytes, http: str
 ) -> None:
     with CoyoteProcesses() as procs:
-        leader = procs("leader", *flags)
+        leader = procs("leader", *flags, "--http", http)
         registration = {
             "service": "up",
             "instance": "ledger",

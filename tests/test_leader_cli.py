@@ -67,8 +67,9 @@ def test_version_from_the_command_and_from_python_m() -> None:
         assert out.stdout.strip() == expected
 
 
+@pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 def test_python_m_coyote_mw_runs_a_leader_with_options_after_the_subcommand(
-    started: Callable[..., Proc],
+    started: Callable[..., Proc], http: str
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -82,6 +83,8 @@ def test_python_m_coyote_mw_runs_a_leader_with_options_after_the_subcommand(
             "warning",
             "--port",
             str(port),
+            "--http",
+            http,
         ],
         port,
         url + "/_coyote/health",
@@ -163,16 +166,18 @@ def test_a_toml_config_sets_the_timeout_and_a_flag_wins_over_it(
     assert parse(["leader", "--config", str(config), "--access-log"]).access_log is True
 
 
+@pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 def test_a_leader_serves_https_and_coyote_routes_reads_it_with_ca_file(
-    started: Callable[..., Proc], tmp_path: Path
+    started: Callable[..., Proc], tmp_path: Path, http: str
 ) -> None:
     tls = tls_files(tmp_path)
     config = tmp_path / "leader.toml"
     config.write_text(f'ssl_certfile = "{tls.chain}"\nssl_keyfile = "{tls.key}"\n')
     port = free_port()
     url = f"https://127.0.0.1:{port}"
+    argv = [str(BIN / "coyote"), "leader", "--config", str(config), "--port", str(port)]
     p = started(
-        [str(BIN / "coyote"), "leader", "--config", str(config), "--port", str(port)],
+        [*argv, "--http", http],
         port,
         url + "/_coyote/health",
         tls.trusting(),

@@ -53,6 +53,8 @@ ASGI: dict[str, list[str]] = {
         "hypercorn": "hypercorn --bind 127.0.0.1:{port} APP",
         "granian-asgi": "granian --interface asgi --host 127.0.0.1 --port {port} APP",
         "daphne": "daphne -b 127.0.0.1 -p {port} APP",
+        # coyote's own server (coyote_mw.server; `coyote leader --http coyote`)
+        "coyote-h1": f"{sys.executable} -m tests.support.h1_server APP {{port}}",
     }.items()
 }
 WSGI: dict[str, list[str]] = {
@@ -952,5 +954,5 @@ def test_relay_names_an_absolute_form_targets_authority_as_the_forwarded_host(
 # Servers that hand the app the path of an absolute-form target without its authority
 AUTHORITY_UNSEEN = {
     name: "the server gives the app the path of an absolute-form target, not its authority"
-    for name in ("uvicorn-httptools", "granian-asgi", "granian-wsgi")
+    for name in ("uvicorn-httptools", "coyote-h1", "granian-asgi", "granian-wsgi")
 }

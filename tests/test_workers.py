@@ -85,10 +85,13 @@ def metric(text: str, name: str, **labels: str) -> float:
     )
 
 
+@pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 def test_two_workers_share_one_port_and_one_table_and_a_scrape_counts_both(
-    procs: CoyoteProcesses, redis_url: str
+    procs: CoyoteProcesses, redis_url: str, http: str
 ) -> None:
-    leader = procs("leader", "--store", redis_url, "--workers", "2", "--metrics", "open")
+    leader = procs(
+        "leader", "--store", redis_url, "--workers", "2", "--metrics", "open", "--http", http
+    )
     until(lambda: len(workers_of(leader)) == 2, 20, "two workers")
     workers = workers_of(leader)
     # a remote client registers through one worker (one connection), and both serve it
@@ -157,15 +160,16 @@ def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(
     until(lambda: len(workers_of(leader)) == 2, 20, "replaced again")
 
 
+@pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 @pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
 def test_a_request_in_flight_finishes_when_the_leader_is_stopped(
-    redis_url: str, tmp_path: Path, stop: str
+    redis_url: str, tmp_path: Path, stop: str, http: str
 ) -> None:
     """SIGTERM to the supervisor, or Ctrl-C in a terminal (SIGINT to the whole
     foreground process group, workers too, then SIGTERM from the supervisor): each
     worker finishes what is in flight, then exits 0, and so does the supervisor."""
     port, log = free_port(), tmp_path / "leader.log"
-    argv = [str(BIN / "coyote"), "leader", "--store", redis_url, "--workers", "2"]
+    argv = [str(BIN / "coyote"), "leader", "--store", redis_url, "--workers", "2", "--http", http]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*argv, "--port", str(port)],

@@ -167,6 +167,37 @@ def _uvicorn(parser: argparse.ArgumentParser) -> Any:
     return uvicorn
 
 
+def _serve_coyote(
+    coyote: Any,
+    sock: socket.socket,
+    args: argparse.Namespace,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """``coyote leader --http coyote``: the leader on coyote's own HTTP/1.1 server, its
+    head bounds those of the leader's forwarding policy; ``ready()`` once it serves."""
+    from coyote_mw.server import Options, Server
+
+    app = coyote.asgi()
+    if args.proxy_headers:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app = ProxyHeadersMiddleware(app, trusted_hosts=args.trusted_proxy)
+    context = None
+    if args.ssl_certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    fw = coyote.forwarding
+    options = Options(
+        max_target=fw.max_target,
+        max_headers=fw.max_headers,
+        # the target, the names and values, and each line's ": " and CRLF
+        max_head_bytes=max(64 * 1024, fw.max_target + fw.max_header_bytes + 8 * fw.max_headers),
+        lifespan="on",
+        shutdown_timeout=args.graceful_timeout,
+    )
+    return Server(app, options, ssl=context, ready=ready).run([sock])
+
+
 def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     token = args.token or os.environ.get("COYOTE_TOKEN")
     if not token:
@@ -287,6 +318,12 @@ def _parsers() -> tuple[_Parser, dict[str, _Parser]]:
     )
     leader.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     leader.add_argument("--ssl-keyfile", help="... and this private key (PEM)")
+    leader.add_argument(
+        "--http",
+        choices=["uvicorn", "coyote"],
+        default="uvicorn",
+        help="the HTTP server: uvicorn, or coyote's own HTTP/1.1 server (coyote_mw.server)",
+    )
     leader.add_argument(
         "--max-websockets",
         type=int,
@@ -515,7 +552,8 @@ def _leader(args: argparse.Namespace, leader: argparse.ArgumentParser) -> int:
     token = _token(args, leader)
     scheme = "https" if args.ssl_certfile else "http"
     if workers == 1:
-        _uvicorn(leader)
+        if args.http == "uvicorn":
+            _uvicorn(leader)
         coyote = _coyote(args, leader, token)
         sock = _listen(args.host, args.port, "leader", scheme)
         _serve_leader(args, leader, coyote, sock)
@@ -528,7 +566,7 @@ def _leader(args: argparse.Namespace, leader: argparse.ArgumentParser) -> int:
             f"--workers {workers} needs --store redis://... (or $COYOTE_STORE): each worker "
             "would keep its own table, and a registration would reach one worker only"
         )
-    if importlib.util.find_spec("uvicorn") is None:  # the parent does not import it
+    if args.http == "uvicorn" and importlib.util.find_spec("uvicorn") is None:  # not imported
         leader.error("this command runs on uvicorn: pip install 'coyote-mw[server]'")
     configure_cli(args.log_level, args.log_format, pid=True)  # whose line is whose
     # one socket, bound here and inherited by every worker (not SO_REUSEPORT: README)
@@ -580,8 +618,11 @@ def _serve_leader(
     sock: socket.socket,
     ready: Callable[[], None] | None = None,
 ) -> int:
-    """Serve ``coyote`` on ``sock`` with uvicorn until SIGTERM/SIGINT; ``ready()`` once
-    it accepts connections.  3 (as uvicorn's own) when it never started."""
+    """Serve ``coyote`` on ``sock`` with uvicorn (or coyote's own server: ``--http
+    coyote``) until SIGTERM/SIGINT; ``ready()`` once it accepts connections.  3 (as
+    uvicorn's own) when it never started."""
+    if args.http == "coyote":
+        return _serve_coyote(coyote, sock, args, ready)
     _uvicorn(leader)
     import uvicorn
 

@@ -1,0 +1,728 @@
+"""One HTTP/1.1 connection: llhttp (httptools) parses, an ASGI app answers.
+
+The parser keeps llhttp's strict defaults: a request with both ``Content-Length`` and
+``Transfer-Encoding``, two ``Content-Length``, a bad chunk size, a control character
+in a header, an obsolete line folding... is a parse error, answered 400 and closed
+(RFC 9112 6.1, 6.3, 5.2). On top of it: the head's bounds (431, 414), one ``Host``
+under HTTP/1.1 (400), HTTP/1.0 and 1.1 only (505), no transfer coding but a single
+``chunked`` (501, RFC 9112 6.1), no ``CONNECT`` (501).
+
+Requests of one connection are answered strictly in order: one pipelined behind the
+one being served is parsed, then reading pauses until the response before it ends.
+A response's head waits for its first body message, so a small answer is one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from coyote_mw.server.wire import Host, date_line, error_answer, status_line
+
+__all__ = ["H1Connection"]
+
+log = logging.getLogger("coyote_mw.server")
+
+_DISCONNECT = {"type": "http.disconnect"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CRLF = b"\r\n"
+_SPECIAL = frozenset((b"connection", b"expect", b"transfer-encoding", b"upgrade", b"host"))
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# what the reading is paused for (a bit each): the body buffer is full, a pipelined
+# request waits for the one before it, the parser will take no more
+_BODY, _PIPELINE, _DONE = 1, 2, 4
+# what the connection's timer is waiting for
+_IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
+
+
+class _Refuse(Exception):
+    """A request the server answers itself (raised in a parser callback)."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        self.status, self.error, self.detail = status, error, detail
+
+
+class H1Connection(asyncio.Protocol):
+    def __init__(self, server: Host) -> None:
+        self.server = server
+        self.options = server.options
+        self.loop = server.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.scheme = "http"
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.cycle: _Cycle | None = None  # the one the app answers
+        self.parsing: _Cycle | None = None  # the one whose body the parser reads
+        self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
+        self.paused = 0
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.closing = False
+        self.lingering = -1  # bytes dropped after the server's own answer, or -1
+        self.eof = False
+        self.refusal: _Refuse | None = None  # answered once the responses before it end
+        # the head being read
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.in_head = False
+        self.began = False
+        self.hosts = 0
+        self.connection = b""
+        self.expect = False
+        self.codings: list[bytes] = []
+        self.upgrade = b""
+        self.upgrading: _Cycle | None = None
+        self.head_seen = 0  # bytes received while a head is incomplete
+        self.fed = 0  # bytes of these data the parser has called back with
+        self.head_start = 0
+        # the timer (the server's ticker checks it)
+        self.state = _HEAD
+        self.deadline = 0.0
+        self.got_bytes = False
+
+    # -- the transport's calls ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if len(server.connections) >= self.options.max_connections or server.stopping:
+            self.closing = True
+            transport.close()
+            return
+        server.connections.add(self)
+        self.deadline = self.loop.time() + self.options.header_timeout
+        info = transport.get_extra_info
+        self.client = _address(info("peername"))
+        self.local = _address(info("sockname"))
+        if info("sslcontext") is not None:
+            self.scheme = "https"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        for cycle in (self.cycle, *self.waiting):
+            if cycle is not None:
+                cycle.gone()
+        self.waiting.clear()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closing:
+            self.drained = self.loop.create_future()
+            await self.drained
+
+    def eof_received(self) -> bool | None:
+        # a half-closed client may still read the answer under way (RFC 9112 9.6), but
+        # a request it had not finished sending never ends
+        if self.lingering >= 0:
+            return None
+        if self.parsing is not None:
+            self.parsing.gone()
+        if self.cycle is None or self.cycle is self.parsing:
+            return None  # closes the transport
+        self.eof = True
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering >= 0:
+            self.lingering += len(data)
+            if self.lingering > self.options.max_discard:
+                self.transport.close()
+            return
+        if self.paused & _DONE:
+            return  # the parser takes no more on this connection
+        self.got_bytes = True
+        if self.state == _IDLE:
+            self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
+        self.began = False
+        self.fed = 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            self._upgrade(data[up.args[0] :])
+            return
+        except httptools.HttpParserError as exc:
+            self._failed(exc)
+            return
+        if self.in_head:  # an unfinished head, bounded (llhttp keeps a partial line)
+            if self.began:  # what came before it in these bytes, within a few bytes
+                self.head_seen = len(data) - self.head_start
+            else:
+                self.head_seen += len(data)
+            if self.head_seen > self.options.max_head_bytes:
+                self._refuse(_Refuse(431, "Request header fields too large"))
+
+    # -- the parser's calls ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.began = self.in_head = True
+        self.head_start = self.fed
+        self.url, self.headers, self.head_size, self.head_seen = b"", [], 0, 0
+        self.hosts, self.connection, self.expect, self.codings = 0, b"", False, []
+        self.upgrade = b""
+        if self.cycle is not None:  # pipelined: parse this head, then wait
+            if len(self.waiting) >= self.options.max_pipeline:
+                raise _Refuse(0, "too many pipelined requests")
+            self._pause(_PIPELINE)
+
+    def on_url(self, url: bytes) -> None:
+        self.fed += len(url)
+        self.url += url
+        if len(self.url) > self.options.max_target:
+            raise _Refuse(414, "Request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fed += len(name) + len(value) + 4
+        if not self.in_head:
+            return  # a chunked body's trailer: not passed on
+        self.head_size += len(name) + len(value) + 4
+        if len(self.headers) >= self.options.max_headers or (
+            self.head_size + len(self.url) > self.options.max_head_bytes
+        ):
+            raise _Refuse(431, "Request header fields too large")
+        name = name.lower()
+        if value[-1:] in (b" ", b"\t"):  # whitespace around a value is not part of it
+            value = value.rstrip(b" \t")
+        if name in _SPECIAL:
+            if name == b"host":
+                self.hosts += 1
+            elif name == b"connection":
+                self.connection += b"," + value.lower()
+            elif name == b"expect":
+                self.expect = value.lower() == b"100-continue"
+            elif name == b"transfer-encoding":
+                self.codings += [t.strip().lower() for t in value.split(b",")]
+            else:
+                self.upgrade = value.lower()
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version.startswith(("0.", "1.")):
+                raise _Refuse(400, "Bad request", "HTTP/1.0 or HTTP/1.1 only")
+            raise _Refuse(505, "HTTP version not supported", "HTTP/1.0 or HTTP/1.1 only")
+        if self.hosts != 1 and (self.hosts or version == "1.1"):
+            raise _Refuse(400, "Bad request", "an HTTP/1.1 request has one Host header")
+        if self.codings and self.codings != [b"chunked"]:
+            raise _Refuse(
+                501, "Not implemented", "transfer coding: only a single 'chunked' is implemented"
+            )
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise _Refuse(501, "Not implemented", "CONNECT")
+        url = self.url
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+            if b"#" in url:
+                raw_path, query = raw_path.partition(b"#")[0], query.partition(b"#")[0]
+        else:  # absolute-form (RFC 9112 3.2.2) or asterisk-form: its path and query
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refuse(400, "Bad request", "the request target") from None
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        server = self.server
+        if version == "1.1":
+            keep_alive = b"close" not in self.connection or not _has(self.connection, b"close")
+        else:
+            keep_alive = b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
+        root = self.options.root_path
+        scope = {
+            "type": "http",
+            "asgi": server.asgi,
+            "http_version": version,
+            "server": self.local,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path if root else path,
+            "raw_path": root.encode() + raw_path if root else raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": server.state.copy(),
+        }
+        expect = self.expect and version == "1.1"
+        cycle = _Cycle(self, scope, keep_alive and not server.stopping, expect)
+        if method == "HEAD":
+            cycle.head_only = True
+        self.parsing = cycle
+        if self.upgrade and _has(self.connection, b"upgrade"):
+            # llhttp pauses after this message: _upgrade takes it (a Connection without
+            # "upgrade" makes no upgrade request, RFC 9110 7.8: plain HTTP then)
+            self.upgrading = cycle
+            return
+        if self.cycle is None:
+            self._run(cycle)
+        else:
+            self.waiting.append(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        self.fed += len(body)
+        cycle = self.parsing
+        assert cycle is not None
+        if cycle.complete:  # the app answered without reading it: discard, bounded
+            cycle.discarded += len(body)
+            if cycle.discarded > self.options.max_discard:
+                self.transport.close()
+            return
+        cycle.body.append(body)
+        cycle.buffered += len(body)
+        if cycle.buffered > self.options.body_buffer:
+            self._pause(_BODY)
+        waiter = cycle.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        self.parsing = None
+        cycle.more_body = False
+        if cycle.complete:  # its unread body is all discarded now
+            self._next()
+            return
+        waiter = cycle.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- requests in order -----------------------------------------------------------
+
+    def _run(self, cycle: _Cycle) -> None:
+        self.cycle = cycle
+        self.state = _BUSY
+        cycle.task = task = self.loop.create_task(cycle.run(self.server.app))
+        self.server.track(task)
+
+    def finished(self, cycle: _Cycle) -> None:
+        """The response of ``cycle`` is whole: on to the next request, if any."""
+        if not cycle.keep_alive or self.closing:
+            self.closing = True
+            self.transport.close()
+            return
+        if cycle.more_body:  # its body is still coming: discard it before the next one
+            if cycle.expect or cycle.declared_over(self.options.max_discard):
+                self.closing = True
+                self.transport.close()
+                return
+            self.state, self.deadline = _DISCARD, self.loop.time() + self.options.keep_alive_timeout
+            self._resume(_BODY)
+            return
+        self._next()
+
+    def _next(self) -> None:
+        self.cycle = None
+        if self.closing:
+            return
+        if self.waiting:
+            self._run(self.waiting.popleft())
+        elif self.eof:  # the client sends no more: all it asked is answered
+            self.closing = True
+            self.transport.close()
+            return
+        elif self.refusal is not None:
+            self._answer(self.refusal)
+            return
+        elif self.in_head:
+            self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
+        else:
+            self.state, self.deadline = _IDLE, self.loop.time() + self.options.keep_alive_timeout
+        if not self.waiting:
+            self._resume(_PIPELINE)
+
+    def _pause(self, why: int) -> None:
+        if not self.paused:
+            self.transport.pause_reading()
+        self.paused |= why
+
+    def _resume(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closing:
+                self.transport.resume_reading()
+
+    # -- what the server answers itself ------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        cause = exc.__context__
+        if isinstance(cause, _Refuse):
+            self._refuse(cause)
+            return
+        version = self._version()
+        if version.startswith("2") or version.startswith("3"):
+            self._refuse(_Refuse(505, "HTTP version not supported", "HTTP/1.0 or HTTP/1.1 only"))
+        else:
+            self._refuse(_Refuse(400, "Bad request", str(exc)))
+
+    def _version(self) -> str:
+        try:
+            return str(self.parser.get_http_version())
+        except Exception:
+            return ""
+
+    def _refuse(self, refusal: _Refuse) -> None:
+        """The parser takes no more: answer ``refusal`` once the responses before it
+        are whole, then close."""
+        self._pause(_DONE)
+        self.in_head = False
+        if refusal.status:
+            log.info(
+                "refused a request from %s: %d %s",
+                _peer(self.client),
+                refusal.status,
+                refusal.error,
+            )
+        parsing = self.parsing
+        if parsing is not None and parsing is self.cycle:  # its body is broken
+            parsing.gone()
+            if parsing.started:
+                self.transport.close()
+                return
+        self.waiting = deque(c for c in self.waiting if c is not parsing)
+        if self.cycle is None or self.cycle is parsing:
+            self.cycle = None
+            self._answer(refusal)
+        else:  # after the answers to the requests before it
+            self.refusal = refusal
+
+    def _answer(self, refusal: _Refuse) -> None:
+        self.closing = True
+        if not refusal.status:
+            self.transport.close()
+            return
+        self.transport.write(
+            error_answer(refusal.status, refusal.error, self.server.extra, refusal.detail)
+        )
+        if self.scheme == "https" or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # a lingering close, as nginx's: the answer, our side shut, then what the client
+        # still sends read and dropped (bounded: max_discard bytes, keep_alive_timeout
+        # seconds), so that its unread bytes do not reset the connection over the answer
+        self.transport.write_eof()
+        self.lingering = 0
+        self.state, self.deadline = _DISCARD, self.loop.time() + self.options.keep_alive_timeout
+        self.paused = 0
+        self.transport.resume_reading()
+
+    def _upgrade(self, rest: bytes) -> None:
+        cycle, self.upgrading = self.upgrading, None
+        if cycle is None or self.cycle is not None or self.waiting:
+            self._refuse(_Refuse(400, "Bad request", "an upgrade behind another request"))
+            return
+        if b"websocket" in self.upgrade and cycle.scope["method"] == "GET":
+            from coyote_mw.server.ws import WebSocketConnection
+
+            self.server.connections.discard(self)
+            self.closing = True
+            ws = WebSocketConnection(self.server, self.transport, cycle.scope, self.url)
+            self.transport.set_protocol(ws)
+            ws.start(rest)
+            return
+        # another protocol (h2c...): answered as plain HTTP, then the connection closes
+        # (RFC 9110 7.8: a server may ignore Upgrade)
+        self._pause(_DONE)
+        cycle.keep_alive = False
+        self._run(cycle)
+
+    def shutdown(self) -> None:
+        """The server stops: an idle connection closes now, a busy one after its answer."""
+        if self.cycle is None and not (self.in_head and self.got_bytes):
+            self.closing = True
+            self.transport.close()
+            return
+        for cycle in (self.cycle, *self.waiting):
+            if cycle is not None:
+                cycle.keep_alive = False
+
+    def expired(self) -> None:
+        """The connection's timer ran out (the server's ticker calls it)."""
+        if self.state == _HEAD and self.cycle is None and self.head_started():
+            log.info(
+                "no whole request head from %s in %ss: 408",
+                _peer(self.client),
+                self.options.header_timeout,
+            )
+            self._answer(_Refuse(408, "Request timeout", "the request head took too long"))
+        else:
+            self.closing = True
+            self.transport.close()
+
+    def head_started(self) -> bool:
+        return self.in_head and self.got_bytes
+
+
+def _has(tokens: bytes, token: bytes) -> bool:
+    return token in (t.strip() for t in tokens.split(b","))
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"
+
+
+class _Cycle:
+    """One request and its response."""
+
+    __slots__ = (
+        "body",
+        "buffered",
+        "chunked",
+        "complete",
+        "conn",
+        "discarded",
+        "disconnected",
+        "expect",
+        "final_sent",
+        "head",
+        "head_only",
+        "keep_alive",
+        "more_body",
+        "remaining",
+        "scope",
+        "started",
+        "task",
+        "waiter",
+    )
+
+    def __init__(
+        self, conn: H1Connection, scope: dict[str, Any], keep_alive: bool, expect: bool
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect = expect
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.more_body = True
+        self.final_sent = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.discarded = 0
+        self.started = False
+        self.complete = False
+        self.head_only = False
+        self.head = b""
+        self.chunked = False
+        self.remaining: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def gone(self) -> None:
+        self.disconnected = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def declared_over(self, limit: int) -> bool:
+        for name, value in self.scope["headers"]:
+            if name == b"content-length":
+                return int(value) - self.buffered > limit
+        return False
+
+    async def run(self, app: Any) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if not self.started:
+                log.error(
+                    "the app failed before it answered %s %s",
+                    self.scope["method"],
+                    self.scope["path"],
+                    exc_info=exc,
+                )
+                self._internal_error()
+            else:
+                log.error(
+                    "the app failed during its answer to %s %s",
+                    self.scope["method"],
+                    self.scope["path"],
+                    exc_info=exc,
+                )
+                self.conn.transport.close()
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+        else:
+            if not self.started:
+                if not self.disconnected:
+                    log.error(
+                        "the app returned without answering %s %s",
+                        self.scope["method"],
+                        self.scope["path"],
+                    )
+                    self._internal_error()
+            elif not self.complete:
+                log.error(
+                    "the app returned before its answer to %s %s was whole",
+                    self.scope["method"],
+                    self.scope["path"],
+                )
+                self.conn.transport.close()
+
+    def _internal_error(self) -> None:
+        conn = self.conn
+        self.started = self.complete = True
+        if not conn.closing and not self.disconnected:
+            conn.transport.write(error_answer(500, "Internal Server Error", conn.server.extra))
+        conn.closing = True
+        conn.transport.close()
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        conn = self.conn
+        if self.expect:
+            self.expect = False
+            if not self.started and self.more_body and not conn.closing:
+                conn.transport.write(_CONTINUE)
+        while not (self.disconnected or self.complete):
+            if self.body or (not self.more_body and not self.final_sent):
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                self.body = []
+                self.buffered = 0
+                conn._resume(_BODY)
+                self.final_sent = not self.more_body
+                return {"type": "http.request", "body": body, "more_body": self.more_body}
+            # wait for more of the body; after all of it, until the client is gone
+            self.waiter = conn.loop.create_future()
+            await self.waiter
+            self.waiter = None
+        return _DISCONNECT
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
+            self._start(message)
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
+        if self.complete:
+            raise RuntimeError("'http.response.body' after the response was whole")
+        conn = self.conn
+        if self.disconnected:
+            return
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        head = self.head
+        self.head = b""
+        overflow = False
+        if self.head_only:
+            out = head
+        elif self.chunked:
+            if len(body) >= 65536:
+                conn.transport.writelines((b"%b%x\r\n" % (head, len(body)), body, _CRLF))
+                out = b"" if more else b"0\r\n\r\n"
+            elif body:
+                out = b"%b%x\r\n%b\r\n" % (head, len(body), body)
+                if not more:
+                    out += b"0\r\n\r\n"
+            else:
+                out = head + b"0\r\n\r\n" if not more else head
+        elif self.remaining is not None:
+            if len(body) > self.remaining:
+                body, overflow = body[: self.remaining], True
+            self.remaining -= len(body)
+            out = head + body if len(body) < 65536 else b""
+            if not out:
+                conn.transport.writelines((head, body))
+        else:  # close-delimited (HTTP/1.0 without a length)
+            out = head + body
+        if out:
+            conn.transport.write(out)
+        if overflow or (not more and self.remaining):
+            self.complete = True
+            conn.closing = True
+            conn.transport.close()
+            raise RuntimeError(
+                f"the response body is {'longer' if overflow else 'shorter'} than its "
+                "Content-Length: connection closed"
+            )
+        if not more:
+            self.complete = True
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            conn.finished(self)
+        elif conn.write_paused:
+            await conn.drain()
+
+    def _start(self, message: dict[str, Any]) -> None:
+        status = message["status"]
+        conn = self.conn
+        line = status_line(status)
+        if status < 200:
+            raise RuntimeError(f"status {status}: an ASGI response is a final one")
+        parts = [line]
+        framed = False
+        close_said = False
+        for name, value in message.get("headers", ()):
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower == b"content-length":
+                if self.remaining is not None or not value.strip().isdigit():
+                    raise RuntimeError(f"invalid response Content-Length {value!r}")
+                self.remaining = int(value)
+                framed = True
+            elif lower == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or self.chunked:
+                    raise RuntimeError(f"response transfer coding {value!r}: chunked only")
+                self.chunked = framed = True
+            elif lower == b"connection" and _has(value.lower(), b"close"):
+                self.keep_alive, close_said = False, True
+            parts += (name, b": ", value, b"\r\n")
+        if self.head_only or status in (204, 304):
+            self.head_only = True
+            self.remaining = None
+            self.chunked = False
+        elif not framed:
+            if self.scope["http_version"] == "1.1":
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if (
+            self.keep_alive
+            and self.more_body
+            and (self.expect or self.declared_over(conn.options.max_discard))
+        ):
+            self.keep_alive = False  # a body nobody reads, too big to discard
+        if not self.keep_alive:
+            if not close_said:
+                parts.append(b"connection: close\r\n")
+        elif self.scope["http_version"] == "1.0":
+            parts.append(b"connection: keep-alive\r\n")
+        parts += (conn.server.extra, date_line(), b"\r\n")
+        self.head = b"".join(parts)
+        self.started = True
+        self.expect = False

@@ -1,0 +1,36 @@
+"""``python -m tests.support.h1_server module:app PORT [option=value ...]``: an ASGI app
+served by coyote's own HTTP/1.1 server (coyote_mw.server) on 127.0.0.1:PORT; each
+``option=value`` is one of ``coyote_mw.server.Options`` (a number, or text)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from coyote_mw.server import Options, Server
+from coyote_mw.settings import import_string
+
+
+def _value(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    app = import_string(argv[0])
+    port = int(argv[1])
+    options = Options(**{k: _value(v) for k, _, v in (a.partition("=") for a in argv[2:])})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return Server(app, options).run([sock])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

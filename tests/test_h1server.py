@@ -1,0 +1,449 @@
+"""coyote's own HTTP/1.1 server (coyote_mw.server), a real process, spoken to with raw
+sockets: its bounds, timers, framing and order. The app is tests/support/h1_apps.py;
+the server matrix (tests/test_matrix.py, ``-k coyote-h1``) runs the relay cases on it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import free_port, running, until
+
+APP = "tests.support.h1_apps:app"
+OPTIONS = [
+    "max_head_bytes=4096",
+    "max_headers=20",
+    "max_target=1024",
+    "header_timeout=1",
+    "keep_alive_timeout=1",
+    "max_discard=65536",
+]
+WAIT = 10.0  # the longest a client here waits for anything
+
+
+class H1:
+    def __init__(self, port: int, log: Path) -> None:
+        self.port, self.log = port, log
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+
+    def said(self, text: str) -> bool:
+        return text in self.log.read_text(errors="replace")
+
+
+def _command(*options: str) -> list[str]:
+    return [sys.executable, "-m", "tests.support.h1_server", APP, "{port}", *OPTIONS, *options]
+
+
+@pytest.fixture(scope="module")
+def h1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H1]:
+    log = tmp_path_factory.mktemp("h1") / "server.log"
+    with running(_command(), ready_path="/hello", log=log) as url:
+        yield H1(int(url.rsplit(":", 1)[1]), log)
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def read_one(conn: socket.socket) -> tuple[bytes, bytes]:
+    """One answer with a Content-Length (or none): its head and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "closed before the whole body"
+        body += chunk
+    assert len(body) == length, f"more than the answer: {body!r}"
+    return head, body
+
+
+def status(head: bytes) -> int:
+    return int(head.split(b" ", 2)[1])
+
+
+def refused(h1: H1, raw: bytes) -> tuple[int, dict[str, Any]]:
+    """Send raw bytes; the server must answer once with JSON and close."""
+    with h1.connect() as conn:
+        conn.sendall(raw)
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\nconnection: close" in head.lower(), head
+    return status(head), json.loads(body)
+
+
+GET = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+# -- the head's bounds ---------------------------------------------------------------------
+
+
+def test_a_head_over_max_head_bytes_is_431_json(h1: H1) -> None:
+    code, body = refused(
+        h1, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n"
+    )
+    assert (code, body["error"]) == (431, "Request header fields too large")
+
+
+def test_an_unfinished_head_over_max_head_bytes_is_431_before_it_ends(h1: H1) -> None:
+    # one header line that never ends: refused once the bytes pass the bound
+    with h1.connect() as conn:
+        conn.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(20):
+                conn.sendall(b"a" * 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = read_all(conn)
+    assert data.startswith(b"HTTP/1.1 431 "), data[:80]
+
+
+def test_too_many_header_lines_is_431(h1: H1) -> None:
+    lines = b"".join(b"X-%d: y\r\n" % i for i in range(30))
+    code, body = refused(h1, b"GET /hello HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    assert (code, body["error"]) == (431, "Request header fields too large")
+
+
+def test_a_target_over_max_target_is_414(h1: H1) -> None:
+    code, body = refused(h1, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (code, body["error"]) == (414, "Request target too long")
+
+
+# -- framing -------------------------------------------------------------------------------
+
+BAD = {
+    "length-and-chunked": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n5\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "two-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        400,
+    ),
+    "bad-chunk-size": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "obs-fold": (b"GET /hello HTTP/1.1\r\nHost: x\r\nX-A: b\r\n folded\r\n\r\n", 400),
+    "control-char": (b"GET /hello HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400),
+    "no-host": (b"GET /hello HTTP/1.1\r\n\r\n", 400),
+    "two-hosts": (b"GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    "gzip-chunked": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        501,
+    ),
+    "connect": (b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", 501),
+    "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    "http2-request-line": (b"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    "http09": (b"GET /hello\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_framing_is_refused_with_json_and_closed(h1: H1, case: str) -> None:
+    raw, expected = BAD[case]
+    code, body = refused(h1, raw)
+    assert code == expected, body
+    assert set(body) <= {"error", "detail"}
+
+
+# -- timers --------------------------------------------------------------------------------
+
+
+def test_a_head_that_never_ends_is_408_then_closed(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # and no blank line
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status(head) == 408
+    assert json.loads(body)["error"] == "Request timeout"
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(h1: H1) -> None:
+    with h1.connect() as conn:
+        assert read_all(conn) == b""
+
+
+def test_an_idle_kept_alive_connection_is_closed(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(GET)
+        head, body = read_one(conn)
+        assert (status(head), body) == (200, b"howdy")
+        assert b"connection: close" not in head.lower()
+        assert read_all(conn) == b""  # the keep-alive timeout closed it
+
+
+# -- requests and answers ------------------------------------------------------------------
+
+
+def test_a_small_answer_is_one_write(h1: H1) -> None:
+    # the head waits for the body: the answer comes in one TCP segment with data
+    # (tcp_info's tcpi_data_segs_in, Linux 4.6+, counted on the client's socket)
+    with h1.connect() as conn:
+        conn.sendall(GET)
+        _, body = read_one(conn)
+        assert body == b"howdy"
+        time.sleep(0.2)  # anything written later would have arrived by now
+        info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    (data_segs_in,) = struct.unpack_from("I", info, 152)
+    assert data_segs_in == 1, f"the answer came in {data_segs_in} segments"
+
+
+def test_the_answer_has_a_date_and_no_server_header(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(GET)
+        head, _ = read_one(conn)
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+    assert b"date" in names and b"server" not in names
+
+
+def test_the_scope(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /sc%6fpe?a=%20b HTTP/1.1\r\nHost: x.example\r\nX-Case: Kept  \r\n\r\n")
+        _, body = read_one(conn)
+    scope = ast.literal_eval(body.decode())
+    assert scope["path"] == "/scope" and scope["raw_path"] == b"/sc%6fpe"
+    assert scope["query_string"] == b"a=%20b"
+    assert scope["headers"] == [["host", "x.example"], ["x-case", "Kept"]]
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
+    assert (scope["http_version"], scope["method"], scope["scheme"]) == ("1.1", "GET", "http")
+    assert scope["root_path"] == "" and scope["client"][0] == "127.0.0.1"
+    assert scope["state"] == {"started": True}  # from the lifespan
+
+
+def test_pipelined_requests_are_answered_in_order(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(
+            b"GET /wait/0.3 HTTP/1.1\r\nHost: x\r\n\r\nGET /wait/0 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+            b"hello"
+        )
+        data = read_all(conn)
+    bodies = re.findall(rb"\r\n\r\n(/wait/[0-9.]+|hello)", data)
+    assert bodies == [b"/wait/0.3", b"/wait/0", b"hello"], data
+
+
+def test_a_bad_request_behind_a_good_one_is_refused_after_its_answer(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /wait/0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")
+        data = read_all(conn)
+    first, _, second = data.partition(b"/wait/0.2")
+    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 400 "), data
+
+
+def test_an_answer_without_a_length_is_chunked(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("path", ["/long", "/short"])
+def test_a_body_other_than_the_declared_length_closes_the_connection(h1: H1, path: str) -> None:
+    with h1.connect() as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() + GET)
+        data = read_all(conn)  # closed: the GET behind it is never answered
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-length: 10" in head.lower()
+    assert body == (b"0123456789" if path == "/long" else b"01234")
+
+
+def test_head_has_no_body(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert b"content-length: 5" in head.lower() and rest == b""
+        conn.sendall(GET)  # the next answer follows at once
+        head, body = read_one(conn)
+    assert (status(head), body) == (200, b"howdy")
+
+
+def test_http10_closes_unless_keep_alive_is_asked(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+        assert body == b"howdy" and b"connection: close" in head.lower()
+    with h1.connect() as conn:
+        conn.sendall(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        head, body = read_one(conn)
+        assert b"connection: keep-alive" in head.lower()
+        conn.sendall(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert read_one(conn)[1] == b"howdy"
+
+
+def test_http10_without_a_length_is_close_delimited(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and body == b"one two three"
+
+
+def test_connection_close_is_honoured(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET)
+        data = read_all(conn)
+    assert data.count(b"HTTP/1.1 200") == 1 and b"connection: close" in data.lower()
+
+
+def test_100_continue_is_sent_when_the_app_reads_the_body(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert conn.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"hello")
+        head, body = read_one(conn)
+    assert (status(head), body) == (200, b"hello")
+
+
+def test_no_100_continue_when_the_app_answers_without_the_body(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        data = read_all(conn)  # the final answer, then closed (the body never came)
+    assert data.startswith(b"HTTP/1.1 200 ") and b" 100 " not in data
+
+
+def test_an_unread_body_is_discarded_and_the_connection_kept(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+        conn.sendall(b"x" * 3000 + b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = read_all(conn)
+    assert re.findall(rb"\r\n\r\n(ignored|howdy)", data) == [b"ignored", b"howdy"], data
+
+
+def test_an_unread_body_over_max_discard_closes_the_connection(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+    assert body == b"ignored" and b"connection: close" in head.lower()
+
+
+def test_the_app_sees_the_client_leave(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"POST /until-gone HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
+    until(lambda: h1.said("saw http.disconnect"), WAIT, "the app saw http.disconnect")
+
+
+@pytest.mark.parametrize("path", ["/boom", "/nothing"])
+def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> None:
+    with h1.connect() as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status(head) == 500 and json.loads(body) == {"error": "Internal Server Error"}
+    assert b"secret" not in data and b"Traceback" not in data
+    if path == "/boom":  # the traceback goes to the log
+        until(lambda: h1.said("ValueError: a secret traceback detail"), WAIT, "logged")
+
+
+# -- processes of their own ----------------------------------------------------------------
+
+
+def test_sigterm_lets_a_request_under_way_finish_and_exits_0(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support.processes import ROOT
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    argv = [a.replace("{port}", str(port)) for a in _command()]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out)
+        try:
+            until(lambda: _answers(port), 20, "the server answers")
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+                conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while b"started" not in data:
+                    data += conn.recv(65536)
+                proc.send_signal(signal.SIGTERM)
+                data += read_all(conn)
+            assert data.endswith(b"8\r\nfinished\r\n0\r\n\r\n"), data
+            assert b"connection: close" not in data.lower()  # the head went before the stop
+            assert proc.wait(WAIT) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "lifespan shutdown" in log.read_text()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(GET)
+            return read_one(conn)[1] == b"howdy"
+    except OSError:
+        return False
+
+
+def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
+    command = _command("max_connections=2")
+    with running(command, ready_path="/hello", log=tmp_path / "server.log") as url:
+        port = int(url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+        try:
+            for conn in held:  # each has its place (kept alive)
+                conn.sendall(GET)
+                assert read_one(conn)[1] == b"howdy"
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as third:
+                try:
+                    third.sendall(GET)
+                    assert read_all(third) == b""
+                except ConnectionResetError:
+                    pass
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def test_a_failed_startup_exits_1_with_one_line() -> None:
+    import subprocess
+
+    from tests.support.processes import ROOT
+
+    argv = [sys.executable, "-m", "tests.support.h1_server"]
+    argv += ["tests.support.h1_apps:failing_startup", str(free_port())]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "ERROR coyote_mw.server the app's startup failed: no database"
+    ]

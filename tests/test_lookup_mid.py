@@ -16,6 +16,7 @@ from coyote_mw import RouteTable
 from coyote_mw.routing.builder import Builder
 from coyote_mw.routing.endpoint import Endpoint
 from coyote_mw.routing.matcher import Snapshot
+from coyote_mw.routing.patterns import parse_pattern
 from tests.support import reference_matcher as reference
 from tests.test_lookup_oracle import METHODS, check, fill, make_pattern
 
@@ -158,3 +159,13 @@ def test_parameters_between_literals_answer_as_the_trie_search_does(
     paths += [p.text for _, p, _ in patterns]
     for ours_then, theirs_then in snapshots:
         check(ours_then, theirs_then, paths)
+
+
+def test_the_indexes_forget_what_was_taken_out() -> None:
+    """What the index keeps for a route goes with it: a table that churns stays small."""
+    t = table_with(("GET", "/users3/{name}/profile"), ("GET", "/users3/{id:int}/profile"))
+    builder = Builder(t._snapshots["default"])
+    for text in ("/users3/{id:int}/profile", "/users3/{name}/profile"):
+        builder.remove("GET", parse_pattern(text))
+    emptied = builder.build()
+    assert (emptied._mids, emptied._ends, emptied._tails, emptied.size) == ({}, {}, {}, 0)

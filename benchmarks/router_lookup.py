@@ -24,6 +24,10 @@ the 1,000 paths of a case fit in: the ``coyote`` column is a cached lookup
 compiles its router to Python code; Starlette tries its routes' regexes in turn;
 Werkzeug matches with its state machine.
 
+``--count CASE --router NAME --repeat K`` only runs K lookups of one case with one router
+(at the first of ``--sizes``), for counting instructions: run it under
+``valgrind --tool=callgrind`` with two values of K and divide the difference by theirs.
+
 It also times how long one registration into the 10,000-route table takes to be visible
 to a lookup.  Timings are medians of batches, interleaved across routers; ratios > 1
 mean coyote is faster.
@@ -200,14 +204,33 @@ def registration_visible_ms(n: int, rounds: int) -> tuple[float, float]:
     return statistics.median(ours), statistics.median(theirs)
 
 
+def count(n: int, case: str, router: str, repeat: int) -> int:
+    """``repeat`` lookups and nothing else timed: the paths are made before, always as
+    many, so two runs differ by their lookups alone."""
+    patterns = route_set(n)
+    lookup = build(patterns)[router]
+    paths = cases(patterns)[case]
+    for path in paths:
+        lookup(path)  # (fills the cache for the cached column)
+    made = [fresh(p) for p, _ in zip(itertools.cycle(paths), range(20_000), strict=False)]
+    for path in made[:repeat]:
+        lookup(path)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--budget", type=float, default=0.3, help="seconds per measurement")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--count", choices=CASES, help="only run --repeat lookups of a case")
+    parser.add_argument("--router", choices=ROUTERS, default="coyote cold")
+    parser.add_argument("--repeat", type=int, default=10_000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.count:
+        return count(sizes[0], args.count, args.router, args.repeat)
     budget = 0.05 if args.quick else args.budget
     results: dict[int, dict[str, dict[str, float]]] = {}
     for n in sizes:

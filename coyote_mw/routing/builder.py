@@ -34,7 +34,9 @@ class Builder:
         # the base's dictionaries, each copied before its first change
         self._static: dict[str, dict[str, Match]] = base._static if base else {}
         self._tails: dict[str, _Node] = base._tails if base else {}
-        self._copied = {"static": base is None, "tails": base is None}
+        self._mids: dict[str, _Node] = base._mids if base else {}
+        self._ends: dict[str, int] = base._ends if base else {}
+        self._copied = dict.fromkeys(("static", "tails", "mids", "ends"), base is None)
         self._size = base.size if base else 0
 
     def _static_to_change(self) -> dict[str, dict[str, Match]]:
@@ -48,6 +50,48 @@ class Builder:
             self._tails = dict(self._tails)
             self._copied["tails"] = True
         return self._tails
+
+    def _mids_to_change(self) -> dict[str, _Node]:
+        if not self._copied["mids"]:
+            self._mids = dict(self._mids)
+            self._copied["mids"] = True
+        return self._mids
+
+    def _ends_to_change(self) -> dict[str, int]:
+        if not self._copied["ends"]:
+            self._ends = dict(self._ends)
+            self._copied["ends"] = True
+        return self._ends
+
+    def _mid_end(self, pattern: Pattern) -> tuple[str, str] | None:
+        """The pattern's (literal prefix, literal) around its first parameter when that
+        parameter is followed by a literal, as the mids index sees them."""
+        segments = pattern.segments
+        for k, spec in enumerate(segments):
+            if spec.kind != "literal":
+                if k + 1 < len(segments) and segments[k + 1].kind == "literal":
+                    return "".join("/" + s.text for s in segments[:k]), segments[k + 1].text
+                return None
+        return None
+
+    def _ends_here(self, prefix: str, end: str) -> bool:
+        """Whether a parameter below the node at ``prefix`` is followed by ``end``."""
+        node = self._mids.get(prefix)
+        return node is not None and any(end in child.static for _, _, child in node.dynamic)
+
+    def _recount(self, pair: tuple[str, str] | None, before: bool) -> None:
+        """Keep ``_ends`` counting, for each literal, the mids nodes it follows a
+        parameter of (so a path ending in no such literal skips the mids index)."""
+        if pair is None or self._ends_here(*pair) == before:
+            return
+        ends = self._ends_to_change()
+        end = pair[1]
+        if before:
+            ends[end] -= 1
+            if not ends[end]:
+                del ends[end]
+        else:
+            ends[end] = ends.get(end, 0) + 1
 
     def _own(self, node: _Node) -> _Node:
         self._fresh.add(id(node))
@@ -102,8 +146,9 @@ class Builder:
         return method in node.routes
 
     def _retail(self, trail: list[tuple[_Node, Segment, str | None]]) -> None:
-        """Point the literal-prefix index at this builder's copies of the trail's nodes
-        where a route ends one parameter below them (elsewhere the index cannot help)."""
+        """Point the literal-prefix indexes at this builder's copies of the trail's nodes:
+        the tails where a route ends one parameter below the node, the mids where a
+        parameter below it is followed by a literal (elsewhere neither can help)."""
         for node, _, prefix in trail:
             if prefix is None:
                 break
@@ -112,9 +157,16 @@ class Builder:
                     self._tails_to_change()[prefix] = node
             elif prefix in self._tails:
                 del self._tails_to_change()[prefix]
+            if any(child.static for _, _, child in node.dynamic):
+                if self._mids.get(prefix) is not node:
+                    self._mids_to_change()[prefix] = node
+            elif prefix in self._mids:
+                del self._mids_to_change()[prefix]
 
     def put(self, method: str, pattern: Pattern, endpoint: Endpoint) -> None:
         """Add or replace the endpoint for ``method`` at ``pattern``."""
+        pair = self._mid_end(pattern)
+        before = pair is not None and self._ends_here(*pair)
         trail = self._descend(pattern)
         leaf = trail[-1][0]
         if method not in leaf.routes:
@@ -123,10 +175,13 @@ class Builder:
         if pattern.is_static:
             self._static_to_change()[pattern.text] = _static_matches(leaf.routes)
         self._retail(trail)
+        self._recount(pair, before)
 
     def remove(self, method: str, pattern: Pattern) -> None:
         if not self._holds(method, pattern):
             return
+        pair = self._mid_end(pattern)
+        before = pair is not None and self._ends_here(*pair)
         trail = self._descend(pattern)
         leaf = trail[-1][0]
         del leaf.routes[method]
@@ -147,6 +202,7 @@ class Builder:
             else:
                 parent.dynamic = tuple(e for e in parent.dynamic if e[2] is not child)
         self._retail(trail)
+        self._recount(pair, before)
 
     def build(self) -> Snapshot:
-        return Snapshot(self._root, self._static, self._tails, self._size)
+        return Snapshot(self._root, self._static, self._tails, self._mids, self._ends, self._size)

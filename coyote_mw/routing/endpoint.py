@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from coyote_mw.errors import NoHealthyInstance
@@ -108,11 +109,24 @@ class Match:
     Matches are shared between requests through the lookup cache, hence immutable.
     """
 
-    __slots__ = ("endpoint", "params")
+    # ``params`` is made on its first read from the values the lookup found (``_values``,
+    # in the order of ``endpoint.names``): a request relayed to a remote instance never
+    # reads it, and the read-only mapping costs more than the rest of the match.
+    __slots__ = ("_params", "_values", "endpoint")
 
     def __init__(self, endpoint: Endpoint, params: Mapping[str, Any]) -> None:
         self.endpoint = endpoint
-        self.params = params
+        self._params: Mapping[str, Any] | None = params
+        self._values: Sequence[Any] = ()
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        params = self._params
+        if params is None:
+            # Two threads reading it first may each make one: equal, and either is kept.
+            params = MappingProxyType(dict(zip(self.endpoint.names, self._values, strict=True)))
+            self._params = params
+        return params
 
     @property
     def route(self) -> str:

@@ -43,12 +43,14 @@ _new = object.__new__
 
 
 def _matched(endpoint: Endpoint, values: list[Any]) -> Match:
-    if not values:
-        return Match(endpoint, _NO_PARAMS)
-    names = endpoint.names  # as many as values: the pattern gave both
-    if len(values) == 1:
-        return Match(endpoint, MappingProxyType({names[0]: values[0]}))
-    return Match(endpoint, MappingProxyType(dict(zip(names, values, strict=True))))
+    match = _new(Match)
+    match.endpoint = endpoint
+    if values:  # as many as endpoint.names: the pattern gave both
+        match._params = None  # made from _values when first read
+        match._values = values
+    else:
+        match._params = _NO_PARAMS
+    return match
 
 
 # How an edge to a parameter is tried, by what the segment holds (Segment.kind and its
@@ -93,18 +95,22 @@ class Snapshot:
     snapshot, drops it: no lookup can ever see a result from an older table.
     """
 
-    __slots__ = ("_root", "_static", "_tails", "cache", "size")
+    __slots__ = ("_ends", "_mids", "_root", "_static", "_tails", "cache", "size")
 
     def __init__(
         self,
         root: _Node,
         static: dict[str, dict[str, Match]],
         tails: dict[str, _Node],
+        mids: dict[str, _Node],
+        ends: dict[str, int],
         size: int,
     ) -> None:
         self._root = root
         self._static = static
         self._tails = tails
+        self._mids = mids
+        self._ends = ends
         self.size = size
         self.cache: dict[tuple[str, str], Any] = {}
 
@@ -160,8 +166,42 @@ class Snapshot:
                             continue
                     match = _new(Match)  # Match(...) without a call to __init__
                     match.endpoint = endpoint
-                    match.params = MappingProxyType({endpoint.names[0]: value})
+                    match._params = None  # made from _values when first read
+                    match._values = (value,)
                     return match
+            # The search reaches the node of the literals before the last two segments
+            # next (the literal branch below it, for one segment more, being what the
+            # two probes above found nothing in) and tries its parameters: if the first
+            # takes the segment and is followed by the last segment as a literal ending
+            # a route of the method, that is the answer; else the search goes on below.
+            # Only paths ending in such a literal (``_ends``) look: a miss does not.
+            if last in self._ends:
+                head, _, value = prefix.rpartition("/")
+                node = self._mids.get(head)
+                if node is not None:
+                    tag, spec, child = node.dynamic[0]
+                    found: Any = None
+                    if tag == _STR:
+                        if value:
+                            found = (value,)
+                    elif tag == _INT:
+                        # (a numeral int() might refuse is left to the search)
+                        if value.isdigit() and value.isascii() and len(value) <= 308:
+                            found = (int(value),)
+                    elif tag != _PATH:  # (the rest of the path: left to the search)
+                        found = _take(tag, spec, value)
+                    leaf = None if found is None else child.static.get(last)
+                    if leaf is not None:
+                        routes = leaf.routes
+                        endpoint = routes.get(method)
+                        if endpoint is None and method == "HEAD":
+                            endpoint = routes.get("GET")
+                        if endpoint is not None:
+                            match = _new(Match)
+                            match.endpoint = endpoint
+                            match._params = None
+                            match._values = found
+                            return match
             root = self._root
             if root.dynamic:
                 segs: Sequence[str] = path.split("/")
@@ -261,11 +301,10 @@ class Snapshot:
         match = _new(Match)
         match.endpoint = endpoint
         if values is None:
-            match.params = _NO_PARAMS
-        elif len(values) == 1:
-            match.params = MappingProxyType({endpoint.names[0]: values[0]})
+            match._params = _NO_PARAMS
         else:
-            match.params = MappingProxyType(dict(zip(endpoint.names, values, strict=True)))
+            match._params = None
+            match._values = values
         return match
 
     def _full(self, method: str, path: str, segments: Sequence[str] | None) -> Match | None:

@@ -172,7 +172,12 @@ class BufferedFileHandler(logging.Handler):
     def write_raw(self, line: str) -> None:
         """Append a whole line (with its timestamp and newline) as it stands."""
         try:
-            self._append(line.encode(self._encoding))
+            data = line.encode(self._encoding)
+            with self.lock:  # type: ignore[union-attr]
+                buffer = self._buffer  # _append, inlined: a call less on every line
+                buffer += data
+                if len(buffer) >= self._buffer_size:
+                    self._write_out()
         except Exception:
             self.handleError(logging.makeLogRecord({"msg": line.rstrip("\n")}))
 

@@ -44,6 +44,7 @@ __all__ = ["AccessLog", "BufferedFileHandler"]
 logger = logging.getLogger("coyote_mw.access")
 
 _START = time.time()
+_perf_counter = time.perf_counter
 
 
 _pid = os.getpid()
@@ -102,8 +103,8 @@ class _AccessRecord(logging.LogRecord):
 class AccessLog:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        # called with (endpoint, status, start) for every request, line or not
-        # (coyote_mw.ops.metrics); None: nothing
+        # called with (endpoint, status, seconds taken) for every request, line or
+        # not (coyote_mw.ops.metrics); None: nothing
         self.metrics: Callable[[Any, int, float], None] | None = None
 
     def __call__(
@@ -120,15 +121,16 @@ class AccessLog:
         """``peer``: the ASGI scope or WSGI environ (client address, X-Request-ID);
         ``handler``: the one that served (its URL when remote); ``d``: the Dispatch
         (the request id sent on).  All read only when a line is written."""
+        seconds = _perf_counter() - start  # one clock read, for the metrics and the line
         metrics = self.metrics
         if metrics is not None:
-            metrics(endpoint, status, start)
+            metrics(endpoint, status, seconds)
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
         direct = _destination()
         if direct is False:
             return
-        ms = (time.perf_counter() - start) * 1000
+        ms = seconds * 1000
         client, request_id = _client_and_id(peer, d)
         if endpoint is None:
             route = service = "-"

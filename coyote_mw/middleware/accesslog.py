@@ -141,12 +141,12 @@ class AccessLog:
         else:  # the instance it went to in the end
             instance = (d.retried_on if d is not None else "") or handler.url
         if direct is not True:
-            # the line emit() would write for the record below, in one formatting
-            stamp = direct._timestamp(time.time())
-            direct.write_raw(
-                f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
-                f"service={service} instance={instance} client={client} "
-                f"request_id={request_id}\n"
+            # the line emit() would write for the record below, formatted with the
+            # next ones (BufferedFileHandler.defer)
+            direct.defer(
+                _line,
+                time.time(),
+                (method, raw_path, status, ms, route, service, instance, client, request_id),
             )
             return
         record = _AccessRecord(
@@ -165,6 +165,25 @@ class AccessLog:
             "request_id": None if request_id == "-" else request_id,
         }
         logger.handle(record)
+
+
+def _line(
+    stamp: str,
+    method: str,
+    raw_path: str,
+    status: int,
+    ms: float,
+    route: str,
+    service: str,
+    instance: str,
+    client: str,
+    request_id: str,
+) -> str:
+    """An access line as ``BufferedFileHandler`` writes the record's message."""
+    return (
+        f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
+        f"service={service} instance={instance} client={client} request_id={request_id}\n"
+    )
 
 
 def _client_and_id(peer: Any, d: Any) -> tuple[str, str]:

@@ -288,7 +288,8 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
         try:
             encoded = _encoded.get(header)
         except TypeError:  # a list, not a tuple: unhashable
-            header = tuple(header)
+            name, value = header  # two items, as before
+            header = (name, value)
             encoded = _encoded.get(header)
         if encoded is None:
             name, value = header

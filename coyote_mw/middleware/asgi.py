@@ -342,14 +342,14 @@ def _canonical(scope: Scope) -> CanonicalPath:
     raw: bytes | None = scope.get("raw_path")
     root: str = scope.get("root_path", "")
     if raw and not root and b"?" not in raw:  # the common case
-        path = _paths.get(raw)
-        if path is None:
-            path = canonicalize(raw)  # BadRequestPath is raised, never kept
+        kept = _paths.get(raw)
+        if kept is None:
+            kept = canonicalize(raw)  # BadRequestPath is raised, never kept
             if len(raw) <= _PATH_KEPT_MAX:
                 if len(_paths) >= _PATHS_MAX:
                     _paths.clear()
-                _paths[raw] = path
-        return path
+                _paths[raw] = kept
+        return kept
     path: str = scope["path"]
     if root and path.startswith(root):
         path = path[len(root) :] or "/"

@@ -65,6 +65,9 @@ from typing import Any, TypeVar
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 from coyote_mw.http.types import Message, Receive
 
+_running_loop = asyncio.get_running_loop
+_current_task = asyncio.current_task
+
 __all__ = [
     "PEEK_LIMIT",
     "PEEK_MESSAGES",
@@ -678,28 +681,34 @@ class Admission(_Watch):
         """Take a free slot and start the deadline: True; False when none is free
         (then ``await wait()``)."""
         relay = self.relay
-        with relay._lock:
-            if relay._active >= relay.concurrency or relay._waiting:
-                return False
-            relay._active += 1
-        # Relay._watch, inlined: this runs for every request
+        lock = relay._lock
+        # nothing in between can raise: no ``with`` (it costs as much again)
+        lock.acquire()
+        if relay._active >= relay.concurrency or relay._waiting:
+            lock.release()
+            return False
+        relay._active += 1
+        lock.release()
+        # Relay._watch, inlined: this runs for every request.  The loop is asked for
+        # once (under Python 3.11 each asking is a getpid() system call), and the
+        # handler reads it from ``dog.loop`` rather than asking again.
         try:
-            task = asyncio.current_task()
+            loop = _running_loop()
         except RuntimeError:  # no asyncio loop: a trio server (handlers.eventloop)
             relay.release()
             raise
+        task = _current_task(loop)
         assert task is not None
-        loop = task.get_loop()
         dog = relay._last_watchdog
         if dog is None or dog.loop is not loop:
             dog = relay._watchdog(loop)
-        self.dog, self.task, self.deadline, self.fired = (
-            dog,
-            task,
-            loop.time() + relay.timeout,
-            False,
-        )
-        dog.add(self)
+        self.dog = dog
+        self.task = task
+        self.deadline = loop.time() + relay.timeout
+        self.fired = False
+        dog.running.add(self)
+        if not dog.armed:
+            dog.add(self)  # arms its timer (adding to a set twice is harmless)
         self._releases = True
         return True
 

@@ -650,6 +650,135 @@ def test_a_forked_worker_writes_its_own_lines_once_and_keeps_flushing(tmp_path: 
         handler.close()
 
 
+def _said(stamp: str, text: str) -> str:
+    return f"{stamp} {text}\n"
+
+
+def test_deferred_lines_keep_their_order_among_the_lines_written_as_they_stand(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=60)
+    try:
+        handler.defer(_said, 0.0, ("first",))
+        handler.write_raw("second\n")  # the deferred line goes to the buffer before it
+        handler.defer(_said, 0.0, ("third",))
+        assert path.read_text() == ""  # nothing written before a flush
+        handler.flush()
+        stamp = handler._timestamp(0.0)
+        assert path.read_text().splitlines() == [f"{stamp} first", "second", f"{stamp} third"]
+    finally:
+        handler.close()
+
+
+def test_deferred_lines_are_formatted_a_batch_at_a_time_and_never_pile_up(
+    tmp_path: Any,
+) -> None:
+    from coyote_mw.logs import DEFER_BATCH
+
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=60)
+    try:
+        for i in range(DEFER_BATCH * 3 + 5):
+            handler.defer(_said, 1_000_000.0 + i / 10, (str(i),))
+            assert len(handler._pending) < DEFER_BATCH  # formatted when a batch waits
+        handler.close()  # what still waits is formatted and written at the close
+        lines = path.read_text().splitlines()
+        assert [line.rsplit(" ", 1)[1] for line in lines] == [
+            str(i) for i in range(DEFER_BATCH * 3 + 5)
+        ]
+        # each line has the timestamp of its own second
+        assert lines[0].startswith(handler._timestamp(1_000_000.0))
+        assert lines[-1].startswith(handler._timestamp(1_000_000.0 + (len(lines) - 1) / 10))
+    finally:
+        handler.close()
+
+
+def test_a_deferred_line_that_cannot_be_written_is_reported_and_the_others_are_kept(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=60)
+    try:
+        handler.defer(_said, 0.0, ("before",))
+        handler.defer(_said, 0.0, ("bad \udc80 surrogate",))  # not UTF-8 encodable
+        handler.defer(_said, 0.0, ("after",))
+        handler.flush()
+        stamp = handler._timestamp(0.0)
+        assert path.read_text().splitlines() == [f"{stamp} before", f"{stamp} after"]
+        assert "surrogate" in capsys.readouterr().err  # logging's handleError says so
+    finally:
+        handler.close()
+
+
+def test_a_forked_worker_writes_its_deferred_lines_once(tmp_path: Any) -> None:
+    import os
+
+    path = tmp_path / "access.log"
+    handler = BufferedFileHandler(path, flush_interval=60)
+    try:
+        handler.defer(_said, 0.0, ("parent",))  # waits, unformatted, at the fork
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                handler.defer(_said, 0.0, ("child",))
+                handler.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        handler.flush()
+        stamp = handler._timestamp(0.0)
+        assert sorted(path.read_text().splitlines()) == [f"{stamp} child", f"{stamp} parent"]
+    finally:
+        handler.close()
+
+
+def test_canonical_paths_are_kept_for_repeated_raw_paths_within_bounds() -> None:
+    from coyote_mw.errors import BadRequestPath
+    from coyote_mw.middleware import asgi
+
+    def scope(raw: bytes) -> dict[str, Any]:
+        return {"raw_path": raw, "path": raw.decode(), "root_path": ""}
+
+    asgi._paths.clear()
+    first = asgi._canonical(scope(b"/items/%7e7/"))
+    assert (first.path, first.raw) == ("/items/~7/", "/items/~7/")
+    assert asgi._canonical(scope(b"/items/%7e7/")) is first  # kept, not made again
+    with pytest.raises(BadRequestPath):
+        asgi._canonical(scope(b"/a/../../b"))
+    assert b"/a/../../b" not in asgi._paths  # a refusal is never kept
+    long = b"/" + b"x" * asgi._PATH_KEPT_MAX
+    assert asgi._canonical(scope(long)).raw == long.decode()
+    assert long not in asgi._paths
+    for i in range(asgi._PATHS_MAX * 2):
+        asgi._canonical(scope(b"/n/%d" % i))
+        assert len(asgi._paths) <= asgi._PATHS_MAX
+    asgi._paths.clear()
+
+
+def test_response_header_pairs_given_as_lists_are_sent(coyote: Coyote, loop_thread: Any) -> None:
+    class Lists(Client):
+        @route("GET", "/lists")
+        async def lists(self, request: Request) -> Any:
+            response = Response(b"ok", media_type="text/plain")
+            response.headers = [list(pair) for pair in response.headers]  # type: ignore[misc]
+            response.headers.append(["x-pair", "a list"])  # type: ignore[arg-type]
+            return response
+
+    coyote.register(Lists(), service="lists")
+    app = coyote.asgi()
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
+            return await c.get("/lists")
+
+    r = loop_thread.run(get())
+    assert (r.status_code, r.text, r.headers["x-pair"]) == (200, "ok", "a list")
+
+
 def test_cookies_and_long_header_values_are_not_kept_in_the_encoding_cache(
     coyote: Coyote, loop_thread: Any
 ) -> None:

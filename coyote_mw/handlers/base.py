@@ -29,7 +29,7 @@ from coyote_mw.http.paths import CanonicalPath
 from coyote_mw.http.request import ASGIBody, Body, Request, WSGIBody, wsgi_body_length
 from coyote_mw.http.responses import Response, to_response
 from coyote_mw.http.types import Environ, Scope
-from coyote_mw.relay import Relay
+from coyote_mw.relay import Admission, Relay
 from coyote_mw.routing.table import Match
 
 __all__ = [
@@ -203,7 +203,7 @@ class FunctionHandler(Handler):
         else:  # the same request, built inline
             # acall, Relay.run and the admission's ``async with`` spelled out: three
             # coroutines less on every request
-            slot = d.relay.admit(receive)
+            slot = Admission(d.relay, receive)  # relay.admit(receive)
             if not slot.enter():
                 await slot.wait()  # queued: a client that leaves, leaves the queue
             try:
@@ -214,7 +214,9 @@ class FunctionHandler(Handler):
                     path.path,
                     path.raw,
                     d.match.params,
-                    ASGIBody(slot.receive, asyncio.get_running_loop(), d.max_body),
+                    # the running loop, as the admission found it (asking again is a
+                    # system call under Python 3.11)
+                    ASGIBody(slot.receive, slot.dog.loop, d.max_body),
                     d.topology,
                     ep.pattern,
                     ep.service,
@@ -282,10 +284,15 @@ _ENCODED_VALUE_MAX = 64
 
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     out = []
-    for name, value in headers:
-        header = (name, value)  # a tuple whatever the caller used: hashable
-        encoded = _encoded.get(header)
+    for header in headers:
+        try:
+            encoded = _encoded.get(header)
+        except TypeError:  # a list, not a tuple: unhashable
+            name, value = header  # two items, as before
+            header = (name, value)
+            encoded = _encoded.get(header)
         if encoded is None:
+            name, value = header
             try:
                 encoded = (name.encode("latin-1"), value.encode("latin-1"))
             except UnicodeEncodeError as exc:

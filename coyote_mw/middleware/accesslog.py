@@ -44,6 +44,7 @@ __all__ = ["AccessLog", "BufferedFileHandler"]
 logger = logging.getLogger("coyote_mw.access")
 
 _START = time.time()
+_perf_counter = time.perf_counter
 
 
 _pid = os.getpid()
@@ -102,8 +103,8 @@ class _AccessRecord(logging.LogRecord):
 class AccessLog:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        # called with (endpoint, status, start) for every request, line or not
-        # (coyote_mw.ops.metrics); None: nothing
+        # called with (endpoint, status, seconds taken) for every request, line or
+        # not (coyote_mw.ops.metrics); None: nothing
         self.metrics: Callable[[Any, int, float], None] | None = None
 
     def __call__(
@@ -120,15 +121,16 @@ class AccessLog:
         """``peer``: the ASGI scope or WSGI environ (client address, X-Request-ID);
         ``handler``: the one that served (its URL when remote); ``d``: the Dispatch
         (the request id sent on).  All read only when a line is written."""
+        seconds = _perf_counter() - start  # one clock read, for the metrics and the line
         metrics = self.metrics
         if metrics is not None:
-            metrics(endpoint, status, start)
+            metrics(endpoint, status, seconds)
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
             return
         direct = _destination()
         if direct is False:
             return
-        ms = (time.perf_counter() - start) * 1000
+        ms = seconds * 1000
         client, request_id = _client_and_id(peer, d)
         if endpoint is None:
             route = service = "-"
@@ -139,12 +141,12 @@ class AccessLog:
         else:  # the instance it went to in the end
             instance = (d.retried_on if d is not None else "") or handler.url
         if direct is not True:
-            # the line emit() would write for the record below, in one formatting
-            stamp = direct._timestamp(time.time())
-            direct.write_raw(
-                f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
-                f"service={service} instance={instance} client={client} "
-                f"request_id={request_id}\n"
+            # the line emit() would write for the record below, formatted with the
+            # next ones (BufferedFileHandler.defer)
+            direct.defer(
+                _line,
+                time.time(),
+                (method, raw_path, status, ms, route, service, instance, client, request_id),
             )
             return
         record = _AccessRecord(
@@ -163,6 +165,25 @@ class AccessLog:
             "request_id": None if request_id == "-" else request_id,
         }
         logger.handle(record)
+
+
+def _line(
+    stamp: str,
+    method: str,
+    raw_path: str,
+    status: int,
+    ms: float,
+    route: str,
+    service: str,
+    instance: str,
+    client: str,
+    request_id: str,
+) -> str:
+    """An access line as ``BufferedFileHandler`` writes the record's message."""
+    return (
+        f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
+        f"service={service} instance={instance} client={client} request_id={request_id}\n"
+    )
 
 
 def _client_and_id(peer: Any, d: Any) -> tuple[str, str]:

@@ -330,12 +330,26 @@ def _target_size(scope: Scope, path: CanonicalPath) -> int:
     return size + len(scope.get("query_string") or b"")
 
 
+# Canonical paths by raw path (the common case of ``_canonical``): most requests repeat a
+# few paths.  Bounded, cleared when full; a long path is not kept.
+_paths: dict[bytes, CanonicalPath] = {}
+_PATHS_MAX = 1024
+_PATH_KEPT_MAX = 256
+
+
 def _canonical(scope: Scope) -> CanonicalPath:
     """The canonical path below ``root_path``, from ``raw_path`` when the server gives it."""
     raw: bytes | None = scope.get("raw_path")
     root: str = scope.get("root_path", "")
-    if raw and not root and b"?" not in raw:
-        return canonicalize(raw)  # the common case
+    if raw and not root and b"?" not in raw:  # the common case
+        kept = _paths.get(raw)
+        if kept is None:
+            kept = canonicalize(raw)  # BadRequestPath is raised, never kept
+            if len(raw) <= _PATH_KEPT_MAX:
+                if len(_paths) >= _PATHS_MAX:
+                    _paths.clear()
+                _paths[raw] = kept
+        return kept
     path: str = scope["path"]
     if root and path.startswith(root):
         path = path[len(root) :] or "/"

@@ -285,9 +285,9 @@ class Metrics:
             return None
         return self.record_to_files if shared.multiprocess else self.record
 
-    def record(self, endpoint: Any, status: int, start: float) -> None:
-        """A request answered: ``endpoint`` the route it matched (None: no route)."""
-        seconds = time.perf_counter() - start
+    def record(self, endpoint: Any, status: int, seconds: float) -> None:
+        """A request answered in ``seconds``: ``endpoint`` the route it matched (None: no
+        route)."""
         series = self._bound.get(endpoint)
         if series is None:
             series = self._bind(endpoint)
@@ -316,9 +316,8 @@ class Metrics:
         self._bound[endpoint] = series
         return series
 
-    def record_to_files(self, endpoint: Any, status: int, start: float) -> None:
+    def record_to_files(self, endpoint: Any, status: int, seconds: float) -> None:
         """``record`` in multiprocess mode: into prometheus-client's files."""
-        seconds = time.perf_counter() - start
         children = self._bound.get(endpoint)
         if children is None:
             children = self._bind_children(endpoint)

@@ -188,7 +188,7 @@ def test_series_of_routes_that_left_are_dropped_without_scrapes_too(leader: Coyo
             now[0] += RETIRE_AFTER + 1
         leader.register(Shop(), service=service)
         for endpoint in leader.table.endpoints():
-            metrics.record(endpoint, 200, time.perf_counter())
+            metrics.record(endpoint, 200, 0.001)
         leader.deregister(service=service)
     with metrics._lock:  # as the requests left them: no scrape (snapshot() sweeps)
         labels = {labels[3] for labels in metrics._series}

@@ -200,7 +200,8 @@ class RemoteHandler(InstanceHealth, Handler):
                 # body's pauses are bounded in _stream_back.
                 try:
                     upstreams = instance.upstreams
-                    response = await upstreams.pool().request(
+                    # the loop as the admission found it
+                    response = await upstreams.pool(slot.dog.loop).request(
                         d.method,
                         instance.host,
                         instance.port,

@@ -88,9 +88,11 @@ class Upstreams:
         if old is not None:
             old.close()
 
-    def pool(self) -> Pool:
-        """The lean transport's pool of the running event loop."""
-        loop = asyncio.get_running_loop()
+    def pool(self, loop: asyncio.AbstractEventLoop | None = None) -> Pool:
+        """The lean transport's pool of the running event loop (``loop``, when the
+        caller knows it already: asking is a system call under Python 3.11)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0]() is loop:
             pool = last[1]()

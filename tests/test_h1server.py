@@ -254,6 +254,27 @@ def test_pipelined_requests_are_answered_in_order(h1: H1) -> None:
     assert bodies == [b"/wait/0.3", b"/wait/0", b"hello"], data
 
 
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(h1: H1) -> None:
+    # pipelined requests from a client that never reads: the server stops reading while
+    # its answers wait to be written, rather than buffer answer after answer
+    def served() -> int:
+        return h1.log.read_text(errors="replace").count("big answer")
+
+    before = served()
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with conn:
+        conn.connect(("127.0.0.1", h1.port))
+        for _ in range(50):  # 400 answers of 256 KiB, 8 asked at a time
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 8)
+            time.sleep(0.02)
+        seen = -1
+        while seen != served():  # until the server serves no more
+            seen = served()
+            time.sleep(0.5)
+    assert seen - before < 100, f"{seen - before} answers of 256 KiB buffered for the client"
+
+
 def test_a_bad_request_behind_a_good_one_is_refused_after_its_answer(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /wait/0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")

@@ -37,8 +37,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
-# request waits for the one before it, the parser will take no more
-_BODY, _PIPELINE, _DONE = 1, 2, 4
+# request waits for the one before it, the parser will take no more, the client does
+# not read what is written to it
+_BODY, _PIPELINE, _DONE, _WRITE = 1, 2, 4, 8
 # what the connection's timer is waiting for
 _IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
 
@@ -119,9 +120,11 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._pause(_WRITE)  # no more requests while their answers cannot go
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._resume(_WRITE)
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 

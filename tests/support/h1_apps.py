@@ -67,6 +67,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         body = b"0123456789ABCDEF" if path == "/long" else b"01234"
         await send({"type": "http.response.body", "body": body})
+    elif path == "/big":  # a 256 KiB answer, each logged
+        log.info("big answer")
+        await _answer(send, 200, b"x" * 262144)
     elif path == "/boom":
         raise ValueError("a secret traceback detail")
     elif path == "/nothing":

@@ -178,6 +178,29 @@ def test_bad_framing_is_refused_with_json_and_closed(h1: H1, case: str) -> None:
     assert set(body) <= {"error", "detail"}
 
 
+CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+ENDLESS = {  # what llhttp keeps (a line not ended yet) or skips (trailers), bounded
+    "trailer-line": (CHUNKED + b"0\r\nX-T: ", b"a" * 1000),
+    "trailer-lines": (CHUNKED + b"0\r\n", b"X-T: a\r\n" * 100),
+    "chunk-extension": (CHUNKED + b"5;e=", b"a" * 1000),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDLESS))
+def test_an_endless_chunk_line_or_trailer_is_refused(h1: H1, case: str) -> None:
+    start, more = ENDLESS[case]
+    with h1.connect() as conn:
+        conn.sendall(start)
+        try:
+            for _ in range(1000):  # 1 MB, well over max_head_bytes
+                conn.sendall(more)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status(head) in (400, 431) and set(json.loads(body)) <= {"error", "detail"}, data
+
+
 # -- timers --------------------------------------------------------------------------------
 
 

@@ -173,6 +173,11 @@ class H1Connection(asyncio.Protocol):
                 self.head_seen += len(data)
             if self.head_seen > self.options.max_head_bytes:
                 self._refuse(_Refuse(431, "Request header fields too large"))
+        elif self.parsing is not None:  # in a body: a chunk line or a trailer line that
+            # does not end (httptools keeps a trailer line whole) is bounded as a head
+            self.head_seen = 0 if self.fed else self.head_seen + len(data)
+            if self.head_seen > self.options.max_head_bytes:
+                self._refuse(_Refuse(400, "Bad request", "a chunk or trailer line too long"))
 
     # -- the parser's calls ----------------------------------------------------------
 
@@ -195,9 +200,11 @@ class H1Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fed += len(name) + len(value) + 4
-        if not self.in_head:
-            return  # a chunked body's trailer: not passed on
         self.head_size += len(name) + len(value) + 4
+        if not self.in_head:  # a chunked body's trailer: not passed on, bounded as the head
+            if self.head_size + len(self.url) > self.options.max_head_bytes:
+                raise _Refuse(431, "Request header fields too large", "the trailer section")
+            return
         if len(self.headers) >= self.options.max_headers or (
             self.head_size + len(self.url) > self.options.max_head_bytes
         ):
@@ -220,6 +227,7 @@ class H1Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.head_seen = 0
         parser = self.parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":

@@ -418,6 +418,37 @@ def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> 
         until(lambda: h1.said("ValueError: a secret traceback detail"), WAIT, "logged")
 
 
+# -- WebSockets ----------------------------------------------------------------------------
+
+
+def _websocket(h1: H1, path: str, rcvbuf: int = 0) -> socket.socket:
+    conn = socket.socket()
+    if rcvbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    conn.settimeout(WAIT)
+    conn.connect(("127.0.0.1", h1.port))
+    conn.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(1)
+    assert data.startswith(b"HTTP/1.1 101 "), data
+    return conn
+
+
+def test_websocket_senders_waiting_together_for_a_slow_client_all_go_on(h1: H1) -> None:
+    with _websocket(h1, "/ws-two-senders") as conn:
+        time.sleep(0.5)  # both senders wait for the client to read
+        data = b""
+        while not data.endswith(b"\x88\x02\x03\xe8"):  # ... "done", then close 1000
+            chunk = conn.recv(1 << 20)
+            assert chunk, "closed"
+            data += chunk
+    assert b"\x81\x04done" in data and len(data) > 80 * 262144
+
+
 # -- processes of their own ----------------------------------------------------------------
 
 

@@ -42,7 +42,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
         self.write_paused = False
-        self.drained: asyncio.Future[None] | None = None
+        self.writable = asyncio.Event()  # set while the client reads what is written
+        self.writable.set()
         self.accepted = False
         self.closed = False  # no more frames from the app
         self.gone = False
@@ -102,17 +103,15 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._disconnect(1006 if not self.closed else 1005)
-        for future in (self.drained,):
-            if future is not None and not future.done():
-                future.set_result(None)
+        self.writable.set()
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.writable.clear()  # every sender waits
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        self.writable.set()
 
     def shutdown(self) -> None:
         """The server stops: 1012 (service restart)."""
@@ -263,8 +262,7 @@ class WebSocketConnection(asyncio.Protocol):
             raise _ClientGone("the WebSocket is closing") from None
         self._flush()
         if self.write_paused and not self.gone:
-            self.drained = self.loop.create_future()
-            await self.drained
+            await self.writable.wait()
 
     def _reject(self, status: int) -> None:
         response = self.protocol.reject(status, "")

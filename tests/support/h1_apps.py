@@ -40,7 +40,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 log.info("lifespan shutdown")
                 return
     path = scope["path"]
-    if path == "/hello":
+    if scope["type"] == "websocket":
+        await _websocket(path, receive, send)
+    elif path == "/hello":
         await _answer(send, 200, b"howdy")
     elif path == "/scope":
         shown = {k: v for k, v in scope.items() if k not in ("headers", "state")}
@@ -90,6 +92,26 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _answer(send, 200, b"whole body")
     else:
         await _answer(send, 404, b"")
+
+
+async def _websocket(path: str, receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    if path == "/ws-two-senders":  # two tasks send at once, then "done"
+
+        async def sender() -> None:
+            for _ in range(40):
+                await send({"type": "websocket.send", "bytes": b"y" * 262144})
+
+        await asyncio.gather(sender(), sender())
+        await send({"type": "websocket.send", "text": "done"})
+        await send({"type": "websocket.close"})
+        return
+    while True:  # an echo
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
 
 
 async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:

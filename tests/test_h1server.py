@@ -449,6 +449,25 @@ def test_websocket_senders_waiting_together_for_a_slow_client_all_go_on(h1: H1) 
     assert b"\x81\x04done" in data and len(data) > 80 * 262144
 
 
+def test_websocket_pings_from_a_client_that_does_not_read_are_not_all_read(h1: H1) -> None:
+    # the pongs would pile up: reading pauses while the client does not read them
+    ping = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125
+    with _websocket(h1, "/ws", rcvbuf=4096) as conn:
+        conn.settimeout(2)
+        sent = 0
+        with pytest.raises(TimeoutError):
+            while sent < 80_000_000:  # well over what the kernel buffers hold
+                conn.sendall(ping * 8000)
+                sent += len(ping) * 8000
+        conn.settimeout(WAIT)  # the pongs, once read
+        data = b""
+        while len(data) < 1_000_000:
+            chunk = conn.recv(1 << 20)
+            assert chunk, "closed"
+            data += chunk
+    assert data.startswith(b"\x8a\x7d" + b"p" * 125)
+
+
 # -- processes of their own ----------------------------------------------------------------
 
 

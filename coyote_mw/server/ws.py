@@ -106,12 +106,17 @@ class WebSocketConnection(asyncio.Protocol):
         self.writable.set()
 
     def pause_writing(self) -> None:
+        # every sender waits; reading pauses too, or the pongs (and the close) the
+        # protocol answers with would pile up for a client that does not read
         self.write_paused = True
-        self.writable.clear()  # every sender waits
+        self.writable.clear()
+        self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.writable.set()
+        if not self.paused and not self.gone:
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """The server stops: 1012 (service restart)."""
@@ -215,7 +220,7 @@ class WebSocketConnection(asyncio.Protocol):
         message = self.queue.popleft()
         if self.paused and len(self.queue) < self.server.options.ws_max_queue // 2 + 1:
             self.paused = False
-            if not self.gone:
+            if not self.gone and not self.write_paused:
                 self.transport.resume_reading()
         if message["type"] == "websocket.disconnect":
             self.queue.appendleft(message)  # said again to any later receive

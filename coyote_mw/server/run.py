@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from coyote_mw.server.h1 import H1Connection
-from coyote_mw.server.wire import Options
+from coyote_mw.server.wire import LIFESPAN_SHUTDOWN, Options
 
 __all__ = ["Server"]
 
@@ -173,10 +173,11 @@ class _Lifespan:
         if self.unsupported or self.task is None or self.task.done():
             return
         await self.queue.put({"type": "lifespan.shutdown"})
+        bound = max(self.server.options.shutdown_timeout, LIFESPAN_SHUTDOWN)
         try:
-            answer = await asyncio.wait_for(self._answer(), self.server.options.shutdown_timeout)
+            answer = await asyncio.wait_for(self._answer(), bound)
         except TimeoutError:
-            log.error("the app's shutdown took over %ss", self.server.options.shutdown_timeout)
+            log.error("the app's shutdown took over %ss", bound)
             self.task.cancel()
             return
         if answer is not None and answer["type"] == "lifespan.shutdown.failed":

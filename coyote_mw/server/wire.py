@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Protocol
 
-__all__ = ["Host", "Options", "date_line", "error_answer", "status_line"]
+__all__ = ["LIFESPAN_SHUTDOWN", "Host", "Options", "date_line", "error_answer", "status_line"]
+
+LIFESPAN_SHUTDOWN = 5.0
+"""The least time the app's lifespan shutdown gets, whatever ``shutdown_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,8 @@ class Options:
     the app never read is discarded up to ``max_discard`` bytes (then the connection is
     closed). A WebSocket message is at most ``ws_max_message`` bytes, and
     ``ws_max_queue`` messages wait for the app before reading pauses. On SIGTERM or
-    SIGINT, requests under way get ``shutdown_timeout`` seconds to finish.
+    SIGINT, requests under way get ``shutdown_timeout`` seconds to finish (0: none), and
+    the lifespan shutdown at least ``LIFESPAN_SHUTDOWN``.
     """
 
     max_head_bytes: int = 64 * 1024
@@ -63,8 +67,10 @@ class Options:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         for name in ("header_timeout", "keep_alive_timeout", "shutdown_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+            if value == 0 and name != "shutdown_timeout":  # 0: requests closed at once
+                raise ValueError(f"{name} must be a positive number of seconds, not 0")
         if self.lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {self.lifespan!r}")
         if self.server_header is not None and not self.server_header.isprintable():

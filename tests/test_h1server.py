@@ -365,6 +365,19 @@ def test_connection_close_is_honoured(h1: H1) -> None:
     assert data.count(b"HTTP/1.1 200") == 1 and b"connection: close" in data.lower()
 
 
+def test_an_upgrade_to_another_protocol_is_plain_http_body_and_all(h1: H1) -> None:
+    # curl --http2 on http:// asks for h2c on every request, a POST's too: not served,
+    # so the request is an HTTP/1.1 one, its body the app's to read
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\n"
+            b"hello" + b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = read_all(conn)
+    assert re.findall(rb"\r\n\r\n(hello|howdy)", data) == [b"hello", b"howdy"], data
+
+
 def test_100_continue_is_sent_when_the_app_reads_the_body(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(

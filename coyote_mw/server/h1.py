@@ -455,11 +455,18 @@ class H1Connection(asyncio.Protocol):
             self.transport.set_protocol(ws)
             ws.start(rest)
             return
-        # another protocol (h2c...): answered as plain HTTP, then the connection closes
-        # (RFC 9110 7.8: a server may ignore Upgrade)
-        self._pause(_DONE)
-        cycle.keep_alive = False
-        self._run(cycle)
+        # another protocol (h2c...): not served, so the request is plain HTTP (RFC 9110
+        # 7.8: a server may ignore Upgrade); llhttp took what follows its head for the
+        # other protocol's bytes, so it is parsed again without Upgrade, body and all
+        scope = cycle.scope
+        head = [scope["method"].encode(), b" ", self.url, b" HTTP/"]
+        head += (scope["http_version"].encode(), b"\r\n")
+        for name, value in scope["headers"]:
+            if name != b"upgrade":
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        self.data_received(b"".join(head) + rest)
 
     def shutdown(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""

@@ -419,6 +419,20 @@ def test_the_app_sees_the_client_leave(h1: H1) -> None:
     until(lambda: h1.said("saw http.disconnect"), WAIT, "the app saw http.disconnect")
 
 
+def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"started" not in data:
+            data += conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    until(lambda: h1.said("slow answered"), WAIT, "the app sent the rest")
+    with h1.connect() as conn:  # the server has gone on since
+        conn.sendall(GET)
+        read_one(conn)
+    assert not h1.said("the app returned before its answer to GET /slow was whole")
+
+
 @pytest.mark.parametrize("path", ["/boom", "/nothing"])
 def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> None:
     with h1.connect() as conn:

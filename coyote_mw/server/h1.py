@@ -598,7 +598,7 @@ class _Cycle:
                         self.scope["path"],
                     )
                     self._internal_error()
-            elif not self.complete:
+            elif not self.complete and not self.disconnected:  # (sends after: ignored)
                 log.error(
                     "the app returned before its answer to %s %s was whole",
                     self.scope["method"],

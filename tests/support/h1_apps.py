@@ -84,6 +84,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"started ", "more_body": True})
         await asyncio.sleep(1)
         await send({"type": "http.response.body", "body": b"finished"})
+        log.info("slow answered")
     elif path == "/until-gone":  # reads the body until the client leaves
         try:
             await _read(receive)

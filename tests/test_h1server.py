@@ -556,6 +556,19 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
                 conn.close()
 
 
+def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: Path) -> None:
+    # the app waits while its answer cannot be written: send_timeout bounds the wait
+    log = tmp_path / "server.log"
+    with running(_command("send_timeout=1"), ready_path="/hello", log=log) as url:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with conn:
+            conn.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            conn.sendall(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            until(lambda: "endless answered" in log.read_text(), WAIT, "the app let go")
+        assert "read nothing of its answer in 1s: closed" in log.read_text()
+
+
 def test_a_failed_startup_exits_1_with_one_line() -> None:
     import subprocess
 

@@ -66,6 +66,7 @@ class H1Connection(asyncio.Protocol):
         self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
         self.paused = 0
         self.write_paused = False
+        self.write_deadline = 0.0  # while writes wait for the client: when it is cut off
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
@@ -120,10 +121,12 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self.options.send_timeout
         self._pause(_WRITE)  # no more requests while their answers cannot go
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = 0.0
         self._resume(_WRITE)
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
@@ -490,6 +493,18 @@ class H1Connection(asyncio.Protocol):
         else:
             self.closing = True
             self.transport.close()
+
+    def stalled(self) -> None:
+        """Writes waited ``send_timeout`` for the client to read: cut off (a close would
+        wait for ever for the buffer to go), and the app sees it gone."""
+        log.info(
+            "%s read nothing of its answer in %ss: closed",
+            _peer(self.client),
+            self.options.send_timeout,
+        )
+        self.closing = True
+        self.write_deadline = 0.0
+        self.transport.abort()
 
     def head_started(self) -> bool:
         return self.in_head and self.got_bytes

@@ -138,12 +138,15 @@ class Server:
         """Every connection's timer, checked a few times a second (one timer in all,
         not one per request)."""
         options = self.options
-        period = min(0.5, options.header_timeout / 4, options.keep_alive_timeout / 4)
+        timers = (options.header_timeout, options.keep_alive_timeout, options.send_timeout)
+        period = min(0.5, *(t / 4 for t in timers))
         while True:
             await asyncio.sleep(period)
             now = self.loop.time()
             for conn in list(self.connections):
-                if conn.state != _BUSY and now > conn.deadline:
+                if 0 < conn.write_deadline < now:  # first: a closed one may wait on it
+                    conn.stalled()
+                elif conn.state != _BUSY and now > conn.deadline:
                     conn.expired()
 
 

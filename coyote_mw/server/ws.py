@@ -109,11 +109,13 @@ class WebSocketConnection(asyncio.Protocol):
         # every sender waits; reading pauses too, or the pongs (and the close) the
         # protocol answers with would pile up for a client that does not read
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self.server.options.send_timeout
         self.writable.clear()
         self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = 0.0
         self.writable.set()
         if not self.paused and not self.gone:
             self.transport.resume_reading()
@@ -130,8 +132,15 @@ class WebSocketConnection(asyncio.Protocol):
     def expired(self) -> None:  # no timer of its own: the app owns an open WebSocket
         pass
 
+    def stalled(self) -> None:
+        """Frames waited ``send_timeout`` for the client to read: cut off."""
+        log.info("a WebSocket client read nothing in %ss: closed", self.server.options.send_timeout)
+        self.write_deadline = 0.0
+        self.transport.abort()
+
     state = 2  # the server's ticker leaves it alone (busy)
     deadline = 0.0
+    write_deadline = 0.0
 
     # -- frames in ---------------------------------------------------------------------
 

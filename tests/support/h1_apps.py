@@ -72,6 +72,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/big":  # a 256 KiB answer, each logged
         log.info("big answer")
         await _answer(send, 200, b"x" * 262144)
+    elif path == "/endless":  # 64 KiB parts for as long as the client is there
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(100_000):
+            await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        log.info("endless answered")
     elif path == "/boom":
         raise ValueError("a secret traceback detail")
     elif path == "/nothing":

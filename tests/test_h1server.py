@@ -433,6 +433,16 @@ def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
     assert not h1.said("the app returned before its answer to GET /slow was whole")
 
 
+def test_every_task_waiting_in_receive_sees_the_client_leave(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /watch HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"watching" not in data:
+            data += conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    until(lambda: h1.said("the watcher saw http.disconnect"), WAIT, "the watcher woke")
+
+
 @pytest.mark.parametrize("path", ["/boom", "/nothing"])
 def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> None:
     with h1.connect() as conn:

@@ -645,10 +645,13 @@ class _Cycle:
                 conn._resume(_BODY)
                 self.final_sent = not self.more_body
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
-            # wait for more of the body; after all of it, until the client is gone
-            self.waiter = conn.loop.create_future()
-            await self.waiter
-            self.waiter = None
+            # wait for more of the body; after all of it, until the client is gone (one
+            # future for every task waiting, shielded: a waiter cancelled, as Starlette's
+            # is_disconnected() cancels its own, leaves the others waiting on it)
+            waiter = self.waiter
+            if waiter is None or waiter.done():
+                waiter = self.waiter = conn.loop.create_future()
+            await asyncio.shield(waiter)
         return _DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -78,6 +78,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         log.info("endless answered")
+    elif path == "/watch":  # a task waits for the client to leave while another peeks
+        await _read(receive)
+        watcher = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        peek = asyncio.ensure_future(receive())  # as Starlette's is_disconnected() does
+        await asyncio.sleep(0)
+        peek.cancel()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"watching", "more_body": True})
+        log.info("the watcher saw %s", (await watcher)["type"])
     elif path == "/boom":
         raise ValueError("a secret traceback detail")
     elif path == "/nothing":

@@ -5,6 +5,7 @@ the server matrix (tests/test_matrix.py, ``-k coyote-h1``) runs the relay cases 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import signal
@@ -199,6 +200,31 @@ def test_an_endless_chunk_line_or_trailer_is_refused(h1: H1, case: str) -> None:
         data = read_all(conn)
     head, _, body = data.partition(b"\r\n\r\n")
     assert status(head) in (400, 431) and set(json.loads(body)) <= {"error", "detail"}, data
+
+
+def test_a_body_in_tiny_chunks_is_buffered_within_bounds(h1: H1) -> None:
+    # 2-byte chunks the app does not read yet: each a bytes object of its own, so the
+    # buffer is bounded in pieces as well as in bytes
+    def rss() -> int:
+        with h1.connect() as conn:
+            conn.sendall(b"GET /rss HTTP/1.1\r\nHost: x\r\n\r\n")
+            return int(read_one(conn)[1])
+
+    before = rss()
+    held = []
+    try:
+        for _ in range(50):
+            conn = h1.connect()
+            held.append(conn)
+            conn.settimeout(2)
+            conn.sendall(b"POST /wait/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            with contextlib.suppress(TimeoutError):
+                conn.sendall(b"2\r\nab\r\n" * 40000)  # 80 KB of body, over body_buffer
+        grown = rss() - before
+    finally:
+        for conn in held:
+            conn.close()
+    assert grown < 25_000, f"{grown} kB for 50 bodies of 64 KiB buffered"
 
 
 # -- timers --------------------------------------------------------------------------------

@@ -178,6 +178,9 @@ class H1Connection(asyncio.Protocol):
                 self._refuse(_Refuse(431, "Request header fields too large"))
         elif self.parsing is not None:  # in a body: a chunk line or a trailer line that
             # does not end (httptools keeps a trailer line whole) is bounded as a head
+            pieces = self.parsing.body
+            if len(pieces) > 64:  # tiny chunks: one bytes object, not one each
+                self.parsing.body = [b"".join(pieces)]
             self.head_seen = 0 if self.fed else self.head_seen + len(data)
             if self.head_seen > self.options.max_head_bytes:
                 self._refuse(_Refuse(400, "Bad request", "a chunk or trailer line too long"))

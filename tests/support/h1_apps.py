@@ -88,6 +88,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"watching", "more_body": True})
         log.info("the watcher saw %s", (await watcher)["type"])
+    elif path == "/rss":  # the server's resident memory, in kB
+        with open("/proc/self/status") as status:
+            rss = next(line for line in status if line.startswith("VmRSS:")).split()[1]
+        await _answer(send, 200, rss.encode())
     elif path == "/boom":
         raise ValueError("a secret traceback detail")
     elif path == "/nothing":

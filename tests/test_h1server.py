@@ -377,6 +377,18 @@ def test_http10_closes_unless_keep_alive_is_asked(h1: H1) -> None:
         assert read_one(conn)[1] == b"howdy"
 
 
+def test_http10_with_a_transfer_coding_is_answered_then_closed(h1: H1) -> None:
+    # RFC 9112 6.1: its framing is faulty (an HTTP/1.0 hop before may have read it
+    # otherwise), so nothing after it on the connection is taken as a request
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\nGET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+    assert body == b"hello" and b"connection: close" in head.lower()
+
+
 def test_http10_without_a_length_is_close_delimited(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")

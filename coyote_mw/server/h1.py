@@ -266,8 +266,10 @@ class H1Connection(asyncio.Protocol):
         server = self.server
         if version == "1.1":
             keep_alive = b"close" not in self.connection or not _has(self.connection, b"close")
-        else:
-            keep_alive = b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
+        else:  # a transfer coding in HTTP/1.0: faulty framing, closed after (RFC 9112 6.1)
+            keep_alive = not self.codings and (
+                b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
+            )
         root = self.options.root_path
         scope = {
             "type": "http",

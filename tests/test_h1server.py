@@ -615,6 +615,9 @@ def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: P
             conn.sendall(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
             until(lambda: "endless answered" in log.read_text(), WAIT, "the app let go")
         assert "read nothing of its answer in 1s: closed" in log.read_text()
+        h1 = H1(int(url.rsplit(":", 1)[1]), log)
+        with _websocket(h1, "/ws-two-senders", rcvbuf=4096):  # and a WebSocket's
+            until(lambda: h1.said("a WebSocket client read nothing in 1s"), WAIT, "cut off")
 
 
 def test_a_failed_startup_exits_1_with_one_line() -> None:

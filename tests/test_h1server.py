@@ -5,6 +5,7 @@ the server matrix (tests/test_matrix.py, ``-k coyote-h1``) runs the relay cases 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import signal
@@ -178,6 +179,54 @@ def test_bad_framing_is_refused_with_json_and_closed(h1: H1, case: str) -> None:
     assert set(body) <= {"error", "detail"}
 
 
+CHUNKED = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+ENDLESS = {  # what llhttp keeps (a line not ended yet) or skips (trailers), bounded
+    "trailer-line": (CHUNKED + b"0\r\nX-T: ", b"a" * 1000),
+    "trailer-lines": (CHUNKED + b"0\r\n", b"X-T: a\r\n" * 100),
+    "chunk-extension": (CHUNKED + b"5;e=", b"a" * 1000),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDLESS))
+def test_an_endless_chunk_line_or_trailer_is_refused(h1: H1, case: str) -> None:
+    start, more = ENDLESS[case]
+    with h1.connect() as conn:
+        conn.sendall(start)
+        try:
+            for _ in range(1000):  # 1 MB, well over max_head_bytes
+                conn.sendall(more)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = read_all(conn)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status(head) in (400, 431) and set(json.loads(body)) <= {"error", "detail"}, data
+
+
+def test_a_body_in_tiny_chunks_is_buffered_within_bounds(h1: H1) -> None:
+    # 2-byte chunks the app does not read yet: each a bytes object of its own, so the
+    # buffer is bounded in pieces as well as in bytes
+    def rss() -> int:
+        with h1.connect() as conn:
+            conn.sendall(b"GET /rss HTTP/1.1\r\nHost: x\r\n\r\n")
+            return int(read_one(conn)[1])
+
+    before = rss()
+    held = []
+    try:
+        for _ in range(50):
+            conn = h1.connect()
+            held.append(conn)
+            conn.settimeout(2)
+            conn.sendall(b"POST /wait/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            with contextlib.suppress(TimeoutError):
+                conn.sendall(b"2\r\nab\r\n" * 40000)  # 80 KB of body, over body_buffer
+        grown = rss() - before
+    finally:
+        for conn in held:
+            conn.close()
+    assert grown < 25_000, f"{grown} kB for 50 bodies of 64 KiB buffered"
+
+
 # -- timers --------------------------------------------------------------------------------
 
 
@@ -254,6 +303,27 @@ def test_pipelined_requests_are_answered_in_order(h1: H1) -> None:
     assert bodies == [b"/wait/0.3", b"/wait/0", b"hello"], data
 
 
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(h1: H1) -> None:
+    # pipelined requests from a client that never reads: the server stops reading while
+    # its answers wait to be written, rather than buffer answer after answer
+    def served() -> int:
+        return h1.log.read_text(errors="replace").count("big answer")
+
+    before = served()
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with conn:
+        conn.connect(("127.0.0.1", h1.port))
+        for _ in range(50):  # 400 answers of 256 KiB, 8 asked at a time
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 8)
+            time.sleep(0.02)
+        seen = -1
+        while seen != served():  # until the server serves no more
+            seen = served()
+            time.sleep(0.5)
+    assert seen - before < 100, f"{seen - before} answers of 256 KiB buffered for the client"
+
+
 def test_a_bad_request_behind_a_good_one_is_refused_after_its_answer(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /wait/0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")
@@ -307,6 +377,18 @@ def test_http10_closes_unless_keep_alive_is_asked(h1: H1) -> None:
         assert read_one(conn)[1] == b"howdy"
 
 
+def test_http10_with_a_transfer_coding_is_answered_then_closed(h1: H1) -> None:
+    # RFC 9112 6.1: its framing is faulty (an HTTP/1.0 hop before may have read it
+    # otherwise), so nothing after it on the connection is taken as a request
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\nGET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        )
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+    assert body == b"hello" and b"connection: close" in head.lower()
+
+
 def test_http10_without_a_length_is_close_delimited(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -319,6 +401,19 @@ def test_connection_close_is_honoured(h1: H1) -> None:
         conn.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET)
         data = read_all(conn)
     assert data.count(b"HTTP/1.1 200") == 1 and b"connection: close" in data.lower()
+
+
+def test_an_upgrade_to_another_protocol_is_plain_http_body_and_all(h1: H1) -> None:
+    # curl --http2 on http:// asks for h2c on every request, a POST's too: not served,
+    # so the request is an HTTP/1.1 one, its body the app's to read
+    with h1.connect() as conn:
+        conn.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\n"
+            b"hello" + b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = read_all(conn)
+    assert re.findall(rb"\r\n\r\n(hello|howdy)", data) == [b"hello", b"howdy"], data
 
 
 def test_100_continue_is_sent_when_the_app_reads_the_body(h1: H1) -> None:
@@ -362,6 +457,30 @@ def test_the_app_sees_the_client_leave(h1: H1) -> None:
     until(lambda: h1.said("saw http.disconnect"), WAIT, "the app saw http.disconnect")
 
 
+def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"started" not in data:
+            data += conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    until(lambda: h1.said("slow answered"), WAIT, "the app sent the rest")
+    with h1.connect() as conn:  # the server has gone on since
+        conn.sendall(GET)
+        read_one(conn)
+    assert not h1.said("the app returned before its answer to GET /slow was whole")
+
+
+def test_every_task_waiting_in_receive_sees_the_client_leave(h1: H1) -> None:
+    with h1.connect() as conn:
+        conn.sendall(b"GET /watch HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"watching" not in data:
+            data += conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    until(lambda: h1.said("the watcher saw http.disconnect"), WAIT, "the watcher woke")
+
+
 @pytest.mark.parametrize("path", ["/boom", "/nothing"])
 def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> None:
     with h1.connect() as conn:
@@ -372,6 +491,56 @@ def test_an_app_that_fails_is_a_500_without_its_traceback(h1: H1, path: str) -> 
     assert b"secret" not in data and b"Traceback" not in data
     if path == "/boom":  # the traceback goes to the log
         until(lambda: h1.said("ValueError: a secret traceback detail"), WAIT, "logged")
+
+
+# -- WebSockets ----------------------------------------------------------------------------
+
+
+def _websocket(h1: H1, path: str, rcvbuf: int = 0) -> socket.socket:
+    conn = socket.socket()
+    if rcvbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    conn.settimeout(WAIT)
+    conn.connect(("127.0.0.1", h1.port))
+    conn.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(1)
+    assert data.startswith(b"HTTP/1.1 101 "), data
+    return conn
+
+
+def test_websocket_senders_waiting_together_for_a_slow_client_all_go_on(h1: H1) -> None:
+    with _websocket(h1, "/ws-two-senders") as conn:
+        time.sleep(0.5)  # both senders wait for the client to read
+        data = b""
+        while not data.endswith(b"\x88\x02\x03\xe8"):  # ... "done", then close 1000
+            chunk = conn.recv(1 << 20)
+            assert chunk, "closed"
+            data += chunk
+    assert b"\x81\x04done" in data and len(data) > 80 * 262144
+
+
+def test_websocket_pings_from_a_client_that_does_not_read_are_not_all_read(h1: H1) -> None:
+    # the pongs would pile up: reading pauses while the client does not read them
+    ping = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125
+    with _websocket(h1, "/ws", rcvbuf=4096) as conn:
+        conn.settimeout(2)
+        sent = 0
+        with pytest.raises(TimeoutError):
+            while sent < 80_000_000:  # well over what the kernel buffers hold
+                conn.sendall(ping * 8000)
+                sent += len(ping) * 8000
+        conn.settimeout(WAIT)  # the pongs, once read
+        data = b""
+        while len(data) < 1_000_000:
+            chunk = conn.recv(1 << 20)
+            assert chunk, "closed"
+            data += chunk
+    assert data.startswith(b"\x8a\x7d" + b"p" * 125)
 
 
 # -- processes of their own ----------------------------------------------------------------
@@ -433,6 +602,22 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: Path) -> None:
+    # the app waits while its answer cannot be written: send_timeout bounds the wait
+    log = tmp_path / "server.log"
+    with running(_command("send_timeout=1"), ready_path="/hello", log=log) as url:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with conn:
+            conn.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            conn.sendall(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            until(lambda: "endless answered" in log.read_text(), WAIT, "the app let go")
+        assert "read nothing of its answer in 1s: closed" in log.read_text()
+        h1 = H1(int(url.rsplit(":", 1)[1]), log)
+        with _websocket(h1, "/ws-two-senders", rcvbuf=4096):  # and a WebSocket's
+            until(lambda: h1.said("a WebSocket client read nothing in 1s"), WAIT, "cut off")
 
 
 def test_a_failed_startup_exits_1_with_one_line() -> None:

@@ -94,6 +94,18 @@ def test_python_m_coyote_mw_runs_a_leader_with_options_after_the_subcommand(
     assert "INFO" not in p.stderr(), p.stderr()  # the level after the subcommand took effect
 
 
+def test_graceful_timeout_0_on_coyotes_server(started: Callable[..., Proc]) -> None:
+    # --graceful-timeout takes 0 (requests under way are closed on SIGTERM), as uvicorn does
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "coyote"), "leader", "--port", str(port), "--http", "coyote"]
+    p = started([*argv, "--graceful-timeout", "0"], port, url + "/_coyote/health")
+    assert p.proc is not None
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(20) == 0, p.stderr()
+    assert "Traceback" not in p.stderr() and "ERROR" not in p.stderr(), p.stderr()
+
+
 def test_help_shows_the_defaults() -> None:
     out = run(str(BIN / "coyote"), "leader", "--help")
     assert out.returncode == 0, out.stderr

@@ -37,8 +37,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
-# request waits for the one before it, the parser will take no more
-_BODY, _PIPELINE, _DONE = 1, 2, 4
+# request waits for the one before it, the parser will take no more, the client does
+# not read what is written to it
+_BODY, _PIPELINE, _DONE, _WRITE = 1, 2, 4, 8
 # what the connection's timer is waiting for
 _IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
 
@@ -65,6 +66,7 @@ class H1Connection(asyncio.Protocol):
         self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
         self.paused = 0
         self.write_paused = False
+        self.write_deadline = 0.0  # while writes wait for the client: when it is cut off
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
@@ -119,9 +121,13 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self.options.send_timeout
+        self._pause(_WRITE)  # no more requests while their answers cannot go
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = 0.0
+        self._resume(_WRITE)
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -170,6 +176,14 @@ class H1Connection(asyncio.Protocol):
                 self.head_seen += len(data)
             if self.head_seen > self.options.max_head_bytes:
                 self._refuse(_Refuse(431, "Request header fields too large"))
+        elif self.parsing is not None:  # in a body: a chunk line or a trailer line that
+            # does not end (httptools keeps a trailer line whole) is bounded as a head
+            pieces = self.parsing.body
+            if len(pieces) > 64:  # tiny chunks: one bytes object, not one each
+                self.parsing.body = [b"".join(pieces)]
+            self.head_seen = 0 if self.fed else self.head_seen + len(data)
+            if self.head_seen > self.options.max_head_bytes:
+                self._refuse(_Refuse(400, "Bad request", "a chunk or trailer line too long"))
 
     # -- the parser's calls ----------------------------------------------------------
 
@@ -192,9 +206,11 @@ class H1Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fed += len(name) + len(value) + 4
-        if not self.in_head:
-            return  # a chunked body's trailer: not passed on
         self.head_size += len(name) + len(value) + 4
+        if not self.in_head:  # a chunked body's trailer: not passed on, bounded as the head
+            if self.head_size + len(self.url) > self.options.max_head_bytes:
+                raise _Refuse(431, "Request header fields too large", "the trailer section")
+            return
         if len(self.headers) >= self.options.max_headers or (
             self.head_size + len(self.url) > self.options.max_head_bytes
         ):
@@ -217,6 +233,7 @@ class H1Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.head_seen = 0
         parser = self.parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -249,8 +266,10 @@ class H1Connection(asyncio.Protocol):
         server = self.server
         if version == "1.1":
             keep_alive = b"close" not in self.connection or not _has(self.connection, b"close")
-        else:
-            keep_alive = b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
+        else:  # a transfer coding in HTTP/1.0: faulty framing, closed after (RFC 9112 6.1)
+            keep_alive = not self.codings and (
+                b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
+            )
         root = self.options.root_path
         scope = {
             "type": "http",
@@ -444,11 +463,18 @@ class H1Connection(asyncio.Protocol):
             self.transport.set_protocol(ws)
             ws.start(rest)
             return
-        # another protocol (h2c...): answered as plain HTTP, then the connection closes
-        # (RFC 9110 7.8: a server may ignore Upgrade)
-        self._pause(_DONE)
-        cycle.keep_alive = False
-        self._run(cycle)
+        # another protocol (h2c...): not served, so the request is plain HTTP (RFC 9110
+        # 7.8: a server may ignore Upgrade); llhttp took what follows its head for the
+        # other protocol's bytes, so it is parsed again without Upgrade, body and all
+        scope = cycle.scope
+        head = [scope["method"].encode(), b" ", self.url, b" HTTP/"]
+        head += (scope["http_version"].encode(), b"\r\n")
+        for name, value in scope["headers"]:
+            if name != b"upgrade":
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        self.data_received(b"".join(head) + rest)
 
     def shutdown(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""
@@ -472,6 +498,18 @@ class H1Connection(asyncio.Protocol):
         else:
             self.closing = True
             self.transport.close()
+
+    def stalled(self) -> None:
+        """Writes waited ``send_timeout`` for the client to read: cut off (a close would
+        wait for ever for the buffer to go), and the app sees it gone."""
+        log.info(
+            "%s read nothing of its answer in %ss: closed",
+            _peer(self.client),
+            self.options.send_timeout,
+        )
+        self.closing = True
+        self.write_deadline = 0.0
+        self.transport.abort()
 
     def head_started(self) -> bool:
         return self.in_head and self.got_bytes
@@ -580,7 +618,7 @@ class _Cycle:
                         self.scope["path"],
                     )
                     self._internal_error()
-            elif not self.complete:
+            elif not self.complete and not self.disconnected:  # (sends after: ignored)
                 log.error(
                     "the app returned before its answer to %s %s was whole",
                     self.scope["method"],
@@ -612,10 +650,13 @@ class _Cycle:
                 conn._resume(_BODY)
                 self.final_sent = not self.more_body
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
-            # wait for more of the body; after all of it, until the client is gone
-            self.waiter = conn.loop.create_future()
-            await self.waiter
-            self.waiter = None
+            # wait for more of the body; after all of it, until the client is gone (one
+            # future for every task waiting, shielded: a waiter cancelled, as Starlette's
+            # is_disconnected() cancels its own, leaves the others waiting on it)
+            waiter = self.waiter
+            if waiter is None or waiter.done():
+                waiter = self.waiter = conn.loop.create_future()
+            await asyncio.shield(waiter)
         return _DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from coyote_mw.server.h1 import H1Connection
-from coyote_mw.server.wire import Options
+from coyote_mw.server.wire import LIFESPAN_SHUTDOWN, Options
 
 __all__ = ["Server"]
 
@@ -138,12 +138,15 @@ class Server:
         """Every connection's timer, checked a few times a second (one timer in all,
         not one per request)."""
         options = self.options
-        period = min(0.5, options.header_timeout / 4, options.keep_alive_timeout / 4)
+        timers = (options.header_timeout, options.keep_alive_timeout, options.send_timeout)
+        period = min(0.5, *(t / 4 for t in timers))
         while True:
             await asyncio.sleep(period)
             now = self.loop.time()
             for conn in list(self.connections):
-                if conn.state != _BUSY and now > conn.deadline:
+                if 0 < conn.write_deadline < now:  # first: a closed one may wait on it
+                    conn.stalled()
+                elif conn.state != _BUSY and now > conn.deadline:
                     conn.expired()
 
 
@@ -173,10 +176,11 @@ class _Lifespan:
         if self.unsupported or self.task is None or self.task.done():
             return
         await self.queue.put({"type": "lifespan.shutdown"})
+        bound = max(self.server.options.shutdown_timeout, LIFESPAN_SHUTDOWN)
         try:
-            answer = await asyncio.wait_for(self._answer(), self.server.options.shutdown_timeout)
+            answer = await asyncio.wait_for(self._answer(), bound)
         except TimeoutError:
-            log.error("the app's shutdown took over %ss", self.server.options.shutdown_timeout)
+            log.error("the app's shutdown took over %ss", bound)
             self.task.cancel()
             return
         if answer is not None and answer["type"] == "lifespan.shutdown.failed":

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Protocol
 
-__all__ = ["Host", "Options", "date_line", "error_answer", "status_line"]
+__all__ = ["LIFESPAN_SHUTDOWN", "Host", "Options", "date_line", "error_answer", "status_line"]
+
+LIFESPAN_SHUTDOWN = 5.0
+"""The least time the app's lifespan shutdown gets, whatever ``shutdown_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,15 @@ class Options:
     431), ``max_headers`` header lines (431) and a ``max_target`` bytes target (414);
     it must arrive within ``header_timeout`` seconds (else 408, or a silent close when
     nothing came); a kept-alive connection idle for ``keep_alive_timeout`` seconds is
-    closed. At most ``max_connections`` are open: a new one over it is closed at once.
+    closed; a client that lets what is written for it wait ``send_timeout`` seconds
+    unread (the write buffer full) is cut off. At most ``max_connections`` are open: a
+    new one over it is closed at once.
     A request body is buffered up to ``body_buffer`` bytes before reading pauses; a body
     the app never read is discarded up to ``max_discard`` bytes (then the connection is
     closed). A WebSocket message is at most ``ws_max_message`` bytes, and
     ``ws_max_queue`` messages wait for the app before reading pauses. On SIGTERM or
-    SIGINT, requests under way get ``shutdown_timeout`` seconds to finish.
+    SIGINT, requests under way get ``shutdown_timeout`` seconds to finish (0: none), and
+    the lifespan shutdown at least ``LIFESPAN_SHUTDOWN``.
     """
 
     max_head_bytes: int = 64 * 1024
@@ -35,6 +41,7 @@ class Options:
     max_target: int = 8 * 1024
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    send_timeout: float = 60.0
     shutdown_timeout: float = 30.0
     max_connections: int = 10_000
     body_buffer: int = 64 * 1024
@@ -61,10 +68,12 @@ class Options:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        for name in ("header_timeout", "keep_alive_timeout", "shutdown_timeout"):
+        for name in ("header_timeout", "keep_alive_timeout", "send_timeout", "shutdown_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+            if value == 0 and name != "shutdown_timeout":  # 0: requests closed at once
+                raise ValueError(f"{name} must be a positive number of seconds, not 0")
         if self.lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {self.lifespan!r}")
         if self.server_header is not None and not self.server_header.isprintable():

@@ -42,7 +42,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
         self.write_paused = False
-        self.drained: asyncio.Future[None] | None = None
+        self.writable = asyncio.Event()  # set while the client reads what is written
+        self.writable.set()
         self.accepted = False
         self.closed = False  # no more frames from the app
         self.gone = False
@@ -102,17 +103,22 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._disconnect(1006 if not self.closed else 1005)
-        for future in (self.drained,):
-            if future is not None and not future.done():
-                future.set_result(None)
+        self.writable.set()
 
     def pause_writing(self) -> None:
+        # every sender waits; reading pauses too, or the pongs (and the close) the
+        # protocol answers with would pile up for a client that does not read
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self.server.options.send_timeout
+        self.writable.clear()
+        self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        self.write_deadline = 0.0
+        self.writable.set()
+        if not self.paused and not self.gone:
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """The server stops: 1012 (service restart)."""
@@ -126,8 +132,15 @@ class WebSocketConnection(asyncio.Protocol):
     def expired(self) -> None:  # no timer of its own: the app owns an open WebSocket
         pass
 
+    def stalled(self) -> None:
+        """Frames waited ``send_timeout`` for the client to read: cut off."""
+        log.info("a WebSocket client read nothing in %ss: closed", self.server.options.send_timeout)
+        self.write_deadline = 0.0
+        self.transport.abort()
+
     state = 2  # the server's ticker leaves it alone (busy)
     deadline = 0.0
+    write_deadline = 0.0
 
     # -- frames in ---------------------------------------------------------------------
 
@@ -216,7 +229,7 @@ class WebSocketConnection(asyncio.Protocol):
         message = self.queue.popleft()
         if self.paused and len(self.queue) < self.server.options.ws_max_queue // 2 + 1:
             self.paused = False
-            if not self.gone:
+            if not self.gone and not self.write_paused:
                 self.transport.resume_reading()
         if message["type"] == "websocket.disconnect":
             self.queue.appendleft(message)  # said again to any later receive
@@ -263,8 +276,7 @@ class WebSocketConnection(asyncio.Protocol):
             raise _ClientGone("the WebSocket is closing") from None
         self._flush()
         if self.write_paused and not self.gone:
-            self.drained = self.loop.create_future()
-            await self.drained
+            await self.writable.wait()
 
     def _reject(self, status: int) -> None:
         response = self.protocol.reject(status, "")

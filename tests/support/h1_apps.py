@@ -40,7 +40,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 log.info("lifespan shutdown")
                 return
     path = scope["path"]
-    if path == "/hello":
+    if scope["type"] == "websocket":
+        await _websocket(path, receive, send)
+    elif path == "/hello":
         await _answer(send, 200, b"howdy")
     elif path == "/scope":
         shown = {k: v for k, v in scope.items() if k not in ("headers", "state")}
@@ -67,6 +69,29 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         body = b"0123456789ABCDEF" if path == "/long" else b"01234"
         await send({"type": "http.response.body", "body": body})
+    elif path == "/big":  # a 256 KiB answer, each logged
+        log.info("big answer")
+        await _answer(send, 200, b"x" * 262144)
+    elif path == "/endless":  # 64 KiB parts for as long as the client is there
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(100_000):
+            await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        log.info("endless answered")
+    elif path == "/watch":  # a task waits for the client to leave while another peeks
+        await _read(receive)
+        watcher = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        peek = asyncio.ensure_future(receive())  # as Starlette's is_disconnected() does
+        await asyncio.sleep(0)
+        peek.cancel()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"watching", "more_body": True})
+        log.info("the watcher saw %s", (await watcher)["type"])
+    elif path == "/rss":  # the server's resident memory, in kB
+        with open("/proc/self/status") as status:
+            rss = next(line for line in status if line.startswith("VmRSS:")).split()[1]
+        await _answer(send, 200, rss.encode())
     elif path == "/boom":
         raise ValueError("a secret traceback detail")
     elif path == "/nothing":
@@ -79,6 +104,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"started ", "more_body": True})
         await asyncio.sleep(1)
         await send({"type": "http.response.body", "body": b"finished"})
+        log.info("slow answered")
     elif path == "/until-gone":  # reads the body until the client leaves
         try:
             await _read(receive)
@@ -87,6 +113,26 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _answer(send, 200, b"whole body")
     else:
         await _answer(send, 404, b"")
+
+
+async def _websocket(path: str, receive: Any, send: Any) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    if path == "/ws-two-senders":  # two tasks send at once, then "done"
+
+        async def sender() -> None:
+            for _ in range(40):
+                await send({"type": "websocket.send", "bytes": b"y" * 262144})
+
+        await asyncio.gather(sender(), sender())
+        await send({"type": "websocket.send", "text": "done"})
+        await send({"type": "websocket.close"})
+        return
+    while True:  # an echo
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
 
 
 async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -63,18 +63,22 @@ class Upstream(asyncio.Protocol):
         self.head.append(b"\r\n")
 
     def on_body(self, body: bytes) -> None:
-        assert self.client is not None and self.client.transport is not None
+        client = self.client
+        assert client is not None and client.transport is not None
+        if client.transport.is_closing():  # wrk ended its run: nobody to answer
+            self.head = []
+            return
         if self.head:  # the head goes out with the first body bytes: one write
             self.head.append(body)
-            self.client.transport.write(b"".join(self.head))
+            client.transport.write(b"".join(self.head))
             self.head = []
         else:
-            self.client.transport.write(body)
+            client.transport.write(body)
 
     def on_message_complete(self) -> None:
         client, self.client = self.client, None
         if client is not None and client.transport is not None:
-            if self.head:
+            if self.head and not client.transport.is_closing():
                 client.transport.write(b"".join(self.head))
             if client.close:
                 client.transport.close()
@@ -84,6 +88,8 @@ class Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self in IDLE:
             IDLE.remove(self)
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.close()  # its answer will not come: no stalled client
 
 
 class Client(asyncio.Protocol):

@@ -175,6 +175,30 @@ def test_the_series_of_a_route_that_left_the_table_are_dropped_after_a_grace(
     assert value(text, "coyote_requests_total", service=gone, status="2xx") == 1
 
 
+def test_a_route_back_and_gone_again_gets_its_grace_again(
+    leader: Coyote, client_of: Callable[[Coyote], Any]
+) -> None:
+    """Found gone, back and requested, gone again - all between two sweeps: the counts
+    it took while back are kept RETIRE_AFTER from its second leaving, not dropped at
+    once for its first."""
+    service = unique("again")
+    metrics = leader.metrics
+    now = [1000.0]
+    metrics.clock = lambda: now[0]
+    client = client_of(leader)
+    leader.register(Shop(), service=service)
+    assert client.get("/items/1").status_code == 200
+    leader.deregister(service=service)
+    scrape(client)  # found gone at 1000 s
+    now[0] += RETIRE_AFTER - 10
+    leader.register(Shop(), service=service)
+    assert client.get("/items/2").status_code == 200  # back, and counted
+    leader.deregister(service=service)
+    now[0] += 20  # past the first leaving's grace, not the second's
+    text = scrape(client)
+    assert value(text, "coyote_requests_total", service=service, status="2xx") == 2
+
+
 def test_series_of_routes_that_left_are_dropped_without_scrapes_too(leader: Coyote) -> None:
     """A leader nobody scrapes: once its series have grown past twice what the last
     sweep left (and 64 more), a new route's first request sweeps, and the series of

@@ -308,6 +308,8 @@ class Metrics:
             series = self._series.get(labels)
             if series is None:
                 series = self._series[labels] = _Series(labels)
+            # its route is back (a request matched it): a grace from its next leaving
+            self._gone.pop(labels, None)
             grown = len(self._series) > 2 * self._swept_at + 64
         if grown:  # unscraped: the series of routes that left are dropped here too
             self.retire()

@@ -7,6 +7,7 @@ the load generator does not steal the servers' CPU.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -32,6 +33,37 @@ UVICORN = [
     "--http",
     "httptools",
 ]
+
+
+def wrk_options(
+    parser: argparse.ArgumentParser,
+    *,
+    duration: float = 5.0,
+    rounds: int = 3,
+    connections: int | None = 32,
+) -> None:
+    """The options every wrk benchmark takes (``connections=None``: the script's own)."""
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per wrk run")
+    if connections is not None:
+        parser.add_argument("--connections", type=int, default=connections)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
+    parser.add_argument("--json", type=Path, help="write the results here")
+
+
+def parse_wrk_options(
+    parser: argparse.ArgumentParser, needs: tuple[str, ...] = ("wrk",)
+) -> argparse.Namespace | None:
+    """The parsed options, ``--quick`` applied; None (having said why) when a program
+    the benchmark runs is missing."""
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2.0, 1
+    for tool in needs:
+        if not shutil.which(tool):
+            print(f"{tool} is missing: make bench installs it", file=sys.stderr)
+            return None
+    return args
 
 
 def free_port() -> int:

@@ -31,7 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
+from harness import (
+    UVICORN,
+    Server,
+    WrkResult,
+    free_port,
+    http_get,
+    parse_wrk_options,
+    summarise,
+    wrk,
+    wrk_options,
+)
 from proxy_apps import BIG, BODY, PATHS
 
 # The target, in its two forms: against direct, and against the peers it was
@@ -72,19 +82,13 @@ http {{
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
+    wrk_options(parser, duration=4.0, connections=None)
     parser.add_argument(
         "--connections", default="32,64", help="wrk connections, comma-separated (32,64)"
     )
     parser.add_argument("--paths", default=",".join(PATHS), help=f"of {', '.join(PATHS)}")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration, args.rounds = 2.0, 1
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install wrk (make bench does it)", file=sys.stderr)
+    args = parse_wrk_options(parser)
+    if args is None:
         return 2
     connections = [int(c) for c in args.connections.split(",")]
     paths = args.paths.split(",")

@@ -31,7 +31,18 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
+from harness import (
+    BIN,
+    UVICORN,
+    Server,
+    WrkResult,
+    free_port,
+    http_get,
+    parse_wrk_options,
+    summarise,
+    wrk,
+    wrk_options,
+)
 from propagation import start_redis
 
 TOKEN = "workers-benchmark-token-0123456"
@@ -56,18 +67,10 @@ def cpu(pid: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration, args.rounds = 2.0, 1
-    for tool in ("wrk", "redis-server"):
-        if not shutil.which(tool):
-            print(f"{tool} is missing: make bench / make test install it", file=sys.stderr)
-            return 2
+    wrk_options(parser, rounds=5)
+    args = parse_wrk_options(parser, ("wrk", "redis-server"))
+    if args is None:
+        return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="coyote-workers-bench-"))
     redis_proc, store = start_redis(tmp)

@@ -26,7 +26,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, Server, WrkResult, free_port, http_get, median, summarise, wrk
+from harness import (
+    BIN,
+    Server,
+    WrkResult,
+    free_port,
+    http_get,
+    median,
+    parse_wrk_options,
+    summarise,
+    wrk,
+    wrk_options,
+)
 
 VARIANTS = {
     "native Flask route": "native_app",
@@ -47,16 +58,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=("gthread", "sync"), default="gthread")
     parser.add_argument("--threads", type=int, default=4, help="gthread worker threads")
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="2 s runs, one round")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    if args.quick:
-        args.duration, args.rounds = 2.0, 1
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install wrk (make bench does it)", file=sys.stderr)
+    wrk_options(parser)
+    args = parse_wrk_options(parser)
+    if args is None:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="coyote-wsgi-bench-"))
     log = tmp / "access.log"

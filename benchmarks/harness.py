@@ -199,6 +199,52 @@ def median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+def round_ratio(results: dict[str, list[WrkResult]], label: str, base: str) -> float:
+    """``label``'s throughput over ``base``'s, round by round (their runs seconds apart),
+    then the median: steadier than the ratio of medians when other work loads the machine."""
+    return median([a.rps / b.rps for a, b in zip(results[label], results[base], strict=True)])
+
+
+def interleaved(
+    servers: dict[str, Server],
+    path: str,
+    expect: bytes,
+    args: argparse.Namespace,
+    cpu_shown: bool = True,
+) -> tuple[dict[str, list[WrkResult]], dict[str, list[float]]]:
+    """Start every server, check it answers ``path`` with ``expect`` and warm it up; then
+    ``args.rounds`` rounds of one wrk run each, interleaved; stop them.  Each run's
+    result, and the server's CPU time per request in us (user and system: of the process
+    started, so ``cpu_shown=False`` for a server that serves from a child)."""
+    results: dict[str, list[WrkResult]] = {label: [] for label in servers}
+    cpu: dict[str, list[float]] = {label: [] for label in servers}
+    width = max(map(len, servers))
+    try:
+        for s in servers.values():
+            s.start(path)
+            answer = http_get(s.port, path)
+            assert answer == (200, expect), f"{s.name} answered {answer!r}"
+            wrk(s.url + path, duration=1, connections=args.connections)  # warm up
+        for r in range(args.rounds):
+            for label, s in servers.items():
+                used = s.cpu_seconds()
+                res = wrk(s.url + path, duration=args.duration, connections=args.connections)
+                used = s.cpu_seconds() - used
+                results[label].append(res)
+                cpu[label].append(used / max(res.requests, 1) * 1e6)
+                shown = f"  CPU {cpu[label][-1]:5.1f} us/req" if cpu_shown else ""
+                print(
+                    f"round {r + 1} {label:<{width}} {res.rps:9.0f} req/s"
+                    f"  p50 {res.p50_ms:5.2f} ms  p99 {res.p99_ms:6.2f} ms{shown}"
+                    f"  errors {res.errors}",
+                    flush=True,
+                )
+    finally:
+        for s in servers.values():
+            s.stop()
+    return results, cpu
+
+
 def summarise(results: dict[str, list[WrkResult]]) -> dict[str, dict[str, float]]:
     """Medians over the rounds of each variant (errors summed)."""
     return {

@@ -27,13 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     UVICORN,
     Server,
-    WrkResult,
     free_port,
-    http_get,
+    interleaved,
     median,
     parse_wrk_options,
+    round_ratio,
     summarise,
-    wrk,
     wrk_options,
 )
 
@@ -63,32 +62,7 @@ def main() -> int:
             port,
             {"COYOTE_ACCESS_LOG_FILE": str(log)},
         )
-    results: dict[str, list[WrkResult]] = {label: [] for label in servers}
-    cpu: dict[str, list[float]] = {label: [] for label in servers}  # us per request
-    try:
-        for s in servers.values():
-            s.start("/hello/world")
-            answer = http_get(s.port, "/hello/world")
-            assert answer == (200, b"hello world"), f"{s.name} answered {answer!r}"
-            wrk(s.url + "/hello/world", duration=1, connections=args.connections)  # warm up
-        for r in range(args.rounds):
-            for label, s in servers.items():
-                used = s.cpu_seconds()
-                res = wrk(
-                    s.url + "/hello/world", duration=args.duration, connections=args.connections
-                )
-                used = s.cpu_seconds() - used
-                results[label].append(res)
-                cpu[label].append(used / max(res.requests, 1) * 1e6)
-                print(
-                    f"round {r + 1} {label:<38} {res.rps:9.0f} req/s  p50 {res.p50_ms:5.2f} ms"
-                    f"  p99 {res.p99_ms:5.2f} ms  CPU {cpu[label][-1]:5.1f} us/req"
-                    f"  errors {res.errors}",
-                    flush=True,
-                )
-    finally:
-        for s in servers.values():
-            s.stop()
+    results, cpu = interleaved(servers, "/hello/world", b"hello world", args)
     summary = summarise(results)
     native = summary["native Starlette route"]["rps"]
     print(
@@ -97,11 +71,7 @@ def main() -> int:
     base = "native Starlette route"
     for label, s in summary.items():
         s["cpu_us"] = median(cpu[label])
-        # each round's runs side by side (seconds apart), then the median of those
-        # ratios: steadier than the ratio of medians when other work loads the machine
-        s["ratio"] = median(
-            [a.rps / b.rps for a, b in zip(results[label], results[base], strict=True)]
-        )
+        s["ratio"] = round_ratio(results, label, base)
         s["cpu_ratio"] = median([b / a for a, b in zip(cpu[label], cpu[base], strict=True)])
     print(
         "| variant | req/s | vs native (ratio of medians) | vs native (median of the rounds' "

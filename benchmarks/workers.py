@@ -38,6 +38,7 @@ from harness import (
     WrkResult,
     free_port,
     http_get,
+    median,
     parse_wrk_options,
     summarise,
     wrk,
@@ -147,7 +148,7 @@ def main() -> int:
     print("| leader | req/s | vs 1 worker | p50 ms | p99 ms | CPU us/req | errors |")
     print("|---|---|---|---|---|---|---|")
     for name, s in summary.items():
-        per_req = sorted(cpu_per_request[name])[len(cpu_per_request[name]) // 2]
+        per_req = median(cpu_per_request[name])
         print(
             f"| {name} | {s['rps']:.0f} | {s['rps'] / one:.2f}x | {s['p50_ms']:.2f} | "
             f"{s['p99_ms']:.2f} | {per_req:.1f} | {s['errors']} |"
@@ -156,7 +157,7 @@ def main() -> int:
     print(
         f"\n2 workers / 1 worker, round by round: {', '.join(f'{x:.2f}' for x in ratios)}; "
         f"the less busy worker's CPU time / the busier one's, median: "
-        f"{sorted(shares['2 workers'])[len(shares['2 workers']) // 2]:.2f}"
+        f"{median(shares['2 workers']):.2f}"
     )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

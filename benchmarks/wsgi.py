@@ -29,13 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     BIN,
     Server,
-    WrkResult,
     free_port,
-    http_get,
-    median,
+    interleaved,
     parse_wrk_options,
+    round_ratio,
     summarise,
-    wrk,
     wrk_options,
 )
 
@@ -73,38 +71,12 @@ def main() -> int:
             port,
             {"COYOTE_ACCESS_LOG_FILE": str(log)},
         )
-    results: dict[str, list[WrkResult]] = {label: [] for label in servers}
-    try:
-        for s in servers.values():
-            s.start("/hello/world")
-            answer = http_get(s.port, "/hello/world")
-            assert answer == (200, b"hello world"), f"{s.name} answered {answer!r}"
-            wrk(s.url + "/hello/world", duration=1, connections=args.connections)  # warm up
-        for r in range(args.rounds):
-            for label, s in servers.items():
-                res = wrk(
-                    s.url + "/hello/world", duration=args.duration, connections=args.connections
-                )
-                results[label].append(res)
-                print(
-                    f"round {r + 1} {label:<44} {res.rps:9.0f} req/s  p50 {res.p50_ms:5.2f} ms"
-                    f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors}",
-                    flush=True,
-                )
-    finally:
-        for s in servers.values():
-            s.stop()
+    # (CPU times would be the gunicorn master's, not its worker's: not shown)
+    results, _ = interleaved(servers, "/hello/world", b"hello world", args, cpu_shown=False)
     summary = summarise(results)
     native = summary["native Flask route"]["rps"]
-    # each round's runs side by side, then the median of those ratios: steadier than
-    # the ratio of medians when the machine's load moves
     for label, s in summary.items():
-        s["ratio"] = median(
-            [
-                a.rps / b.rps
-                for a, b in zip(results[label], results["native Flask route"], strict=True)
-            ]
-        )
+        s["ratio"] = round_ratio(results, label, "native Flask route")
     worker = f"gthread, {args.threads} threads" if args.worker == "gthread" else "sync"
     print(
         f"\none gunicorn worker ({worker}), {args.connections} connections, "

@@ -14,11 +14,8 @@ from hypothesis import strategies as st
 
 from coyote_mw import RouteTable
 from coyote_mw.routing.builder import Builder
-from coyote_mw.routing.endpoint import Endpoint
-from coyote_mw.routing.matcher import Snapshot
 from coyote_mw.routing.patterns import parse_pattern
-from tests.support import reference_matcher as reference
-from tests.test_lookup_oracle import METHODS, check, fill, make_pattern
+from tests.support.lookup_oracle import METHODS, check, declared_patterns, fill, step_by_step
 
 
 def table_with(*routes: tuple[str, str]) -> RouteTable:
@@ -132,29 +129,8 @@ routes = st.lists(
 def test_parameters_between_literals_answer_as_the_trie_search_does(
     declared: list[tuple[list[str], bool, str]], removals: list[int], rnd: random.Random
 ) -> None:
-    patterns = []
-    for templates, slash, method in declared:
-        pattern = make_pattern(templates, slash)
-        if pattern is not None:
-            patterns.append((method, pattern, Endpoint(method, pattern, "s", "t", False, ())))
-    ours: Snapshot | None = None
-    theirs: Any = None
-    snapshots = []
-    for method, pattern, endpoint in patterns:  # one at a time: every step is a snapshot
-        b, rb = Builder(ours), reference.Builder(theirs)
-        b.put(method, pattern, endpoint)
-        rb.put(method, pattern, endpoint)
-        ours, theirs = b.build(), rb.build()
-        snapshots.append((ours, theirs))
-    for k in removals:
-        if not patterns:
-            break
-        method, pattern, _ = patterns[k % len(patterns)]
-        b, rb = Builder(ours), reference.Builder(theirs)
-        b.remove(method, pattern)
-        rb.remove(method, pattern)
-        ours, theirs = b.build(), rb.build()
-        snapshots.append((ours, theirs))
+    patterns = declared_patterns(declared)
+    snapshots = step_by_step(patterns, removals, 1)  # every step a snapshot
     paths = [fill(p, rnd) for _, p, _ in patterns for _ in range(4)]
     paths += [p.text for _, p, _ in patterns]
     for ours_then, theirs_then in snapshots:

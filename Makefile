@@ -44,6 +44,7 @@ test: check
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/router_lookup.py
 	$(BIN)/python benchmarks/inprocess.py
+	$(BIN)/python benchmarks/wsgi.py
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/propagation.py
 	$(BIN)/python benchmarks/workers.py

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -297,6 +299,12 @@ def test_topology_bounds_come_from_flask_config_and_the_leader_command_line(
         "red": {"timeout": 1.5},
     }
     monkeypatch.setenv("COYOTE_TOKEN", "cli-test-token-0123456789")
+    # main() sets the root logger up as the command does (a handler on this test's
+    # captured stderr, closed after it): the tests after it get logging back as it was
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
     for bad in ("blue", "blue:concurrency", "blue:concurrency=many", "blue:slots=3"):
         with pytest.raises(SystemExit) as exit_:
             main(["leader", "--topology-bounds", bad])

@@ -155,4 +155,7 @@ if __name__ == "__main__":
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", int(sys.argv[2])))
-    sys.exit(H1Server(__getattr__(sys.argv[1])).run([sock]))
+    app = __getattr__(sys.argv[1])
+    # the leader relays without ASGI where it can, as `coyote leader --http coyote` does
+    shortcut = app.direct() if hasattr(app, "direct") else None
+    sys.exit(H1Server(app, shortcut=shortcut).run([sock]))

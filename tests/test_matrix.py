@@ -54,7 +54,8 @@ ASGI: dict[str, list[str]] = {
         "granian-asgi": "granian --interface asgi --host 127.0.0.1 --port {port} APP",
         "daphne": "daphne -b 127.0.0.1 -p {port} APP",
         # coyote's own server (coyote_mw.server; `coyote leader --http coyote`)
-        "coyote-h1": f"{sys.executable} -m tests.support.h1_server APP {{port}}",
+        "coyote-h1": f"{sys.executable} -m tests.support.h1_server APP {{port}} "
+        f"shortcut={APP}:asgi_shortcut",
     }.items()
 }
 WSGI: dict[str, list[str]] = {

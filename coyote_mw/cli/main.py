@@ -178,6 +178,8 @@ def _serve_coyote(
     from coyote_mw.server import Options, Server
 
     app = coyote.asgi()
+    # requests relayed without ASGI, unless uvicorn's middleware must see each scope
+    shortcut = None if args.proxy_headers else app.direct()
     if args.proxy_headers:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -195,7 +197,7 @@ def _serve_coyote(
         lifespan="on",
         shutdown_timeout=args.graceful_timeout,
     )
-    return Server(app, options, ssl=context, ready=ready).run([sock])
+    return Server(app, options, ssl=context, ready=ready, shortcut=shortcut).run([sock])
 
 
 def _token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:

@@ -252,7 +252,12 @@ class Forwarding:
     def check_asgi(self, scope: Mapping[str, Any]) -> DispatchError | None:
         """The answer to a request whose head coyote refuses, or None (the target's
         size was checked before the lookup: ``target_too_long``)."""
-        headers = scope["headers"]
+        return self.check_head(scope["headers"], scope.get("http_version"))
+
+    def check_head(
+        self, headers: list[tuple[bytes, bytes]], version: str | None
+    ) -> DispatchError | None:
+        """``check_asgi`` of a request's header lines (names lowercase) and version."""
         if len(headers) > self.max_headers:
             return HeadTooLarge("max_headers", self.max_headers)
         # The usual request has one valid Host, at most one plain Content-Length, and no
@@ -276,7 +281,7 @@ class Forwarding:
                     rare = True
         if not rare and size <= self.max_header_bytes and host in self._good_hosts:
             return None  # without a call more
-        return self._close_look(headers, scope.get("http_version") == "1.1")
+        return self._close_look(headers, version == "1.1")
 
     def _close_look(
         self, headers: Iterable[tuple[bytes, bytes]], host_required: bool

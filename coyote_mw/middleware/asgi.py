@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from coyote_mw.errors import (
@@ -43,13 +43,26 @@ from coyote_mw.registry.api import read_asgi_body
 from coyote_mw.routing.decision import HOST, OPERATOR, Verdict
 from coyote_mw.routing.table import Match
 
-__all__ = ["CoyoteASGI"]
+if TYPE_CHECKING:
+    from coyote_mw.middleware.direct import Direct
+
+__all__ = ["CoyoteASGI", "canonical_raw"]
 
 
 _OVER = object()  # precedence="host": the host read more of the body than can be kept
 
 
 class CoyoteASGI(Middleware):
+    def direct(self) -> Direct | None:
+        """What coyote's own server may relay this middleware's requests with, without
+        ASGI (``coyote_mw.middleware.direct``); None when its requests need their scope
+        (a topology resolver reads it; ``precedence="host"`` gives them to the host)."""
+        if self.host_first or self.decision.resolver.fixed is None:
+            return None
+        from coyote_mw.middleware.direct import Direct
+
+        return Direct(self)
+
     async def _other(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
@@ -335,6 +348,19 @@ def _target_size(scope: Scope, path: CanonicalPath) -> int:
 _paths: dict[bytes, CanonicalPath] = {}
 _PATHS_MAX = 1024
 _PATH_KEPT_MAX = 256
+
+
+def canonical_raw(raw: bytes) -> CanonicalPath:
+    """The canonical path of a raw path (no query, no root path), kept for the next
+    request of the same path (``BadRequestPath`` for a path that has none)."""
+    kept = _paths.get(raw)
+    if kept is None:
+        kept = canonicalize(raw)  # BadRequestPath is raised, never kept
+        if len(raw) <= _PATH_KEPT_MAX:
+            if len(_paths) >= _PATHS_MAX:
+                _paths.clear()
+            _paths[raw] = kept
+    return kept
 
 
 def _canonical(scope: Scope) -> CanonicalPath:

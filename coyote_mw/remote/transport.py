@@ -50,7 +50,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -72,6 +72,7 @@ __all__ = [
     "PoolTimeout",
     "ReadTimeout",
     "RemoteProtocolError",
+    "Sink",
     "TransportError",
     "UpstreamResponse",
 ]
@@ -96,6 +97,15 @@ _Key = tuple[str, int, "ssl.SSLContext | None"]  # host, port, TLS (None: plain)
 # What a request waiting for a connection is woken with: a connection handed over by
 # the request that finished with it, True for a free slot, False when time is up.
 _Turn = asyncio.Future["_Connection | bool"]
+
+
+class Sink(Protocol):
+    """What reads a response sent with ``Pool.send_now``: ``flush()`` is called after
+    every read and when the connection is lost; it finds on the connection the head
+    (``head_done``, ``status``, ``headers``, ``te``), the body (``take_body()``), its
+    end (``complete``) or failure (``error``), and ends the exchange with ``done()``."""
+
+    def flush(self) -> None: ...
 
 
 class _SecondResponse(Exception):
@@ -146,6 +156,7 @@ class _Connection(asyncio.Protocol):
         "parser",
         "pool",
         "reading_paused",
+        "sink",
         "spare",
         "status",
         "te",
@@ -172,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self.head_waiter: asyncio.Future[bool] | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.spare: httptools.HttpResponseParser | None = None  # for the next exchange
+        self.sink: Sink | None = None  # told of every read (``Pool.send_now``)
         self.begin(False, MAX_HEAD)
         # No exchange yet: no parser (bytes now would be unasked for), and "complete"
         # keeps connection_lost from inventing an error for a response nobody awaits;
@@ -230,6 +242,8 @@ class _Connection(asyncio.Protocol):
             room = self.head_room
             if len(data) > room:
                 self._past_room(parser, data, room)
+                if self.sink is not None:
+                    self.sink.flush()
                 return
             self.head_room = room - len(data)
             before = -1
@@ -244,6 +258,8 @@ class _Connection(asyncio.Protocol):
                 self._framing_only(len(data))
             elif self.framing:
                 self.framing = 0
+        if self.sink is not None:
+            self.sink.flush()
 
     def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
         self._feed(parser, data[:room])
@@ -303,6 +319,8 @@ class _Connection(asyncio.Protocol):
         _wake(self.head_waiter)
         _wake(self.data_waiter)
         _wake(self.write_waiter)
+        if self.sink is not None:
+            self.sink.flush()
         if self.idle:  # closed by the upstream while pooled: give its slot back now
             self.pool._discard(self)
 
@@ -506,6 +524,31 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
         if not arrived:
             raise ReadTimeout(f"no response body bytes from the upstream for {timeout} s")
+
+    def take_body(self) -> bytes:
+        """The body bytes arrived since the last call (a sink's read)."""
+        chunks = self.chunks
+        if not chunks:
+            return b""
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        return body
+
+    def pause(self) -> None:
+        """Stop reading the response for now (its reader cannot take more)."""
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            cast(asyncio.Transport, self.transport).pause_reading()
+
+    def done(self) -> None:
+        """A sink's exchange is over: the connection goes back to the pool if the
+        response came whole and keep-alive holds, else it closes."""
+        self.sink = None
+        if self.reusable():
+            self.pool._release(self)
+        else:
+            self.pool._discard(self)
 
     def reusable(self) -> bool:
         return (
@@ -728,6 +771,36 @@ class Pool:
         except BaseException:
             self._discard(conn)
             raise
+
+    def send_now(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        sink: Sink,
+        tls: ssl.SSLContext | None = None,
+        max_head: int = MAX_HEAD,
+    ) -> _Connection | None:
+        """Send a request without a body on an idle connection, now, without a
+        coroutine: its response goes to ``sink`` as it arrives.  None when no idle
+        connection is at hand (nothing was sent)."""
+        if self._closed:
+            return None
+        key = (host, port, tls)
+        conn = self._take_idle(key)
+        if conn is None:
+            return None
+        head, _ = self._head(method, key, target, headers, b"")
+        try:
+            conn.start(method == "HEAD", max_head)
+            conn.write(head)
+        except RemoteProtocolError:
+            self._discard(conn)
+            return None
+        conn.sink = sink
+        return conn
 
     async def _exchange(
         self,

@@ -9,7 +9,8 @@ the lifespan, the timers and the stop in ``run``; the options, status lines and 
 server's own JSON answers in ``wire``. It is what ``coyote leader --http coyote`` runs.
 """
 
+from coyote_mw.server.h1 import Exchange, H1Connection, Shortcut
 from coyote_mw.server.run import Server
 from coyote_mw.server.wire import Options
 
-__all__ = ["Options", "Server"]
+__all__ = ["Exchange", "H1Connection", "Options", "Server", "Shortcut"]

@@ -18,21 +18,23 @@ import asyncio
 import logging
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
 
 from coyote_mw.server.wire import Host, date_line, error_answer, status_line
 
-__all__ = ["H1Connection"]
+__all__ = ["Exchange", "H1Connection", "Shortcut"]
 
 log = logging.getLogger("coyote_mw.server")
 
 _DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
-_SPECIAL = frozenset((b"connection", b"expect", b"transfer-encoding", b"upgrade", b"host"))
+_SPECIAL = frozenset(
+    (b"connection", b"expect", b"transfer-encoding", b"upgrade", b"host", b"content-length")
+)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -42,6 +44,29 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BODY, _PIPELINE, _DONE, _WRITE = 1, 2, 4, 8
 # what the connection's timer is waiting for
 _IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
+
+
+class Shortcut(Protocol):
+    """What may answer a request without ASGI (``Server(shortcut=...)``): called with
+    a request that has no body, no ``Expect``, no ``Upgrade`` and an origin-form target,
+    once its head is read (``conn.headers``: its header lines, names lowercase) and no
+    other request of its connection is under way.  It returns the ``Exchange`` it
+    answers the request with, or None to leave the request to the app.
+
+    An exchange answers with ``start`` and ``write``, learns of a client gone with
+    ``gone`` and of a client that does not read with ``writing_paused`` /
+    ``writing_resumed``; one that has answered nothing yet may give the request to the
+    app after all (``conn.hand_to_app``)."""
+
+    def __call__(
+        self,
+        conn: H1Connection,
+        method: str,
+        version: str,
+        raw_path: bytes,
+        query: bytes,
+        keep_alive: bool,
+    ) -> Exchange | None: ...
 
 
 class _Refuse(Exception):
@@ -82,6 +107,7 @@ class H1Connection(asyncio.Protocol):
         self.connection = b""
         self.expect = False
         self.codings: list[bytes] = []
+        self.length = b""  # the Content-Length
         self.upgrade = b""
         self.upgrading: _Cycle | None = None
         self.head_seen = 0  # bytes received while a head is incomplete
@@ -123,11 +149,15 @@ class H1Connection(asyncio.Protocol):
         self.write_paused = True
         self.write_deadline = self.loop.time() + self.options.send_timeout
         self._pause(_WRITE)  # no more requests while their answers cannot go
+        if self.cycle is not None:
+            self.cycle.writing_paused()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.write_deadline = 0.0
         self._resume(_WRITE)
+        if self.cycle is not None:
+            self.cycle.writing_resumed()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -192,7 +222,7 @@ class H1Connection(asyncio.Protocol):
         self.head_start = self.fed
         self.url, self.headers, self.head_size, self.head_seen = b"", [], 0, 0
         self.hosts, self.connection, self.expect, self.codings = 0, b"", False, []
-        self.upgrade = b""
+        self.upgrade = self.length = b""
         if self.cycle is not None:  # pipelined: parse this head, then wait
             if len(self.waiting) >= self.options.max_pipeline:
                 raise _Refuse(0, "too many pipelined requests")
@@ -227,6 +257,8 @@ class H1Connection(asyncio.Protocol):
                 self.expect = value.lower() == b"100-continue"
             elif name == b"transfer-encoding":
                 self.codings += [t.strip().lower() for t in value.split(b",")]
+            elif name == b"content-length":
+                self.length = value
             else:
                 self.upgrade = value.lower()
         self.headers.append((name, value))
@@ -260,9 +292,6 @@ class H1Connection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 raise _Refuse(400, "Bad request", "the request target") from None
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
         server = self.server
         if version == "1.1":
             keep_alive = b"close" not in self.connection or not _has(self.connection, b"close")
@@ -270,24 +299,24 @@ class H1Connection(asyncio.Protocol):
             keep_alive = not self.codings and (
                 b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
             )
-        root = self.options.root_path
-        scope = {
-            "type": "http",
-            "asgi": server.asgi,
-            "http_version": version,
-            "server": self.local,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": root,
-            "path": root + path if root else path,
-            "raw_path": root.encode() + raw_path if root else raw_path,
-            "query_string": query,
-            "headers": self.headers,
-            "state": server.state.copy(),
-        }
+        keep_alive = keep_alive and not server.stopping
         expect = self.expect and version == "1.1"
-        cycle = _Cycle(self, scope, keep_alive and not server.stopping, expect)
+        shortcut = server.shortcut
+        if (
+            shortcut is not None
+            and self.cycle is None
+            and url[:1] == b"/"
+            and not (self.codings or self.upgrade or expect or self.options.root_path)
+            and (not self.length or self.length == b"0")
+        ):
+            # a request without a body, nothing before it: the shortcut may take it
+            taken = shortcut(self, method, version, raw_path, query, keep_alive)
+            if taken is not None:
+                self.parsing = self.cycle = taken
+                self.state = _BUSY
+                return
+        scope = self.scope(method, version, raw_path, query)
+        cycle = _Cycle(self, scope, keep_alive, expect)
         if method == "HEAD":
             cycle.head_only = True
         self.parsing = cycle
@@ -338,7 +367,47 @@ class H1Connection(asyncio.Protocol):
         cycle.task = task = self.loop.create_task(cycle.run(self.server.app))
         self.server.track(task)
 
-    def finished(self, cycle: _Cycle) -> None:
+    def scope(self, method: str, version: str, raw_path: bytes, query: bytes) -> dict[str, Any]:
+        """The ASGI scope of a request of this connection (its head just read)."""
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        root = self.options.root_path
+        server = self.server
+        return {
+            "type": "http",
+            "asgi": server.asgi,
+            "http_version": version,
+            "server": self.local,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path if root else path,
+            "raw_path": root.encode() + raw_path if root else raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": server.state.copy(),
+        }
+
+    def hand_to_app(self, taken: Exchange, method: str, raw_path: bytes, query: bytes) -> None:
+        """A request a shortcut took, and gives back before it answered anything: the
+        app answers it after all (its whole head and no body were read)."""
+        cycle = _Cycle(
+            self,
+            self.scope(method, taken.version, raw_path, query),
+            taken.keep_alive,
+            False,
+        )
+        cycle.headers = cycle.scope["headers"] = taken.headers
+        cycle.more_body = taken.more_body
+        if method == "HEAD":
+            cycle.head_only = True
+        if self.parsing is taken:
+            self.parsing = cycle
+        self._run(cycle)
+
+    def finished(self, cycle: Exchange) -> None:
         """The response of ``cycle`` is whole: on to the next request, if any."""
         if not cycle.keep_alive or self.closing:
             self.closing = True
@@ -529,8 +598,11 @@ def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "?"
 
 
-class _Cycle:
-    """One request and its response."""
+class Exchange:
+    """One request and its response as the connection sees them: the request's framing
+    state, and the response's head and body written to the client under the server's
+    rules (``start``, ``write``).  ``_Cycle`` has an ASGI app answer it; a ``Shortcut``
+    (``Server(shortcut=...)``) may answer a request itself, without ASGI."""
 
     __slots__ = (
         "body",
@@ -544,20 +616,26 @@ class _Cycle:
         "final_sent",
         "head",
         "head_only",
+        "headers",
         "keep_alive",
         "more_body",
         "remaining",
-        "scope",
         "started",
-        "task",
+        "version",
         "waiter",
     )
 
     def __init__(
-        self, conn: H1Connection, scope: dict[str, Any], keep_alive: bool, expect: bool
+        self,
+        conn: H1Connection,
+        headers: list[tuple[bytes, bytes]],
+        version: str,
+        keep_alive: bool,
+        expect: bool,
     ) -> None:
         self.conn = conn
-        self.scope = scope
+        self.headers = headers
+        self.version = version
         self.keep_alive = keep_alive
         self.expect = expect
         self.body: list[bytes] = []
@@ -573,19 +651,135 @@ class _Cycle:
         self.head = b""
         self.chunked = False
         self.remaining: int | None = None
-        self.task: asyncio.Task[None] | None = None
 
     def gone(self) -> None:
+        """The client is gone (or its request body will never end)."""
         self.disconnected = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def writing_paused(self) -> None:
+        """The client does not read what is written for it: write no more for now."""
+
+    def writing_resumed(self) -> None:
+        """... it reads again."""
+
     def declared_over(self, limit: int) -> bool:
-        for name, value in self.scope["headers"]:
+        for name, value in self.headers:
             if name == b"content-length":
                 return int(value) - self.buffered > limit
         return False
+
+    def start(self, status: int, headers: Any) -> None:
+        """The response's head, written with the first of its body (``write``)."""
+        conn = self.conn
+        line = status_line(status)
+        if status < 200:
+            raise RuntimeError(f"status {status}: an ASGI response is a final one")
+        parts = [line]
+        framed = False
+        close_said = False
+        for name, value in headers:
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower == b"content-length":
+                if self.remaining is not None or not value.strip().isdigit():
+                    raise RuntimeError(f"invalid response Content-Length {value!r}")
+                self.remaining = int(value)
+                framed = True
+            elif lower == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or self.chunked:
+                    raise RuntimeError(f"response transfer coding {value!r}: chunked only")
+                self.chunked = framed = True
+            elif lower == b"connection" and _has(value.lower(), b"close"):
+                self.keep_alive, close_said = False, True
+            parts += (name, b": ", value, b"\r\n")
+        if self.head_only or status in (204, 304):
+            self.head_only = True
+            self.remaining = None
+            self.chunked = False
+        elif not framed:
+            if self.version == "1.1":
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if (
+            self.keep_alive
+            and self.more_body
+            and (self.expect or self.declared_over(conn.options.max_discard))
+        ):
+            self.keep_alive = False  # a body nobody reads, too big to discard
+        if not self.keep_alive:
+            if not close_said:
+                parts.append(b"connection: close\r\n")
+        elif self.version == "1.0":
+            parts.append(b"connection: keep-alive\r\n")
+        parts += (conn.server.extra, date_line(), b"\r\n")
+        self.head = b"".join(parts)
+        self.started = True
+        self.expect = False
+
+    def write(self, body: bytes, more: bool) -> None:
+        """Body bytes of the response (after ``start``), framed as its head says; the
+        last (``more`` false) ends the response, and the connection goes on to the next
+        request.  A body longer or shorter than its Content-Length closes the connection
+        (RuntimeError)."""
+        conn = self.conn
+        head = self.head
+        self.head = b""
+        overflow = False
+        if self.head_only:
+            out = head
+        elif self.chunked:
+            if len(body) >= 65536:
+                conn.transport.writelines((b"%b%x\r\n" % (head, len(body)), body, _CRLF))
+                out = b"" if more else b"0\r\n\r\n"
+            elif body:
+                out = b"%b%x\r\n%b\r\n" % (head, len(body), body)
+                if not more:
+                    out += b"0\r\n\r\n"
+            else:
+                out = head + b"0\r\n\r\n" if not more else head
+        elif self.remaining is not None:
+            if len(body) > self.remaining:
+                body, overflow = body[: self.remaining], True
+            self.remaining -= len(body)
+            out = head + body if len(body) < 65536 else b""
+            if not out:
+                conn.transport.writelines((head, body))
+        else:  # close-delimited (HTTP/1.0 without a length)
+            out = head + body
+        if out:
+            conn.transport.write(out)
+        if overflow or (not more and self.remaining):
+            self.complete = True
+            conn.closing = True
+            conn.transport.close()
+            raise RuntimeError(
+                f"the response body is {'longer' if overflow else 'shorter'} than its "
+                "Content-Length: connection closed"
+            )
+        if not more:
+            self.complete = True
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            conn.finished(self)
+
+
+class _Cycle(Exchange):
+    """One request an ASGI app answers."""
+
+    __slots__ = ("scope", "task")
+
+    def __init__(
+        self, conn: H1Connection, scope: dict[str, Any], keep_alive: bool, expect: bool
+    ) -> None:
+        super().__init__(conn, scope["headers"], scope["http_version"], keep_alive, expect)
+        self.scope = scope
+        self.task: asyncio.Task[None] | None = None
 
     async def run(self, app: Any) -> None:
         try:
@@ -664,106 +858,15 @@ class _Cycle:
         if not self.started:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
-            self._start(message)
+            self.start(message["status"], message.get("headers", ()))
             return
         if kind != "http.response.body":
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
         if self.complete:
             raise RuntimeError("'http.response.body' after the response was whole")
-        conn = self.conn
         if self.disconnected:
             return
-        body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        head = self.head
-        self.head = b""
-        overflow = False
-        if self.head_only:
-            out = head
-        elif self.chunked:
-            if len(body) >= 65536:
-                conn.transport.writelines((b"%b%x\r\n" % (head, len(body)), body, _CRLF))
-                out = b"" if more else b"0\r\n\r\n"
-            elif body:
-                out = b"%b%x\r\n%b\r\n" % (head, len(body), body)
-                if not more:
-                    out += b"0\r\n\r\n"
-            else:
-                out = head + b"0\r\n\r\n" if not more else head
-        elif self.remaining is not None:
-            if len(body) > self.remaining:
-                body, overflow = body[: self.remaining], True
-            self.remaining -= len(body)
-            out = head + body if len(body) < 65536 else b""
-            if not out:
-                conn.transport.writelines((head, body))
-        else:  # close-delimited (HTTP/1.0 without a length)
-            out = head + body
-        if out:
-            conn.transport.write(out)
-        if overflow or (not more and self.remaining):
-            self.complete = True
-            conn.closing = True
-            conn.transport.close()
-            raise RuntimeError(
-                f"the response body is {'longer' if overflow else 'shorter'} than its "
-                "Content-Length: connection closed"
-            )
-        if not more:
-            self.complete = True
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
-            conn.finished(self)
-        elif conn.write_paused:
-            await conn.drain()
-
-    def _start(self, message: dict[str, Any]) -> None:
-        status = message["status"]
-        conn = self.conn
-        line = status_line(status)
-        if status < 200:
-            raise RuntimeError(f"status {status}: an ASGI response is a final one")
-        parts = [line]
-        framed = False
-        close_said = False
-        for name, value in message.get("headers", ()):
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise RuntimeError(f"invalid response header {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == b"content-length":
-                if self.remaining is not None or not value.strip().isdigit():
-                    raise RuntimeError(f"invalid response Content-Length {value!r}")
-                self.remaining = int(value)
-                framed = True
-            elif lower == b"transfer-encoding":
-                if value.strip().lower() != b"chunked" or self.chunked:
-                    raise RuntimeError(f"response transfer coding {value!r}: chunked only")
-                self.chunked = framed = True
-            elif lower == b"connection" and _has(value.lower(), b"close"):
-                self.keep_alive, close_said = False, True
-            parts += (name, b": ", value, b"\r\n")
-        if self.head_only or status in (204, 304):
-            self.head_only = True
-            self.remaining = None
-            self.chunked = False
-        elif not framed:
-            if self.scope["http_version"] == "1.1":
-                self.chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self.keep_alive = False
-        if (
-            self.keep_alive
-            and self.more_body
-            and (self.expect or self.declared_over(conn.options.max_discard))
-        ):
-            self.keep_alive = False  # a body nobody reads, too big to discard
-        if not self.keep_alive:
-            if not close_said:
-                parts.append(b"connection: close\r\n")
-        elif self.scope["http_version"] == "1.0":
-            parts.append(b"connection: keep-alive\r\n")
-        parts += (conn.server.extra, date_line(), b"\r\n")
-        self.head = b"".join(parts)
-        self.started = True
-        self.expect = False
+        self.write(message.get("body", b""), more)
+        if more and self.conn.write_paused:
+            await self.conn.drain()

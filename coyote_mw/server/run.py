@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coyote_mw.server.h1 import H1Connection
+from coyote_mw.server.h1 import H1Connection, Shortcut
 from coyote_mw.server.wire import LIFESPAN_SHUTDOWN, Options
 
 __all__ = ["Server"]
@@ -36,10 +36,13 @@ class Server:
         options: Options | None = None,
         ssl: ssl.SSLContext | None = None,
         ready: Callable[[], None] | None = None,
+        shortcut: Shortcut | None = None,
     ) -> None:
         """``ready()`` is called once the server accepts connections (a supervisor's
-        signal that this worker serves)."""
+        signal that this worker serves); ``shortcut`` may answer requests without ASGI
+        (``coyote_mw.server.h1.Shortcut``)."""
         self.app = app
+        self.shortcut = shortcut
         self.ready = ready
         self.options = options or Options()
         self.ssl = ssl

@@ -138,5 +138,6 @@ class Host(Protocol):
     connections: set[Any]
     stopping: bool
     extra: bytes  # header lines the server adds (``server_header``)
+    shortcut: Any  # what may answer requests without ASGI (``h1.Shortcut``), or None
 
     def track(self, task: asyncio.Task[None]) -> None: ...

@@ -1,6 +1,7 @@
 """``python -m tests.support.h1_server module:app PORT [option=value ...]``: an ASGI app
 served by coyote's own HTTP/1.1 server (coyote_mw.server) on 127.0.0.1:PORT; each
-``option=value`` is one of ``coyote_mw.server.Options`` (a number, or text)."""
+``option=value`` is one of ``coyote_mw.server.Options`` (a number, or text), or
+``shortcut=module:name``, a callable giving the server's shortcut (``Server(shortcut=)``)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     app = import_string(argv[0])
     port = int(argv[1])
-    options = Options(**{k: _value(v) for k, _, v in (a.partition("=") for a in argv[2:])})
+    given = {k: v for k, _, v in (a.partition("=") for a in argv[2:])}
+    # shortcut=module:name: a callable that gives the server's shortcut
+    made = given.pop("shortcut", None)
+    shortcut = import_string(made)() if made else None
+    options = Options(**{k: _value(v) for k, v in given.items()})
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    return Server(app, options).run([sock])
+    return Server(app, options, shortcut=shortcut).run([sock])
 
 
 if __name__ == "__main__":

@@ -253,7 +253,14 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
     return _app("wsgi")(environ, start_response)
 
 
+def asgi_shortcut() -> Any:
+    """``asgi_app``'s requests relayed without ASGI by coyote's own server (what
+    ``coyote leader --http coyote`` does: ``coyote_mw.middleware.direct``)."""
+    return _app("asgi").direct()
+
+
 if __name__ == "__main__":
     from werkzeug.serving import run_simple
 
     run_simple("127.0.0.1", int(sys.argv[1]), wsgi_app, threaded=True)
+

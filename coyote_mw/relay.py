@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from coyote_mw.errors import ClientDisconnected, HandlerTimeout, RelaySaturated
 from coyote_mw.http.types import Message, Receive
@@ -76,6 +76,8 @@ __all__ = [
     "Relay",
     "Sockets",
     "SyncAdmission",
+    "Watchdog",
+    "Watched",
 ]
 
 logger = logging.getLogger("coyote_mw.relay")
@@ -154,13 +156,23 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+class Watched(Protocol):
+    """What a watchdog holds (``Relay.watchdog``): ``cancel()`` is called, and ``fired``
+    set, once the loop's time is past ``deadline``."""
+
+    deadline: float
+    fired: bool
+
+    def cancel(self) -> Any: ...
+
+
 class _Watch:
     """One handler under a watchdog (``Relay.watch``); ``end()`` it when the handler is
     done."""
 
     __slots__ = ("deadline", "dog", "fired", "task")
 
-    dog: _Watchdog
+    dog: Watchdog
     task: asyncio.Task[Any]
     deadline: float
     """When the watchdog cancels the task, in its loop's time."""
@@ -170,8 +182,11 @@ class _Watch:
     def end(self) -> None:
         self.dog.running.discard(self)
 
+    def cancel(self) -> None:
+        self.task.cancel()
 
-class _Watchdog:
+
+class Watchdog:
     """Cancels handlers past their deadline: one timer per loop, not one per request.
 
     It holds only the handlers running on its loop (at most ``concurrency``), checks
@@ -182,10 +197,10 @@ class _Watchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
         self.loop = loop
         self.tick = tick
-        self.running: set[_Watch] = set()
+        self.running: set[Watched] = set()
         self.armed = False
 
-    def add(self, w: _Watch) -> None:
+    def add(self, w: Watched) -> None:
         self.running.add(w)
         if not self.armed:
             self.armed = True
@@ -196,7 +211,7 @@ class _Watchdog:
         for w in [w for w in self.running if w.deadline <= now]:
             self.running.discard(w)
             w.fired = True
-            w.task.cancel()
+            w.cancel()
         if self.running:
             self.loop.call_later(self.tick, self._check)
         else:
@@ -260,10 +275,10 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (
             weakref.WeakKeyDictionary()
         )
-        self._last_watchdog: _Watchdog | None = None
+        self._last_watchdog: Watchdog | None = None
         self.rejected = 0
         self.saturated = 0  # requests refused 503: the queue full, or no slot in time
         # a topology's relay runs async handlers called from threads on the default
@@ -505,13 +520,19 @@ class Relay:
             return asyncio.CancelledError()
         return HandlerTimeout(self.timeout)
 
-    def _watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    def watchdog(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
+        """The watchdog of ``loop``, for what runs under this relay's ``timeout`` without
+        a task of its own (``Watched``): ``add`` it, and take it out of ``running``
+        when it ends."""
+        return self._watchdog(loop)
+
+    def _watchdog(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
         dog = self._last_watchdog
         if dog is not None and dog.loop is loop:
             return dog
         dog = self._watchdogs.get(loop)
         if dog is None:
-            dog = self._watchdogs[loop] = _Watchdog(loop, min(0.05, self.timeout / 10))
+            dog = self._watchdogs[loop] = Watchdog(loop, min(0.05, self.timeout / 10))
         self._last_watchdog = dog
         return dog
 

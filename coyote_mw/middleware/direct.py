@@ -45,7 +45,7 @@ from coyote_mw.server import Exchange, H1Connection
 
 if TYPE_CHECKING:
     from coyote_mw.middleware.asgi import CoyoteASGI
-    from coyote_mw.relay import Relay
+    from coyote_mw.relay import Relay, Watchdog
     from coyote_mw.remote.transport import _Connection
 
 __all__ = ["Direct"]
@@ -127,7 +127,10 @@ class _Relayed(Exchange):
 
     __slots__ = (
         "d",
+        "deadline",
         "direct",
+        "dog",
+        "fired",
         "idle",
         "instance",
         "last",
@@ -162,16 +165,26 @@ class _Relayed(Exchange):
         self.logged = ""  # its path in the access line
         self.up: _Connection | None = None  # None once the exchange is over
         self.status = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.when = 0.0  # the head's deadline, then the whole response's (0: none)
+        self.dog: Watchdog | None = None  # watches the wait for the head
+        self.deadline = 0.0  # ... until then (the loop's time)
+        self.fired = False
+        self.timer: asyncio.TimerHandle | None = None  # then the body's
+        self.when = 0.0  # the whole response's deadline (0: none)
         self.idle = 0.0  # the longest pause in the body
         self.last = 0.0  # when the body's last bytes came
 
     def go(self, upstream: _Connection) -> None:
         self.up = upstream
         loop = self.conn.loop
-        self.when = loop.time() + self.d.relay.timeout
-        self.timer = loop.call_at(self.when, self._expired)
+        relay = self.d.relay
+        self.deadline = loop.time() + relay.timeout
+        dog = self.dog = relay.watchdog(loop)  # no timer of its own: a set's entry
+        dog.add(self)
+
+    def cancel(self) -> None:
+        """The relay's timeout passed without a response head (``Watched``)."""
+        self.dog = None
+        self._expired()
 
     # -- the instance's side ---------------------------------------------------------
 
@@ -203,6 +216,10 @@ class _Relayed(Exchange):
         headers = _strip(up.headers)
         if up.te is not None:  # de-chunked here: framed again by the server
             headers = [(k, v) for k, v in headers if k != b"content-length"]
+        dog = self.dog
+        if dog is not None:
+            self.dog = None
+            dog.running.discard(self)
         try:
             self.start(status, headers)
         except RuntimeError as exc:
@@ -275,7 +292,7 @@ class _Relayed(Exchange):
         idle = policy.stream_idle_timeout
         self.idle = timeout if idle is None else idle
         total = policy.response_timeout
-        self.when = self.when - timeout + total if total else 0.0
+        self.when = self.deadline - timeout + total if total else 0.0
         loop = self.conn.loop
         self.last = loop.time()
         if self.timer is not None:
@@ -326,6 +343,10 @@ class _Relayed(Exchange):
         if up is None:
             return False
         self.up = None
+        dog = self.dog
+        if dog is not None:
+            self.dog = None
+            dog.running.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

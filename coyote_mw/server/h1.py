@@ -37,6 +37,7 @@ _SPECIAL = frozenset(
 )
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
 # request waits for the one before it, the parser will take no more, the client does
@@ -681,8 +682,13 @@ class Exchange:
         framed = False
         close_said = False
         for name, value in headers:
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+            if (name, value) not in _VALID:
+                if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                    raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+                if len(value) <= 64:  # most lines repeat: each is checked once
+                    if len(_VALID) >= 1024:
+                        _VALID.clear()
+                    _VALID.add((name, value))
             lower = name.lower()
             if lower == b"content-length":
                 if self.remaining is not None or not value.strip().isdigit():

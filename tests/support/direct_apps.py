@@ -1,0 +1,61 @@
+"""The leader behind coyote's own server, relaying without ASGI where it can
+(``coyote_mw.middleware.direct``), for tests/test_direct.py::
+
+    python -m tests.support.h1_server tests.support.direct_apps:app PORT \
+        shortcut=tests.support.direct_apps:shortcut
+
+The instance at ``$UPSTREAM`` (a ledger upstream) takes ``GET``, ``HEAD`` and ``POST`` of
+its behaviours' paths (``/echo/...``, ``/hang``...) and ``/warm``;
+``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE`` set the leader's.  Every
+request the shortcut takes is said on stderr as ``direct METHOD TARGET``, so a test
+knows which path served it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from coyote_mw import Coyote
+from tests.support.ledger import BEHAVIOURS
+
+__all__ = ["app", "shortcut"]
+
+
+def _leader() -> Any:
+    idle = os.environ.get("STREAM_IDLE")
+    coyote = Coyote(
+        timeout=float(os.environ.get("TIMEOUT", "10")),
+        concurrency=int(os.environ.get("CONCURRENCY", "50")),
+        queue=int(os.environ.get("QUEUE", "100")),
+        stream_idle_timeout=float(idle) if idle else None,
+    )
+    coyote.register_remote(
+        os.environ["UPSTREAM"],
+        routes=[
+            (method, f"/{name}{rest}")
+            for name in (*BEHAVIOURS, "warm")
+            for rest in ("", "/{rest:path}")
+            for method in ("GET", "HEAD", "POST")
+        ],
+        service="ledger",
+    )
+    return coyote.asgi()
+
+
+app = _leader()
+
+
+def shortcut() -> Any:
+    direct = app.direct()
+    assert direct is not None
+
+    def take(conn: Any, method: str, version: str, raw: bytes, query: bytes, alive: bool) -> Any:
+        taken = direct(conn, method, version, raw, query, alive)
+        if taken is not None:
+            target = raw + (b"?" + query if query else b"")
+            print(f"direct {method} {target.decode('latin-1')}", file=sys.stderr, flush=True)
+        return taken
+
+    return take

@@ -1,0 +1,356 @@
+"""Relaying without ASGI (``coyote_mw.middleware.direct``): what ``coyote leader --http
+coyote`` does with a bodyless request when a relay slot is free and the instance's pool
+has an idle connection.  Each test runs the leader on coyote's own server in a process
+of its own, in front of a ledger upstream (tests/support/ledger.py: the exact bytes it
+got, misbehaving on command), and speaks to it over raw sockets.  The server says on
+stderr which requests the shortcut took (tests/support/direct_apps.py), so every test
+checks that the path it means to test is the one that served.
+
+The server matrix (tests/test_matrix.py, ``coyote-h1``) runs every relay case on the
+same server with the shortcut on."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httptools
+import pytest
+
+from tests.support.ledger import LedgerUpstream, Received
+from tests.support.processes import running, until
+
+SERVER = [
+    sys.executable,
+    "-m",
+    "tests.support.h1_server",
+    "tests.support.direct_apps:app",
+    "{port}",
+    "shortcut=tests.support.direct_apps:shortcut",
+]
+
+
+@dataclass
+class Answer:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    whole: bool = False  # the response ended as its framing says
+    head: bytes = b""  # the raw bytes of the head
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+class Client:
+    """One kept-alive connection to the leader; a response is read to its end (or to the
+    connection's), bounded in time."""
+
+    def __init__(self, port: int, timeout: float = 10) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def get(self, target: str, method: str = "GET", version: str = "1.1") -> Answer:
+        self.send(f"{method} {target} HTTP/{version}\r\nHost: leader\r\n\r\n".encode())
+        return self.read(head_only=method == "HEAD")
+
+    def read(self, head_only: bool = False) -> Answer:
+        answer = Answer()
+        done = [False]
+
+        class Reader:
+            def on_header(self, name: bytes, value: bytes) -> None:
+                answer.headers.append((name, value))
+
+            def on_headers_complete(self) -> None:
+                if head_only:  # no body follows (httptools cannot be told so)
+                    done[0] = True
+
+            def on_body(self, body: bytes) -> None:
+                answer.body += body
+
+            def on_message_complete(self) -> None:
+                done[0] = True
+
+        parser = httptools.HttpResponseParser(Reader())
+        data, self.buffer = self.buffer, b""
+        while True:
+            if data:
+                answer.head += data
+                with contextlib.suppress(httptools.HttpParserError):
+                    parser.feed_data(data)
+                if done[0]:
+                    end = answer.head.find(b"\r\n\r\n")
+                    answer.head = answer.head[: end + 4]
+                    answer.status = parser.get_status_code()
+                    answer.whole = True
+                    return answer
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                data = b""
+            if not data:
+                self.closed = True
+                answer.whole = done[0]
+                with contextlib.suppress(httptools.HttpParserError):
+                    answer.status = parser.get_status_code()
+                return answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Leader:
+    port: int
+    upstream: LedgerUpstream
+    log: Path
+
+    def direct(self) -> list[str]:
+        """What the shortcut took so far: ``METHOD TARGET`` each."""
+        text = self.log.read_text(errors="replace")
+        return [line[len("direct ") :] for line in text.splitlines() if line.startswith("direct ")]
+
+    def said(self, text: str) -> bool:
+        return text in self.log.read_text(errors="replace")
+
+    def warm(self) -> None:
+        """A request that leaves an idle pooled connection to the instance behind."""
+        client = Client(self.port)
+        assert client.get("/warm").status == 200
+        client.close()
+
+
+@contextlib.contextmanager
+def leader(tmp_path: Path, upstream: LedgerUpstream | None = None, **env: str) -> Iterator[Leader]:
+    with contextlib.ExitStack() as stack:
+        up = upstream or stack.enter_context(LedgerUpstream())
+        log = tmp_path / "leader.log"
+        url = stack.enter_context(
+            running(SERVER, ready_path="/ready", env={"UPSTREAM": up.url, **env}, log=log)
+        )
+        yield Leader(int(url.rsplit(":", 1)[1]), up, log)
+
+
+def _without_id(request: Received) -> bytes:
+    return b"\r\n".join(
+        line for line in request.raw.split(b"\r\n") if not line.lower().startswith(b"x-request-id")
+    )
+
+
+def test_a_request_on_a_warm_pool_goes_out_as_the_asgi_path_sends_it(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        client = Client(lead.port)
+        first = client.get("/echo/a?q=1&x=%20")  # a cold pool: the ASGI path
+        second = client.get("/echo/a?q=1&x=%20")  # the connection it left: direct
+        assert (first.status, second.status) == (200, 200)
+        assert lead.direct() == ["GET /echo/a?q=1&x=%20"]
+        one, two = lead.upstream.wait_for(2)
+        # byte for byte the same request, but for the request id each is given
+        assert _without_id(one) == _without_id(two)
+        assert one.header("x-request-id") != two.header("x-request-id")
+        assert two.target == b"/echo/a?q=1&x=%20"
+        assert two.header("via") is not None and two.header("x-forwarded-for") == b"127.0.0.1"
+
+        # and the same answer but for its Date
+        def plain(answer: Answer) -> list[tuple[bytes, bytes]]:
+            return [(k, v) for k, v in answer.headers if k.lower() != b"date"]
+
+        assert plain(first) == plain(second)
+        assert second.header(b"content-length") == b"0"
+        client.close()
+
+
+def test_the_access_line_names_the_instance_and_the_request_id_sent(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        assert client.get("/status/201").status == 201
+        assert lead.direct() == ["GET /status/201"]
+        sent = lead.upstream.wait_for(2)[-1].header("x-request-id")
+        assert sent is not None
+        line = "GET /status/201 201 "
+        until(lambda: lead.said(line), 5, "the access line")
+        text = next(t for t in lead.log.read_text().splitlines() if line in t)
+        assert "route=/status/{rest:path} service=ledger" in text
+        assert f"instance={lead.upstream.url}" in text
+        assert f"request_id={sent.decode()}" in text
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "body"),
+    [
+        ("/status/204", 204, b""),
+        ("/status/304", 304, b""),
+        ("/status/404", 404, b"status 404"),
+        ("/close-delimited/3000", 200, b"x" * 3000),  # re-framed: chunked
+    ],
+)
+def test_statuses_and_framings_pass_through(
+    tmp_path: Path, target: str, status: int, body: bytes
+) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get(target)
+        assert (answer.status, answer.body, answer.whole) == (status, body, True)
+        assert lead.direct() == [f"GET {target}"]
+        if target.startswith("/close"):
+            assert answer.header(b"transfer-encoding") == b"chunked"
+            assert answer.header(b"connection") is None  # the instance's close is its own
+        # the connection carries the next request
+        assert client.get("/status/200").status == 200
+        client.close()
+
+
+def test_head_gets_the_instances_length_and_no_body(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/status/200", method="HEAD")
+        assert answer.status == 200 and answer.body == b""
+        assert answer.header(b"content-length") == b"10"  # "status 200"
+        assert lead.direct() == ["HEAD /status/200"]
+        assert client.get("/status/202").status == 202  # nothing left on the wire
+        client.close()
+
+
+def test_an_http_1_0_client_gets_a_close_delimited_body(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/close-delimited/100", version="1.0")
+        assert answer.status == 200 and answer.body == b"x" * 100
+        assert answer.header(b"transfer-encoding") is None
+        assert client.closed
+        assert lead.direct() == ["GET /close-delimited/100"]
+
+
+def test_a_pooled_connection_found_closed_sends_the_request_again(tmp_path: Path) -> None:
+    # /fresh-only resets a kept-alive connection's second request unanswered: the
+    # shortcut gives the request to the ASGI path, which sends it on a new connection
+    with leader(tmp_path) as lead:
+        client = Client(lead.port)
+        assert client.get("/fresh-only").status == 200  # leaves its connection idle
+        again = client.get("/fresh-only")
+        assert (again.status, again.body) == (200, b"fresh")
+        assert lead.direct() == ["GET /fresh-only"]
+        got = [r for r in lead.upstream.wait_for(3) if r.target == b"/fresh-only"]
+        assert [r.nth for r in got] == [0, 1, 0]
+        assert client.get("/status/200").status == 200
+        client.close()
+
+
+def test_no_head_within_the_timeout_is_504_and_frees_the_slot(tmp_path: Path) -> None:
+    with leader(tmp_path, TIMEOUT="0.5", CONCURRENCY="1", QUEUE="0") as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/hang")
+        assert answer.status == 504
+        assert b'"error"' in answer.body and answer.whole
+        assert lead.direct() == ["GET /hang"]
+        # the only slot is free again, and the connection goes on
+        assert client.get("/status/200").status == 200
+        client.close()
+
+
+def test_a_body_that_pauses_too_long_is_cut(tmp_path: Path) -> None:
+    with leader(tmp_path, STREAM_IDLE="0.3") as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/pause/3000")  # one byte, then the other 3 s later
+        assert answer.status == 200 and answer.body == b"x"
+        assert not answer.whole and client.closed
+        assert lead.direct() == ["GET /pause/3000"]
+        until(lambda: lead.said("no response body bytes"), 5, "the cut said in the log")
+
+
+def test_a_body_the_instance_resets_is_cut(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/cut/2000")
+        assert answer.status == 200 and answer.body == b"x" * 2000
+        assert not answer.whole and client.closed  # no last chunk: the client knows
+        assert lead.direct() == ["GET /cut/2000"]
+
+
+@pytest.mark.parametrize("case", ["gzip", "length-and-te", "two-lengths"])
+def test_a_malformed_response_is_502(tmp_path: Path, case: str) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        answer = client.get(f"/framing/{case}")
+        assert answer.status == 502 and b"Routing error" in answer.body
+        assert lead.direct() == [f"GET /framing/{case}"]
+        assert client.get("/status/200").status == 200
+        client.close()
+
+
+def test_a_response_head_over_the_bound_is_502(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        assert client.get("/big-head/100").status == 502  # max_response_head: 60 KiB
+        assert lead.direct() == ["GET /big-head/100"]
+        client.close()
+
+
+def test_a_client_that_leaves_frees_its_slot_and_the_instances_connection(
+    tmp_path: Path,
+) -> None:
+    with leader(tmp_path, CONCURRENCY="1", QUEUE="0") as lead:
+        lead.warm()
+        client = Client(lead.port)
+        client.send(b"GET /hang HTTP/1.1\r\nHost: leader\r\n\r\n")
+        until(lambda: lead.direct() == ["GET /hang"], 5, "the request relayed")
+        # gone for good: a reset (SO_LINGER 0)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        # the one slot comes back: without it every request would be refused 503
+        until(lambda: Client(lead.port).get("/status/200").status == 200, 5, "a free slot")
+        # and the instance saw its connection closed (its /hang thread ended)
+        hung = next(r for r in lead.upstream.wait_for(3) if r.target == b"/hang")
+        until(lambda: not _open(lead.upstream, hung.connection), 5, "the connection closed")
+
+
+def _open(upstream: LedgerUpstream, index: int) -> bool:
+    sock = upstream._socks[index]
+    return sock.fileno() != -1
+
+
+def test_a_request_pipelined_behind_a_relayed_one_is_answered_after_it(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        client.send(
+            b"GET /drip/3/50 HTTP/1.1\r\nHost: leader\r\n\r\n"
+            b"GET /status/202 HTTP/1.1\r\nHost: leader\r\n\r\n"
+        )
+        first, second = client.read(), client.read()
+        assert (first.status, first.body, second.status) == (200, b"xxx", 202)
+        assert lead.direct()[0] == "GET /drip/3/50"
+        client.close()
+
+
+def test_what_is_not_relayed_directly_takes_the_asgi_path(tmp_path: Path) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        client.send(b"POST /echo HTTP/1.1\r\nHost: leader\r\nContent-Length: 2\r\n\r\nhi")
+        assert client.read().body == b"hi"
+        assert client.get("/nowhere").status == 404
+        client.send(b"GET /x HTTP/1.1\r\nHost: leader\r\nHost: other\r\n\r\n")
+        assert client.read().status == 400  # refused by the server itself
+        assert lead.direct() == []
+        client.close()

@@ -738,25 +738,26 @@ def test_a_forked_worker_writes_its_deferred_lines_once(tmp_path: Any) -> None:
 
 def test_canonical_paths_are_kept_for_repeated_raw_paths_within_bounds() -> None:
     from coyote_mw.errors import BadRequestPath
+    from coyote_mw.http import paths
     from coyote_mw.middleware import asgi
 
     def scope(raw: bytes) -> dict[str, Any]:
         return {"raw_path": raw, "path": raw.decode(), "root_path": ""}
 
-    asgi._paths.clear()
+    paths._paths.clear()
     first = asgi._canonical(scope(b"/items/%7e7/"))
     assert (first.path, first.raw) == ("/items/~7/", "/items/~7/")
     assert asgi._canonical(scope(b"/items/%7e7/")) is first  # kept, not made again
     with pytest.raises(BadRequestPath):
         asgi._canonical(scope(b"/a/../../b"))
-    assert b"/a/../../b" not in asgi._paths  # a refusal is never kept
-    long = b"/" + b"x" * asgi._PATH_KEPT_MAX
+    assert b"/a/../../b" not in paths._paths  # a refusal is never kept
+    long = b"/" + b"x" * paths._PATH_KEPT_MAX
     assert asgi._canonical(scope(long)).raw == long.decode()
-    assert long not in asgi._paths
-    for i in range(asgi._PATHS_MAX * 2):
+    assert long not in paths._paths
+    for i in range(paths._PATHS_MAX * 2):
         asgi._canonical(scope(b"/n/%d" % i))
-        assert len(asgi._paths) <= asgi._PATHS_MAX
-    asgi._paths.clear()
+        assert len(paths._paths) <= paths._PATHS_MAX
+    paths._paths.clear()
 
 
 def test_response_header_pairs_given_as_lists_are_sent(coyote: Coyote, loop_thread: Any) -> None:

@@ -27,7 +27,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from coyote_mw.errors import BadRequestPath
 
-__all__ = ["CanonicalPath", "canonicalize", "from_decoded", "quote_segment"]
+__all__ = ["CanonicalPath", "canonical_raw", "canonicalize", "from_decoded", "quote_segment"]
 
 
 class CanonicalPath(NamedTuple):
@@ -128,3 +128,23 @@ def _decode(part: str) -> str:
     if "\x00" in decoded:
         raise BadRequestPath("the path contains an encoded NUL byte")
     return decoded
+
+
+# Canonical paths by raw path (what a server hands over): most requests repeat a few
+# paths.  Bounded, cleared when full; a long path is not kept.
+_paths: dict[bytes, CanonicalPath] = {}
+_PATHS_MAX = 1024
+_PATH_KEPT_MAX = 256
+
+
+def canonical_raw(raw: bytes) -> CanonicalPath:
+    """The canonical path of a raw path (no query, no root path), kept for the next
+    request of the same path (``BadRequestPath`` for a path that has none)."""
+    kept = _paths.get(raw)
+    if kept is None:
+        kept = canonicalize(raw)  # BadRequestPath is raised, never kept
+        if len(raw) <= _PATH_KEPT_MAX:
+            if len(_paths) >= _PATHS_MAX:
+                _paths.clear()
+            _paths[raw] = kept
+    return kept

@@ -33,7 +33,7 @@ from coyote_mw.errors import (
 )
 from coyote_mw.handlers.base import Dispatch, Handler, send_response
 from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
-from coyote_mw.http.paths import CanonicalPath, canonicalize, from_decoded
+from coyote_mw.http.paths import CanonicalPath, canonical_raw, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Scope
 from coyote_mw.middleware.base import Middleware
@@ -46,7 +46,7 @@ from coyote_mw.routing.table import Match
 if TYPE_CHECKING:
     from coyote_mw.middleware.direct import Direct
 
-__all__ = ["CoyoteASGI", "canonical_raw"]
+__all__ = ["CoyoteASGI"]
 
 
 _OVER = object()  # precedence="host": the host read more of the body than can be kept
@@ -343,39 +343,12 @@ def _target_size(scope: Scope, path: CanonicalPath) -> int:
     return size + len(scope.get("query_string") or b"")
 
 
-# Canonical paths by raw path (the common case of ``_canonical``): most requests repeat a
-# few paths.  Bounded, cleared when full; a long path is not kept.
-_paths: dict[bytes, CanonicalPath] = {}
-_PATHS_MAX = 1024
-_PATH_KEPT_MAX = 256
-
-
-def canonical_raw(raw: bytes) -> CanonicalPath:
-    """The canonical path of a raw path (no query, no root path), kept for the next
-    request of the same path (``BadRequestPath`` for a path that has none)."""
-    kept = _paths.get(raw)
-    if kept is None:
-        kept = canonicalize(raw)  # BadRequestPath is raised, never kept
-        if len(raw) <= _PATH_KEPT_MAX:
-            if len(_paths) >= _PATHS_MAX:
-                _paths.clear()
-            _paths[raw] = kept
-    return kept
-
-
 def _canonical(scope: Scope) -> CanonicalPath:
     """The canonical path below ``root_path``, from ``raw_path`` when the server gives it."""
     raw: bytes | None = scope.get("raw_path")
     root: str = scope.get("root_path", "")
     if raw and not root and b"?" not in raw:  # the common case
-        kept = _paths.get(raw)
-        if kept is None:
-            kept = canonicalize(raw)  # BadRequestPath is raised, never kept
-            if len(raw) <= _PATH_KEPT_MAX:
-                if len(_paths) >= _PATHS_MAX:
-                    _paths.clear()
-                _paths[raw] = kept
-        return kept
+        return canonical_raw(raw)
     path: str = scope["path"]
     if root and path.startswith(root):
         path = path[len(root) :] or "/"

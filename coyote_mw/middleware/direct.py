@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING
 
 from coyote_mw.errors import BadRequestPath, DispatchError, HandlerTimeout, TransportError
 from coyote_mw.handlers.base import Dispatch, _encode_headers, instance_failed
+from coyote_mw.http.paths import canonical_raw
 from coyote_mw.http.responses import error_response
-from coyote_mw.middleware.asgi import canonical_raw
+from coyote_mw.middleware.base import Middleware
 from coyote_mw.remote.handler import RemoteHandler, _strip
 from coyote_mw.remote.transport import IDEMPOTENT_METHODS, ReadTimeout
 from coyote_mw.routing.table import Match
 from coyote_mw.server import Exchange, H1Connection
 
 if TYPE_CHECKING:
-    from coyote_mw.middleware.asgi import CoyoteASGI
     from coyote_mw.relay import Relay, Watchdog
     from coyote_mw.remote.transport import _Connection
 
@@ -58,7 +58,7 @@ _perf_counter = time.perf_counter
 class Direct:
     """The shortcut of one ASGI middleware (``CoyoteASGI.direct()``)."""
 
-    def __init__(self, middleware: CoyoteASGI) -> None:
+    def __init__(self, middleware: Middleware) -> None:
         self.gateway = middleware.gateway
         self.decision = middleware.decision
         self.mount = middleware.mount

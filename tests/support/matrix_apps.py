@@ -263,4 +263,3 @@ if __name__ == "__main__":
     from werkzeug.serving import run_simple
 
     run_simple("127.0.0.1", int(sys.argv[1]), wsgi_app, threaded=True)
-

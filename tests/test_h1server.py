@@ -12,14 +12,20 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.coyote_processes import AUTH, CoyoteProcesses, procs
+from tests.support.ledger import LedgerUpstream, Received
 from tests.support.processes import free_port, running, until
+
+__all__ = ["procs"]  # the fixture: real processes, ended by PID
 
 APP = "tests.support.h1_apps:app"
 OPTIONS = [
@@ -457,6 +463,27 @@ def test_the_app_sees_the_client_leave(h1: H1) -> None:
     until(lambda: h1.said("saw http.disconnect"), WAIT, "the app saw http.disconnect")
 
 
+LONG_POLL = {  # a request whose head and body are whole, then the client's FIN
+    "get": b"GET /long-poll?get HTTP/1.1\r\nHost: x\r\n\r\n",
+    "post": b"POST /long-poll?post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+}
+
+
+@pytest.mark.parametrize("case", list(LONG_POLL))
+def test_a_client_that_half_closes_is_gone_for_the_app_waiting_in_receive(
+    h1: H1, case: str
+) -> None:
+    # a FIN ends the connection, as uvicorn and nginx take it: the app waiting for the
+    # client to leave sees http.disconnect, and what it sends after goes nowhere
+    with h1.connect() as conn:
+        conn.sendall(LONG_POLL[case])
+        conn.shutdown(socket.SHUT_WR)
+        assert read_all(conn) == b""  # closed, without an answer
+    until(lambda: h1.said(f"the long poll {case} answered"), WAIT, "the long poll ended")
+    assert h1.said(f"the long poll {case} saw http.disconnect")
+    assert not h1.said("the app returned before its answer to")
+
+
 def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -618,6 +645,54 @@ def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: P
         h1 = H1(int(url.rsplit(":", 1)[1]), log)
         with _websocket(h1, "/ws-two-senders", rcvbuf=4096):  # and a WebSocket's
             until(lambda: h1.said("a WebSocket client read nothing in 1s"), WAIT, "cut off")
+
+
+def test_a_queued_relayed_request_whose_client_half_closes_leaves_the_queue(
+    procs: CoyoteProcesses,
+) -> None:
+    # `coyote leader --http coyote`: one slot, held; one place in the queue, taken by a
+    # client that then half-closes: the relay, listening on its receive(), takes it out
+    # (HAProxy's abortonclose), so it never reaches the instance and its place is free
+    gate = threading.Event()
+
+    def held(conn: socket.socket, request: Received) -> bool:
+        gate.wait(3 * WAIT)  # longer than any wait of the test's
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nheld")
+        return True
+
+    with LedgerUpstream(behaviours={"gate": held}) as up:
+        leader = procs("leader", "--http", "coyote", "--concurrency", "1", "--queue", "1")
+        routes = [{"method": "GET", "path": p} for p in ("/gate", "/later/{n:int}")]
+        registration = {"service": "ledger", "instance": "one", "url": up.url, "routes": routes}
+        r = httpx.post(f"{leader.url}/_coyote/registrations", headers=AUTH, json=registration)
+        assert r.status_code == 201, r.text
+
+        def queued() -> float:
+            r = httpx.get(f"{leader.url}/_coyote/metrics", headers=AUTH)
+            depth = re.search(r"^coyote_relay_queue_depth\{[^}]*\} (\S+)$", r.text, re.M)
+            return float(depth[1]) if depth else -1
+
+        def ask(target: str) -> socket.socket:
+            conn = socket.create_connection(("127.0.0.1", leader.port), timeout=WAIT)
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            return conn
+
+        with ask("/gate") as holder:
+            try:
+                up.wait_for(1)
+                with ask("/later/1") as quitter:
+                    until(lambda: queued() == 1, WAIT, "queued")
+                    quitter.shutdown(socket.SHUT_WR)
+                    until(lambda: queued() == 0, WAIT, "out of the queue")
+                    assert read_all(quitter) == b""
+                with ask("/later/2") as live:  # its place, not a 503
+                    gate.set()
+                    assert read_one(holder)[1] == b"held"
+                    assert status(read_one(live)[0]) == 200
+            finally:
+                gate.set()
+    assert [r.target for r in up.requests] == [b"/gate", b"/later/2"]
+    until(lambda: "GET /later/1 499 " in leader.stderr(), WAIT, "logged as 499")
 
 
 def test_a_failed_startup_exits_1_with_one_line() -> None:

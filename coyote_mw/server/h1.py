@@ -10,6 +10,17 @@ under HTTP/1.1 (400), HTTP/1.0 and 1.1 only (505), no transfer coding but a sing
 Requests of one connection are answered strictly in order: one pipelined behind the
 one being served is parsed, then reading pauses until the response before it ends.
 A response's head waits for its first body message, so a small answer is one write.
+
+A client's FIN (it sends no more) ends the connection, as uvicorn and nginx
+(``proxy_ignore_client_abort off``) take it: the request being answered is gone - its
+``receive()`` answers ``http.disconnect`` at once, what the app sends after is dropped -
+and so are the requests pipelined behind it, which never run; the connection closes
+once what was already written has gone out. RFC 9112 9.6 notes that a half-close does
+not of itself mean the client lost interest in the answer, but a server cannot tell it
+from a client that left, and a long-poll or a queued request kept for one that left
+holds its place for nothing: a client that half-closes and then waits (``nc -N``) gets
+no answer, as from uvicorn. After the server's own error answer and its FIN (a
+lingering close), the client's FIN just ends the wait.
 """
 
 from __future__ import annotations
@@ -70,7 +81,6 @@ class H1Connection(asyncio.Protocol):
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
-        self.eof = False
         self.refusal: _Refuse | None = None  # answered once the responses before it end
         # the head being read
         self.url = b""
@@ -111,11 +121,7 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.closing = True
-        for cycle in (self.cycle, *self.waiting):
-            if cycle is not None:
-                cycle.gone()
-        self.waiting.clear()
+        self._gone()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -137,16 +143,20 @@ class H1Connection(asyncio.Protocol):
             await self.drained
 
     def eof_received(self) -> bool | None:
-        # a half-closed client may still read the answer under way (RFC 9112 9.6), but
-        # a request it had not finished sending never ends
-        if self.lingering >= 0:
-            return None
-        if self.parsing is not None:
-            self.parsing.gone()
-        if self.cycle is None or self.cycle is self.parsing:
-            return None  # closes the transport
-        self.eof = True
-        return True
+        # the end of the connection (see the module docstring): its requests are gone
+        # now, not once what is written has gone out (a client that does not read may
+        # hold the close up to send_timeout)
+        if self.lingering < 0:
+            self._gone()
+        return None  # closes the transport
+
+    def _gone(self) -> None:
+        """The client is gone, and every request it made on this connection with it."""
+        self.closing = True
+        for cycle in (self.cycle, *self.waiting):
+            if cycle is not None:
+                cycle.gone()
+        self.waiting.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering >= 0:
@@ -360,10 +370,6 @@ class H1Connection(asyncio.Protocol):
             return
         if self.waiting:
             self._run(self.waiting.popleft())
-        elif self.eof:  # the client sends no more: all it asked is answered
-            self.closing = True
-            self.transport.close()
-            return
         elif self.refusal is not None:
             self._answer(self.refusal)
             return

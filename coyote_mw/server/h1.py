@@ -8,7 +8,9 @@ under HTTP/1.1 (400), HTTP/1.0 and 1.1 only (505), no transfer coding but a sing
 ``chunked`` (501, RFC 9112 6.1), no ``CONNECT`` (501).
 
 Requests of one connection are answered strictly in order: one pipelined behind the
-one being served is parsed, then reading pauses until the response before it ends.
+one being served is parsed, then what follows it waits until the response before it
+ends - held unparsed (at most ``body_buffer`` bytes; past that reading pauses) rather
+than left unread, so that a FIN behind it is seen.
 A response's head waits for its first body message, so a small answer is one write.
 
 A client's FIN (it sends no more) ends the connection, as uvicorn and nginx
@@ -49,8 +51,10 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
 # request waits for the one before it, the parser will take no more, the client does
-# not read what is written to it
-_BODY, _PIPELINE, _DONE, _WRITE = 1, 2, 4, 8
+# not read what is written to it, the bytes held behind a pipelined request are at
+# their bound; all but _PIPELINE stop the transport (behind a pipelined request, what
+# comes is held, not parsed)
+_BODY, _PIPELINE, _DONE, _WRITE, _HELD = 1, 2, 4, 8, 16
 # what the connection's timer is waiting for
 _IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
 
@@ -76,6 +80,8 @@ class H1Connection(asyncio.Protocol):
         self.parsing: _Cycle | None = None  # the one whose body the parser reads
         self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
         self.paused = 0
+        self.held: list[bytes] = []  # what came behind a pipelined request, unparsed
+        self.held_size = 0
         self.write_paused = False
         self.write_deadline = 0.0  # while writes wait for the client: when it is cut off
         self.drained: asyncio.Future[None] | None = None
@@ -166,6 +172,15 @@ class H1Connection(asyncio.Protocol):
             return
         if self.paused & _DONE:
             return  # the parser takes no more on this connection
+        if self.paused & _PIPELINE:  # parsed once the requests before are answered
+            self.held.append(data)
+            self.held_size += len(data)
+            if self.held_size > self.options.body_buffer:
+                self._pause(_HELD)
+            return
+        if self.held:
+            data = b"".join((*self.held, data))
+            self.held, self.held_size = [], 0
         self.got_bytes = True
         if self.state == _IDLE:
             self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
@@ -381,15 +396,28 @@ class H1Connection(asyncio.Protocol):
             self._resume(_PIPELINE)
 
     def _pause(self, why: int) -> None:
-        if not self.paused:
+        if why != _PIPELINE and not self.paused & ~_PIPELINE:
             self.transport.pause_reading()
         self.paused |= why
 
     def _resume(self, why: int) -> None:
-        if self.paused & why:
+        paused = self.paused
+        if paused & why:
+            if why == _PIPELINE:  # what is held goes to the parser
+                why |= _HELD
             self.paused &= ~why
-            if not self.paused and not self.closing:
+            if self.closing:
+                return
+            if paused & ~_PIPELINE and not self.paused & ~_PIPELINE:
                 self.transport.resume_reading()
+            if self.held and not self.paused:
+                self.loop.call_soon(self._release)
+
+    def _release(self) -> None:
+        """What was held behind a pipelined request, parsed now that its turn came (any
+        bytes read meanwhile come after it)."""
+        if self.held and not self.paused and not self.closing and self.lingering < 0:
+            self.data_received(b"")
 
     # -- what the server answers itself ------------------------------------------------
 

@@ -12,14 +12,20 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.coyote_processes import AUTH, CoyoteProcesses, procs
+from tests.support.ledger import LedgerUpstream, Received
 from tests.support.processes import free_port, running, until
+
+__all__ = ["procs"]  # the fixture: real processes, ended by PID
 
 APP = "tests.support.h1_apps:app"
 OPTIONS = [
@@ -291,13 +297,18 @@ def test_the_scope(h1: H1) -> None:
     assert scope["state"] == {"started": True}  # from the lifespan
 
 
-def test_pipelined_requests_are_answered_in_order(h1: H1) -> None:
+@pytest.mark.parametrize("apart", [False, True])
+def test_pipelined_requests_are_answered_in_order(h1: H1, apart: bool) -> None:
+    # apart: what comes behind the first pipelined request is held, then parsed in turn
+    parts = [
+        b"GET /wait/0.3 HTTP/1.1\r\nHost: x\r\n\r\nGET /wait/0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhel",
+        b"lo",
+    ]
     with h1.connect() as conn:
-        conn.sendall(
-            b"GET /wait/0.3 HTTP/1.1\r\nHost: x\r\n\r\nGET /wait/0 HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-            b"hello"
-        )
+        for part in parts if apart else [b"".join(parts)]:
+            conn.sendall(part)
+            time.sleep(0.05 if apart else 0)
         data = read_all(conn)
     bodies = re.findall(rb"\r\n\r\n(/wait/[0-9.]+|hello)", data)
     assert bodies == [b"/wait/0.3", b"/wait/0", b"hello"], data
@@ -455,6 +466,46 @@ def test_the_app_sees_the_client_leave(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"POST /until-gone HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
     until(lambda: h1.said("saw http.disconnect"), WAIT, "the app saw http.disconnect")
+
+
+LONG_POLL = {  # a request whose head and body are whole, then the client's FIN
+    "get": b"GET /long-poll?get HTTP/1.1\r\nHost: x\r\n\r\n",
+    "post": b"POST /long-poll?post HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+}
+
+
+@pytest.mark.parametrize("case", list(LONG_POLL))
+def test_a_client_that_half_closes_is_gone_for_the_app_waiting_in_receive(
+    h1: H1, case: str
+) -> None:
+    # a FIN ends the connection, as uvicorn and nginx take it: the app waiting for the
+    # client to leave sees http.disconnect, and what it sends after goes nowhere
+    with h1.connect() as conn:
+        conn.sendall(LONG_POLL[case])
+        conn.shutdown(socket.SHUT_WR)
+        assert read_all(conn) == b""  # closed, without an answer
+    until(lambda: h1.said(f"the long poll {case} answered"), WAIT, "the long poll ended")
+    assert h1.said(f"the long poll {case} saw http.disconnect")
+    assert not h1.said("its answer to GET /long-poll") and not h1.said("to POST /long-poll")
+
+
+def test_requests_pipelined_before_a_fin_are_dropped(h1: H1) -> None:
+    # as uvicorn: the FIN is seen behind pipelined requests (what comes behind the first
+    # is held, not left unread), the request answered is gone and none pipelined runs
+    with h1.connect() as conn:
+        conn.sendall(
+            b"GET /long-poll?pipelined HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /note/pipelined-1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        time.sleep(0.1)  # (most likely) read apart, so held
+        conn.sendall(b"GET /note/pipelined-2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        assert read_all(conn) == b""
+    until(lambda: h1.said("the long poll pipelined answered"), WAIT, "the long poll ended")
+    with h1.connect() as conn:  # the server has gone on since
+        conn.sendall(GET)
+        read_one(conn)
+    assert not h1.said("noted /note/pipelined-")
 
 
 def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
@@ -618,6 +669,54 @@ def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: P
         h1 = H1(int(url.rsplit(":", 1)[1]), log)
         with _websocket(h1, "/ws-two-senders", rcvbuf=4096):  # and a WebSocket's
             until(lambda: h1.said("a WebSocket client read nothing in 1s"), WAIT, "cut off")
+
+
+def test_a_queued_relayed_request_whose_client_half_closes_leaves_the_queue(
+    procs: CoyoteProcesses,
+) -> None:
+    # `coyote leader --http coyote`: one slot, held; one place in the queue, taken by a
+    # client that then half-closes: the relay, listening on its receive(), takes it out
+    # (HAProxy's abortonclose), so it never reaches the instance and its place is free
+    gate = threading.Event()
+
+    def held(conn: socket.socket, request: Received) -> bool:
+        gate.wait(3 * WAIT)  # longer than any wait of the test's
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nheld")
+        return True
+
+    with LedgerUpstream(behaviours={"gate": held}) as up:
+        leader = procs("leader", "--http", "coyote", "--concurrency", "1", "--queue", "1")
+        routes = [{"method": "GET", "path": p} for p in ("/gate", "/later/{n:int}")]
+        registration = {"service": "ledger", "instance": "one", "url": up.url, "routes": routes}
+        r = httpx.post(f"{leader.url}/_coyote/registrations", headers=AUTH, json=registration)
+        assert r.status_code == 201, r.text
+
+        def queued() -> float:
+            r = httpx.get(f"{leader.url}/_coyote/metrics", headers=AUTH)
+            depth = re.search(r"^coyote_relay_queue_depth\{[^}]*\} (\S+)$", r.text, re.M)
+            return float(depth[1]) if depth else -1
+
+        def ask(target: str) -> socket.socket:
+            conn = socket.create_connection(("127.0.0.1", leader.port), timeout=WAIT)
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            return conn
+
+        with ask("/gate") as holder:
+            try:
+                up.wait_for(1)
+                with ask("/later/1") as quitter:
+                    until(lambda: queued() == 1, WAIT, "queued")
+                    quitter.shutdown(socket.SHUT_WR)
+                    until(lambda: queued() == 0, WAIT, "out of the queue")
+                    assert read_all(quitter) == b""
+                with ask("/later/2") as live:  # its place, not a 503
+                    gate.set()
+                    assert read_one(holder)[1] == b"held"
+                    assert status(read_one(live)[0]) == 200
+            finally:
+                gate.set()
+    assert [r.target for r in up.requests] == [b"/gate", b"/later/2"]
+    until(lambda: "GET /later/1 499 " in leader.stderr(), WAIT, "logged as 499")
 
 
 def test_a_failed_startup_exits_1_with_one_line() -> None:

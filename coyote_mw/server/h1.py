@@ -8,8 +8,21 @@ under HTTP/1.1 (400), HTTP/1.0 and 1.1 only (505), no transfer coding but a sing
 ``chunked`` (501, RFC 9112 6.1), no ``CONNECT`` (501).
 
 Requests of one connection are answered strictly in order: one pipelined behind the
-one being served is parsed, then reading pauses until the response before it ends.
+one being served is parsed, then what follows it waits until the response before it
+ends - held unparsed (at most ``body_buffer`` bytes; past that reading pauses) rather
+than left unread, so that a FIN behind it is seen.
 A response's head waits for its first body message, so a small answer is one write.
+
+A client's FIN (it sends no more) ends the connection, as uvicorn and nginx
+(``proxy_ignore_client_abort off``) take it: the request being answered is gone - its
+``receive()`` answers ``http.disconnect`` at once, what the app sends after is dropped -
+and so are the requests pipelined behind it, which never run; the connection closes
+once what was already written has gone out. RFC 9112 9.6 notes that a half-close does
+not of itself mean the client lost interest in the answer, but a server cannot tell it
+from a client that left, and a long-poll or a queued request kept for one that left
+holds its place for nothing: a client that half-closes and then waits (``nc -N``) gets
+no answer, as from uvicorn. After the server's own error answer and its FIN (a
+lingering close), the client's FIN just ends the wait.
 """
 
 from __future__ import annotations
@@ -41,8 +54,10 @@ _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (b
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
 # request waits for the one before it, the parser will take no more, the client does
-# not read what is written to it
-_BODY, _PIPELINE, _DONE, _WRITE = 1, 2, 4, 8
+# not read what is written to it, the bytes held behind a pipelined request are at
+# their bound; all but _PIPELINE stop the transport (behind a pipelined request, what
+# comes is held, not parsed)
+_BODY, _PIPELINE, _DONE, _WRITE, _HELD = 1, 2, 4, 8, 16
 # what the connection's timer is waiting for
 _IDLE, _HEAD, _BUSY, _DISCARD = 0, 1, 2, 3
 
@@ -91,12 +106,13 @@ class H1Connection(asyncio.Protocol):
         self.parsing: _Cycle | None = None  # the one whose body the parser reads
         self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
         self.paused = 0
+        self.held: list[bytes] = []  # what came behind a pipelined request, unparsed
+        self.held_size = 0
         self.write_paused = False
         self.write_deadline = 0.0  # while writes wait for the client: when it is cut off
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
-        self.eof = False
         self.refusal: _Refuse | None = None  # answered once the responses before it end
         # the head being read
         self.url = b""
@@ -138,11 +154,7 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.closing = True
-        for cycle in (self.cycle, *self.waiting):
-            if cycle is not None:
-                cycle.gone()
-        self.waiting.clear()
+        self._gone()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
 
@@ -168,16 +180,20 @@ class H1Connection(asyncio.Protocol):
             await self.drained
 
     def eof_received(self) -> bool | None:
-        # a half-closed client may still read the answer under way (RFC 9112 9.6), but
-        # a request it had not finished sending never ends
-        if self.lingering >= 0:
-            return None
-        if self.parsing is not None:
-            self.parsing.gone()
-        if self.cycle is None or self.cycle is self.parsing:
-            return None  # closes the transport
-        self.eof = True
-        return True
+        # the end of the connection (see the module docstring): its requests are gone
+        # now, not once what is written has gone out (a client that does not read may
+        # hold the close up to send_timeout)
+        if self.lingering < 0:
+            self._gone()
+        return None  # closes the transport
+
+    def _gone(self) -> None:
+        """The client is gone, and every request it made on this connection with it."""
+        self.closing = True
+        for cycle in (self.cycle, *self.waiting):
+            if cycle is not None:
+                cycle.gone()
+        self.waiting.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering >= 0:
@@ -187,6 +203,15 @@ class H1Connection(asyncio.Protocol):
             return
         if self.paused & _DONE:
             return  # the parser takes no more on this connection
+        if self.paused & _PIPELINE:  # parsed once the requests before are answered
+            self.held.append(data)
+            self.held_size += len(data)
+            if self.held_size > self.options.body_buffer:
+                self._pause(_HELD)
+            return
+        if self.held:
+            data = b"".join((*self.held, data))
+            self.held, self.held_size = [], 0
         self.got_bytes = True
         if self.state == _IDLE:
             self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
@@ -430,10 +455,6 @@ class H1Connection(asyncio.Protocol):
             return
         if self.waiting:
             self._run(self.waiting.popleft())
-        elif self.eof:  # the client sends no more: all it asked is answered
-            self.closing = True
-            self.transport.close()
-            return
         elif self.refusal is not None:
             self._answer(self.refusal)
             return
@@ -445,15 +466,28 @@ class H1Connection(asyncio.Protocol):
             self._resume(_PIPELINE)
 
     def _pause(self, why: int) -> None:
-        if not self.paused:
+        if why != _PIPELINE and not self.paused & ~_PIPELINE:
             self.transport.pause_reading()
         self.paused |= why
 
     def _resume(self, why: int) -> None:
-        if self.paused & why:
+        paused = self.paused
+        if paused & why:
+            if why == _PIPELINE:  # what is held goes to the parser
+                why |= _HELD
             self.paused &= ~why
-            if not self.paused and not self.closing:
+            if self.closing:
+                return
+            if paused & ~_PIPELINE and not self.paused & ~_PIPELINE:
                 self.transport.resume_reading()
+            if self.held and not self.paused:
+                self.loop.call_soon(self._release)
+
+    def _release(self) -> None:
+        """What was held behind a pipelined request, parsed now that its turn came (any
+        bytes read meanwhile come after it)."""
+        if self.held and not self.paused and not self.closing and self.lingering < 0:
+            self.data_received(b"")
 
     # -- what the server answers itself ------------------------------------------------
 

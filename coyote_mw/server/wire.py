@@ -28,7 +28,8 @@ class Options:
     closed; a client that lets what is written for it wait ``send_timeout`` seconds
     unread (the write buffer full) is cut off. At most ``max_connections`` are open: a
     new one over it is closed at once.
-    A request body is buffered up to ``body_buffer`` bytes before reading pauses; a body
+    A request body is buffered up to ``body_buffer`` bytes before reading pauses, and as
+    much is held behind a pipelined request until its turn (then reading pauses); a body
     the app never read is discarded up to ``max_discard`` bytes (then the connection is
     closed). A WebSocket message is at most ``ws_max_message`` bytes, and
     ``ws_max_queue`` messages wait for the app before reading pauses. On SIGTERM or

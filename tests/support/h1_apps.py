@@ -105,6 +105,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(1)
         await send({"type": "http.response.body", "body": b"finished"})
         log.info("slow answered")
+    elif path == "/long-poll":  # after the body, waits for the client to leave
+        await _read(receive)
+        message = await receive()
+        token = scope["query_string"].decode()
+        log.info("the long poll %s saw %s", token, message["type"])
+        await _answer(send, 200, b"too late")  # nobody to send it to
+        log.info("the long poll %s answered", token)
+    elif path.startswith("/note/"):  # says it ran
+        log.info("noted %s", path)
+        await _answer(send, 200, b"noted")
     elif path == "/until-gone":  # reads the body until the client leaves
         try:
             await _read(receive)

@@ -306,16 +306,17 @@ def test_a_response_head_over_the_bound_is_502(tmp_path: Path) -> None:
         client.close()
 
 
+@pytest.mark.parametrize("how", ["fin", "reset"])
 def test_a_client_that_leaves_frees_its_slot_and_the_instances_connection(
-    tmp_path: Path,
+    tmp_path: Path, how: str
 ) -> None:
     with leader(tmp_path, CONCURRENCY="1", QUEUE="0") as lead:
         lead.warm()
         client = Client(lead.port)
         client.send(b"GET /hang HTTP/1.1\r\nHost: leader\r\n\r\n")
         until(lambda: lead.direct() == ["GET /hang"], 5, "the request relayed")
-        # gone for good: a reset (SO_LINGER 0)
-        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if how == "reset":  # SO_LINGER 0: close() sends RST
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()
         # the one slot comes back: without it every request would be refused 503
         until(lambda: Client(lead.port).get("/status/200").status == 200, 5, "a free slot")

@@ -407,6 +407,30 @@ def test_http10_without_a_length_is_close_delimited(h1: H1) -> None:
     assert b"transfer-encoding" not in head.lower() and body == b"one two three"
 
 
+def test_an_answer_never_goes_out_with_both_framings(h1: H1) -> None:
+    # RFC 9112 6.1: a sender must not send Content-Length with Transfer-Encoding; the
+    # app's chunks are the body, so its (wrong) length goes
+    with h1.connect() as conn:
+        conn.sendall(b"GET /both-framings HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+        data = b""
+        while b"0\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert b"content-length" not in head.lower()
+        assert body == b"4\r\none \r\n3\r\ntwo\r\n0\r\n\r\n"
+        conn.sendall(GET)
+        assert read_one(conn)[1] == b"howdy"  # the connection is in step
+    # and an HTTP/1.0 client, which reads no chunks, gets a body ended by the close
+    with h1.connect() as conn:
+        conn.sendall(b"GET /both-framings HTTP/1.0\r\n\r\n")
+        head, _, body = read_all(conn).partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert body == b"one two"
+
+
 def test_connection_close_is_honoured(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET)

@@ -715,6 +715,7 @@ class Exchange:
         parts = [line]
         framed = False
         close_said = False
+        length_at = coding_at = 0  # where those lines are in parts
         for name, value in headers:
             if (name, value) not in _VALID:
                 if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
@@ -729,13 +730,25 @@ class Exchange:
                     raise RuntimeError(f"invalid response Content-Length {value!r}")
                 self.remaining = int(value)
                 framed = True
+                length_at = len(parts)
             elif lower == b"transfer-encoding":
                 if value.strip().lower() != b"chunked" or self.chunked:
                     raise RuntimeError(f"response transfer coding {value!r}: chunked only")
                 self.chunked = framed = True
+                coding_at = len(parts)
             elif lower == b"connection" and _has(value.lower(), b"close"):
                 self.keep_alive, close_said = False, True
             parts += (name, b": ", value, b"\r\n")
+        if self.chunked and (length_at or self.version == "1.0"):
+            # the chunks are the body (RFC 9112 6.3), and a length never goes with
+            # them (6.1); an HTTP/1.0 client reads no chunks: its body ends with the
+            # connection
+            for at in sorted((length_at, coding_at if self.version == "1.0" else 0))[::-1]:
+                if at:
+                    parts[at : at + 4] = ()
+            self.remaining = None
+            if self.version == "1.0":
+                self.chunked = framed = False
         if self.head_only or status in (204, 304):
             self.head_only = True
             self.remaining = None

@@ -58,6 +58,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         for part in (b"one ", b"two ", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/both-framings":  # Content-Length and chunked: the server picks one
+        headers = [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for part in (b"one ", b"two"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
     elif path in ("/long", "/short"):
         declared = b"10"
         await send(

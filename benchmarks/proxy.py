@@ -6,7 +6,8 @@
 One upstream (uvicorn, one worker, httptools + uvloop, a fixed answer: 13 bytes at
 ``/hello``, 64 KiB at ``/64k``) and, in one run, wrk against: the upstream directly;
 coyote relaying to it (one uvicorn worker, access log on, to a file), and the same on
-coyote's own HTTP/1.1 server (``coyote leader --http coyote``); a Starlette gateway on
+coyote's own HTTP/1.1 server (``coyote leader --http coyote``, relaying without ASGI
+where it can: coyote_mw.middleware.direct); a Starlette gateway on
 a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
 ``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
 forwarding through coyote's transport with nothing else (no routing, forwarded headers

@@ -354,3 +354,17 @@ def test_what_is_not_relayed_directly_takes_the_asgi_path(tmp_path: Path) -> Non
         assert client.read().status == 400  # refused by the server itself
         assert lead.direct() == []
         client.close()
+
+
+def test_instances_take_turns_as_on_the_asgi_path(tmp_path: Path) -> None:
+    # a request the shortcut declines (no idle connection to its instance yet) goes to
+    # that same instance on the ASGI path: declining takes no turn of the round robin,
+    # or the instance without an idle connection would never be given one
+    with LedgerUpstream() as other, leader(tmp_path, UPSTREAM2=other.url) as lead:
+        client = Client(lead.port)
+        for _ in range(6):
+            assert client.get("/status/200").status == 200
+        client.close()
+        assert len(lead.upstream.wait_for(3)) == 3
+        assert len(other.wait_for(3)) == 3
+        assert lead.direct()  # and the shortcut took some

@@ -95,9 +95,11 @@ class Direct:
         except DispatchError:
             return None
         if type(handler) is not RemoteHandler:
+            endpoint.unpick()  # the ASGI path picks the same instance
             return None
         relay = gw.relay_for(topology)
         if not relay.try_enter():
+            endpoint.unpick()
             return None
         d = Dispatch(verdict, method, relative, topology, relay, gw.max_body, self.mount)
         out, _, _ = handler._headers(headers, conn.client, conn.scheme, d, version)
@@ -116,6 +118,7 @@ class Direct:
         )
         if upstream is None:
             relay.release()
+            endpoint.unpick()
             return None
         exchange.go(upstream)
         return exchange

@@ -321,7 +321,12 @@ class _Relayed(Exchange):
         if self.when and now >= self.when:
             self._cut(ReadTimeout("the response did not end within its deadline"))
             return
-        if now - self.last >= self.idle:
+        if self.conn.write_paused:
+            # the client reads nothing, so the instance's answer is not read either:
+            # that pause is the client's (the server's send_timeout bounds it), not the
+            # instance's, as on the ASGI path
+            self.last = now
+        elif now - self.last >= self.idle:
             self._cut(ReadTimeout(f"no response body bytes from the upstream for {self.idle} s"))
             return
         self._arm(loop)  # bytes came since the timer was set: wait on from the last
@@ -337,6 +342,7 @@ class _Relayed(Exchange):
 
     def writing_resumed(self) -> None:
         if self.up is not None:
+            self.last = self.conn.loop.time()  # the instance's pauses count from now
             self.up.resume()
 
     def _end_upstream(self, reusable: bool = True) -> bool:

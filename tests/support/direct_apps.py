@@ -5,7 +5,8 @@
         shortcut=tests.support.direct_apps:shortcut
 
 The instance at ``$UPSTREAM`` (a ledger upstream) takes ``GET``, ``HEAD`` and ``POST`` of
-its behaviours' paths (``/echo/...``, ``/hang``...) and ``/warm``;
+its behaviours' paths (``/echo/...``, ``/hang``...), ``/warm`` and ``/own/...`` (a
+behaviour a test gives its ledger, ``LedgerUpstream(behaviours={"own": fn})``);
 ``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE``, ``$EJECT_AFTER`` set the
 leader's; ``$UPSTREAM2``, when set, is a second instance of the same routes.  Every
 request the shortcut takes is said on stderr as ``direct METHOD TARGET``, so a test
@@ -35,7 +36,7 @@ def _leader() -> Any:
     )
     routes = [
         (method, f"/{name}{rest}")
-        for name in (*BEHAVIOURS, "warm")
+        for name in (*BEHAVIOURS, "warm", "own")
         for rest in ("", "/{rest:path}")
         for method in ("GET", "HEAD", "POST")
     ]

@@ -411,3 +411,27 @@ def test_a_client_that_reads_slowly_is_not_the_instances_pause(tmp_path: Path) -
             sock.close()
         assert lead.direct() == ["GET /own/32"]
         assert not lead.said("no response body bytes")
+
+
+def _unavailable_cut(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 503 X\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+    time.sleep(0.3)  # the bytes are read and passed on before the reset
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return False
+
+
+def test_a_503_whose_body_is_cut_is_a_failure_of_the_instance(tmp_path: Path) -> None:
+    # as on the ASGI path: the body cut is the instance's gateway failure, whatever its
+    # status (one ejects it here: EJECT_AFTER=1, one instance of two may be ejected)
+    with (
+        LedgerUpstream(behaviours={"own": _unavailable_cut}) as up,
+        LedgerUpstream() as other,
+        leader(tmp_path, up, UPSTREAM2=other.url, EJECT_AFTER="1") as lead,
+    ):
+        for _ in range(2):  # an idle connection to each instance
+            lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/own/x")
+        assert answer.status == 503 and not answer.whole
+        assert lead.direct() == ["GET /own/x"]
+        until(lambda: lead.said(f"instance {up.url} ejected"), 5, "the instance ejected")

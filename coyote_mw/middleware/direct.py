@@ -263,8 +263,7 @@ class _Relayed(Exchange):
         """The body failed after its head went out: the client's connection closes
         without the response's end."""
         d = self.d
-        if not 501 < self.status < 505:
-            self.instance.gateway_failed(str(exc), d)
+        self.instance.gateway_failed(str(exc), d)
         instance_failed(d, self.instance.url, exc)
         self._end_upstream()
         self._log(self.status)

@@ -15,6 +15,7 @@ import contextlib
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,3 +356,83 @@ def test_what_is_not_relayed_directly_takes_the_asgi_path(tmp_path: Path) -> Non
         assert client.read().status == 400  # refused by the server itself
         assert lead.direct() == []
         client.close()
+
+
+def test_instances_take_turns_as_on_the_asgi_path(tmp_path: Path) -> None:
+    # a request the shortcut declines (no idle connection to its instance yet) goes to
+    # that same instance on the ASGI path: declining takes no turn of the round robin,
+    # or the instance without an idle connection would never be given one
+    with LedgerUpstream() as other, leader(tmp_path, UPSTREAM2=other.url) as lead:
+        client = Client(lead.port)
+        for _ in range(6):
+            assert client.get("/status/200").status == 200
+        client.close()
+        assert len(lead.upstream.wait_for(3)) == 3
+        assert len(other.wait_for(3)) == 3
+        assert lead.direct()  # and the shortcut took some
+
+
+def _big(conn: socket.socket, request: Received) -> bool:
+    size = int(request.target.split(b"/")[2]) * 1024 * 1024
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+    block = b"b" * 65536
+    for _ in range(size // len(block)):
+        conn.sendall(block)
+    return True
+
+
+def test_a_client_that_reads_slowly_is_not_the_instances_pause(tmp_path: Path) -> None:
+    # the client lets the body wait longer than stream_idle_timeout (not send_timeout):
+    # only the instance's own pauses count, and the client gets the whole body, as on
+    # the ASGI path (the first request: a cold pool)
+    size = 32 * 1024 * 1024
+    with (
+        LedgerUpstream(behaviours={"own": _big}) as up,
+        leader(tmp_path, up, STREAM_IDLE="0.5") as lead,
+    ):
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", lead.port))
+            sock.sendall(b"GET /own/32 HTTP/1.1\r\nHost: leader\r\n\r\n")
+            time.sleep(2)  # reads nothing for a while
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(65536)
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            count = len(body)
+            while count < size:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                count += len(data)
+            assert count == size
+            sock.close()
+        assert lead.direct() == ["GET /own/32"]
+        assert not lead.said("no response body bytes")
+
+
+def _unavailable_cut(conn: socket.socket, request: Received) -> bool:
+    conn.sendall(b"HTTP/1.1 503 X\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+    time.sleep(0.3)  # the bytes are read and passed on before the reset
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return False
+
+
+def test_a_503_whose_body_is_cut_is_a_failure_of_the_instance(tmp_path: Path) -> None:
+    # as on the ASGI path: the body cut is the instance's gateway failure, whatever its
+    # status (one ejects it here: EJECT_AFTER=1, one instance of two may be ejected)
+    with (
+        LedgerUpstream(behaviours={"own": _unavailable_cut}) as up,
+        LedgerUpstream() as other,
+        leader(tmp_path, up, UPSTREAM2=other.url, EJECT_AFTER="1") as lead,
+    ):
+        for _ in range(2):  # an idle connection to each instance
+            lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/own/x")
+        assert answer.status == 503 and not answer.whole
+        assert lead.direct() == ["GET /own/x"]
+        until(lambda: lead.said(f"instance {up.url} ejected"), 5, "the instance ejected")

@@ -95,9 +95,11 @@ class Direct:
         except DispatchError:
             return None
         if type(handler) is not RemoteHandler:
+            endpoint.unpick()  # the ASGI path picks the same instance
             return None
         relay = gw.relay_for(topology)
         if not relay.try_enter():
+            endpoint.unpick()
             return None
         d = Dispatch(verdict, method, relative, topology, relay, gw.max_body, self.mount)
         out, _, _ = handler._headers(headers, conn.client, conn.scheme, d, version)
@@ -116,6 +118,7 @@ class Direct:
         )
         if upstream is None:
             relay.release()
+            endpoint.unpick()
             return None
         exchange.go(upstream)
         return exchange
@@ -260,8 +263,7 @@ class _Relayed(Exchange):
         """The body failed after its head went out: the client's connection closes
         without the response's end."""
         d = self.d
-        if not 501 < self.status < 505:
-            self.instance.gateway_failed(str(exc), d)
+        self.instance.gateway_failed(str(exc), d)
         instance_failed(d, self.instance.url, exc)
         self._end_upstream()
         self._log(self.status)
@@ -318,7 +320,12 @@ class _Relayed(Exchange):
         if self.when and now >= self.when:
             self._cut(ReadTimeout("the response did not end within its deadline"))
             return
-        if now - self.last >= self.idle:
+        if self.conn.write_paused:
+            # the client reads nothing, so the instance's answer is not read either:
+            # that pause is the client's (the server's send_timeout bounds it), not the
+            # instance's, as on the ASGI path
+            self.last = now
+        elif now - self.last >= self.idle:
             self._cut(ReadTimeout(f"no response body bytes from the upstream for {self.idle} s"))
             return
         self._arm(loop)  # bytes came since the timer was set: wait on from the last
@@ -334,6 +341,7 @@ class _Relayed(Exchange):
 
     def writing_resumed(self) -> None:
         if self.up is not None:
+            self.last = self.conn.loop.time()  # the instance's pauses count from now
             self.up.resume()
 
     def _end_upstream(self, reusable: bool = True) -> bool:

@@ -75,6 +75,14 @@ class Endpoint:
                     return handler
         raise NoHealthyInstance(self.service, _retry_after(inst))
 
+    def unpick(self) -> None:
+        """Give back the turn the last ``pick`` took: the request it picked for is not
+        sent after all, and is picked for again (coyote's own server's shortcut declines
+        it for the ASGI path) - the same instance then, as when it was not picked twice."""
+        n = len(self.instances)
+        if n > 1:
+            self._turn = self._turn - 1 if self._turn else n - 1
+
     def peek(self) -> Instance | None:
         """The instance the next ``pick`` would take, without taking its turn or
         re-admitting anyone; None when every instance is ejected (``pick`` would raise

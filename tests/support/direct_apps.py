@@ -5,8 +5,10 @@
         shortcut=tests.support.direct_apps:shortcut
 
 The instance at ``$UPSTREAM`` (a ledger upstream) takes ``GET``, ``HEAD`` and ``POST`` of
-its behaviours' paths (``/echo/...``, ``/hang``...) and ``/warm``;
-``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE`` set the leader's.  Every
+its behaviours' paths (``/echo/...``, ``/hang``...), ``/warm`` and ``/own/...`` (a
+behaviour a test gives its ledger, ``LedgerUpstream(behaviours={"own": fn})``);
+``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE``, ``$EJECT_AFTER`` set the
+leader's; ``$UPSTREAM2``, when set, is a second instance of the same routes.  Every
 request the shortcut takes is said on stderr as ``direct METHOD TARGET``, so a test
 knows which path served it.
 """
@@ -30,17 +32,17 @@ def _leader() -> Any:
         concurrency=int(os.environ.get("CONCURRENCY", "50")),
         queue=int(os.environ.get("QUEUE", "100")),
         stream_idle_timeout=float(idle) if idle else None,
+        eject_after=int(os.environ.get("EJECT_AFTER", "3")),
     )
-    coyote.register_remote(
-        os.environ["UPSTREAM"],
-        routes=[
-            (method, f"/{name}{rest}")
-            for name in (*BEHAVIOURS, "warm")
-            for rest in ("", "/{rest:path}")
-            for method in ("GET", "HEAD", "POST")
-        ],
-        service="ledger",
-    )
+    routes = [
+        (method, f"/{name}{rest}")
+        for name in (*BEHAVIOURS, "warm", "own")
+        for rest in ("", "/{rest:path}")
+        for method in ("GET", "HEAD", "POST")
+    ]
+    for url in (os.environ["UPSTREAM"], os.environ.get("UPSTREAM2")):
+        if url:
+            coyote.register_remote(url, routes=routes, service="ledger")
     return coyote.asgi()
 
 

@@ -407,11 +407,27 @@ def test_http10_without_a_length_is_close_delimited(h1: H1) -> None:
     assert b"transfer-encoding" not in head.lower() and body == b"one two three"
 
 
+def test_a_204_goes_out_without_a_length(h1: H1) -> None:
+    # RFC 9110 8.6: no Content-Length on a 204; a header value may be a bytearray
+    with h1.connect() as conn:
+        conn.sendall(b"GET /no-content HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            assert chunk, data
+            data += chunk
+        head = data.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 204 ") and b"x-kind: none" in head
+        assert b"content-length" not in head and b"transfer-encoding" not in head
+        conn.sendall(GET)
+        assert read_one(conn)[1] == b"howdy"
+
+
 def test_an_answer_never_goes_out_with_both_framings(h1: H1) -> None:
     # RFC 9112 6.1: a sender must not send Content-Length with Transfer-Encoding; the
     # app's chunks are the body, so its (wrong) length goes
     with h1.connect() as conn:
-        conn.sendall(b"GET /both-framings HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+        conn.sendall(b"GET /both-framings HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         while b"0\r\n\r\n" not in data:
             chunk = conn.recv(65536)

@@ -717,10 +717,15 @@ class Exchange:
         close_said = False
         length_at = coding_at = 0  # where those lines are in parts
         for name, value in headers:
-            if (name, value) not in _VALID:
+            try:
+                known = (name, value) in _VALID
+            except TypeError:  # a bytearray (unhashable): checked every time
+                known = False
+            if not known:
                 if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
                     raise RuntimeError(f"invalid response header {name!r}: {value!r}")
-                if len(value) <= 64:  # most lines repeat: each is checked once
+                # most lines repeat: each is checked once
+                if type(name) is bytes and type(value) is bytes and len(value) <= 64:
                     if len(_VALID) >= 1024:
                         _VALID.clear()
                     _VALID.add((name, value))
@@ -739,16 +744,20 @@ class Exchange:
             elif lower == b"connection" and _has(value.lower(), b"close"):
                 self.keep_alive, close_said = False, True
             parts += (name, b": ", value, b"\r\n")
-        if self.chunked and (length_at or self.version == "1.0"):
-            # the chunks are the body (RFC 9112 6.3), and a length never goes with
-            # them (6.1); an HTTP/1.0 client reads no chunks: its body ends with the
-            # connection
-            for at in sorted((length_at, coding_at if self.version == "1.0" else 0))[::-1]:
-                if at:
-                    parts[at : at + 4] = ()
-            self.remaining = None
-            if self.version == "1.0":
-                self.chunked = framed = False
+        if coding_at or (length_at and status == 204):
+            drop = (length_at, coding_at) if status == 204 else ()
+            if self.chunked and (length_at or self.version == "1.0"):
+                # the chunks are the body (RFC 9112 6.3), and a length never goes with
+                # them (6.1); an HTTP/1.0 client reads no chunks: its body ends with the
+                # connection
+                drop = (*drop, length_at)
+                self.remaining = None
+                if self.version == "1.0":
+                    drop = (*drop, coding_at)
+                    self.chunked = framed = False
+            # (neither goes with a 204: RFC 9110 8.6, RFC 9112 6.1)
+            for at in sorted({at for at in drop if at}, reverse=True):
+                parts[at : at + 4] = ()
         if self.head_only or status in (204, 304):
             self.head_only = True
             self.remaining = None

@@ -58,6 +58,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         for part in (b"one ", b"two ", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/no-content":  # a 204 with what must not go with it
+        headers = [(b"content-length", b"0"), (b"x-kind", bytearray(b"none"))]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/both-framings":  # Content-Length and chunked: the server picks one
         headers = [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coyote_mw import RouteTable
+from coyote_mw import Match, RouteTable
 from coyote_mw.routing.builder import Builder
 from coyote_mw.routing.patterns import parse_pattern
 from tests.support.lookup_oracle import METHODS, check, declared_patterns, fill, step_by_step
@@ -145,3 +145,29 @@ def test_the_indexes_forget_what_was_taken_out() -> None:
         builder.remove("GET", parse_pattern(text))
     emptied = builder.build()
     assert (emptied._mids, emptied._ends, emptied._tails, emptied.size) == ({}, {}, {}, 0)
+
+
+def test_a_match_keeps_one_parameter_s_value_as_itself_at_every_step() -> None:
+    """A lookup keeps the value of a route's only parameter without a sequence around
+    it, whichever step finds it (a path's last parameter, one between literals, the first
+    path of the search, the full search); ``params`` still names it whole."""
+    t = table_with(
+        ("GET", "/a/{tail}"),  # the index of literal prefixes
+        ("GET", "/b/{mid}/c"),  # the index of parameters between literals
+        ("GET", "/d/{x}/e/f"),  # the first path of the search
+        ("GET", "/g/{y}/h/i"),
+        ("GET", "/g/{y:int}/h/j"),  # the int parameter comes first: the full search
+        ("GET", "/k/{p}/{q}"),  # two parameters: a sequence
+    )
+    snapshot = t._snapshots["default"]
+    for path, params in [
+        ("/a/value", {"tail": "value"}),
+        ("/b/value/c", {"mid": "value"}),
+        ("/d/value/e/f", {"x": "value"}),
+        ("/g/123/h/i", {"y": "123"}),
+        ("/k/one/two", {"p": "one", "q": "two"}),
+    ]:
+        match = snapshot.lookup("GET", path)
+        assert isinstance(match, Match), path
+        assert dict(match.params) == params, path
+    assert cold(t, "HEAD", "/b/value/c") == ("/b/{mid}/c", {"mid": "value"})

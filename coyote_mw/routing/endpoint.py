@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -118,21 +118,26 @@ class Match:
     """
 
     # ``params`` is made on its first read from the values the lookup found (``_values``,
-    # in the order of ``endpoint.names``): a request relayed to a remote instance never
-    # reads it, and the read-only mapping costs more than the rest of the match.
+    # in the order of ``endpoint.names``; the value itself when the route has one
+    # parameter, so that no sequence is made for it): a request relayed to a remote
+    # instance never reads it, and the read-only mapping costs more than the match.
     __slots__ = ("_params", "_values", "endpoint")
 
     def __init__(self, endpoint: Endpoint, params: Mapping[str, Any]) -> None:
         self.endpoint = endpoint
         self._params: Mapping[str, Any] | None = params
-        self._values: Sequence[Any] = ()
+        self._values: Any = ()
 
     @property
     def params(self) -> Mapping[str, Any]:
         params = self._params
         if params is None:
+            names = self.endpoint.names
+            values = self._values
             # Two threads reading it first may each make one: equal, and either is kept.
-            params = MappingProxyType(dict(zip(self.endpoint.names, self._values, strict=True)))
+            params = MappingProxyType(
+                {names[0]: values} if len(names) == 1 else dict(zip(names, values, strict=True))
+            )
             self._params = params
         return params
 

@@ -29,7 +29,7 @@ Snapshots are written by builder.py and never changed once published.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -39,15 +39,26 @@ from coyote_mw.routing.patterns import Segment
 __all__ = ["Snapshot"]
 
 _NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
-_new = object.__new__
+
+
+class _Found(Match):
+    """A match a lookup makes: called without arguments, the lookup setting its slots
+    (a call to ``object.__new__``, or to a class whose ``__init__`` is in Python, costs
+    some 300 instructions more)."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
+_found: Callable[[], Match] = _Found  # (typed: mypy takes the class's call for Any)
 
 
 def _matched(endpoint: Endpoint, values: list[Any]) -> Match:
-    match = _new(Match)
+    match = _found()
     match.endpoint = endpoint
     if values:  # as many as endpoint.names: the pattern gave both
         match._params = None  # made from _values when first read
-        match._values = values
+        match._values = values[0] if len(values) == 1 else values
     else:
         match._params = _NO_PARAMS
     return match
@@ -164,10 +175,10 @@ class Snapshot:
                         endpoint = routes.get("GET")  # HEAD falls back to GET
                         if endpoint is None:
                             continue
-                    match = _new(Match)  # Match(...) without a call to __init__
+                    match = _found()
                     match.endpoint = endpoint
                     match._params = None  # made from _values when first read
-                    match._values = (value,)
+                    match._values = value  # (one parameter: the value itself)
                     return match
             # The search reaches the node of the literals before the last two segments
             # next (the literal branch below it, for one segment more, being what the
@@ -183,13 +194,15 @@ class Snapshot:
                     found: Any = None
                     if tag == _STR:
                         if value:
-                            found = (value,)
+                            found = value
                     elif tag == _INT:
                         # (a numeral int() might refuse is left to the search)
                         if value.isdigit() and value.isascii() and len(value) <= 308:
-                            found = (int(value),)
+                            found = int(value)
                     elif tag != _PATH:  # (the rest of the path: left to the search)
-                        found = _take(tag, spec, value)
+                        taken = _take(tag, spec, value)
+                        if taken is not None:
+                            found = taken[0] if len(taken) == 1 else taken
                     leaf = None if found is None else child.static.get(last)
                     if leaf is not None:
                         routes = leaf.routes
@@ -197,34 +210,37 @@ class Snapshot:
                         if endpoint is None and method == "HEAD":
                             endpoint = routes.get("GET")
                         if endpoint is not None:
-                            match = _new(Match)
+                            match = _found()
                             match.endpoint = endpoint
                             match._params = None
                             match._values = found
                             return match
-            root = self._root
-            if root.dynamic:
-                segs: Sequence[str] = path.split("/")
-                i = 1  # past the empty text before the leading '/'
-                node = root
-            else:
-                # Only a literal can come first: look at the first segment alone
-                # (most paths no route takes end here), then split the rest.
-                parts = path.split("/", 2)
-                first = root.static.get(parts[1])
-                if first is None:
-                    return None
-                if len(parts) == 2:
-                    segs = ()
-                    i = 0
-                else:
-                    segs = parts[2].split("/")
-                    i = 0
-                node = first
         else:
-            segs = segments
-            i = 0
-            node = self._root
+            return self._first(method, path, segments, segments, 0, self._root)
+        root = self._root
+        if root.dynamic:
+            return self._first(method, path, None, path.split("/"), 1, root)
+        # Only a literal can come first: look at the first segment alone (most paths
+        # no route takes end here), then split the rest.
+        parts = path.split("/", 2)
+        node = root.static.get(parts[1])
+        if node is None:
+            return None
+        rest = parts[2].split("/") if len(parts) == 3 else ()
+        return self._first(method, path, None, rest, 0, node)
+
+    def _first(
+        self,
+        method: str,
+        path: str,
+        segments: Sequence[str] | None,
+        segs: Sequence[str],
+        i: int,
+        node: _Node,
+    ) -> Match | None:
+        """The lookup of ``path`` (or of ``segments``) from ``node`` at ``segs[i]`` on,
+        kept apart from ``lookup`` so that its frame stays small: the interpreter makes
+        and clears every local of a function at each call (some 13 instructions each)."""
         # The first path in the search's order, without backtracking: at each node the
         # literal child, else the first parameter that takes the segment.  If it leads
         # to a route of the method, that is the search's answer; if not, and no other
@@ -258,7 +274,7 @@ class Snapshot:
                 if tag == _STR:
                     if not seg:
                         continue
-                    value = seg
+                    value: Any = seg
                 elif tag == _INT:
                     if not (seg.isdigit() and seg.isascii()):
                         continue
@@ -298,13 +314,13 @@ class Snapshot:
                 endpoint = routes.get("GET")  # HEAD falls back to GET
             if endpoint is None:
                 return self._full(method, path, segments) if forked else None
-        match = _new(Match)
+        match = _found()
         match.endpoint = endpoint
         if values is None:
             match._params = _NO_PARAMS
         else:
             match._params = None
-            match._values = values
+            match._values = values[0] if len(values) == 1 else values
         return match
 
     def _full(self, method: str, path: str, segments: Sequence[str] | None) -> Match | None:

@@ -84,7 +84,7 @@ class Direct:
         verdict, relative, topology = self.decision.decide(
             method, path, len(raw_path) + len(query), forwarding.max_target, gw.ops, None
         )
-        if type(verdict) is not Match or relative is None:
+        if not isinstance(verdict, Match) or relative is None:
             return None
         headers = conn.headers
         if forwarding.check_head(headers, version) is not None:

@@ -19,8 +19,9 @@ third of its throughput; this one writes through a buffer flushed every
 ``flush_interval`` seconds (as nginx's ``access_log ... buffer= flush=``) and formats the
 timestamp once a second.  As the only handler an access line reaches, it is fed that
 line's fields directly, without a ``LogRecord`` (``coyote_mw.middleware.accesslog``),
-and formats them later, a batch of lines at a time (``defer``): formatting one line
-between two requests costs several times what it costs among others like it.
+and formats them later, a batch of lines at a time (``defer``; ``defer_item``: a run of
+lines kept alike by one call): formatting one line between two requests costs several
+times what it costs among others like it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ TEXT_FORMAT_PID = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s
 FORMATS = ("text", "json")
 
 DEFER_BATCH = 256
-"""Deferred lines (``BufferedFileHandler.defer``) formatted together, at the latest."""
+"""Deferred lines (``BufferedFileHandler.defer`` / ``defer_item``) formatted together, at
+the latest."""
 
 
 class JSONFormatter(logging.Formatter):

@@ -21,10 +21,13 @@ costs a third of its throughput):
 When that handler is the only one a line would reach (no other handler on this logger
 or, while it propagates, on its ancestors; no filters; no formatter set), the line is
 handed to it directly, without a ``LogRecord``: the same bytes in the file for a
-fifth of the cost.  When no handler at all would get the line (logging left
-unconfigured, or only handlers above INFO such as the dashboard's recent errors), nothing
-is built.  Any other set-up - handlers, filters, formatters of
-your own - gets a normal record through ``Logger.handle``.
+fifth of the cost.  Where the line goes is decided again for every request, from the
+logging set-up as it is then (the usual case, this logger's one handler and no
+propagation, without a call), so a change to logging is seen by the next line.
+When no handler at all would get the line (logging left unconfigured, or only handlers
+above INFO such as the dashboard's recent errors), nothing is built.  Any other set-up -
+handlers, filters, formatters of your own - gets a normal record through
+``Logger.handle``.
 """
 
 from __future__ import annotations

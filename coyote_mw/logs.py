@@ -19,8 +19,9 @@ third of its throughput; this one writes through a buffer flushed every
 ``flush_interval`` seconds (as nginx's ``access_log ... buffer= flush=``) and formats the
 timestamp once a second.  As the only handler an access line reaches, it is fed that
 line's fields directly, without a ``LogRecord`` (``coyote_mw.middleware.accesslog``),
-and formats them later, a batch of lines at a time (``defer``): formatting one line
-between two requests costs several times what it costs among others like it.
+and formats them later, a batch of lines at a time (``defer``; ``defer_item``: a run of
+lines kept alike by one call): formatting one line between two requests costs several
+times what it costs among others like it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ TEXT_FORMAT_PID = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s
 FORMATS = ("text", "json")
 
 DEFER_BATCH = 256
-"""Deferred lines (``BufferedFileHandler.defer``) formatted together, at the latest."""
+"""Deferred lines (``BufferedFileHandler.defer`` / ``defer_item``) formatted together, at
+the latest."""
 
 
 class JSONFormatter(logging.Formatter):
@@ -141,6 +143,8 @@ class BufferedFileHandler(logging.Handler):
     ``defer`` takes a line's fields and formats them later, with the next ones: when
     ``DEFER_BATCH`` lines wait, before any other line is appended, and before the buffer
     is written out.  Lines reach the file in the order they were given either way.
+    ``defer_item`` does the same for a line kept as one tuple whose first item renders
+    a whole run of such lines at once (the access line's fast path).
     """
 
     def __init__(
@@ -156,9 +160,10 @@ class BufferedFileHandler(logging.Handler):
         self._encoding = encoding
         self._buffer = bytearray()
         self._buffer_size = buffer_size
-        # lines given to defer() and not yet formatted: appended without the lock
+        # lines given to defer() / defer_item() and not yet formatted, each one tuple
+        # whose first item renders a run of them: appended without the lock
         # (deque.append is thread-safe), taken out under it, in order
-        self._pending: deque[tuple[Callable[..., str], float, tuple[Any, ...]]] = deque()
+        self._pending: deque[tuple[Any, ...]] = deque()
         self._interval = flush_interval
         # (second, its formatted stamp), replaced whole: threads never see a mix
         self._stamped: tuple[int, str] = (-1, "")
@@ -205,8 +210,16 @@ class BufferedFileHandler(logging.Handler):
         """Append the line ``render(stamp, *args)`` (whole, with its newline; ``stamp``
         is the timestamp of ``created``, a ``time.time()``), formatted later with others
         (see the class docstring)."""
+        self.defer_item((_render_each, created, render, args))
+
+    def defer_item(self, item: tuple[Any, ...]) -> None:
+        """Append the line(s) ``item[0](stamp, items)`` will give, formatted later with
+        others: ``items`` a run of consecutive deferred tuples with the same first item,
+        ``stamp`` this handler's timestamp function (``stamp(created)``, a string for a
+        ``time.time()``, the same for every time in one second).  The renderer returns
+        the run's lines, whole, with their newlines, in order; one item at a time too."""
         pending = self._pending
-        pending.append((render, created, args))
+        pending.append(item)
         if len(pending) >= DEFER_BATCH:
             with self.lock:  # type: ignore[union-attr]
                 self._render()
@@ -215,31 +228,43 @@ class BufferedFileHandler(logging.Handler):
         # under self.lock: one renderer at a time takes the waiting lines out, oldest
         # first, so they reach the buffer in the order they were given
         pending = self._pending
-        lines = []
-        second, stamp = -1, ""
-        for _ in range(len(pending)):  # what waits now: later lines wait for the next
-            render, created, args = pending.popleft()
-            if int(created) != second:
-                second, stamp = int(created), self._timestamp(created)
-            try:
-                lines.append(render(stamp, *args))
-            except Exception:
-                self.handleError(logging.makeLogRecord({"msg": f"unformattable line {args!r}"}))
-        if not lines:
+        count = len(pending)  # what waits now: later lines wait for the next
+        if not count:
             return
-        try:
-            data = "".join(lines).encode(self._encoding)
-        except UnicodeEncodeError:  # one line that cannot be encoded: only it is lost
-            data = b""
-            for line in lines:
-                try:
-                    data += line.encode(self._encoding)
-                except UnicodeEncodeError:
-                    self.handleError(logging.makeLogRecord({"msg": line.rstrip("\n")}))
+        items = [pending.popleft() for _ in range(count)]
+        texts = []
+        run_start = 0
+        renderer = items[0][0]
+        for i in range(1, count + 1):  # each run of items with the same renderer
+            if i < count and items[i][0] is renderer:
+                continue
+            run = items[run_start:i]
+            try:
+                texts.append(renderer(self._timestamp, run).encode(self._encoding))
+            except Exception:  # one item at a time: only what cannot be formatted is lost
+                texts.extend(self._render_alone(renderer, run))
+            if i < count:
+                run_start, renderer = i, items[i][0]
         buffer = self._buffer
-        buffer += data
+        buffer += b"".join(texts)
         if len(buffer) >= self._buffer_size:
             self._write_out()
+
+    def _render_alone(
+        self, renderer: Callable[..., str], run: list[tuple[Any, ...]]
+    ) -> list[bytes]:
+        texts = []
+        for item in run:
+            try:
+                text = renderer(self._timestamp, [item])
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": f"unformattable line {item[1:]!r}"}))
+                continue
+            try:
+                texts.append(text.encode(self._encoding))
+            except UnicodeEncodeError:
+                self.handleError(logging.makeLogRecord({"msg": text.rstrip("\n")}))
+        return texts
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -291,6 +316,11 @@ class BufferedFileHandler(logging.Handler):
                     self._file.close()
         finally:
             super().close()
+
+
+def _render_each(stamp: Callable[[float], str], items: list[tuple[Any, ...]]) -> str:
+    # the run of lines given to defer(): (_render_each, created, render, args) each
+    return "".join([render(stamp(created), *args) for _, created, render, args in items])
 
 
 _buffered: weakref.WeakSet[BufferedFileHandler] = weakref.WeakSet()

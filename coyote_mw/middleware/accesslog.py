@@ -21,10 +21,13 @@ costs a third of its throughput):
 When that handler is the only one a line would reach (no other handler on this logger
 or, while it propagates, on its ancestors; no filters; no formatter set), the line is
 handed to it directly, without a ``LogRecord``: the same bytes in the file for a
-fifth of the cost.  When no handler at all would get the line (logging left
-unconfigured, or only handlers above INFO such as the dashboard's recent errors), nothing
-is built.  Any other set-up - handlers, filters, formatters of
-your own - gets a normal record through ``Logger.handle``.
+fifth of the cost.  Where the line goes is decided again for every request, from the
+logging set-up as it is then (the usual case, this logger's one handler and no
+propagation, without a call), so a change to logging is seen by the next line.
+When no handler at all would get the line (logging left unconfigured, or only handlers
+above INFO such as the dashboard's recent errors), nothing is built.  Any other set-up -
+handlers, filters, formatters of your own - gets a normal record through
+``Logger.handle``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ logger = logging.getLogger("coyote_mw.access")
 
 _START = time.time()
 _perf_counter = time.perf_counter
+_time = time.time
+INFO = logging.INFO
 
 
 _pid = os.getpid()
@@ -125,13 +130,51 @@ class AccessLog:
         metrics = self.metrics
         if metrics is not None:
             metrics(endpoint, status, seconds)
-        if not self.enabled or not logger.isEnabledFor(logging.INFO):
+        if not self.enabled or not logger.isEnabledFor(INFO):
             return
-        direct = _destination()
-        if direct is False:
-            return
-        ms = seconds * 1000
-        client, request_id = _client_and_id(peer, d)
+        # _destination(), its common answer decided here without a call: this logger's
+        # one handler a BufferedFileHandler of its own format, no filter, no propagation
+        handlers = logger.handlers
+        if len(handlers) == 1 and not logger.propagate and not logger.filters:
+            direct: Any = handlers[0]
+            if (
+                type(direct) is not BufferedFileHandler
+                or direct.formatter is not None
+                or direct.filters
+                or direct.level > INFO
+            ):
+                direct = True
+        else:
+            direct = _destination()
+            if direct is False:
+                return
+        # the client's address and the request id, "-" for what is not known: the id
+        # is the one the request was relayed with (Dispatch.request_id); for a request
+        # served in process, the client's X-Request-ID when it is a safe token
+        request_id = d.request_id if d is not None else ""
+        if peer is None:
+            client = "-"
+        elif "REQUEST_METHOD" in peer:  # a WSGI environ
+            client = peer.get("REMOTE_ADDR") or "-"
+            if not request_id:
+                given = peer.get("HTTP_X_REQUEST_ID")
+                if given is not None:
+                    request_id = _safe_id(given.encode("latin-1"))
+        else:
+            address = peer.get("client")
+            if not address:
+                client = "-"
+            else:
+                client = address[0]
+                if type(client) is not str:
+                    client = str(client)
+            if not request_id:
+                for name, value in peer.get("headers", ()):
+                    if name == b"x-request-id":
+                        request_id = _safe_id(value)
+                        break
+        if not request_id:
+            request_id = "-"
         if endpoint is None:
             route = service = "-"
         else:
@@ -142,13 +185,24 @@ class AccessLog:
             instance = (d.retried_on if d is not None else "") or handler.url
         if direct is not True:
             # the line emit() would write for the record below, formatted with the
-            # next ones (BufferedFileHandler.defer)
-            direct.defer(
-                _line,
-                time.time(),
-                (method, raw_path, status, ms, route, service, instance, client, request_id),
+            # next ones (BufferedFileHandler.defer_item)
+            direct.defer_item(
+                (
+                    _lines,
+                    _time(),
+                    method,
+                    raw_path,
+                    status,
+                    seconds,
+                    route,
+                    service,
+                    instance,
+                    client,
+                    request_id,
+                )
             )
             return
+        ms = seconds * 1000
         record = _AccessRecord(
             "%s %s %d %.1fms route=%s service=%s instance=%s client=%s request_id=%s",
             (method, raw_path, status, ms, route, service, instance, client, request_id),
@@ -167,48 +221,34 @@ class AccessLog:
         logger.handle(record)
 
 
-def _line(
-    stamp: str,
-    method: str,
-    raw_path: str,
-    status: int,
-    ms: float,
-    route: str,
-    service: str,
-    instance: str,
-    client: str,
-    request_id: str,
-) -> str:
-    """An access line as ``BufferedFileHandler`` writes the record's message."""
-    return (
-        f"{stamp} {method} {raw_path} {status} {ms:.1f}ms route={route} "
-        f"service={service} instance={instance} client={client} request_id={request_id}\n"
-    )
-
-
-def _client_and_id(peer: Any, d: Any) -> tuple[str, str]:
-    """The client's address and the request id, "-" for what is not known.
-
-    The id is the one the request was relayed with (``Dispatch.request_id``); for a
-    request served in process, the client's X-Request-ID when it is a safe token."""
-    if peer is None:
-        return "-", (d.request_id or "-") if d is not None else "-"
-    request_id = d.request_id if d is not None else ""
-    if "REQUEST_METHOD" in peer:  # a WSGI environ
-        client = peer.get("REMOTE_ADDR") or "-"
-        if not request_id:
-            given = peer.get("HTTP_X_REQUEST_ID")
-            if given is not None:
-                request_id = _safe_id(given.encode("latin-1"))
-    else:
-        address = peer.get("client")
-        client = str(address[0]) if address else "-"
-        if not request_id:
-            for name, value in peer.get("headers", ()):
-                if name == b"x-request-id":
-                    request_id = _safe_id(value)
-                    break
-    return client, request_id or "-"
+def _lines(stamp: Callable[[float], str], items: list[tuple[Any, ...]]) -> str:
+    """Access lines as ``BufferedFileHandler`` writes their records' messages
+    (``BufferedFileHandler.defer_item``: a run of the tuples ``AccessLog`` keeps)."""
+    out = []
+    low = high = 0.0  # the second [low, high) whose timestamp ``text`` is
+    text = ""
+    for (
+        _,
+        created,
+        method,
+        raw_path,
+        status,
+        seconds,
+        route,
+        service,
+        instance,
+        client,
+        request_id,
+    ) in items:
+        if not low <= created < high:
+            low = float(int(created))
+            high = low + 1.0
+            text = stamp(created)
+        out.append(
+            f"{text} {method} {raw_path} {status} {seconds * 1000:.1f}ms route={route} "
+            f"service={service} instance={instance} client={client} request_id={request_id}\n"
+        )
+    return "".join(out)
 
 
 def _safe_id(value: bytes) -> str:

@@ -61,6 +61,16 @@ def h1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H1]:
         yield H1(int(url.rsplit(":", 1)[1]), log)
 
 
+def read_until(conn: socket.socket, marker: bytes) -> bytes:
+    """What the server sent until ``marker`` came (it must come before a close)."""
+    data = b""
+    while marker not in data:
+        chunk = conn.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def read_all(conn: socket.socket) -> bytes:
     """Everything until the server closes the connection."""
     data = b""
@@ -411,11 +421,7 @@ def test_a_204_goes_out_without_a_length(h1: H1) -> None:
     # RFC 9110 8.6: no Content-Length on a 204; a header value may be a bytearray
     with h1.connect() as conn:
         conn.sendall(b"GET /no-content HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_until(conn, b"\r\n\r\n")
         head = data.partition(b"\r\n\r\n")[0].lower()
         assert head.startswith(b"http/1.1 204 ") and b"x-kind: none" in head
         assert b"content-length" not in head and b"transfer-encoding" not in head
@@ -428,11 +434,7 @@ def test_an_answer_never_goes_out_with_both_framings(h1: H1) -> None:
     # app's chunks are the body, so its (wrong) length goes
     with h1.connect() as conn:
         conn.sendall(b"GET /both-framings HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"0\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_until(conn, b"0\r\n\r\n")
         head, _, body = data.partition(b"\r\n\r\n")
         assert b"transfer-encoding: chunked" in head.lower()
         assert b"content-length" not in head.lower()

@@ -712,6 +712,9 @@ class Exchange:
         line = status_line(status)
         if status < 200:
             raise RuntimeError(f"status {status}: an ASGI response is a final one")
+        # (afresh: a head refused halfway may be followed by an error answer's)
+        self.remaining = None
+        self.chunked = False
         parts = [line]
         framed = False
         close_said = False

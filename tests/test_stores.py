@@ -247,3 +247,47 @@ def test_one_instance_registered_alike_through_two_workers_holds_one_lease(
     assert not worker_a.renew(through_a.lease)
     worker_a.close()
     worker_b.close()
+
+
+def test_a_lease_expiry_is_said_even_when_the_announcements_reload_comes_first(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the worker that expires a lease announces it, and its own watcher may reload the
+    # table before the sweep reads what the lease was: the line must not depend on it
+    import logging
+
+    from coyote_mw import Coyote
+    from coyote_mw.registry.leases import SharedLeases
+    from coyote_mw.routing.table import RouteTable
+
+    class Racing(RedisStore):
+        leases: SharedLeases | None = None
+
+        def expire(self) -> list[str]:
+            gone = super().expire()
+            if gone and self.leases is not None:
+                self.leases.reload()  # the watcher's reload, winning the race
+            return gone
+
+    store = Racing(redis_server.url, namespace=f"t{uuid.uuid4().hex[:8]}")
+    table = RouteTable()
+    caplog.set_level(logging.WARNING, logger="coyote_mw.registration")
+    leases = SharedLeases(table, Coyote()._remote, store, interval=0.1)
+    store.leases = leases
+    try:
+        reg = registration(ttl=1, service="racing")
+        store.put(reg)
+        leases.reload()
+        assert len(table) == 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            "expired" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+        said = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+        assert len(table) == 0
+        line = f"lease of racing/{reg.instance} in default expired: its routes are dropped"
+        assert said == [line]
+    finally:
+        leases.close()
+        store.close()

@@ -180,10 +180,14 @@ class SharedLeases:
         ticks = 0
         while not self._stop.wait(interval):
             ticks += 1
+            # what each lease was, read before: the expiry is announced, and this
+            # worker's own reload may take the lease out of ``applied`` before the
+            # lines below are written
+            before = self.applied.copy()
             gone = self._guard(self.store.expire)  # announced: every worker reloads
             if gone:  # this worker took them out: it says so, once for every worker
                 for lease in gone:
-                    record = self.applied.get(lease)
+                    record = before.get(lease)
                     if record is not None:
                         log_expired(record.service, record.instance, record.topology)
             if ticks % 5 == 0:  # a missed announcement shows as a version ahead of ours

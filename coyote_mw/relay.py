@@ -211,7 +211,10 @@ class Watchdog:
         for w in [w for w in self.running if w.deadline <= now]:
             self.running.discard(w)
             w.fired = True
-            w.cancel()
+            try:
+                w.cancel()
+            except Exception:  # one that fails must not stop the others' deadlines
+                logger.exception("the watchdog could not end %r", w)
         if self.running:
             self.loop.call_later(self.tick, self._check)
         else:

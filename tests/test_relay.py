@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -485,3 +486,38 @@ def test_an_admission_spelled_out_enters_waits_and_leaves_as_async_with_does() -
 
     active, instead, after = asyncio.run(scenario())
     assert active == 1 and isinstance(instead, HandlerTimeout) and after == 0
+
+
+def test_a_watched_one_that_fails_to_end_leaves_the_watchdog_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the direct relay's exchanges are watched without a task: their cancel() runs code
+    relay = Relay(timeout=0.05)
+
+    class Watched:
+        def __init__(self, fails: bool) -> None:
+            self.deadline, self.fired, self.fails, self.ended = 0.0, False, fails, False
+
+        def cancel(self) -> None:
+            self.ended = True
+            if self.fails:
+                raise RuntimeError("broken")
+
+    async def main() -> list[Watched]:
+        loop = asyncio.get_running_loop()
+        dog = relay.watchdog(loop)
+        first = [Watched(True), Watched(False)]
+        for w in first:
+            w.deadline = loop.time()
+            dog.add(w)
+        await asyncio.sleep(0.1)
+        later = Watched(False)  # watched after the failure: still ended in time
+        later.deadline = loop.time() + 0.01
+        dog.add(later)
+        await asyncio.sleep(0.2)
+        return [*first, later]
+
+    with caplog.at_level(logging.ERROR, logger="coyote_mw.relay"):
+        watched = asyncio.run(main())
+    assert [w.ended for w in watched] == [True, True, True]
+    assert any("could not end" in r.getMessage() for r in caplog.records)

@@ -81,11 +81,7 @@ def read_all(conn: socket.socket) -> bytes:
 
 def read_one(conn: socket.socket) -> tuple[bytes, bytes]:
     """One answer with a Content-Length (or none): its head and body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        assert chunk, f"closed before a whole head: {data!r}"
-        data += chunk
+    data = read_until(conn, b"\r\n\r\n")
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(
         (
@@ -375,9 +371,7 @@ def test_a_body_other_than_the_declared_length_closes_the_connection(h1: H1, pat
 def test_head_has_no_body(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
+        data = read_until(conn, b"\r\n\r\n")
         head, _, rest = data.partition(b"\r\n\r\n")
         assert b"content-length: 5" in head.lower() and rest == b""
         conn.sendall(GET)  # the next answer follows at once
@@ -553,9 +547,7 @@ def test_requests_pipelined_before_a_fin_are_dropped(h1: H1) -> None:
 def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"started" not in data:
-            data += conn.recv(65536)
+        read_until(conn, b"started")
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
     until(lambda: h1.said("slow answered"), WAIT, "the app sent the rest")
     with h1.connect() as conn:  # the server has gone on since
@@ -567,9 +559,7 @@ def test_a_client_gone_during_a_streamed_answer_is_no_app_error(h1: H1) -> None:
 def test_every_task_waiting_in_receive_sees_the_client_leave(h1: H1) -> None:
     with h1.connect() as conn:
         conn.sendall(b"GET /watch HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"watching" not in data:
-            data += conn.recv(65536)
+        read_until(conn, b"watching")
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
     until(lambda: h1.said("the watcher saw http.disconnect"), WAIT, "the watcher woke")
 
@@ -653,9 +643,7 @@ def test_sigterm_lets_a_request_under_way_finish_and_exits_0(tmp_path: Path) -> 
             until(lambda: _answers(port), 20, "the server answers")
             with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
                 conn.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-                data = b""
-                while b"started" not in data:
-                    data += conn.recv(65536)
+                data = read_until(conn, b"started")
                 proc.send_signal(signal.SIGTERM)
                 data += read_all(conn)
             assert data.endswith(b"8\r\nfinished\r\n0\r\n\r\n"), data

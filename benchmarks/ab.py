@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BIN, ROOT, UVICORN, Server, WrkResult, free_port, http_get, summarise, wrk
+from harness import BIN, ROOT, UVICORN, Server, free_port, interleaved, summarise
 
 SUITES = {
     "inprocess": ("/hello/world", b"hello world", ["coyote_app", "coyote_host_app"]),
@@ -83,23 +83,11 @@ def main() -> int:
             port = free_port()
             argv = [*uvicorn_of(checkout), "--port", str(port), f"benchmarks.{module}:{app}"]
             servers[f"{app} {side}"] = Server(f"{app} {side}", argv, port, env, root=checkout)
-    results: dict[str, list[WrkResult]] = {label: [] for label in servers}
     try:
         if upstream is not None:
             upstream.start(path)
-        for s in servers.values():
-            s.start(path)
-            answer = http_get(s.port, path)
-            assert answer == (200, expected), f"{s.name} answered {answer!r}"
-            wrk(s.url + path, duration=1, connections=args.connections)  # warm up
-        for r in range(args.rounds):
-            for label, s in servers.items():
-                res = wrk(s.url + path, duration=args.duration, connections=args.connections)
-                results[label].append(res)
-                print(f"round {r + 1} {label:<28} {res.rps:9.0f} req/s  p99 {res.p99_ms:5.2f} ms")
+        results, _ = interleaved(servers, path, expected, args)
     finally:
-        for s in servers.values():
-            s.stop()
         if upstream is not None:
             upstream.stop()
         shutil.rmtree(tmp, ignore_errors=True)

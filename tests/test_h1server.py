@@ -761,3 +761,29 @@ def test_a_failed_startup_exits_1_with_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "ERROR coyote_mw.server the app's startup failed: no database"
     ]
+
+
+def test_cookies_and_long_values_are_not_kept_among_the_checked_header_lines() -> None:
+    # the server checks a response's header lines once each and keeps the ones it
+    # checked; a session cookie must not stay in the process's memory that way
+    from types import SimpleNamespace
+
+    from coyote_mw.server import h1
+
+    conn = SimpleNamespace(
+        options=SimpleNamespace(max_discard=1), server=SimpleNamespace(extra=b"")
+    )
+    exchange = h1.Exchange(conn, [], "1.1", True, False)  # type: ignore[arg-type]
+    exchange.more_body = False
+    h1._VALID.clear()
+    exchange.start(
+        200,
+        [
+            (b"content-type", b"text/plain"),
+            (b"Set-Cookie", b"session=s3cr3t"),
+            (b"x-long", b"v" * 100),
+        ],
+    )
+    assert b"Set-Cookie: session=s3cr3t" in exchange.head
+    assert sorted(h1._VALID) == [(b"content-type", b"text/plain")]
+    h1._VALID.clear()

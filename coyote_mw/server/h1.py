@@ -51,6 +51,8 @@ _SPECIAL = frozenset(
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
+_VALID_MAX = 1024
+_VALID_VALUE_MAX = 64
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
 # request waits for the one before it, the parser will take no more, the client does
@@ -727,9 +729,15 @@ class Exchange:
             if not known:
                 if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
                     raise RuntimeError(f"invalid response header {name!r}: {value!r}")
-                # most lines repeat: each is checked once
-                if type(name) is bytes and type(value) is bytes and len(value) <= 64:
-                    if len(_VALID) >= 1024:
+                # most lines repeat: each is checked once (as coyote_mw.handlers
+                # encodes them: no long values, no cookies, which are not to be kept)
+                if (
+                    type(name) is bytes
+                    and type(value) is bytes
+                    and len(value) <= _VALID_VALUE_MAX
+                    and name.lower() != b"set-cookie"
+                ):
+                    if len(_VALID) >= _VALID_MAX:
                         _VALID.clear()
                     _VALID.add((name, value))
             lower = name.lower()

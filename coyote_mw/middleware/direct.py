@@ -358,11 +358,7 @@ class _Relayed(Exchange):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if reusable:
-            up.done()
-        else:
-            up.sink = None
-            up.pool._discard(up)
+        up.done(keep=reusable)
         relay: Relay = self.d.relay
         relay.release()
         return True

@@ -541,11 +541,12 @@ class _Connection(asyncio.Protocol):
             self.reading_paused = True
             cast(asyncio.Transport, self.transport).pause_reading()
 
-    def done(self) -> None:
+    def done(self, keep: bool = True) -> None:
         """A sink's exchange is over: the connection goes back to the pool if the
-        response came whole and keep-alive holds, else it closes."""
+        response came whole and keep-alive holds (and ``keep``: its reader did not
+        abandon it), else it closes."""
         self.sink = None
-        if self.reusable():
+        if keep and self.reusable():
             self.pool._release(self)
         else:
             self.pool._discard(self)
@@ -637,10 +638,7 @@ class UpstreamResponse:
         conn = self._conn
         if self._done or not conn.complete or conn.error is not None:
             return None
-        chunks = conn.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        conn.chunks = deque()
-        conn.buffered = 0
+        body = conn.take_body()
         self._finish(True)
         return body
 

@@ -39,7 +39,7 @@ from coyote_mw.handlers.base import Dispatch, _encode_headers, instance_failed
 from coyote_mw.http.paths import canonical_raw
 from coyote_mw.http.responses import error_response
 from coyote_mw.middleware.base import Middleware
-from coyote_mw.remote.handler import RemoteHandler, _strip
+from coyote_mw.remote.handler import RemoteHandler, strip_response_headers
 from coyote_mw.remote.transport import IDEMPOTENT_METHODS, ReadTimeout
 from coyote_mw.routing.table import Match
 from coyote_mw.server import Exchange, H1Connection
@@ -102,7 +102,7 @@ class Direct:
             endpoint.unpick()
             return None
         d = Dispatch(verdict, method, relative, topology, relay, gw.max_body, self.mount)
-        out, _, _ = handler._headers(headers, conn.client, conn.scheme, d, version)
+        out, _, _ = handler.forward_headers(headers, conn.client, conn.scheme, d, version)
         upstreams = handler.upstreams
         exchange = _Relayed(conn, headers, version, keep_alive, d, handler, start, self)
         exchange.query, exchange.raw_path, exchange.logged = query, raw_path, path.raw
@@ -110,7 +110,7 @@ class Direct:
             method,
             handler.host,
             handler.port,
-            handler._target(d, query),
+            handler.target(d, query),
             out,
             exchange,
             upstreams.tls if handler.https else None,
@@ -216,7 +216,7 @@ class _Relayed(Exchange):
 
     def _head(self, up: _Connection) -> bool:
         status = self.status = up.status
-        headers = _strip(up.headers)
+        headers = strip_response_headers(up.headers)
         if up.te is not None:  # de-chunked here: framed again by the server
             headers = [(k, v) for k, v in headers if k != b"content-length"]
         dog = self.dog

@@ -57,7 +57,7 @@ from coyote_mw.remote.transport import (
 )
 from coyote_mw.remote.upstreams import Upstreams
 
-__all__ = ["EJECT_AFTER", "RemoteHandler"]
+__all__ = ["EJECT_AFTER", "RemoteHandler", "strip_response_headers"]
 
 logger = logging.getLogger("coyote_mw.proxy")
 
@@ -99,7 +99,7 @@ def _connection_tokens(value: bytes) -> set[bytes]:
 _RESPONSE_DROP = _HOP_BY_HOP_B | {b"date", b"server"}
 
 
-def _strip(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def strip_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """A response's headers to pass on (names lowercase): without ``_RESPONSE_DROP``
     and those the Connection header names."""
     out: list[tuple[bytes, bytes]] = []
@@ -143,7 +143,7 @@ class RemoteHandler(InstanceHealth, Handler):
     def __repr__(self) -> str:
         return f"<RemoteHandler {self.url}{' ejected' if self.ejected else ''}>"
 
-    def _headers(
+    def forward_headers(
         self,
         headers: Iterable[tuple[bytes, bytes]],
         client: Any,
@@ -164,7 +164,9 @@ class RemoteHandler(InstanceHealth, Handler):
         )
         return out, length, has_body
 
-    def _target(self, d: Dispatch, query: bytes) -> bytes:
+    def target(self, d: Dispatch, query: bytes) -> bytes:
+        """The request target sent to the instance: its base path, the route's path
+        (``Dispatch.path``), the query as the client sent it."""
         target = (self.base + d.path.raw).encode("latin-1")
         return target + b"?" + query if query else target
 
@@ -176,7 +178,7 @@ class RemoteHandler(InstanceHealth, Handler):
         relay = d.relay
         # the headers as checked, before anything reads the body: a server may append
         # the body's trailer fields to scope["headers"] (uvicorn does)
-        headers, length, streamed = self._headers(
+        headers, length, streamed = self.forward_headers(
             scope["headers"],
             scope.get("client"),
             scope.get("scheme", "http"),
@@ -192,7 +194,7 @@ class RemoteHandler(InstanceHealth, Handler):
             if streamed:
                 received = [False]
                 body = _stream_request(slot.receive, length, received)
-            target = self._target(d, scope.get("query_string", b""))
+            target = self.target(d, scope.get("query_string", b""))
             instance = self
             while True:
                 # The pool has no read timeout of its own: the relay's deadline bounds
@@ -256,7 +258,7 @@ class RemoteHandler(InstanceHealth, Handler):
     async def serve_websocket(self, d: Dispatch, scope: Any, receive: Any, send: Any) -> None:
         """Open the same WebSocket on the instance, then pump messages both ways."""
         query = scope.get("query_string", b"")
-        url = self.ws_origin + self._target(d, query).decode("latin-1")
+        url = self.ws_origin + self.target(d, query).decode("latin-1")
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
@@ -285,7 +287,7 @@ class RemoteHandler(InstanceHealth, Handler):
 
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in self._headers(
+            for k, v in self.forward_headers(
                 scope["headers"],
                 scope.get("client"),
                 # X-Forwarded-Proto names the HTTP scheme of the handshake, as Envoy's does
@@ -360,7 +362,7 @@ class RemoteHandler(InstanceHealth, Handler):
         # de-chunked (wsgi.input_terminated) streams on chunked, never held whole.
         length = wsgi_body_length(environ)
         remote = environ.get("REMOTE_ADDR")
-        headers, _, _ = self._headers(
+        headers, _, _ = self.forward_headers(
             _environ_headers(environ, length != 0),
             (remote, 0) if remote else None,
             environ.get("wsgi.url_scheme", "http"),
@@ -381,7 +383,7 @@ class RemoteHandler(InstanceHealth, Handler):
             content=content,
             # the target as it is, query byte for byte: httpx would re-encode the URL's
             # (`"<>` as %22%3C%3E); httpcore sends the "target" extension unchanged
-            extensions={"target": self._target(d, query)},
+            extensions={"target": self.target(d, query)},
         )
         policy = self.upstreams.policy
         started = time.monotonic()
@@ -410,7 +412,7 @@ class RemoteHandler(InstanceHealth, Handler):
             raise instance_failed(d, self.url, refused) from None
         back = [
             (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in _strip((k.lower(), v) for k, v in response.headers.raw)
+            for k, v in strip_response_headers((k.lower(), v) for k, v in response.headers.raw)
         ]
         if d.method == "HEAD":
             response.close()
@@ -532,13 +534,21 @@ async def _stream_back(
             instance.answered(status, d)
         # the connection is back in the pool already: nothing to clean up on failure
         await send(
-            {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": strip_response_headers(response.headers),
+            }
         )
         await send({"type": "http.response.body", "body": b"" if d.method == "HEAD" else whole})
         return status
     try:
         await send(
-            {"type": "http.response.start", "status": status, "headers": _strip(response.headers)}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": strip_response_headers(response.headers),
+            }
         )
         if d.method != "HEAD":
             # No byte for stream_idle_timeout, or the whole response past its

@@ -436,3 +436,88 @@ def test_a_503_whose_body_is_cut_is_a_failure_of_the_instance(tmp_path: Path) ->
         assert answer.status == 503 and not answer.whole
         assert lead.direct() == ["GET /own/x"]
         until(lambda: lead.said(f"instance {up.url} ejected"), 5, "the instance ejected")
+
+
+# -- a connection's repeated heads (Direct's memo) --------------------------------------
+
+
+def _get(client: Client, target: str, *lines: str) -> Answer:
+    extra = "".join(f"{line}\r\n" for line in lines)
+    client.send(f"GET {target} HTTP/1.1\r\nHost: leader\r\n{extra}\r\n".encode())
+    return client.read()
+
+
+def test_a_repeated_head_gets_the_same_lines_and_a_new_request_id_each_time(
+    tmp_path: Path,
+) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        for _ in range(4):
+            assert _get(client, "/status/200", "Accept: */*").status == 200
+        # the client's own id is sent as it is, each time; one not valid is replaced
+        for given in ("abc-1", "abc-1", "abc-2", "not valid!"):
+            assert _get(client, "/status/200", f"X-Request-Id: {given}").status == 200
+        client.close()
+        assert len(lead.direct()) == 8
+        sent = lead.upstream.wait_for(9)[1:]
+        ids = [r.header("x-request-id") for r in sent]
+        assert len(set(ids[:4])) == 4 and all(i and len(i) == 32 for i in ids[:4])
+        assert len({_without_id(r) for r in sent[:4]}) == 1
+        assert ids[4:7] == [b"abc-1", b"abc-1", b"abc-2"]
+        assert ids[7] not in (b"not valid!", None) and len(ids[7] or b"") == 32
+        assert [r.header_values("x-request-id") for r in sent[4:]] == [[i] for i in ids[4:]]
+
+
+def test_a_head_that_changes_on_a_connection_is_checked_and_forwarded_anew(
+    tmp_path: Path,
+) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        assert _get(client, "/status/200", "X-Custom: a").status == 200
+        assert _get(client, "/status/200", "X-Custom: b").status == 200
+        client.send(b"GET /status/200 HTTP/1.1\r\nHost: not a host\r\n\r\n")
+        refused = client.read()
+        assert refused.status == 400 and b"Host" in refused.body
+        assert _get(client, "/status/200", "X-Custom: b").status == 200
+        client.close()
+        assert lead.direct() == ["GET /status/200"] * 3
+        sent = lead.upstream.wait_for(4)[1:]
+        assert [r.header("x-custom") for r in sent] == [b"a", b"b", b"b"]
+
+
+def test_each_instance_gets_its_own_host_line_on_one_connection(tmp_path: Path) -> None:
+    with LedgerUpstream() as other, leader(tmp_path, UPSTREAM2=other.url) as lead:
+        client = Client(lead.port)
+        for _ in range(8):
+            assert _get(client, "/status/200").status == 200
+        client.close()
+        assert len(lead.direct()) >= 4
+        for ledger in (lead.upstream, other):
+            netloc = ledger.url.split("://", 1)[1].encode()
+            assert {r.header("host") for r in ledger.wait_for(4)} == {netloc}
+
+
+def test_a_setting_changed_between_two_requests_of_a_connection_applies_to_the_second(
+    tmp_path: Path,
+) -> None:
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        spoofed = "X-Forwarded-For: 10.0.0.9"
+        assert _get(client, "/status/200", spoofed).status == 200
+        assert _get(client, "/status/200", spoofed).status == 200
+        other = Client(lead.port)
+        other.send(b"POST /_trust HTTP/1.1\r\nHost: leader\r\nContent-Length: 9\r\n\r\n127.0.0.1")
+        assert other.read().status == 204
+        other.close()
+        assert _get(client, "/status/200", spoofed).status == 200
+        client.close()
+        assert lead.direct() == ["GET /status/200"] * 3
+        sent = [r for r in lead.upstream.wait_for(4) if r.target == b"/status/200"]
+        assert [r.header("x-forwarded-for") for r in sent] == [
+            b"127.0.0.1",
+            b"127.0.0.1",
+            b"10.0.0.9, 127.0.0.1",  # from a proxy it now trusts
+        ]

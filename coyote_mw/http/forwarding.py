@@ -56,7 +56,7 @@ from coyote_mw.errors import (
 )
 from coyote_mw.http.paths import CanonicalPath
 
-__all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens"]
+__all__ = ["HOP_BY_HOP", "Forwarding", "connection_tokens", "new_request_id"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -374,11 +374,16 @@ class Forwarding:
         netloc: bytes,
         version: str = "1.1",
         made_id: str = "",
+        make_id: bool = True,
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool, str]:
         """The headers to forward (names lowercase), the body's length if the client
         gave a valid one (None: unknown, sent chunked), whether a body follows, and the
         request id (``made_id`` when one was made for this request already: a retry).
-        Framing was checked before dispatch (``check_asgi``)."""
+        Framing was checked before dispatch (``check_asgi``).
+
+        ``make_id`` false: when the client gave no valid id, none is made: its line's
+        value is empty and the id returned is "" (the caller makes one per request,
+        ``new_request_id``, for headers it keeps and sends again)."""
         out: list[tuple[bytes, bytes]] = []
         forwarded_for = via = b""
         host = proto = fwd_host = fwd_prefix = request_id = None
@@ -449,11 +454,18 @@ class Forwarding:
         ours = self._via.get(version) or f"{version} {self.pseudonym}".encode("latin-1")
         out.append((b"via", via + b", " + ours if via else ours))
         if not request_id or _REQUEST_ID.fullmatch(request_id) is None:
-            # unique, not secret: the random module (re-seeded in a forked child) is
-            # cheaper than os.urandom on every request
-            request_id = made_id.encode("ascii") if made_id else b"%032x" % getrandbits(128)
+            if made_id:
+                request_id = made_id.encode("ascii")
+            else:
+                request_id = new_request_id() if make_id else b""
         out.append((b"x-request-id", request_id))
         if length is not None and has_body:
             out.append((b"content-length", b"%d" % length))
         out.append((b"host", netloc))
         return out, length, has_body, request_id.decode("ascii")
+
+
+def new_request_id() -> bytes:
+    """A request id as ``Forwarding.forward`` makes one: unique, not secret (the random
+    module, re-seeded in a forked child, is cheaper than os.urandom per request)."""
+    return b"%032x" % getrandbits(128)

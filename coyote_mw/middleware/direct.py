@@ -13,7 +13,9 @@ for:
   has an idle kept-alive connection.
 
 It then writes the forwarded head (``coyote_mw.http.forwarding``: the same headers and
-target as the ASGI path) to that connection from the server's callback, and the
+target as the ASGI path; for a ``GET`` or ``HEAD`` whose header lines repeat the
+connection's last request, the lines forwarded then, with a new request id: ``_Memo``)
+to that connection from the server's callback, and the
 response's head and body back to the client as they arrive, framed by the server's own
 rules (``Exchange.start`` / ``write``: hop-by-hop headers, ``Date`` and ``Server``
 dropped as the relay drops them).  The relay's timeout bounds the wait for the head
@@ -36,11 +38,12 @@ from typing import TYPE_CHECKING
 
 from coyote_mw.errors import BadRequestPath, DispatchError, HandlerTimeout, TransportError
 from coyote_mw.handlers.base import Dispatch, _encode_headers, instance_failed
+from coyote_mw.http.forwarding import Forwarding, new_request_id
 from coyote_mw.http.paths import canonical_raw
 from coyote_mw.http.responses import error_response
 from coyote_mw.middleware.base import Middleware
 from coyote_mw.remote.handler import RemoteHandler, strip_response_headers
-from coyote_mw.remote.transport import IDEMPOTENT_METHODS, ReadTimeout
+from coyote_mw.remote.transport import IDEMPOTENT_METHODS, ReadTimeout, header_lines
 from coyote_mw.routing.table import Match
 from coyote_mw.server import Exchange, H1Connection
 
@@ -53,6 +56,7 @@ __all__ = ["Direct"]
 logger = logging.getLogger("coyote_mw.proxy")
 
 _perf_counter = time.perf_counter
+_MEMO_INSTANCES = 16  # the instances a connection's memo keeps forwarded lines for
 
 
 class Direct:
@@ -87,8 +91,16 @@ class Direct:
         if not isinstance(verdict, Match) or relative is None:
             return None
         headers = conn.headers
-        if forwarding.check_head(headers, version) is not None:
-            return None  # the ASGI path answers the refusal
+        memo = conn.memo
+        if not (
+            type(memo) is _Memo
+            and memo.headers == headers
+            and memo.version == version
+            and memo.forwarding is forwarding
+        ):
+            if forwarding.check_head(headers, version) is not None:
+                return None  # the ASGI path answers the refusal
+            memo = conn.memo = _Memo(headers, version, forwarding)
         endpoint = verdict.endpoint
         try:
             handler = endpoint.pick()
@@ -102,7 +114,19 @@ class Direct:
             endpoint.unpick()
             return None
         d = Dispatch(verdict, method, relative, topology, relay, gw.max_body, self.mount)
-        out, _, _ = handler.forward_headers(headers, conn.client, conn.scheme, d, version)
+        out: list[tuple[bytes, bytes]] | bytes
+        if method == "GET" or method == "HEAD":  # no length to add: lines kept
+            lines = memo.lines.get(handler.netloc) or memo.learn(handler, conn, d)
+            given = lines[1]
+            if given is None:
+                made = new_request_id()
+                d.request_id = made.decode("ascii")
+                out = b"%bx-request-id: %b\r\n%b" % (lines[0], made, lines[2])
+            else:
+                d.request_id = given
+                out = lines[0]
+        else:
+            out, _, _ = handler.forward_headers(headers, conn.client, conn.scheme, d, version)
         upstreams = handler.upstreams
         exchange = _Relayed(conn, headers, version, keep_alive, d, handler, start, self)
         exchange.query, exchange.raw_path, exchange.logged = query, raw_path, path.raw
@@ -122,6 +146,46 @@ class Direct:
             return None
         exchange.go(upstream)
         return exchange
+
+
+class _Memo:
+    """What ``Direct`` keeps of a connection's last request head (``conn.memo``): that
+    it passed the head checks, and the header lines forwarded for it to each instance.
+    A client on a kept-alive connection usually sends the same header lines again;
+    when it does, with the same forwarding policy, the checks and forwarded headers
+    (``Forwarding.forward``: a function of the lines, the connection's peer and scheme,
+    the version, the mount and the instance) are what they were, but for the request
+    id made afresh for each request."""
+
+    __slots__ = ("forwarding", "headers", "lines", "version")
+
+    def __init__(
+        self, headers: list[tuple[bytes, bytes]], version: str, forwarding: Forwarding
+    ) -> None:
+        self.headers = headers
+        self.version = version
+        self.forwarding = forwarding
+        # by instance (its netloc is the Host line): the lines before the request id,
+        # the client's id (None: made per request), the lines after
+        self.lines: dict[bytes, tuple[bytes, str | None, bytes]] = {}
+
+    def learn(
+        self, handler: RemoteHandler, conn: H1Connection, d: Dispatch
+    ) -> tuple[bytes, str | None, bytes]:
+        out, _, _ = handler.forward_headers(
+            self.headers, conn.client, conn.scheme, d, self.version, make_id=False
+        )
+        if d.request_id:  # the client's own: the same each time
+            lines: tuple[bytes, str | None, bytes] = (header_lines(out), d.request_id, b"")
+        else:
+            at = len(out) - 1
+            while out[at][0] != b"x-request-id":
+                at -= 1
+            lines = (header_lines(out[:at]), None, header_lines(out[at + 1 :]))
+        if len(self.lines) >= _MEMO_INSTANCES:
+            self.lines.clear()
+        self.lines[handler.netloc] = lines
+        return lines
 
 
 class _Relayed(Exchange):

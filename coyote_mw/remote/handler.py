@@ -150,9 +150,11 @@ class RemoteHandler(InstanceHealth, Handler):
         scheme: str,
         d: Dispatch,
         version: str = "1.1",
+        make_id: bool = True,
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         """The headers to forward (``coyote_mw.http.forwarding``), the body's checked length
-        (None: unknown), and whether the request announces a body."""
+        (None: unknown), and whether the request announces a body (``make_id``: as
+        ``Forwarding.forward``'s)."""
         out, length, has_body, d.request_id = self.upstreams.forwarding.forward(
             headers,
             str(client[0]) if client else None,
@@ -161,6 +163,7 @@ class RemoteHandler(InstanceHealth, Handler):
             self.netloc,
             version,
             d.request_id,
+            make_id,
         )
         return out, length, has_body
 

@@ -49,7 +49,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol, cast
 
 import httptools
@@ -75,6 +75,7 @@ __all__ = [
     "Sink",
     "TransportError",
     "UpstreamResponse",
+    "header_lines",
 ]
 
 # Response bytes buffered for a slow reader before the socket stops being read, and
@@ -569,6 +570,11 @@ class _Default:
 _DEFAULT = _Default()
 
 
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Header lines as the pool writes them (``Pool.send_now`` takes them so)."""
+    return b"".join([b"%b: %b\r\n" % pair for pair in headers])
+
+
 class UpstreamResponse:
     """A response head; the body streams from ``aiter_body``.
 
@@ -776,21 +782,28 @@ class Pool:
         host: str,
         port: int,
         target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | bytes,
         sink: Sink,
         tls: ssl.SSLContext | None = None,
         max_head: int = MAX_HEAD,
     ) -> _Connection | None:
         """Send a request without a body on an idle connection, now, without a
         coroutine: its response goes to ``sink`` as it arrives.  None when no idle
-        connection is at hand (nothing was sent)."""
+        connection is at hand (nothing was sent).
+
+        ``headers`` may be header lines ready to send (``header_lines``: Host among
+        them, and Content-Length: 0 for a method that needs a length), sent as they
+        are."""
         if self._closed:
             return None
         key = (host, port, tls)
         conn = self._take_idle(key)
         if conn is None:
             return None
-        head, _ = self._head(method, key, target, headers, b"")
+        if type(headers) is bytes:
+            head = b"%b %b HTTP/1.1\r\n%b\r\n" % (method.encode("ascii"), target, headers)
+        else:
+            head, _ = self._head(method, key, target, headers, b"")  # type: ignore[arg-type]
         try:
             conn.start(method == "HEAD", max_head)
             conn.write(head)

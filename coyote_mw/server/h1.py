@@ -74,7 +74,8 @@ class Shortcut(Protocol):
     An exchange answers with ``start`` and ``write``, learns of a client gone with
     ``gone`` and of a client that does not read with ``writing_paused`` /
     ``writing_resumed``; one that has answered nothing yet may give the request to the
-    app after all (``conn.hand_to_app``)."""
+    app after all (``conn.hand_to_app``).  ``conn.memo`` is the shortcut's own, kept for
+    the connection's life (None at first): what it learnt from the requests before."""
 
     def __call__(
         self,
@@ -116,6 +117,7 @@ class H1Connection(asyncio.Protocol):
         self.closing = False
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
         self.refusal: _Refuse | None = None  # answered once the responses before it end
+        self.memo: object = None  # the shortcut's (``Shortcut``)
         # the head being read
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []

@@ -7,6 +7,7 @@
 The instance at ``$UPSTREAM`` (a ledger upstream) takes ``GET``, ``HEAD`` and ``POST`` of
 its behaviours' paths (``/echo/...``, ``/hang``...), ``/warm`` and ``/own/...`` (a
 behaviour a test gives its ledger, ``LedgerUpstream(behaviours={"own": fn})``);
+``POST /_trust`` sets the trusted proxies to its body (``Coyote.configure``);
 ``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE``, ``$EJECT_AFTER`` set the
 leader's; ``$UPSTREAM2``, when set, is a second instance of the same routes.  Every
 request the shortcut takes is said on stderr as ``direct METHOD TARGET``, so a test
@@ -43,6 +44,21 @@ def _leader() -> Any:
     for url in (os.environ["UPSTREAM"], os.environ.get("UPSTREAM2")):
         if url:
             coyote.register_remote(url, routes=routes, service="ledger")
+
+    async def trust(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # POST /_trust with the trusted proxies as its body: a setting changed while
+        # clients' connections stay open
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        coyote.configure(trusted_proxies=body.decode())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    coyote.register(trust, routes=[("POST", "/_trust")], interface="asgi")
     return coyote.asgi()
 
 

@@ -776,6 +776,7 @@ def test_cookies_and_long_values_are_not_kept_among_the_checked_header_lines() -
     exchange = h1.Exchange(conn, [], "1.1", True, False)  # type: ignore[arg-type]
     exchange.more_body = False
     h1._VALID.clear()
+    h1._HEADS.clear()
     exchange.start(
         200,
         [
@@ -786,4 +787,71 @@ def test_cookies_and_long_values_are_not_kept_among_the_checked_header_lines() -
     )
     assert b"Set-Cookie: session=s3cr3t" in exchange.head
     assert sorted(h1._VALID) == [(b"content-type", b"text/plain")]
+    assert h1._HEADS == {}  # nor is a head with such a line kept whole
     h1._VALID.clear()
+
+
+def _started(
+    version: str,
+    keep_alive: bool,
+    headers: Any,
+    head_only: bool = False,
+    status: int = 200,
+) -> tuple[bytes, int | None, bool, bool, bool]:
+    from types import SimpleNamespace
+
+    from coyote_mw.server import h1
+
+    conn = SimpleNamespace(
+        options=SimpleNamespace(max_discard=1),
+        server=SimpleNamespace(extra=b"server: coyote\r\n"),
+    )
+    exchange = h1.Exchange(conn, [], version, keep_alive, False)  # type: ignore[arg-type]
+    exchange.more_body = False
+    exchange.head_only = head_only
+    exchange.start(status, headers)
+    head = b"".join(
+        line for line in exchange.head.splitlines(keepends=True) if not line.startswith(b"date:")
+    )
+    return head, exchange.remaining, exchange.chunked, exchange.keep_alive, exchange.head_only
+
+
+def test_a_head_made_from_one_kept_is_the_head_made_afresh() -> None:
+    # most responses repeat their head: the server keeps each it made (but its Date)
+    # and takes it whole the next time; what it gives must be what it would have made
+    from coyote_mw.server import h1
+
+    text = [(b"content-type", b"text/plain")]
+    sized = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    both = [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]
+    cases: list[tuple[str, bool, Any, bool, int]] = [
+        ("1.1", True, text, False, 200),  # chunked
+        ("1.0", True, text, False, 200),  # close-delimited: not kept alive
+        ("1.0", True, sized, False, 200),  # kept alive, said so
+        ("1.1", False, sized, False, 200),  # connection: close
+        ("1.1", True, both, False, 200),  # the length dropped
+        ("1.0", True, both, False, 200),  # neither
+        ("1.1", True, sized, True, 200),  # HEAD
+        ("1.1", True, sized, False, 204),  # neither with a 204
+        ("1.1", True, [*sized, (b"connection", b"close")], False, 200),
+        ("1.1", True, sized, False, 404),
+    ]
+    fresh = []
+    for case in cases:
+        h1._HEADS.clear()
+        fresh.append(_started(*case))
+    h1._HEADS.clear()
+    for _ in range(2):  # made, then taken from the kept ones
+        assert [_started(*case) for case in cases] == fresh
+    assert len(h1._HEADS) == len(cases)
+    assert fresh[0][0] == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+        b"transfer-encoding: chunked\r\nserver: coyote\r\n\r\n"
+    )
+    assert fresh[1][1:] == (None, False, False, False)
+    # lines given as any iterable, or as lists, are read once and served alike
+    made = _started("1.1", True, sized)
+    assert _started("1.1", True, iter(sized)) == made  # kept: taken from what was kept
+    assert _started("1.1", True, [list(line) for line in sized]) == made  # not kept
+    assert _started("1.1", True, (line for line in sized)) == made
+    h1._HEADS.clear()

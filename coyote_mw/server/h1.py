@@ -53,6 +53,13 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
 _VALID_MAX = 1024
 _VALID_VALUE_MAX = 64
+# Response heads made before (``Exchange.start``), by status, the request's version and
+# keep-alive, HEAD or not, the server's lines and the app's lines, when each of those
+# could be kept in _VALID (no cookie, no long value): the head up to its Date line,
+# the body's length, chunked or not, keep-alive, no body.  Bounded, as _VALID.
+_HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, bool, bool]] = {}
+_HEADS_MAX = 256
+_HEAD_LINES_MAX = 16  # a head of more lines is made each time
 
 # what the reading is paused for (a bit each): the body buffer is full, a pipelined
 # request waits for the one before it, the parser will take no more, the client does
@@ -716,6 +723,29 @@ class Exchange:
         line = status_line(status)
         if status < 200:
             raise RuntimeError(f"status {status}: an ASGI response is a final one")
+        if (
+            self.keep_alive
+            and self.more_body
+            and (self.expect or self.declared_over(conn.options.max_discard))
+        ):
+            self.keep_alive = False  # a body nobody reads, too big to discard
+        # Most heads repeat: one made before is taken whole, but for its Date line.
+        extra = conn.server.extra
+        if type(headers) is not list:  # any iterable (ASGI): read once
+            headers = list(headers)
+        key: tuple[Any, ...] | None
+        try:
+            made = _HEADS.get(
+                key := (status, self.version, self.keep_alive, self.head_only, extra, *headers)
+            )
+        except TypeError:  # a bytearray or a list among the lines: made every time
+            key = made = None
+        if made is not None:
+            self.head = b"%b%b\r\n" % (made[0], date_line())
+            _, self.remaining, self.chunked, self.keep_alive, self.head_only = made
+            self.started = True
+            self.expect = False
+            return
         # (afresh: a head refused halfway may be followed by an error answer's)
         self.remaining = None
         self.chunked = False
@@ -723,6 +753,7 @@ class Exchange:
         framed = False
         close_said = False
         length_at = coding_at = 0  # where those lines are in parts
+        kept = key is not None and len(headers) <= _HEAD_LINES_MAX
         for name, value in headers:
             try:
                 known = (name, value) in _VALID
@@ -742,6 +773,8 @@ class Exchange:
                     if len(_VALID) >= _VALID_MAX:
                         _VALID.clear()
                     _VALID.add((name, value))
+                else:
+                    kept = False  # nor is a head that has such a line
             lower = name.lower()
             if lower == b"content-length":
                 if self.remaining is not None or not value.strip().isdigit():
@@ -781,18 +814,23 @@ class Exchange:
                 parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False
-        if (
-            self.keep_alive
-            and self.more_body
-            and (self.expect or self.declared_over(conn.options.max_discard))
-        ):
-            self.keep_alive = False  # a body nobody reads, too big to discard
         if not self.keep_alive:
             if not close_said:
                 parts.append(b"connection: close\r\n")
         elif self.version == "1.0":
             parts.append(b"connection: keep-alive\r\n")
-        parts += (conn.server.extra, date_line(), b"\r\n")
+        parts.append(extra)
+        if kept:
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.clear()
+            _HEADS[key] = (  # type: ignore[index]
+                b"".join(parts),
+                self.remaining,
+                self.chunked,
+                self.keep_alive,
+                self.head_only,
+            )
+        parts += (date_line(), b"\r\n")
         self.head = b"".join(parts)
         self.started = True
         self.expect = False

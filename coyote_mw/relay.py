@@ -512,7 +512,7 @@ class Relay:
         loop = task.get_loop()
         dog = self._last_watchdog
         if dog is None or dog.loop is not loop:
-            dog = self._watchdog(loop)
+            dog = self.watchdog(loop)
         w.dog, w.task, w.deadline, w.fired = dog, task, loop.time() + self.timeout, False
         dog.add(w)
 
@@ -527,9 +527,6 @@ class Relay:
         """The watchdog of ``loop``, for what runs under this relay's ``timeout`` without
         a task of its own (``Watched``): ``add`` it, and take it out of ``running``
         when it ends."""
-        return self._watchdog(loop)
-
-    def _watchdog(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
         dog = self._last_watchdog
         if dog is not None and dog.loop is loop:
             return dog
@@ -725,7 +722,7 @@ class Admission(_Watch):
         assert task is not None
         dog = relay._last_watchdog
         if dog is None or dog.loop is not loop:
-            dog = relay._watchdog(loop)
+            dog = relay.watchdog(loop)
         self.dog = dog
         self.task = task
         self.deadline = loop.time() + relay.timeout

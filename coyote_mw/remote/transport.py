@@ -352,7 +352,7 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        parser = cast(httptools.HttpResponseParser, self.parser)
+        parser: httptools.HttpResponseParser = self.parser  # type: ignore[assignment]
         status = parser.get_status_code()
         if status < 200:
             if status == 101:  # the relay never asks to switch protocols
@@ -377,8 +377,11 @@ class _Connection(asyncio.Protocol):
         elif not self.framed:
             self.until_close = True  # neither length nor chunks: the body ends with the TCP
         self.head_done = True
-        _wake(self.head_waiter)
-        _wake(self.write_waiter)  # an early answer may end a stalled upload
+        # (_wake, its None check inlined: most of the time nobody waits)
+        if self.head_waiter is not None:
+            _wake(self.head_waiter)
+        if self.write_waiter is not None:
+            _wake(self.write_waiter)  # an early answer may end a stalled upload
 
     def on_body(self, body: bytes) -> None:
         if self.complete:  # a HEAD response: llhttp expects the body it announced
@@ -389,15 +392,18 @@ class _Connection(asyncio.Protocol):
             self.reading_paused = True
             cast(asyncio.Transport, self.transport).pause_reading()
             _wake(self.write_waiter)
-        _wake(self.data_waiter)
+        if self.data_waiter is not None:
+            _wake(self.data_waiter)
 
     def on_message_complete(self) -> None:
         if self.interim:
             self.interim = False
             return
         self.complete = True
-        _wake(self.data_waiter)
-        _wake(self.write_waiter)
+        if self.data_waiter is not None:
+            _wake(self.data_waiter)
+        if self.write_waiter is not None:
+            _wake(self.write_waiter)
 
     # -- used by the pool and the response ----------------------------------------------
 
@@ -422,7 +428,7 @@ class _Connection(asyncio.Protocol):
     def start(self, head_only: bool, max_head: int) -> None:
         """Begin an exchange on this connection; raise if it closed in the meantime."""
         self.begin(head_only, max_head)
-        if self.closed or cast(asyncio.Transport, self.transport).is_closing():
+        if self.closed or self.transport.is_closing():  # type: ignore[union-attr]
             raise RemoteProtocolError("the connection closed before the request was sent")
 
     def head_arrived(self) -> None:
@@ -432,7 +438,7 @@ class _Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         try:
-            cast(asyncio.Transport, self.transport).write(data)
+            self.transport.write(data)  # type: ignore[union-attr]
         except RuntimeError as exc:  # uvloop refuses writes to a closed transport
             raise RemoteProtocolError("the connection closed while sending the request") from exc
 
@@ -927,7 +933,7 @@ class Pool:
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to be stale
             conn.idle = False
-            transport = cast(asyncio.Transport, conn.transport)
+            transport: asyncio.Transport = conn.transport  # type: ignore[assignment]
             if conn.closed or transport.is_closing() or now - conn.idle_since > self.idle_timeout:
                 self._discard(conn)
                 continue

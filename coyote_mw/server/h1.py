@@ -112,8 +112,8 @@ class H1Connection(asyncio.Protocol):
         self.scheme = "http"
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
-        self.cycle: _Cycle | None = None  # the one the app answers
-        self.parsing: _Cycle | None = None  # the one whose body the parser reads
+        self.cycle: Exchange | None = None  # the one being answered (by the app or a shortcut)
+        self.parsing: Exchange | None = None  # the one whose body the parser reads
         self.waiting: deque[_Cycle] = deque()  # pipelined behind self.cycle
         self.paused = 0
         self.held: list[bytes] = []  # what came behind a pipelined request, unparsed

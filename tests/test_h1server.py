@@ -855,3 +855,15 @@ def test_a_head_made_from_one_kept_is_the_head_made_afresh() -> None:
     assert _started("1.1", True, [list(line) for line in sized]) == made  # not kept
     assert _started("1.1", True, (line for line in sized)) == made
     h1._HEADS.clear()
+
+
+@pytest.mark.parametrize("status", [103, 99, 600, "200", None])
+def test_a_status_no_response_can_have_is_refused_even_with_a_kept_head(status: Any) -> None:
+    from coyote_mw.server import h1
+
+    sized = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    h1._HEADS.clear()
+    _started("1.1", True, sized)  # a head kept for these lines
+    with pytest.raises(RuntimeError, match="status"):
+        _started("1.1", True, sized, status=status)
+    h1._HEADS.clear()

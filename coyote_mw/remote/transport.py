@@ -1021,7 +1021,7 @@ class Pool:
             conn.buffered = 0
         # Straight to the longest waiting request, if any: handing it over, rather than
         # waking it to look in the idle list, keeps a busy caller from jumping the queue.
-        waiter = self._next_waiter(conn.key)
+        waiter = self._next_waiter(conn.key) if self._waiters else None
         if waiter is not None:
             waiter.set_result(conn)
             return

@@ -473,7 +473,7 @@ class H1Connection(asyncio.Protocol):
             self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
         else:
             self.state, self.deadline = _IDLE, self.loop.time() + self.options.keep_alive_timeout
-        if not self.waiting:
+        if self.paused & _PIPELINE and not self.waiting:
             self._resume(_PIPELINE)
 
     def _pause(self, why: int) -> None:
@@ -720,9 +720,6 @@ class Exchange:
     def start(self, status: int, headers: Any) -> None:
         """The response's head, written with the first of its body (``write``)."""
         conn = self.conn
-        line = status_line(status)
-        if status < 200:
-            raise RuntimeError(f"status {status}: an ASGI response is a final one")
         if (
             self.keep_alive
             and self.more_body
@@ -745,7 +742,10 @@ class Exchange:
             _, self.remaining, self.chunked, self.keep_alive, self.head_only = made
             self.started = True
             self.expect = False
-            return
+            return  # (its status was checked when it was made)
+        line = status_line(status)
+        if status < 200:
+            raise RuntimeError(f"status {status}: an ASGI response is a final one")
         # (afresh: a head refused halfway may be followed by an error answer's)
         self.remaining = None
         self.chunked = False

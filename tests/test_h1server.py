@@ -145,6 +145,23 @@ def test_too_many_header_lines_is_431(h1: H1) -> None:
     assert (code, body["error"]) == (431, "Request header fields too large")
 
 
+def test_the_heads_bounds_are_exact(h1: H1) -> None:
+    # max_head_bytes=4096 counts the target and each line as name, value and 4 bytes
+    # (": ", CRLF); max_headers=20 lines
+    def head(size: int, lines: int = 0) -> bytes:
+        extra = b"".join(b"X-%02d: y\r\n" % i for i in range(lines))
+        big = b"X-Big: " + b"a" * (size - 6 - 9 - 9) + b"\r\n" if size else b""
+        return b"GET /hello HTTP/1.1\r\nHost: x\r\n" + extra + big + b"\r\n"
+
+    with h1.connect() as conn:
+        conn.sendall(head(4096))
+        assert status(read_one(conn)[0]) == 200
+        conn.sendall(head(0, lines=19))  # 20 lines with Host
+        assert status(read_one(conn)[0]) == 200
+    assert refused(h1, head(4097))[0] == 431
+    assert refused(h1, head(0, lines=20))[0] == 431
+
+
 def test_a_target_over_max_target_is_414(h1: H1) -> None:
     code, body = refused(h1, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (code, body["error"]) == (414, "Request target too long")

@@ -50,6 +50,7 @@ _SPECIAL = frozenset(
 )
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_OWS = (b" ", b"\t")
 _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
 _VALID_MAX = 1024
 _VALID_VALUE_MAX = 64
@@ -128,7 +129,8 @@ class H1Connection(asyncio.Protocol):
         # the head being read
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
+        self.room = 0  # bytes the head (target and header lines) may still take
+        self.max_headers = self.options.max_headers
         self.in_head = False
         self.began = False
         self.hosts = 0
@@ -257,7 +259,8 @@ class H1Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.began = self.in_head = True
         self.head_start = self.fed
-        self.url, self.headers, self.head_size, self.head_seen = b"", [], 0, 0
+        self.url, self.headers, self.head_seen = b"", [], 0
+        self.room = self.options.max_head_bytes
         self.hosts, self.connection, self.expect, self.codings = 0, b"", False, []
         self.upgrade = self.length = b""
         if self.cycle is not None:  # pipelined: parse this head, then wait
@@ -267,23 +270,25 @@ class H1Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.fed += len(url)
+        self.room -= len(url)
         self.url += url
         if len(self.url) > self.options.max_target:
             raise _Refuse(414, "Request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fed += len(name) + len(value) + 4
-        self.head_size += len(name) + len(value) + 4
+        # (on every line of every request: kept short)
+        size = len(name) + len(value) + 4
+        self.fed += size
+        self.room -= size
         if not self.in_head:  # a chunked body's trailer: not passed on, bounded as the head
-            if self.head_size + len(self.url) > self.options.max_head_bytes:
+            if self.room < 0:
                 raise _Refuse(431, "Request header fields too large", "the trailer section")
             return
-        if len(self.headers) >= self.options.max_headers or (
-            self.head_size + len(self.url) > self.options.max_head_bytes
-        ):
+        headers = self.headers
+        if self.room < 0 or len(headers) >= self.max_headers:
             raise _Refuse(431, "Request header fields too large")
         name = name.lower()
-        if value[-1:] in (b" ", b"\t"):  # whitespace around a value is not part of it
+        if value[-1:] in _OWS:  # whitespace around a value is not part of it
             value = value.rstrip(b" \t")
         if name in _SPECIAL:
             if name == b"host":
@@ -298,7 +303,7 @@ class H1Connection(asyncio.Protocol):
                 self.length = value
             else:
                 self.upgrade = value.lower()
-        self.headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False

@@ -521,3 +521,21 @@ def test_a_setting_changed_between_two_requests_of_a_connection_applies_to_the_s
             b"127.0.0.1",
             b"10.0.0.9, 127.0.0.1",  # from a proxy it now trusts
         ]
+
+
+def test_a_status_over_599_from_the_instance_is_502_on_either_path(tmp_path: Path) -> None:
+    # llhttp reads any three digits; HTTP's statuses end at 599 (RFC 9110 15): an
+    # instance that sends 600 sent no valid response (nginx: "upstream sent invalid
+    # status"), whichever path relayed the request
+    with leader(tmp_path) as lead:
+        client = Client(lead.port)
+        first = client.get("/status/600")  # a cold pool: the ASGI path
+        client.close()
+        lead.warm()
+        client = Client(lead.port)
+        second = client.get("/status/600")  # direct
+        client.close()
+        assert lead.direct().count("GET /status/600") == 1  # the second
+        assert [first.status, second.status] == [502, 502], (first.head, second.head)
+        assert b"Routing error" in first.body and b"Routing error" in second.body
+        until(lambda: lead.log.read_text().count("the upstream sent status 600") == 2, 5, "logged")

@@ -364,6 +364,9 @@ class _Connection(asyncio.Protocol):
             self.framed = False
             self.te = None
             return
+        if status > 599:  # llhttp reads any three digits; HTTP's end at 599 (RFC 9110 15)
+            self._fail(RemoteProtocolError(f"the upstream sent status {status}"))
+            return
         te = self.te
         if te is not None and te.strip().lower() != b"chunked":
             # gzip, "chunked, chunked", "gzip, chunked"...: the relay would pass on bytes

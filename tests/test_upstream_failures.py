@@ -379,6 +379,14 @@ def test_bad_response_framing_is_502(server: str, case: str) -> None:
         assert r.status_code == 502 and r.json()["error"] == "Routing error"
 
 
+def test_a_status_past_599_is_502(server: str) -> None:
+    # llhttp and h11 read any three digits; HTTP's statuses end at 599 (RFC 9110 15)
+    with LedgerUpstream() as up, leader_for(server, up.url) as (_, url):
+        r = httpx.get(f"{url}/status/600", timeout=10)
+        assert r.status_code == 502 and r.json()["error"] == "Routing error"
+        assert httpx.get(f"{url}/status/599", timeout=10).status_code == 599
+
+
 def test_a_response_head_over_max_response_head_is_502(server: str) -> None:
     with LedgerUpstream() as up:
         with leader_for(server, up.url) as (_, url):

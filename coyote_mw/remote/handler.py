@@ -475,6 +475,8 @@ def _refuse_head(response: httpx.Response, limit: int) -> httpx.RemoteProtocolEr
     """Why a response head httpx took must not be relayed (what the lean transport
     refuses itself), or None.  h11 refuses any Transfer-Encoding but one ``chunked``,
     and httpcore a head over 100 KiB; ``max_response_head`` may be lower."""
+    if response.status_code > 599:  # RFC 9110 15; h11 reads any three digits
+        return httpx.RemoteProtocolError(f"the upstream sent status {response.status_code}")
     size = 16
     framing = 0
     for k, v in response.headers.raw:

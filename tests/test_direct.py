@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -539,3 +539,38 @@ def test_a_status_over_599_from_the_instance_is_502_on_either_path(tmp_path: Pat
         assert [first.status, second.status] == [502, 502], (first.head, second.head)
         assert b"Routing error" in first.body and b"Routing error" in second.body
         until(lambda: lead.log.read_text().count("the upstream sent status 600") == 2, 5, "logged")
+
+
+def _status_under_100(conn: socket.socket, request: Received) -> bool:
+    # llhttp reads any three digits: "099" is no interim head, nor any response
+    conn.sendall(b"HTTP/1.1 099 X\r\ncontent-length: 5\r\n\r\nEVIL!")
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    return True
+
+
+def _interim_with_content(conn: socket.socket, request: Received) -> bool:
+    # a 1xx ends with its head (RFC 9110 15.2); llhttp reads the content it announces
+    conn.sendall(b"HTTP/1.1 150 X\r\ncontent-length: 5\r\n\r\nEVIL!")
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    return True
+
+
+@pytest.mark.parametrize("behaviour", [_status_under_100, _interim_with_content])
+def test_a_status_under_100_or_a_1xx_with_content_is_502_on_either_path(
+    tmp_path: Path, behaviour: Callable[[socket.socket, Received], bool]
+) -> None:
+    # neither is passed on as the final response's body, nor waited past
+    with (
+        LedgerUpstream(behaviours={"own": behaviour}) as up,
+        leader(tmp_path, up) as lead,
+    ):
+        client = Client(lead.port)
+        first = client.get("/own/x")  # a cold pool: the ASGI path
+        client.close()
+        lead.warm()
+        client = Client(lead.port)
+        second = client.get("/own/x")  # direct
+        client.close()
+        assert lead.direct().count("GET /own/x") == 1  # the second
+        assert [first.status, second.status] == [502, 502], (first.head, second.head)
+        assert b"Routing error" in first.body and b"Routing error" in second.body

@@ -354,6 +354,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser: httptools.HttpResponseParser = self.parser  # type: ignore[assignment]
         status = parser.get_status_code()
+        if status < 100 or status > 599:  # llhttp reads any three digits (RFC 9110 15)
+            self._fail(RemoteProtocolError(f"the upstream sent status {status:03d}"))
+            return
         if status < 200:
             if status == 101:  # the relay never asks to switch protocols
                 self._fail(RemoteProtocolError("the upstream switched protocols (101)"))
@@ -363,9 +366,6 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             self.framed = False
             self.te = None
-            return
-        if status > 599:  # llhttp reads any three digits; HTTP's end at 599 (RFC 9110 15)
-            self._fail(RemoteProtocolError(f"the upstream sent status {status}"))
             return
         te = self.te
         if te is not None and te.strip().lower() != b"chunked":
@@ -389,6 +389,10 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.complete:  # a HEAD response: llhttp expects the body it announced
             return
+        if self.interim:  # a 1xx ends with its head (RFC 9110 15.2); llhttp reads the
+            # content one announces (but a 100's, 102's, 103's): never the final body
+            self._fail(RemoteProtocolError("the upstream sent content with a 1xx response"))
+            raise _SecondResponse  # the parser stops here: nothing after it is read
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self.reading_paused:

@@ -417,9 +417,7 @@ class Dashboard:
         cookie = self._cookie_header(base, self.sessions.issue(), self.sessions.lifetime, scheme)
         return self._redirect(base, cookie)
 
-    def _cookie_header(
-        self, base: str, value: str, max_age: int, scheme: str
-    ) -> tuple[str, str]:
+    def _cookie_header(self, base: str, value: str, max_age: int, scheme: str) -> tuple[str, str]:
         return (
             "set-cookie",
             dump_cookie(

@@ -487,6 +487,24 @@ def test_a_head_that_changes_on_a_connection_is_checked_and_forwarded_anew(
         assert [r.header("x-custom") for r in sent] == [b"a", b"b", b"b"]
 
 
+def test_a_head_an_app_changed_in_place_is_checked_when_a_client_sends_it(
+    tmp_path: Path,
+) -> None:
+    # the server hands its header list to the app; an app that changes it must not change
+    # what the shortcut remembers as checked: the same lines sent next are checked (here:
+    # a Via naming this leader, a loop, 508)
+    with leader(tmp_path) as lead:
+        lead.warm()
+        client = Client(lead.port)
+        assert _get(client, "/meddle").body == b"meddled"
+        pseudonym = lead.upstream.wait_for(1)[0].header("via")
+        assert pseudonym is not None
+        looped = _get(client, "/status/200", f"Via: {pseudonym.decode()}")
+        assert looped.status == 508, looped.head
+        client.close()
+        assert len(lead.upstream.wait_for(1)) == 1  # the warm-up's only
+
+
 def test_each_instance_gets_its_own_host_line_on_one_connection(tmp_path: Path) -> None:
     with LedgerUpstream() as other, leader(tmp_path, UPSTREAM2=other.url) as lead:
         client = Client(lead.port)

@@ -100,7 +100,9 @@ class Direct:
         ):
             if forwarding.check_head(headers, version) is not None:
                 return None  # the ASGI path answers the refusal
-            memo = conn.memo = _Memo(headers, version, forwarding)
+            # (a copy: the list goes on to the app if the ASGI path takes the request,
+            # and what the memo holds must be what was checked)
+            memo = conn.memo = _Memo(headers.copy(), version, forwarding)
         endpoint = verdict.endpoint
         try:
             handler = endpoint.pick()

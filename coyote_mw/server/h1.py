@@ -53,10 +53,10 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _OWS = (b" ", b"\t")
 _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
 _VALID_MAX = 1024
-_VALID_VALUE_MAX = 64
+_VALID_VALUE_MAX = 64  # bytes of a kept line's value, and of its name
 # Response heads made before (``Exchange.start``), by status, the request's version and
 # keep-alive, HEAD or not, the server's lines and the app's lines, when each of those
-# could be kept in _VALID (no cookie, no long value): the head up to its Date line,
+# could be kept in _VALID (no cookie, no long name or value): the head up to its Date line,
 # the body's length, chunked or not, keep-alive, no body.  Bounded, as _VALID.
 _HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, bool, bool]] = {}
 _HEADS_MAX = 256
@@ -773,6 +773,7 @@ class Exchange:
                     type(name) is bytes
                     and type(value) is bytes
                     and len(value) <= _VALID_VALUE_MAX
+                    and len(name) <= _VALID_VALUE_MAX
                     and name.lower() != b"set-cookie"
                 ):
                     if len(_VALID) >= _VALID_MAX:

@@ -7,7 +7,8 @@
 The instance at ``$UPSTREAM`` (a ledger upstream) takes ``GET``, ``HEAD`` and ``POST`` of
 its behaviours' paths (``/echo/...``, ``/hang``...), ``/warm`` and ``/own/...`` (a
 behaviour a test gives its ledger, ``LedgerUpstream(behaviours={"own": fn})``);
-``POST /_trust`` sets the trusted proxies to its body (``Coyote.configure``);
+``POST /_trust`` sets the trusted proxies to its body (``Coyote.configure``); ``GET
+/meddle`` adds a line to its scope's header list, in place;
 ``$TIMEOUT``, ``$CONCURRENCY``, ``$QUEUE``, ``$STREAM_IDLE``, ``$EJECT_AFTER`` set the
 leader's; ``$UPSTREAM2``, when set, is a second instance of the same routes.  Every
 request the shortcut takes is said on stderr as ``direct METHOD TARGET``, so a test
@@ -59,6 +60,15 @@ def _leader() -> Any:
         await send({"type": "http.response.body", "body": b""})
 
     coyote.register(trust, routes=[("POST", "/_trust")], interface="asgi")
+
+    async def meddle(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # GET /meddle: an app that changes its scope's header list in place (adds a Via
+        # line naming this leader)
+        scope["headers"].append((b"via", f"1.1 {coyote.forwarding.pseudonym}".encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"meddled"})
+
+    coyote.register(meddle, routes=[("GET", "/meddle")], interface="asgi")
     return coyote.asgi()
 
 

@@ -1,17 +1,21 @@
-"""Where a relayed request's Python goes: bytecodes and calls per request, by function.
+"""Where a request's Python goes: bytecodes and calls per request, by function.
 
-    .venv/bin/python benchmarks/bytecodes.py                  # coyote's own server
+    .venv/bin/python benchmarks/bytecodes.py                     # the relay
     .venv/bin/python benchmarks/bytecodes.py --headers browser --top 40
+    .venv/bin/python benchmarks/bytecodes.py --suite inprocess   # vs native Starlette
 
-The upstream of benchmarks/proxy.py and the gateway of ``coyote leader --http coyote``
-(``benchmarks.proxy_apps coyote_gateway``, relaying without ASGI where it can, access
-log on, to a file) on 127.0.0.1.  After ``--warm`` requests over one kept-alive
-connection, the gateway counts every bytecode its Python runs (``sys.settrace`` with
-``f_trace_opcodes``) for ``--requests`` more, then prints them per request by function,
-with the calls.  A count, not a time: the same on a busy machine, and slow to take, so
-the run is short.  It shows what costs in the interpreter; callgrind (see the README)
-gives the instructions.  ``--headers browser`` sends the twelve header lines of a
-browser's navigation instead of ``Host`` alone.
+``--suite relay`` (the default): the upstream of benchmarks/proxy.py and the gateway of
+``coyote leader --http coyote`` (``benchmarks.proxy_apps coyote_gateway``, relaying
+without ASGI where it can, access log on, to a file), ``GET /hello``.  ``--suite
+inprocess``: the apps of benchmarks/inprocess.py on uvicorn (httptools, uvloop), the
+native Starlette route and coyote standalone, one after the other, ``GET /hello/world``.
+After ``--warm`` requests over one kept-alive connection on 127.0.0.1, the server counts
+every bytecode its Python runs (``sys.settrace`` with ``f_trace_opcodes``) for
+``--requests`` more, then prints them per request by function, with the calls.  A count,
+not a time: the same on a busy machine, and slow to take, so the run is short.  It shows
+what costs in the interpreter; callgrind (see the README) gives the instructions.
+``--headers browser`` sends the twelve header lines of a browser's navigation instead of
+``Host`` alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -48,11 +53,10 @@ BROWSER = (
 )
 
 
-def serve(port: int, out: Path, requests: int) -> None:
-    """The gateway, counting while SIGUSR2 has been given once (a second: written out)."""
-    import benchmarks.proxy_apps as apps
-    from coyote_mw.server import Server as H1Server
-
+def serve(port: int, out: Path, requests: int, app: str) -> None:
+    """The server, counting while SIGUSR2 has been given once (a second: written out):
+    ``app`` "gateway" (coyote's server) or an app of benchmarks/inprocess_apps.py
+    (uvicorn)."""
     ops: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()
 
@@ -82,11 +86,27 @@ def serve(port: int, out: Path, requests: int) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGUSR2, toggle)
+    if app != "gateway":
+        import uvicorn
+
+        target = f"benchmarks.inprocess_apps:{app}"
+        uvicorn.run(
+            target,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+        return
+    import benchmarks.proxy_apps as apps
+    from coyote_mw.server import Server as H1Server
+
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    app = apps.coyote_gateway
-    H1Server(app, shortcut=app.direct()).run([sock])
+    gateway = apps.coyote_gateway
+    H1Server(gateway, shortcut=gateway.direct()).run([sock])
 
 
 def _get(sock: socket.socket, request: bytes) -> None:
@@ -105,70 +125,72 @@ def _get(sock: socket.socket, request: bytes) -> None:
     raise RuntimeError("no whole answer within 10 s")
 
 
+def count(app: str, path: str, args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Run ``app`` (with the upstream for the gateway), count, and return the rows."""
+    out = tmp / f"{app}.txt"
+    port = free_port()
+    env = {"COYOTE_ACCESS_LOG_FILE": str(tmp / "access.log")}
+    servers = []
+    if app == "gateway":
+        up_port = free_port()
+        argv = [*UVICORN, "--port", str(up_port), "benchmarks.proxy_apps:upstream"]
+        servers.append(Server("upstream", argv, up_port, core=None))
+        env["UPSTREAM"] = f"http://127.0.0.1:{up_port}"
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+    argv += [str(port), str(out), str(args.requests), app]
+    server = Server(app, argv, port, env, core=None)
+    servers.append(server)
+    lines = "".join(f"{line}\r\n" for line in (BROWSER if args.headers == "browser" else ()))
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}\r\n".encode()
+    try:
+        for each in servers:
+            each.start(path if each is server else "/hello")
+        assert server.proc is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(args.warm):
+                _get(sock, request)
+            server.proc.send_signal(signal.SIGUSR2)
+            time.sleep(0.5)  # the signal is handled between two bytecodes
+            for _ in range(args.requests):
+                _get(sock, request)
+            server.proc.send_signal(signal.SIGUSR2)
+        server.proc.wait(20)
+    finally:
+        for each in reversed(servers):
+            each.stop()
+    return out.read_text().splitlines()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=("relay", "inprocess"), default="relay")
     parser.add_argument("--headers", choices=("one", "browser"), default="one")
     parser.add_argument("--warm", type=int, default=300, help="requests before counting")
     parser.add_argument("--requests", type=int, default=100, help="requests counted")
     parser.add_argument("--top", type=int, default=30, help="functions shown")
-    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)  # the gateway's side
+    parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)  # the server's side
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), Path(args.serve[1]), int(args.serve[2]))
+        port, out, requests, app = args.serve
+        serve(int(port), Path(out), int(requests), app)
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="coyote-bytecodes-"))
-    out = tmp / "counts.txt"
-    up_port, gw_port = free_port(), free_port()
-    upstream = Server(
-        "upstream",
-        [*UVICORN, "--port", str(up_port), "benchmarks.proxy_apps:upstream"],
-        up_port,
-        core=None,
-    )
-    gateway = Server(
-        "gateway",
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve",
-            str(gw_port),
-            str(out),
-            str(args.requests),
-        ],
-        gw_port,
-        {
-            "UPSTREAM": f"http://127.0.0.1:{up_port}",
-            "COYOTE_ACCESS_LOG_FILE": str(tmp / "access.log"),
-        },
-        core=None,
-    )
-    lines = "".join(f"{line}\r\n" for line in (BROWSER if args.headers == "browser" else ()))
-    request = f"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:{gw_port}\r\n{lines}\r\n".encode()
-    try:
-        upstream.start("/hello")
-        gateway.start("/hello")
-        assert gateway.proc is not None
-        with socket.create_connection(("127.0.0.1", gw_port), timeout=10) as sock:
-            for _ in range(args.warm):
-                _get(sock, request)
-            gateway.proc.send_signal(signal.SIGUSR2)
-            time.sleep(0.5)  # the signal is handled between two bytecodes
-            for _ in range(args.requests):
-                _get(sock, request)
-            gateway.proc.send_signal(signal.SIGUSR2)
-        gateway.proc.wait(20)
-    finally:
-        gateway.stop()
-        upstream.stop()
-    total, *rows = out.read_text().splitlines()
-    ops, calls = total.split()
+    if args.suite == "relay":
+        path, apps = "/hello", {"coyote --http coyote, relaying": "gateway"}
+    else:
+        path = "/hello/world"
+        apps = {"native Starlette route": "native_app", "coyote, standalone": "coyote_app"}
     said = "Host alone" if args.headers == "one" else f"Host and {len(BROWSER)} more lines"
-    print(f"GET /hello ({said}), {args.requests} requests counted, {ROOT}")
-    print(f"per request: {ops} bytecodes, {calls} Python calls\n")
-    print("| bytecodes | calls | function |\n|---|---|---|")
-    for row in rows[: args.top]:
-        count, called, where = row.split(" ", 2)
-        print(f"| {count} | {called} | {where} |")
+    print(f"GET {path} ({said}), {args.requests} requests counted, {ROOT}")
+    for label, app in apps.items():
+        total, *rows = count(app, path, args, tmp)
+        ops, calls = total.split()
+        print(f"\n{label}: {ops} bytecodes, {calls} Python calls per request\n")
+        print("| bytecodes | calls | function |\n|---|---|---|")
+        for row in rows[: args.top]:
+            number, called, where = row.split(" ", 2)
+            print(f"| {number} | {called} | {where} |")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

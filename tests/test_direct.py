@@ -65,46 +65,58 @@ class Client:
         return self.read(head_only=method == "HEAD")
 
     def read(self, head_only: bool = False) -> Answer:
+        """One response, read to its end (or the connection's); what came behind it (a
+        pipelined request's answer) waits in ``buffer`` for the next read."""
         answer = Answer()
-        done = [False]
+        state = {"done": False, "headed": False}
 
         class Reader:
             def on_header(self, name: bytes, value: bytes) -> None:
                 answer.headers.append((name, value))
 
             def on_headers_complete(self) -> None:
+                state["headed"] = True
                 if head_only:  # no body follows (httptools cannot be told so)
-                    done[0] = True
+                    state["done"] = True
 
             def on_body(self, body: bytes) -> None:
                 answer.body += body
 
             def on_message_complete(self) -> None:
-                done[0] = True
+                state["done"] = True
 
         parser = httptools.HttpResponseParser(Reader())
-        data, self.buffer = self.buffer, b""
+        pending, self.buffer = self.buffer, b""
         while True:
-            if data:
-                answer.head += data
+            # fed no further than this response's end: a byte at a time through the
+            # head (and a body of unknown length), its Content-Length's worth after it
+            while pending and not state["done"]:
+                step = 1
+                length = answer.header(b"content-length")
+                if state["headed"] and length is not None:
+                    step = max(1, int(length) - len(answer.body))
+                piece, pending = pending[:step], pending[step:]
+                answer.head += piece
                 with contextlib.suppress(httptools.HttpParserError):
-                    parser.feed_data(data)
-                if done[0]:
-                    end = answer.head.find(b"\r\n\r\n")
-                    answer.head = answer.head[: end + 4]
-                    answer.status = parser.get_status_code()
-                    answer.whole = True
-                    return answer
+                    parser.feed_data(piece)
+            if state["done"]:
+                self.buffer = pending
+                end = answer.head.find(b"\r\n\r\n")
+                answer.head = answer.head[: end + 4]
+                answer.status = parser.get_status_code()
+                answer.whole = True
+                return answer
             try:
                 data = self.sock.recv(65536)
             except (TimeoutError, ConnectionResetError):
                 data = b""
             if not data:
                 self.closed = True
-                answer.whole = done[0]
+                answer.whole = False
                 with contextlib.suppress(httptools.HttpParserError):
                     answer.status = parser.get_status_code()
                 return answer
+            pending = data
 
     def close(self) -> None:
         self.sock.close()

@@ -387,27 +387,11 @@ def test_a_status_past_599_is_502(server: str) -> None:
         assert httpx.get(f"{url}/status/599", timeout=10).status_code == 599
 
 
-def _under_100_then_200(conn: socket.socket, request: Received) -> bool:
-    conn.sendall(b"HTTP/1.1 099 X\r\ncontent-length: 5\r\n\r\nEVIL!")
-    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-    return True
-
-
-def _interim_content_then_200(conn: socket.socket, request: Received) -> bool:
-    conn.sendall(b"HTTP/1.1 150 X\r\ncontent-length: 5\r\n\r\nEVIL!")
-    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-    return True
-
-
 @pytest.mark.parametrize("case", ["under-100", "interim-content"])
 def test_a_status_under_100_or_a_1xx_with_content_is_502(server: str, case: str) -> None:
     # "099" is no status (RFC 9110 15), and a 1xx ends with its head (15.2): neither's
-    # content is the final response's body
-    behaviours = {"under-100": _under_100_then_200, "interim-content": _interim_content_then_200}
-    with (
-        LedgerUpstream(behaviours={case: behaviours[case]}) as up,
-        leader_for(server, up.url) as (_, url),
-    ):
+    # content is the final response's body (tests/support/ledger.py)
+    with LedgerUpstream() as up, leader_for(server, up.url) as (_, url):
         r = httpx.get(f"{url}/{case}", timeout=10)
         assert r.status_code == 502 and r.json()["error"] == "Routing error"
 

@@ -23,6 +23,8 @@ What it answers is chosen by the request's first path segment (see ``BEHAVIOURS`
     /cut/{n}          the same, but the n bytes end in a reset (RST), not a close
     /framing/{case}   a 200 whose framing is bad: see ``BAD_FRAMING``
     /big-head/{kib}   a 200 with one header of kib KiB
+    /under-100        a response of status 099 ("EVIL!"), then a 200 "ok"
+    /interim-content  a 150 with content ("EVIL!"), then a 200 "ok"
     anything else     200 "ok" (content-length), keep-alive
 
 Tests add their own with ``LedgerUpstream(behaviours={"name": fn})``, where ``fn(conn,
@@ -196,6 +198,20 @@ def _big_head(conn: socket.socket, request: Received) -> bool:
     return True
 
 
+def _under_100(conn: socket.socket, request: Received) -> bool:
+    # llhttp reads any three digits: "099" is neither an interim head nor a response
+    conn.sendall(b"HTTP/1.1 099 X\r\ncontent-length: 5\r\n\r\nEVIL!")
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    return True
+
+
+def _interim_content(conn: socket.socket, request: Received) -> bool:
+    # a 1xx ends with its head (RFC 9110 15.2); llhttp reads the content one announces
+    conn.sendall(b"HTTP/1.1 150 X\r\ncontent-length: 5\r\n\r\nEVIL!")
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    return True
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "echo": _echo,
     "status": _status,
@@ -209,6 +225,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "cut": _cut,
     "framing": _framing,
     "big-head": _big_head,
+    "under-100": _under_100,
+    "interim-content": _interim_content,
 }
 
 

@@ -177,6 +177,26 @@ def test_trailing_slash_is_significant() -> None:
     assert matched(t, "GET", "/dir") is None
 
 
+def test_a_path_that_starts_with_no_literal_of_the_root_is_a_miss_and_only_that() -> None:
+    """With few literals at the root and no parameter there, a path starting with none
+    of them ends the lookup early: a literal's prefix (``/ap``), a longer literal
+    (``/apiv2``), the route ``/`` and a parameter added at the root later are still
+    answered."""
+    t = table_with(("GET", "/api/{id:int}"), ("GET", "/apiv2/x"), ("GET", "/"))
+    assert matched(t, "GET", "/no/such/route") is None
+    assert matched(t, "GET", "/ap") is None
+    assert matched(t, "GET", "/api/5") == "/api/{id:int}"
+    assert matched(t, "HEAD", "/apiv2/x") == "/apiv2/x"
+    assert matched(t, "GET", "/") == "/"
+    assert matched(t, "POST", "/") is None
+    t.register("other", [("GET", "/{any}/deep/er")], handler)
+    assert matched(t, "GET", "/no/deep/er") == "/{any}/deep/er"
+    assert matched(t, "GET", "/no/such/route") is None
+    many = table_with(*(("GET", f"/lit{i}/{{x}}") for i in range(40)))
+    assert matched(many, "GET", "/lit39/y") == "/lit39/{x}"
+    assert matched(many, "GET", "/no/such/route") is None
+
+
 # -- registration ------------------------------------------------------------------------
 
 

@@ -264,6 +264,26 @@ def test_a_pooled_connection_found_closed_sends_the_request_again(tmp_path: Path
         client.close()
 
 
+def test_a_request_sent_again_after_a_closed_pooled_connection_goes_to_the_same_instance(
+    tmp_path: Path,
+) -> None:
+    # the shortcut's turn of the round robin (each route has its own) is given back
+    # when the ASGI path takes the request: it goes to the instance it was picked
+    # for, on a new connection, as the transport's own retry does
+    with LedgerUpstream() as other, leader(tmp_path, UPSTREAM2=other.url) as lead:
+        for _ in range(2):  # an idle connection to each instance
+            lead.warm()
+        client = Client(lead.port)
+        answer = client.get("/fresh-only")  # the first's idle connection resets it
+        assert (answer.status, answer.body) == (200, b"fresh")
+        assert lead.direct() == ["GET /fresh-only"]
+        got = [r.nth for r in lead.upstream.wait_for(3) if r.target == b"/fresh-only"]
+        assert got == [1, 0]
+        client.close()
+        assert [r.target for r in other.wait_for(1)] == [b"/warm"]
+        assert not lead.said("failed")
+
+
 def test_no_head_within_the_timeout_is_504_and_frees_the_slot(tmp_path: Path) -> None:
     with leader(tmp_path, TIMEOUT="0.5", CONCURRENCY="1", QUEUE="0") as lead:
         lead.warm()

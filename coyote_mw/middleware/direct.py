@@ -319,6 +319,10 @@ class _Relayed(Exchange):
         closed before any answer), or the client is answered the error."""
         if not up.got_bytes:
             if self._end_upstream():
+                # not sent after all: the turn is given back, so that the ASGI path
+                # sends it to the same instance (on a new connection), as the
+                # transport's own retry of a stale pooled connection does
+                self.d.match.endpoint.unpick()
                 self.conn.hand_to_app(self, self.d.method, self.raw_path, self.query)
             return
         d = self.d

@@ -242,6 +242,40 @@ def test_the_data_shows_each_instance_with_its_health_and_each_relay_with_its_lo
     assert data["ready"] is None
 
 
+def test_the_routes_travel_again_only_when_the_table_changed(api: Any, leader: Coyote) -> None:
+    """The page polls with the ``routes_version`` it has: ``routes`` is null while the
+    table is at that version, the table's routes again once it changed; everything else
+    is what the full answer says."""
+    first = api.get(DATA, params={"routes": ""}, headers=AUTH).json()
+    full = api.get(DATA, headers=AUTH).json()
+    assert first["routes"] == leader.table.routes()  # as the table lists them
+    assert [r["path"] for r in first["routes"]] == [r["path"] for r in full["routes"]]
+    assert "upstreams" in full["routes"][0] and "upstreams" not in first["routes"][0]
+    version = first["routes_version"]
+    assert full["routes_version"] == version
+    same = api.get(DATA, params={"routes": version}, headers=AUTH).json()
+    assert same["routes"] is None and same["routes_version"] == version
+    for key in ("instances", "topologies", "ready"):
+        assert same[key] == full[key], key
+
+    r = api.post("/_coyote/registrations", json=payload(ttl=30), headers=AUTH)
+    assert r.status_code == 201, r.text
+    changed = api.get(DATA, params={"routes": version}, headers=AUTH).json()
+    assert changed["routes_version"] != version
+    assert ("GET", "/remote") in {(r["method"], r["path"]) for r in changed["routes"]}
+    full = api.get(DATA, headers=AUTH).json()
+    for key in ("instances", "topologies"):  # the instance's health and lease as well
+        assert changed[key] == full[key], key
+    (one,) = [i for i in changed["instances"] if i["instance"] == "one"]
+    assert one["lease_expires"] and one["routes"] == 1
+    # a version of another process (or of this one before a restart) is never this one's
+    other = "0" * 8 + "." + changed["routes_version"].split(".")[1]
+    assert api.get(DATA, params={"routes": other}, headers=AUTH).json()["routes"]
+    many = "&".join(f"f{i}=1" for i in range(9))
+    refused = api.get(f"{DATA}?{many}", headers=AUTH)
+    assert refused.status_code == 400 and refused.json()["error"] == "Invalid query string"
+
+
 def test_a_full_relay_shows_its_slots_taken_and_the_requests_it_turned_away(
     api: Any, leader: Coyote
 ) -> None:

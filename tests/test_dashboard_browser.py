@@ -85,12 +85,19 @@ def test_the_page_shows_the_saloon_a_second_instance_within_2s_and_drops_a_kille
     expect(row).to_contain_text("Healthy")
     changes = page.locator("#changes")  # aria-live: what a screen reader is told
     expect(changes).to_contain_text("deadwood.saloon/s2 in default registered")
+    # the routes travel again when the table changed (the page polls with its version)
+    drinks = routes.get_by_role("row").filter(
+        has=page.get_by_role("cell", name="/drinks/{id:int}", exact=True)
+    )
+    expect(drinks).to_contain_text("s1, s2")
 
     s2.kill(signal.SIGKILL)
     # its lease runs out (ttl + the sweep's second), then a poll shows it gone
     expect(row).to_have_count(0, timeout=(TTL + 1 + 2) * 1000)
     expect(changes).to_contain_text("deadwood.saloon/s2 in default is gone")
     expect(s1).to_be_visible()
+    expect(drinks).not_to_contain_text("s2")
+    expect(drinks).to_contain_text("s1")
     errors = page.get_by_role("table", name=re.compile("^The last warnings"))
     expect(errors).to_contain_text("lease of deadwood.saloon/s2 in default expired")
     expect(errors).to_contain_text("dashboard sign-in refused: wrong token")

@@ -7,13 +7,21 @@
     GET  {prefix}/dashboard/data          the page's JSON (session cookie or Bearer token):
                                           topologies with their relay's load, instances with
                                           their health and lease, routes, recent errors
+    GET  {prefix}/dashboard/data?routes=V the same, but ``routes`` as the table lists them
+                                          (no per-route health: ``instances`` has it), or
+                                          null when the table is still at ``routes_version``
+                                          V: what the page polls
     GET  {prefix}/dashboard/static/NAME   the page's script and style sheet
 
-The page polls ``/data`` every second and updates its tables in place.
+The page polls ``/data?routes=V`` every second and updates its tables in place: the
+routes travel, and are gathered, only when the table changed (10,000 routes are some
+megabytes of JSON, a quarter of a second to gather, each second, for each page open).
+What the rest is gathered from is kept per table version (``RouteTable.version``).
 
-Security stance: the token never travels in a URL (a query string is never read here)
-and never in the cookie.  Signing in trades the token, sent once in a form body, for a
-session cookie: ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over https, ``Path`` the
+Security stance: the token never travels in a URL (it is never read from a query
+string; the only query read is ``routes``, a version) and never in the cookie.
+Signing in trades the token, sent once in a form body, for a session cookie:
+``HttpOnly``, ``SameSite=Strict``, ``Secure`` over https, ``Path`` the
 dashboard's, holding an expiry and a random id signed with HMAC-SHA256 under a key
 derived from the token - so it lasts ``SESSION_LIFETIME`` seconds at most, every worker
 sharing the token accepts it, and changing the token ends every session.  Signing out
@@ -47,10 +55,11 @@ from urllib.parse import parse_qs
 from werkzeug.http import dump_cookie, parse_cookie
 
 from coyote_mw.http.responses import Response, json_response
-from coyote_mw.ops.views import route_view
+from coyote_mw.ops.views import Leased, route_view
 
 if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
+    from coyote_mw.routing.table import Instance
 
 __all__ = [
     "COOKIE",
@@ -216,34 +225,75 @@ class Sessions:
 # -- the data ---------------------------------------------------------------------------
 
 
-def dashboard_data(ops: Operator) -> dict[str, Any]:
+class _Gathered:
+    """What ``dashboard_data`` shows of the table at one ``RouteTable.version``: the
+    routes as the table lists them, each instance (the first route's, in the routes'
+    order) with its number of routes, the number of routes of each topology."""
+
+    __slots__ = ("instances", "per_topology", "routes", "version")
+
+    def __init__(self, ops: Operator) -> None:
+        table = ops.table
+        self.version = table.version  # read first: a change meanwhile is seen next time
+        self.routes = table.routes()
+        self.instances: dict[tuple[str, str, str], tuple[Instance, int]] = {}
+        self.per_topology: dict[str, int] = {}
+        endpoints = sorted(table.endpoints(), key=lambda ep: (ep.topology, ep.pattern, ep.method))
+        for ep in endpoints:
+            self.per_topology[ep.topology] = self.per_topology.get(ep.topology, 0) + 1
+            for inst in ep.instances:
+                key = (ep.topology, ep.service, inst.instance)
+                seen = self.instances.get(key)
+                self.instances[key] = (inst, 1) if seen is None else (seen[0], seen[1] + 1)
+
+
+class _Kept:
+    """One API's ``_Gathered`` (``Operator.part``), made again when the table changed,
+    and the epoch of its versions: a random word, so that a version seen from another
+    process, or before a restart, is never taken for this one's."""
+
+    def __init__(self, ops: Operator) -> None:
+        self.ops = ops
+        self.epoch = secrets.token_hex(4)
+        self.gathered: _Gathered | None = None
+
+    def get(self) -> _Gathered:
+        kept = self.gathered
+        if kept is None or kept.version != self.ops.table.version:
+            kept = self.gathered = _Gathered(self.ops)
+        return kept
+
+
+def dashboard_data(ops: Operator, routes_seen: str | None = None) -> dict[str, Any]:
     """What the page shows: ``topologies`` (each with its relay's load), ``instances``
     (one per topology, service and instance: URL, health, lease), ``routes``
-    (``route_view``), ``errors`` (recent WARNING-or-worse lines, newest first), ``now``
-    and ``ready`` (None, or why the table is not ready)."""
-    routes = route_view(ops)
-    names = sorted({"default", *(r["topology"] for r in routes)}, key=lambda t: (t != "default", t))
-    instances: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for route in routes:
-        for up in route["upstreams"]:
-            key = (route["topology"], route["service"], up["instance"])
-            seen = instances.get(key)
-            if seen is None:
-                instances[key] = {
-                    "topology": route["topology"],
-                    "service": route["service"],
-                    **up,
-                    "routes": 1,
-                }
-            else:
-                seen["routes"] += 1
+    (``route_view``), ``errors`` (recent WARNING-or-worse lines, newest first), ``now``,
+    ``ready`` (None, or why the table is not ready) and ``routes_version``.
+
+    Given ``routes_seen`` (the page's last ``routes_version``): ``routes`` as the table
+    lists them (``RouteTable.routes``), or None when the table is still at that
+    version."""
+    kept = ops.part(_Kept)
+    gathered = kept.get()
+    version = f"{kept.epoch}.{gathered.version}"
+    routes: list[dict[str, Any]] | None
+    if routes_seen is None:
+        routes = route_view(ops)
+    else:
+        routes = None if routes_seen == version else gathered.routes
+    names = sorted({"default", *gathered.per_topology}, key=lambda t: (t != "default", t))
+    leased = Leased(ops)
+    instances = {
+        key: {"topology": key[0], "service": key[1], **leased.upstream(key[0], inst), "routes": n}
+        for key, (inst, n) in gathered.instances.items()
+    }
     topologies = []
     for name in names:
         relay = ops.relay_for(name)  # a relay takes no thread until it serves
         topologies.append(
             {
                 "topology": name,
-                "routes": sum(1 for r in routes if r["topology"] == name),
+                "routes": gathered.per_topology.get(name, 0),
                 "instances": sum(1 for key in instances if key[0] == name),
                 "relay": {
                     "active": relay.active,
@@ -260,6 +310,7 @@ def dashboard_data(ops: Operator) -> dict[str, Any]:
         "topologies": topologies,
         "instances": [instances[key] for key in sorted(instances)],
         "routes": routes,
+        "routes_version": version,
         "errors": recent_errors().lines(),
     }
 
@@ -307,7 +358,13 @@ def serve(ops: Operator, request: OpsRequest) -> Response:
     rest = request.path[len(ops.prefix) :]
     board = ops.part(Dashboard)
     return board.handle(
-        request.method, rest, request.headers, request.body, request.scheme, request.root_path
+        request.method,
+        rest,
+        request.headers,
+        request.body,
+        request.scheme,
+        request.root_path,
+        request.query,
     )
 
 
@@ -335,6 +392,7 @@ class Dashboard:
         body: bytes | None,
         scheme: str = "http",
         root_path: str = "",
+        query: str = "",
     ) -> Response:
         """The answer to one dashboard request; ``body`` is None when it was too large."""
         base = root_path + self.path
@@ -351,7 +409,15 @@ class Dashboard:
             refusal = self._unauthorized(base, headers)
             if refusal is not None:
                 return refusal
-            return json_response(dashboard_data(self.ops), 200, _SECURITY)
+            seen: str | None = None
+            if query:
+                try:
+                    given = parse_qs(query, keep_blank_values=True, max_num_fields=8)
+                except ValueError:
+                    return _problem(400, "Invalid query string", detail="more than 8 fields")
+                if "routes" in given:
+                    seen = given["routes"][-1]
+            return json_response(dashboard_data(self.ops, seen), 200, _SECURITY)
         if rest == "/dashboard/login":
             if method != "POST":
                 return _not_allowed(method, rest, ["POST"])

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
     from coyote_mw.routing.table import Instance
 
-__all__ = ["health", "ready", "route_view", "routes", "upstream"]
+__all__ = ["Leased", "health", "ready", "route_view", "routes", "upstream"]
 
 _NO_STORE = ("cache-control", "no-store")
 
@@ -83,27 +83,37 @@ def upstream(inst: Instance, now: float, wall: float) -> dict[str, Any]:
     }
 
 
+class Leased:
+    """Instances as ``route_view`` shows them, with their lease: the leases and the
+    clocks read once, then ``upstream(topology, instance)`` for each."""
+
+    def __init__(self, ops: Operator) -> None:
+        self.leases = ops.registration.leases.deadlines()  # lease -> (expires, ttl), wall s
+        self.held = {reg.key: lease for lease, reg in ops.table.leases().items()}
+        self.now, self.wall = time.monotonic(), time.time()
+
+    def upstream(self, topology: str, inst: Instance) -> dict[str, Any]:
+        lease = self.held.get((topology, inst.service, inst.instance))
+        expires, ttl = self.leases.get(lease, (None, None)) if lease else (None, None)
+        return {
+            **upstream(inst, self.now, self.wall),
+            "lease_expires": _iso(expires),
+            # a heartbeat (or the registration) sets the expiry to now + ttl
+            "last_heartbeat": _iso(expires - ttl) if expires and ttl else None,
+        }
+
+
 def route_view(ops: Operator) -> list[dict[str, Any]]:
     """``table.routes()`` (same keys, same order), each route with ``upstreams``: one
     object per instance with its URL, health, lease expiry and last heartbeat."""
     table = ops.table
-    leases = ops.registration.leases.deadlines()  # lease -> (expires, ttl), wall-clock s
-    held = {reg.key: lease for lease, reg in table.leases().items()}
-    now, wall = time.monotonic(), time.time()
+    leased = Leased(ops)
     out = []
     for ep in table.endpoints():
-        upstreams = []
-        for inst in sorted(ep.instances, key=lambda i: i.instance):
-            lease = held.get((ep.topology, ep.service, inst.instance))
-            expires, ttl = leases.get(lease, (None, None)) if lease else (None, None)
-            upstreams.append(
-                {
-                    **upstream(inst, now, wall),
-                    "lease_expires": _iso(expires),
-                    # a heartbeat (or the registration) sets the expiry to now + ttl
-                    "last_heartbeat": _iso(expires - ttl) if expires and ttl else None,
-                }
-            )
+        upstreams = [
+            leased.upstream(ep.topology, inst)
+            for inst in sorted(ep.instances, key=lambda i: i.instance)
+        ]
         out.append(
             {
                 "topology": ep.topology,

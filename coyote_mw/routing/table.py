@@ -120,6 +120,10 @@ class RouteTable:
         self._snapshots: dict[str, Snapshot] = {}
         self._subscribers: list[Callable[[TableChange], None]] = []
         self._reserved: tuple[str, ...] = ()
+        self.version = 0
+        """Counts the table's changes (every registration and withdrawal, a
+        re-registration included): what was read of the table at one version is what
+        it holds until this moves on.  Starts at 0 in each process."""
 
     # -- reads: lock-free ---------------------------------------------------------
 
@@ -403,6 +407,7 @@ class RouteTable:
         else:
             snapshots.pop(topology, None)
         self._snapshots = snapshots  # the one assignment readers see
+        self.version += 1
 
     def _notify(self, change: TableChange) -> None:
         for callback in list(self._subscribers):

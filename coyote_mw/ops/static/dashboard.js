@@ -7,6 +7,9 @@
   const POLL_MS = 1000;
   const main = document.getElementById("dashboard");
   const endpoint = main.dataset.endpoint;
+  // the routes_version of the routes shown: the leader sends the routes only when its
+  // table has changed since ("" at first: never a version)
+  let routesVersion = "";
   const connection = document.getElementById("connection");
   const updated = document.getElementById("updated");
   const notReady = document.getElementById("ready");
@@ -181,20 +184,24 @@
       "No instance is registered.",
     );
 
-    sync(
-      document.getElementById("routes"),
-      data.routes.map((r) => ({
-        key: JSON.stringify([r.topology, r.method, r.path]),
-        cells: [
-          r.topology,
-          r.method + (r.cast ? " (cast)" : ""),
-          { text: r.path, cls: "mono" },
-          r.service,
-          r.instances.join(", ") || "—",
-        ],
-      })),
-      "No route.",
-    );
+    // null: the table has not changed since routesVersion, and neither have its rows
+    if (data.routes !== null) {
+      routesVersion = data.routes_version;
+      sync(
+        document.getElementById("routes"),
+        data.routes.map((r) => ({
+          key: JSON.stringify([r.topology, r.method, r.path]),
+          cells: [
+            r.topology,
+            r.method + (r.cast ? " (cast)" : ""),
+            { text: r.path, cls: "mono" },
+            r.service,
+            r.instances.join(", ") || "—",
+          ],
+        })),
+        "No route.",
+      );
+    }
 
     sync(
       document.getElementById("errors"),
@@ -214,7 +221,8 @@
 
   async function poll() {
     try {
-      const response = await fetch(endpoint, {
+      const url = `${endpoint}?routes=${encodeURIComponent(routesVersion)}`;
+      const response = await fetch(url, {
         credentials: "same-origin",
         cache: "no-store",
         headers: { accept: "application/json" },

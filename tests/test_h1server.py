@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -24,6 +25,7 @@ import pytest
 from tests.support.coyote_processes import AUTH, CoyoteProcesses, procs
 from tests.support.ledger import LedgerUpstream, Received
 from tests.support.processes import free_port, running, until
+from tests.support.tls import tls_files
 
 __all__ = ["procs"]  # the fixture: real processes, ended by PID
 
@@ -699,6 +701,39 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
                     pass
         finally:
             for conn in held:
+                conn.close()
+
+
+def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake_is_timed(
+    tmp_path: Path,
+) -> None:
+    # clients that connect and never send a ClientHello take places: over the bound a
+    # new connection is closed before its handshake, and a stalled handshake ends with
+    # the head's timer (header_timeout=1), which frees its place
+    tls = tls_files(tmp_path)
+    log = tmp_path / "server.log"
+    command = _command("max_connections=2", f"tls={tmp_path}")
+    with running(command, ready_path=None, log=log) as url:
+        port = int(url.rsplit(":", 1)[1])
+        context = tls.trusting()
+
+        def fetch() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(GET)
+                return read_one(conn)[1]
+
+        assert fetch() == b"howdy"
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+        try:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                fetch()  # both places taken by handshakes that never began
+            for conn in silent:  # each closed by its timer, in about a second
+                with contextlib.suppress(ConnectionResetError):
+                    assert conn.recv(1) == b""
+            assert fetch() == b"howdy"  # the places are free again
+        finally:
+            for conn in silent:
                 conn.close()
 
 

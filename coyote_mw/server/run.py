@@ -26,6 +26,8 @@ __all__ = ["Server"]
 
 log = logging.getLogger("coyote_mw.server")
 
+_BACKLOG = 100  # connections the kernel holds before they are accepted (as create_server's)
+
 _BUSY = 2  # a connection whose timer is off (coyote_mw.server.h1)
 
 
@@ -95,10 +97,14 @@ class Server:
         lifespan = _Lifespan(self) if self.options.lifespan != "off" else None
         if lifespan is not None and not await lifespan.startup():
             return 1
-        listeners = [
-            await loop.create_server(lambda: H1Connection(self), sock=sock, ssl=self.ssl)
-            for sock in sockets
-        ]
+        listeners: list[asyncio.Server | _TLSListener]
+        if self.ssl is None:
+            listeners = [
+                await loop.create_server(lambda: H1Connection(self), sock=sock)
+                for sock in sockets
+            ]
+        else:
+            listeners = [_TLSListener(self, sock) for sock in sockets]
         ticker = loop.create_task(self._tick())
         self.started = True
         if self.ready is not None:
@@ -151,6 +157,58 @@ class Server:
                     conn.stalled()
                 elif conn.state != _BUSY and now > conn.deadline:
                     conn.expired()
+
+
+class _TLSListener:
+    """Accepts connections for TLS itself, so that one counts from its accept: a
+    listener made with ``create_server(ssl=)`` hands a connection over only once its
+    handshake is done, and gives the handshake 60 s, so clients that connect and never
+    complete one would hold sockets beyond ``max_connections``.  Here a connection over
+    the bound is closed before its handshake, and the handshake gets the head's
+    ``header_timeout``."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.handshaking = 0
+        sock.setblocking(False)
+        sock.listen(_BACKLOG)
+        self.task = server.loop.create_task(self._accept())
+
+    async def _accept(self) -> None:
+        server, loop = self.server, self.server.loop
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # (EMFILE...): the next accept may do
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if (
+                len(server.connections) + self.handshaking >= server.options.max_connections
+                or server.stopping
+            ):
+                conn.close()
+                continue
+            self.handshaking += 1
+            server.track(loop.create_task(self._secure(conn)))
+
+    async def _secure(self, conn: socket.socket) -> None:
+        try:
+            await self.server.loop.connect_accepted_socket(
+                lambda: H1Connection(self.server),
+                conn,
+                ssl=self.server.ssl,
+                ssl_handshake_timeout=self.server.options.header_timeout,
+            )
+        except Exception as exc:  # this connection's alone: a handshake failed or timed out
+            log.debug("TLS handshake failed: %r", exc)
+            conn.close()
+        finally:
+            self.handshaking -= 1
+
+    def close(self) -> None:
+        self.task.cancel()
 
 
 class _Lifespan:

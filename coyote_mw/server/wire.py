@@ -27,7 +27,9 @@ class Options:
     nothing came); a kept-alive connection idle for ``keep_alive_timeout`` seconds is
     closed; a client that lets what is written for it wait ``send_timeout`` seconds
     unread (the write buffer full) is cut off. At most ``max_connections`` are open: a
-    new one over it is closed at once.
+    new one over it is closed at once. Over TLS a connection counts from its accept,
+    and its handshake is part of the head's ``header_timeout``: a client that connects
+    and never completes a handshake holds a place for that long, no longer.
     A request body is buffered up to ``body_buffer`` bytes before reading pauses, and as
     much is held behind a pipelined request until its turn (then reading pauses); a body
     the app never read is discarded up to ``max_discard`` bytes (then the connection is

@@ -15,6 +15,7 @@ import contextlib
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pathlib import Path
 import httptools
 import pytest
 
-from tests.support.ledger import LedgerUpstream, Received
+from tests.support.ledger import LedgerUpstream, Received, _answer, _reset
 from tests.support.processes import running, until
 
 SERVER = [
@@ -282,6 +283,48 @@ def test_a_request_sent_again_after_a_closed_pooled_connection_goes_to_the_same_
         client.close()
         assert [r.target for r in other.wait_for(1)] == [b"/warm"]
         assert not lead.said("failed")
+
+
+def test_a_request_sent_again_keeps_to_its_instance_when_another_was_picked_meanwhile(
+    tmp_path: Path,
+) -> None:
+    # the first instance holds the request its stale pooled connection carried, while a
+    # second client's request to the same route is picked for the other instance; then
+    # it resets the connection unanswered: the turn given back is no longer the one the
+    # first request took, and giving it back would send that request to the other
+    # instance (and the other instance two turns in a row)
+    held = threading.Event()
+
+    def first(conn: socket.socket, request: Received) -> bool:
+        if request.nth == 0:
+            _answer(conn, 200, b"first")
+            return True
+        held.wait(10)
+        return _reset(conn, request)
+
+    def second(conn: socket.socket, request: Received) -> bool:
+        _answer(conn, 200, b"second")
+        return True
+
+    with (
+        LedgerUpstream(behaviours={"own": first}) as one,
+        LedgerUpstream(behaviours={"own": second}) as two,
+        leader(tmp_path, one, UPSTREAM2=two.url) as lead,
+    ):
+        for _ in range(2):  # an idle connection to each instance
+            lead.warm()
+        early = Client(lead.port)
+        early.send(b"GET /own/early HTTP/1.1\r\nHost: leader\r\n\r\n")
+        assert [r.target for r in one.wait_for(2)] == [b"/warm", b"/own/early"]
+        late = Client(lead.port)
+        assert late.get("/own/late").body == b"second"
+        held.set()
+        answer = early.read()
+        assert (answer.status, answer.body) == (200, b"first")
+        assert lead.direct() == ["GET /own/early", "GET /own/late"]
+        assert [r.target for r in two.wait_for(2)] == [b"/warm", b"/own/late"]
+        early.close()
+        late.close()
 
 
 def test_no_head_within_the_timeout_is_504_and_frees_the_slot(tmp_path: Path) -> None:

@@ -209,6 +209,7 @@ class _Relayed(Exchange):
         "status",
         "t0",
         "timer",
+        "turn",
         "up",
         "when",
     )
@@ -228,6 +229,7 @@ class _Relayed(Exchange):
         self.head_only = d.method == "HEAD"
         self.d = d
         self.instance = instance
+        self.turn = d.match.endpoint.turn  # as the pick left it (``_no_head``)
         self.t0 = t0
         self.direct = direct
         self.query = self.raw_path = b""  # the request's, should the app take it after all
@@ -321,8 +323,9 @@ class _Relayed(Exchange):
             if self._end_upstream():
                 # not sent after all: the turn is given back, so that the ASGI path
                 # sends it to the same instance (on a new connection), as the
-                # transport's own retry of a stale pooled connection does
-                self.d.match.endpoint.unpick()
+                # transport's own retry of a stale pooled connection does - unless
+                # another request has been picked for since (its turn is not ours)
+                self.d.match.endpoint.unpick(self.turn)
                 self.conn.hand_to_app(self, self.d.method, self.raw_path, self.query)
             return
         d = self.d

@@ -75,12 +75,21 @@ class Endpoint:
                     return handler
         raise NoHealthyInstance(self.service, _retry_after(inst))
 
-    def unpick(self) -> None:
+    @property
+    def turn(self) -> int:
+        """Where the round robin stands: what a ``pick`` left, for ``unpick(after=)``."""
+        return self._turn
+
+    def unpick(self, after: int | None = None) -> None:
         """Give back the turn the last ``pick`` took: the request it picked for is not
         sent after all, and is picked for again (coyote's own server's shortcut declines
-        it for the ASGI path) - the same instance then, as when it was not picked twice."""
+        it for the ASGI path) - the same instance then, as when it was not picked twice.
+
+        ``after``: the ``turn`` that pick left, when time has passed since it; if another
+        pick has moved the turn meanwhile, it is left as it is (the last turn taken is
+        then another request's, and giving it back would send this one elsewhere)."""
         n = len(self.instances)
-        if n > 1:
+        if n > 1 and (after is None or self._turn == after):
             self._turn = self._turn - 1 if self._turn else n - 1
 
     def peek(self) -> Instance | None:

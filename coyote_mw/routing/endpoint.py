@@ -28,7 +28,7 @@ class Instance:
 class Endpoint:
     """Everything a match needs: the route, its service, and its instances."""
 
-    __slots__ = ("_turn", "cast", "instances", "method", "names", "pattern", "service", "topology")
+    __slots__ = ("cast", "instances", "method", "names", "pattern", "service", "topology", "turn")
 
     def __init__(
         self,
@@ -46,7 +46,9 @@ class Endpoint:
         self.topology = topology
         self.cast = cast
         self.instances = instances
-        self._turn = 0  # the instance round robin starts from next (``peek`` reads it)
+        self.turn = 0
+        """Where the instance round robin starts next (``peek`` reads it, and what a
+        ``pick`` left is what ``unpick(after=)`` is given)."""
 
     def pick(self, exclude: Any = None) -> Any:
         """The next healthy instance's handler, round robin (skipping ``exclude``).
@@ -64,9 +66,9 @@ class Endpoint:
                 return handler
         else:
             n = len(inst)
-            start = self._turn
+            start = self.turn
             # not atomic: two threads may take one turn, which only evens out later
-            self._turn = start + 1 if start + 1 < n else 0
+            self.turn = start + 1 if start + 1 < n else 0
             for k in range(n):
                 handler = inst[(start + k) % n].handler
                 if handler is not exclude and (
@@ -74,11 +76,6 @@ class Endpoint:
                 ):
                     return handler
         raise NoHealthyInstance(self.service, _retry_after(inst))
-
-    @property
-    def turn(self) -> int:
-        """Where the round robin stands: what a ``pick`` left, for ``unpick(after=)``."""
-        return self._turn
 
     def unpick(self, after: int | None = None) -> None:
         """Give back the turn the last ``pick`` took: the request it picked for is not
@@ -89,8 +86,8 @@ class Endpoint:
         pick has moved the turn meanwhile, it is left as it is (the last turn taken is
         then another request's, and giving it back would send this one elsewhere)."""
         n = len(self.instances)
-        if n > 1 and (after is None or self._turn == after):
-            self._turn = self._turn - 1 if self._turn else n - 1
+        if n > 1 and (after is None or self.turn == after):
+            self.turn = self.turn - 1 if self.turn else n - 1
 
     def peek(self) -> Instance | None:
         """The instance the next ``pick`` would take, without taking its turn or
@@ -98,7 +95,7 @@ class Endpoint:
         ``NoHealthyInstance``).  For ``/explain``: a look, not a request."""
         inst = self.instances
         n = len(inst)
-        start = self._turn if n > 1 else 0
+        start = self.turn if n > 1 else 0
         now = time.monotonic()
         for k in range(n):
             candidate = inst[(start + k) % n]

@@ -256,12 +256,17 @@ class _Kept:
         self.ops = ops
         self.epoch = secrets.token_hex(4)
         self.gathered: _Gathered | None = None
+        self._lock = threading.Lock()  # polls after a change gather once, not each
 
     def get(self) -> _Gathered:
         kept = self.gathered
-        if kept is None or kept.version != self.ops.table.version:
-            kept = self.gathered = _Gathered(self.ops)
-        return kept
+        if kept is not None and kept.version == self.ops.table.version:
+            return kept
+        with self._lock:
+            kept = self.gathered
+            if kept is None or kept.version != self.ops.table.version:
+                kept = self.gathered = _Gathered(self.ops)
+            return kept
 
 
 def dashboard_data(ops: Operator, routes_seen: str | None = None) -> dict[str, Any]:
@@ -410,7 +415,7 @@ class Dashboard:
             if refusal is not None:
                 return refusal
             seen: str | None = None
-            if query:
+            if "routes=" in query:  # (any other query is ignored, as it always was)
                 try:
                     given = parse_qs(query, keep_blank_values=True, max_num_fields=8)
                 except ValueError:

@@ -186,7 +186,6 @@
 
     // null: the table has not changed since routesVersion, and neither have its rows
     if (data.routes !== null) {
-      routesVersion = data.routes_version;
       sync(
         document.getElementById("routes"),
         data.routes.map((r) => ({
@@ -201,6 +200,7 @@
         })),
         "No route.",
       );
+      routesVersion = data.routes_version; // (once they are shown)
     }
 
     sync(

@@ -5,9 +5,10 @@
 
 One upstream (uvicorn, one worker, httptools + uvloop, a fixed answer: 13 bytes at
 ``/hello``, 64 KiB at ``/64k``) and, in one run, wrk against: the upstream directly;
-coyote relaying to it (one uvicorn worker, access log on, to a file), and the same on
+coyote relaying to it (one uvicorn worker, access log on, to a file), the same on
 coyote's own HTTP/1.1 server (``coyote leader --http coyote``, relaying without ASGI
-where it can: coyote_mw.middleware.direct); a Starlette gateway on
+where it can: coyote_mw.middleware.direct) and on granian (one worker, its ASGI
+interface, uvloop: a server whose HTTP is in Rust); a Starlette gateway on
 a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
 ``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
 forwarding through coyote's transport with nothing else (no routing, forwarded headers
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    BIN,
     UVICORN,
     Server,
     WrkResult,
@@ -126,6 +128,14 @@ def main() -> int:
         port,
         env,
     )
+    port = free_port()  # the same ASGI app on granian (Rust I/O, one worker, uvloop)
+    granian = [
+        str(BIN / "granian"),
+        *("--interface", "asgi", "--loop", "uvloop", "--workers", "1", "--no-ws"),
+        *("--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"),
+        *("--port", str(port), "benchmarks.proxy_apps:coyote_gateway"),
+    ]
+    servers["coyote on granian"] = Server("coyote on granian", granian, port, env)
     port = free_port()
     floor = [sys.executable, str(Path(__file__).with_name("relay_floor.py")), str(port)]
     servers["python floor"] = Server("python floor", floor, port, env)
@@ -187,7 +197,7 @@ def main() -> int:
                 f"| {name} | {row['rps']:.0f} | {row['rps'] / direct:.3f}x | {vs_ngx} | "
                 f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {p99_ngx} | {row['errors']} |"
             )
-        for name in ("coyote", "coyote --http coyote"):
+        for name in ("coyote", "coyote --http coyote", "coyote on granian"):
             if ngx and name in summary:
                 row = summary[name]
                 verdicts.append(

@@ -24,7 +24,10 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
 * Metrics: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already, the parent makes a
   private temporary directory for prometheus-client's multiprocess mode before it
   forks, marks each dead worker's live gauges dead (``mark_process_dead``) and
-  removes the directory when it exits.
+  removes the directory when it exits.  It holds a lock (``flock``) on a file in it for
+  its life, which its workers inherit; a supervisor killed with SIGKILL cannot remove
+  its directory, so the next one to start removes every such directory whose lock no
+  process holds any more (its own user's, in the same temporary folder).
 
 Not uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): its workers are
 spawned from a pickled uvicorn ``Config`` (the parent imports uvicorn and the worker
@@ -41,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import glob
 import logging
 import os
 import select
@@ -110,6 +115,7 @@ class Supervisor:
         self.slots = [_Slot(i + 1) for i in range(workers)]
         self._signals: list[int] = []
         self._own_dir: str | None = None
+        self._lock_fd: int | None = None  # held on _LOCK in _own_dir while it lives
         self._prometheus_dir: str | None = None
 
     # -- the parent -------------------------------------------------------------------
@@ -295,7 +301,9 @@ class Supervisor:
         if given:
             self._prometheus_dir = given
         else:
-            self._own_dir = self._prometheus_dir = tempfile.mkdtemp(prefix="coyote-metrics-")
+            _sweep_abandoned(tempfile.gettempdir())
+            self._own_dir = self._prometheus_dir = tempfile.mkdtemp(prefix=_METRICS_PREFIX)
+            self._lock_fd = _hold(self._own_dir)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._own_dir
         logger.info(
             "metrics of every worker in %s (PROMETHEUS_MULTIPROC_DIR)", self._prometheus_dir
@@ -311,6 +319,9 @@ class Supervisor:
     def _metrics_end(self) -> None:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == self._own_dir:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
@@ -372,6 +383,40 @@ def _kill(pid: int, sig: int) -> None:
     except OSError as exc:  # gone already: reaped below
         if exc.errno != errno.ESRCH:
             raise
+
+
+_METRICS_PREFIX = "coyote-metrics-"
+_LOCK = ".supervisor.lock"
+
+
+def _hold(folder: str) -> int:
+    """Lock ``folder``'s ``_LOCK`` for as long as the descriptor returned is open here or
+    in a forked worker.  Made under another name, locked, then renamed: a sweep never
+    sees the file unlocked."""
+    fd, made = tempfile.mkstemp(dir=folder, prefix=".locking-")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+    os.rename(made, os.path.join(folder, _LOCK))
+    return fd
+
+
+def _sweep_abandoned(tmp: str) -> None:
+    """Remove the metrics directories of supervisors that are gone: those whose lock
+    file nobody holds.  A directory without one (being made this moment, or not a
+    supervisor's) is left alone, and so is one this user cannot open."""
+    for folder in glob.glob(os.path.join(glob.escape(tmp), _METRICS_PREFIX + "*")):
+        try:
+            fd = os.open(os.path.join(folder, _LOCK), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its supervisor, or a worker of it, still runs
+            continue
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed %s, the metrics of a supervisor that is gone", folder)
+        finally:
+            os.close(fd)
 
 
 def _describe(status: int) -> str:

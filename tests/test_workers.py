@@ -85,6 +85,12 @@ def metric(text: str, name: str, **labels: str) -> float:
     )
 
 
+def _metrics_folder(log: str) -> Path:
+    shown = re.search(r"metrics of every worker in (\S+) \(PROMETHEUS_MULTIPROC_DIR\)", log)
+    assert shown is not None, log
+    return Path(shown.group(1))
+
+
 @pytest.mark.parametrize("http", ["uvicorn", "coyote"])
 def test_two_workers_share_one_port_and_one_table_and_a_scrape_counts_both(
     procs: CoyoteProcesses, redis_url: str, http: str
@@ -110,9 +116,7 @@ def test_two_workers_share_one_port_and_one_table_and_a_scrape_counts_both(
     assert leader.proc is not None
     assert "uvloop" not in Path(f"/proc/{leader.proc.pid}/maps").read_text()
     assert all("uvloop" in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
-    shown = re.search(r"metrics of every worker in (\S+) \(PROMETHEUS_MULTIPROC_DIR\)", log)
-    assert shown is not None, log
-    folder = Path(shown.group(1))  # a private directory the supervisor made
+    folder = _metrics_folder(log)  # a private directory the supervisor made
     assert folder.is_dir() and any(folder.iterdir())
     # SIGTERM to the supervisor: every worker stops, it exits 0, its directory is gone
     leader.proc.send_signal(signal.SIGTERM)
@@ -120,6 +124,32 @@ def test_two_workers_share_one_port_and_one_table_and_a_scrape_counts_both(
     assert not any(alive(pid) for pid in workers)
     assert not folder.exists()
     assert "supervisor pid" in leader.stderr() and "stopped" in leader.stderr()
+
+
+def test_the_metrics_folder_of_a_killed_supervisor_is_removed_by_the_next_one(
+    procs: CoyoteProcesses, redis_url: str, tmp_path: Path
+) -> None:
+    # SIGKILL leaves the folder behind (nothing runs to remove it): the next supervisor
+    # removes it once no worker of the killed one holds it, and leaves a live one's
+    env = {"TMPDIR": str(tmp_path)}
+    args = ("leader", "--store", redis_url, "--workers", "2", "--metrics", "open")
+    first = procs(*args, env=env)
+    until(lambda: len(workers_of(first)) == 2, 20, "two workers")
+    orphans = workers_of(first)
+    left = _metrics_folder(first.stderr())
+    assert left.parent == tmp_path
+    first.kill(signal.SIGKILL)
+    until(lambda: not any(alive(pid) for pid in orphans), 10, "its workers stopped")
+    assert left.is_dir()  # left behind
+    second = procs(*args, env=env)
+    until(lambda: len(workers_of(second)) == 2, 20, "two workers")
+    kept = _metrics_folder(second.stderr())
+    assert not left.exists()
+    assert f"removed {left}, the metrics of a supervisor that is gone" in second.stderr()
+    third = procs(*args, env=env)
+    until(lambda: len(workers_of(third)) == 2, 20, "two workers")
+    assert kept.is_dir() and _metrics_folder(third.stderr()).is_dir()
+    assert "removed" not in third.stderr()
 
 
 def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(

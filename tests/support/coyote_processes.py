@@ -27,8 +27,8 @@ ENV = {**os.environ, "COYOTE_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
 
 
 class Proc:
-    def __init__(self, argv: list[str], port: int) -> None:
-        self.argv, self.port = argv, port
+    def __init__(self, argv: list[str], port: int, env: Mapping[str, str] | None = None) -> None:
+        self.argv, self.port, self.env = argv, port, {**ENV, **(env or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -36,7 +36,7 @@ class Proc:
         # a file, not a pipe: nobody drains a pipe, and a full one blocks the process
         self.log = tempfile.NamedTemporaryFile(prefix="coyote-test-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=self.log
+            self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
         )
         return self
 
@@ -63,7 +63,8 @@ def routes_of(leader: Proc) -> list[dict[str, object]]:
 
 class CoyoteProcesses:
     """``self("leader", *args)`` / ``self("serve-client", *args)`` starts one on a free
-    port (or ``port=``) and returns it once a leader answers; ``close()`` kills them all.
+    port (or ``port=``; ``env=``: variables added) and returns it once a leader answers;
+    ``close()`` kills them all.
 
     ``log_levels``: the ``--log-level`` of each command; a command not named runs at
     its default.
@@ -73,7 +74,13 @@ class CoyoteProcesses:
         self.log_levels = dict(log_levels or {})
         self.started: list[Proc] = []
 
-    def __call__(self, command: str, *args: str, port: int | None = None) -> Proc:
+    def __call__(
+        self,
+        command: str,
+        *args: str,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Proc:
         port = port or free_port()
         level = self.log_levels.get(command)
         argv = [
@@ -84,7 +91,7 @@ class CoyoteProcesses:
             "--port",
             str(port),
         ]
-        p = Proc(argv, port).start()
+        p = Proc(argv, port, env).start()
         self.started.append(p)
         if command == "leader":
             until(lambda: get(p.url + "/_coyote/routes") is not None, 20, "leader up")

@@ -18,7 +18,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coyote_mw import Client, Coyote, Request, route
-from coyote_mw.ops.metrics import RETIRE_AFTER, SAMPLE_INTERVAL
+from coyote_mw.ops.metrics import (
+    RETIRE_AFTER,
+    SAMPLE_INTERVAL,
+    _requests_text,
+    requests_families,
+)
+from coyote_mw.routing.endpoint import Endpoint
+from coyote_mw.routing.patterns import parse_pattern
 from coyote_mw.settings import known_settings
 from sample_apps.flask_host import create_app
 from tests.support.coyote_processes import AUTH as LEADER_AUTH
@@ -532,3 +539,43 @@ def test_importing_coyote_mw_does_not_import_prometheus_client() -> None:
     code = "import sys, coyote_mw; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _as_prometheus_client_writes_them(metrics: Any) -> str:
+    """The requests' families made with prometheus-client's own families and written
+    by its ``generate_latest``: what ``_requests_text`` must give, byte for byte."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    class Families:
+        def collect(self) -> Iterator[Any]:
+            yield from requests_families(metrics)
+
+    registry = CollectorRegistry()
+    registry.register(Families())  # type: ignore[arg-type]
+    return generate_latest(registry).decode("utf-8")
+
+
+def test_the_requests_families_are_written_as_prometheus_client_writes_them() -> None:
+    # written by coyote (prometheus-client takes some 25 us a line, and a table of many
+    # routes has some 19 lines each): label values that need escaping, counts past the
+    # point where Go writes an exponent, sums of every size, the series of no route
+    coyote = Coyote(metrics="token")
+    metrics = coyote.metrics
+    assert _requests_text(metrics) == _as_prometheus_client_writes_them(metrics)  # empty
+    odd = [
+        Endpoint("GET", parse_pattern("/items/{id:int}"), "shop", "default", False, ()),
+        Endpoint("POST", parse_pattern('/q"uote/back\\slash'), 'svc"\\\n', "t\n2", False, ()),
+        Endpoint("PUT", parse_pattern("/caf\u00e9/{name}"), "caf\u00e9", "default", False, ()),
+    ]
+    for i, endpoint in enumerate([*odd, None]):
+        for status, seconds in [(200, 0.0001), (404, 0.003), (503, 31.0), (99, 1e-9)]:
+            metrics.record(endpoint, status + i, seconds * (i + 1))
+    series = metrics._series[("default", "GET", "/items/{id:int}", "shop")]
+    series.counts[2] += 1_234_567  # counts Go writes with an exponent
+    series.buckets[3] += 999_999
+    series.sum += 12_345_678.9
+    ours = _requests_text(metrics)
+    assert ours == _as_prometheus_client_writes_them(metrics)
+    assert 'service="svc\\"\\\\\\n"' in ours and "1.234568e+06" in ours
+    body, _ = metrics.render()
+    assert body.decode("utf-8").startswith(ours)  # and the rest follows as it did

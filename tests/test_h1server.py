@@ -7,11 +7,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -649,8 +651,6 @@ def test_websocket_pings_from_a_client_that_does_not_read_are_not_all_read(h1: H
 
 
 def test_sigterm_lets_a_request_under_way_finish_and_exits_0(tmp_path: Path) -> None:
-    import subprocess
-
     from tests.support.processes import ROOT
 
     port = free_port()
@@ -737,6 +737,89 @@ def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake
                 conn.close()
 
 
+def _tls_server(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], int, Any]:
+    """A TLS server process of its own (the caller ends it), once it takes connections."""
+    from tests.support.processes import ROOT
+
+    tls = tls_files(tmp_path)
+    port = free_port()
+    argv = [a.replace("{port}", str(port)) for a in _command(f"tls={tmp_path}", *options)]
+    with open(tmp_path / "server.log", "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out)
+
+    def takes() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    until(takes, 20, "the server takes connections")
+    return proc, port, tls.trusting()
+
+
+def test_over_tls_a_stop_does_not_wait_for_handshakes_that_never_began(tmp_path: Path) -> None:
+    # a connection made after the stop is closed at once: a handshake under way at the
+    # stop is cut, as an idle connection is, rather than waited for (header_timeout)
+    proc, port, _ = _tls_server(tmp_path, "header_timeout=60", "shutdown_timeout=60")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as silent:
+            silent.sendall(b"\x16\x03\x01")  # the start of a record, then nothing
+            until(lambda: _accepted(proc.pid, port) == 1, WAIT, "the connection accepted")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_over_tls_a_stopping_server_refuses_new_connections(tmp_path: Path) -> None:
+    # as over plain HTTP: once stopping, the listening socket is closed (a client is
+    # refused at once and may try another server), not left to queue connections that
+    # no one will ever accept while requests under way finish
+    proc, port, context = _tls_server(tmp_path, "shutdown_timeout=60")
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as busy:
+            busy.sendall(b"POST /long-poll HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            until(lambda: _accepted(proc.pid, port) == 1, WAIT, "the request accepted")
+            proc.send_signal(signal.SIGTERM)
+
+            def refused() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return False
+                except ConnectionRefusedError:
+                    return True
+                except OSError:  # (kept waiting in the kernel's queue)
+                    return False
+
+            until(refused, WAIT, "a new connection refused")
+            assert proc.poll() is None  # still finishing the long poll
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _accepted(pid: int, port: int) -> int:
+    """The connections to ``port`` process ``pid`` has accepted (and not closed): its
+    sockets among the established ones in /proc/net/tcp (one the kernel holds for an
+    accept to come has no socket yet)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            inodes.add(os.readlink(fd).removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        count += state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes
+    return count
+
+
 def test_a_client_that_reads_nothing_of_a_streamed_answer_is_cut_off(tmp_path: Path) -> None:
     # the app waits while its answer cannot be written: send_timeout bounds the wait
     log = tmp_path / "server.log"
@@ -802,8 +885,6 @@ def test_a_queued_relayed_request_whose_client_half_closes_leaves_the_queue(
 
 
 def test_a_failed_startup_exits_1_with_one_line() -> None:
-    import subprocess
-
     from tests.support.processes import ROOT
 
     argv = [sys.executable, "-m", "tests.support.h1_server"]

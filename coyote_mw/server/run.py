@@ -170,7 +170,7 @@ class _TLSListener:
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
-        self.handshaking = 0
+        self.handshakes: set[asyncio.Task[None]] = set()
         sock.setblocking(False)
         sock.listen(_BACKLOG)
         self.task = server.loop.create_task(self._accept())
@@ -185,13 +185,15 @@ class _TLSListener:
                 await asyncio.sleep(0.1)
                 continue
             if (
-                len(server.connections) + self.handshaking >= server.options.max_connections
+                len(server.connections) + len(self.handshakes) >= server.options.max_connections
                 or server.stopping
             ):
                 conn.close()
                 continue
-            self.handshaking += 1
-            server.track(loop.create_task(self._secure(conn)))
+            task = loop.create_task(self._secure(conn))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+            server.track(task)
 
     async def _secure(self, conn: socket.socket) -> None:
         try:
@@ -204,11 +206,16 @@ class _TLSListener:
         except Exception as exc:  # this connection's alone: a handshake failed or timed out
             log.debug("TLS handshake failed: %r", exc)
             conn.close()
-        finally:
-            self.handshaking -= 1
 
     def close(self) -> None:
+        """The stop: no more accepts, and the listening socket closed once the accept
+        under way is withdrawn (new connections are refused, as when an
+        ``asyncio.Server`` closes); the handshakes under way are cut, as idle
+        connections are (a connection made now would be closed at once)."""
+        self.task.add_done_callback(lambda _: self.sock.close())
         self.task.cancel()
+        for task in self.handshakes:
+            task.cancel()
 
 
 class _Lifespan:

@@ -737,15 +737,24 @@ def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake
                 conn.close()
 
 
-def _tls_server(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], int, Any]:
-    """A TLS server process of its own (the caller ends it), once it takes connections."""
+def _tls_server(
+    tmp_path: Path, *options: str, files: int = 0
+) -> tuple[subprocess.Popen[bytes], int, Any]:
+    """A TLS server process of its own (the caller ends it), once it takes connections;
+    ``files``: its limit of open file descriptors."""
+    import resource
+
     from tests.support.processes import ROOT
+
+    def limit() -> None:
+        if files:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
 
     tls = tls_files(tmp_path)
     port = free_port()
     argv = [a.replace("{port}", str(port)) for a in _command(f"tls={tmp_path}", *options)]
     with open(tmp_path / "server.log", "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out)
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out, preexec_fn=limit)
 
     def takes() -> bool:
         try:
@@ -802,6 +811,35 @@ def test_over_tls_a_stopping_server_refuses_new_connections(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_over_tls_accepts_that_fail_for_want_of_descriptors_are_logged_once(
+    tmp_path: Path,
+) -> None:
+    # the accept is retried every 0.1 s while the process is out of file descriptors:
+    # that is said once (and the recovery), not ten lines a second
+    proc, port, context = _tls_server(tmp_path, "header_timeout=60", files=64)
+    log = tmp_path / "server.log"
+    silent: list[socket.socket] = []
+    try:
+        while "accept failed" not in log.read_text():
+            silent.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+            time.sleep(0.01)
+        time.sleep(1)  # a few retries, all failing
+        for conn in silent:
+            conn.close()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            conn.sendall(GET)
+            assert read_one(conn)[1] == b"howdy"  # serving again
+        said = log.read_text()
+        assert said.count("accept failed") == 1, said
+        assert "accepting again, after" in said
+    finally:
+        for conn in silent:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(WAIT)
 
 
 def _accepted(pid: int, port: int) -> int:

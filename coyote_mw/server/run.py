@@ -177,13 +177,19 @@ class _TLSListener:
 
     async def _accept(self) -> None:
         server, loop = self.server, self.server.loop
+        failures = 0  # accepts failed in a row: said once, not ten times a second
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
             except OSError as exc:  # (EMFILE...): the next accept may do
-                log.warning("accept failed: %s", exc)
+                if not failures:
+                    log.warning("accept failed: %s (retrying every 0.1 s)", exc)
+                failures += 1
                 await asyncio.sleep(0.1)
                 continue
+            if failures:
+                log.warning("accepting again, after %d failed accepts", failures)
+                failures = 0
             if (
                 len(server.connections) + len(self.handshakes) >= server.options.max_connections
                 or server.stopping

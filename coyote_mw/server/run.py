@@ -181,7 +181,7 @@ class _TLSListener:
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
-            except OSError as exc:  # (EMFILE...): the next accept may do
+            except Exception as exc:  # (EMFILE...): the next accept may do; never stop
                 if not failures:
                     log.warning("accept failed: %s (retrying every 0.1 s)", exc)
                 failures += 1

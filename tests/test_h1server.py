@@ -737,11 +737,12 @@ def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake
                 conn.close()
 
 
+@contextlib.contextmanager
 def _tls_server(
     tmp_path: Path, *options: str, files: int = 0
-) -> tuple[subprocess.Popen[bytes], int, Any]:
-    """A TLS server process of its own (the caller ends it), once it takes connections;
-    ``files``: its limit of open file descriptors."""
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Any]]:
+    """A TLS server process of its own, once it takes connections, ended (by its PID)
+    at the end if it still runs; ``files``: its limit of open file descriptors."""
     import resource
 
     from tests.support.processes import ROOT
@@ -763,32 +764,33 @@ def _tls_server(
         except OSError:
             return False
 
-    until(takes, 20, "the server takes connections")
-    return proc, port, tls.trusting()
-
-
-def test_over_tls_a_stop_does_not_wait_for_handshakes_that_never_began(tmp_path: Path) -> None:
-    # a connection made after the stop is closed at once: a handshake under way at the
-    # stop is cut, as an idle connection is, rather than waited for (header_timeout)
-    proc, port, _ = _tls_server(tmp_path, "header_timeout=60", "shutdown_timeout=60")
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as silent:
-            silent.sendall(b"\x16\x03\x01")  # the start of a record, then nothing
-            until(lambda: _accepted(proc.pid, port) == 1, WAIT, "the connection accepted")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(WAIT) == 0
+        until(takes, 20, "the server takes connections")
+        yield proc, port, tls.trusting()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
+def test_over_tls_a_stop_does_not_wait_for_handshakes_that_never_began(tmp_path: Path) -> None:
+    # a connection made after the stop is closed at once: a handshake under way at the
+    # stop is cut, as an idle connection is, rather than waited for (header_timeout)
+    with (
+        _tls_server(tmp_path, "header_timeout=60", "shutdown_timeout=60") as (proc, port, _),
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT) as silent,
+    ):
+        silent.sendall(b"\x16\x03\x01")  # the start of a record, then nothing
+        until(lambda: _accepted(proc.pid, port) == 1, WAIT, "the connection accepted")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+
+
 def test_over_tls_a_stopping_server_refuses_new_connections(tmp_path: Path) -> None:
     # as over plain HTTP: once stopping, the listening socket is closed (a client is
     # refused at once and may try another server), not left to queue connections that
     # no one will ever accept while requests under way finish
-    proc, port, context = _tls_server(tmp_path, "shutdown_timeout=60")
-    try:
+    with _tls_server(tmp_path, "shutdown_timeout=60") as (proc, port, context):
         raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as busy:
             busy.sendall(b"POST /long-poll HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
@@ -807,10 +809,6 @@ def test_over_tls_a_stopping_server_refuses_new_connections(tmp_path: Path) -> N
             until(refused, WAIT, "a new connection refused")
             assert proc.poll() is None  # still finishing the long poll
         assert proc.wait(WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_over_tls_accepts_that_fail_for_want_of_descriptors_are_logged_once(
@@ -818,16 +816,21 @@ def test_over_tls_accepts_that_fail_for_want_of_descriptors_are_logged_once(
 ) -> None:
     # the accept is retried every 0.1 s while the process is out of file descriptors:
     # that is said once (and the recovery), not ten lines a second
-    proc, port, context = _tls_server(tmp_path, "header_timeout=60", files=64)
     log = tmp_path / "server.log"
     silent: list[socket.socket] = []
-    try:
-        while "accept failed" not in log.read_text():
-            silent.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
-            time.sleep(0.01)
-        time.sleep(1)  # a few retries, all failing
-        for conn in silent:
-            conn.close()
+    with _tls_server(tmp_path, "header_timeout=60", files=64) as (proc, port, context):
+        try:
+            for _ in range(500):  # it has 64 descriptors: it runs out well before
+                if "accept failed" in log.read_text():
+                    break
+                silent.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+                time.sleep(0.01)
+            else:
+                raise AssertionError("no failed accept in 500 connections")
+            time.sleep(1)  # a few retries, all failing
+        finally:
+            for conn in silent:
+                conn.close()
         raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
             conn.sendall(GET)
@@ -835,11 +838,8 @@ def test_over_tls_accepts_that_fail_for_want_of_descriptors_are_logged_once(
         said = log.read_text()
         assert said.count("accept failed") == 1, said
         assert "accepting again, after" in said
-    finally:
-        for conn in silent:
-            conn.close()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(WAIT)
+        assert proc.wait(WAIT) == 0
 
 
 def _accepted(pid: int, port: int) -> int:

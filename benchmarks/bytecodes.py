@@ -8,7 +8,8 @@
 ``coyote leader --http coyote`` (``benchmarks.proxy_apps coyote_gateway``, relaying
 without ASGI where it can, access log on, to a file), ``GET /hello``.  ``--suite
 inprocess``: the apps of benchmarks/inprocess.py on uvicorn (httptools, uvloop), the
-native Starlette route and coyote standalone, one after the other, ``GET /hello/world``.
+native Starlette route, coyote standalone and coyote in front of a Starlette host, one
+after the other, ``GET /hello/world``.
 After ``--warm`` requests over one kept-alive connection on 127.0.0.1, the server counts
 every bytecode its Python runs (``sys.settrace`` with ``f_trace_opcodes``) for
 ``--requests`` more, then prints them per request by function, with the calls.  A count,
@@ -179,7 +180,11 @@ def main() -> int:
         path, apps = "/hello", {"coyote --http coyote, relaying": "gateway"}
     else:
         path = "/hello/world"
-        apps = {"native Starlette route": "native_app", "coyote, standalone": "coyote_app"}
+        apps = {
+            "native Starlette route": "native_app",
+            "coyote, standalone": "coyote_app",
+            "coyote, in front of a Starlette host": "coyote_host_app",
+        }
     said = "Host alone" if args.headers == "one" else f"Host and {len(BROWSER)} more lines"
     print(f"GET {path} ({said}), {args.requests} requests counted, {ROOT}")
     for label, app in apps.items():

@@ -51,6 +51,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import struct
 import sys
 import tempfile
@@ -402,10 +403,14 @@ def _hold(folder: str) -> int:
 def _sweep_abandoned(tmp: str) -> None:
     """Remove the metrics directories of supervisors that are gone: those whose lock
     file nobody holds.  A directory without one (being made this moment, or not a
-    supervisor's) is left alone, and so is one this user cannot open."""
+    supervisor's) is left alone, and so is a link, one of another user and one this
+    user cannot open."""
     for folder in glob.glob(os.path.join(glob.escape(tmp), _METRICS_PREFIX + "*")):
         try:
-            fd = os.open(os.path.join(folder, _LOCK), os.O_RDONLY)
+            made = os.lstat(folder)
+            if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid():
+                continue  # a link, or another user's: never followed, never removed
+            fd = os.open(os.path.join(folder, _LOCK), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue
         try:

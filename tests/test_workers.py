@@ -141,11 +141,17 @@ def test_the_metrics_folder_of_a_killed_supervisor_is_removed_by_the_next_one(
     first.kill(signal.SIGKILL)
     until(lambda: not any(alive(pid) for pid in orphans), 10, "its workers stopped")
     assert left.is_dir()  # left behind
+    elsewhere = tmp_path / "elsewhere"  # a link to a folder that looks abandoned
+    elsewhere.mkdir()
+    (elsewhere / ".supervisor.lock").touch()
+    (elsewhere / "keep").touch()
+    (tmp_path / "coyote-metrics-link").symlink_to(elsewhere)
     second = procs(*args, env=env)
     until(lambda: len(workers_of(second)) == 2, 20, "two workers")
     kept = _metrics_folder(second.stderr())
     assert not left.exists()
     assert f"removed {left}, the metrics of a supervisor that is gone" in second.stderr()
+    assert (elsewhere / "keep").exists() and "coyote-metrics-link" not in second.stderr()
     third = procs(*args, env=env)
     until(lambda: len(workers_of(third)) == 2, 20, "two workers")
     assert kept.is_dir() and _metrics_folder(third.stderr()).is_dir()

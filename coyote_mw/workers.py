@@ -27,7 +27,8 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
   removes the directory when it exits.  It holds a lock (``flock``) on a file in it for
   its life, which its workers inherit; a supervisor killed with SIGKILL cannot remove
   its directory, so the next one to start removes every such directory whose lock no
-  process holds any more (its own user's, in the same temporary folder).
+  process holds any more (its own user's, in the same temporary folder).  Where the
+  filesystem keeps no locks it serves without one (and its directory is never swept).
 
 Not uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): its workers are
 spawned from a pickled uvicorn ``Config`` (the parent imports uvicorn and the worker
@@ -304,7 +305,15 @@ class Supervisor:
         else:
             _sweep_abandoned(tempfile.gettempdir())
             self._own_dir = self._prometheus_dir = tempfile.mkdtemp(prefix=_METRICS_PREFIX)
-            self._lock_fd = _hold(self._own_dir)
+            try:
+                self._lock_fd = _hold(self._own_dir)
+            except OSError as exc:  # a filesystem that keeps no locks (NFS without lockd)
+                logger.warning(
+                    "cannot lock %s (%s): if this supervisor is killed with SIGKILL, the next "
+                    "one will not remove it",
+                    self._own_dir,
+                    exc.strerror or exc,
+                )
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._own_dir
         logger.info(
             "metrics of every worker in %s (PROMETHEUS_MULTIPROC_DIR)", self._prometheus_dir
@@ -393,10 +402,17 @@ _LOCK = ".supervisor.lock"
 def _hold(folder: str) -> int:
     """Lock ``folder``'s ``_LOCK`` for as long as the descriptor returned is open here or
     in a forked worker.  Made under another name, locked, then renamed: a sweep never
-    sees the file unlocked."""
+    sees the file unlocked.  Raises OSError where the filesystem keeps no locks (the
+    file made is removed: the folder has no lock file, and no sweep touches it)."""
     fd, made = tempfile.mkstemp(dir=folder, prefix=".locking-")
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-    os.rename(made, os.path.join(folder, _LOCK))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+        os.rename(made, os.path.join(folder, _LOCK))
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(made)
+        raise
     return fd
 
 

@@ -158,6 +158,46 @@ def test_the_metrics_folder_of_a_killed_supervisor_is_removed_by_the_next_one(
     assert "removed" not in third.stderr()
 
 
+# a leader whose ``flock`` fails as it does where the temporary folder's filesystem keeps
+# no locks (an NFS mount without its lock daemon: ENOLCK)
+NO_LOCKS = """
+import errno, fcntl, sys
+def flock(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+fcntl.flock = flock
+from coyote_mw.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_supervisor_starts_where_its_metrics_folder_cannot_be_locked(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # the lock only lets a later supervisor clean up after a SIGKILL: without it the
+    # supervisor serves as before, says so, and removes its folder when it stops
+    port = free_port()
+    argv = [str(BIN / "python"), "-c", NO_LOCKS, "leader", "--store", redis_url]
+    argv += ["--workers", "2", "--metrics", "open", "--port", str(port)]
+    leader = Proc(argv, port, {"TMPDIR": str(tmp_path)}).start()
+    proc = leader.proc
+    assert proc is not None
+    try:
+        until(lambda: proc.poll() is not None or len(workers_of(leader)) == 2, 20, "up")
+        assert proc.poll() is None, leader.stderr()
+        until(lambda: "serving" in leader.stderr(), 20, "a worker serving")
+        assert httpx.get(leader.url + "/nothing-here", timeout=5).status_code == 404
+        r = httpx.get(leader.url + "/_coyote/metrics", timeout=5)
+        assert r.status_code == 200 and 'status="4xx"' in r.text  # counted in the folder
+        folder = _metrics_folder(leader.stderr())
+        assert "No locks available" in leader.stderr() and "Traceback" not in leader.stderr()
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+        leader.kill(signal.SIGTERM)
+        assert proc.returncode == 0, leader.stderr()
+        assert not folder.exists()
+    finally:
+        leader.kill(signal.SIGKILL)
+
+
 def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(
     procs: CoyoteProcesses, redis_url: str
 ) -> None:

@@ -24,11 +24,12 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
 * Metrics: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already, the parent makes a
   private temporary directory for prometheus-client's multiprocess mode before it
   forks, marks each dead worker's live gauges dead (``mark_process_dead``) and
-  removes the directory when it exits.  It holds a lock (``flock``) on a file in it for
-  its life, which its workers inherit; a supervisor killed with SIGKILL cannot remove
-  its directory, so the next one to start removes every such directory whose lock no
-  process holds any more (its own user's, in the same temporary folder).  Where the
-  filesystem keeps no locks it serves without one (and its directory is never swept).
+  removes the directory when it exits.  It holds a lock (``flock``) on the directory
+  for its life, which its workers inherit; a supervisor killed with SIGKILL cannot
+  remove its directory, so the next one to start removes every such directory whose
+  lock no process holds any more (its own user's, in the same temporary folder; the
+  lock also keeps systemd-tmpfiles from cleaning it).  Where the filesystem keeps no
+  locks it serves without one, under a name no sweep reads.
 
 Not uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): its workers are
 spawned from a pickled uvicorn ``Config`` (the parent imports uvicorn and the worker
@@ -117,7 +118,7 @@ class Supervisor:
         self.slots = [_Slot(i + 1) for i in range(workers)]
         self._signals: list[int] = []
         self._own_dir: str | None = None
-        self._lock_fd: int | None = None  # held on _LOCK in _own_dir while it lives
+        self._lock_fd: int | None = None  # the lock held on _own_dir while it lives
         self._prometheus_dir: str | None = None
 
     # -- the parent -------------------------------------------------------------------
@@ -303,16 +304,16 @@ class Supervisor:
         if given:
             self._prometheus_dir = given
         else:
-            _sweep_abandoned(tempfile.gettempdir())
-            self._own_dir = self._prometheus_dir = tempfile.mkdtemp(prefix=_METRICS_PREFIX)
-            try:
-                self._lock_fd = _hold(self._own_dir)
-            except OSError as exc:  # a filesystem that keeps no locks (NFS without lockd)
+            tmp = tempfile.gettempdir()
+            _sweep_abandoned(tmp)
+            self._own_dir, self._lock_fd, failed = _make_held(tmp)
+            self._prometheus_dir = self._own_dir
+            if failed is not None:  # a filesystem that keeps no locks (NFS without lockd)
                 logger.warning(
                     "cannot lock %s (%s): if this supervisor is killed with SIGKILL, the next "
                     "one will not remove it",
                     self._own_dir,
-                    exc.strerror or exc,
+                    failed.strerror or failed,
                 )
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._own_dir
         logger.info(
@@ -395,38 +396,42 @@ def _kill(pid: int, sig: int) -> None:
             raise
 
 
-_METRICS_PREFIX = "coyote-metrics-"
-_LOCK = ".supervisor.lock"
+_LOCKED = "coyote-workers-"  # a supervisor's directory it holds a lock on
+_UNLOCKED = "coyote-metrics-"  # one it could not lock: never swept
+_MAKING = ".coyote-workers-making-"
 
 
-def _hold(folder: str) -> int:
-    """Lock ``folder``'s ``_LOCK`` for as long as the descriptor returned is open here or
-    in a forked worker.  Made under another name, locked, then renamed: a sweep never
-    sees the file unlocked.  Raises OSError where the filesystem keeps no locks (the
-    file made is removed: the folder has no lock file, and no sweep touches it)."""
-    fd, made = tempfile.mkstemp(dir=folder, prefix=".locking-")
+def _make_held(tmp: str) -> tuple[str, int | None, OSError | None]:
+    """A new private directory in ``tmp`` and the descriptor of the lock held on it for
+    as long as that is open here or in a forked worker (None, and why, where the
+    filesystem keeps no locks).  Made under another name, locked, then renamed: a sweep
+    never sees it unlocked; one that could not be locked takes a name no sweep reads."""
+    made = tempfile.mkdtemp(prefix=_MAKING, dir=tmp)
+    opened = os.open(made, os.O_RDONLY | os.O_DIRECTORY)
+    held: int | None = opened
+    failed = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        os.rename(made, os.path.join(folder, _LOCK))
-    except OSError:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(made)
-        raise
-    return fd
+        fcntl.flock(opened, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: nobody else holds it
+    except OSError as exc:  # (ENOLCK: an NFS mount without its lock daemon)
+        os.close(opened)
+        held, failed = None, exc
+    prefix = _LOCKED if held is not None else _UNLOCKED
+    folder = os.path.join(tmp, prefix + os.path.basename(made).removeprefix(_MAKING))
+    os.rename(made, folder)
+    return folder, held, failed
 
 
 def _sweep_abandoned(tmp: str) -> None:
-    """Remove the metrics directories of supervisors that are gone: those whose lock
-    file nobody holds.  A directory without one (being made this moment, or not a
-    supervisor's) is left alone, and so is a link, one of another user and one this
-    user cannot open."""
-    for folder in glob.glob(os.path.join(glob.escape(tmp), _METRICS_PREFIX + "*")):
+    """Remove the directories of supervisors that are gone: those no process holds a
+    lock on any more.  Links, other users' directories and those this user cannot open
+    are left alone, and so are the directories of supervisors that could not lock theirs
+    (or of versions that did not)."""
+    for folder in glob.glob(os.path.join(glob.escape(tmp), _LOCKED + "*")):
         try:
             made = os.lstat(folder)
             if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid():
                 continue  # a link, or another user's: never followed, never removed
-            fd = os.open(os.path.join(folder, _LOCK), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
@@ -435,7 +440,10 @@ def _sweep_abandoned(tmp: str) -> None:
             continue
         else:
             shutil.rmtree(folder, ignore_errors=True)
-            logger.info("removed %s, the metrics of a supervisor that is gone", folder)
+            if os.path.lexists(folder):
+                logger.warning("could not remove %s, a gone supervisor's metrics", folder)
+            else:
+                logger.info("removed %s, the metrics of a supervisor that is gone", folder)
         finally:
             os.close(fd)
 

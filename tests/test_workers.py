@@ -143,15 +143,17 @@ def test_the_metrics_folder_of_a_killed_supervisor_is_removed_by_the_next_one(
     assert left.is_dir()  # left behind
     elsewhere = tmp_path / "elsewhere"  # a link to a folder that looks abandoned
     elsewhere.mkdir()
-    (elsewhere / ".supervisor.lock").touch()
     (elsewhere / "keep").touch()
-    (tmp_path / "coyote-metrics-link").symlink_to(elsewhere)
+    (tmp_path / "coyote-workers-link").symlink_to(elsewhere)
+    older = tmp_path / "coyote-metrics-older"  # an older version's, or an unlocked one
+    older.mkdir()
     second = procs(*args, env=env)
     until(lambda: len(workers_of(second)) == 2, 20, "two workers")
     kept = _metrics_folder(second.stderr())
     assert not left.exists()
     assert f"removed {left}, the metrics of a supervisor that is gone" in second.stderr()
-    assert (elsewhere / "keep").exists() and "coyote-metrics-link" not in second.stderr()
+    assert (elsewhere / "keep").exists() and "coyote-workers-link" not in second.stderr()
+    assert older.is_dir()
     third = procs(*args, env=env)
     until(lambda: len(workers_of(third)) == 2, 20, "two workers")
     assert kept.is_dir() and _metrics_folder(third.stderr()).is_dir()

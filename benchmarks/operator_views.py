@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 
 from coyote_mw import Coyote
+from coyote_mw.ops.metrics import requests_text_by_prometheus_client
 
 TOKEN = "t" * 32
 AUTH = {"authorization": "Bearer " + TOKEN}
@@ -71,7 +71,7 @@ def scrape(coyote: Coyote, client: httpx.Client, polls: int) -> None:
     took = []
     for _ in range(polls):
         start = time.perf_counter()
-        text = _written_by_prometheus_client(metrics)
+        text = requests_text_by_prometheus_client(metrics)
         took.append((time.perf_counter() - start) * 1000)
     print("\n| metrics scrape | ms | bytes |\n|---|---|---|")
     print(f"| `GET /_coyote/metrics` | {ours[0]:.1f} | {ours[1]:,} |")
@@ -79,21 +79,6 @@ def scrape(coyote: Coyote, client: httpx.Client, polls: int) -> None:
         f"| its request families by prometheus-client's `generate_latest` "
         f"| {statistics.median(took):.1f} | {len(text):,} |"
     )
-
-
-def _written_by_prometheus_client(metrics: Any) -> bytes:
-    """The request families as the scrape wrote them before (the same bytes)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from coyote_mw.ops.metrics import requests_families
-
-    class Families:
-        def collect(self) -> Iterator[Any]:
-            yield from requests_families(metrics)
-
-    registry = CollectorRegistry()
-    registry.register(Families())  # type: ignore[arg-type]
-    return generate_latest(registry)
 
 
 def main() -> int:

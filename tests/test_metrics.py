@@ -22,7 +22,7 @@ from coyote_mw.ops.metrics import (
     RETIRE_AFTER,
     SAMPLE_INTERVAL,
     _requests_text,
-    requests_families,
+    requests_text_by_prometheus_client,
 )
 from coyote_mw.routing.endpoint import Endpoint
 from coyote_mw.routing.patterns import parse_pattern
@@ -541,27 +541,13 @@ def test_importing_coyote_mw_does_not_import_prometheus_client() -> None:
     assert out.stdout.strip() == "False"
 
 
-def _as_prometheus_client_writes_them(metrics: Any) -> str:
-    """The requests' families made with prometheus-client's own families and written
-    by its ``generate_latest``: what ``_requests_text`` must give, byte for byte."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    class Families:
-        def collect(self) -> Iterator[Any]:
-            yield from requests_families(metrics)
-
-    registry = CollectorRegistry()
-    registry.register(Families())  # type: ignore[arg-type]
-    return generate_latest(registry).decode("utf-8")
-
-
 def test_the_requests_families_are_written_as_prometheus_client_writes_them() -> None:
     # written by coyote (prometheus-client takes some 25 us a line, and a table of many
     # routes has some 19 lines each): label values that need escaping, counts past the
     # point where Go writes an exponent, sums of every size, the series of no route
     coyote = Coyote(metrics="token")
     metrics = coyote.metrics
-    assert _requests_text(metrics) == _as_prometheus_client_writes_them(metrics)  # empty
+    assert _requests_text(metrics) == requests_text_by_prometheus_client(metrics)  # empty
     odd = [
         Endpoint("GET", parse_pattern("/items/{id:int}"), "shop", "default", False, ()),
         Endpoint("POST", parse_pattern('/q"uote/back\\slash'), 'svc"\\\n', "t\n2", False, ()),
@@ -575,7 +561,7 @@ def test_the_requests_families_are_written_as_prometheus_client_writes_them() ->
     series.buckets[3] += 999_999
     series.sum += 12_345_678.9
     ours = _requests_text(metrics)
-    assert ours == _as_prometheus_client_writes_them(metrics)
+    assert ours == requests_text_by_prometheus_client(metrics)
     assert 'service="svc\\"\\\\\\n"' in ours and "1.234568e+06" in ours
     body, _ = metrics.render()
     assert body.decode("utf-8").startswith(ours)  # and the rest follows as it did

@@ -60,7 +60,7 @@ __all__ = [
     "SAMPLE_INTERVAL",
     "Metrics",
     "check_mode",
-    "requests_families",
+    "requests_text_by_prometheus_client",
     "scrape",
     "serve",
 ]
@@ -495,7 +495,7 @@ def _requests_text(metrics: Metrics) -> str:
     sorted, label values escaped, numbers as Go writes floats."""
     from prometheus_client.utils import floatToGoString
 
-    les = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+    les = _bucket_bounds()
     requests, duration = REQUESTS[0] + "_total", DURATION[0]
     counts_out = [
         f"# HELP {requests} {_help(REQUESTS[1])}\n# TYPE {requests} counter\n",
@@ -523,17 +523,17 @@ def _requests_text(metrics: Metrics) -> str:
     return "".join(counts_out) + "".join(durations_out)
 
 
-def requests_families(metrics: Metrics) -> list[Any]:
-    """The same two families as prometheus-client's own ``CounterMetricFamily`` and
-    ``HistogramMetricFamily``, for a registry of one's own, and the reference
-    ``_requests_text`` is held to (tests/test_metrics.py) and measured against
-    (benchmarks/operator_views.py)."""
+def requests_text_by_prometheus_client(metrics: Metrics) -> str:
+    """The same two families made as prometheus-client's own ``CounterMetricFamily``
+    and ``HistogramMetricFamily`` and written by its ``generate_latest``: what the scrape
+    wrote before, the reference ``_requests_text`` is held to (tests/test_metrics.py)
+    and measured against (benchmarks/operator_views.py)."""
+    from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-    from prometheus_client.utils import floatToGoString
 
     requests = CounterMetricFamily(*REQUESTS[:2], labels=(*ROUTE, "status"))
     duration = HistogramMetricFamily(*DURATION, labels=ROUTE)
-    les = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+    les = _bucket_bounds()
     for labels, counts, buckets, total in sorted(metrics.snapshot()):
         for c, count in enumerate(counts):
             if count:
@@ -544,7 +544,23 @@ def requests_families(metrics: Metrics) -> list[Any]:
             running += count
             cumulative.append((le, running))
         duration.add_metric(labels, cumulative, total)
-    return [requests, duration]
+
+    class _Families:
+        def collect(self) -> Iterator[Any]:
+            yield requests
+            yield duration
+
+    registry = CollectorRegistry()
+    registry.register(_Families())
+    return generate_latest(registry).decode("utf-8")
+
+
+def _bucket_bounds() -> list[str]:
+    """The histogram's ``le`` values as prometheus-client writes them ("0.0005", "1.0",
+    ..., "+Inf")."""
+    from prometheus_client.utils import floatToGoString
+
+    return [floatToGoString(b) for b in BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
 
 
 def _help(text: str) -> str:

@@ -704,39 +704,6 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
                 conn.close()
 
 
-def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake_is_timed(
-    tmp_path: Path,
-) -> None:
-    # clients that connect and never send a ClientHello take places: over the bound a
-    # new connection is closed before its handshake, and a stalled handshake ends with
-    # the head's timer (header_timeout=1), which frees its place
-    tls = tls_files(tmp_path)
-    log = tmp_path / "server.log"
-    command = _command("max_connections=2", f"tls={tmp_path}")
-    with running(command, ready_path=None, log=log) as url:
-        port = int(url.rsplit(":", 1)[1])
-        context = tls.trusting()
-
-        def fetch() -> bytes:
-            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
-                conn.sendall(GET)
-                return read_one(conn)[1]
-
-        assert fetch() == b"howdy"
-        silent = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
-        try:
-            with pytest.raises((ssl.SSLError, ConnectionError)):
-                fetch()  # both places taken by handshakes that never began
-            for conn in silent:  # each closed by its timer, in about a second
-                with contextlib.suppress(ConnectionResetError):
-                    assert conn.recv(1) == b""
-            assert fetch() == b"howdy"  # the places are free again
-        finally:
-            for conn in silent:
-                conn.close()
-
-
 @contextlib.contextmanager
 def _tls_server(
     tmp_path: Path, *options: str, files: int = 0
@@ -771,6 +738,34 @@ def _tls_server(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake_is_timed(
+    tmp_path: Path,
+) -> None:
+    # clients that connect and never send a ClientHello take places: over the bound a
+    # new connection is closed before its handshake, and a stalled handshake ends with
+    # the head's timer (header_timeout=1), which frees its place
+    with _tls_server(tmp_path, "max_connections=2") as (_, port, context):
+
+        def fetch() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(GET)
+                return read_one(conn)[1]
+
+        assert fetch() == b"howdy"
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+        try:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                fetch()  # both places taken by handshakes that never began
+            for conn in silent:  # each closed by its timer, in about a second
+                with contextlib.suppress(ConnectionResetError):
+                    assert conn.recv(1) == b""
+            assert fetch() == b"howdy"  # the places are free again
+        finally:
+            for conn in silent:
+                conn.close()
 
 
 def test_over_tls_a_stop_does_not_wait_for_handshakes_that_never_began(tmp_path: Path) -> None:

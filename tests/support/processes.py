@@ -51,7 +51,7 @@ def until(check: Callable[[], bool], timeout: float, what: str) -> float:
 @contextmanager
 def running(
     argv: list[str],
-    ready_path: str | None = "/",
+    ready_path: str = "/",
     timeout: float = 30,
     env: dict[str, str] | None = None,
     log: Path | None = None,
@@ -61,8 +61,6 @@ def running(
     A command that names its port itself says ``{port}`` where it goes (and nothing is
     added). ``env`` adds variables; ``log`` takes its stdout and stderr (else stderr is
     read only when it fails to start, so a chatty server must be given a ``log``).
-    ``ready_path`` None: ready once its port takes a connection (a server that does
-    not speak plain HTTP).
     """
     port = free_port()
     cmd = list(argv)
@@ -92,12 +90,9 @@ def running(
                 said = log.read_bytes() if log else proc.stderr.read()  # type: ignore[union-attr]
                 raise RuntimeError(f"{cmd} exited: {said.decode()[-2000:]}")
             try:
-                if ready_path is None:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                else:
-                    httpx.get(url + ready_path, timeout=1)
+                httpx.get(url + ready_path, timeout=1)
                 break
-            except (httpx.TransportError, OSError):
+            except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{cmd} did not answer within {timeout}s") from None
                 time.sleep(0.1)

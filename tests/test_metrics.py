@@ -559,7 +559,7 @@ def test_the_requests_families_are_written_as_prometheus_client_writes_them() ->
     series = metrics._series[("default", "GET", "/items/{id:int}", "shop")]
     series.counts[2] += 1_234_567  # counts Go writes with an exponent
     series.buckets[3] += 999_999
-    series.sum += 12_345_678.9
+    series.sums[0] += 12_345_678.9
     ours = _requests_text(metrics)
     assert ours == requests_text_by_prometheus_client(metrics)
     assert 'service="svc\\"\\\\\\n"' in ours and "1.234568e+06" in ours

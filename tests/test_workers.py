@@ -228,7 +228,7 @@ def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(
             timeout=5,
         )
         assert r.status_code == 201, r.text
-        spread(leader.url, "/ok", leader.stderr, [replacement, first[1]])
+        sent = spread(leader.url, "/ok", leader.stderr, [replacement, first[1]])
     # killed again at once (it lived less than STABLE s): the next start waits, and says so
     until(lambda: f"pid {replacement}) serving" in leader.stderr(), 20, "replacement ready")
     os.kill(replacement, signal.SIGKILL)
@@ -236,6 +236,12 @@ def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(
     again = rf"pid {replacement}\) died with signal SIGKILL .* 2 times in a row"
     assert re.search(again, leader.stderr())
     until(lambda: len(workers_of(leader)) == 2, 20, "replaced again")
+    # the requests the killed worker answered are still counted, by whichever scrapes
+    for _ in range(4):
+        headers = {**AUTH, "connection": "close"}
+        r = httpx.get(leader.url + "/_coyote/metrics", headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        assert metric(r.text, "coyote_requests_total", route="/ok", status="2xx") == sent
 
 
 @pytest.mark.parametrize("http", ["uvicorn", "coyote"])

@@ -24,8 +24,9 @@ scraped, by the same collector: nothing per request.
 
 Several worker processes (gunicorn ``-w N``): prometheus-client's multiprocess mode,
 on when ``PROMETHEUS_MULTIPROC_DIR`` names a directory before the workers start.  Each
-worker records into prometheus-client's Counter and Histogram, which write to files
-there (``record_to_files``), and whichever worker answers a scrape sums them.  A
+worker's ``_Series`` are then slots of memory-mapped files of its own there
+(``coyote_mw.ops.metrics_files``), added to as in one process, and whichever worker
+answers a scrape reads and sums every worker's files.  A
 collector cannot read another process's state, so each worker writes its state as
 gauges every ``SAMPLE_INTERVAL`` seconds (the scraping worker at the scrape as well),
 each with the multiprocess mode that adds workers up right: ``livesum`` for slots and
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops.metrics_files import SeriesFiles, Slot, read_series
 
 if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
@@ -157,7 +159,7 @@ class _Shared:
     histogram and gauges (prometheus-client's, written to files every worker shares)."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram, values
+        from prometheus_client import Counter, values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
         self.events = {
@@ -165,9 +167,13 @@ class _Shared:
             for event, (name, text) in EVENT_COUNTERS.items()
         }
         self.gauges: dict[str, Any] = {}
+        # the directory every worker's files are in (multiprocess mode), as
+        # prometheus-client's collector finds it (it still reads the older name too)
+        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
+            "prometheus_multiproc_dir",  # noqa: SIM112
+            "",
+        )
         if self.multiprocess:
-            self.requests = Counter(*REQUESTS[:2], (*ROUTE, "status"), registry=None)
-            self.duration = Histogram(*DURATION, ROUTE, buckets=BUCKETS, registry=None)
             self.saturated = Counter(*SATURATED, registry=None)
         events.listen(self.counted)
 
@@ -195,6 +201,10 @@ class _Shared:
 _shared: _Shared | None = None
 _missing = False  # prometheus-client is not installed
 _shared_lock = threading.Lock()
+# multiprocess mode: this process's slots (made when first needed), and the lock every
+# leader here holds to add to them or change them (its ``_lock``)
+_files: SeriesFiles | None = None
+_files_lock = threading.Lock()
 
 
 def _metrics_of_process() -> _Shared | None:
@@ -211,27 +221,16 @@ def _metrics_of_process() -> _Shared | None:
 
 
 class _Series:
-    """One route's requests by status class, and its latency histogram (one process)."""
+    """One route's requests by status class, and its latency histogram (one process;
+    in multiprocess mode a ``metrics_files.Slot``, the same numbers in a file)."""
 
-    __slots__ = ("buckets", "counts", "labels", "sum")
+    __slots__ = ("buckets", "counts", "labels", "sums")
 
     def __init__(self, labels: tuple[str, ...]) -> None:
         self.labels = labels
         self.counts = [0] * len(_CLASSES)
         self.buckets = [0] * (len(BUCKETS) + 1)  # not cumulative; the last is +Inf
-        self.sum = 0.0
-
-
-class _Children:
-    """One route's prometheus-client children (multiprocess mode): its counters by
-    status class, made when first seen, and its histogram."""
-
-    __slots__ = ("counters", "duration", "labels")
-
-    def __init__(self, labels: tuple[str, ...], duration: Any) -> None:
-        self.labels = labels
-        self.duration = duration
-        self.counters: list[Any] = [None] * len(_CLASSES)
+        self.sums = [0.0]  # the seconds: a list, as a slot's is a view
 
 
 _NO_ROUTE = ("", "", "", "")
@@ -259,8 +258,12 @@ class Metrics:
     ) -> None:
         self.relays, self.table, self.leases = relays, table, leases
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], _Series] = {}  # by labels, as many as routes
+        self._series: dict[tuple[str, ...], _Series | Slot] = {}  # by labels, a route each
         self._gone: dict[tuple[str, ...], float] = {}  # labels of no route now -> since
+        self._files: SeriesFiles | None = None  # multiprocess mode: this process's slots
+        self._files_failed = False  # ... could not be made (said once)
+        # multiprocess mode: labels in the files of no route now -> since (by scrapes)
+        self._hidden: dict[tuple[str, ...], float] = {}
         self._swept_at = 0  # how many series there were at the last sweep
         self.clock = time.monotonic  # when routes are found gone (``retire``)
         # endpoint -> its series (or children); a new dict at every change of the table,
@@ -277,6 +280,9 @@ class Metrics:
         self.mode = check_mode(mode)
         if self.mode != "off":
             self.shared = _metrics_of_process()
+            if self.shared is not None and self.shared.multiprocess:
+                # the process's slots are every leader's: one lock for them all
+                self._lock = _files_lock
 
     @property
     def recorder(self) -> Callable[[Any, int, float], None] | None:
@@ -284,7 +290,7 @@ class Metrics:
         shared = self.shared
         if self.mode == "off" or shared is None:
             return None
-        return self.record_to_files if shared.multiprocess else self.record
+        return self.record
 
     def record(self, endpoint: Any, status: int, seconds: float) -> None:
         """A request answered in ``seconds``: ``endpoint`` the route it matched (None: no
@@ -300,15 +306,15 @@ class Metrics:
         lock.acquire()
         series.counts[c if 0 < c < 6 else 0] += 1
         series.buckets[i] += 1
-        series.sum += seconds
+        series.sums[0] += seconds
         lock.release()
 
-    def _bind(self, endpoint: Any) -> _Series:
+    def _bind(self, endpoint: Any) -> _Series | Slot:
         labels = _labels(endpoint)
         with self._lock:
             series = self._series.get(labels)
             if series is None:
-                series = self._series[labels] = _Series(labels)
+                series = self._series[labels] = self._new_series(labels)
             # its route is back (a request matched it): a grace from its next leaving
             self._gone.pop(labels, None)
             grown = len(self._series) > 2 * self._swept_at + 64
@@ -319,31 +325,29 @@ class Metrics:
         self._bound[endpoint] = series
         return series
 
-    def record_to_files(self, endpoint: Any, status: int, seconds: float) -> None:
-        """``record`` in multiprocess mode: into prometheus-client's files."""
-        children = self._bound.get(endpoint)
-        if children is None:
-            children = self._bind_children(endpoint)
-        c = status // 100
-        if not 0 < c < 6:
-            c = 0
-        counter = children.counters[c]
-        if counter is None:
-            shared = self.shared
-            assert shared is not None
-            counter = children.counters[c] = shared.requests.labels(*children.labels, _CLASSES[c])
-        counter.inc()
-        children.duration.observe(seconds)
-
-    def _bind_children(self, endpoint: Any) -> _Children:
+    def _new_series(self, labels: tuple[str, ...]) -> _Series | Slot:
+        """A series for ``labels`` (under ``_lock``): in multiprocess mode a slot of this
+        process's files, where every worker reads it."""
         shared = self.shared
-        assert shared is not None
-        labels = _labels(endpoint)
-        if len(self._bound) >= _BOUND_MAX:
-            self._bound = {}
-        children = self._bound[endpoint] = _Children(labels, shared.duration.labels(*labels))
+        if shared is None or not shared.multiprocess:
+            return _Series(labels)
         _sampler.watch(self)  # this process serves: it writes its state
-        return children
+        global _files
+        try:
+            if _files is None:
+                _files = SeriesFiles(shared.directory)
+            self._files = _files
+            return _files.slot(labels)
+        except OSError as exc:  # a full disk, no such directory: counted here alone
+            if not self._files_failed:
+                self._files_failed = True
+                logger.error(
+                    "metrics: could not write to %s (%s); this worker's requests are "
+                    "shown only by its own scrapes",
+                    shared.directory,
+                    exc,
+                )
+            return _Series(labels)
 
     def _table_changed(self, change: Any) -> None:
         self._bound = {}
@@ -365,7 +369,7 @@ class Metrics:
             _sampler.write()  # this worker's state as it is now
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return encode(registry), content_type
+            return _requests_text(self).encode("utf-8") + encode(registry), content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -394,17 +398,54 @@ class Metrics:
                 elif labels not in gone:
                     gone[labels] = now
                 elif now - gone[labels] >= RETIRE_AFTER:
-                    del self._series[labels], gone[labels]
+                    series = self._series.pop(labels)
+                    del gone[labels]
+                    if type(series) is Slot and self._files is not None:
+                        self._files.free(series)  # given again to the next new route
             self._swept_at = len(self._series)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Each route's labels, counts by status class, bucket counts and sum (a copy);
-        series of routes long gone are dropped first (``retire``)."""
+        series of routes long gone are dropped first (``retire``).  In multiprocess
+        mode: every worker's, summed (``_merged``)."""
         self.retire()
+        shared = self.shared
+        if shared is not None and shared.multiprocess:
+            return self._merged(shared.directory)
         with self._lock:
             return [
-                (s.labels, list(s.counts), list(s.buckets), s.sum) for s in self._series.values()
+                (s.labels, list(s.counts), list(s.buckets), s.sums[0])
+                for s in self._series.values()
             ]
+
+    def _merged(self, directory: str) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
+        """Every worker's series in ``directory`` summed by labels, and this worker's
+        that are not in a file.  Labels of no route now are shown for ``RETIRE_AFTER``
+        seconds from the first scrape here that finds them gone (a worker drops its own
+        series on that clock too, and frees their slots)."""
+        now = self.clock()
+        merged = read_series(directory)
+        live = {_labels(ep) for ep in self.table.endpoints()}
+        with self._lock:
+            for s in self._series.values():
+                if type(s) is _Series:  # its files could not be written
+                    have = merged.get(s.labels)
+                    counts, buckets, total = list(s.counts), list(s.buckets), s.sums[0]
+                    if have is not None:
+                        counts = [a + b for a, b in zip(have[0], counts, strict=True)]
+                        buckets = [a + b for a, b in zip(have[1], buckets, strict=True)]
+                        total += have[2]
+                    merged[s.labels] = (counts, buckets, total)
+            hidden = {labels: self._hidden[labels] for labels in merged if labels in self._hidden}
+            out = []
+            for labels, (counts, buckets, total) in merged.items():
+                if labels in live or labels == _NO_ROUTE:
+                    hidden.pop(labels, None)
+                elif now - hidden.setdefault(labels, now) >= RETIRE_AFTER:
+                    continue
+                out.append((labels, counts, buckets, total))
+            self._hidden = hidden
+        return out
 
 
 def serve(ops: Operator, request: OpsRequest) -> Response:
@@ -510,9 +551,7 @@ def _requests_text(metrics: Metrics) -> str:
         tail = f'topology="{topology}"}} '
         for c, count in enumerate(counts):
             if count:
-                add_count(
-                    f'{requests}{{{inner},status="{_CLASSES[c]}",{tail}{_go(count)}\n'
-                )
+                add_count(f'{requests}{{{inner},status="{_CLASSES[c]}",{tail}{_go(count)}\n')
         inner = f"{inner},{tail}"
         running = 0
         for le, count in zip(les, buckets, strict=True):
@@ -680,11 +719,24 @@ _leaders: weakref.WeakSet[Metrics] = weakref.WeakSet()
 def _forked() -> None:
     # A worker forked from a process that made the leaders (gunicorn --preload): each
     # leader binds its routes again, and the first request it serves starts the sampler
-    # here (the parent, which serves nothing, writes no state).
+    # here (the parent, which serves nothing, writes no state).  In multiprocess mode
+    # it counts in files of its own, never in its parent's slots.
+    global _files, _files_lock
     _sampler.forked()
+    parents, _files_lock = _files_lock, threading.Lock()
+    if _files is not None:
+        _files.close()
+        _files = None
     for metrics in list(_leaders):
-        metrics._lock = threading.Lock()
         metrics._bound = {}
+        if metrics._lock is not parents:  # one process's metrics (its own lock)
+            metrics._lock = threading.Lock()
+            continue
+        metrics._lock = _files_lock
+        metrics._files = None
+        metrics._series = {}
+        metrics._gone = {}
+        metrics._swept_at = 0
 
 
 os.register_at_fork(after_in_child=_forked)

@@ -1,0 +1,266 @@
+"""A worker's request counts in files every worker reads: the multiprocess mode's
+storage for the requests' two families (``coyote_mw.ops.metrics``).
+
+Under several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set: ``coyote leader
+--workers``, gunicorn ``-w``) each worker keeps its routes' counts in memory-mapped
+files of its own in that directory, and whichever worker answers a scrape reads every
+worker's.  A request adds to them as a single process adds to its lists: three
+additions under one lock, no system call and no lock between processes.  What a worker
+wrote stays in the kernel's page cache when it dies, SIGKILL included, as
+prometheus-client's own files do.
+
+A worker's files (``<pid>`` its process id):
+
+* ``coyote_requests_<pid>.labels``: a line per slot given to a route,
+  ``[slot, topology, method, route, service]`` in JSON, appended with one ``write``; a
+  later line for a slot replaces what it held (a slot freed and given again), and
+  ``[slot]`` frees it.
+* ``coyote_requests_<pid>_<n>.slots``: slots ``n * SLOTS`` to ``(n + 1) * SLOTS - 1``,
+  made whole (zeros) when the first of them is given.  A slot is ``SLOT_VALUES`` 8-byte
+  numbers in the machine's byte order: the counts by status class (six), the latency
+  bucket counts (``len(BUCKETS) + 1``, not cumulative, the last +Inf), then the sum of
+  the seconds as a double.
+
+A slot is given to a route (its labels) when the worker first counts a request of it,
+freed (zeroed) when the worker drops the route's series (``Metrics.retire``), and given
+again before the files grow: a worker holds about as many slots as it has series.  A
+process that starts with the process id of one that is gone (its files still there)
+goes on counting in that one's slots, as prometheus-client's files do.
+
+prometheus-client's collector reads ``*.db`` files only; it reads none of these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["SLOTS", "SeriesFiles", "read_series"]
+
+logger = logging.getLogger("coyote_mw.metrics")
+
+SLOTS = 2048
+"""Slots a ``.slots`` file holds."""
+
+COUNTS = 6  # by status class: other, 1xx .. 5xx
+BUCKETS = 16  # coyote_mw.ops.metrics.BUCKETS and +Inf
+SLOT_VALUES = COUNTS + BUCKETS + 1  # and the sum
+_SLOT_BYTES = SLOT_VALUES * 8
+_LABELS = re.compile(r"coyote_requests_(\d+)\.labels")
+
+Labels = tuple[str, ...]
+Values = tuple[list[int], list[int], float]
+
+
+class Slot:
+    """One route's counts in this worker's files: what ``Metrics.record`` adds to, as it
+    adds to a single process's ``_Series`` (``counts``, ``buckets``, ``sums[0]``)."""
+
+    __slots__ = ("buckets", "counts", "index", "labels", "sums")
+
+    def __init__(
+        self, labels: Labels, index: int, ints: memoryview[int], floats: memoryview[float]
+    ) -> None:
+        base = (index % SLOTS) * SLOT_VALUES
+        self.labels = labels
+        self.index = index
+        self.counts = ints[base : base + COUNTS]
+        self.buckets = ints[base + COUNTS : base + COUNTS + BUCKETS]
+        self.sums = floats[base + SLOT_VALUES - 1 : base + SLOT_VALUES]
+
+
+class SeriesFiles:
+    """This process's slots in ``directory``, one set for every leader in it (as
+    prometheus-client's values are the process's): leaders with a route of the same
+    labels count in one slot, freed when the last of them lets it go.  Not thread-safe:
+    the caller holds the process's lock (every leader's ``Metrics._lock`` in
+    multiprocess mode) around ``slot``, ``free`` and the additions."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.pid = os.getpid()
+        self._prefix = os.path.join(directory, f"coyote_requests_{self.pid}")
+        # per .slots file: its map and that map seen as 8-byte integers and as doubles
+        self._chunks: list[tuple[mmap.mmap, memoryview[int], memoryview[float]]] = []
+        self._given: dict[Labels, int] = {}  # labels -> slot, for the labels file
+        self._users: dict[Labels, int] = {}  # labels -> the series that count in it
+        self._free: list[int] = []
+        self._next = 0  # the first slot never given
+        labels_file = self._prefix + ".labels"
+        # a process id used before (the files of a process gone): its slots go on
+        for index, labels in _slots_of(_read(labels_file)).items():
+            self._given[labels] = index
+        self._next = max(self._given.values(), default=-1) + 1
+        given = set(self._given.values())
+        self._free = [i for i in range(self._next - 1, -1, -1) if i not in given]
+        self._lines = len(self._given)  # lines in the labels file, once compacted
+        self._fd = -1
+        self._compact()
+
+    def slot(self, labels: Labels) -> Slot:
+        """The slot that counts ``labels``: the one they have, else a free one (each
+        call is a user of it, until ``free``)."""
+        self._users[labels] = self._users.get(labels, 0) + 1
+        index = self._given.get(labels)
+        if index is None:
+            index = self._free.pop() if self._free else self._next
+            ints, floats = self._chunk(index // SLOTS)
+            base = (index % SLOTS) * SLOT_VALUES
+            ints[base : base + SLOT_VALUES] = _ZEROS  # a freed slot's counts (zero at first)
+            self._write([index, *labels])
+            if index == self._next:
+                self._next += 1
+            self._given[labels] = index
+        else:
+            ints, floats = self._chunk(index // SLOTS)
+        return Slot(labels, index, ints, floats)
+
+    def free(self, slot: Slot) -> None:
+        """A leader dropped ``slot``'s series: once no leader counts in it, it counts
+        nothing."""
+        labels = slot.labels
+        if self._given.get(labels) != slot.index:
+            return
+        users = self._users.get(labels, 0) - 1
+        if users > 0:
+            self._users[labels] = users
+            return
+        self._users.pop(labels, None)
+        del self._given[labels]
+        ints, _ = self._chunk(slot.index // SLOTS)
+        base = (slot.index % SLOTS) * SLOT_VALUES
+        self._write([slot.index])  # first: a reader never sees its zeros as the route's
+        ints[base : base + SLOT_VALUES] = _ZEROS
+        self._free.append(slot.index)
+
+    def close(self) -> None:
+        """Close the labels file (a forked child's copy of its parent's): the maps stay,
+        as the slots taken from them may still be read."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _write(self, line: list[Any]) -> None:
+        if self._lines > 2 * len(self._given) + SLOTS:
+            self._compact()  # routes came and went: the file says what it holds now
+        os.write(self._fd, _line(line))  # O_APPEND: one write, whole, at the end
+        self._lines += 1
+
+    def _compact(self) -> None:
+        """The labels file anew, a line per slot given, put in place of the old one
+        (a reader has the one or the other, whole)."""
+        path = self._prefix + ".labels"
+        making = f"{path}.{os.getpid()}.new"
+        lines = [_line([index, *labels]) for labels, index in self._given.items()]
+        with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(b"".join(lines))
+        os.replace(making, path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._lines = len(lines)
+
+    def _chunk(self, n: int) -> tuple[memoryview[int], memoryview[float]]:
+        while len(self._chunks) <= n:
+            path = f"{self._prefix}_{len(self._chunks)}.slots"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                size = SLOTS * _SLOT_BYTES
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+                mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            view = memoryview(mapped)
+            self._chunks.append((mapped, view.cast("q"), view.cast("d")))
+        _, ints, floats = self._chunks[n]
+        return ints, floats
+
+
+_ZEROS = memoryview(bytes(_SLOT_BYTES)).cast("q")
+
+
+def _line(line: list[Any]) -> bytes:
+    return json.dumps(line, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def read_series(directory: str) -> dict[Labels, Values]:
+    """Every worker's counts in ``directory`` summed by labels: counts by status class,
+    bucket counts (not cumulative) and the sum of seconds."""
+    out: dict[Labels, Values] = {}
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if _LABELS.fullmatch(name) is None:
+            continue
+        prefix = os.path.join(directory, name[: -len(".labels")])
+        for labels, counts, buckets, total in _values(prefix):
+            have = out.get(labels)
+            if have is None:
+                out[labels] = (counts, buckets, total)
+            else:
+                out[labels] = (
+                    [a + b for a, b in zip(have[0], counts, strict=True)],
+                    [a + b for a, b in zip(have[1], buckets, strict=True)],
+                    have[2] + total,
+                )
+    return out
+
+
+def _values(prefix: str) -> Iterator[tuple[Labels, list[int], list[int], float]]:
+    """One worker's slots as its files hold them now."""
+    chunks: dict[int, tuple[memoryview[int], memoryview[float]] | None] = {}
+    for index, labels in sorted(_slots_of(_read(prefix + ".labels")).items()):
+        n = index // SLOTS
+        if n not in chunks:
+            data = _read(f"{prefix}_{n}.slots")
+            if len(data) < SLOTS * _SLOT_BYTES:
+                chunks[n] = None  # not made yet (or cut): nothing counted in it
+            else:
+                view = memoryview(data)
+                chunks[n] = (view.cast("q"), view.cast("d"))
+        chunk = chunks[n]
+        if chunk is None:
+            continue
+        ints, floats = chunk
+        base = (index % SLOTS) * SLOT_VALUES
+        yield (
+            labels,
+            ints[base : base + COUNTS].tolist(),
+            ints[base + COUNTS : base + COUNTS + BUCKETS].tolist(),
+            floats[base + SLOT_VALUES - 1],
+        )
+
+
+def _slots_of(data: bytes) -> dict[int, Labels]:
+    """The slots a labels file gives, as its lines leave them (a line cut short, being
+    written or by a full disk, is not read)."""
+    slots: dict[int, Labels] = {}
+    for line in data.split(b"\n")[:-1]:
+        try:
+            index, *labels = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        if type(index) is not int or index < 0:
+            continue
+        if not labels:
+            slots.pop(index, None)
+        elif len(labels) == 4 and all(type(v) is str for v in labels):
+            slots[index] = tuple(labels)
+    return slots
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""

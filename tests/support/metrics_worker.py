@@ -1,0 +1,80 @@
+"""A process that counts requests in multiprocess mode, for tests (tests/test_metrics_files.py).
+
+    python -m tests.support.metrics_worker DIR SCRIPT
+
+Sets ``PROMETHEUS_MULTIPROC_DIR=DIR`` before prometheus-client is imported, makes a
+leader with metrics open and runs the commands of SCRIPT, one a line, printing what
+each gives on a line of its own (flushed):
+
+* ``count METHOD PATTERN SERVICE STATUS SECONDS N``: N requests of that route
+  (``count - - - 404 0.5 1``: of no route);
+* ``register PATTERN SERVICE`` / ``deregister SERVICE``: a route of a client, then gone;
+* ``clock SECONDS``: the metrics' clock moved on (``Metrics.clock``);
+* ``scrape``: ``GET /_coyote/metrics``, its body as JSON text on one line;
+* ``pid``: the process id;
+* ``hold``: wait until stdin closes (or the test kills the process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(directory: str, script: str) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    import httpx
+
+    from coyote_mw import Client, Coyote, Request, route
+    from coyote_mw.routing.endpoint import Endpoint
+    from coyote_mw.routing.patterns import parse_pattern
+
+    coyote = Coyote(token="w" * 32, metrics="open")
+    metrics = coyote.metrics
+    assert metrics is not None and metrics.shared is not None and metrics.shared.multiprocess
+    now = [1000.0]
+    metrics.clock = lambda: now[0]
+    http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
+    for line in script.strip().splitlines():
+        command, *args = line.split()
+        if command == "count":
+            method, pattern, service, status, seconds, n = args
+            endpoint = None
+            if pattern != "-":
+                endpoint = Endpoint(method, parse_pattern(pattern), service, "default", False, ())
+            for _ in range(int(n)):
+                metrics.record(endpoint, int(status), float(seconds))
+            print("counted", flush=True)
+        elif command == "register":
+            pattern, service = args
+
+            class One(Client):
+                @route("GET", pattern)
+                def one(self, request: Request) -> str:
+                    return "one"
+
+            coyote.register(One(), service=service)
+            assert http.get(pattern).status_code == 200
+            print("registered", flush=True)
+        elif command == "deregister":
+            coyote.deregister(service=args[0])
+            print("deregistered", flush=True)
+        elif command == "clock":
+            now[0] += float(args[0])
+            print("moved", flush=True)
+        elif command == "scrape":
+            r = http.get("/_coyote/metrics")
+            assert r.status_code == 200, r.text
+            print(json.dumps(r.text), flush=True)
+        elif command == "pid":
+            print(os.getpid(), flush=True)
+        elif command == "hold":
+            print("holding", flush=True)
+            sys.stdin.read()
+        else:
+            raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,251 @@
+"""Multiprocess mode's storage of the request counts (``coyote_mw.ops.metrics_files``):
+the files themselves, then real worker processes counting into one directory - summed
+by whichever scrapes, kept when a worker is killed, freed when routes leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coyote_mw.ops.metrics_files import SLOT_VALUES, SLOTS, SeriesFiles, read_series
+from tests.support.processes import ROOT
+from tests.test_metrics import value
+
+ITEMS = ("default", "GET", "/items/{id:int}", "shop")
+NO_ROUTE = ("", "", "", "")
+
+
+def labels_of(n: int) -> tuple[str, str, str, str]:
+    return ("default", "GET", f"/r{n}", "svc")
+
+
+# -- the files ------------------------------------------------------------------------
+
+
+def test_counts_are_read_back_by_labels_across_several_slot_files(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    many = 2 * SLOTS + 3  # three .slots files
+    for n in range(many):
+        slot = files.slot(labels_of(n))
+        slot.counts[2] += n
+        slot.buckets[n % 16] += 1
+        slot.sums[0] += n * 0.25
+    read = read_series(str(tmp_path))
+    assert len(read) == many
+    for n in (0, 1, SLOTS - 1, SLOTS, 2 * SLOTS + 2):
+        counts, buckets, total = read[labels_of(n)]
+        assert counts == [0, 0, n, 0, 0, 0]
+        assert buckets == [1 if i == n % 16 else 0 for i in range(16)]
+        assert total == n * 0.25
+    assert sorted(p.name for p in tmp_path.glob("*.slots")) == [
+        f"coyote_requests_{os.getpid()}_{i}.slots" for i in range(3)
+    ]
+
+
+def test_a_freed_slot_counts_nothing_and_goes_to_the_next_new_route(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    old = files.slot(labels_of(1))
+    old.counts[2] += 5
+    old.sums[0] += 1.5
+    kept = files.slot(labels_of(2))
+    kept.counts[4] += 1
+    files.free(old)
+    assert set(read_series(str(tmp_path))) == {labels_of(2)}  # freed: not read
+    new = files.slot(labels_of(3))
+    assert new.index == old.index  # given again before the files grow
+    assert list(new.counts) == [0] * 6 and new.sums[0] == 0.0  # none of the old counts
+    new.counts[5] += 2
+    read = read_series(str(tmp_path))
+    assert read[labels_of(3)] == ([0, 0, 0, 0, 0, 2], [0] * 16, 0.0)
+    assert read[labels_of(2)][0] == [0, 0, 0, 0, 1, 0]
+
+
+def test_a_slot_two_leaders_count_in_is_freed_by_the_last_of_them(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    first, second = files.slot(ITEMS), files.slot(ITEMS)  # two leaders, one process
+    assert first.index == second.index
+    first.counts[2] += 1
+    second.counts[2] += 1
+    files.free(first)
+    assert read_series(str(tmp_path))[ITEMS][0][2] == 2  # the other still counts in it
+    files.free(second)
+    assert read_series(str(tmp_path)) == {}
+
+
+def test_the_labels_file_stays_bounded_as_routes_come_and_go(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    steady = [files.slot(labels_of(n)) for n in range(10)]
+    for n in range(10, 10 + 20 * SLOTS):  # routes that come, count once, and go
+        slot = files.slot(labels_of(n))
+        slot.counts[2] += 1
+        files.free(slot)
+    for slot in steady:
+        slot.counts[2] += 7
+    path = tmp_path / f"coyote_requests_{os.getpid()}.labels"
+    assert len(path.read_bytes().splitlines()) <= 2 * 10 + SLOTS + 1
+    assert len(list(tmp_path.glob("*.slots"))) == 1  # slots given again: no growth
+    read = read_series(str(tmp_path))
+    assert set(read) == {labels_of(n) for n in range(10)}
+    assert all(counts == [0, 0, 7, 0, 0, 0] for counts, _, _ in read.values())
+
+
+def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    files.slot(ITEMS).counts[2] += 3
+    path = tmp_path / f"coyote_requests_{os.getpid()}.labels"
+    with path.open("ab") as f:
+        f.write(b'"not a list"\n[1, 2, 3, 4, 5]\n[-1, "a", "b", "c", "d"]\n{}\n\xff\n')
+        f.write(b'[7, "default", "GET", "/cut", "sh')  # a line being written
+    (tmp_path / "coyote_requests_99999999.labels").write_bytes(b'[0,"a","b","c","d"]\n')
+    (tmp_path / "coyote_requests_notapid.labels").write_bytes(b'[0,"a","b","c","d"]\n')
+    assert read_series(str(tmp_path)) == {ITEMS: ([0, 0, 3, 0, 0, 0], [0] * 16, 0.0)}
+
+
+def test_a_process_id_used_again_goes_on_in_its_slots(tmp_path: Path) -> None:
+    gone = SeriesFiles(str(tmp_path))  # a process that died: its files stay
+    gone.slot(ITEMS).counts[2] += 4
+    gone.free(gone.slot(labels_of(1)))  # a free slot in its files
+    gone.close()
+    again = SeriesFiles(str(tmp_path))  # the same pid, as after a wrap-around
+    slot = again.slot(ITEMS)
+    slot.counts[2] += 1
+    assert again.slot(labels_of(2)).index == 1  # its free slot, given again
+    assert read_series(str(tmp_path))[ITEMS][0][2] == 5
+    assert SLOT_VALUES == 6 + 16 + 1
+
+
+# -- real worker processes ------------------------------------------------------------
+
+
+class Worker:
+    """A ``tests.support.metrics_worker`` process that ran ``script`` and holds."""
+
+    def __init__(self, directory: Path, script: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.metrics_worker",
+                str(directory),
+                script + "\nhold",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        for _ in script.strip().splitlines():
+            self.out.append(self._line())
+        assert self._line() == "holding"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, f"the worker ended: {self.proc.wait(10)}"
+        return line.rstrip("\n")
+
+    def end(self, sig: int | None = None) -> int:
+        if sig is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        else:
+            self.proc.send_signal(sig)
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait(10)
+
+
+def run(directory: Path, script: str) -> list[str]:
+    """A worker process that runs ``script`` and exits: what it printed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.metrics_worker", str(directory), script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def scraped(directory: Path) -> str:
+    text = json.loads(run(directory, "scrape")[-1])
+    assert isinstance(text, str)
+    return text
+
+
+def test_workers_counts_are_summed_and_a_killed_workers_stay(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3\ncount - - - 404 0.5 1")
+    killed = Worker(tmp_path, "count GET /items/{id:int} shop 503 0.5 5\ncount - - - 404 0.5 1")
+    workers.append(killed)
+    assert killed.end(signal.SIGKILL) == -signal.SIGKILL
+    live = Worker(tmp_path, "count GET /items/{id:int} shop 200 2.0 2")
+    workers.append(live)
+    text = scraped(tmp_path)  # a fourth process, which counted nothing itself
+    items = {"route": "/items/{id:int}", "service": "shop"}
+    assert value(text, "coyote_requests_total", status="2xx", **items) == 5
+    assert value(text, "coyote_requests_total", status="5xx", **items) == 5
+    assert value(text, "coyote_requests_total", route="", status="4xx") == 2
+    assert value(text, "coyote_request_duration_seconds_count", **items) == 10
+    assert value(text, "coyote_request_duration_seconds_sum", **items) == 3 * 0.25 + 5 * 0.5 + 4.0
+    assert value(text, "coyote_request_duration_seconds_bucket", le="0.25", **items) == 3
+    assert value(text, "coyote_request_duration_seconds_bucket", le="0.5", **items) == 8
+    assert value(text, "coyote_request_duration_seconds_bucket", le="+Inf", **items) == 10
+    # what prometheus-client's own collector adds (the workers' state) still follows
+    assert value(text, "coyote_relay_concurrency", topology="default") > 0
+    assert text.count("# TYPE coyote_requests_total counter") == 1
+    assert live.end() == 0
+
+
+def test_a_worker_frees_the_slots_of_routes_long_gone_and_scrapes_stop_showing_them(
+    tmp_path: Path,
+) -> None:
+    out = run(
+        tmp_path,
+        """
+        pid
+        register /gone/{id} leaving
+        deregister leaving
+        scrape
+        clock 601
+        scrape
+        register /new/{id} arriving
+        scrape
+        """,
+    )
+    pid, shown, hidden, arrived = out[0], *(json.loads(o) for o in out[3::2])
+    gone = {"route": "/gone/{id}", "service": "leaving"}
+    assert value(shown, "coyote_requests_total", status="2xx", **gone) == 1  # in its grace
+    assert value(hidden, "coyote_request_duration_seconds_count", **gone) == 0  # grace over
+    assert 'route="/gone/{id}"' not in hidden
+    assert value(arrived, "coyote_requests_total", route="/new/{id}", status="2xx") == 1
+    path = tmp_path / f"coyote_requests_{pid}.labels"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    given = [line for line in lines if line[1:] == ["default", "GET", "/gone/{id}", "leaving"]]
+    assert len(given) == 1
+    slot = given[0][0]
+    at = lines.index(given[0])
+    # then freed, and given to the next new route (the scrapes' own series, of no
+    # route, came in between)
+    assert [line for line in lines[at + 1 :] if line[0] == slot] == [
+        [slot],
+        [slot, "default", "GET", "/new/{id}", "arriving"],
+    ]

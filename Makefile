@@ -48,6 +48,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/propagation.py
 	$(BIN)/python benchmarks/workers.py
+	$(BIN)/python benchmarks/operator_views.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

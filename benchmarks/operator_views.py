@@ -15,6 +15,17 @@ through the registration API, in process), and times, the median of ``--polls`` 
   beside it the same two request families written by prometheus-client's own
   ``generate_latest`` (what the scrape used before, about 19 lines a route).
 
+Then, in a process of its own in prometheus-client's multiprocess mode (what
+``coyote leader --workers N`` and gunicorn ``-w N`` run in), ``--workers`` forked worker
+processes each count one request of every route, and it times:
+
+* ``GET /_coyote/metrics``, which reads and sums every worker's files, against what a
+  scrape was before: the same counts written by prometheus-client's own multiprocess
+  Counter and Histogram (in worker processes too), read by its ``MultiProcessCollector``
+  and written by ``generate_latest``;
+* what counting one request costs a worker, coyote's ``Metrics.record`` against those
+  two prometheus-client values (their children made beforehand, as coyote kept them).
+
 Prints milliseconds and bytes.  The time is the leader's own work (the view, the JSON
 or text) with httpx's WSGI transport around it.
 """
@@ -22,9 +33,14 @@ or text) with httpx's WSGI transport around it.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -81,26 +97,128 @@ def scrape(coyote: Coyote, client: httpx.Client, polls: int) -> None:
     )
 
 
+def in_workers(count: int, work: Callable[[], None]) -> None:
+    """``work()`` in ``count`` forked processes, one after the other."""
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                work()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def multiprocess(routes: int, workers: int, polls: int) -> None:
+    """The scrape and the per-request cost in multiprocess mode: run by ``main`` in a
+    process of its own, with ``PROMETHEUS_MULTIPROC_DIR`` set."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from coyote_mw.ops.metrics import BUCKETS, DURATION, REQUESTS, ROUTE
+
+    coyote, client = leader(routes)
+    metrics = coyote.metrics
+    assert metrics is not None and metrics.shared is not None and metrics.shared.multiprocess
+    endpoints = list(coyote.table.endpoints())
+    labels = [(ep.topology, ep.method, ep.pattern, ep.service) for ep in endpoints]
+    try:
+
+        def count_ours() -> None:
+            for endpoint in endpoints:
+                metrics.record(endpoint, 200, 0.004)
+
+        in_workers(workers, count_ours)
+        ours = timed(lambda: client.get("/_coyote/metrics", headers=AUTH), polls)
+        theirs_dir = tempfile.mkdtemp(prefix="coyote-bench-prometheus-")
+
+        def values() -> tuple[Any, Any]:
+            requests = Counter(*REQUESTS[:2], (*ROUTE, "status"), registry=None)
+            duration = Histogram(*DURATION, ROUTE, buckets=BUCKETS, registry=None)
+            return requests, duration
+
+        def count_theirs() -> None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = theirs_dir
+            requests, duration = values()
+            for key in labels:
+                requests.labels(*key, "2xx").inc()
+                duration.labels(*key).observe(0.004)
+
+        in_workers(workers, count_theirs)
+        took = []
+        for _ in range(polls):
+            start = time.perf_counter()
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=theirs_dir)  # type: ignore[no-untyped-call]
+            text = generate_latest(registry)
+            took.append((time.perf_counter() - start) * 1000)
+        print(f"\n{workers} worker processes, each counted one request of every route\n")
+        print("| metrics scrape, multiprocess mode | ms | bytes |\n|---|---|---|")
+        print(
+            f"| `GET /_coyote/metrics` (coyote's files, all of the scrape) | {ours[0]:.1f} "
+            f"| {ours[1]:,} |"
+        )
+        print(
+            f"| the request families in prometheus-client's files, its `MultiProcessCollector`"
+            f" and `generate_latest` | {statistics.median(took):.1f} | {len(text):,} |"
+        )
+        # one request counted, a worker's cost: the same route every time
+        times = 200_000
+        endpoint = endpoints[0]
+        start = time.perf_counter()
+        for _ in range(times):
+            metrics.record(endpoint, 200, 0.004)
+        record = (time.perf_counter() - start) / times * 1e6
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = theirs_dir
+        requests, duration = values()
+        counter, histogram = requests.labels(*labels[0], "2xx"), duration.labels(*labels[0])
+        start = time.perf_counter()
+        for _ in range(times):
+            counter.inc()
+            histogram.observe(0.004)
+        theirs = (time.perf_counter() - start) / times * 1e6
+        print("\n| counting a request, multiprocess mode | us |\n|---|---|")
+        print(f"| coyote's `Metrics.record` (a slot of its files) | {record:.2f} |")
+        print(f"| prometheus-client's Counter `inc` and Histogram `observe` | {theirs:.2f} |")
+    finally:
+        client.close()
+        coyote.close()
+
+
+def leader(routes: int) -> tuple[Coyote, httpx.Client]:
+    """A leader with ``routes`` routes, and a client of its WSGI app."""
+    coyote = Coyote(token=TOKEN, metrics="token")
+    client = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t")
+    services = 10
+    per_service = max(1, routes // services)
+    for k in range(services):
+        paths = [f"/s{k}/r{i}/{{id}}" for i in range(per_service)]
+        for instance in ("a", "b"):
+            register(client, f"svc{k}", instance, paths)
+    return coyote, client
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routes", type=int, default=10_000)
     parser.add_argument("--polls", type=int, default=5)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes in multiprocess mode (0: none)"
+    )
+    parser.add_argument("--multiprocess", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    coyote = Coyote(token=TOKEN, metrics="token")
-    client = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://t")
+    if args.multiprocess:
+        multiprocess(args.routes, args.workers, args.polls)
+        return 0
+    coyote, client = leader(args.routes)
     try:
-        services = 10
-        per_service = max(1, args.routes // services)
-        for k in range(services):
-            paths = [f"/s{k}/r{i}/{{id}}" for i in range(per_service)]
-            for instance in ("a", "b"):
-                register(client, f"svc{k}", instance, paths)
         print(f"{len(coyote.table)} routes, 2 instances each\n")
         whole = timed(lambda: client.get(DATA, headers=AUTH), args.polls)
         version = client.get(DATA, params={"routes": ""}, headers=AUTH).json()["routes_version"]
-        same = timed(
-            lambda: client.get(DATA, params={"routes": version}, headers=AUTH), args.polls
-        )
+        same = timed(lambda: client.get(DATA, params={"routes": version}, headers=AUTH), args.polls)
         changed_ms, changed_size = [], 0
         for n in range(args.polls):
             register(client, "extra", f"e{n}", [f"/extra{n}"])
@@ -119,6 +237,12 @@ def main() -> int:
     finally:
         client.close()
         coyote.close()
+    if args.workers > 0:
+        with tempfile.TemporaryDirectory(prefix="coyote-bench-metrics-") as folder:
+            argv = [sys.executable, __file__, "--multiprocess", "--workers", str(args.workers)]
+            argv += ["--routes", str(args.routes), "--polls", str(args.polls)]
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
+            subprocess.run(argv, env=env, check=True)
     return 0
 
 

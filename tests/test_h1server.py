@@ -837,6 +837,80 @@ def test_over_tls_accepts_that_fail_for_want_of_descriptors_are_logged_once(
         assert proc.wait(WAIT) == 0
 
 
+def test_over_tls_a_closed_connection_does_not_wait_for_the_clients_close_notify(
+    tmp_path: Path,
+) -> None:
+    # a client that got its answer, stays connected and never reads again (so it never
+    # answers the server's close_notify): once the server has closed its side (keep-alive
+    # expiry, 1 s here) and the client's TCP has taken every byte, the connection ends
+    # and its place is free - asyncio alone would wait 30 s for a close_notify
+    with _tls_server(tmp_path, "max_connections=1", "keep_alive_timeout=1") as (_, port, ctx):
+
+        def fetch() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(GET)
+                return read_one(conn)[1]
+
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as idle:
+            idle.sendall(GET)
+            assert read_one(idle)[1] == b"howdy"
+
+            def served() -> bool:
+                try:
+                    return fetch() == b"howdy"
+                except (ssl.SSLError, ConnectionError):
+                    return False  # the idle one still holds the only place
+
+            until(served, 6, "the idle connection's place freed")
+            # and the server closed the connection itself: the client reads its end
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                assert idle.recv(1) == b""
+
+
+def test_over_tls_a_slow_reader_still_gets_the_whole_answer_after_the_close(
+    tmp_path: Path,
+) -> None:
+    # the other side of the close above: a client that reads slowly, its window full,
+    # with the answer's tail still in the server's buffers (small kernel buffers both
+    # sides: the rest waits in the server's transport) when the server closes
+    # (Connection: close): the tail is not cut, the close waits for it
+    with _tls_server(tmp_path, "keep_alive_timeout=1", "sndbuf=4096") as (_, port, context):
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(WAIT)
+        raw.connect(("127.0.0.1", port))
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as slow:
+            sent = os.urandom(20_000).hex().encode()  # 40 KB back: less than the transport
+            # holds before it pauses the writer, more than the kernel's buffers take
+            head = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            slow.sendall(head + b"Content-Length: %d\r\n\r\n" % len(sent) + sent)
+            time.sleep(2)  # the server has written all it could and closed meanwhile
+            got = b""
+            while chunk := slow.recv(4096):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert body == sent
+
+
+def test_over_tls_a_stop_does_not_wait_for_idle_clients_that_never_answer_close_notify(
+    tmp_path: Path,
+) -> None:
+    with _tls_server(tmp_path, "keep_alive_timeout=60", "shutdown_timeout=60") as (
+        proc,
+        port,
+        context,
+    ):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as idle:
+            idle.sendall(GET)
+            assert read_one(idle)[1] == b"howdy"
+            proc.send_signal(signal.SIGTERM)  # the idle connection is closed at once
+            assert proc.wait(WAIT) == 0
+
+
 def _accepted(pid: int, port: int) -> int:
     """The connections to ``port`` process ``pid`` has accepted (and not closed): its
     sockets among the established ones in /proc/net/tcp (one the kernel holds for an

@@ -28,8 +28,11 @@ lingering close), the client's FIN just ends the wait.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import re
+import struct
+import termios
 from collections import deque
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -123,6 +126,7 @@ class H1Connection(asyncio.Protocol):
         self.write_deadline = 0.0  # while writes wait for the client: when it is cut off
         self.drained: asyncio.Future[None] | None = None
         self.closing = False
+        self.unwound = False  # over TLS, closed: found with nothing left to send once
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
         self.refusal: _Refuse | None = None  # answered once the responses before it end
         self.memo: object = None  # the shortcut's (``Shortcut``)
@@ -631,8 +635,38 @@ class H1Connection(asyncio.Protocol):
         self.write_deadline = 0.0
         self.transport.abort()
 
+    def unwinding(self) -> None:
+        """Over TLS the transport, once closed, waits for the client's close_notify
+        (asyncio waits up to 30 s; a client that never reads again never sends it) and
+        holds the connection's place meanwhile.  Once everything written has reached the
+        client - nothing left in the TLS layer, nothing unacknowledged in the kernel, at
+        two ticks in a row - there is nothing more to wait for: the socket is closed
+        (the client gets the TCP close after the server's close_notify), as nginx does
+        not wait for the client's either.  Where the kernel cannot say what is
+        unacknowledged, asyncio's wait stands."""
+        transport = self.transport
+        if transport.get_write_buffer_size() or _unacknowledged(transport) != 0:
+            self.unwound = False
+        elif not self.unwound:
+            self.unwound = True
+        else:
+            transport.abort()
+
     def head_started(self) -> bool:
         return self.in_head and self.got_bytes
+
+
+def _unacknowledged(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to the socket that its peer has not acknowledged yet (Linux's
+    ``SIOCOUTQ``); -1 where that cannot be known."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return -1
+    return int(struct.unpack("i", out)[0])
 
 
 def _has(tokens: bytes, token: bytes) -> bool:

@@ -100,8 +100,7 @@ class Server:
         listeners: list[asyncio.Server | _TLSListener]
         if self.ssl is None:
             listeners = [
-                await loop.create_server(lambda: H1Connection(self), sock=sock)
-                for sock in sockets
+                await loop.create_server(lambda: H1Connection(self), sock=sock) for sock in sockets
             ]
         else:
             listeners = [_TLSListener(self, sock) for sock in sockets]
@@ -155,6 +154,9 @@ class Server:
             for conn in list(self.connections):
                 if 0 < conn.write_deadline < now:  # first: a closed one may wait on it
                     conn.stalled()
+                elif conn.transport.is_closing():  # closed, and not gone yet
+                    if conn.scheme == "https":
+                        conn.unwinding()
                 elif conn.state != _BUSY and now > conn.deadline:
                     conn.expired()
 

@@ -29,7 +29,9 @@ class Options:
     unread (the write buffer full) is cut off. At most ``max_connections`` are open: a
     new one over it is closed at once. Over TLS a connection counts from its accept,
     and its handshake is part of the head's ``header_timeout``: a client that connects
-    and never completes a handshake holds a place for that long, no longer.
+    and never completes a handshake holds a place for that long, no longer; a connection
+    the server closes ends once the client's TCP has acknowledged every byte, without
+    waiting for the client's close_notify (``H1Connection.unwinding``).
     A request body is buffered up to ``body_buffer`` bytes before reading pauses, and as
     much is held behind a pipelined request until its turn (then reading pauses); a body
     the app never read is discarded up to ``max_discard`` bytes (then the connection is

@@ -2,7 +2,9 @@
 served by coyote's own HTTP/1.1 server (coyote_mw.server) on 127.0.0.1:PORT; each
 ``option=value`` is one of ``coyote_mw.server.Options`` (a number, or text), or
 ``shortcut=module:name``, a callable giving the server's shortcut (``Server(shortcut=)``),
-or ``tls=FOLDER``: serve HTTPS with the certificate ``tests.support.tls`` wrote there."""
+or ``tls=FOLDER``: serve HTTPS with the certificate ``tests.support.tls`` wrote there,
+or ``sndbuf=BYTES``: the kernel's send buffer of every connection (``SO_SNDBUF``, set on
+the listening socket, which accepted ones inherit)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def main(argv: list[str]) -> int:
     made = given.pop("shortcut", None)
     shortcut = import_string(made)() if made else None
     folder = given.pop("tls", None)
+    sndbuf = given.pop("sndbuf", None)
     context = None
     if folder is not None:  # as coyote_mw.cli makes it for --ssl-certfile/--ssl-keyfile
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -41,6 +44,8 @@ def main(argv: list[str]) -> int:
     options = Options(**{k: _value(v) for k, v in given.items()})
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(sndbuf))
     sock.bind(("127.0.0.1", port))
     return Server(app, options, ssl=context, shortcut=shortcut).run([sock])
 

@@ -249,3 +249,31 @@ def test_a_worker_frees_the_slots_of_routes_long_gone_and_scrapes_stop_showing_t
         [slot],
         [slot, "default", "GET", "/new/{id}", "arriving"],
     ]
+
+
+def test_a_worker_whose_directory_is_gone_serves_on_and_shows_its_own_counts(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.metrics_worker",
+            str(folder),
+            "remove-directory\ncount GET /items/{id:int} shop 200 0.25 3\n"
+            "count GET /other shop 200 0.25 1\nscrape",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    text = json.loads(out.stdout.splitlines()[-1])
+    items = {"route": "/items/{id:int}", "service": "shop"}
+    assert value(text, "coyote_requests_total", status="2xx", **items) == 3
+    assert value(text, "coyote_requests_total", route="/other", status="2xx") == 1
+    said = [line for line in out.stderr.splitlines() if "could not write to" in line]
+    assert len(said) == 1, out.stderr  # said once, not per route

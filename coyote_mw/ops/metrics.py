@@ -16,8 +16,9 @@ clients send; a request no route took has all four empty.  A route's counts (by 
 class) and latency buckets are plain integers in a ``_Series``, found by its endpoint
 (a dict kept until the table changes) and added to under one uncontended lock: about
 0.4 us a request, a quarter of what prometheus-client's own Counter and Histogram
-take.  A collector turns them into Prometheus families when scraped; the exposition is
-prometheus-client's.
+take.  When scraped, coyote writes the two families of the requests itself (as
+prometheus-client would, byte for byte: ``_requests_text``); the rest is
+prometheus-client's exposition.
 
 State (relay slots and queue, routes, ejected instances, the store) is read when
 scraped, by the same collector: nothing per request.
@@ -26,8 +27,9 @@ Several worker processes (gunicorn ``-w N``): prometheus-client's multiprocess m
 on when ``PROMETHEUS_MULTIPROC_DIR`` names a directory before the workers start.  Each
 worker's ``_Series`` are then slots of memory-mapped files of its own there
 (``coyote_mw.ops.metrics_files``), added to as in one process, and whichever worker
-answers a scrape reads and sums every worker's files.  A
-collector cannot read another process's state, so each worker writes its state as
+answers a scrape reads and sums every worker's files; every leader of a process counts
+in the process's slots, under one lock (as prometheus-client's values are the
+process's).  A collector cannot read another process's state, so each worker writes its state as
 gauges every ``SAMPLE_INTERVAL`` seconds (the scraping worker at the scrape as well),
 each with the multiprocess mode that adds workers up right: ``livesum`` for slots and
 queues, ``livemax`` for routes and ejected instances (every worker holds the same
@@ -366,9 +368,18 @@ class Metrics:
             from prometheus_client.multiprocess import MultiProcessCollector
 
             _sampler.watch(self)
-            _sampler.write()  # this worker's state as it is now
+            try:
+                _sampler.write()  # this worker's state as it is now
+            except Exception:  # its directory gone, a full disk: the scrape goes on
+                logger.exception("could not write this worker's metrics")
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            if os.path.isdir(shared.directory):
+                MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            elif not self._files_failed:  # removed under the workers: what is left
+                self._files_failed = True
+                logger.error(
+                    "metrics: %s is gone; scrapes show this worker's alone", shared.directory
+                )
             return _requests_text(self).encode("utf-8") + encode(registry), content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector

@@ -32,6 +32,7 @@ prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mmap
@@ -104,25 +105,30 @@ class SeriesFiles:
 
     def slot(self, labels: Labels) -> Slot:
         """The slot that counts ``labels``: the one they have, else a free one (each
-        call is a user of it, until ``free``)."""
-        self._users[labels] = self._users.get(labels, 0) + 1
+        call is a user of it, until ``free``).  ``OSError`` when the files cannot be
+        written (nothing given then)."""
         index = self._given.get(labels)
         if index is None:
-            index = self._free.pop() if self._free else self._next
+            free = self._free
+            index = free[-1] if free else self._next
             ints, floats = self._chunk(index // SLOTS)
             base = (index % SLOTS) * SLOT_VALUES
             ints[base : base + SLOT_VALUES] = _ZEROS  # a freed slot's counts (zero at first)
-            self._write([index, *labels])
-            if index == self._next:
+            self._write([index, *labels])  # (a free slot that stays free if this fails)
+            if free:
+                free.pop()
+            else:
                 self._next += 1
             self._given[labels] = index
         else:
             ints, floats = self._chunk(index // SLOTS)
+        self._users[labels] = self._users.get(labels, 0) + 1
         return Slot(labels, index, ints, floats)
 
     def free(self, slot: Slot) -> None:
         """A leader dropped ``slot``'s series: once no leader counts in it, it counts
-        nothing."""
+        nothing.  Where that cannot be written, the slot stays the route's (counted on
+        should the route come back)."""
         labels = slot.labels
         if self._given.get(labels) != slot.index:
             return
@@ -131,10 +137,14 @@ class SeriesFiles:
             self._users[labels] = users
             return
         self._users.pop(labels, None)
+        try:
+            self._write([slot.index])  # first: a reader never sees its zeros as the route's
+        except OSError as exc:
+            logger.warning("metrics: could not free the slot of %s: %s", labels, exc)
+            return
         del self._given[labels]
         ints, _ = self._chunk(slot.index // SLOTS)
         base = (slot.index % SLOTS) * SLOT_VALUES
-        self._write([slot.index])  # first: a reader never sees its zeros as the route's
         ints[base : base + SLOT_VALUES] = _ZEROS
         self._free.append(slot.index)
 
@@ -157,10 +167,17 @@ class SeriesFiles:
         path = self._prefix + ".labels"
         making = f"{path}.{os.getpid()}.new"
         lines = [_line([index, *labels]) for labels, index in self._given.items()]
-        with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(b"".join(lines))
-        os.replace(making, path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = b"".join(lines)
+            while data:
+                data = data[os.write(fd, data) :]
+            os.replace(making, path)  # the descriptor goes with it: appends land there
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(making)
+            raise  # the old file and descriptor stand
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd

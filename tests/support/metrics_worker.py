@@ -12,18 +12,22 @@ each gives on a line of its own (flushed):
 * ``clock SECONDS``: the metrics' clock moved on (``Metrics.clock``);
 * ``scrape``: ``GET /_coyote/metrics``, its body as JSON text on one line;
 * ``pid``: the process id;
+* ``remove-directory``: DIR removed, with what is in it;
 * ``hold``: wait until stdin closes (or the test kills the process).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import sys
 
 
 def main(directory: str, script: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     import httpx
 
     from coyote_mw import Client, Coyote, Request, route
@@ -67,6 +71,9 @@ def main(directory: str, script: str) -> None:
             r = http.get("/_coyote/metrics")
             assert r.status_code == 200, r.text
             print(json.dumps(r.text), flush=True)
+        elif command == "remove-directory":
+            shutil.rmtree(directory)
+            print("removed", flush=True)
         elif command == "pid":
             print(os.getpid(), flush=True)
         elif command == "hold":

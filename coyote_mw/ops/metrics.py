@@ -331,7 +331,7 @@ class Metrics:
         """A series for ``labels`` (under ``_lock``): in multiprocess mode a slot of this
         process's files, where every worker reads it."""
         shared = self.shared
-        if shared is None or not shared.multiprocess:
+        if shared is None or not shared.multiprocess or not shared.directory:
             return _Series(labels)
         _sampler.watch(self)  # this process serves: it writes its state
         global _files
@@ -368,10 +368,7 @@ class Metrics:
             from prometheus_client.multiprocess import MultiProcessCollector
 
             _sampler.watch(self)
-            try:
-                _sampler.write()  # this worker's state as it is now
-            except Exception:  # its directory gone, a full disk: the scrape goes on
-                logger.exception("could not write this worker's metrics")
+            _sampler.write_or_say()  # this worker's state as it is now
             registry = CollectorRegistry()
             if os.path.isdir(shared.directory):
                 MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -673,6 +670,7 @@ class _Sampler:
         self._counted: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._failing = False
 
     def watch(self, metrics: Metrics) -> None:
         if metrics in self._leaders and self._thread is not None:
@@ -688,10 +686,21 @@ class _Sampler:
     def _run(self) -> None:
         while True:
             time.sleep(SAMPLE_INTERVAL)
-            try:
-                self.write()
-            except Exception:  # a leader closing meanwhile: the next round sees it gone
-                logger.exception("could not write this worker's metrics")
+            self.write_or_say()
+
+    def write_or_say(self) -> None:
+        """``write``, and a failure said once (a leader closing meanwhile, its directory
+        gone, a full disk), until a write works again: a scrape goes on without it."""
+        try:
+            self.write()
+        except Exception:
+            if not self._failing:
+                self._failing = True
+                logger.exception("could not write this worker's metrics (said once)")
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning("writing this worker's metrics again")
 
     def write(self) -> None:
         shared = _shared

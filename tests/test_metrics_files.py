@@ -277,3 +277,75 @@ def test_a_worker_whose_directory_is_gone_serves_on_and_shows_its_own_counts(
     assert value(text, "coyote_requests_total", route="/other", status="2xx") == 1
     said = [line for line in out.stderr.splitlines() if "could not write" in line]
     assert len(said) == 2, out.stderr  # once for the counts, once for the state
+
+
+def test_the_families_read_from_the_files_are_what_prometheus_clients_files_gave(
+    tmp_path: Path,
+) -> None:
+    # the same requests counted by coyote's files and, in another process as before
+    # them, by prometheus-client's multiprocess Counter and Histogram: the same samples
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    code = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[2]
+from prometheus_client import Counter, Histogram
+from coyote_mw import Coyote
+from coyote_mw.ops.metrics import BUCKETS, DURATION, REQUESTS, ROUTE, _CLASSES, _requests_text
+from coyote_mw.routing.endpoint import Endpoint
+from coyote_mw.routing.patterns import parse_pattern
+
+odd = [
+    Endpoint("GET", parse_pattern("/items/{id:int}"), "shop", "default", False, ()),
+    Endpoint("POST", parse_pattern('/q"uote/back\\\\slash'), 'svc"\\\\\\n', "t\\n2", False, ()),
+    Endpoint("PUT", parse_pattern("/caf\\u00e9/{name}"), "caf\\u00e9", "default", False, ()),
+    None,
+]
+if sys.argv[1] == "ours":
+    metrics = Coyote(metrics="open").metrics
+else:
+    requests = Counter(*REQUESTS[:2], (*ROUTE, "status"), registry=None)
+    duration = Histogram(*DURATION, ROUTE, buckets=BUCKETS, registry=None)
+for i, endpoint in enumerate(odd):
+    labels = ("", "", "", "") if endpoint is None else (
+        endpoint.topology, endpoint.method, endpoint.pattern, endpoint.service)
+    for status, seconds in [(200, 0.0001), (404, 0.003), (503, 31.0), (99, 1e-9), (200, 0.1)]:
+        for _ in range(i + 1):
+            if sys.argv[1] == "ours":
+                metrics.record(endpoint, status, seconds * (i + 1))
+            else:
+                c = status // 100
+                requests.labels(*labels, _CLASSES[c if 0 < c < 6 else 0]).inc()
+                duration.labels(*labels).observe(seconds * (i + 1))
+if sys.argv[1] == "ours":
+    print(_requests_text(metrics))
+"""
+
+    def counted(who: str, folder: Path) -> str:
+        argv = [sys.executable, "-c", code, who, str(folder)]
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    mine = counted("ours", ours)
+    counted("theirs", theirs)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(theirs))  # type: ignore[no-untyped-call]
+    reference = generate_latest(registry).decode()
+
+    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    assert samples(mine) == samples(reference)
+    assert len(samples(mine)) == 4 * (4 + 18)  # four status classes and 18 histogram lines
+    assert 'service="svc\\"\\\\\\n"' in mine  # the odd labels, escaped
+    assert not list(theirs.glob("coyote_requests_*")) and list(ours.glob("coyote_requests_*"))

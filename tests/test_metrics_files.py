@@ -349,3 +349,27 @@ if sys.argv[1] == "ours":
     assert len(samples(mine)) == 4 * (4 + 18)  # four status classes and 18 histogram lines
     assert 'service="svc\\"\\\\\\n"' in mine  # the odd labels, escaped
     assert not list(theirs.glob("coyote_requests_*")) and list(ours.glob("coyote_requests_*"))
+
+
+def test_an_older_versions_files_of_the_requests_add_no_second_family(tmp_path: Path) -> None:
+    # a worker of an older version counted the two families in prometheus-client's own
+    # Counter and Histogram files, and left them in the directory
+    older = """
+from prometheus_client import Counter, Histogram
+from coyote_mw.ops.metrics import DURATION, REQUESTS, ROUTE
+Counter(*REQUESTS, (*ROUTE, "status"), registry=None).labels(
+    "default", "GET", "/old", "svc", "2xx"
+).inc(7)
+Histogram(*DURATION, ROUTE, registry=None).labels("default", "GET", "/old", "svc").observe(0.1)
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", older], cwd=ROOT, env=env, check=True, timeout=60)
+    assert {p.name.split("_")[0] for p in tmp_path.glob("*.db")} == {"counter", "histogram"}
+    run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3")
+    text = scraped(tmp_path)
+    # a family twice fails the whole scrape in Prometheus ("second TYPE line")
+    assert text.count("# TYPE coyote_requests_total counter") == 1
+    assert text.count("# TYPE coyote_request_duration_seconds histogram") == 1
+    assert 'route="/old"' not in text
+    assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
+    assert value(text, "coyote_relay_concurrency", topology="default") > 0

@@ -365,13 +365,11 @@ class Metrics:
         assert shared is not None
         encode, content_type = choose_encoder("")  # the classic text format, 0.0.4
         if shared.multiprocess:
-            from prometheus_client.multiprocess import MultiProcessCollector
-
             _sampler.watch(self)
             _sampler.write_or_say()  # this worker's state as it is now
             registry = CollectorRegistry()
             if os.path.isdir(shared.directory):
-                MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+                registry.register(_FromFiles())
             elif not self._files_failed:  # removed under the workers: what is left
                 self._files_failed = True
                 logger.error(
@@ -658,6 +656,21 @@ class _Collector:
         for topology, count in sorted(totals.items()):
             saturated.add_metric((topology,), count)
         yield saturated
+
+
+class _FromFiles:
+    """prometheus-client's collector over every worker's files (multiprocess mode),
+    without the requests' families (``_requests_text`` writes them): workers of an
+    older version counted them in prometheus-client's files, which may still be there,
+    and a family written twice fails the whole scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        ours = (REQUESTS[0], DURATION[0])
+        for family in MultiProcessCollector(None).collect():  # type: ignore[no-untyped-call]
+            if family.name not in ours:
+                yield family
 
 
 class _Sampler:

@@ -67,6 +67,18 @@ def test_a_freed_slot_counts_nothing_and_goes_to_the_next_new_route(tmp_path: Pa
     assert read[labels_of(2)][0] == [0, 0, 0, 0, 1, 0]
 
 
+def test_a_freed_slot_held_still_adds_to_no_other_routes(tmp_path: Path) -> None:
+    files = SeriesFiles(str(tmp_path))
+    old = files.slot(labels_of(1))
+    files.free(old)  # a request still holds it (Metrics.record, before its lock)
+    new = files.slot(labels_of(2))
+    assert new.index == old.index
+    old.counts[2] += 5
+    old.buckets[3] += 5
+    old.sums[0] += 2.5
+    assert read_series(str(tmp_path)) == {labels_of(2): ([0] * 6, [0] * 16, 0.0)}
+
+
 def test_a_slot_two_leaders_count_in_is_freed_by_the_last_of_them(tmp_path: Path) -> None:
     files = SeriesFiles(str(tmp_path))
     first, second = files.slot(ITEMS), files.slot(ITEMS)  # two leaders, one process
@@ -373,3 +385,26 @@ Histogram(*DURATION, ROUTE, registry=None).labels("default", "GET", "/old", "svc
     assert 'route="/old"' not in text
     assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
     assert value(text, "coyote_relay_concurrency", topology="default") > 0
+
+
+def test_a_request_of_a_route_whose_slot_was_freed_counts_in_no_other_routes_slot(
+    tmp_path: Path,
+) -> None:
+    # /r is not in the table (a request that matched it before it left, answered after):
+    # its series is dropped and its slot freed while its endpoint is still bound, and
+    # the next new route (/q) is given that slot
+    out = run(
+        tmp_path,
+        """
+        count GET /r shop 200 0.1 1
+        scrape
+        clock 601
+        scrape
+        count GET /q shop 200 0.1 1
+        count GET /r shop 200 0.1 5
+        scrape
+        """,
+    )
+    text = json.loads(out[-1])
+    assert value(text, "coyote_requests_total", route="/q", status="2xx") == 1
+    assert value(text, "coyote_requests_total", route="/r", status="2xx") == 5

@@ -398,6 +398,7 @@ class Metrics:
         live = {_labels(ep) for ep in self.table.endpoints()}
         with self._lock:
             gone = self._gone
+            dropped = False
             for labels in list(self._series):
                 if labels in live or labels == _NO_ROUTE:
                     gone.pop(labels, None)
@@ -406,9 +407,12 @@ class Metrics:
                 elif now - gone[labels] >= RETIRE_AFTER:
                     series = self._series.pop(labels)
                     del gone[labels]
+                    dropped = True
                     if type(series) is Slot and self._files is not None:
                         self._files.free(series)  # given again to the next new route
             self._swept_at = len(self._series)
+            if dropped:  # an endpoint of it still bound (its request answered late)
+                self._bound = {}  # binds a series of its own again
 
     def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Each route's labels, counts by status class, bucket counts and sum (a copy);

@@ -64,6 +64,10 @@ class Slot:
 
     __slots__ = ("buckets", "counts", "index", "labels", "sums")
 
+    counts: memoryview[int] | list[int]
+    buckets: memoryview[int] | list[int]
+    sums: memoryview[float] | list[float]
+
     def __init__(
         self, labels: Labels, index: int, ints: memoryview[int], floats: memoryview[float]
     ) -> None:
@@ -73,6 +77,10 @@ class Slot:
         self.counts = ints[base : base + COUNTS]
         self.buckets = ints[base + COUNTS : base + COUNTS + BUCKETS]
         self.sums = floats[base + SLOT_VALUES - 1 : base + SLOT_VALUES]
+
+    def detach(self) -> None:
+        """Counts from now in lists of its own, read by no one (``SeriesFiles.free``)."""
+        self.counts, self.buckets, self.sums = [0] * COUNTS, [0] * BUCKETS, [0.0]
 
 
 class SeriesFiles:
@@ -127,8 +135,10 @@ class SeriesFiles:
 
     def free(self, slot: Slot) -> None:
         """A leader dropped ``slot``'s series: once no leader counts in it, it counts
-        nothing.  Where that cannot be written, the slot stays the route's (counted on
-        should the route come back)."""
+        nothing.  ``slot`` itself counts nowhere from now: a request that still holds it
+        adds to no other route's slot.  Where the freeing cannot be written, the slot
+        stays the route's (counted on should the route come back)."""
+        slot.detach()
         labels = slot.labels
         if self._given.get(labels) != slot.index:
             return

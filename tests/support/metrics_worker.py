@@ -7,12 +7,15 @@ leader with metrics open and runs the commands of SCRIPT, one a line, printing w
 each gives on a line of its own (flushed):
 
 * ``count METHOD PATTERN SERVICE STATUS SECONDS N``: N requests of that route
-  (``count - - - 404 0.5 1``: of no route);
+  (``count - - - 404 0.5 1``: of no route; a route not in the table, one endpoint
+  for its every ``count``);
 * ``register PATTERN SERVICE`` / ``deregister SERVICE``: a route of a client, then gone;
 * ``clock SECONDS``: the metrics' clock moved on (``Metrics.clock``);
 * ``scrape``: ``GET /_coyote/metrics``, its body as JSON text on one line;
 * ``pid``: the process id;
 * ``remove-directory``: DIR removed, with what is in it;
+* ``full``: no file of the process grows from now (``RLIMIT_FSIZE``: a write past a
+  file's end fails, as on a full disk);
 * ``hold``: wait until stdin closes (or the test kills the process).
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 
@@ -39,6 +43,7 @@ def main(directory: str, script: str) -> None:
     assert metrics is not None and metrics.shared is not None and metrics.shared.multiprocess
     now = [1000.0]
     metrics.clock = lambda: now[0]
+    endpoints: dict[tuple[str, str, str], Endpoint] = {}
     http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
     for line in script.strip().splitlines():
         command, *args = line.split()
@@ -46,7 +51,12 @@ def main(directory: str, script: str) -> None:
             method, pattern, service, status, seconds, n = args
             endpoint = None
             if pattern != "-":
-                endpoint = Endpoint(method, parse_pattern(pattern), service, "default", False, ())
+                endpoint = endpoints.get((method, pattern, service))
+                if endpoint is None:
+                    endpoint = Endpoint(
+                        method, parse_pattern(pattern), service, "default", False, ()
+                    )
+                    endpoints[method, pattern, service] = endpoint
             for _ in range(int(n)):
                 metrics.record(endpoint, int(status), float(seconds))
             print("counted", flush=True)
@@ -76,6 +86,11 @@ def main(directory: str, script: str) -> None:
             print("removed", flush=True)
         elif command == "pid":
             print(os.getpid(), flush=True)
+        elif command == "full":
+            resource.setrlimit(
+                resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+            )
+            print("full", flush=True)
         elif command == "hold":
             print("holding", flush=True)
             sys.stdin.read()

@@ -108,6 +108,41 @@ def test_the_labels_file_stays_bounded_as_routes_come_and_go(tmp_path: Path) -> 
     assert all(counts == [0, 0, 7, 0, 0, 0] for counts, _, _ in read.values())
 
 
+def test_a_slot_whose_line_could_not_be_written_is_neither_lost_nor_held(
+    tmp_path: Path,
+) -> None:
+    # a full disk (RLIMIT_FSIZE: no file grows) while a route is given a slot
+    script = """
+import resource, sys
+from coyote_mw.ops.metrics_files import SeriesFiles, read_series
+files = SeriesFiles(sys.argv[1])
+files.free(files.slot(("default", "GET", "/gone", "svc")))  # slot 0 free
+limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+for _ in range(3):
+    try:
+        files.slot(("default", "GET", "/new", "svc"))
+    except OSError:
+        pass
+    else:
+        raise SystemExit("written")
+resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+slot = files.slot(("default", "GET", "/new", "svc"))
+print(slot.index)
+files.free(slot)  # its one user
+print(len(read_series(sys.argv[1])))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "0"]  # the free slot given; then freed
+
+
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:
     files = SeriesFiles(str(tmp_path))
     files.slot(ITEMS).counts[2] += 3
@@ -183,8 +218,9 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.proc.wait(10)
 
 
-def run(directory: Path, script: str) -> list[str]:
-    """A worker process that runs ``script`` and exits: what it printed."""
+def run(directory: Path, script: str, log: list[str] | None = None) -> list[str]:
+    """A worker process that runs ``script`` and exits: what it printed (and what it
+    logged, added to ``log``)."""
     out = subprocess.run(
         [sys.executable, "-m", "tests.support.metrics_worker", str(directory), script],
         cwd=ROOT,
@@ -193,6 +229,8 @@ def run(directory: Path, script: str) -> list[str]:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
+    if log is not None:
+        log.extend(out.stderr.splitlines())
     return out.stdout.splitlines()
 
 
@@ -408,3 +446,30 @@ def test_a_request_of_a_route_whose_slot_was_freed_counts_in_no_other_routes_slo
     text = json.loads(out[-1])
     assert value(text, "coyote_requests_total", route="/q", status="2xx") == 1
     assert value(text, "coyote_requests_total", route="/r", status="2xx") == 5
+
+
+def test_a_disk_that_takes_no_more_fails_no_scrape_and_is_said_once(tmp_path: Path) -> None:
+    log: list[str] = []
+    out = run(
+        tmp_path,
+        """
+        register /one/{id} leaving
+        register /two/{id} going
+        deregister leaving
+        deregister going
+        scrape
+        full
+        clock 601
+        scrape
+        count GET /items/{id:int} shop 200 0.25 2
+        scrape
+        """,
+        log,
+    )
+    # the slots of the routes gone could not be freed (nor a new route's given): the
+    # scrapes answer all the same, the routes gone past their grace hidden
+    hidden, last = json.loads(out[-3]), json.loads(out[-1])
+    assert 'route="/one/{id}"' not in hidden and 'route="/two/{id}"' not in hidden
+    assert value(last, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 2
+    said = [line for line in log if "could not write" in line]
+    assert len(said) == 1 and "File too large" in said[0], log

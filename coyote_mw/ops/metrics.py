@@ -341,15 +341,19 @@ class Metrics:
             self._files = _files
             return _files.slot(labels)
         except OSError as exc:  # a full disk, no such directory: counted here alone
-            if not self._files_failed:
-                self._files_failed = True
-                logger.error(
-                    "metrics: could not write to %s (%s); this worker's requests are "
-                    "shown only by its own scrapes",
-                    shared.directory,
-                    exc,
-                )
+            self._failed(exc)
             return _Series(labels)
+
+    def _failed(self, exc: OSError) -> None:
+        """This worker's files could not be written (said once)."""
+        if not self._files_failed:
+            self._files_failed = True
+            logger.error(
+                "metrics: could not write to %s (%s); this worker's requests of routes "
+                "it had not counted are shown only by its own scrapes",
+                self.shared.directory if self.shared is not None else "",
+                exc,
+            )
 
     def _table_changed(self, change: Any) -> None:
         self._bound = {}
@@ -409,7 +413,10 @@ class Metrics:
                     del gone[labels]
                     dropped = True
                     if type(series) is Slot and self._files is not None:
-                        self._files.free(series)  # given again to the next new route
+                        try:
+                            self._files.free(series)  # given again to the next new route
+                        except OSError as exc:
+                            self._failed(exc)
             self._swept_at = len(self._series)
             if dropped:  # an endpoint of it still bound (its request answered late)
                 self._bound = {}  # binds a series of its own again

@@ -113,8 +113,7 @@ class SeriesFiles:
 
     def slot(self, labels: Labels) -> Slot:
         """The slot that counts ``labels``: the one they have, else a free one (each
-        call is a user of it, until ``free``).  ``OSError`` when the files cannot be
-        written (nothing given then)."""
+        call is a user of it, until ``free``).  OSError (a full disk): nothing changed."""
         index = self._given.get(labels)
         if index is None:
             free = self._free
@@ -147,11 +146,9 @@ class SeriesFiles:
             self._users[labels] = users
             return
         self._users.pop(labels, None)
-        try:
-            self._write([slot.index])  # first: a reader never sees its zeros as the route's
-        except OSError as exc:
-            logger.warning("metrics: could not free the slot of %s: %s", labels, exc)
-            return
+        # first: a reader never sees its zeros as the route's (OSError, a full disk: the
+        # slot stays the route's, counts and all, as its files say)
+        self._write([slot.index])
         del self._given[labels]
         ints, _ = self._chunk(slot.index // SLOTS)
         base = (slot.index % SLOTS) * SLOT_VALUES

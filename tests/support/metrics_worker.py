@@ -3,8 +3,9 @@
     python -m tests.support.metrics_worker DIR SCRIPT
 
 Sets ``PROMETHEUS_MULTIPROC_DIR=DIR`` before prometheus-client is imported, makes a
-leader with metrics open and runs the commands of SCRIPT, one a line, printing what
-each gives on a line of its own (flushed):
+leader with metrics open (its warnings and errors logged to stderr) and runs the
+commands of SCRIPT, one a line, printing what each gives on a line of its own
+(flushed):
 
 * ``count METHOD PATTERN SERVICE STATUS SECONDS N``: N requests of that route
   (``count - - - 404 0.5 1``: of no route; a route not in the table, one endpoint

@@ -143,6 +143,15 @@ print(len(read_series(sys.argv[1])))
     assert out.stdout.split() == ["0", "0"]  # the free slot given; then freed
 
 
+def test_a_slots_files_space_is_taken_when_it_is_made(tmp_path: Path) -> None:
+    # not left sparse: a request's first write to a page of it would find a full disk
+    # (a full tmpfs as /dev/shm) with SIGBUS, killing the worker
+    files = SeriesFiles(str(tmp_path))
+    files.slot(ITEMS)
+    (made,) = tmp_path.glob("*.slots")
+    assert made.stat().st_blocks * 512 >= SLOTS * SLOT_VALUES * 8
+
+
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:
     files = SeriesFiles(str(tmp_path))
     files.slot(ITEMS).counts[2] += 3

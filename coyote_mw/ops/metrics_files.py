@@ -197,7 +197,9 @@ class SeriesFiles:
             try:
                 size = SLOTS * _SLOT_BYTES
                 if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)
+                    # its blocks taken now (a full disk: ENOSPC, here), not at a
+                    # request's first write to a page of it (SIGBUS: the worker killed)
+                    os.posix_fallocate(fd, 0, size)
                 mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
                 os.close(fd)

@@ -143,13 +143,48 @@ print(len(read_series(sys.argv[1])))
     assert out.stdout.split() == ["0", "0"]  # the free slot given; then freed
 
 
-def test_a_slots_files_space_is_taken_when_it_is_made(tmp_path: Path) -> None:
-    # not left sparse: a request's first write to a page of it would find a full disk
-    # (a full tmpfs as /dev/shm) with SIGBUS, killing the worker
-    files = SeriesFiles(str(tmp_path))
-    files.slot(ITEMS)
-    (made,) = tmp_path.glob("*.slots")
-    assert made.stat().st_blocks * 512 >= SLOTS * SLOT_VALUES * 8
+FULL_DISK = """
+import logging, os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
+logging.basicConfig()
+from coyote_mw import Coyote
+from coyote_mw.routing.endpoint import Endpoint
+from coyote_mw.routing.patterns import parse_pattern
+metrics = Coyote(token="w" * 32, metrics="open").metrics
+routes = [Endpoint("GET", parse_pattern(f"/r{n}"), "s", "default", False, ()) for n in range(60)]
+metrics.record(routes[0], 200, 0.1)
+metrics.render()
+fd = os.open(os.path.join(directory, "fill"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, bytes(4096))
+except OSError:
+    os.close(fd)
+for endpoint in routes:
+    metrics.record(endpoint, 200, 0.1)
+print(metrics.render()[0].decode().count('status="2xx"'))
+"""
+
+
+def test_a_disk_that_fills_up_kills_no_worker(tmp_path: Path) -> None:
+    # a tmpfs of its own (as /dev/shm), in a mount namespace of its own; filled while
+    # the worker runs, then new routes are counted: their slots' pages were never
+    # written (a write to a page the disk has no room for is SIGBUS)
+    mount = 'mount -t tmpfs -o size=400k tmpfs "$1" && shift && exec "$@"'
+    argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(tmp_path)]
+    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
+    out = subprocess.run(
+        [*argv, sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["60"]  # its own scrape shows every route
+    said = [line for line in out.stderr.splitlines() if "could not write" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
 
 
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ class SeriesFiles:
             free = self._free
             index = free[-1] if free else self._next
             ints, floats = self._chunk(index // SLOTS)
+            self._reserve(index)
             base = (index % SLOTS) * SLOT_VALUES
             ints[base : base + SLOT_VALUES] = _ZEROS  # a freed slot's counts (zero at first)
             self._write([index, *labels])  # (a free slot that stays free if this fails)
@@ -190,6 +191,16 @@ class SeriesFiles:
         self._fd = fd
         self._lines = len(lines)
 
+    def _reserve(self, index: int) -> None:
+        """The disk blocks under slot ``index`` taken now (a full disk: ENOSPC, here),
+        not at its first write (SIGBUS: the worker killed); only those of slots given, so
+        that the files of workers gone hold no more than they counted."""
+        fd = os.open(f"{self._prefix}_{index // SLOTS}.slots", os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, (index % SLOTS) * _SLOT_BYTES, _SLOT_BYTES)
+        finally:
+            os.close(fd)
+
     def _chunk(self, n: int) -> tuple[memoryview[int], memoryview[float]]:
         while len(self._chunks) <= n:
             path = f"{self._prefix}_{len(self._chunks)}.slots"
@@ -197,9 +208,7 @@ class SeriesFiles:
             try:
                 size = SLOTS * _SLOT_BYTES
                 if os.fstat(fd).st_size < size:
-                    # its blocks taken now (a full disk: ENOSPC, here), not at a
-                    # request's first write to a page of it (SIGBUS: the worker killed)
-                    os.posix_fallocate(fd, 0, size)
+                    os.ftruncate(fd, size)  # its blocks taken as slots are given (_reserve)
                 mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
                 os.close(fd)

@@ -397,9 +397,14 @@ class Metrics:
 
     def retire(self, now: float | None = None) -> None:
         """Drop the series of routes that left the table ``RETIRE_AFTER`` seconds ago
-        or more (not the series of requests no route took); note the newly gone."""
+        or more (not the series of requests no route took); note the newly gone.  In
+        multiprocess mode twice as late: scrapes, each worker's on its own clock, stop
+        showing a route ``RETIRE_AFTER`` after they find it gone (``_merged``), and a
+        slot freed before that would make the total they show fall."""
         now = self.clock() if now is None else now
         live = {_labels(ep) for ep in self.table.endpoints()}
+        shared = self.shared
+        after = RETIRE_AFTER * 2 if shared is not None and shared.multiprocess else RETIRE_AFTER
         with self._lock:
             gone = self._gone
             dropped = False
@@ -408,7 +413,7 @@ class Metrics:
                     gone.pop(labels, None)
                 elif labels not in gone:
                     gone[labels] = now
-                elif now - gone[labels] >= RETIRE_AFTER:
+                elif now - gone[labels] >= after:
                     series = self._series.pop(labels)
                     del gone[labels]
                     dropped = True

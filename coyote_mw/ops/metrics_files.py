@@ -33,6 +33,7 @@ prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import mmap
@@ -47,6 +48,10 @@ logger = logging.getLogger("coyote_mw.metrics")
 
 SLOTS = 2048
 """Slots a ``.slots`` file holds."""
+
+MAX_SLOTS = 1 << 20
+"""Slots one process may hold (series at once): past them, and in a labels file that
+names a slot past them (not one of ours), nothing is given."""
 
 COUNTS = 6  # by status class: other, 1xx .. 5xx
 BUCKETS = 16  # coyote_mw.ops.metrics.BUCKETS and +Inf
@@ -118,6 +123,8 @@ class SeriesFiles:
         if index is None:
             free = self._free
             index = free[-1] if free else self._next
+            if index >= MAX_SLOTS:
+                raise OSError(errno.EFBIG, f"more than {MAX_SLOTS} series in one process")
             ints, floats = self._chunk(index // SLOTS)
             self._reserve(index)
             base = (index % SLOTS) * SLOT_VALUES
@@ -175,7 +182,7 @@ class SeriesFiles:
         path = self._prefix + ".labels"
         making = f"{path}.{os.getpid()}.new"
         lines = [_line([index, *labels]) for labels, index in self._given.items()]
-        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             data = b"".join(lines)
             while data:
@@ -204,7 +211,7 @@ class SeriesFiles:
     def _chunk(self, n: int) -> tuple[memoryview[int], memoryview[float]]:
         while len(self._chunks) <= n:
             path = f"{self._prefix}_{len(self._chunks)}.slots"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 size = SLOTS * _SLOT_BYTES
                 if os.fstat(fd).st_size < size:
@@ -284,7 +291,7 @@ def _slots_of(data: bytes) -> dict[int, Labels]:
             index, *labels = json.loads(line)
         except (ValueError, TypeError):
             continue
-        if type(index) is not int or index < 0:
+        if type(index) is not int or not 0 <= index < MAX_SLOTS:
             continue
         if not labels:
             slots.pop(index, None)

@@ -362,27 +362,23 @@ def test_a_worker_whose_directory_is_gone_serves_on_and_shows_its_own_counts(
 ) -> None:
     folder = tmp_path / "metrics"
     folder.mkdir()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.metrics_worker",
-            str(folder),
-            "remove-directory\ncount GET /items/{id:int} shop 200 0.25 3\n"
-            "count GET /other shop 200 0.25 1\nscrape",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    log: list[str] = []
+    out = run(
+        folder,
+        """
+        remove-directory
+        count GET /items/{id:int} shop 200 0.25 3
+        count GET /other shop 200 0.25 1
+        scrape
+        """,
+        log,
     )
-    assert out.returncode == 0, out.stderr
-    text = json.loads(out.stdout.splitlines()[-1])
+    text = json.loads(out[-1])
     items = {"route": "/items/{id:int}", "service": "shop"}
     assert value(text, "coyote_requests_total", status="2xx", **items) == 3
     assert value(text, "coyote_requests_total", route="/other", status="2xx") == 1
-    said = [line for line in out.stderr.splitlines() if "could not write" in line]
-    assert len(said) == 2, out.stderr  # once for the counts, once for the state
+    said = [line for line in log if "could not write" in line]
+    assert len(said) == 2, log  # once for the counts, once for the state
 
 
 def test_the_families_read_from_the_files_are_what_prometheus_clients_files_gave(

@@ -895,6 +895,42 @@ def test_over_tls_a_slow_reader_still_gets_the_whole_answer_after_the_close(
         assert body == sent
 
 
+def test_over_tls_a_closed_websocket_does_not_wait_for_the_clients_close_notify(
+    tmp_path: Path,
+) -> None:
+    # as an HTTP connection's: once the server has closed a WebSocket (here after the
+    # client's close frame) and the client's TCP has taken every byte, the connection
+    # ends and its place is free; and the server's timers go on for the others
+    with _tls_server(tmp_path, "max_connections=1") as (_, port, context):
+
+        def fetch() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(GET)
+                return read_one(conn)[1]
+
+        def served() -> bool:
+            try:
+                return fetch() == b"howdy"
+            except (ssl.SSLError, ConnectionError):
+                return False
+
+        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as ws:
+            ws.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert read_until(ws, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+            ws.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000; then no more
+            until(served, 6, "the closed WebSocket's place freed")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT) as silent,
+            contextlib.suppress(ConnectionResetError),  # its handshake timed out
+        ):
+            assert silent.recv(1) == b""
+
+
 def test_over_tls_a_stop_does_not_wait_for_idle_clients_that_never_answer_close_notify(
     tmp_path: Path,
 ) -> None:

@@ -41,7 +41,7 @@ import httptools
 
 from coyote_mw.server.wire import Host, date_line, error_answer, status_line
 
-__all__ = ["Exchange", "H1Connection", "Shortcut"]
+__all__ = ["Exchange", "H1Connection", "Shortcut", "unwind"]
 
 log = logging.getLogger("coyote_mw.server")
 
@@ -644,16 +644,20 @@ class H1Connection(asyncio.Protocol):
         (the client gets the TCP close after the server's close_notify), as nginx does
         not wait for the client's either.  Where the kernel cannot say what is
         unacknowledged, asyncio's wait stands."""
-        transport = self.transport
-        if transport.get_write_buffer_size() or _unacknowledged(transport) != 0:
-            self.unwound = False
-        elif not self.unwound:
-            self.unwound = True
-        else:
-            transport.abort()
+        self.unwound = unwind(self.transport, self.unwound)
 
     def head_started(self) -> bool:
         return self.in_head and self.got_bytes
+
+
+def unwind(transport: asyncio.Transport, unwound: bool) -> bool:
+    """A closed TLS connection's tick (``H1Connection.unwinding``): aborted if nothing
+    was left to send at this tick and the one before (``unwound``); whether nothing is."""
+    if transport.get_write_buffer_size() or _unacknowledged(transport) != 0:
+        return False
+    if unwound:
+        transport.abort()
+    return True
 
 
 def _unacknowledged(transport: asyncio.BaseTransport) -> int:

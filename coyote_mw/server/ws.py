@@ -17,6 +17,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from coyote_mw.server.h1 import unwind
 from coyote_mw.server.wire import Host
 
 __all__ = ["WebSocketConnection"]
@@ -36,6 +37,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.loop = server.loop
         self.transport = transport
         self.http = http
+        self.scheme = http["scheme"]  # the server's ticker unwinds a closed one over TLS
+        self.unwound = False
         self.url = url
         self.protocol = ServerProtocol(max_size=server.options.ws_max_message, logger=log)
         self.queue: deque[dict[str, Any]] = deque()
@@ -137,6 +140,10 @@ class WebSocketConnection(asyncio.Protocol):
         log.info("a WebSocket client read nothing in %ss: closed", self.server.options.send_timeout)
         self.write_deadline = 0.0
         self.transport.abort()
+
+    def unwinding(self) -> None:
+        """Closed over TLS: as an HTTP connection's (``H1Connection.unwinding``)."""
+        self.unwound = unwind(self.transport, self.unwound)
 
     state = 2  # the server's ticker leaves it alone (busy)
     deadline = 0.0

@@ -561,7 +561,12 @@ class H1Connection(asyncio.Protocol):
         self.transport.write(
             error_answer(refusal.status, refusal.error, self.server.extra, refusal.detail)
         )
-        if self.scheme == "https" or not self.transport.can_write_eof():
+        if self.scheme == "https":  # the TLS close reads on and drops what still comes
+            self.transport.close()  # (see unwinding): a lingering close of its own
+            self.lingering = 0
+            self.deadline = self.loop.time() + self.options.keep_alive_timeout
+            return
+        if not self.transport.can_write_eof():
             self.transport.close()
             return
         # a lingering close, as nginx's: the answer, our side shut, then what the client
@@ -643,7 +648,11 @@ class H1Connection(asyncio.Protocol):
         two ticks in a row - there is nothing more to wait for: the socket is closed
         (the client gets the TCP close after the server's close_notify), as nginx does
         not wait for the client's either.  Where the kernel cannot say what is
-        unacknowledged, asyncio's wait stands."""
+        unacknowledged, asyncio's wait stands.  After the server's own error answer it
+        waits as a lingering close does (``keep_alive_timeout``, not past a stop), so that
+        what the client still sends meanwhile is dropped, not answered with a reset."""
+        if self.lingering >= 0 and not self.server.stopping and self.loop.time() < self.deadline:
+            return
         self.unwound = unwind(self.transport, self.unwound)
 
     def head_started(self) -> bool:

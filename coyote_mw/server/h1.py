@@ -28,20 +28,17 @@ lingering close), the client's FIN just ends the wait.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import re
-import struct
-import termios
 from collections import deque
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
 
-from coyote_mw.server.wire import Host, date_line, error_answer, status_line
+from coyote_mw.server.wire import Host, date_line, error_answer, status_line, unwind
 
-__all__ = ["Exchange", "H1Connection", "Shortcut", "unwind"]
+__all__ = ["Exchange", "H1Connection", "Shortcut"]
 
 log = logging.getLogger("coyote_mw.server")
 
@@ -657,29 +654,6 @@ class H1Connection(asyncio.Protocol):
 
     def head_started(self) -> bool:
         return self.in_head and self.got_bytes
-
-
-def unwind(transport: asyncio.Transport, unwound: bool) -> bool:
-    """A closed TLS connection's tick (``H1Connection.unwinding``): aborted if nothing
-    was left to send at this tick and the one before (``unwound``); whether nothing is."""
-    if transport.get_write_buffer_size() or _unacknowledged(transport) != 0:
-        return False
-    if unwound:
-        transport.abort()
-    return True
-
-
-def _unacknowledged(transport: asyncio.BaseTransport) -> int:
-    """Bytes written to the socket that its peer has not acknowledged yet (Linux's
-    ``SIOCOUTQ``); -1 where that cannot be known."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return -1
-    try:
-        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, ValueError, AttributeError):
-        return -1
-    return int(struct.unpack("i", out)[0])
 
 
 def _has(tokens: bytes, token: bytes) -> bool:

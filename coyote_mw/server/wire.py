@@ -4,14 +4,25 @@ the ``Date`` header (made once a second) and the server's own JSON error answers
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import http
 import json
+import struct
+import termios
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Protocol
 
-__all__ = ["LIFESPAN_SHUTDOWN", "Host", "Options", "date_line", "error_answer", "status_line"]
+__all__ = [
+    "LIFESPAN_SHUTDOWN",
+    "Host",
+    "Options",
+    "date_line",
+    "error_answer",
+    "status_line",
+    "unwind",
+]
 
 LIFESPAN_SHUTDOWN = 5.0
 """The least time the app's lifespan shutdown gets, whatever ``shutdown_timeout``."""
@@ -146,3 +157,26 @@ class Host(Protocol):
     shortcut: Any  # what may answer requests without ASGI (``h1.Shortcut``), or None
 
     def track(self, task: asyncio.Task[None]) -> None: ...
+
+
+def unwind(transport: asyncio.Transport, unwound: bool) -> bool:
+    """A closed TLS connection's tick (``H1Connection.unwinding``): aborted if nothing
+    was left to send at this tick and the one before (``unwound``); whether nothing is."""
+    if transport.get_write_buffer_size() or _unacknowledged(transport) != 0:
+        return False
+    if unwound:
+        transport.abort()
+    return True
+
+
+def _unacknowledged(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to the socket that its peer has not acknowledged yet (Linux's
+    ``SIOCOUTQ``); -1 where that cannot be known."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return -1
+    try:
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return -1
+    return int(struct.unpack("i", out)[0])

@@ -17,8 +17,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from coyote_mw.server.h1 import unwind
-from coyote_mw.server.wire import Host
+from coyote_mw.server.wire import Host, unwind
 
 __all__ = ["WebSocketConnection"]
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -1161,3 +1162,43 @@ def test_a_status_no_response_can_have_is_refused_even_with_a_kept_head(status: 
     with pytest.raises(RuntimeError, match="status"):
         _started("1.1", True, sized, status=status)
     h1._HEADS.clear()
+
+
+def test_a_connection_whose_timer_fails_is_closed_and_the_others_timers_go_on() -> None:
+    # fault injection in a server run here: the first connection's timer raises; it is
+    # closed (and said), and the second connection's header timer still ends it
+    from coyote_mw.server import H1Connection, Options, Server
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        return None
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = Server(app, Options(header_timeout=0.5, lifespan="off"))
+    started = threading.Event()
+    server.ready = started.set
+    original = H1Connection.expired
+    failing: list[H1Connection] = []
+
+    def expired(self: H1Connection) -> None:
+        if not failing:
+            failing.append(self)
+        if self is failing[0]:
+            raise RuntimeError("a defect in one connection's timer")
+        original(self)
+
+    runner = threading.Thread(target=server.run, args=([sock],), daemon=True)
+    with mock.patch.object(H1Connection, "expired", expired):
+        runner.start()
+        assert started.wait(WAIT)
+        first = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        first.sendall(b"GET / HTTP/1.1\r\n")  # a head begun, never ended: its timer
+        until(lambda: failing, WAIT, "the first connection's timer")
+        second = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        with first, second:
+            assert first.recv(100) == b""  # closed (aborted) after its failure
+            second.sendall(b"GET / HTTP/1.1\r\n")
+            assert read_all(second).startswith(b"HTTP/1.1 408 ")  # its timer still ran
+        server.loop.call_soon_threadsafe(server.stop, True)
+        runner.join(WAIT)

@@ -152,13 +152,17 @@ class Server:
             await asyncio.sleep(period)
             now = self.loop.time()
             for conn in list(self.connections):
-                if 0 < conn.write_deadline < now:  # first: a closed one may wait on it
-                    conn.stalled()
-                elif conn.transport.is_closing():  # closed, and not gone yet
-                    if conn.scheme == "https":
-                        conn.unwinding()
-                elif conn.state != _BUSY and now > conn.deadline:
-                    conn.expired()
+                try:
+                    if 0 < conn.write_deadline < now:  # first: a closed one may wait on it
+                        conn.stalled()
+                    elif conn.transport.is_closing():  # closed, and not gone yet
+                        if conn.scheme == "https":
+                            conn.unwinding()
+                    elif conn.state != _BUSY and now > conn.deadline:
+                        conn.expired()
+                except Exception:  # one connection's failure: the others' timers go on
+                    log.exception("a connection's timer failed: it is closed")
+                    conn.transport.abort()
 
 
 class _TLSListener:

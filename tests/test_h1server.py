@@ -705,6 +705,14 @@ def test_connections_over_max_connections_are_closed(tmp_path: Path) -> None:
                 conn.close()
 
 
+def _tls_get(port: int, context: Any) -> bytes:
+    """``GET /hello`` over TLS on a connection of its own: the answer's body."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(GET)
+        return read_one(conn)[1]
+
+
 @contextlib.contextmanager
 def _tls_server(
     tmp_path: Path, *options: str, files: int = 0
@@ -750,10 +758,7 @@ def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake
     with _tls_server(tmp_path, "max_connections=2") as (_, port, context):
 
         def fetch() -> bytes:
-            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
-                conn.sendall(GET)
-                return read_one(conn)[1]
+            return _tls_get(port, context)
 
         assert fetch() == b"howdy"
         silent = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
@@ -848,10 +853,7 @@ def test_over_tls_a_closed_connection_does_not_wait_for_the_clients_close_notify
     with _tls_server(tmp_path, "max_connections=1", "keep_alive_timeout=1") as (_, port, ctx):
 
         def fetch() -> bytes:
-            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
-                conn.sendall(GET)
-                return read_one(conn)[1]
+            return _tls_get(port, ctx)
 
         raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as idle:
@@ -922,10 +924,7 @@ def test_over_tls_a_closed_websocket_does_not_wait_for_the_clients_close_notify(
     with _tls_server(tmp_path, "max_connections=1") as (_, port, context):
 
         def fetch() -> bytes:
-            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
-                conn.sendall(GET)
-                return read_one(conn)[1]
+            return _tls_get(port, context)
 
         def served() -> bool:
             try:

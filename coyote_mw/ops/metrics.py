@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
-from coyote_mw.ops.metrics_files import SeriesFiles, Slot, read_series
+from coyote_mw.ops.metrics_files import SeriesFiles, Slot, add_values, read_series
 
 if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
@@ -395,14 +395,15 @@ class Metrics:
         # takes some 25 us a line for what is a few string joins (10,000 routes: 1.6 s)
         return _requests_text(self).encode("utf-8") + encode(self._registry), content_type
 
-    def retire(self, now: float | None = None) -> None:
+    def retire(self, now: float | None = None) -> set[tuple[str, ...]]:
         """Drop the series of routes that left the table ``RETIRE_AFTER`` seconds ago
         or more (not the series of requests no route took); note the newly gone.  In
         multiprocess mode twice as late: scrapes, each worker's on its own clock, stop
         showing a route ``RETIRE_AFTER`` after they find it gone (``_merged``), and a
-        slot freed before that would make the total they show fall."""
+        slot freed before that would make the total they show fall.  Returns the labels
+        of the routes in the table now."""
         now = self.clock() if now is None else now
-        live = {_labels(ep) for ep in self.table.endpoints()}
+        live: set[tuple[str, ...]] = {_labels(ep) for ep in self.table.endpoints()}
         shared = self.shared
         after = RETIRE_AFTER * 2 if shared is not None and shared.multiprocess else RETIRE_AFTER
         with self._lock:
@@ -425,39 +426,35 @@ class Metrics:
             self._swept_at = len(self._series)
             if dropped:  # an endpoint of it still bound (its request answered late)
                 self._bound = {}  # binds a series of its own again
+        return live
 
     def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Each route's labels, counts by status class, bucket counts and sum (a copy);
         series of routes long gone are dropped first (``retire``).  In multiprocess
         mode: every worker's, summed (``_merged``)."""
-        self.retire()
+        live = self.retire()
         shared = self.shared
         if shared is not None and shared.multiprocess:
-            return self._merged(shared.directory)
+            return self._merged(shared.directory, live)
         with self._lock:
             return [
                 (s.labels, list(s.counts), list(s.buckets), s.sums[0])
                 for s in self._series.values()
             ]
 
-    def _merged(self, directory: str) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
+    def _merged(
+        self, directory: str, live: set[tuple[str, ...]]
+    ) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Every worker's series in ``directory`` summed by labels, and this worker's
-        that are not in a file.  Labels of no route now are shown for ``RETIRE_AFTER``
-        seconds from the first scrape here that finds them gone (a worker drops its own
-        series on that clock too, and frees their slots)."""
+        that are not in a file.  Labels of no route now (not in ``live``) are shown for
+        ``RETIRE_AFTER`` seconds from the first scrape here that finds them gone (a
+        worker drops its own series twice as late, and frees their slots)."""
         now = self.clock()
         merged = read_series(directory)
-        live = {_labels(ep) for ep in self.table.endpoints()}
         with self._lock:
             for s in self._series.values():
                 if type(s) is _Series:  # its files could not be written
-                    have = merged.get(s.labels)
-                    counts, buckets, total = list(s.counts), list(s.buckets), s.sums[0]
-                    if have is not None:
-                        counts = [a + b for a, b in zip(have[0], counts, strict=True)]
-                        buckets = [a + b for a, b in zip(have[1], buckets, strict=True)]
-                        total += have[2]
-                    merged[s.labels] = (counts, buckets, total)
+                    add_values(merged, s.labels, list(s.counts), list(s.buckets), s.sums[0])
             hidden = {labels: self._hidden[labels] for labels in merged if labels in self._hidden}
             out = []
             for labels, (counts, buckets, total) in merged.items():

@@ -42,7 +42,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["SLOTS", "SeriesFiles", "read_series"]
+__all__ = ["SLOTS", "SeriesFiles", "add_values", "read_series"]
 
 logger = logging.getLogger("coyote_mw.metrics")
 
@@ -245,16 +245,23 @@ def read_series(directory: str) -> dict[Labels, Values]:
             continue
         prefix = os.path.join(directory, name[: -len(".labels")])
         for labels, counts, buckets, total in _values(prefix):
-            have = out.get(labels)
-            if have is None:
-                out[labels] = (counts, buckets, total)
-            else:
-                out[labels] = (
-                    [a + b for a, b in zip(have[0], counts, strict=True)],
-                    [a + b for a, b in zip(have[1], buckets, strict=True)],
-                    have[2] + total,
-                )
+            add_values(out, labels, counts, buckets, total)
     return out
+
+
+def add_values(
+    into: dict[Labels, Values], labels: Labels, counts: list[int], buckets: list[int], total: float
+) -> None:
+    """Add one series' counts, bucket counts and sum to ``into[labels]`` (set if absent)."""
+    have = into.get(labels)
+    if have is None:
+        into[labels] = (counts, buckets, total)
+    else:
+        into[labels] = (
+            [a + b for a, b in zip(have[0], counts, strict=True)],
+            [a + b for a, b in zip(have[1], buckets, strict=True)],
+            have[2] + total,
+        )
 
 
 def _values(prefix: str) -> Iterator[tuple[Labels, list[int], list[int], float]]:

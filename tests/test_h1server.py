@@ -713,6 +713,14 @@ def _tls_get(port: int, context: Any) -> bytes:
         return read_one(conn)[1]
 
 
+def _tls_served(port: int, context: Any) -> bool:
+    """Whether ``_tls_get`` is answered, rather than refused (no place free)."""
+    try:
+        return _tls_get(port, context) == b"howdy"
+    except (ssl.SSLError, ConnectionError):
+        return False
+
+
 @contextlib.contextmanager
 def _tls_server(
     tmp_path: Path, *options: str, files: int = 0
@@ -756,19 +764,15 @@ def test_over_tls_a_connection_holds_its_place_from_the_accept_and_its_handshake
     # new connection is closed before its handshake, and a stalled handshake ends with
     # the head's timer (header_timeout=1), which frees its place
     with _tls_server(tmp_path, "max_connections=2") as (_, port, context):
-
-        def fetch() -> bytes:
-            return _tls_get(port, context)
-
-        assert fetch() == b"howdy"
+        assert _tls_get(port, context) == b"howdy"
         silent = [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
         try:
             with pytest.raises((ssl.SSLError, ConnectionError)):
-                fetch()  # both places taken by handshakes that never began
+                _tls_get(port, context)  # both places taken by handshakes that never began
             for conn in silent:  # each closed by its timer, in about a second
                 with contextlib.suppress(ConnectionResetError):
                     assert conn.recv(1) == b""
-            assert fetch() == b"howdy"  # the places are free again
+            assert _tls_get(port, context) == b"howdy"  # the places are free again
         finally:
             for conn in silent:
                 conn.close()
@@ -851,22 +855,13 @@ def test_over_tls_a_closed_connection_does_not_wait_for_the_clients_close_notify
     # expiry, 1 s here) and the client's TCP has taken every byte, the connection ends
     # and its place is free - asyncio alone would wait 30 s for a close_notify
     with _tls_server(tmp_path, "max_connections=1", "keep_alive_timeout=1") as (_, port, ctx):
-
-        def fetch() -> bytes:
-            return _tls_get(port, ctx)
-
         raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as idle:
             idle.sendall(GET)
             assert read_one(idle)[1] == b"howdy"
 
-            def served() -> bool:
-                try:
-                    return fetch() == b"howdy"
-                except (ssl.SSLError, ConnectionError):
-                    return False  # the idle one still holds the only place
-
-            until(served, 6, "the idle connection's place freed")
+            # (while the idle one still holds the only place, a new one is refused)
+            until(lambda: _tls_served(port, ctx), 6, "the idle connection's place freed")
             # and the server closed the connection itself: the client reads its end
             with contextlib.suppress(ssl.SSLError, ConnectionError):
                 assert idle.recv(1) == b""
@@ -922,16 +917,6 @@ def test_over_tls_a_closed_websocket_does_not_wait_for_the_clients_close_notify(
     # client's close frame) and the client's TCP has taken every byte, the connection
     # ends and its place is free; and the server's timers go on for the others
     with _tls_server(tmp_path, "max_connections=1") as (_, port, context):
-
-        def fetch() -> bytes:
-            return _tls_get(port, context)
-
-        def served() -> bool:
-            try:
-                return fetch() == b"howdy"
-            except (ssl.SSLError, ConnectionError):
-                return False
-
         raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as ws:
             ws.sendall(
@@ -940,7 +925,7 @@ def test_over_tls_a_closed_websocket_does_not_wait_for_the_clients_close_notify(
             )
             assert read_until(ws, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
             ws.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000; then no more
-            until(served, 6, "the closed WebSocket's place freed")
+            until(lambda: _tls_served(port, context), 6, "the closed WebSocket's place freed")
         with (
             socket.create_connection(("127.0.0.1", port), timeout=WAIT) as silent,
             contextlib.suppress(ConnectionResetError),  # its handshake timed out

@@ -23,9 +23,10 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
   stops itself within a second.
 * Metrics: unless ``PROMETHEUS_MULTIPROC_DIR`` is set already, the parent makes a
   private temporary directory for prometheus-client's multiprocess mode before it
-  forks, marks each dead worker's live gauges dead (``mark_process_dead``) and
-  removes the directory when it exits.  It holds a lock (``flock``) on the directory
-  for its life, which its workers inherit; a supervisor killed with SIGKILL cannot
+  forks, marks each dead worker dead (``coyote_mw.ops.metrics.mark_process_dead``: its
+  live gauges dropped, its request counts folded into the directory's archive and its
+  files removed) and removes the directory when it exits.  It holds a lock (``flock``)
+  on the directory for its life, which its workers inherit; a supervisor killed with SIGKILL cannot
   remove its directory, so the next one to start removes every such directory whose
   lock no process holds any more (its own user's, in the same temporary folder; the
   lock also keeps systemd-tmpfiles from cleaning it).  Where the filesystem keeps no
@@ -323,9 +324,9 @@ class Supervisor:
     def _mark_dead(self, pid: int) -> None:
         if self._prometheus_dir is None:
             return
-        from prometheus_client import multiprocess
+        from coyote_mw.ops.metrics import mark_process_dead
 
-        multiprocess.mark_process_dead(pid, self._prometheus_dir)  # type: ignore[no-untyped-call]
+        mark_process_dead(pid, self._prometheus_dir)
 
     def _metrics_end(self) -> None:
         if self._own_dir is not None:

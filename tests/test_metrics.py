@@ -513,6 +513,33 @@ def test_two_gunicorn_workers_sum_their_counts(tmp_path: Path, preload: list[str
     assert any(f.name.startswith("counter_") for f in tmp_path.iterdir())
 
 
+def test_gunicorn_workers_replaced_by_max_requests_leave_one_archive_and_every_count(
+    tmp_path: Path,
+) -> None:
+    # gunicorn's max_requests replaces a worker every few requests (against leaks): the
+    # README's child_exit folds each one's counts into the archive and removes its files
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    config = ["-c", "python:tests.support.metrics_gunicorn", "--max-requests", "8"]
+    argv = ["gunicorn", "-w", "1", *config, "tests.support.metrics_app:app"]
+    with running(argv, "/_coyote/health", env=env) as url:
+        pids = [
+            httpx.get(url + "/pid", headers={"connection": "close"}, timeout=10).text
+            for _ in range(40)
+        ]
+        assert len(set(pids)) >= 5  # five workers at least have come and gone
+        r = httpx.get(url + "/_coyote/metrics", headers={"connection": "close"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert value(r.text, "coyote_requests_total", route="/pid", status="2xx") == 40
+        assert value(r.text, "coyote_request_duration_seconds_count", route="/pid") == 40
+        live = httpx.get(url + "/pid", headers={"connection": "close"}, timeout=10).text
+        names = {p.name for p in tmp_path.iterdir() if p.name.startswith("coyote_requests_")}
+        # the archive, and the files of the worker serving now at most (none once it
+        # too is replaced: gunicorn's arbiter runs child_exit before it starts the next)
+        assert "coyote_requests_archive.json" in names
+        owners = {n.split("_")[2].split(".")[0] for n in names} - {"archive"}
+        assert owners <= {live}, names
+
+
 def test_a_leader_without_prometheus_client_serves_and_answers_501_naming_the_extra() -> None:
     # prometheus-client is installed here: hide it from a real leader process, as if not
     code = (

@@ -5,16 +5,29 @@ by whichever scrapes, kept when a worker is killed, freed when routes leave."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from coyote_mw.ops.metrics_files import SLOT_VALUES, SLOTS, SeriesFiles, read_series
+from coyote_mw.ops import metrics_files
+from coyote_mw.ops.metrics import mark_process_dead
+from coyote_mw.ops.metrics_files import (
+    ARCHIVE,
+    SLOT_VALUES,
+    SLOTS,
+    SeriesFiles,
+    fold,
+    locked,
+    read_series,
+)
 from tests.support.processes import ROOT
 from tests.test_metrics import value
 
@@ -525,3 +538,157 @@ def test_a_disk_that_takes_no_more_fails_no_scrape_and_is_said_once(tmp_path: Pa
     assert value(last, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 2
     said = [line for line in log if "could not write" in line]
     assert len(said) == 1 and "File too large" in said[0], log
+
+
+# -- the files of workers that have exited: folded into the archive -----------------------
+
+
+def dead_worker(directory: Path, pid: int, counts: dict[tuple[str, str, str, str], int]) -> None:
+    """The files worker ``pid`` left when it exited, having counted ``counts[labels]``
+    requests of 0.25 s each (made by this process, then named as that worker's)."""
+    files = SeriesFiles(str(directory))
+    for labels, n in counts.items():
+        slot = files.slot(labels)
+        slot.counts[2] += n
+        slot.buckets[4] += n  # 0.25 s: the fifth bucket
+        slot.sums[0] += 0.25 * n
+    files.close()
+    mine, theirs = f"coyote_requests_{os.getpid()}", f"coyote_requests_{pid}"
+    for path in [directory / f"{mine}.labels", *directory.glob(f"{mine}_*.slots")]:
+        path.rename(directory / path.name.replace(mine, theirs, 1))
+
+
+def totals(directory: Path) -> dict[tuple[str, ...], tuple[int, int, float]]:
+    """Requests, bucket counts and sum by labels, as a scrape reads them."""
+    with locked(str(directory)) as held:
+        assert held
+        read = read_series(str(directory))
+    return {labels: (sum(c), sum(b), t) for labels, (c, b, t) in read.items()}
+
+
+def worker_files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.name.startswith("coyote_requests")}
+
+
+def test_a_dead_workers_counts_are_folded_and_its_files_removed(tmp_path: Path) -> None:
+    # gunicorn's max_requests replaces workers all day: each leaves its files, and
+    # without folding every scrape reads every worker that ever was
+    expected: dict[tuple[str, ...], tuple[int, int, float]] = {}
+    for pid in range(900_001, 900_021):  # twenty workers, one after the other
+        counts = {ITEMS: 3, labels_of(pid % 4): 2}
+        dead_worker(tmp_path, pid, counts)
+        for labels, n in counts.items():
+            c, b, t = expected.get(labels, (0, 0, 0.0))
+            expected[labels] = (c + n, b + n, t + 0.25 * n)
+        assert totals(tmp_path) == expected  # its files, before
+        assert fold(str(tmp_path), pid)
+        assert totals(tmp_path) == expected  # the archive, after
+        assert worker_files(tmp_path) == {ARCHIVE, metrics_files.LOCK, metrics_files.GATE}
+    assert expected[ITEMS] == (60, 60, 15.0)
+    assert fold(str(tmp_path), 900_001)  # again: nothing left to fold, nothing changed
+    assert totals(tmp_path) == expected
+    # a live worker's files are read beside the archive
+    files = SeriesFiles(str(tmp_path))
+    files.slot(ITEMS).counts[2] += 1
+    assert totals(tmp_path)[ITEMS] == (61, 60, 15.0)
+
+
+def test_a_scrape_never_sees_a_fold_half_done(tmp_path: Path) -> None:
+    # many routes a worker, so that each fold takes a while; a reader scraping all along
+    # must always see every count once: not in the archive and the files both (twice),
+    # nor in neither (a counter that falls is a reset to Prometheus)
+    routes = [labels_of(n) for n in range(1500)]
+    pids = list(range(910_001, 910_011))
+    for pid in pids:
+        dead_worker(tmp_path, pid, dict.fromkeys(routes, 1))
+    want = sum(sum(c) for c, _, _ in read_series(str(tmp_path)).values())
+    assert want == len(pids) * len(routes)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline and len(seen) < 10_000:
+            with locked(str(tmp_path)):
+                read = read_series(str(tmp_path))
+            seen.append(sum(sum(c) for c, _, _ in read.values()))
+
+    reader = threading.Thread(target=scrape)
+    reader.start()
+    try:
+        for pid in pids:
+            assert fold(str(tmp_path), pid)
+            read = len(seen)
+            deadline = time.monotonic() + 10
+            while len(seen) < read + 2 and time.monotonic() < deadline:  # a fold, a read
+                time.sleep(0.001)
+    finally:
+        done.set()
+        reader.join(60)
+    assert len(seen) >= 2 * len(pids)
+    assert set(seen) == {want}
+    assert worker_files(tmp_path) == {ARCHIVE, metrics_files.LOCK, metrics_files.GATE}
+
+
+def test_a_fold_that_cannot_write_or_lock_leaves_the_workers_files_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead_worker(tmp_path, 920_001, {ITEMS: 4})
+    dead_worker(tmp_path, 920_002, {ITEMS: 1})
+    assert fold(str(tmp_path), 920_001)
+    before = totals(tmp_path)
+    assert before[ITEMS] == (5, 5, 1.25)
+
+    def full(directory: str, archive: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics_files, "_write_archive", full)
+    with caplog.at_level(logging.WARNING, logger="coyote_mw.metrics"):
+        assert not mark_process_dead(920_002, str(tmp_path))
+    assert "worker 920002's counts not folded" in caplog.text and "No space" in caplog.text
+    assert totals(tmp_path) == before  # its files put back, the archive as it was
+    assert "coyote_requests_920002.labels" in worker_files(tmp_path)
+    monkeypatch.undo()
+    # a scrape holds the lock longer than a fold waits: the fold leaves the files
+    with locked(str(tmp_path)) as held:
+        assert held
+        assert not fold(str(tmp_path), 920_002, wait=0.05)
+    assert "coyote_requests_920002.labels" in worker_files(tmp_path)
+    assert totals(tmp_path) == before
+    assert mark_process_dead(920_002, str(tmp_path))  # later: folded
+    assert totals(tmp_path) == before
+    assert worker_files(tmp_path) == {ARCHIVE, metrics_files.LOCK, metrics_files.GATE}
+
+
+def test_the_archive_skips_lines_that_are_not_series(tmp_path: Path) -> None:
+    dead_worker(tmp_path, 930_001, {ITEMS: 2})
+    assert fold(str(tmp_path), 930_001)
+    archive = tmp_path / ARCHIVE
+    good = archive.read_text()
+    archive.write_text(
+        good
+        + "not json\n"
+        + json.dumps([list(labels_of(1)), [1] * 5, [0] * 16, 0.5])  # five counts
+        + "\n"
+        + json.dumps([list(labels_of(2)), [True] * 6, [0] * 16, 0.5])
+        + "\n"
+        + json.dumps([list(ITEMS), [0, 0, 1, 0, 0, 0], [0] * 16, 0.0])  # added
+        + "\n"
+        + '[["a"], [0, 0'  # cut short
+    )
+    assert totals(tmp_path) == {ITEMS: (3, 2, 0.5)}
+
+
+def test_a_scrape_prunes_archived_routes_long_gone(tmp_path: Path) -> None:
+    # a worker counts a route and exits; a worker that still serves does not have that
+    # route: its scrapes show the archive's counts for RETIRE_AFTER, stop, and once no
+    # worker can hold the route any more (twice as late) drop it from the archive
+    first = run(tmp_path, "pid\nregister /gone/{id} leaving")
+    assert mark_process_dead(int(first[0]), str(tmp_path))
+    gone = ("default", "GET", "/gone/{id}", "leaving")
+    assert gone in read_series(str(tmp_path))
+    out = run(tmp_path, "scrape\nclock 601\nscrape\nclock 600\nscrape\nscrape")
+    shown, hidden = json.loads(out[0]), json.loads(out[2])
+    assert value(shown, "coyote_requests_total", route="/gone/{id}", status="2xx") == 1
+    assert 'route="/gone/{id}"' not in hidden
+    assert gone not in read_series(str(tmp_path))

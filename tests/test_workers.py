@@ -242,6 +242,15 @@ def test_a_killed_worker_is_replaced_and_a_crash_loop_backs_off(
         r = httpx.get(leader.url + "/_coyote/metrics", headers=headers, timeout=10)
         assert r.status_code == 200, r.text
         assert metric(r.text, "coyote_requests_total", route="/ok", status="2xx") == sent
+    # ... from the archive the supervisor folded them into: the dead workers' files are
+    # gone, the live ones' stay
+    folder = _metrics_folder(leader.stderr())
+    names = {p.name for p in folder.iterdir()}
+    assert "coyote_requests_archive.json" in names
+    for pid in (victim, replacement):
+        mine = (f"coyote_requests_{pid}.", f"coyote_requests_{pid}_")
+        assert not any(n.startswith(mine) for n in names)
+    assert f"coyote_requests_{first[1]}.labels" in names
 
 
 @pytest.mark.parametrize("http", ["uvicorn", "coyote"])

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
+from coyote_mw.ops import metrics_files
 from coyote_mw.ops.metrics_files import SeriesFiles, Slot, add_values, read_series
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ __all__ = [
     "SAMPLE_INTERVAL",
     "Metrics",
     "check_mode",
+    "mark_process_dead",
     "requests_text_by_prometheus_client",
     "scrape",
     "serve",
@@ -266,6 +268,8 @@ class Metrics:
         self._files_failed = False  # ... could not be made (said once)
         # multiprocess mode: labels in the files of no route now -> since (by scrapes)
         self._hidden: dict[tuple[str, ...], float] = {}
+        # ... hidden twice as long: for the scrape to prune from the archive
+        self._stale: list[tuple[str, ...]] = []
         self._swept_at = 0  # how many series there were at the last sweep
         self.clock = time.monotonic  # when routes are found gone (``retire``)
         # endpoint -> its series (or children); a new dict at every change of the table,
@@ -379,7 +383,16 @@ class Metrics:
                 logger.error(
                     "metrics: %s is gone; scrapes show this worker's alone", shared.directory
                 )
-            return _requests_text(self).encode("utf-8") + encode(registry), content_type
+            # every file read as no fold is under way (metrics_files.fold)
+            with metrics_files.locked(shared.directory):
+                body = _requests_text(self).encode("utf-8") + encode(registry)
+            if self._stale:  # after the lock: pruning takes it exclusively
+                stale, self._stale = self._stale, []
+                try:
+                    metrics_files.prune(shared.directory, stale)
+                except OSError as exc:
+                    logger.warning("metrics: cannot prune the archive: %s", exc)
+            return body, content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -450,21 +463,65 @@ class Metrics:
         ``RETIRE_AFTER`` seconds from the first scrape here that finds them gone (a
         worker drops its own series twice as late, and frees their slots)."""
         now = self.clock()
-        merged = read_series(directory)
+        with metrics_files.locked(directory):
+            merged = read_series(directory)
         with self._lock:
             for s in self._series.values():
                 if type(s) is _Series:  # its files could not be written
                     add_values(merged, s.labels, list(s.counts), list(s.buckets), s.sums[0])
             hidden = {labels: self._hidden[labels] for labels in merged if labels in self._hidden}
             out = []
+            stale = []
             for labels, (counts, buckets, total) in merged.items():
                 if labels in live or labels == _NO_ROUTE:
                     hidden.pop(labels, None)
                 elif now - hidden.setdefault(labels, now) >= RETIRE_AFTER:
+                    # no worker holds it from twice as late (retire): from then on
+                    # only the archive may, which the scrape prunes
+                    if now - hidden[labels] >= 2 * RETIRE_AFTER:
+                        stale.append(labels)
                     continue
                 out.append((labels, counts, buckets, total))
             self._hidden = hidden
+            self._stale = stale
         return out
+
+
+def mark_process_dead(pid: int, directory: str | None = None) -> bool:
+    """Multiprocess mode: what to do once worker ``pid`` has exited, in the process that
+    saw it exit (``coyote leader --workers``'s supervisor does it; under gunicorn, call it
+    from ``child_exit``).  prometheus-client's ``mark_process_dead`` (the worker's live
+    gauges dropped), then its request counts folded into the directory's archive and its
+    files removed (``metrics_files.fold``), so that a server that replaces its workers
+    keeps no more files than it has workers.  ``directory``: ``PROMETHEUS_MULTIPROC_DIR``
+    when not given.  False, and said: the counts stay in the worker's files (still read,
+    and counted), as when it is not called."""
+    if directory is None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
+            "prometheus_multiproc_dir",  # noqa: SIM112
+            "",
+        )
+    if not directory:
+        raise ValueError("mark_process_dead: PROMETHEUS_MULTIPROC_DIR is not set")
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        pass
+    else:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    try:
+        folded = metrics_files.fold(directory, pid)
+    except OSError as exc:
+        logger.warning("metrics: worker %d's counts not folded (its files stay): %s", pid, exc)
+        return False
+    if not folded:
+        logger.warning(
+            "metrics: worker %d's counts not folded (its files stay): %s locked for %g s",
+            pid,
+            directory,
+            metrics_files.LOCK_WAIT,
+        )
+    return folded
 
 
 def serve(ops: Operator, request: OpsRequest) -> Response:

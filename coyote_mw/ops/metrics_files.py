@@ -27,6 +27,18 @@ again before the files grow: a worker holds about as many slots as it has series
 process that starts with the process id of one that is gone (its files still there)
 goes on counting in that one's slots, as prometheus-client's files do.
 
+When a worker has exited, ``fold`` adds its counts to the directory's archive
+(``coyote_requests_archive.json``, a JSON line per series, written whole and put in
+place of the old one) and removes its files: ``coyote_mw.ops.metrics.mark_process_dead``,
+called by ``coyote leader --workers``'s supervisor and by a gunicorn ``child_exit``.
+Without it a server that replaces its workers (gunicorn's ``max_requests``) keeps every
+worker's files until the directory is emptied, and each scrape reads them all.  A fold
+holds the directory's lock (``coyote_requests.lock`` and ``.gate``, ``flock``) exclusively, and a
+scrape holds it shared while it reads (``locked``): no scrape sees a worker's counts in
+both the archive and its files, or in neither.  Series of the archive whose routes have
+long left the table are dropped from it by the scrapes (``prune``), as a worker frees its
+slots.
+
 prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 """
 
@@ -34,15 +46,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import mmap
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["SLOTS", "SeriesFiles", "add_values", "read_series"]
+__all__ = ["SLOTS", "SeriesFiles", "add_values", "fold", "locked", "prune", "read_series"]
 
 logger = logging.getLogger("coyote_mw.metrics")
 
@@ -58,6 +72,14 @@ BUCKETS = 16  # coyote_mw.ops.metrics.BUCKETS and +Inf
 SLOT_VALUES = COUNTS + BUCKETS + 1  # and the sum
 _SLOT_BYTES = SLOT_VALUES * 8
 _LABELS = re.compile(r"coyote_requests_(\d+)\.labels")
+ARCHIVE = "coyote_requests_archive.json"
+"""The counts of the workers that have exited and were folded (``fold``)."""
+LOCK = "coyote_requests.lock"
+GATE = "coyote_requests.gate"
+LOCK_WAIT = 5.0
+"""Seconds a scrape or a fold waits for the directory's lock at most: past them a scrape
+reads without it (a fold under way may then be seen half done), and a fold leaves the
+worker's files as they are (still read, and counted)."""
 
 Labels = tuple[str, ...]
 Values = tuple[list[int], list[int], float]
@@ -232,14 +254,104 @@ def _line(line: list[Any]) -> bytes:
     return json.dumps(line, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
+@contextlib.contextmanager
+def locked(directory: str, exclusive: bool = False, wait: float = LOCK_WAIT) -> Iterator[bool]:
+    """Hold ``directory``'s lock, shared (readers) or exclusive (a fold), for the block;
+    it gives whether it is held: not after ``wait`` seconds (another holds it), nor
+    where the directory is gone or its filesystem keeps no locks.
+
+    Two ``flock``\\ s: the lock itself, and a gate taken before it (held by a fold for as
+    long as the lock, by a reader only while it takes the lock), so that scrapes
+    overlapping one another do not keep a fold waiting for ever."""
+    deadline = time.monotonic() + wait
+    fds: list[int] = []
+    try:
+        try:
+            for name in (GATE, LOCK):
+                fds.append(os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o644))
+        except OSError:
+            yield False
+            return
+        gate, lock = fds
+        held = _flock(gate, fcntl.LOCK_EX, deadline) and _flock(
+            lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, deadline
+        )
+        if held and not exclusive:
+            fcntl.flock(gate, fcntl.LOCK_UN)  # the next reader may come in
+        yield held
+    finally:
+        for fd in fds:
+            os.close(fd)  # and with it its lock
+
+
+def _flock(fd: int, operation: int, deadline: float) -> bool:
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        except OSError:  # ENOLCK: a filesystem without locks
+            return False
+
+
+def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
+    """Add the counts of worker ``pid``, which has exited, to the directory's archive and
+    remove its files.  False: not folded, its files left as they are (still read) - the
+    lock not had within ``wait`` seconds; OSError: the archive could not be written (a
+    full disk), nothing changed."""
+    prefix = os.path.join(directory, f"coyote_requests_{pid}")
+    labels_file = prefix + ".labels"
+    if not os.path.exists(labels_file):
+        return True  # nothing counted (or folded already)
+    with locked(directory, exclusive=True, wait=wait) as held:
+        if not held:
+            return False
+        # out of the readers' sight first: should it stay (removing the rest failed),
+        # its counts are in the archive once, not twice
+        folding = labels_file + ".folding"
+        os.replace(labels_file, folding)
+        try:
+            archive = _read_archive(directory)
+            for labels, counts, buckets, total in _values(prefix, folding):
+                add_values(archive, labels, counts, buckets, total)
+            _write_archive(directory, archive)
+        except BaseException:
+            os.replace(folding, labels_file)
+            raise
+        mine = re.compile(rf"coyote_requests_{pid}(_\d+\.slots|\.labels\..*)")
+        for name in os.listdir(directory):
+            if mine.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+    return True
+
+
+def prune(directory: str, gone: Iterable[Labels]) -> None:
+    """Drop the series ``gone`` from the archive, if the lock is free now (else at a
+    later scrape)."""
+    with locked(directory, exclusive=True, wait=0) as held:
+        if not held:
+            return
+        archive = _read_archive(directory)
+        dropped = [labels for labels in gone if archive.pop(labels, None) is not None]
+        if dropped:
+            _write_archive(directory, archive)
+
+
 def read_series(directory: str) -> dict[Labels, Values]:
-    """Every worker's counts in ``directory`` summed by labels: counts by status class,
-    bucket counts (not cumulative) and the sum of seconds."""
+    """Every worker's counts in ``directory`` summed by labels, the archive's with them:
+    counts by status class, bucket counts (not cumulative) and the sum of seconds.  A
+    caller that must not see a fold half done holds ``locked`` around it."""
     out: dict[Labels, Values] = {}
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return out
+    if ARCHIVE in names:
+        out = _read_archive(directory)
     for name in names:
         if _LABELS.fullmatch(name) is None:
             continue
@@ -264,10 +376,14 @@ def add_values(
         )
 
 
-def _values(prefix: str) -> Iterator[tuple[Labels, list[int], list[int], float]]:
-    """One worker's slots as its files hold them now."""
+def _values(
+    prefix: str, labels_file: str | None = None
+) -> Iterator[tuple[Labels, list[int], list[int], float]]:
+    """One worker's slots as its files hold them now (its labels in ``labels_file``,
+    when not in the usual one)."""
     chunks: dict[int, tuple[memoryview[int], memoryview[float]] | None] = {}
-    for index, labels in sorted(_slots_of(_read(prefix + ".labels")).items()):
+    lines = _read(labels_file or prefix + ".labels")
+    for index, labels in sorted(_slots_of(lines).items()):
         n = index // SLOTS
         if n not in chunks:
             data = _read(f"{prefix}_{n}.slots")
@@ -305,6 +421,55 @@ def _slots_of(data: bytes) -> dict[int, Labels]:
         elif len(labels) == 4 and all(type(v) is str for v in labels):
             slots[index] = tuple(labels)
     return slots
+
+
+def _read_archive(directory: str) -> dict[Labels, Values]:
+    """The archive's series (a line that is not one is skipped)."""
+    out: dict[Labels, Values] = {}
+    for line in _read(os.path.join(directory, ARCHIVE)).split(b"\n"):
+        try:
+            labels, counts, buckets, total = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        if (
+            type(labels) is list
+            and len(labels) == 4
+            and all(type(v) is str for v in labels)
+            and type(counts) is list
+            and len(counts) == COUNTS
+            and type(buckets) is list
+            and len(buckets) == BUCKETS
+            and all(type(v) is int for v in (*counts, *buckets))
+            and type(total) in (int, float)
+        ):
+            add_values(out, tuple(labels), counts, buckets, float(total))
+    return out
+
+
+def _write_archive(directory: str, archive: dict[Labels, Values]) -> None:
+    """The archive anew, put in place of the old one whole (OSError: the old stands)."""
+    path = os.path.join(directory, ARCHIVE)
+    making = f"{path}.{os.getpid()}.new"
+    data = b"".join(
+        _line([list(labels), counts, buckets, total])
+        for labels, (counts, buckets, total) in archive.items()
+    )
+    fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(making)
+        raise
+    os.close(fd)
+    try:
+        os.replace(making, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(making)
+        raise
 
 
 def _read(path: str) -> bytes:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import multiprocess
+from coyote_mw.ops.metrics import mark_process_dead
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    # a worker gone: its live gauges (relay slots, queue, ...) no longer count
-    multiprocess.mark_process_dead(worker.pid)
+    # a worker gone: its live gauges (relay slots, queue, ...) no longer count, and its
+    # request counts are folded into the directory's archive (its files removed)
+    mark_process_dead(worker.pid)

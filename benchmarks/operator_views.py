@@ -24,7 +24,11 @@ processes each count one request of every route, and it times:
   Counter and Histogram (in worker processes too), read by its ``MultiProcessCollector``
   and written by ``generate_latest``;
 * what counting one request costs a worker, coyote's ``Metrics.record`` against those
-  two prometheus-client values (their children made beforehand, as coyote kept them).
+  two prometheus-client values (their children made beforehand, as coyote kept them);
+* after ``--replaced`` more workers have each counted one request of every route and
+  exited (as gunicorn's ``max_requests`` replaces them), the scrape with their files
+  left in the directory, then with each folded into the archive
+  (``mark_process_dead``), and what one fold takes.
 
 Prints milliseconds and bytes.  The time is the leader's own work (the view, the JSON
 or text) with httpx's WSGI transport around it.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -100,19 +105,10 @@ def scrape(coyote: Coyote, client: httpx.Client, polls: int) -> None:
 def in_workers(count: int, work: Callable[[], None]) -> None:
     """``work()`` in ``count`` forked processes, one after the other."""
     for _ in range(count):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                work()
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        in_worker(work)
 
 
-def multiprocess(routes: int, workers: int, polls: int) -> None:
+def multiprocess(routes: int, workers: int, polls: int, replaced: int) -> None:
     """The scrape and the per-request cost in multiprocess mode: run by ``main`` in a
     process of its own, with ``PROMETHEUS_MULTIPROC_DIR`` set."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -183,9 +179,63 @@ def multiprocess(routes: int, workers: int, polls: int) -> None:
         print("\n| counting a request, multiprocess mode | us |\n|---|---|")
         print(f"| coyote's `Metrics.record` (a slot of its files) | {record:.2f} |")
         print(f"| prometheus-client's Counter `inc` and Histogram `observe` | {theirs:.2f} |")
+        if replaced:
+            folded_away(coyote, client, replaced, polls, count_ours)
     finally:
         client.close()
         coyote.close()
+
+
+def folded_away(
+    coyote: Coyote, client: httpx.Client, replaced: int, polls: int, count: Callable[[], None]
+) -> None:
+    """``replaced`` workers that counted and exited: the scrape with their files, then
+    with them folded, and a fold's time."""
+    from coyote_mw.ops.metrics import mark_process_dead
+
+    assert coyote.metrics is not None and coyote.metrics.shared is not None
+    directory = coyote.metrics.shared.directory  # (the variable names another by now)
+    pids = [in_worker(count) for _ in range(replaced)]
+    counted = shown(client)
+    before = timed(lambda: client.get("/_coyote/metrics", headers=AUTH), polls)
+    took = []
+    for pid in pids:
+        start = time.perf_counter()
+        assert mark_process_dead(pid, directory)
+        took.append((time.perf_counter() - start) * 1000)
+    after = timed(lambda: client.get("/_coyote/metrics", headers=AUTH), polls)
+    # a route's count, every worker's: the same whether folded or not
+    assert shown(client) == counted, (shown(client), counted)
+    print(f"\n{replaced} more workers each counted one request of every route and exited\n")
+    print("| after the replaced workers | ms |\n|---|---|")
+    print(f"| `GET /_coyote/metrics`, their files left | {before[0]:.1f} |")
+    print(f"| `GET /_coyote/metrics`, each folded (`mark_process_dead`) | {after[0]:.1f} |")
+    print(f"| one fold (median) | {statistics.median(took):.1f} |")
+
+
+def shown(client: httpx.Client) -> float:
+    """A route's requests as a scrape shows them."""
+    text = client.get("/_coyote/metrics", headers=AUTH).text
+    line = re.search(
+        r'route="/s0/r0/\{id\}",service="svc0",status="2xx",topology="default"\} (\S+)', text
+    )
+    assert line is not None
+    return float(line.group(1))
+
+
+def in_worker(work: Callable[[], None]) -> int:
+    """``work()`` in a forked process that then exits; its process id."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return pid
 
 
 def leader(routes: int) -> tuple[Coyote, httpx.Client]:
@@ -208,10 +258,13 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes in multiprocess mode (0: none)"
     )
+    parser.add_argument(
+        "--replaced", type=int, default=20, help="workers replaced, then folded (multiprocess)"
+    )
     parser.add_argument("--multiprocess", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.multiprocess:
-        multiprocess(args.routes, args.workers, args.polls)
+        multiprocess(args.routes, args.workers, args.polls, args.replaced)
         return 0
     coyote, client = leader(args.routes)
     try:
@@ -241,6 +294,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="coyote-bench-metrics-") as folder:
             argv = [sys.executable, __file__, "--multiprocess", "--workers", str(args.workers)]
             argv += ["--routes", str(args.routes), "--polls", str(args.polls)]
+            argv += ["--replaced", str(args.replaced)]
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
             subprocess.run(argv, env=env, check=True)
     return 0

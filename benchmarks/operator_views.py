@@ -116,6 +116,7 @@ def multiprocess(routes: int, workers: int, polls: int, replaced: int) -> None:
 
     from coyote_mw.ops.metrics import BUCKETS, DURATION, REQUESTS, ROUTE
 
+    ours_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     coyote, client = leader(routes)
     metrics = coyote.metrics
     assert metrics is not None and metrics.shared is not None and metrics.shared.multiprocess
@@ -180,6 +181,7 @@ def multiprocess(routes: int, workers: int, polls: int, replaced: int) -> None:
         print(f"| coyote's `Metrics.record` (a slot of its files) | {record:.2f} |")
         print(f"| prometheus-client's Counter `inc` and Histogram `observe` | {theirs:.2f} |")
         if replaced:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = ours_dir  # as the workers have it
             folded_away(coyote, client, replaced, polls, count_ours)
     finally:
         client.close()
@@ -193,8 +195,7 @@ def folded_away(
     with them folded, and a fold's time."""
     from coyote_mw.ops.metrics import mark_process_dead
 
-    assert coyote.metrics is not None and coyote.metrics.shared is not None
-    directory = coyote.metrics.shared.directory  # (the variable names another by now)
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     pids = [in_worker(count) for _ in range(replaced)]
     counted = shown(client)
     before = timed(lambda: client.get("/_coyote/metrics", headers=AUTH), polls)

@@ -692,3 +692,18 @@ def test_a_scrape_prunes_archived_routes_long_gone(tmp_path: Path) -> None:
     assert value(shown, "coyote_requests_total", route="/gone/{id}", status="2xx") == 1
     assert 'route="/gone/{id}"' not in hidden
     assert gone not in read_series(str(tmp_path))
+
+
+def test_a_fold_that_comes_during_a_scrape_is_done_once_the_scrape_has_read(
+    tmp_path: Path,
+) -> None:
+    # a scrape takes the lock once: a fold that comes while it reads waits for it, and
+    # the scrape does not wait for the fold (had the scrape taken the lock inside the
+    # lock, each would wait for the other until one gave up, the fold first: its
+    # worker's files left for good)
+    dead = int(run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3\npid")[-1])
+    folded, text = json.loads(run(tmp_path, f"fold-while-scraping {dead}")[0])
+    assert folded == "True"
+    assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
+    assert not any(name.startswith(f"coyote_requests_{dead}") for name in worker_files(tmp_path))
+    assert totals(tmp_path)[ITEMS] == (3, 3, 0.75)

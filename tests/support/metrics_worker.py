@@ -14,6 +14,10 @@ commands of SCRIPT, one a line, printing what each gives on a line of its own
 * ``clock SECONDS``: the metrics' clock moved on (``Metrics.clock``);
 * ``scrape``: ``GET /_coyote/metrics``, its body as JSON text on one line;
 * ``pid``: the process id;
+* ``fold-while-scraping PID``: a scrape during which another process folds worker PID
+  (``metrics_files.fold``), started as the scrape reads the metrics' clock and holding
+  the directory's lock's gate before the scrape goes on: the fold's result (``True``:
+  folded) and the scrape's body, as JSON on one line;
 * ``remove-directory``: DIR removed, with what is in it;
 * ``full``: no file of the process grows from now (``RLIMIT_FSIZE``: a write past a
   file's end fails, as on a full disk);
@@ -22,12 +26,15 @@ commands of SCRIPT, one a line, printing what each gives on a line of its own
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import resource
 import shutil
+import subprocess
 import sys
+import time
 
 
 def main(directory: str, script: str) -> None:
@@ -82,6 +89,20 @@ def main(directory: str, script: str) -> None:
             r = http.get("/_coyote/metrics")
             assert r.status_code == 200, r.text
             print(json.dumps(r.text), flush=True)
+        elif command == "fold-while-scraping":
+            folder: list[subprocess.Popen[str]] = []
+
+            def folding() -> float:
+                if not folder:
+                    folder.append(_folder(directory, int(args[0])))
+                return now[0]
+
+            metrics.clock = folding
+            r = http.get("/_coyote/metrics")
+            metrics.clock = lambda: now[0]
+            assert r.status_code == 200, r.text
+            folded = folder[0].communicate(timeout=60)[0].strip()
+            print(json.dumps([folded, r.text]), flush=True)
         elif command == "remove-directory":
             shutil.rmtree(directory)
             print("removed", flush=True)
@@ -97,6 +118,30 @@ def main(directory: str, script: str) -> None:
             sys.stdin.read()
         else:
             raise SystemExit(f"unknown command {command!r}")
+
+
+def _folder(directory: str, pid: int) -> subprocess.Popen[str]:
+    """A process that folds worker ``pid``, once it holds the lock's gate (or is done)."""
+    from coyote_mw.ops import metrics_files
+
+    code = "import sys; from coyote_mw.ops.metrics_files import fold; "
+    code += "print(fold(sys.argv[1], int(sys.argv[2])))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, directory, str(pid)], stdout=subprocess.PIPE, text=True
+    )
+    fd = os.open(os.path.join(directory, metrics_files.GATE), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break  # the fold holds it: it waits for the lock, or folds
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+    return proc
 
 
 if __name__ == "__main__":

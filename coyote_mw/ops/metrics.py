@@ -383,9 +383,9 @@ class Metrics:
                 logger.error(
                     "metrics: %s is gone; scrapes show this worker's alone", shared.directory
                 )
-            # every file read as no fold is under way (metrics_files.fold)
-            with metrics_files.locked(shared.directory):
-                body = _requests_text(self).encode("utf-8") + encode(registry)
+            # (the requests' files are read under the directory's lock, _merged: taken
+            # again here, a fold waiting for it in between would hold up both)
+            body = _requests_text(self).encode("utf-8") + encode(registry)
             if self._stale:  # after the lock: pruning takes it exclusively
                 stale, self._stale = self._stale, []
                 try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -707,3 +709,30 @@ def test_a_fold_that_comes_during_a_scrape_is_done_once_the_scrape_has_read(
     assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
     assert not any(name.startswith(f"coyote_requests_{dead}") for name in worker_files(tmp_path))
     assert totals(tmp_path)[ITEMS] == (3, 3, 0.75)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a worker of another user: needs root")
+def test_a_worker_of_another_user_than_the_folder_takes_the_lock(
+    request: pytest.FixtureRequest,
+) -> None:
+    # gunicorn --user: the arbiter (root) folds, and makes the lock's files its own
+    # (0644); its workers (another user) must still take the lock to read, else a
+    # scrape may see a fold half done
+    directory = Path(tempfile.mkdtemp(prefix="coyote-multiproc-"))  # (tmp_path: root's)
+    request.addfinalizer(lambda: shutil.rmtree(directory))
+    os.chown(directory, 65534, 65534)
+    dead_worker(directory, 940_001, {ITEMS: 2})
+    assert fold(str(directory), 940_001)  # by root: the lock's files are root's
+    assert (directory / metrics_files.LOCK).stat().st_uid == 0
+    pid = os.fork()
+    if pid == 0:  # the worker, as that user
+        held = False
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with locked(str(directory)) as held:
+                pass
+        finally:
+            os._exit(0 if held else 1)
+    assert os.waitpid(pid, 0)[1] == 0  # it held the lock

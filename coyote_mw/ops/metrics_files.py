@@ -268,7 +268,7 @@ def locked(directory: str, exclusive: bool = False, wait: float = LOCK_WAIT) -> 
     try:
         try:
             for name in (GATE, LOCK):
-                fds.append(os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o644))
+                fds.append(_open_lock(os.path.join(directory, name)))
         except OSError:
             yield False
             return
@@ -282,6 +282,15 @@ def locked(directory: str, exclusive: bool = False, wait: float = LOCK_WAIT) -> 
     finally:
         for fd in fds:
             os.close(fd)  # and with it its lock
+
+
+def _open_lock(path: str) -> int:
+    """A descriptor to ``flock``: for reading where the file is another user's (gunicorn
+    --user: made by the root arbiter's fold), as ``flock`` needs no more."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY)
 
 
 def _flock(fd: int, operation: int, deadline: float) -> bool:

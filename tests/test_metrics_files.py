@@ -4,6 +4,7 @@ by whichever scrapes, kept when a worker is killed, freed when routes leave."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -736,3 +737,65 @@ def test_a_worker_of_another_user_than_the_folder_takes_the_lock(
         finally:
             os._exit(0 if held else 1)
     assert os.waitpid(pid, 0)[1] == 0  # it held the lock
+
+
+def test_a_worker_that_exits_during_a_fold_is_folded_after_it_by_a_signal_handler(
+    tmp_path: Path,
+) -> None:
+    # gunicorn 22 and 23 reap their workers (and run child_exit) in the SIGCHLD handler
+    # itself: a worker that exits during a fold calls mark_process_dead inside it, in
+    # the thread that holds the lock's gate.  It must not wait for that lock (in vain,
+    # for 5 s, the arbiter stalled, and the worker's files left): it is folded after
+    directory = str(tmp_path)
+    dead_worker(tmp_path, 950_001, {ITEMS: 2})
+    dead_worker(tmp_path, 950_002, {ITEMS: 3, labels_of(1): 1})
+    # a scrape under way: the fold waits for it, holding the gate
+    code = (
+        "import sys; from coyote_mw.ops.metrics_files import locked\n"
+        "with locked(sys.argv[1]) as held: print(held, flush=True); sys.stdin.read()"
+    )
+    scrape = subprocess.Popen(
+        [sys.executable, "-c", code, directory],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert scrape.stdout is not None and scrape.stdin is not None
+    assert scrape.stdout.readline().strip() == "True"
+    nested: list[bool] = []
+
+    def child_exit(sig: int, frame: object) -> None:
+        nested.append(mark_process_dead(950_002, directory))
+        assert scrape.stdin is not None
+        scrape.stdin.close()  # the scrape ends
+
+    def exits_during_the_fold() -> None:
+        fd = os.open(os.path.join(directory, metrics_files.GATE), os.O_RDONLY | os.O_CREAT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # the fold holds it
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.001)
+        finally:
+            os.close(fd)
+
+    previous = signal.signal(signal.SIGUSR1, child_exit)
+    sender = threading.Thread(target=exits_during_the_fold)
+    try:
+        sender.start()
+        assert mark_process_dead(950_001, directory)
+    finally:
+        sender.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+        if not scrape.stdin.closed:
+            scrape.stdin.close()
+        scrape.wait(10)
+    assert nested == [True]
+    assert worker_files(tmp_path) == {ARCHIVE, metrics_files.LOCK, metrics_files.GATE}
+    assert totals(tmp_path) == {ITEMS: (5, 5, 1.25), labels_of(1): (1, 1, 0.25)}

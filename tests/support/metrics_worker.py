@@ -92,9 +92,11 @@ def main(directory: str, script: str) -> None:
         elif command == "fold-while-scraping":
             folder: list[subprocess.Popen[str]] = []
 
-            def folding() -> float:
+            def folding(
+                folder: list[subprocess.Popen[str]] = folder, pid: int = int(args[0])
+            ) -> float:
                 if not folder:
-                    folder.append(_folder(directory, int(args[0])))
+                    folder.append(_folder(directory, pid))
                 return now[0]
 
             metrics.clock = folding

@@ -487,6 +487,9 @@ class Metrics:
         return out
 
 
+_marking = threading.local()  # .queue: mark_process_dead's calls made during one
+
+
 def mark_process_dead(pid: int, directory: str | None = None) -> bool:
     """Multiprocess mode: what to do once worker ``pid`` has exited, in the process that
     saw it exit (``coyote leader --workers``'s supervisor does it; under gunicorn, call it
@@ -495,7 +498,8 @@ def mark_process_dead(pid: int, directory: str | None = None) -> bool:
     files removed (``metrics_files.fold``), so that a server that replaces its workers
     keeps no more files than it has workers.  ``directory``: ``PROMETHEUS_MULTIPROC_DIR``
     when not given.  False, and said: the counts stay in the worker's files (still read,
-    and counted), as when it is not called."""
+    and counted), as when it is not called.  Called again in the same thread while it
+    runs (a signal handler): done after it, and True."""
     if directory is None:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
             "prometheus_multiproc_dir",  # noqa: SIM112
@@ -503,6 +507,24 @@ def mark_process_dead(pid: int, directory: str | None = None) -> bool:
         )
     if not directory:
         raise ValueError("mark_process_dead: PROMETHEUS_MULTIPROC_DIR is not set")
+    queue: list[tuple[int, str]] | None = getattr(_marking, "queue", None)
+    if queue is not None:
+        # called during this thread's own call, by a signal handler (gunicorn 22 and 23
+        # run child_exit in their SIGCHLD handler): done once that call is, not here,
+        # where the fold would wait for the lock that call holds (in vain, both giving up)
+        queue.append((pid, directory))
+        return True
+    _marking.queue = queue = []
+    try:
+        folded = _mark_dead(pid, directory)
+        while queue:
+            _mark_dead(*queue.pop(0))
+    finally:
+        _marking.queue = None
+    return folded
+
+
+def _mark_dead(pid: int, directory: str) -> bool:
     try:
         from prometheus_client import multiprocess
     except ImportError:

@@ -642,7 +642,7 @@ def test_a_fold_that_cannot_write_or_lock_leaves_the_workers_files_counted(
     before = totals(tmp_path)
     assert before[ITEMS] == (5, 5, 1.25)
 
-    def full(directory: str, archive: object) -> None:
+    def full(directory: str, archive: object, gone: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(metrics_files, "_write_archive", full)
@@ -695,6 +695,48 @@ def test_a_scrape_prunes_archived_routes_long_gone(tmp_path: Path) -> None:
     assert value(shown, "coyote_requests_total", route="/gone/{id}", status="2xx") == 1
     assert 'route="/gone/{id}"' not in hidden
     assert gone not in read_series(str(tmp_path))
+
+
+def test_workers_that_live_less_than_the_grace_time_it_from_the_first_to_find_it(
+    tmp_path: Path,
+) -> None:
+    # gunicorn's max_requests: each worker lives a few minutes.  The first scrape to
+    # find an archived route gone notes when in the archive; the workers after it hide
+    # the route from then (not each from its own first scrape, showing it again for
+    # RETIRE_AFTER), and drop it from the archive twice as late
+    first = run(tmp_path, "pid\nregister /gone/{id} leaving\nregister /kept/{id} staying")
+    assert mark_process_dead(int(first[0]), str(tmp_path))
+    gone = ("default", "GET", "/gone/{id}", "leaving")
+    kept = ("default", "GET", "/kept/{id}", "staying")
+    route = 'route="/gone/{id}"'
+    # each worker's clock starts at 1000: "clock" moves it on to where the last one was
+    second = run(tmp_path, "pid\nregister /kept/{id} staying\nscrape\nclock 400\nscrape")
+    assert route in json.loads(second[2]) and route in json.loads(second[4])  # in its grace
+    assert mark_process_dead(int(second[0]), str(tmp_path))
+    script = "pid\nregister /kept/{id} staying\nclock 601\nscrape\nclock 600\nscrape"
+    third = run(tmp_path, script)
+    assert route not in json.loads(third[3])  # 601 s after the second worker found it gone
+    assert gone not in read_series(str(tmp_path))  # 1201 s after: dropped
+    assert kept in read_series(str(tmp_path))  # its route is in the table: kept
+    assert mark_process_dead(int(third[0]), str(tmp_path))
+    counted = value(json.loads(third[5]), "coyote_requests_total", route="/kept/{id}", status="2xx")
+    assert counted == 3  # a request at each worker's registration
+
+
+def test_an_archived_route_that_comes_back_is_shown_with_its_counts(tmp_path: Path) -> None:
+    first = run(tmp_path, "pid\nregister /back/{id} returning")
+    assert mark_process_dead(int(first[0]), str(tmp_path))
+    second = run(tmp_path, "pid\nscrape\nclock 601\nscrape")  # gone, then hidden
+    assert 'route="/back/{id}"' not in json.loads(second[3])
+    assert mark_process_dead(int(second[0]), str(tmp_path))
+    # it comes back before it is dropped: shown, its archived request with the new one,
+    # and the archive no longer notes it gone
+    third = run(tmp_path, "clock 700\nregister /back/{id} returning\nscrape\nclock 1200\nscrape")
+    for text in (json.loads(third[2]), json.loads(third[4])):
+        assert value(text, "coyote_requests_total", route="/back/{id}", status="2xx") == 2
+    archive = (tmp_path / ARCHIVE).read_text().splitlines()
+    back = [json.loads(line) for line in archive if "/back/{id}" in line]
+    assert len(back) == 1 and len(back[0]) == 4  # no "gone since"
 
 
 def test_a_fold_that_comes_during_a_scrape_is_done_once_the_scrape_has_read(

@@ -238,6 +238,7 @@ class _Series:
 
 
 _NO_ROUTE = ("", "", "", "")
+_ABSENT = object()  # labels the archive does not have
 
 
 def _labels(endpoint: Any) -> tuple[str, str, str, str]:
@@ -268,8 +269,6 @@ class Metrics:
         self._files_failed = False  # ... could not be made (said once)
         # multiprocess mode: labels in the files of no route now -> since (by scrapes)
         self._hidden: dict[tuple[str, ...], float] = {}
-        # ... hidden twice as long: for the scrape to prune from the archive
-        self._stale: list[tuple[str, ...]] = []
         self._swept_at = 0  # how many series there were at the last sweep
         self.clock = time.monotonic  # when routes are found gone (``retire``)
         # endpoint -> its series (or children); a new dict at every change of the table,
@@ -385,14 +384,7 @@ class Metrics:
                 )
             # (the requests' files are read under the directory's lock, _merged: taken
             # again here, a fold waiting for it in between would hold up both)
-            body = _requests_text(self).encode("utf-8") + encode(registry)
-            if self._stale:  # after the lock: pruning takes it exclusively
-                stale, self._stale = self._stale, []
-                try:
-                    metrics_files.prune(shared.directory, stale)
-                except OSError as exc:
-                    logger.warning("metrics: cannot prune the archive: %s", exc)
-            return body, content_type
+            return _requests_text(self).encode("utf-8") + encode(registry), content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -460,30 +452,53 @@ class Metrics:
     ) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Every worker's series in ``directory`` summed by labels, and this worker's
         that are not in a file.  Labels of no route now (not in ``live``) are shown for
-        ``RETIRE_AFTER`` seconds from the first scrape here that finds them gone (a
-        worker drops its own series twice as late, and frees their slots)."""
+        ``RETIRE_AFTER`` seconds from the first scrape here that finds them gone, or from
+        when the archive says a scrape found them gone, if earlier (a worker drops its
+        own series twice as late, and frees their slots; the archive's are dropped
+        twice as late too, by the scrape that finds them so)."""
         now = self.clock()
+        # the archive's labels, and since when each has had no route as it noted it
+        archived: dict[tuple[str, ...], float | None] = {}
         with metrics_files.locked(directory):
-            merged = read_series(directory)
+            merged = read_series(directory, archived)
+        noted: dict[tuple[str, ...], float | None] = {}  # news for the archive
+        drop: dict[tuple[str, ...], float] = {}  # its series to drop: gone since
         with self._lock:
             for s in self._series.values():
                 if type(s) is _Series:  # its files could not be written
                     add_values(merged, s.labels, list(s.counts), list(s.buckets), s.sums[0])
             hidden = {labels: self._hidden[labels] for labels in merged if labels in self._hidden}
             out = []
-            stale = []
             for labels, (counts, buckets, total) in merged.items():
+                kept = archived.get(labels, _ABSENT)
                 if labels in live or labels == _NO_ROUTE:
                     hidden.pop(labels, None)
-                elif now - hidden.setdefault(labels, now) >= RETIRE_AFTER:
-                    # no worker holds it from twice as late (retire): from then on
-                    # only the archive may, which the scrape prunes
-                    if now - hidden[labels] >= 2 * RETIRE_AFTER:
-                        stale.append(labels)
+                    if kept is not None and kept is not _ABSENT:
+                        noted[labels] = None  # a route again
+                    out.append((labels, counts, buckets, total))
+                    continue
+                # gone since this worker first found it so, or the archive says earlier
+                # (a worker before this one found it: workers that live less than the
+                # grace time it from then, not each from its own first scrape)
+                since = hidden.get(labels, now)
+                if type(kept) is float and kept < since:
+                    since = kept
+                hidden[labels] = since
+                if kept is not _ABSENT and kept != since:
+                    noted[labels] = since
+                if now - since >= RETIRE_AFTER:
+                    # no worker holds it from twice as late (retire): only the archive
+                    # may still, and drops it
+                    if kept is not _ABSENT and now - since >= 2 * RETIRE_AFTER:
+                        drop[labels] = since
                     continue
                 out.append((labels, counts, buckets, total))
             self._hidden = hidden
-            self._stale = stale
+        if noted or drop:  # (the lock taken exclusively, so not while read)
+            try:
+                metrics_files.update_archive(directory, noted, drop)
+            except OSError as exc:
+                logger.warning("metrics: cannot update the archive: %s", exc)
         return out
 
 

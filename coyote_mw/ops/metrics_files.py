@@ -33,11 +33,13 @@ place of the old one) and removes its files: ``coyote_mw.ops.metrics.mark_proces
 called by ``coyote leader --workers``'s supervisor and by a gunicorn ``child_exit``.
 Without it a server that replaces its workers (gunicorn's ``max_requests``) keeps every
 worker's files until the directory is emptied, and each scrape reads them all.  A fold
-holds the directory's lock (``coyote_requests.lock`` and ``.gate``, ``flock``) exclusively, and a
-scrape holds it shared while it reads (``locked``): no scrape sees a worker's counts in
-both the archive and its files, or in neither.  Series of the archive whose routes have
-long left the table are dropped from it by the scrapes (``prune``), as a worker frees its
-slots.
+holds the directory's lock (``coyote_requests.lock`` and ``.gate``, ``flock``)
+exclusively, and a scrape holds it shared while it reads (``locked``): no scrape sees a
+worker's counts in both the archive and its files, or in neither.  The archive also
+notes since when a series has had no route, as the first scrape to find it gone saw
+it (``update_archive``): workers that come later, however short their lives, time its
+grace from then, and the scrapes drop it from the archive twice as late, as a worker
+frees its slots.
 
 prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 """
@@ -53,10 +55,10 @@ import mmap
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["SLOTS", "SeriesFiles", "add_values", "fold", "locked", "prune", "read_series"]
+__all__ = ["SLOTS", "SeriesFiles", "add_values", "fold", "locked", "read_series", "update_archive"]
 
 logger = logging.getLogger("coyote_mw.metrics")
 
@@ -323,10 +325,10 @@ def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
         folding = labels_file + ".folding"
         os.replace(labels_file, folding)
         try:
-            archive = _read_archive(directory)
+            archive, gone = _read_archive(directory)
             for labels, counts, buckets, total in _values(prefix, folding):
                 add_values(archive, labels, counts, buckets, total)
-            _write_archive(directory, archive)
+            _write_archive(directory, archive, gone)
         except BaseException:
             os.replace(folding, labels_file)
             raise
@@ -338,29 +340,52 @@ def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
     return True
 
 
-def prune(directory: str, gone: Iterable[Labels]) -> None:
-    """Drop the series ``gone`` from the archive, if the lock is free now (else at a
-    later scrape)."""
+def update_archive(
+    directory: str, gone: Mapping[Labels, float | None], drop: Mapping[Labels, float]
+) -> None:
+    """Note in the archive since when its series ``gone`` have had no route (None: they
+    have one again), and drop the series ``drop`` that have had none since the time
+    given or earlier (not one that has had a route again since): if the lock is free now,
+    else at a later scrape."""
     with locked(directory, exclusive=True, wait=0) as held:
         if not held:
             return
-        archive = _read_archive(directory)
-        dropped = [labels for labels in gone if archive.pop(labels, None) is not None]
-        if dropped:
-            _write_archive(directory, archive)
+        archive, since = _read_archive(directory)
+        changed = False
+        for labels, at in gone.items():
+            if labels in archive and since.get(labels) != at:
+                if at is None:
+                    del since[labels]
+                else:
+                    since[labels] = at
+                changed = True
+        for labels, at in drop.items():
+            noted = since.get(labels)
+            if noted is not None and noted <= at:
+                del archive[labels], since[labels]
+                changed = True
+        if changed:
+            _write_archive(directory, archive, since)
 
 
-def read_series(directory: str) -> dict[Labels, Values]:
+def read_series(
+    directory: str, archived: dict[Labels, float | None] | None = None
+) -> dict[Labels, Values]:
     """Every worker's counts in ``directory`` summed by labels, the archive's with them:
     counts by status class, bucket counts (not cumulative) and the sum of seconds.  A
-    caller that must not see a fold half done holds ``locked`` around it."""
+    caller that must not see a fold half done holds ``locked`` around it.  ``archived``
+    is given the archive's labels, each with since when it has had no route (as noted by
+    ``update_archive``; None: not noted)."""
     out: dict[Labels, Values] = {}
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return out
     if ARCHIVE in names:
-        out = _read_archive(directory)
+        out, since = _read_archive(directory)
+        if archived is not None:
+            archived.update(dict.fromkeys(out))
+            archived.update(since)
     for name in names:
         if _LABELS.fullmatch(name) is None:
             continue
@@ -432,15 +457,20 @@ def _slots_of(data: bytes) -> dict[int, Labels]:
     return slots
 
 
-def _read_archive(directory: str) -> dict[Labels, Values]:
-    """The archive's series (a line that is not one is skipped)."""
+def _read_archive(directory: str) -> tuple[dict[Labels, Values], dict[Labels, float]]:
+    """The archive's series, and since when those noted gone have had no route (a line
+    that is not a series is skipped)."""
     out: dict[Labels, Values] = {}
+    gone: dict[Labels, float] = {}
     for line in _read(os.path.join(directory, ARCHIVE)).split(b"\n"):
         try:
-            labels, counts, buckets, total = json.loads(line)
+            labels, counts, buckets, total, *since = json.loads(line)
         except (ValueError, TypeError):
             continue
         if (
+            len(since) <= 1
+            and all(type(v) in (int, float) for v in since)
+            and
             type(labels) is list
             and len(labels) == 4
             and all(type(v) is str for v in labels)
@@ -452,15 +482,25 @@ def _read_archive(directory: str) -> dict[Labels, Values]:
             and type(total) in (int, float)
         ):
             add_values(out, tuple(labels), counts, buckets, float(total))
-    return out
+            if since:
+                gone[tuple(labels)] = float(since[0])
+    return out, gone
 
 
-def _write_archive(directory: str, archive: dict[Labels, Values]) -> None:
-    """The archive anew, put in place of the old one whole (OSError: the old stands)."""
+def _write_archive(
+    directory: str, archive: dict[Labels, Values], gone: Mapping[Labels, float]
+) -> None:
+    """The archive anew, put in place of the old one whole (OSError: the old stands):
+    a line a series, ``[labels, counts, buckets, sum]``, and since when it has had no
+    route where that is noted."""
     path = os.path.join(directory, ARCHIVE)
     making = f"{path}.{os.getpid()}.new"
     data = b"".join(
-        _line([list(labels), counts, buckets, total])
+        _line(
+            [list(labels), counts, buckets, total]
+            if labels not in gone
+            else [list(labels), counts, buckets, total, gone[labels]]
+        )
         for labels, (counts, buckets, total) in archive.items()
     )
     fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

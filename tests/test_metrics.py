@@ -341,6 +341,43 @@ def test_relay_slots_queue_and_503s_per_topology_under_a_real_uvicorn() -> None:
         coyote.close()
 
 
+def test_a_scrape_is_made_off_the_event_loop_which_serves_on_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a scrape of a large table takes a while (10,000 routes: some 0.3 s): made on the
+    # server's event loop, every request of that worker would wait for it
+    coyote = Coyote(token=TOKEN, metrics="open")
+    metrics = coyote.metrics
+    assert metrics is not None
+    entered, release = threading.Event(), threading.Event()
+    render = metrics.render
+
+    def slow_render() -> tuple[bytes, str]:
+        entered.set()
+        release.wait(10)  # as long as the test needs: the event loop must not wait
+        return render()
+
+    monkeypatch.setattr(metrics, "render", slow_render)
+    coyote.register(Shop(), service="shop")
+    try:
+        with (
+            uvicorn_server(coyote.asgi()) as port,
+            ThreadPoolExecutor(1) as pool,
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client,
+        ):
+            scraping = pool.submit(client.get, "/_coyote/metrics")
+            assert entered.wait(10)
+            # while the scrape is being made: the probes and the routes are answered
+            assert client.get("/_coyote/health").status_code == 200
+            assert client.get("/items/7").status_code == 200
+            release.set()
+            r = scraping.result(10)
+            assert r.status_code == 200 and "coyote_requests_total" in r.text
+    finally:
+        release.set()
+        coyote.close()
+
+
 # -- registrations, leases, ejections --------------------------------------------------------
 
 

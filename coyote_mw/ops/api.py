@@ -13,7 +13,8 @@ A view is one line in ``VIEWS``:
     "/health": View(views.health, token=False),  # open: answered by ``probe``
     "/dashboard": View(dashboard.serve, token=False, methods=None, below=True,
                        body=True, part=dashboard.Dashboard),
-    "/metrics": View(metrics.serve, token=False, methods=None),  # checks its token
+    "/metrics": View(metrics.serve, token=False, methods=None,  # checks its token
+                     inline=False),                               # off the event loop
 
 Its function gets the ``OperatorAPI`` (``.table``, ``.registration`` and its leases,
 ``.relay_for``, ``.metrics``, ``.part(...)``) and the ``OpsRequest`` (method, path,
@@ -29,6 +30,9 @@ middleware's ``Decision`` and ``max_target``), and returns a ``Response``.  The 
              without it an open view is answered before the body is read
     part     made once per ``OperatorAPI``, when it is built, with it: the view's own
              state (the dashboard's sessions), found again by ``ops.part(that)``
+    inline   an open view that reads no body is answered by ``probe`` (on the event
+             loop under ASGI); False: by ``handle`` (in a thread), for a view that can
+             take long
 
 The views' JSON shapes are in their modules (``coyote_mw.ops.views``, ``.explain``,
 ``.dashboard``).
@@ -63,7 +67,8 @@ VIEWS: dict[str, View] = {
     "/dashboard": View(
         dashboard.serve, token=False, methods=None, below=True, body=True, part=dashboard.Dashboard
     ),
-    "/metrics": View(metrics.serve, token=False, methods=None),  # its token: the mode's
+    # its token: the mode's; not on the event loop (10,000 routes: some 0.3 s a scrape)
+    "/metrics": View(metrics.serve, token=False, methods=None, inline=False),
 }
 """The operator's views by path below the prefix."""
 
@@ -118,7 +123,7 @@ class OperatorAPI:
         """The answer to a view open without a token that reads no body (``/health``,
         ``/ready``), given before anything is read; None for every other path."""
         view = self._view(request.path)
-        if view is None or view.token or view.body:
+        if view is None or view.token or view.body or not view.inline:
             return None
         return self._serve(view, request)
 

@@ -71,3 +71,7 @@ class View:
     below: bool = False
     body: bool = False
     part: Callable[[Operator], Any] | None = None
+    inline: bool = True
+    """An open view that reads no body is answered by ``probe``, on the server's event
+    loop under ASGI; False for one that can take long to make (a scrape of a large
+    table): it goes to ``handle``, which the ASGI middleware runs in a thread."""

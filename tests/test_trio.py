@@ -66,3 +66,17 @@ def test_routes_that_need_asyncio_are_a_clean_500_under_trio(trio_url: str, path
     assert r.json()["error"] == "Unsupported event loop"
     assert CAUSE in r.json()["detail"]
     assert httpx.get(trio_url.removesuffix("/saloon") + "/host").status_code == 200
+
+
+def test_the_operator_views_answer_under_trio(trio_url: str) -> None:
+    # the views answered in a thread (the token's, /metrics) go through anyio's threads
+    # there: asyncio.to_thread finds no loop (it was a 500 with a traceback)
+    from tests.support.trio_apps import TOKEN
+
+    auth = {"authorization": "Bearer " + TOKEN}
+    assert httpx.get(trio_url + "/_coyote/health", timeout=10).json() == {"status": "ok"}
+    r = httpx.get(trio_url + "/_coyote/routes", headers=auth, timeout=10)
+    assert r.status_code == 200 and any(x["path"] == "/" for x in r.json()), r.text
+    r = httpx.get(trio_url + "/_coyote/metrics", timeout=10)
+    assert r.status_code == 200 and "coyote_requests_total" in r.text, r.text
+    assert httpx.get(trio_url + "/_coyote/routes", timeout=10).status_code == 401

@@ -16,11 +16,12 @@ found no running asyncio loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -34,9 +35,11 @@ from coyote_mw.http.responses import Response, to_response
 from coyote_mw.http.types import Scope
 from coyote_mw.relay import Relay
 
-__all__ = ["not_on_asyncio", "serve_off_asyncio", "startup_off_asyncio"]
+__all__ = ["in_thread", "not_on_asyncio", "serve_off_asyncio", "startup_off_asyncio"]
 
 logger = logging.getLogger("coyote_mw.eventloop")
+
+T = TypeVar("T")
 
 
 def not_on_asyncio() -> UnsupportedEventLoop | None:
@@ -47,6 +50,14 @@ def not_on_asyncio() -> UnsupportedEventLoop | None:
     except sniffio.AsyncLibraryNotFoundError:
         library = "no known event loop"
     return None if library == "asyncio" else UnsupportedEventLoop(library)
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, off the event loop: asyncio's, or anyio's under
+    trio (where ``asyncio.to_thread`` finds no loop)."""
+    if not_on_asyncio() is None:
+        return await asyncio.to_thread(fn, *args)
+    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def startup_off_asyncio(refusal: UnsupportedEventLoop) -> None:

@@ -19,7 +19,6 @@ never read here: a handler reads it from ``receive`` when it asks for it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -32,7 +31,12 @@ from coyote_mw.errors import (
     RoutingError,
 )
 from coyote_mw.handlers.base import Dispatch, Handler, send_response
-from coyote_mw.handlers.eventloop import not_on_asyncio, serve_off_asyncio, startup_off_asyncio
+from coyote_mw.handlers.eventloop import (
+    in_thread,
+    not_on_asyncio,
+    serve_off_asyncio,
+    startup_off_asyncio,
+)
 from coyote_mw.http.paths import CanonicalPath, canonical_raw, canonicalize, from_decoded
 from coyote_mw.http.responses import Response, error_response
 from coyote_mw.http.types import Scope
@@ -248,7 +252,7 @@ class CoyoteASGI(Middleware):
             else:
                 # off the event loop: with a shared store an API call waits on Redis, and
                 # an unreachable Redis must not stall the requests this loop is serving
-                response = await asyncio.to_thread(ops.handle, request, body)
+                response = await in_thread(ops.handle, request, body)
         await send_response(send, response, method == "HEAD")
         if method != "PUT" or response.status != 200:  # a heartbeat is a DEBUG line
             gw.log_access(method, path, response.status, start, None, scope)

@@ -80,7 +80,8 @@ async def sub_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"sub-app"})
 
 
-coyote = Coyote(timeout=1)
+TOKEN = "t" * 32
+coyote = Coyote(timeout=1, token=TOKEN, metrics="open")
 coyote.register(Saloon())
 coyote.register(OnTrio())
 coyote.register(sub_app, routes=[("GET", "/app")], service="sub-app", interface="asgi")

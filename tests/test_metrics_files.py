@@ -663,6 +663,29 @@ def test_a_fold_that_cannot_write_or_lock_leaves_the_workers_files_counted(
     assert worker_files(tmp_path) == {ARCHIVE, metrics_files.LOCK, metrics_files.GATE}
 
 
+def test_two_folds_of_one_worker_at_once_fold_it_once(tmp_path: Path) -> None:
+    # both wait for the lock a scrape holds; the second finds it folded already
+    dead_worker(tmp_path, 925_001, {ITEMS: 3})
+    results: list[bool | BaseException] = []
+
+    def folding() -> None:
+        try:
+            results.append(fold(str(tmp_path), 925_001))
+        except BaseException as exc:  # what the test reports
+            results.append(exc)
+
+    with locked(str(tmp_path)) as held:
+        assert held
+        threads = [threading.Thread(target=folding) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.05)  # both at the lock (nothing is asserted about the time)
+    for thread in threads:
+        thread.join(10)
+    assert results == [True, True]
+    assert totals(tmp_path) == {ITEMS: (3, 3, 0.75)}
+
+
 def test_the_archive_skips_lines_that_are_not_series(tmp_path: Path) -> None:
     dead_worker(tmp_path, 930_001, {ITEMS: 2})
     assert fold(str(tmp_path), 930_001)

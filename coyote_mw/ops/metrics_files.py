@@ -323,7 +323,10 @@ def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
         # out of the readers' sight first: should it stay (removing the rest failed),
         # its counts are in the archive once, not twice
         folding = labels_file + ".folding"
-        os.replace(labels_file, folding)
+        try:
+            os.replace(labels_file, folding)
+        except FileNotFoundError:
+            return True  # folded by another while this one waited for the lock
         try:
             archive, gone = _read_archive(directory)
             for labels, counts, buckets, total in _values(prefix, folding):
@@ -470,8 +473,7 @@ def _read_archive(directory: str) -> tuple[dict[Labels, Values], dict[Labels, fl
         if (
             len(since) <= 1
             and all(type(v) in (int, float) for v in since)
-            and
-            type(labels) is list
+            and type(labels) is list
             and len(labels) == 4
             and all(type(v) is str for v in labels)
             and type(counts) is list

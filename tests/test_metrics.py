@@ -4,6 +4,7 @@ with bounded labels, under gunicorn with two workers, and without prometheus-cli
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ from tests.support.metrics_app import CONCURRENCY
 from tests.support.processes import free_port, running, until
 from tests.support.redis_server import RedisServer
 from tests.support.registration import AUTH, TOKEN, payload
-from tests.support.servers import uvicorn_server
+from tests.support.servers import uvicorn_server, werkzeug_server
 
 __all__ = ["procs"]  # the fixture, shared
 
@@ -290,6 +291,49 @@ def test_metrics_off_records_nothing_and_answers_404(
         off.close()
     with pytest.raises(ValueError, match="metrics must be one of token, open, off"):
         Coyote(metrics="public")
+
+
+def first_head(port: int, head: str) -> bytes:
+    """The first response head the server sends for ``head`` (a body it declares never
+    follows): b"" when none came within 5 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head.encode("latin-1"))
+        out = b""
+        try:
+            while b"\r\n\r\n" not in out:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        return out.partition(b"\r\n\r\n")[0]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "werkzeug"])
+def test_a_scrape_is_answered_before_its_body_is_read(server: str) -> None:
+    # as the other views open to all: no token, no read (a declared body that never
+    # comes is not waited for, Expect: 100-continue gets no 100 Continue), and a scrape
+    # with its token is answered whatever length it declares
+    coyote = Coyote(token=TOKEN)
+    coyote.register(Shop(), service="shop")
+    serving = (
+        uvicorn_server(coyote.asgi()) if server == "uvicorn" else werkzeug_server(coyote.wsgi())
+    )
+    metrics = "GET /_coyote/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    try:
+        with serving as port:
+            head = first_head(port, metrics + "Content-Length: 1000\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 401 "), head
+            if server == "uvicorn":  # (Werkzeug's server says 100 before the app runs)
+                expect = "Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+                head = first_head(port, metrics + expect)
+                assert head.startswith(b"HTTP/1.1 401 "), head
+            auth = f"Authorization: Bearer {TOKEN}\r\n"
+            head = first_head(port, metrics + auth + "Content-Length: 1000000\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+    finally:
+        coyote.close()
 
 
 # -- the relay -----------------------------------------------------------------------------

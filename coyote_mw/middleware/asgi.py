@@ -240,9 +240,12 @@ class CoyoteASGI(Middleware):
         )
         # the token and a declared length first: an unauthorized or oversized body is
         # never read (and its connection is closed, under HTTP/1)
-        response = ops.probe(request) or ops.refuse_early(
-            request, close=scope.get("http_version", "1.1") < "2"
-        )
+        response = ops.probe(request, on_loop=True)
+        if response is None and ops.unread(request):
+            # open to all, and long to make (/metrics): in a thread, its body unread too
+            response = await in_thread(ops.probe, request)
+        if response is None:
+            response = ops.refuse_early(request, close=scope.get("http_version", "1.1") < "2")
         if response is None:
             body = await read_asgi_body(receive)
             if body is None:

@@ -30,9 +30,9 @@ middleware's ``Decision`` and ``max_target``), and returns a ``Response``.  The 
              without it an open view is answered before the body is read
     part     made once per ``OperatorAPI``, when it is built, with it: the view's own
              state (the dashboard's sessions), found again by ``ops.part(that)``
-    inline   an open view that reads no body is answered by ``probe`` (on the event
-             loop under ASGI); False: by ``handle`` (in a thread), for a view that can
-             take long
+    inline   an open view that reads no body is answered by ``probe``, before its body
+             is read (on the event loop under ASGI); False: in a thread under ASGI,
+             for a view that can take long
 
 The views' JSON shapes are in their modules (``coyote_mw.ops.views``, ``.explain``,
 ``.dashboard``).
@@ -119,13 +119,20 @@ class OperatorAPI:
                 return None
         return view
 
-    def probe(self, request: OpsRequest) -> Response | None:
+    def probe(self, request: OpsRequest, on_loop: bool = False) -> Response | None:
         """The answer to a view open without a token that reads no body (``/health``,
-        ``/ready``), given before anything is read; None for every other path."""
+        ``/ready``, ``/metrics``), given before anything is read; None for every other
+        path.  ``on_loop`` (an event loop calls): None for such a view that can take long
+        too (``View.inline`` False), which ``unread`` names: ``probe`` it in a thread."""
         view = self._view(request.path)
-        if view is None or view.token or view.body or not view.inline:
+        if view is None or view.token or view.body or (on_loop and not view.inline):
             return None
         return self._serve(view, request)
+
+    def unread(self, request: OpsRequest) -> bool:
+        """Whether ``probe`` answers ``request``: its body is never read."""
+        view = self._view(request.path)
+        return view is not None and not view.token and not view.body
 
     def refuse_early(self, request: OpsRequest, close: bool = False) -> Response | None:
         """The answer to give before reading the body, if any: 401/403 without the right

@@ -72,6 +72,6 @@ class View:
     body: bool = False
     part: Callable[[Operator], Any] | None = None
     inline: bool = True
-    """An open view that reads no body is answered by ``probe``, on the server's event
-    loop under ASGI; False for one that can take long to make (a scrape of a large
-    table): it goes to ``handle``, which the ASGI middleware runs in a thread."""
+    """An open view that reads no body is answered by ``probe`` before its body is read,
+    on the server's event loop under ASGI; False for one that can take long to make (a
+    scrape of a large table): the ASGI middleware runs its ``probe`` in a thread."""

@@ -746,6 +746,33 @@ def test_workers_that_live_less_than_the_grace_time_it_from_the_first_to_find_it
     assert counted == 3  # a request at each worker's registration
 
 
+def test_an_archived_route_stays_while_a_live_worker_still_holds_its_slot(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    # a worker that served the route, and is not scraped (Prometheus keeps its
+    # connection to another), frees its slot on its own clock, later: until it does,
+    # the archive keeps the route and the note of since when it is gone, or a worker
+    # that comes after would show the route again, its total fallen to that slot's
+    first = run(tmp_path, "pid\nregister /gone/{id} leaving")
+    assert mark_process_dead(int(first[0]), str(tmp_path))
+    holder = Worker(tmp_path, "register /gone/{id} leaving\nderegister leaving")
+    workers.append(holder)
+    gone = ("default", "GET", "/gone/{id}", "leaving")
+    route = 'route="/gone/{id}"'
+    second = run(tmp_path, "scrape\nclock 1201\nscrape")  # found gone, then long gone
+    assert value(json.loads(second[0]), "coyote_requests_total", route="/gone/{id}") == 2
+    assert route not in json.loads(second[2])
+    third = run(tmp_path, "clock 1300\nscrape")  # a worker started since
+    assert route not in json.loads(third[1])
+    # the holder exits: its counts folded, the route is in the archive alone, and the
+    # next scrape drops it
+    assert holder.end() == 0
+    assert mark_process_dead(holder.proc.pid, str(tmp_path))
+    fourth = run(tmp_path, "clock 1300\nscrape")
+    assert route not in json.loads(fourth[1])
+    assert gone not in read_series(str(tmp_path))
+
+
 def test_an_archived_route_that_comes_back_is_shown_with_its_counts(tmp_path: Path) -> None:
     first = run(tmp_path, "pid\nregister /back/{id} returning")
     assert mark_process_dead(int(first[0]), str(tmp_path))

@@ -455,12 +455,13 @@ class Metrics:
         ``RETIRE_AFTER`` seconds from the first scrape here that finds them gone, or from
         when the archive says a scrape found them gone, if earlier (a worker drops its
         own series twice as late, and frees their slots; the archive's are dropped
-        twice as late too, by the scrape that finds them so)."""
+        twice as late too, by the scrape that finds them so and no slot of them)."""
         now = self.clock()
         # the archive's labels, and since when each has had no route as it noted it
         archived: dict[tuple[str, ...], float | None] = {}
+        held: set[tuple[str, ...]] = set()  # ... and the workers' slots'
         with metrics_files.locked(directory):
-            merged = read_series(directory, archived)
+            merged = read_series(directory, archived, held)
         noted: dict[tuple[str, ...], float | None] = {}  # news for the archive
         drop: dict[tuple[str, ...], float] = {}  # its series to drop: gone since
         with self._lock:
@@ -487,9 +488,11 @@ class Metrics:
                 if kept is not _ABSENT and kept != since:
                     noted[labels] = since
                 if now - since >= RETIRE_AFTER:
-                    # no worker holds it from twice as late (retire): only the archive
-                    # may still, and drops it
-                    if kept is not _ABSENT and now - since >= 2 * RETIRE_AFTER:
+                    # twice as late the archive drops it, once no worker holds a slot of
+                    # it (each frees its own twice as late on its own clock, retire,
+                    # maybe later: until then the note stays for workers to come)
+                    late = now - since >= 2 * RETIRE_AFTER
+                    if late and kept is not _ABSENT and labels not in held:
                         drop[labels] = since
                     continue
                 out.append((labels, counts, buckets, total))

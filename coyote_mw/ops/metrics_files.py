@@ -38,8 +38,9 @@ exclusively, and a scrape holds it shared while it reads (``locked``): no scrape
 worker's counts in both the archive and its files, or in neither.  The archive also
 notes since when a series has had no route, as the first scrape to find it gone saw
 it (``update_archive``): workers that come later, however short their lives, time its
-grace from then, and the scrapes drop it from the archive twice as late, as a worker
-frees its slots.
+grace from then, and the scrapes drop it from the archive twice as late, once no
+worker holds a slot of it (a worker frees its own on its own clock: until then a worker
+that comes later finds the note).
 
 prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 """
@@ -372,13 +373,15 @@ def update_archive(
 
 
 def read_series(
-    directory: str, archived: dict[Labels, float | None] | None = None
+    directory: str,
+    archived: dict[Labels, float | None] | None = None,
+    held: set[Labels] | None = None,
 ) -> dict[Labels, Values]:
     """Every worker's counts in ``directory`` summed by labels, the archive's with them:
     counts by status class, bucket counts (not cumulative) and the sum of seconds.  A
     caller that must not see a fold half done holds ``locked`` around it.  ``archived``
     is given the archive's labels, each with since when it has had no route (as noted by
-    ``update_archive``; None: not noted)."""
+    ``update_archive``; None: not noted); ``held``, the labels of the workers' slots."""
     out: dict[Labels, Values] = {}
     try:
         names = os.listdir(directory)
@@ -395,6 +398,8 @@ def read_series(
         prefix = os.path.join(directory, name[: -len(".labels")])
         for labels, counts, buckets, total in _values(prefix):
             add_values(out, labels, counts, buckets, total)
+            if held is not None:
+                held.add(labels)
     return out
 
 

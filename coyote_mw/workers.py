@@ -26,11 +26,11 @@ workers waiting in ``accept`` - nothing here knows what HTTP server runs on it.
   forks, marks each dead worker dead (``coyote_mw.ops.metrics.mark_process_dead``: its
   live gauges dropped, its request counts folded into the directory's archive and its
   files removed) and removes the directory when it exits.  It holds a lock (``flock``)
-  on the directory for its life, which its workers inherit; a supervisor killed with SIGKILL cannot
-  remove its directory, so the next one to start removes every such directory whose
-  lock no process holds any more (its own user's, in the same temporary folder; the
-  lock also keeps systemd-tmpfiles from cleaning it).  Where the filesystem keeps no
-  locks it serves without one, under a name no sweep reads.
+  on the directory for its life, which its workers inherit; a supervisor killed with
+  SIGKILL cannot remove its directory, so the next one to start removes every such
+  directory whose lock no process holds any more (its own user's, in the same temporary
+  folder; the lock also keeps systemd-tmpfiles from cleaning it).  Where the filesystem
+  keeps no locks it serves without one, under a name no sweep reads.
 
 Not uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): its workers are
 spawned from a pickled uvicorn ``Config`` (the parent imports uvicorn and the worker

@@ -125,14 +125,14 @@ class OperatorAPI:
         path.  ``on_loop`` (an event loop calls): None for such a view that can take long
         too (``View.inline`` False), which ``unread`` names: ``probe`` it in a thread."""
         view = self._view(request.path)
-        if view is None or view.token or view.body or (on_loop and not view.inline):
+        if view is None or not _open_unread(view) or (on_loop and not view.inline):
             return None
         return self._serve(view, request)
 
     def unread(self, request: OpsRequest) -> bool:
         """Whether ``probe`` answers ``request``: its body is never read."""
         view = self._view(request.path)
-        return view is not None and not view.token and not view.body
+        return view is not None and _open_unread(view)
 
     def refuse_early(self, request: OpsRequest, close: bool = False) -> Response | None:
         """The answer to give before reading the body, if any: 401/403 without the right
@@ -171,3 +171,8 @@ class OperatorAPI:
                 [("allow", ", ".join(allowed))],
             )
         return view.serve(self, request)
+
+
+def _open_unread(view: View) -> bool:
+    """A view ``probe`` answers: open without a token, its body never read."""
+    return not view.token and not view.body

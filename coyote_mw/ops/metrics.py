@@ -171,12 +171,7 @@ class _Shared:
             for event, (name, text) in EVENT_COUNTERS.items()
         }
         self.gauges: dict[str, Any] = {}
-        # the directory every worker's files are in (multiprocess mode), as
-        # prometheus-client's collector finds it (it still reads the older name too)
-        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
-            "prometheus_multiproc_dir",  # noqa: SIM112
-            "",
-        )
+        self.directory = _multiprocess_directory()  # every worker's files (multiprocess)
         if self.multiprocess:
             self.saturated = Counter(*SATURATED, registry=None)
         events.listen(self.counted)
@@ -200,6 +195,15 @@ class _Shared:
             (counter.labels(*labels) if labels else counter).inc()
         except Exception:  # an event must never fail what emitted it
             logger.exception("could not count event %s %s", event, labels)
+
+
+def _multiprocess_directory() -> str:
+    """The directory of every worker's files, as prometheus-client's collector finds it
+    (it still reads the older, lower-case name too); "" when none is set."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
+        "prometheus_multiproc_dir",  # noqa: SIM112
+        "",
+    )
 
 
 _shared: _Shared | None = None
@@ -382,8 +386,8 @@ class Metrics:
                 logger.error(
                     "metrics: %s is gone; scrapes show this worker's alone", shared.directory
                 )
-            # (the requests' files are read under the directory's lock, _merged: taken
-            # again here, a fold waiting for it in between would hold up both)
+            # (the requests' files are read under the directory's lock, in _merged; not
+            # taken around this too: a fold waiting for it in between would hold up both)
             return _requests_text(self).encode("utf-8") + encode(registry), content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
@@ -519,10 +523,7 @@ def mark_process_dead(pid: int, directory: str | None = None) -> bool:
     and counted), as when it is not called.  Called again in the same thread while it
     runs (a signal handler): done after it, and True."""
     if directory is None:
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
-            "prometheus_multiproc_dir",  # noqa: SIM112
-            "",
-        )
+        directory = _multiprocess_directory()
     if not directory:
         raise ValueError("mark_process_dead: PROMETHEUS_MULTIPROC_DIR is not set")
     queue: list[tuple[int, str]] | None = getattr(_marking, "queue", None)

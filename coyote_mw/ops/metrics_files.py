@@ -204,20 +204,10 @@ class SeriesFiles:
     def _compact(self) -> None:
         """The labels file anew, a line per slot given, put in place of the old one
         (a reader has the one or the other, whole)."""
-        path = self._prefix + ".labels"
-        making = f"{path}.{os.getpid()}.new"
         lines = [_line([index, *labels]) for labels, index in self._given.items()]
-        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            data = b"".join(lines)
-            while data:
-                data = data[os.write(fd, data) :]
-            os.replace(making, path)  # the descriptor goes with it: appends land there
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(making)
-            raise  # the old file and descriptor stand
+        # the descriptor goes with the file: appends land there (OSError: the old file
+        # and descriptor stand)
+        fd = _replace_whole(self._prefix + ".labels", b"".join(lines))
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
@@ -500,8 +490,6 @@ def _write_archive(
     """The archive anew, put in place of the old one whole (OSError: the old stands):
     a line a series, ``[labels, counts, buckets, sum]``, and since when it has had no
     route where that is noted."""
-    path = os.path.join(directory, ARCHIVE)
-    making = f"{path}.{os.getpid()}.new"
     data = b"".join(
         _line(
             [list(labels), counts, buckets, total]
@@ -510,22 +498,25 @@ def _write_archive(
         )
         for labels, (counts, buckets, total) in archive.items()
     )
-    fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.close(_replace_whole(os.path.join(directory, ARCHIVE), data))
+
+
+def _replace_whole(path: str, data: bytes) -> int:
+    """``path`` anew with ``data``, written beside it and put in its place (a reader has
+    the old file or the new one, whole); the new file's descriptor, open for appending.
+    OSError: the old file stands."""
+    making = f"{path}.{os.getpid()}.new"
+    fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         while data:
             data = data[os.write(fd, data) :]
+        os.replace(making, path)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(making)
         raise
-    os.close(fd)
-    try:
-        os.replace(making, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(making)
-        raise
+    return fd
 
 
 def _read(path: str) -> bytes:

@@ -303,6 +303,55 @@ def scraped(directory: Path) -> str:
     return text
 
 
+def test_a_worker_that_counts_no_event_leaves_no_file_of_prometheus_client(
+    tmp_path: Path,
+) -> None:
+    # prometheus-client keeps every worker's counter_<pid>.db for good (its counts
+    # must outlive it): one made at start by every worker would pile up as a server
+    # replaces its workers (gunicorn's max_requests)
+    quiet = run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3\nscrape\nfiles")
+    own = json.loads(quiet[-1])  # as it ran: what mark_process_dead removes or folds
+    assert own and all(n.startswith(("coyote_requests_", "gauge_live")) for n in own), own
+    assert not list(tmp_path.glob("counter_*"))
+    text = json.loads(quiet[-2])
+    assert value(text, "coyote_store_outages_total") == 0  # shown all the same
+    assert "coyote_instance_ejections_total" not in text  # labelled: none yet, as one process
+    # a worker that counts events writes them, and they are summed with the others'
+    run(tmp_path, "event store_unreachable\nevent ejected gateway\nevent ejected gateway")
+    run(tmp_path, "event store_unreachable")
+    assert len(list(tmp_path.glob("counter_*.db"))) == 2
+    text = scraped(tmp_path)
+    assert value(text, "coyote_store_outages_total") == 2
+    assert value(text, "coyote_instance_ejections_total", cause="gateway") == 2
+    assert text.count("# TYPE coyote_store_outages_total counter") == 1
+
+
+def test_events_counted_at_once_by_many_threads_of_a_worker_are_all_counted(
+    tmp_path: Path,
+) -> None:
+    script = """
+import os, sys, threading
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from coyote_mw import Coyote, events
+Coyote(token="w" * 32, metrics="open")
+go = threading.Barrier(8)
+def count():
+    go.wait()
+    for _ in range(200):
+        events.emit("store_unreachable")
+        events.emit("ejected", "connect")
+threads = [threading.Thread(target=count) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, check=True, timeout=60)
+    text = scraped(tmp_path)
+    assert value(text, "coyote_store_outages_total") == 1600
+    assert value(text, "coyote_instance_ejections_total", cause="connect") == 1600
+
+
 def test_workers_counts_are_summed_and_a_killed_workers_stay(
     tmp_path: Path, workers: list[Worker]
 ) -> None:

@@ -166,10 +166,17 @@ class _Shared:
         from prometheus_client import Counter, values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
-        self.events = {
-            event: Counter(name, text, events.EVENTS[event], registry=None)
-            for event, (name, text) in EVENT_COUNTERS.items()
-        }
+        # In multiprocess mode a counter is made when first counted: an unlabelled one
+        # writes this process's counter_<pid>.db as soon as it is made, and that file
+        # outlives the process (prometheus-client sums it, and nothing removes it), so a
+        # server replacing its workers (gunicorn's max_requests) would leave one per
+        # worker.  A worker that counts no event leaves none; _FromFiles shows 0 for an
+        # unlabelled counter no worker counted, as one process shows it.
+        self.events: dict[str, Any] = {}
+        self._events_lock = threading.Lock()
+        if not self.multiprocess:
+            for event in EVENT_COUNTERS:
+                self._counter(event)
         self.gauges: dict[str, Any] = {}
         self.directory = _multiprocess_directory()  # every worker's files (multiprocess)
         if self.multiprocess:
@@ -189,9 +196,23 @@ class _Shared:
             self.gauges[name] = gauge
         return gauge
 
+    def _counter(self, event: str) -> Any:
+        """The counter of ``event``, made if it is not yet (once, whatever the threads)."""
+        counter = self.events.get(event)
+        if counter is None:
+            from prometheus_client import Counter
+
+            with self._events_lock:
+                counter = self.events.get(event)
+                if counter is None:
+                    name, text = EVENT_COUNTERS[event]
+                    counter = Counter(name, text, events.EVENTS[event], registry=None)
+                    self.events[event] = counter
+        return counter
+
     def counted(self, event: str, labels: tuple[str, ...]) -> None:
         try:
-            counter = self.events[event]
+            counter = self._counter(event)
             (counter.labels(*labels) if labels else counter).inc()
         except Exception:  # an event must never fail what emitted it
             logger.exception("could not count event %s %s", event, labels)
@@ -776,12 +797,19 @@ class _FromFiles:
     and a family written twice fails the whole scrape."""
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
         from prometheus_client.multiprocess import MultiProcessCollector
 
         ours = (REQUESTS[0], DURATION[0])
+        unseen = {
+            name: text for event, (name, text) in EVENT_COUNTERS.items() if not events.EVENTS[event]
+        }
         for family in MultiProcessCollector(None).collect():  # type: ignore[no-untyped-call]
             if family.name not in ours:
+                unseen.pop(family.name, None)
                 yield family
+        for name, text in unseen.items():  # counted by no worker yet (_Shared)
+            yield CounterMetricFamily(name, text, value=0)
 
 
 class _Sampler:

@@ -12,6 +12,8 @@ commands of SCRIPT, one a line, printing what each gives on a line of its own
   for its every ``count``);
 * ``register PATTERN SERVICE`` / ``deregister SERVICE``: a route of a client, then gone;
 * ``clock SECONDS``: the metrics' clock moved on (``Metrics.clock``);
+* ``event NAME [LABEL ...]``: an event (``coyote_mw.events``), counted as the leader's are;
+* ``files``: the names of this process's files in DIR, as JSON;
 * ``scrape``: ``GET /_coyote/metrics``, its body as JSON text on one line;
 * ``pid``: the process id;
 * ``fold-while-scraping PID``: a scrape during which another process folds worker PID
@@ -85,6 +87,14 @@ def main(directory: str, script: str) -> None:
         elif command == "clock":
             now[0] += float(args[0])
             print("moved", flush=True)
+        elif command == "event":
+            from coyote_mw import events
+
+            events.emit(args[0], *args[1:])
+            print("emitted", flush=True)
+        elif command == "files":
+            pid = str(os.getpid())
+            print(json.dumps(sorted(n for n in os.listdir(directory) if pid in n)), flush=True)
         elif command == "scrape":
             r = http.get("/_coyote/metrics")
             assert r.status_code == 200, r.text

@@ -14,7 +14,9 @@ the same core; wrk rounds are interleaved so the machine's noise hits both alike
 * ``proxy``: ``benchmarks/proxy_apps.py`` - coyote relaying to one upstream (started
   once, from this checkout), access log on.
 
-The table gives median requests/s and p99 per app and checkout, and after / before.
+The table gives median requests/s and p99 per app and checkout, after / before of the
+medians and the median of the rounds' ratios (the two runs of a round are seconds
+apart), and the server's CPU time per request (before / after: above 1, after is cheaper).
 Noise on a shared machine is a few percent: repeat a run before believing a smaller
 difference.
 """
@@ -26,6 +28,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -86,7 +89,7 @@ def main() -> int:
     try:
         if upstream is not None:
             upstream.start(path)
-        results, _ = interleaved(servers, path, expected, args)
+        results, cpu = interleaved(servers, path, expected, args)
     finally:
         if upstream is not None:
             upstream.stop()
@@ -94,12 +97,21 @@ def main() -> int:
     summary = summarise(results)
     print(f"\nbefore: {base}\nafter:  {ROOT}")
     print(f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds; medians\n")
-    print("| app | before req/s | after req/s | after / before | p99 before | p99 after |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| app | before req/s | after req/s | after / before | median of the rounds' ratios"
+        " | CPU us/req before | after | before / after | p99 before | p99 after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for app in apps:
-        b, a = summary[f"{app} before"], summary[f"{app} after"]
+        before, after = f"{app} before", f"{app} after"
+        b, a = summary[before], summary[after]
+        rounds = median(
+            [x.rps / y.rps for x, y in zip(results[after], results[before], strict=True)]
+        )
+        cb, ca = median(cpu[before]), median(cpu[after])
         print(
             f"| {app} | {b['rps']:.0f} | {a['rps']:.0f} | {a['rps'] / b['rps']:.3f}x"
+            f" | {rounds:.3f}x | {cb:.1f} | {ca:.1f} | {cb / ca:.3f}x"
             f" | {b['p99_ms']:.2f} | {a['p99_ms']:.2f} |"
         )
     return 0

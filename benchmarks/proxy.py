@@ -12,7 +12,9 @@ interface, uvloop: a server whose HTTP is in Rust); a Starlette gateway on
 a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
 ``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
 forwarding through coyote's transport with nothing else (no routing, forwarded headers
-or log): the ceiling for any gateway on uvicorn; and "python floor"
+or log): the ceiling for any gateway on uvicorn; the same transport behind granian's
+RSGI interface (HTTP in Rust, no ASGI scope or messages: the ceiling for a gateway on
+it); and "python floor"
 (benchmarks/relay_floor.py), a callback-only relay on uvloop and httptools with no
 policy at all: the least any relay written in Python costs.  Every gateway but the bare
 transport sends X-Forwarded-For/-Proto (and all but the floor -Host), as coyote must.
@@ -136,6 +138,16 @@ def main() -> int:
         *("--port", str(port), "benchmarks.proxy_apps:coyote_gateway"),
     ]
     servers["coyote on granian"] = Server("coyote on granian", granian, port, env)
+    port = free_port()  # the bare transport on granian's RSGI interface (no ASGI at all)
+    rsgi = [
+        str(BIN / "granian"),
+        *("--interface", "rsgi", "--loop", "uvloop", "--workers", "1", "--no-ws"),
+        *("--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"),
+        *("--port", str(port), "benchmarks.proxy_apps:bare_rsgi_gateway"),
+    ]
+    servers["bare transport, granian RSGI"] = Server(
+        "bare transport, granian RSGI", rsgi, port, env
+    )
     port = free_port()
     floor = [sys.executable, str(Path(__file__).with_name("relay_floor.py")), str(port)]
     servers["python floor"] = Server("python floor", floor, port, env)

@@ -81,6 +81,31 @@ def _bare_gateway() -> Any:
     return app
 
 
+def _bare_rsgi_gateway() -> Any:
+    """``bare_gateway`` on granian's RSGI interface (HTTP in Rust, no ASGI scope or
+    messages: the request an object, the answer one ``response_bytes`` call)."""
+    from urllib.parse import urlsplit
+
+    from coyote_mw.remote.transport import Pool
+
+    up = urlsplit(UPSTREAM)
+    host, port = up.hostname or "127.0.0.1", up.port or 80
+    pools: list[Pool] = []
+
+    class App:
+        async def __rsgi__(self, scope: Any, proto: Any) -> None:
+            if not pools:
+                pools.append(Pool(read_timeout=None))
+            r = await pools[0].request("GET", host, port, scope.path.encode(), [])
+            body = r.take_whole()
+            if body is None:
+                body = await r.aread()
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in r.headers]
+            proto.response_bytes(r.status, headers, body)
+
+    return App()
+
+
 def _httpx_gateway() -> Any:
     import httpx
     from starlette.applications import Starlette
@@ -134,6 +159,7 @@ def __getattr__(name: str) -> Any:
     builders = {
         "coyote_gateway": _coyote,
         "bare_gateway": _bare_gateway,
+        "bare_rsgi_gateway": _bare_rsgi_gateway,
         "httpx_gateway": _httpx_gateway,
         "aiohttp_gateway": _aiohttp_gateway,
     }

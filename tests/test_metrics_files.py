@@ -352,6 +352,43 @@ for t in threads:
     assert value(text, "coyote_instance_ejections_total", cause="connect") == 1600
 
 
+FORK_DURING_FIRST_EVENT = """
+import os, signal, sys, threading
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from coyote_mw import Coyote, events
+Coyote(token="w" * 32, metrics="open")
+first = threading.Thread(target=events.emit, args=("store_unreachable",))
+first.start()
+pid = os.fork()  # as gunicorn's arbiter forks a worker while a thread of it counts
+if pid == 0:
+    signal.alarm(5)  # a child stuck on a lock held at the fork dies of SIGALRM
+    events.emit("store_unreachable")
+    events.emit("ejected", "connect")
+    os._exit(0)
+first.join()
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_worker_forked_while_an_event_counter_is_made_can_count(tmp_path: Path) -> None:
+    # the first event of a kind makes its counter and its file (a fraction of a ms, under
+    # locks): a fork meanwhile (gunicorn --preload, the arbiter's threads counting) must
+    # not leave the child a lock held for good
+    for trial in range(12):
+        directory = tmp_path / str(trial)
+        directory.mkdir()
+        out = subprocess.run(
+            [sys.executable, "-c", FORK_DURING_FIRST_EVENT, str(directory)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["0"], f"trial {trial}: {out.stdout} {out.stderr}"
+
+
 def test_workers_counts_are_summed_and_a_killed_workers_stay(
     tmp_path: Path, workers: list[Worker]
 ) -> None:

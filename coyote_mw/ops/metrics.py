@@ -173,7 +173,6 @@ class _Shared:
         # worker.  A worker that counts no event leaves none; _FromFiles shows 0 for an
         # unlabelled counter no worker counted, as one process shows it.
         self.events: dict[str, Any] = {}
-        self._events_lock = threading.Lock()
         if not self.multiprocess:
             for event in EVENT_COUNTERS:
                 self._counter(event)
@@ -197,23 +196,24 @@ class _Shared:
         return gauge
 
     def _counter(self, event: str) -> Any:
-        """The counter of ``event``, made if it is not yet (once, whatever the threads)."""
+        """The counter of ``event``, made if it is not yet (under ``_events_lock``)."""
         counter = self.events.get(event)
         if counter is None:
             from prometheus_client import Counter
 
-            with self._events_lock:
-                counter = self.events.get(event)
-                if counter is None:
-                    name, text = EVENT_COUNTERS[event]
-                    counter = Counter(name, text, events.EVENTS[event], registry=None)
-                    self.events[event] = counter
+            name, text = EVENT_COUNTERS[event]
+            counter = Counter(name, text, events.EVENTS[event], registry=None)
+            self.events[event] = counter
         return counter
 
     def counted(self, event: str, labels: tuple[str, ...]) -> None:
         try:
-            counter = self._counter(event)
-            (counter.labels(*labels) if labels else counter).inc()
+            # Made and counted under the lock, which a fork waits for (_before_fork): a
+            # counter's first value writes its file under prometheus-client's own lock
+            # too, and a child forked meanwhile would inherit both held for good
+            with _events_lock:
+                counter = self._counter(event)
+                (counter.labels(*labels) if labels else counter).inc()
         except Exception:  # an event must never fail what emitted it
             logger.exception("could not count event %s %s", event, labels)
 
@@ -228,6 +228,9 @@ def _multiprocess_directory() -> str:
 
 
 _shared: _Shared | None = None
+# held while an event is counted, and by a fork (so that no child starts with it, or
+# prometheus-client's lock taken under it, held): events are rare, the wait short
+_events_lock = threading.RLock()
 _missing = False  # prometheus-client is not installed
 _shared_lock = threading.Lock()
 # multiprocess mode: this process's slots (made when first needed), and the lock every
@@ -911,4 +914,20 @@ def _forked() -> None:
         metrics._swept_at = 0
 
 
-os.register_at_fork(after_in_child=_forked)
+def _before_fork() -> None:
+    _events_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _events_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _events_lock
+    _events_lock = threading.RLock()
+    _forked()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

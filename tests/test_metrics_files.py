@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,17 @@ def labels_of(n: int) -> tuple[str, str, str, str]:
 
 
 # -- the files ------------------------------------------------------------------------
+
+
+def python(
+    script: str, *args: str | Path, under: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a Python process of its own (``under`` a command, if given)
+    with ``args``; it must exit 0 (its output is returned)."""
+    argv = [*under, sys.executable, "-c", script, *map(str, args)]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out
 
 
 def test_counts_are_read_back_by_labels_across_several_slot_files(tmp_path: Path) -> None:
@@ -148,14 +159,7 @@ print(slot.index)
 files.free(slot)  # its one user
 print(len(read_series(sys.argv[1])))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = python(script, tmp_path)
     assert out.stdout.split() == ["0", "0"]  # the free slot given; then freed
 
 
@@ -190,14 +194,7 @@ def test_a_disk_that_fills_up_kills_no_worker(tmp_path: Path) -> None:
     argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(tmp_path)]
     if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
         pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
-    out = subprocess.run(
-        [*argv, sys.executable, "-c", FULL_DISK, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = python(FULL_DISK, tmp_path, under=argv)
     assert out.stdout.split() == ["60"]  # its own scrape shows every route
     said = [line for line in out.stderr.splitlines() if "could not write" in line]
     assert len(said) == 1 and "No space left on device" in said[0], out.stderr
@@ -346,7 +343,7 @@ for t in threads:
 for t in threads:
     t.join()
 """
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, check=True, timeout=60)
+    python(script, tmp_path)
     text = scraped(tmp_path)
     assert value(text, "coyote_store_outages_total") == 1600
     assert value(text, "coyote_instance_ejections_total", cause="connect") == 1600
@@ -378,14 +375,7 @@ def test_a_worker_forked_while_an_event_counter_is_made_can_count(tmp_path: Path
     for trial in range(12):
         directory = tmp_path / str(trial)
         directory.mkdir()
-        out = subprocess.run(
-            [sys.executable, "-c", FORK_DURING_FIRST_EVENT, str(directory)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
+        out = python(FORK_DURING_FIRST_EVENT, directory)
         assert out.stdout.split() == ["0"], f"trial {trial}: {out.stdout} {out.stderr}"
 
 
@@ -531,10 +521,7 @@ if sys.argv[1] == "ours":
 """
 
     def counted(who: str, folder: Path) -> str:
-        argv = [sys.executable, "-c", code, who, str(folder)]
-        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        return python(code, who, folder).stdout
 
     mine = counted("ours", ours)
     counted("theirs", theirs)

@@ -10,7 +10,10 @@ coyote's own HTTP/1.1 server (``coyote leader --http coyote``, relaying without 
 where it can: coyote_mw.middleware.direct) and on granian (one worker, its ASGI
 interface, uvloop: a server whose HTTP is in Rust); a Starlette gateway on
 a shared httpx.AsyncClient (what most FastAPI gateways do); the same on aiohttp; nginx
-``proxy_pass`` with upstream keepalive; "bare transport", one ASGI function on uvicorn
+``proxy_pass`` with upstream keepalive, without an access log and with its own (the
+combined format, buffered), beside coyote's own server without its access line (the
+target is judged as it was set, coyote logging and nginx not; these two rows give the
+ratios like for like); "bare transport", one ASGI function on uvicorn
 forwarding through coyote's transport with nothing else (no routing, forwarded headers
 or log): the ceiling for any gateway on uvicorn; the same transport behind granian's
 RSGI interface (HTTP in Rust, no ASGI scope or messages: the ceiling for a gateway on
@@ -55,6 +58,11 @@ TARGET_DIRECT = "coyote >= 0.3x direct"
 TARGET_PEERS = "coyote >= 15x the httpx gateway and >= 2x the aiohttp one, with a lower p99"
 # and against nginx itself, on a small and a 64 KiB answer at 32 and 64 connections
 TARGET_NGINX = "coyote >= 0.8x nginx's throughput with a p99 <= 1.5x nginx's"
+# The target is judged as it was set: coyote writing its access line, nginx none.  Two
+# more rows give the like-for-like ratios: each writing its access log, and neither.
+NGINX_LOGGED = "nginx, access log on"
+COYOTE_UNLOGGED = "coyote --http coyote, access log off"
+NGINX_LOG = "access_log {log} combined buffer=64k flush=1s;"
 
 NGINX_CONF = """
 worker_processes 1;
@@ -63,7 +71,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
@@ -130,6 +138,13 @@ def main() -> int:
         port,
         env,
     )
+    port = free_port()  # the same, with no access log: like for like with nginx's row
+    servers[COYOTE_UNLOGGED] = Server(
+        COYOTE_UNLOGGED,
+        [sys.executable, "-m", "benchmarks.proxy_apps", "coyote_gateway", str(port)],
+        port,
+        {"UPSTREAM": upstream_url},
+    )
     port = free_port()  # the same ASGI app on granian (Rust I/O, one worker, uvloop)
     granian = [
         str(BIN / "granian"),
@@ -154,8 +169,20 @@ def main() -> int:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if Path(nginx).exists():
         port = free_port()
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=up_port, port=port))
+        conf = NGINX_CONF.format(tmp=tmp, upstream=up_port, port=port, access_log="access_log off;")
+        (tmp / "nginx.conf").write_text(conf)
         servers["nginx"] = Server("nginx", [nginx, "-c", str(tmp / "nginx.conf")], port)
+        # like for like with coyote's line: nginx's own access log, as it ships (the
+        # combined format), buffered as coyote's BufferedFileHandler is
+        port = free_port()
+        logged = tmp / "logged"
+        logged.mkdir()
+        line = NGINX_LOG.format(log=logged / "access.log")
+        conf = NGINX_CONF.format(tmp=logged, upstream=up_port, port=port, access_log=line)
+        (logged / "nginx.conf").write_text(conf)
+        servers[NGINX_LOGGED] = Server(
+            NGINX_LOGGED, [nginx, "-c", str(logged / "nginx.conf")], port
+        )
     else:
         print("nginx is missing (apt-get install nginx-light): its row is skipped")
 
@@ -221,6 +248,19 @@ def main() -> int:
             f"target: {TARGET_NGINX}: {name}, {path} c={c}: {'PASS' if ok else 'FAIL'} "
             f"({rps:.2f}x the throughput, {p99:.2f}x the p99)"
         )
+    for (path, c), summary in summaries.items():
+        pairs = [
+            ("each logging", "coyote --http coyote", NGINX_LOGGED),
+            ("neither logging", COYOTE_UNLOGGED, "nginx"),
+        ]
+        for what, ours, theirs in pairs:
+            if ours in summary and theirs in summary:
+                a, b = summary[ours], summary[theirs]
+                print(
+                    f"like for like, {what}: coyote --http coyote, {path} c={c}: "
+                    f"{a['rps'] / b['rps']:.2f}x nginx's throughput, "
+                    f"{a['p99_ms'] / b['p99_ms']:.2f}x its p99"
+                )
     hello = summaries.get(("/hello", 32))
     if hello is not None:
         coyote, direct = hello["coyote"], hello["direct"]["rps"]
@@ -242,7 +282,11 @@ def main() -> int:
             f"{coyote['rps'] / aiohttp_gw['rps']:.1f}x aiohttp)"
         )
     log = tmp / "access.log"
-    print(f"coyote access log: {sum(1 for _ in log.open()) if log.exists() else 0} lines")
+    theirs = tmp / "logged" / "access.log"
+    print(
+        f"coyote access log: {sum(1 for _ in log.open()) if log.exists() else 0} lines; "
+        f"nginx's (its row with it on): {sum(1 for _ in theirs.open()) if theirs.exists() else 0}"
+    )
     if args.json:
         args.json.write_text(
             json.dumps({f"{path} c={c}": s for (path, c), s in summaries.items()}, indent=2)

@@ -300,27 +300,121 @@ def scraped(directory: Path) -> str:
     return text
 
 
-def test_a_worker_that_counts_no_event_leaves_no_file_of_prometheus_client(
+def test_a_workers_events_are_counted_in_its_own_files_and_folded_with_them(
     tmp_path: Path,
 ) -> None:
     # prometheus-client keeps every worker's counter_<pid>.db for good (its counts
-    # must outlive it): one made at start by every worker would pile up as a server
-    # replaces its workers (gunicorn's max_requests)
-    quiet = run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3\nscrape\nfiles")
+    # must outlive it): a server that replaces its workers (gunicorn's max_requests)
+    # would keep one for every worker that ever counted an event
+    quiet = run(tmp_path, "pid\ncount GET /items/{id:int} shop 200 0.25 3\nscrape\nfiles")
     own = json.loads(quiet[-1])  # as it ran: what mark_process_dead removes or folds
     assert own and all(n.startswith(("coyote_requests_", "gauge_live")) for n in own), own
-    assert not list(tmp_path.glob("counter_*"))
     text = json.loads(quiet[-2])
     assert value(text, "coyote_store_outages_total") == 0  # shown all the same
     assert "coyote_instance_ejections_total" not in text  # labelled: none yet, as one process
-    # a worker that counts events writes them, and they are summed with the others'
-    run(tmp_path, "event store_unreachable\nevent ejected gateway\nevent ejected gateway")
-    run(tmp_path, "event store_unreachable")
-    assert len(list(tmp_path.glob("counter_*.db"))) == 2
+    # a worker that counts events counts them in its own slots, summed with the others'
+    first = run(
+        tmp_path, "pid\nevent store_unreachable\nevent ejected gateway\nevent ejected gateway"
+    )
+    second = run(tmp_path, "pid\nevent store_unreachable\nevent registered default shop\nfiles")
+    assert all(n.startswith(("coyote_requests_", "gauge_live")) for n in json.loads(second[-1]))
+    assert not list(tmp_path.glob("counter_*"))
     text = scraped(tmp_path)
     assert value(text, "coyote_store_outages_total") == 2
     assert value(text, "coyote_instance_ejections_total", cause="gateway") == 2
+    assert value(text, "coyote_registrations_total", topology="default", service="shop") == 1
     assert text.count("# TYPE coyote_store_outages_total counter") == 1
+    assert "event" not in text.partition("# HELP coyote_request_duration_seconds")[0]
+    # folded once they have exited: no file of theirs is left, and their counts stay
+    pids = [quiet[0], first[0], second[0]]
+    for pid in pids:
+        assert mark_process_dead(int(pid), str(tmp_path))
+    assert not [n for n in os.listdir(tmp_path) if any(pid in n for pid in pids)]
+    text = scraped(tmp_path)
+    assert value(text, "coyote_store_outages_total") == 2
+    assert value(text, "coyote_instance_ejections_total", cause="gateway") == 2
+    assert value(text, "coyote_registrations_total", topology="default", service="shop") == 1
+    shop = {"route": "/items/{id:int}", "service": "shop", "status": "2xx"}
+    assert value(text, "coyote_requests_total", **shop) == 3
+
+
+SATURATION = """
+import os, sys, threading
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+import httpx
+from coyote_mw import Client, Coyote, Request, route
+gate = threading.Event()
+class Held(Client):
+    @route("GET", "/hold")
+    def hold(self, request: Request) -> str:
+        gate.wait(10)
+        return "held"
+coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrency": 1, "queue": 0}})
+coyote.register(Held(), topology="blue")
+http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
+held = threading.Thread(target=http.get, args=("/hold",))
+held.start()
+while coyote.relay_for("blue").active == 0:
+    pass
+statuses = [http.get("/hold").status_code for _ in range(3)]
+gate.set()
+held.join()
+ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
+scraped = ops.get("/_coyote/metrics")  # its state written, as each second
+assert scraped.status_code == 200, (scraped.status_code, scraped.text)
+print(os.getpid())
+print(statuses)
+print(sorted(n for n in os.listdir(sys.argv[1]) if str(os.getpid()) in n))
+"""
+
+
+def test_a_workers_saturations_are_counted_in_its_own_files(tmp_path: Path) -> None:
+    # (counted from the relays as the worker writes its state: each second, and at a
+    # scrape it answers)
+    pid, statuses, files = python(SATURATION, tmp_path).stdout.splitlines()
+    assert statuses == "[503, 503, 503]"
+    assert "counter_" not in files and "coyote_requests_" in files
+    text = scraped(tmp_path)
+    assert value(text, "coyote_relay_saturated_total", topology="blue") == 3
+    assert text.count("# TYPE coyote_relay_saturated_total counter") == 1
+    assert mark_process_dead(int(pid), str(tmp_path))
+    assert not [n for n in os.listdir(tmp_path) if pid in n]
+    assert value(scraped(tmp_path), "coyote_relay_saturated_total", topology="blue") == 3
+
+
+PRELOADED = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from coyote_mw import Coyote, events
+from coyote_mw.ops.metrics import mark_process_dead
+Coyote(token="w" * 32, metrics="open")
+events.emit("store_unreachable")  # the master, before it forks (gunicorn --preload)
+events.emit("ejected", "connect")
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        events.emit("store_unreachable")
+        events.emit("ejected", "connect")
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+    assert mark_process_dead(pid)
+print(sorted(n for n in os.listdir(sys.argv[1]) if any(str(p) in n for p in children)))
+"""
+
+
+def test_workers_forked_from_a_master_that_counted_events_leave_no_file(
+    tmp_path: Path,
+) -> None:
+    # gunicorn --preload: each worker counts in slots of its own, never in its master's
+    # (which it inherits), and they are folded once it has exited
+    assert python(PRELOADED, tmp_path).stdout.split() == ["[]"]
+    assert not list(tmp_path.glob("counter_*"))
+    text = scraped(tmp_path)
+    assert value(text, "coyote_store_outages_total") == 4  # the master's one, a worker's each
+    assert value(text, "coyote_instance_ejections_total", cause="connect") == 4
 
 
 def test_events_counted_at_once_by_many_threads_of_a_worker_are_all_counted(
@@ -564,6 +658,32 @@ Histogram(*DURATION, ROUTE, registry=None).labels("default", "GET", "/old", "svc
     assert 'route="/old"' not in text
     assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
     assert value(text, "coyote_relay_concurrency", topology="default") > 0
+
+
+def test_an_older_versions_event_files_are_summed_with_the_slots_a_family_each(
+    tmp_path: Path,
+) -> None:
+    # a worker of an older version counted its events and saturations in
+    # prometheus-client's counter files (as a worker still does where it cannot write
+    # its slots), and left them in the directory
+    older = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from prometheus_client import Counter
+from coyote_mw.ops.metrics import SATURATED
+Counter("coyote_store_outages", "older", registry=None).inc(5)
+Counter("coyote_instance_ejections", "older", ["cause"], registry=None).labels("timer").inc(2)
+Counter(*SATURATED, registry=None).labels("blue").inc(4)
+"""
+    python(older, tmp_path)
+    run(tmp_path, "event store_unreachable\nevent ejected timer\nevent ejected connect")
+    text = scraped(tmp_path)
+    for family in ("coyote_store_outages", "coyote_instance_ejections", "coyote_relay_saturated"):
+        assert text.count(f"# TYPE {family}_total counter") == 1, family
+    assert value(text, "coyote_store_outages_total") == 6
+    assert value(text, "coyote_instance_ejections_total", cause="timer") == 3
+    assert value(text, "coyote_instance_ejections_total", cause="connect") == 1
+    assert value(text, "coyote_relay_saturated_total", topology="blue") == 4
 
 
 def test_a_request_of_a_route_whose_slot_was_freed_counts_in_no_other_routes_slot(

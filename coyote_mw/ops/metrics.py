@@ -36,11 +36,17 @@ queues, ``livemax`` for routes and ejected instances (every worker holds the sam
 table), ``livemin`` for the store (down if any worker finds it down).
 
 The event counters (``coyote_mw.events``: registrations, expiries, ejections, store
-outages) are prometheus-client Counters of the process, shown by every leader in it.
+outages) are prometheus-client Counters of the process, shown by every leader in it.  In
+multiprocess mode they, and the relay's saturations, are counted in the worker's slots
+instead (a slot an event and its labels, topology ``_EVENT``, the count its first
+number), so that ``mark_process_dead`` folds them with its requests and removes its
+files: prometheus-client keeps a dead worker's counter file for good, and a server that
+replaces its workers would keep one for every worker that ever counted an event.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -159,25 +165,27 @@ def check_mode(mode: str | bool) -> str:
 
 
 class _Shared:
-    """The process's event counters, and in multiprocess mode its request counter,
-    histogram and gauges (prometheus-client's, written to files every worker shares)."""
+    """The process's event counters, and in multiprocess mode its gauges
+    (prometheus-client's, written to files every worker shares) and its events' slots."""
 
     def __init__(self) -> None:
         from prometheus_client import Counter, values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
-        # In multiprocess mode a counter is made when first counted: an unlabelled one
-        # writes this process's counter_<pid>.db as soon as it is made, and that file
-        # outlives the process (prometheus-client sums it, and nothing removes it), so a
-        # server replacing its workers (gunicorn's max_requests) would leave one per
-        # worker.  A worker that counts no event leaves none; _FromFiles shows 0 for an
-        # unlabelled counter no worker counted, as one process shows it.
+        # In multiprocess mode an event is counted in a slot of this process's files
+        # (_count_in_files), folded and removed with them once it has exited.  A
+        # prometheus-client counter, made when first counted, is what is left where
+        # those files cannot be written: its file (counter_<pid>.db) outlives the
+        # process for good.  _FromFiles shows 0 for an unlabelled counter no worker
+        # counted, as one process shows it.
         self.events: dict[str, Any] = {}
         if not self.multiprocess:
             for event in EVENT_COUNTERS:
                 self._counter(event)
         self.gauges: dict[str, Any] = {}
         self.directory = _multiprocess_directory()  # every worker's files (multiprocess)
+        self.slots: dict[tuple[str, ...], Slot] = {}  # an event series' slot, by its key
+        self._files_failed = False
         if self.multiprocess:
             self.saturated = Counter(*SATURATED, registry=None)
         events.listen(self.counted)
@@ -212,10 +220,48 @@ class _Shared:
             # counter's first value writes its file under prometheus-client's own lock
             # too, and a child forked meanwhile would inherit both held for good
             with _events_lock:
+                if self._count_in_files(EVENT_COUNTERS[event][0], labels, 1):
+                    return
                 counter = self._counter(event)
                 (counter.labels(*labels) if labels else counter).inc()
         except Exception:  # an event must never fail what emitted it
             logger.exception("could not count event %s %s", event, labels)
+
+    def count_saturated(self, topology: str, n: int) -> None:
+        """``n`` more requests refused because ``topology``'s relay was full (multiprocess
+        mode: ``_Sampler`` counts them from the relays)."""
+        with _events_lock:
+            if not self._count_in_files(SATURATED[0], (topology,), n):
+                self.saturated.labels(topology).inc(n)
+
+    def _count_in_files(self, name: str, labels: tuple[str, ...], n: int) -> bool:
+        """Multiprocess mode: ``n`` added to the series ``name`` / ``labels`` in this
+        process's slots (its slot given on its first count, and held).  False where
+        there are none (one process) or they cannot be written (said once): the caller
+        counts in prometheus-client's files then."""
+        if not self.multiprocess or not self.directory:
+            return False
+        global _files
+        key = _event_key(name, labels)
+        with _files_lock:  # every addition to this process's slots holds it
+            slot = self.slots.get(key)
+            if slot is None:
+                try:
+                    if _files is None:
+                        _files = SeriesFiles(self.directory)
+                    slot = self.slots[key] = _files.slot(key)
+                except OSError as exc:
+                    if not self._files_failed:
+                        self._files_failed = True
+                        logger.error(
+                            "metrics: could not write to %s (%s); this worker's events are "
+                            "counted in prometheus-client's files, kept after it exits",
+                            self.directory,
+                            exc,
+                        )
+                    return False
+            slot.counts[0] += n
+        return True
 
 
 def _multiprocess_directory() -> str:
@@ -266,6 +312,15 @@ class _Series:
 
 
 _NO_ROUTE = ("", "", "", "")
+# the topology of an event's slot (multiprocess mode): none of a route (a name has no NUL)
+_EVENT = "\x00event"
+
+
+def _event_key(name: str, labels: tuple[str, ...]) -> tuple[str, str, str, str]:
+    """The labels of the slot that counts event family ``name`` with ``labels``."""
+    return (_EVENT, name, json.dumps(labels), "")
+
+
 _ABSENT = object()  # labels the archive does not have
 
 
@@ -403,16 +458,19 @@ class Metrics:
             _sampler.watch(self)
             _sampler.write_or_say()  # this worker's state as it is now
             registry = CollectorRegistry()
+            # (the requests' files are read under the directory's lock, in _merged; not
+            # taken around the rest too: a fold waiting for it in between would hold up
+            # both): the events' slots are read with them
+            counted: dict[tuple[str, ...], float] = {}
+            text = _requests_text(self, counted)
             if os.path.isdir(shared.directory):
-                registry.register(_FromFiles())
+                registry.register(_FromFiles(counted))
             elif not self._files_failed:  # removed under the workers: what is left
                 self._files_failed = True
                 logger.error(
                     "metrics: %s is gone; scrapes show this worker's alone", shared.directory
                 )
-            # (the requests' files are read under the directory's lock, in _merged; not
-            # taken around this too: a fold waiting for it in between would hold up both)
-            return _requests_text(self).encode("utf-8") + encode(registry), content_type
+            return text.encode("utf-8") + encode(registry), content_type
         if self._registry is None:
             from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
@@ -461,14 +519,17 @@ class Metrics:
                 self._bound = {}  # binds a series of its own again
         return live
 
-    def snapshot(self) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
+    def snapshot(
+        self, counted: dict[tuple[str, ...], float] | None = None
+    ) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Each route's labels, counts by status class, bucket counts and sum (a copy);
         series of routes long gone are dropped first (``retire``).  In multiprocess
-        mode: every worker's, summed (``_merged``)."""
+        mode: every worker's, summed (``_merged``), and ``counted`` given the events'
+        series read with them (by their slots' labels: ``_event_key``)."""
         live = self.retire()
         shared = self.shared
         if shared is not None and shared.multiprocess:
-            return self._merged(shared.directory, live)
+            return self._merged(shared.directory, live, counted)
         with self._lock:
             return [
                 (s.labels, list(s.counts), list(s.buckets), s.sums[0])
@@ -476,7 +537,10 @@ class Metrics:
             ]
 
     def _merged(
-        self, directory: str, live: set[tuple[str, ...]]
+        self,
+        directory: str,
+        live: set[tuple[str, ...]],
+        counted: dict[tuple[str, ...], float] | None = None,
     ) -> list[tuple[tuple[str, ...], list[int], list[int], float]]:
         """Every worker's series in ``directory`` summed by labels, and this worker's
         that are not in a file.  Labels of no route now (not in ``live``) are shown for
@@ -490,6 +554,11 @@ class Metrics:
         held: set[tuple[str, ...]] = set()  # ... and the workers' slots'
         with metrics_files.locked(directory):
             merged = read_series(directory, archived, held)
+        for labels in [labels for labels in merged if labels[0] == _EVENT]:
+            # an event's series, never a route's: never gone, never dropped
+            counts = merged.pop(labels)[0]
+            if counted is not None:
+                counted[labels] = counts[0]
         noted: dict[tuple[str, ...], float | None] = {}  # news for the archive
         drop: dict[tuple[str, ...], float] = {}  # its series to drop: gone since
         with self._lock:
@@ -670,11 +739,12 @@ def _state(
     return values, relays
 
 
-def _requests_text(metrics: Metrics) -> str:
+def _requests_text(metrics: Metrics, counted: dict[tuple[str, ...], float] | None = None) -> str:
     """The requests' two families (``REQUESTS``, ``DURATION``) in the text format,
     exactly as prometheus-client writes them from a ``CounterMetricFamily`` and a
     ``HistogramMetricFamily`` (tests/test_metrics.py compares the two): label names
-    sorted, label values escaped, numbers as Go writes floats."""
+    sorted, label values escaped, numbers as Go writes floats.  ``counted``: as
+    ``Metrics.snapshot``."""
     from prometheus_client.utils import floatToGoString
 
     les = _bucket_bounds()
@@ -686,7 +756,7 @@ def _requests_text(metrics: Metrics) -> str:
         f"# HELP {duration} {_help(DURATION[1])}\n# TYPE {duration} histogram\n",
     ]
     add_count, add_duration = counts_out.append, durations_out.append
-    for labels, counts, buckets, total in sorted(metrics.snapshot()):
+    for labels, counts, buckets, total in sorted(metrics.snapshot(counted)):
         topology, method, route, service = (_label_value(v) for v in labels)
         inner = f'method="{method}",route="{route}",service="{service}"'
         tail = f'topology="{topology}"}} '
@@ -797,22 +867,48 @@ class _FromFiles:
     """prometheus-client's collector over every worker's files (multiprocess mode),
     without the requests' families (``_requests_text`` writes them): workers of an
     older version counted them in prometheus-client's files, which may still be there,
-    and a family written twice fails the whole scrape."""
+    and a family written twice fails the whole scrape.  The event counters (and the
+    saturations) are the sums of the events' slots (``counted``, by ``_event_key``) and
+    of what prometheus-client's files hold of them (an older version's workers, or a
+    worker that could not write its slots), a family each."""
+
+    def __init__(self, counted: Mapping[tuple[str, ...], float]) -> None:
+        self.counted = counted
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
         from prometheus_client.multiprocess import MultiProcessCollector
 
         ours = (REQUESTS[0], DURATION[0])
-        unseen = {
-            name: text for event, (name, text) in EVENT_COUNTERS.items() if not events.EVENTS[event]
+        counters = {
+            name: (text, events.EVENTS[event]) for event, (name, text) in EVENT_COUNTERS.items()
         }
+        counters[SATURATED[0]] = (SATURATED[1], SATURATED[2])
+        totals: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in counters}
+        for (_, name, labels, _), value in self.counted.items():
+            if name in totals:
+                key = tuple(json.loads(labels))
+                totals[name][key] = totals[name].get(key, 0) + value
         for family in MultiProcessCollector(None).collect():  # type: ignore[no-untyped-call]
-            if family.name not in ours:
-                unseen.pop(family.name, None)
+            if family.name in ours:
+                continue
+            if family.name not in counters:
                 yield family
-        for name, text in unseen.items():  # counted by no worker yet (_Shared)
-            yield CounterMetricFamily(name, text, value=0)
+                continue
+            names = counters[family.name][1]
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = tuple(sample.labels.get(n, "") for n in names)
+                    totals[family.name][key] = totals[family.name].get(key, 0) + sample.value
+        for name, (text, names) in counters.items():
+            values = totals[name]
+            if not names:  # shown at 0 until some worker counts one, as one process shows it
+                yield CounterMetricFamily(name, text, value=values.get((), 0))
+            elif values:
+                family = CounterMetricFamily(name, text, labels=names)
+                for key, value in sorted(values.items()):
+                    family.add_metric(key, value)
+                yield family
 
 
 class _Sampler:
@@ -873,12 +969,17 @@ class _Sampler:
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)
+            saturated: list[tuple[str, int]] = []
             for relay, topology in relays.items():
                 done = relay.saturated
                 new = done - self._counted.get(relay, 0)
                 if new > 0:
-                    shared.saturated.labels(topology).inc(new)
+                    saturated.append((topology, new))
                 self._counted[relay] = done
+        # (not under self._lock: a request's first series takes the slots' lock, then
+        # this one, in watch)
+        for topology, new in saturated:
+            shared.count_saturated(topology, new)
 
     def forked(self) -> None:
         # the thread stayed in the parent; leaders come back by serving here
@@ -902,6 +1003,8 @@ def _forked() -> None:
     if _files is not None:
         _files.close()
         _files = None
+    if _shared is not None:
+        _shared.slots = {}  # its events counted in slots of its own too
     for metrics in list(_leaders):
         metrics._bound = {}
         if metrics._lock is not parents:  # one process's metrics (its own lock)

@@ -6,7 +6,8 @@
 
 ``--suite relay`` (the default): the upstream of benchmarks/proxy.py and the gateway of
 ``coyote leader --http coyote`` (``benchmarks.proxy_apps coyote_gateway``, relaying
-without ASGI where it can, access log on, to a file), ``GET /hello``.  ``--suite
+without ASGI where it can, access log on, to a file), ``GET /hello`` (``--path /64k``:
+the 64 KiB answer).  ``--suite
 inprocess``: the apps of benchmarks/inprocess.py on uvicorn (httptools, uvloop), the
 native Starlette route, coyote standalone and coyote in front of a Starlette host, one
 after the other, ``GET /hello/world``.
@@ -169,6 +170,9 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=300, help="requests before counting")
     parser.add_argument("--requests", type=int, default=100, help="requests counted")
     parser.add_argument("--top", type=int, default=30, help="functions shown")
+    parser.add_argument(
+        "--path", choices=("/hello", "/64k"), default="/hello", help="relay: the path asked"
+    )
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)  # the server's side
     args = parser.parse_args()
     if args.serve:
@@ -177,7 +181,7 @@ def main() -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="coyote-bytecodes-"))
     if args.suite == "relay":
-        path, apps = "/hello", {"coyote --http coyote, relaying": "gateway"}
+        path, apps = args.path, {"coyote --http coyote, relaying": "gateway"}
     else:
         path = "/hello/world"
         apps = {

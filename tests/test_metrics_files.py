@@ -182,7 +182,11 @@ except OSError:
     os.close(fd)
 for endpoint in routes:
     metrics.record(endpoint, 200, 0.1)
-print(metrics.render()[0].decode().count('status="2xx"'))
+from coyote_mw import events
+events.emit("registered", "default", "shop")  # its slot cannot be given either
+text = metrics.render()[0].decode()
+print(text.count('status="2xx"'))
+print(text.count('coyote_registrations_total{service="shop",topology="default"} 1.0'))
 """
 
 
@@ -195,9 +199,11 @@ def test_a_disk_that_fills_up_kills_no_worker(tmp_path: Path) -> None:
     if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
         pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
     out = python(FULL_DISK, tmp_path, under=argv)
-    assert out.stdout.split() == ["60"]  # its own scrape shows every route
+    assert out.stdout.split() == ["60", "1"]  # its own scrape shows every route, the event
     said = [line for line in out.stderr.splitlines() if "could not write" in line]
-    assert len(said) == 1 and "No space left on device" in said[0], out.stderr
+    # once for its requests, once for its events
+    assert len(said) == 2, out.stderr
+    assert all("No space left on device" in line for line in said), out.stderr
 
 
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:
@@ -317,7 +323,8 @@ def test_a_workers_events_are_counted_in_its_own_files_and_folded_with_them(
         tmp_path, "pid\nevent store_unreachable\nevent ejected gateway\nevent ejected gateway"
     )
     second = run(tmp_path, "pid\nevent store_unreachable\nevent registered default shop\nfiles")
-    assert all(n.startswith(("coyote_requests_", "gauge_live")) for n in json.loads(second[-1]))
+    kinds = ("coyote_requests_", "coyote_events_", "gauge_live")
+    assert all(n.startswith(kinds) for n in json.loads(second[-1]))
     assert not list(tmp_path.glob("counter_*"))
     text = scraped(tmp_path)
     assert value(text, "coyote_store_outages_total") == 2
@@ -336,6 +343,77 @@ def test_a_workers_events_are_counted_in_its_own_files_and_folded_with_them(
     assert value(text, "coyote_registrations_total", topology="default", service="shop") == 1
     shop = {"route": "/items/{id:int}", "service": "shop", "status": "2xx"}
     assert value(text, "coyote_requests_total", **shop) == 3
+    # in files of their own: a version that reads only the requests' sees none of them
+    assert {labels[0] for labels in read_series(str(tmp_path))} == {"default", ""}
+    assert "coyote_store_outages" not in (tmp_path / ARCHIVE).read_text()
+
+
+def test_an_event_a_worker_cannot_write_is_shown_by_its_own_scrapes_and_fails_no_other(
+    tmp_path: Path,
+) -> None:
+    # its files cannot grow (RLIMIT_FSIZE, as a full disk): counted in its memory, never
+    # in a counter file of prometheus-client's, which would be left empty for good and
+    # fail every worker's scrape
+    log: list[str] = []
+    own = run(tmp_path, "full\nevent registered default shop\nscrape", log)
+    mine = {"service": "shop", "topology": "default"}
+    assert value(json.loads(own[-1]), "coyote_registrations_total", **mine) == 1
+    assert sum("events it had not counted" in line for line in log) == 1, log
+    assert not list(tmp_path.glob("counter_*"))
+    text = scraped(tmp_path)  # another worker's
+    assert value(text, "coyote_store_outages_total") == 0
+
+
+def test_a_file_of_prometheus_clients_it_cannot_read_fails_no_scrape(tmp_path: Path) -> None:
+    # an empty counter file (a worker that had no room to size it): prometheus-client's
+    # collector fails on it (struct.error), and would fail every worker's scrape for good
+    run(tmp_path, "count GET /items/{id:int} shop 200 0.25 3\nevent store_unreachable")
+    (tmp_path / "counter_999999.db").touch()
+    log: list[str] = []
+    text = json.loads(run(tmp_path, "scrape", log)[-1])
+    assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
+    assert value(text, "coyote_store_outages_total") == 1
+    assert any("prometheus-client's files could not be read" in line for line in log), log
+
+
+SATURATION_WHILE_GONE = """
+import json, logging, os, shutil, sys, threading
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
+logging.basicConfig(level=logging.CRITICAL)
+import httpx
+from coyote_mw import Client, Coyote, Request, route
+from coyote_mw.ops import metrics
+metrics.SAMPLE_INTERVAL = 3600  # only the calls below write the state
+gate = threading.Event()
+class Held(Client):
+    @route("GET", "/hold")
+    def hold(self, request: Request) -> str:
+        gate.wait(10)
+        return "held"
+coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrency": 1, "queue": 0}})
+coyote.register(Held(), topology="blue")
+http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
+ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
+assert ops.get("/_coyote/metrics").status_code == 200
+shutil.rmtree(directory)  # the directory is gone for a while
+held = threading.Thread(target=http.get, args=("/hold",))
+held.start()
+while coyote.relay_for("blue").active == 0:
+    pass
+assert [http.get("/hold").status_code for _ in range(3)] == [503] * 3
+gate.set()
+held.join()
+metrics._sampler.write_or_say()  # the sampler's tick meanwhile
+os.mkdir(directory)
+text = ops.get("/_coyote/metrics").text
+print(json.dumps([x for x in text.splitlines() if x.startswith("coyote_relay_saturated_total")]))
+"""
+
+
+def test_saturations_counted_while_the_directory_is_gone_are_shown(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    out = python(SATURATION_WHILE_GONE, tmp_path / "d")
+    assert json.loads(out.stdout) == ['coyote_relay_saturated_total{topology="blue"} 3.0']
 
 
 SATURATION = """
@@ -835,7 +913,7 @@ def test_a_fold_that_cannot_write_or_lock_leaves_the_workers_files_counted(
     before = totals(tmp_path)
     assert before[ITEMS] == (5, 5, 1.25)
 
-    def full(directory: str, archive: object, gone: object) -> None:
+    def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(metrics_files, "_write_archive", full)

@@ -37,15 +37,17 @@ table), ``livemin`` for the store (down if any worker finds it down).
 
 The event counters (``coyote_mw.events``: registrations, expiries, ejections, store
 outages) are prometheus-client Counters of the process, shown by every leader in it.  In
-multiprocess mode they, and the relay's saturations, are counted in the worker's slots
-instead (a slot an event and its labels, topology ``_EVENT``, the count its first
-number), so that ``mark_process_dead`` folds them with its requests and removes its
-files: prometheus-client keeps a dead worker's counter file for good, and a server that
-replaces its workers would keep one for every worker that ever counted an event.
+multiprocess mode they, and the relay's saturations, are counted in slots of the
+worker's own files instead (``metrics_files.EVENTS``: a slot an event and its labels,
+the count its first number), so that ``mark_process_dead`` folds them with its
+requests and removes its files: prometheus-client keeps a dead worker's counter file
+for good, and a server that replaces its workers would keep one for every worker that
+ever counted an event.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -59,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
 from coyote_mw.ops import metrics_files
-from coyote_mw.ops.metrics_files import SeriesFiles, Slot, add_values, read_series
+from coyote_mw.ops.metrics_files import EVENTS, SeriesFiles, Slot, add_values, read_series
 
 if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
@@ -169,25 +171,27 @@ class _Shared:
     (prometheus-client's, written to files every worker shares) and its events' slots."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, values
+        from prometheus_client import values
 
         self.multiprocess = values.ValueClass is not values.MutexValue
         # In multiprocess mode an event is counted in a slot of this process's files
-        # (_count_in_files), folded and removed with them once it has exited.  A
-        # prometheus-client counter, made when first counted, is what is left where
-        # those files cannot be written: its file (counter_<pid>.db) outlives the
-        # process for good.  _FromFiles shows 0 for an unlabelled counter no worker
-        # counted, as one process shows it.
+        # (_count_in_files), folded and removed with them once it has exited; where
+        # they cannot be written, in memory (shown by this worker's scrapes alone), never
+        # in prometheus-client's files, whose counter_<pid>.db outlives the process for
+        # good (and on a full disk is a sparse map whose first write kills it: SIGBUS).
+        # _FromFiles shows 0 for an unlabelled counter no worker counted, as one
+        # process shows it.  All of it under _events_lock.
         self.events: dict[str, Any] = {}
+        self.multiprocess_events = self.multiprocess and bool(_multiprocess_directory())
         if not self.multiprocess:
             for event in EVENT_COUNTERS:
                 self._counter(event)
         self.gauges: dict[str, Any] = {}
         self.directory = _multiprocess_directory()  # every worker's files (multiprocess)
+        self.files: SeriesFiles | None = None  # this process's events' files
         self.slots: dict[tuple[str, ...], Slot] = {}  # an event series' slot, by its key
+        self.unfiled: dict[tuple[str, ...], int] = {}  # ... counted where they could not be
         self._files_failed = False
-        if self.multiprocess:
-            self.saturated = Counter(*SATURATED, registry=None)
         events.listen(self.counted)
 
     def gauge(self, name: str) -> Any:
@@ -220,7 +224,8 @@ class _Shared:
             # counter's first value writes its file under prometheus-client's own lock
             # too, and a child forked meanwhile would inherit both held for good
             with _events_lock:
-                if self._count_in_files(EVENT_COUNTERS[event][0], labels, 1):
+                if self.multiprocess_events:
+                    self._count_in_files(EVENT_COUNTERS[event][0], labels, 1)
                     return
                 counter = self._counter(event)
                 (counter.labels(*labels) if labels else counter).inc()
@@ -231,37 +236,45 @@ class _Shared:
         """``n`` more requests refused because ``topology``'s relay was full (multiprocess
         mode: ``_Sampler`` counts them from the relays)."""
         with _events_lock:
-            if not self._count_in_files(SATURATED[0], (topology,), n):
-                self.saturated.labels(topology).inc(n)
+            self._count_in_files(SATURATED[0], (topology,), n)
 
-    def _count_in_files(self, name: str, labels: tuple[str, ...], n: int) -> bool:
+    def _count_in_files(self, name: str, labels: tuple[str, ...], n: int) -> None:
         """Multiprocess mode: ``n`` added to the series ``name`` / ``labels`` in this
-        process's slots (its slot given on its first count, and held).  False where
-        there are none (one process) or they cannot be written (said once): the caller
-        counts in prometheus-client's files then."""
-        if not self.multiprocess or not self.directory:
-            return False
-        global _files
+        process's events' slots (its slot given on its first count, and held); where
+        they cannot be written (said once), in ``unfiled`` (under ``_events_lock``)."""
         key = _event_key(name, labels)
-        with _files_lock:  # every addition to this process's slots holds it
-            slot = self.slots.get(key)
-            if slot is None:
-                try:
-                    if _files is None:
-                        _files = SeriesFiles(self.directory)
-                    slot = self.slots[key] = _files.slot(key)
-                except OSError as exc:
-                    if not self._files_failed:
-                        self._files_failed = True
-                        logger.error(
-                            "metrics: could not write to %s (%s); this worker's events are "
-                            "counted in prometheus-client's files, kept after it exits",
-                            self.directory,
-                            exc,
-                        )
-                    return False
-            slot.counts[0] += n
-        return True
+        slot = self.slots.get(key)
+        if slot is None:
+            if key in self.unfiled:
+                self.unfiled[key] += n
+                return
+            try:
+                if self.files is None:
+                    if not self.directory:  # (prometheus-client's mode on, its name unset)
+                        raise OSError(errno.ENOENT, "PROMETHEUS_MULTIPROC_DIR is not set")
+                    self.files = SeriesFiles(self.directory, metrics_files.EVENTS)
+                slot = self.slots[key] = self.files.slot(key)
+            except OSError as exc:
+                if not self._files_failed:
+                    self._files_failed = True
+                    logger.error(
+                        "metrics: could not write to %s (%s); this worker's events it had "
+                        "not counted are shown only by its own scrapes",
+                        self.directory,
+                        exc,
+                    )
+                self.unfiled[key] = n
+                return
+        slot.counts[0] += n
+
+    def forked(self) -> None:
+        """In a forked child (under ``_events_lock``, made afresh): its events count in
+        files of its own, never in its parent's."""
+        if self.files is not None:
+            self.files.close()
+            self.files = None
+        self.slots = {}
+        self.unfiled = {}
 
 
 def _multiprocess_directory() -> str:
@@ -312,13 +325,12 @@ class _Series:
 
 
 _NO_ROUTE = ("", "", "", "")
-# the topology of an event's slot (multiprocess mode): none of a route (a name has no NUL)
-_EVENT = "\x00event"
 
 
 def _event_key(name: str, labels: tuple[str, ...]) -> tuple[str, str, str, str]:
-    """The labels of the slot that counts event family ``name`` with ``labels``."""
-    return (_EVENT, name, json.dumps(labels), "")
+    """The labels of the slot (``metrics_files.EVENTS``) that counts the counter family
+    ``name`` with ``labels``: a slot's labels are four strings."""
+    return (name, json.dumps(labels), "", "")
 
 
 _ABSENT = object()  # labels the archive does not have
@@ -463,6 +475,9 @@ class Metrics:
             # both): the events' slots are read with them
             counted: dict[tuple[str, ...], float] = {}
             text = _requests_text(self, counted)
+            with _events_lock:  # and what this worker could not write
+                for key, n in shared.unfiled.items():
+                    counted[key] = counted.get(key, 0) + n
             if os.path.isdir(shared.directory):
                 registry.register(_FromFiles(counted))
             elif not self._files_failed:  # removed under the workers: what is left
@@ -554,11 +569,9 @@ class Metrics:
         held: set[tuple[str, ...]] = set()  # ... and the workers' slots'
         with metrics_files.locked(directory):
             merged = read_series(directory, archived, held)
-        for labels in [labels for labels in merged if labels[0] == _EVENT]:
-            # an event's series, never a route's: never gone, never dropped
-            counts = merged.pop(labels)[0]
-            if counted is not None:
-                counted[labels] = counts[0]
+            if counted is not None:  # with them: a fold is seen in both or in neither
+                for labels, values in read_series(directory, family=EVENTS).items():
+                    counted[labels] = values[0][0]
         noted: dict[tuple[str, ...], float | None] = {}  # news for the archive
         drop: dict[tuple[str, ...], float] = {}  # its series to drop: gone since
         with self._lock:
@@ -885,11 +898,19 @@ class _FromFiles:
         }
         counters[SATURATED[0]] = (SATURATED[1], SATURATED[2])
         totals: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in counters}
-        for (_, name, labels, _), value in self.counted.items():
-            if name in totals:
+        for (name, labels, _, _), value in self.counted.items():
+            try:
                 key = tuple(json.loads(labels))
+            except ValueError:  # not a line of ours
+                continue
+            if name in totals and len(key) == len(counters[name][1]):
                 totals[name][key] = totals[name].get(key, 0) + value
-        for family in MultiProcessCollector(None).collect():  # type: ignore[no-untyped-call]
+        try:
+            families = list(MultiProcessCollector(None).collect())  # type: ignore[no-untyped-call]
+        except Exception:  # a file it cannot read (a worker that had no room to write it)
+            logger.exception("metrics: prometheus-client's files could not be read")
+            families = []
+        for family in families:
             if family.name in ours:
                 continue
             if family.name not in counters:
@@ -969,17 +990,12 @@ class _Sampler:
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)
-            saturated: list[tuple[str, int]] = []
             for relay, topology in relays.items():
                 done = relay.saturated
                 new = done - self._counted.get(relay, 0)
-                if new > 0:
-                    saturated.append((topology, new))
+                if new > 0:  # (then _events_lock: nothing holding that takes this one)
+                    shared.count_saturated(topology, new)
                 self._counted[relay] = done
-        # (not under self._lock: a request's first series takes the slots' lock, then
-        # this one, in watch)
-        for topology, new in saturated:
-            shared.count_saturated(topology, new)
 
     def forked(self) -> None:
         # the thread stayed in the parent; leaders come back by serving here
@@ -1004,7 +1020,7 @@ def _forked() -> None:
         _files.close()
         _files = None
     if _shared is not None:
-        _shared.slots = {}  # its events counted in slots of its own too
+        _shared.forked()
     for metrics in list(_leaders):
         metrics._bound = {}
         if metrics._lock is not parents:  # one process's metrics (its own lock)

@@ -42,6 +42,12 @@ grace from then, and the scrapes drop it from the archive twice as late, once no
 worker holds a slot of it (a worker frees its own on its own clock: until then a worker
 that comes later finds the note).
 
+The event counters (``coyote_mw.ops.metrics``: registrations, expiries, ejections,
+store outages, saturations) are kept the same way in files of their own family,
+``coyote_events_<pid>.labels`` and ``_<n>.slots`` (a slot an event and its labels, its
+count the first number) and ``coyote_events_archive.json``, folded with the requests:
+a version that knows only the requests' files reads none of them.
+
 prometheus-client's collector reads ``*.db`` files only; it reads none of these.
 """
 
@@ -59,7 +65,17 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["SLOTS", "SeriesFiles", "add_values", "fold", "locked", "read_series", "update_archive"]
+__all__ = [
+    "EVENTS",
+    "REQUESTS",
+    "SLOTS",
+    "SeriesFiles",
+    "add_values",
+    "fold",
+    "locked",
+    "read_series",
+    "update_archive",
+]
 
 logger = logging.getLogger("coyote_mw.metrics")
 
@@ -74,9 +90,14 @@ COUNTS = 6  # by status class: other, 1xx .. 5xx
 BUCKETS = 16  # coyote_mw.ops.metrics.BUCKETS and +Inf
 SLOT_VALUES = COUNTS + BUCKETS + 1  # and the sum
 _SLOT_BYTES = SLOT_VALUES * 8
-_LABELS = re.compile(r"coyote_requests_(\d+)\.labels")
+REQUESTS = "coyote_requests"
+"""The requests' files' family: ``coyote_requests_<pid>.labels`` and so on."""
+EVENTS = "coyote_events"
+"""The event counters' files' family."""
+_FAMILIES = (REQUESTS, EVENTS)
 ARCHIVE = "coyote_requests_archive.json"
-"""The counts of the workers that have exited and were folded (``fold``)."""
+"""The counts of the workers that have exited and were folded (``fold``); the events'
+are in ``coyote_events_archive.json``."""
 LOCK = "coyote_requests.lock"
 GATE = "coyote_requests.gate"
 LOCK_WAIT = 5.0
@@ -120,10 +141,10 @@ class SeriesFiles:
     the caller holds the process's lock (every leader's ``Metrics._lock`` in
     multiprocess mode) around ``slot``, ``free`` and the additions."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, family: str = REQUESTS) -> None:
         self.directory = directory
         self.pid = os.getpid()
-        self._prefix = os.path.join(directory, f"coyote_requests_{self.pid}")
+        self._prefix = os.path.join(directory, f"{family}_{self.pid}")
         # per .slots file: its map and that map seen as 8-byte integers and as doubles
         self._chunks: list[tuple[mmap.mmap, memoryview[int], memoryview[float]]] = []
         self._given: dict[Labels, int] = {}  # labels -> slot, for the labels file
@@ -300,38 +321,50 @@ def _flock(fd: int, operation: int, deadline: float) -> bool:
 
 
 def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
-    """Add the counts of worker ``pid``, which has exited, to the directory's archive and
-    remove its files.  False: not folded, its files left as they are (still read) - the
-    lock not had within ``wait`` seconds; OSError: the archive could not be written (a
-    full disk), nothing changed."""
-    prefix = os.path.join(directory, f"coyote_requests_{pid}")
-    labels_file = prefix + ".labels"
-    if not os.path.exists(labels_file):
+    """Add the counts of worker ``pid``, which has exited, to the directory's archives
+    (its requests' and its events') and remove its files.  False: not folded, its files
+    left as they are (still read) - the lock not had within ``wait`` seconds; OSError:
+    an archive could not be written (a full disk), that family's files left as they
+    are."""
+    families = [
+        family
+        for family in _FAMILIES
+        if os.path.exists(os.path.join(directory, f"{family}_{pid}.labels"))
+    ]
+    if not families:
         return True  # nothing counted (or folded already)
     with locked(directory, exclusive=True, wait=wait) as held:
         if not held:
             return False
-        # out of the readers' sight first: should it stay (removing the rest failed),
-        # its counts are in the archive once, not twice
-        folding = labels_file + ".folding"
-        try:
-            os.replace(labels_file, folding)
-        except FileNotFoundError:
-            return True  # folded by another while this one waited for the lock
-        try:
-            archive, gone = _read_archive(directory)
-            for labels, counts, buckets, total in _values(prefix, folding):
-                add_values(archive, labels, counts, buckets, total)
-            _write_archive(directory, archive, gone)
-        except BaseException:
-            os.replace(folding, labels_file)
-            raise
-        mine = re.compile(rf"coyote_requests_{pid}(_\d+\.slots|\.labels\..*)")
-        for name in os.listdir(directory):
-            if mine.fullmatch(name):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(directory, name))
+        for family in families:
+            _fold(directory, family, pid)
     return True
+
+
+def _fold(directory: str, family: str, pid: int) -> None:
+    """``fold``'s work for one family of files, the lock held."""
+    prefix = os.path.join(directory, f"{family}_{pid}")
+    labels_file = prefix + ".labels"
+    # out of the readers' sight first: should it stay (removing the rest failed), its
+    # counts are in the archive once, not twice
+    folding = labels_file + ".folding"
+    try:
+        os.replace(labels_file, folding)
+    except FileNotFoundError:
+        return  # folded by another while this one waited for the lock
+    try:
+        archive, gone = _read_archive(directory, family)
+        for labels, counts, buckets, total in _values(prefix, folding):
+            add_values(archive, labels, counts, buckets, total)
+        _write_archive(directory, archive, gone, family)
+    except BaseException:
+        os.replace(folding, labels_file)
+        raise
+    mine = re.compile(rf"{family}_{pid}(_\d+\.slots|\.labels\..*)")
+    for name in os.listdir(directory):
+        if mine.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 def update_archive(
@@ -366,24 +399,27 @@ def read_series(
     directory: str,
     archived: dict[Labels, float | None] | None = None,
     held: set[Labels] | None = None,
+    family: str = REQUESTS,
 ) -> dict[Labels, Values]:
     """Every worker's counts in ``directory`` summed by labels, the archive's with them:
     counts by status class, bucket counts (not cumulative) and the sum of seconds.  A
     caller that must not see a fold half done holds ``locked`` around it.  ``archived``
     is given the archive's labels, each with since when it has had no route (as noted by
-    ``update_archive``; None: not noted); ``held``, the labels of the workers' slots."""
+    ``update_archive``; None: not noted); ``held``, the labels of the workers' slots.
+    ``family``: the files read (``REQUESTS`` or ``EVENTS``)."""
     out: dict[Labels, Values] = {}
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return out
-    if ARCHIVE in names:
-        out, since = _read_archive(directory)
+    if _archive(family) in names:
+        out, since = _read_archive(directory, family)
         if archived is not None:
             archived.update(dict.fromkeys(out))
             archived.update(since)
+    mine = re.compile(rf"{family}_\d+\.labels")
     for name in names:
-        if _LABELS.fullmatch(name) is None:
+        if mine.fullmatch(name) is None:
             continue
         prefix = os.path.join(directory, name[: -len(".labels")])
         for labels, counts, buckets, total in _values(prefix):
@@ -455,12 +491,18 @@ def _slots_of(data: bytes) -> dict[int, Labels]:
     return slots
 
 
-def _read_archive(directory: str) -> tuple[dict[Labels, Values], dict[Labels, float]]:
+def _archive(family: str) -> str:
+    return f"{family}_archive.json"
+
+
+def _read_archive(
+    directory: str, family: str = REQUESTS
+) -> tuple[dict[Labels, Values], dict[Labels, float]]:
     """The archive's series, and since when those noted gone have had no route (a line
     that is not a series is skipped)."""
     out: dict[Labels, Values] = {}
     gone: dict[Labels, float] = {}
-    for line in _read(os.path.join(directory, ARCHIVE)).split(b"\n"):
+    for line in _read(os.path.join(directory, _archive(family))).split(b"\n"):
         try:
             labels, counts, buckets, total, *since = json.loads(line)
         except (ValueError, TypeError):
@@ -485,7 +527,10 @@ def _read_archive(directory: str) -> tuple[dict[Labels, Values], dict[Labels, fl
 
 
 def _write_archive(
-    directory: str, archive: dict[Labels, Values], gone: Mapping[Labels, float]
+    directory: str,
+    archive: dict[Labels, Values],
+    gone: Mapping[Labels, float],
+    family: str = REQUESTS,
 ) -> None:
     """The archive anew, put in place of the old one whole (OSError: the old stands):
     a line a series, ``[labels, counts, buckets, sum]``, and since when it has had no
@@ -498,7 +543,7 @@ def _write_archive(
         )
         for labels, (counts, buckets, total) in archive.items()
     )
-    os.close(_replace_whole(os.path.join(directory, ARCHIVE), data))
+    os.close(_replace_whole(os.path.join(directory, _archive(family)), data))
 
 
 def _replace_whole(path: str, data: bytes) -> int:

@@ -12,7 +12,9 @@ the same core; wrk rounds are interleaved so the machine's noise hits both alike
 * ``inprocess``: ``benchmarks/inprocess_apps.py`` - an async handler as a coyote client,
   standalone and in front of a Starlette host, access log on (to a file);
 * ``proxy``: ``benchmarks/proxy_apps.py`` - coyote relaying to one upstream (started
-  once, from this checkout), access log on.
+  once, from this checkout), access log on;
+* ``own``: the same on coyote's own server (``coyote leader --http coyote``, relaying
+  without ASGI where it can).
 
 The table gives median requests/s and p99 per app and checkout, after / before of the
 medians and the median of the rounds' ratios (the two runs of a round are seconds
@@ -37,7 +39,14 @@ from harness import BIN, ROOT, UVICORN, Server, free_port, interleaved, summaris
 SUITES = {
     "inprocess": ("/hello/world", b"hello world", ["coyote_app", "coyote_host_app"]),
     "proxy": ("/hello", b"Hello, World!", ["coyote_gateway"]),
+    "own": ("/hello", b"Hello, World!", ["coyote_gateway"]),
 }
+
+
+def python_of(checkout: Path) -> str:
+    """Python from ``checkout``'s own virtualenv when it has one."""
+    own = checkout / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
 
 
 def uvicorn_of(checkout: Path) -> list[str]:
@@ -63,10 +72,11 @@ def main() -> int:
         return 2
     path, expected, apps = SUITES[args.suite]
     module = "inprocess_apps" if args.suite == "inprocess" else "proxy_apps"
+    own = args.suite == "own"
     tmp = Path(tempfile.mkdtemp(prefix="coyote-ab-bench-"))
     env = {"COYOTE_ACCESS_LOG_FILE": str(tmp / "access.log")}
     upstream = None
-    if args.suite == "proxy":
+    if args.suite != "inprocess":
         up_port = free_port()
         env["UPSTREAM"] = f"http://127.0.0.1:{up_port}"
         upstream = Server(
@@ -84,7 +94,10 @@ def main() -> int:
     for app in apps:
         for side, checkout in (("before", base), ("after", ROOT)):
             port = free_port()
-            argv = [*uvicorn_of(checkout), "--port", str(port), f"benchmarks.{module}:{app}"]
+            if own:  # python -m benchmarks.proxy_apps APP PORT: on coyote's own server
+                argv = [python_of(checkout), "-m", f"benchmarks.{module}", app, str(port)]
+            else:
+                argv = [*uvicorn_of(checkout), "--port", str(port), f"benchmarks.{module}:{app}"]
             servers[f"{app} {side}"] = Server(f"{app} {side}", argv, port, env, root=checkout)
     try:
         if upstream is not None:

@@ -7,6 +7,10 @@ in a header, an obsolete line folding... is a parse error, answered 400 and clos
 under HTTP/1.1 (400), HTTP/1.0 and 1.1 only (505), no transfer coding but a single
 ``chunked`` (501, RFC 9112 6.1), no ``CONNECT`` (501).
 
+A request whose header lines are the very bytes of the connection's last request's,
+after a plain ``GET`` or ``HEAD`` request line, in a read of its own between two
+requests, is taken as llhttp and the checks took that one, without them (``_Replay``).
+
 Requests of one connection are answered strictly in order: one pipelined behind the
 one being served is parsed, then what follows it waits until the response before it
 ends - held unparsed (at most ``body_buffer`` bytes; past that reading pauses) rather
@@ -51,6 +55,10 @@ _SPECIAL = frozenset(
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _OWS = (b" ", b"\t")
+# The request line of a request whose header lines repeat the connection's last ones
+# (``_Replay``): GET or HEAD, an origin-form target of RFC 3986's characters alone (each
+# of which llhttp takes as it is), HTTP/1.0 or 1.1.  Any other line goes to llhttp.
+_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])")
 _VALID: set[tuple[bytes, bytes]] = set()  # response header lines found valid (bounded)
 _VALID_MAX = 1024
 _VALID_VALUE_MAX = 64  # bytes of a kept line's value, and of its name
@@ -96,6 +104,33 @@ class Shortcut(Protocol):
     ) -> Exchange | None: ...
 
 
+class _Replay:
+    """A connection's last request head that llhttp parsed whole in one read, with no
+    body, nothing before or behind it, and passed every check (``H1Connection.replay``):
+    its header lines' bytes (from the request line's CRLF to the blank line's), the
+    lines as they were read, and what the checks made of them.  A client on a kept-alive
+    connection usually sends the same lines again, with another target: a read that is
+    a plain request line (``_LINE``) and these bytes is that request, and is taken
+    without llhttp or the per-line checks - the same bytes after the same kind of line,
+    at the same point (between two requests), make the same head."""
+
+    __slots__ = ("block", "cost", "headers", "keep_alive", "version")
+
+    def __init__(
+        self,
+        block: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        cost: int,
+    ) -> None:
+        self.block = block
+        self.version = version  # "1.0" or "1.1": the checks and keep-alive depend on it
+        self.headers = headers  # (copied for each request: an app may change its list)
+        self.keep_alive = keep_alive  # as the lines and the version make it
+        self.cost = cost  # the head bytes the lines take (``room``)
+
+
 class _Refuse(Exception):
     """A request the server answers itself (raised in a parser callback)."""
 
@@ -127,13 +162,15 @@ class H1Connection(asyncio.Protocol):
         self.lingering = -1  # bytes dropped after the server's own answer, or -1
         self.refusal: _Refuse | None = None  # answered once the responses before it end
         self.memo: object = None  # the shortcut's (``Shortcut``)
+        self.replay: _Replay | None = None  # the last head, to take again (``_Replay``)
+        self.candidate: tuple[str, str, bool, int] | None = None  # ... one just parsed
         # the head being read
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.room = 0  # bytes the head (target and header lines) may still take
         self.max_headers = self.options.max_headers
         self.in_head = False
-        self.began = False
+        self.began = 0  # messages begun in these data
         self.hosts = 0
         self.connection = b""
         self.expect = False
@@ -226,10 +263,17 @@ class H1Connection(asyncio.Protocol):
         if self.held:
             data = b"".join((*self.held, data))
             self.held, self.held_size = [], 0
+        between = not self.in_head and self.cycle is None and self.parsing is None
+        if between:  # the parser waits for a request line
+            replay = self.replay
+            if replay is not None and data.endswith(replay.block):
+                line = _LINE.fullmatch(data, 0, len(data) - len(replay.block))
+                if line is not None and self._replayed(line, replay):
+                    return
         self.got_bytes = True
         if self.state == _IDLE:
             self.state, self.deadline = _HEAD, self.loop.time() + self.options.header_timeout
-        self.began = False
+        self.began = 0
         self.fed = 0
         try:
             self.parser.feed_data(data)
@@ -239,6 +283,10 @@ class H1Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._failed(exc)
             return
+        if self.candidate is not None:
+            candidate, self.candidate = self.candidate, None
+            if between and self.began == 1 and self.parsing is None and not self.closing:
+                self._remember(data, *candidate)
         if self.in_head:  # an unfinished head, bounded (llhttp keeps a partial line)
             if self.began:  # what came before it in these bytes, within a few bytes
                 self.head_seen = len(data) - self.head_start
@@ -258,7 +306,8 @@ class H1Connection(asyncio.Protocol):
     # -- the parser's calls ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.began = self.in_head = True
+        self.began += 1
+        self.in_head = True
         self.head_start = self.fed
         self.url, self.headers, self.head_seen = b"", [], 0
         self.room = self.options.max_head_bytes
@@ -335,23 +384,51 @@ class H1Connection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 raise _Refuse(400, "Bad request", "the request target") from None
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        server = self.server
         if version == "1.1":
             keep_alive = b"close" not in self.connection or not _has(self.connection, b"close")
         else:  # a transfer coding in HTTP/1.0: faulty framing, closed after (RFC 9112 6.1)
             keep_alive = not self.codings and (
                 b"keep-alive" in self.connection and _has(self.connection, b"keep-alive")
             )
-        keep_alive = keep_alive and not server.stopping
         expect = self.expect and version == "1.1"
-        shortcut = server.shortcut
-        if (
-            shortcut is not None
-            and self.cycle is None
-            and url[:1] == b"/"
-            and not (self.codings or self.upgrade or expect or self.options.root_path)
+        plain = (
+            url[:1] == b"/"
+            and not (self.codings or self.upgrade or expect)
             and (not self.length or self.length == b"0")
-        ):
+        )
+        if plain and self.cycle is None and (method == "GET" or method == "HEAD"):
+            # its lines may be taken again (data_received: once it is whole, alone)
+            cost = self.options.max_head_bytes - self.room - len(url)
+            self.candidate = (method, version, keep_alive, cost)
+        self._dispatch(
+            method,
+            version,
+            raw_path,
+            query,
+            keep_alive,
+            expect,
+            plain,
+            self.upgrade != b"" and _has(self.connection, b"upgrade"),
+        )
+
+    def _dispatch(
+        self,
+        method: str,
+        version: str,
+        raw_path: bytes,
+        query: bytes,
+        keep_alive: bool,
+        expect: bool,
+        plain: bool,
+        upgrading: bool,
+    ) -> None:
+        """A request's head is read and checked: to the shortcut, or to the app.
+        ``plain``: no body, transfer coding, ``Upgrade`` or ``Expect``, and an
+        origin-form target."""
+        server = self.server
+        keep_alive = keep_alive and not server.stopping
+        shortcut = server.shortcut
+        if shortcut is not None and plain and self.cycle is None and not self.options.root_path:
             # a request without a body, nothing before it: the shortcut may take it
             taken = shortcut(self, method, version, raw_path, query, keep_alive)
             if taken is not None:
@@ -363,7 +440,7 @@ class H1Connection(asyncio.Protocol):
         if method == "HEAD":
             cycle.head_only = True
         self.parsing = cycle
-        if self.upgrade and _has(self.connection, b"upgrade"):
+        if upgrading:
             # llhttp pauses after this message: _upgrade takes it (a Connection without
             # "upgrade" makes no upgrade request, RFC 9110 7.8: plain HTTP then)
             self.upgrading = cycle
@@ -372,6 +449,41 @@ class H1Connection(asyncio.Protocol):
             self._run(cycle)
         else:
             self.waiting.append(cycle)
+
+    def _remember(
+        self, data: bytes, method: str, version: str, keep_alive: bool, cost: int
+    ) -> None:
+        """``data`` were one whole request with no body (``candidate``): its header lines
+        are kept to be taken again, if its request line is one ``_LINE`` reads as llhttp
+        did."""
+        end = data.find(b"\r\n")
+        line = _LINE.fullmatch(data, 0, end)
+        if line is None or line[2] != self.url or line[1] != method.encode("ascii"):
+            return
+        self.replay = _Replay(data[end:], version, self.headers.copy(), keep_alive, cost)
+
+    def _replayed(self, line: re.Match[bytes], replay: _Replay) -> bool:
+        """The request of ``line`` and the kept header lines (``_Replay``), as llhttp and
+        the checks would take it; False when it is not one to take so (its target too
+        long, or the head with it), or comes in another HTTP version: llhttp reads it."""
+        url = line[2]
+        options = self.options
+        version = "1.1" if line[3] == b"1" else "1.0"
+        if (
+            version != replay.version
+            or len(url) > options.max_target
+            or len(url) + replay.cost > options.max_head_bytes
+        ):
+            return False
+        self.got_bytes = True
+        self.url = url
+        self.headers = replay.headers.copy()
+        self.head_seen = 0
+        raw_path, _, query = url.partition(b"?")
+        method = "GET" if line[1] == b"GET" else "HEAD"
+        self._dispatch(method, version, raw_path, query, replay.keep_alive, False, True, False)
+        self.on_message_complete()  # no body: it is whole
+        return True
 
     def on_body(self, body: bytes) -> None:
         self.fed += len(body)

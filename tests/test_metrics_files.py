@@ -373,7 +373,56 @@ def test_a_file_of_prometheus_clients_it_cannot_read_fails_no_scrape(tmp_path: P
     text = json.loads(run(tmp_path, "scrape", log)[-1])
     assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
     assert value(text, "coyote_store_outages_total") == 1
-    assert any("prometheus-client's files could not be read" in line for line in log), log
+    # the other files' families all the same (the workers' gauges)
+    assert value(text, "coyote_relay_concurrency", topology="default") > 0
+    assert any("counter_999999.db cannot be read" in line for line in log), log
+
+
+def test_events_counted_in_memory_while_the_directory_is_gone_are_shown(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    script = "remove-directory\ncount GET /items/{id:int} shop 200 0.25 3\n"
+    script += "event registered default shop\nevent store_unreachable\nscrape"
+    text = json.loads(run(folder, script)[-1])
+    assert value(text, "coyote_requests_total", route="/items/{id:int}", status="2xx") == 3
+    assert value(text, "coyote_store_outages_total") == 1
+    assert value(text, "coyote_registrations_total", service="shop") == 1
+
+
+SATURATION_FULL = """
+import json, logging, os, resource, sys, threading
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+logging.basicConfig(level=logging.CRITICAL)
+import httpx
+from coyote_mw import Client, Coyote, Request, route
+gate = threading.Event()
+class Held(Client):
+    @route("GET", "/hold")
+    def hold(self, request: Request) -> str:
+        gate.wait(10)
+        return "held"
+coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrency": 1, "queue": 0}})
+coyote.register(Held(), topology="blue")
+http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
+ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+held = threading.Thread(target=http.get, args=("/hold",))
+held.start()
+while coyote.relay_for("blue").active == 0:
+    pass
+statuses = [http.get("/hold").status_code for _ in range(3)]
+gate.set()
+held.join()
+text = ops.get("/_coyote/metrics").text  # its own scrape
+print(json.dumps([statuses, [x for x in text.splitlines() if x.startswith("coyote_relay_sat")]]))
+"""
+
+
+def test_saturations_a_worker_cannot_write_are_shown_by_its_own_scrapes(tmp_path: Path) -> None:
+    # its gauges cannot be written either (and raise): the saturations are counted first
+    statuses, lines = json.loads(python(SATURATION_FULL, tmp_path).stdout)
+    assert statuses == [503, 503, 503]
+    assert lines == ['coyote_relay_saturated_total{topology="blue"} 3.0']
 
 
 SATURATION_WHILE_GONE = """

@@ -48,6 +48,7 @@ ever counted an event.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import os
@@ -478,9 +479,9 @@ class Metrics:
             with _events_lock:  # and what this worker could not write
                 for key, n in shared.unfiled.items():
                     counted[key] = counted.get(key, 0) + n
-            if os.path.isdir(shared.directory):
-                registry.register(_FromFiles(counted))
-            elif not self._files_failed:  # removed under the workers: what is left
+            present = os.path.isdir(shared.directory)
+            registry.register(_FromFiles(counted, shared.directory if present else None))
+            if not present and not self._files_failed:  # removed under the workers
                 self._files_failed = True
                 logger.error(
                     "metrics: %s is gone; scrapes show this worker's alone", shared.directory
@@ -885,12 +886,13 @@ class _FromFiles:
     of what prometheus-client's files hold of them (an older version's workers, or a
     worker that could not write its slots), a family each."""
 
-    def __init__(self, counted: Mapping[tuple[str, ...], float]) -> None:
+    def __init__(self, counted: Mapping[tuple[str, ...], float], directory: str | None) -> None:
+        """``directory``: prometheus-client's files (None: it is gone, the events alone)."""
         self.counted = counted
+        self.directory = directory
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         ours = (REQUESTS[0], DURATION[0])
         counters = {
@@ -905,11 +907,7 @@ class _FromFiles:
                 continue
             if name in totals and len(key) == len(counters[name][1]):
                 totals[name][key] = totals[name].get(key, 0) + value
-        try:
-            families = list(MultiProcessCollector(None).collect())  # type: ignore[no-untyped-call]
-        except Exception:  # a file it cannot read (a worker that had no room to write it)
-            logger.exception("metrics: prometheus-client's files could not be read")
-            families = []
+        families = _readable_families(self.directory) if self.directory is not None else []
         for family in families:
             if family.name in ours:
                 continue
@@ -930,6 +928,42 @@ class _FromFiles:
                 for key, value in sorted(values.items()):
                     family.add_metric(key, value)
                 yield family
+
+
+_unreadable: set[str] = set()  # files of prometheus-client's said to be unreadable
+
+
+def _readable_families(directory: str) -> list[Any]:
+    """The families of prometheus-client's files in ``directory``, merged as its
+    ``MultiProcessCollector`` merges them, but for a file it cannot read (an empty one,
+    left by a worker that had no room to size it): that file is left out, and said once,
+    rather than failing the whole scrape for as long as it stays."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = sorted(glob.glob(os.path.join(directory, "*.db")))
+    try:
+        return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+    except Exception:
+        pass
+    readable = []
+    for path in files:
+        try:
+            MultiProcessCollector.merge([path], accumulate=True)  # type: ignore[no-untyped-call]
+        except FileNotFoundError:  # removed meanwhile (mark_process_dead)
+            continue
+        except Exception as exc:
+            if path not in _unreadable:
+                if len(_unreadable) >= 1024:
+                    _unreadable.clear()
+                _unreadable.add(path)
+                logger.error("metrics: %s cannot be read, and is left out: %r", path, exc)
+            continue
+        readable.append(path)
+    try:
+        return list(MultiProcessCollector.merge(readable, accumulate=True))  # type: ignore[no-untyped-call]
+    except Exception:  # one that changed meanwhile: the next scrape
+        logger.exception("metrics: prometheus-client's files could not be read")
+        return []
 
 
 class _Sampler:
@@ -980,6 +1014,14 @@ class _Sampler:
             return
         with self._lock:
             values, relays = _state(list(self._leaders))
+            # the saturations first: they are counted in memory where the files cannot
+            # be written, which the gauges below are not (and may raise)
+            for relay, topology in relays.items():
+                done = relay.saturated
+                new = done - self._counted.get(relay, 0)
+                if new > 0:  # (then _events_lock: nothing holding that takes this one)
+                    shared.count_saturated(topology, new)
+                self._counted[relay] = done
             for name, current in values.items():
                 gone = self._seen[name] - set(current)
                 if not current and not gone:
@@ -990,12 +1032,6 @@ class _Sampler:
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)
-            for relay, topology in relays.items():
-                done = relay.saturated
-                new = done - self._counted.get(relay, 0)
-                if new > 0:  # (then _events_lock: nothing holding that takes this one)
-                    shared.count_saturated(topology, new)
-                self._counted[relay] = done
 
     def forked(self) -> None:
         # the thread stayed in the parent; leaders come back by serving here

@@ -47,8 +47,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 class Conn:
     """One client connection to an in-process server."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: H1Connection
+    ) -> None:
         self.reader, self.writer = reader, writer
+        self.conn = conn  # the server's side
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -78,6 +81,7 @@ class Conn:
 
 def serve(
     test: Callable[[Callable[[], Coroutine[Any, Any, Conn]]], Coroutine[Any, Any, None]],
+    shortcut: Any = None,
 ) -> int:
     """Run ``test`` with a way to open connections to a server in this process; the
     number of requests taken again without llhttp."""
@@ -91,16 +95,16 @@ def serve(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = Server(app, Options(**OPTIONS))
+        server = Server(app, Options(**OPTIONS), shortcut=shortcut)
         server.loop = loop
         opened: list[asyncio.StreamWriter] = []
 
         async def connect() -> Conn:
             ours, theirs = socket.socketpair()
-            await loop.connect_accepted_socket(lambda: H1Connection(server), ours)
+            _, conn = await loop.connect_accepted_socket(lambda: H1Connection(server), ours)
             reader, writer = await asyncio.open_connection(sock=theirs)
             opened.append(writer)
-            return Conn(reader, writer)
+            return Conn(reader, writer, conn)
 
         try:
             await test(connect)
@@ -229,3 +233,40 @@ def test_pipelined_or_split_requests_are_llhttps() -> None:
 
     assert serve(test) == 1  # the last alone
     assert seen == ["/p", "/p", "/p", "/p"]
+
+
+def test_empty_lines_behind_a_head_are_not_kept() -> None:
+    # llhttp skips empty lines between requests: a read of one request and many of them
+    # would keep them all for the connection's life, past the head's bound
+    kept: list[Any] = []
+
+    async def test(connect: Callable[[], Coroutine[Any, Any, Conn]]) -> None:
+        conn = await connect()
+        await conn.send(b"GET /a HTTP/1.1\r\n" + LINES + b"\r\n" * 8000)
+        _, headers, _ = await conn.answer()
+        await conn.body(headers)
+        kept.append(conn.conn.replay)
+        assert (await conn.ask(b"GET /b HTTP/1.1\r\n" + LINES))[0] == 200  # llhttp's
+        kept.append(conn.conn.replay)
+
+    assert serve(test) == 0
+    assert kept[0] is None and kept[1] is not None
+    assert len(kept[1].block) == len(LINES) + 2
+
+
+def test_a_shortcut_that_fails_on_a_request_taken_again_is_answered_as_by_llhttp() -> None:
+    def shortcut(conn: Any, method: str, version: str, raw: bytes, query: bytes, ka: bool) -> Any:
+        if raw == b"/boom":
+            raise ValueError("a bug in the shortcut")
+        return None
+
+    seen: list[Any] = []
+
+    async def test(connect: Callable[[], Coroutine[Any, Any, Conn]]) -> None:
+        seen.append(await alone(connect, b"GET /boom HTTP/1.1\r\n" + LINES))
+        conn = await connect()
+        assert (await conn.ask(b"GET /ok HTTP/1.1\r\n" + LINES))[0] == 200
+        seen.append(await conn.ask(b"GET /boom HTTP/1.1\r\n" + LINES))
+
+    assert serve(test, shortcut) == 1
+    assert seen[0] == seen[1] == (400, None)

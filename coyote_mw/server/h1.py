@@ -164,6 +164,7 @@ class H1Connection(asyncio.Protocol):
         self.memo: object = None  # the shortcut's (``Shortcut``)
         self.replay: _Replay | None = None  # the last head, to take again (``_Replay``)
         self.candidate: tuple[str, str, bool, int] | None = None  # ... one just parsed
+        self.rebuilt = False  # parsing a head the server made (``_upgrade``)
         # the head being read
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -285,7 +286,12 @@ class H1Connection(asyncio.Protocol):
             return
         if self.candidate is not None:
             candidate, self.candidate = self.candidate, None
-            if between and self.began == 1 and self.parsing is None and not self.closing:
+            if (
+                between
+                and self.began == 1
+                and self.parsing is None
+                and not (self.closing or self.rebuilt)
+            ):
                 self._remember(data, *candidate)
         if self.in_head:  # an unfinished head, bounded (llhttp keeps a partial line)
             if self.began:  # what came before it in these bytes, within a few bytes
@@ -460,7 +466,12 @@ class H1Connection(asyncio.Protocol):
         line = _LINE.fullmatch(data, 0, end)
         if line is None or line[2] != self.url or line[1] != method.encode("ascii"):
             return
-        self.replay = _Replay(data[end:], version, self.headers.copy(), keep_alive, cost)
+        block = data[end:]
+        # the read ends with the head (llhttp skips empty lines between requests: they
+        # are not kept), and is within the head's bound
+        if block.find(b"\r\n\r\n") != len(block) - 4 or len(block) > self.options.max_head_bytes:
+            return
+        self.replay = _Replay(block, version, self.headers.copy(), keep_alive, cost)
 
     def _replayed(self, line: re.Match[bytes], replay: _Replay) -> bool:
         """The request of ``line`` and the kept header lines (``_Replay``), as llhttp and
@@ -481,8 +492,13 @@ class H1Connection(asyncio.Protocol):
         self.head_seen = 0
         raw_path, _, query = url.partition(b"?")
         method = "GET" if line[1] == b"GET" else "HEAD"
-        self._dispatch(method, version, raw_path, query, replay.keep_alive, False, True, False)
-        self.on_message_complete()  # no body: it is whole
+        try:  # (what raises in llhttp's callbacks is a parse error there: the same here)
+            self._dispatch(method, version, raw_path, query, replay.keep_alive, False, True, False)
+            self.on_message_complete()  # no body: it is whole
+        except _Refuse as refusal:
+            self._refuse(refusal)
+        except Exception:
+            self._refuse(_Refuse(400, "Bad request", "User callback error"))
         return True
 
     def on_body(self, body: bytes) -> None:
@@ -712,7 +728,11 @@ class H1Connection(asyncio.Protocol):
                 head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         self.parser = httptools.HttpRequestParser(self)
-        self.data_received(b"".join(head) + rest)
+        self.rebuilt = True  # (its lines are not the client's: not kept)
+        try:
+            self.data_received(b"".join(head) + rest)
+        finally:
+            self.rebuilt = False
 
     def shutdown(self) -> None:
         """The server stops: an idle connection closes now, a busy one after its answer."""

@@ -284,9 +284,15 @@ class _Relayed(Exchange):
 
     def _head(self, up: _Connection) -> bool:
         status = self.status = up.status
-        headers = strip_response_headers(up.headers)
-        if up.te is not None:  # de-chunked here: framed again by the server
-            headers = [(k, v) for k, v in headers if k != b"content-length"]
+        kept = up.replayed
+        if kept is not None and kept.derived is not None:  # the head of a response before
+            headers = kept.derived
+        else:
+            headers = strip_response_headers(up.headers)
+            if up.te is not None:  # de-chunked here: framed again by the server
+                headers = [(k, v) for k, v in headers if k != b"content-length"]
+            elif kept is not None:  # (read only, by Exchange.start)
+                kept.derived = headers
         dog = self.dog
         if dog is not None:
             self.dog = None

@@ -109,6 +109,27 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
 
+class _Kept:
+    """A connection's last response head that llhttp parsed whole from the start of a
+    read, framed by a Content-Length, kept alive, and passed every check
+    (``_Connection.kept``): its bytes, status, lines and length.  An instance answering
+    the same request again usually sends the very same head (its Date line changes once
+    a second): a read that begins with these bytes is that head, taken without llhttp
+    and the per-line calls, and its body is counted out by the length.  ``derived`` is a
+    reader's own, for what it makes of these lines (``coyote_mw.middleware.direct``)."""
+
+    __slots__ = ("derived", "head", "headers", "length", "status")
+
+    def __init__(
+        self, head: bytes, status: int, headers: list[tuple[bytes, bytes]], length: int
+    ) -> None:
+        self.head = head
+        self.status = status
+        self.headers = headers  # (copied for each response: a reader may change its list)
+        self.length = length
+        self.derived: Any = None
+
+
 class _SecondResponse(Exception):
     """Raised inside the parser to stop it at bytes that follow a complete response."""
 
@@ -151,12 +172,15 @@ class _Connection(asyncio.Protocol):
         "idle_since",
         "interim",
         "keep_alive",
+        "kept",
         "key",
+        "left",
         "loop",
         "max_head",
         "parser",
         "pool",
         "reading_paused",
+        "replayed",
         "sink",
         "spare",
         "status",
@@ -185,6 +209,7 @@ class _Connection(asyncio.Protocol):
         self.parser: httptools.HttpResponseParser | None = None
         self.spare: httptools.HttpResponseParser | None = None  # for the next exchange
         self.sink: Sink | None = None  # told of every read (``Pool.send_now``)
+        self.kept: _Kept | None = None  # the last response head, to take again
         self.begin(False, MAX_HEAD)
         # No exchange yet: no parser (bytes now would be unasked for), and "complete"
         # keeps connection_lost from inventing an error for a response nobody awaits;
@@ -221,6 +246,8 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.upload_cut = False
         self.error: TransportError | None = None
+        self.replayed: _Kept | None = None  # this response's head, taken again
+        self.left = -1  # ... its body bytes still to come (-1: llhttp reads the body)
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -236,13 +263,29 @@ class _Connection(asyncio.Protocol):
         if parser is None:  # idle: bytes nobody asked for make the connection unusable
             self._fail(RemoteProtocolError("the upstream sent bytes nobody asked for"))
             return
+        if self.left >= 0:  # the body of a head taken again
+            self._counted_body(data)
+            if self.sink is not None:
+                self.sink.flush()
+            return
+        fresh = False
         if not self.head_done:
+            room = self.head_room
+            if room == self.max_head and not self.head_only:  # the response's first read
+                kept = self.kept
+                if kept is not None and len(kept.head) <= room and data.startswith(kept.head):
+                    self._replay(kept, data)
+                    if self.sink is not None:
+                        self.sink.flush()
+                    return
+                fresh = True
             # Bounded memory: the parser (which keeps a header until it ends) never
             # gets more than max_head bytes of head; a head that does not end within
             # them is refused, whatever follows.
-            room = self.head_room
             if len(data) > room:
                 self._past_room(parser, data, room)
+                if fresh:
+                    self._keep(data)
                 if self.sink is not None:
                     self.sink.flush()
                 return
@@ -254,6 +297,8 @@ class _Connection(asyncio.Protocol):
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._malformed(exc)
+        if fresh:
+            self._keep(data)
         if before >= 0:  # chunked
             if self.buffered == before and not self.complete:
                 self._framing_only(len(data))
@@ -261,6 +306,69 @@ class _Connection(asyncio.Protocol):
                 self.framing = 0
         if self.sink is not None:
             self.sink.flush()
+
+    def _keep(self, data: bytes) -> None:
+        """``data``, the first read of a response, held its head whole: kept to be taken
+        again (``_Kept``) when llhttp read it as one whose every line ends in CRLF,
+        with a final status, a single Content-Length, and keep-alive."""
+        status = self.status
+        if (
+            not self.head_done
+            or self.te is not None
+            or not self.framed
+            or not self.keep_alive
+            or self.head_only
+            or self.error is not None
+            or self.closed
+            or status in _NO_BODY_STATUS
+        ):
+            return
+        end = data.find(b"\r\n\r\n") + 4
+        head = data[:end]
+        lines = head.count(b"\r\n")
+        length = [v for k, v in self.headers if k == b"content-length"]
+        if (
+            end < 4
+            or lines != len(self.headers) + 2
+            or head.count(b"\n") != lines
+            or head[9:13] != b"%d " % status
+            or len(length) != 1
+            or not length[0].isdigit()
+        ):
+            return
+        self.kept = _Kept(head, status, self.headers.copy(), int(length[0]))
+
+    def _replay(self, kept: _Kept, data: bytes) -> None:
+        """The response begins with ``kept``'s head: as llhttp and the checks took it."""
+        self.replayed = kept
+        self.status = kept.status
+        self.headers = kept.headers.copy()
+        self.framed = True
+        self.keep_alive = True
+        self.head_done = True
+        if self.head_waiter is not None:
+            _wake(self.head_waiter)
+        if self.write_waiter is not None:
+            _wake(self.write_waiter)  # an early answer may end a stalled upload
+        self.left = kept.length
+        self._counted_body(data[len(kept.head) :])
+
+    def _counted_body(self, data: bytes) -> None:
+        """Body bytes of a head taken again, counted out by its length; bytes past it
+        spoil the connection, as they do when llhttp reads them (``_malformed``)."""
+        left = self.left
+        if len(data) < left:
+            self.left = left - len(data)
+            if data:
+                self.on_body(data)
+            return
+        self.left = -1
+        if data:
+            self.on_body(data if len(data) == left else data[:left])
+        self.on_message_complete()
+        if len(data) > left:
+            self.keep_alive = False
+            self.close()
 
     def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
         self._feed(parser, data[:room])

@@ -82,6 +82,12 @@ CASES: dict[str, tuple[list[list[bytes]], list[str], int]] = {
         ["GET"] * 3,
         1,
     ),
+    # empty lines behind the body: llhttp skips them, and the connection goes on
+    "crlf behind": (
+        [[HEAD + b"hello\r\n"], [HEAD + b"hello\n"], [HEAD + b"hello\r\n"]],
+        ["GET"] * 3,
+        2,
+    ),
     # closed in the body of a head taken again: an error, as llhttp's path says it
     "cut": ([[HEAD + b"hello"], [HEAD + b"he", CLOSE], [HEAD + b"hello"]], ["GET"] * 3, 1),
     # a HEAD's answer has the same head and no body: never taken again

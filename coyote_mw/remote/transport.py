@@ -355,7 +355,8 @@ class _Connection(asyncio.Protocol):
 
     def _counted_body(self, data: bytes) -> None:
         """Body bytes of a head taken again, counted out by its length; bytes past it
-        spoil the connection, as they do when llhttp reads them (``_malformed``)."""
+        go to llhttp, which reads them as it would have (``_malformed``: they spoil the
+        connection, but for empty lines)."""
         left = self.left
         if len(data) < left:
             self.left = left - len(data)
@@ -366,9 +367,9 @@ class _Connection(asyncio.Protocol):
         if data:
             self.on_body(data if len(data) == left else data[:left])
         self.on_message_complete()
-        if len(data) > left:
-            self.keep_alive = False
-            self.close()
+        if len(data) > left:  # to llhttp, at the start of a message, as it would read them
+            # (it skips empty lines; any other byte is a response nobody asked for)
+            self._feed(self.parser, data[left:])  # type: ignore[arg-type]
 
     def _past_room(self, parser: httptools.HttpResponseParser, data: bytes, room: int) -> None:
         self._feed(parser, data[:room])

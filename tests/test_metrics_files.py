@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -389,50 +390,29 @@ def test_events_counted_in_memory_while_the_directory_is_gone_are_shown(tmp_path
     assert value(text, "coyote_registrations_total", service="shop") == 1
 
 
-SATURATION_FULL = """
-import json, logging, os, resource, sys, threading
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-logging.basicConfig(level=logging.CRITICAL)
-import httpx
-from coyote_mw import Client, Coyote, Request, route
-gate = threading.Event()
-class Held(Client):
-    @route("GET", "/hold")
-    def hold(self, request: Request) -> str:
-        gate.wait(10)
-        return "held"
-coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrency": 1, "queue": 0}})
-coyote.register(Held(), topology="blue")
-http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
-ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
-resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-held = threading.Thread(target=http.get, args=("/hold",))
-held.start()
-while coyote.relay_for("blue").active == 0:
-    pass
-statuses = [http.get("/hold").status_code for _ in range(3)]
-gate.set()
-held.join()
-text = ops.get("/_coyote/metrics").text  # its own scrape
-print(json.dumps([statuses, [x for x in text.splitlines() if x.startswith("coyote_relay_sat")]]))
-"""
-
-
 def test_saturations_a_worker_cannot_write_are_shown_by_its_own_scrapes(tmp_path: Path) -> None:
     # its gauges cannot be written either (and raise): the saturations are counted first
-    statuses, lines = json.loads(python(SATURATION_FULL, tmp_path).stdout)
-    assert statuses == [503, 503, 503]
+    limit = "resource.RLIMIT_FSIZE"
+    full = f"resource.setrlimit({limit}, (0, resource.getrlimit({limit})[1]))"
+    lines, _, _ = saturating(tmp_path, before=full)
     assert lines == ['coyote_relay_saturated_total{topology="blue"} 3.0']
 
 
-SATURATION_WHILE_GONE = """
-import json, logging, os, shutil, sys, threading
+def test_saturations_counted_while_the_directory_is_gone_are_shown(tmp_path: Path) -> None:
+    gone = "metrics.SAMPLE_INTERVAL = 3600  # only the calls below write the state\n"
+    gone += "assert ops.get('/_coyote/metrics').status_code == 200\nshutil.rmtree(directory)"
+    back = "metrics._sampler.write_or_say()  # the sampler's tick meanwhile\nos.mkdir(directory)"
+    lines, _, _ = saturating(tmp_path, before=gone, after=back)
+    assert lines == ['coyote_relay_saturated_total{topology="blue"} 3.0']
+
+
+SATURATING = """
+import json, logging, os, resource, shutil, sys, threading
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
 logging.basicConfig(level=logging.CRITICAL)
 import httpx
 from coyote_mw import Client, Coyote, Request, route
 from coyote_mw.ops import metrics
-metrics.SAMPLE_INTERVAL = 3600  # only the calls below write the state
 gate = threading.Event()
 class Held(Client):
     @route("GET", "/hold")
@@ -443,42 +423,7 @@ coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrenc
 coyote.register(Held(), topology="blue")
 http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
 ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
-assert ops.get("/_coyote/metrics").status_code == 200
-shutil.rmtree(directory)  # the directory is gone for a while
-held = threading.Thread(target=http.get, args=("/hold",))
-held.start()
-while coyote.relay_for("blue").active == 0:
-    pass
-assert [http.get("/hold").status_code for _ in range(3)] == [503] * 3
-gate.set()
-held.join()
-metrics._sampler.write_or_say()  # the sampler's tick meanwhile
-os.mkdir(directory)
-text = ops.get("/_coyote/metrics").text
-print(json.dumps([x for x in text.splitlines() if x.startswith("coyote_relay_saturated_total")]))
-"""
-
-
-def test_saturations_counted_while_the_directory_is_gone_are_shown(tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    out = python(SATURATION_WHILE_GONE, tmp_path / "d")
-    assert json.loads(out.stdout) == ['coyote_relay_saturated_total{topology="blue"} 3.0']
-
-
-SATURATION = """
-import os, sys, threading
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-import httpx
-from coyote_mw import Client, Coyote, Request, route
-gate = threading.Event()
-class Held(Client):
-    @route("GET", "/hold")
-    def hold(self, request: Request) -> str:
-        gate.wait(10)
-        return "held"
-coyote = Coyote(token="w" * 32, metrics="open", topologies={"blue": {"concurrency": 1, "queue": 0}})
-coyote.register(Held(), topology="blue")
-http = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi(topology="blue")), base_url="http://w")
+# BEFORE
 held = threading.Thread(target=http.get, args=("/hold",))
 held.start()
 while coyote.relay_for("blue").active == 0:
@@ -486,21 +431,29 @@ while coyote.relay_for("blue").active == 0:
 statuses = [http.get("/hold").status_code for _ in range(3)]
 gate.set()
 held.join()
-ops = httpx.Client(transport=httpx.WSGITransport(coyote.wsgi()), base_url="http://w")
-scraped = ops.get("/_coyote/metrics")  # its state written, as each second
-assert scraped.status_code == 200, (scraped.status_code, scraped.text)
-print(os.getpid())
-print(statuses)
-print(sorted(n for n in os.listdir(sys.argv[1]) if str(os.getpid()) in n))
+# AFTER
+text = ops.get("/_coyote/metrics").text  # its own scrape (its state written, as each second)
+lines = [x for x in text.splitlines() if x.startswith("coyote_relay_saturated_total")]
+pid = str(os.getpid())
+print(json.dumps([statuses, lines, pid, sorted(n for n in os.listdir(directory) if pid in n)]))
 """
+
+
+def saturating(directory: Path, before: str = "", after: str = "") -> list[Any]:
+    """A worker whose relay of topology "blue" (one slot, no queue) refuses three
+    requests, ``before`` run first and ``after`` then: their statuses, the saturation
+    lines of its own scrape, its process id and its files in ``directory``."""
+    script = SATURATING.replace("# BEFORE", before).replace("# AFTER", after)
+    out = json.loads(python(script, directory).stdout)
+    assert out[0] == [503, 503, 503]
+    return list(out[1:])
 
 
 def test_a_workers_saturations_are_counted_in_its_own_files(tmp_path: Path) -> None:
     # (counted from the relays as the worker writes its state: each second, and at a
     # scrape it answers)
-    pid, statuses, files = python(SATURATION, tmp_path).stdout.splitlines()
-    assert statuses == "[503, 503, 503]"
-    assert "counter_" not in files and "coyote_requests_" in files
+    _, pid, files = saturating(tmp_path)
+    assert not [n for n in files if n.startswith("counter_")] and "coyote_events_" in str(files)
     text = scraped(tmp_path)
     assert value(text, "coyote_relay_saturated_total", topology="blue") == 3
     assert text.count("# TYPE coyote_relay_saturated_total counter") == 1

@@ -398,6 +398,25 @@ def test_saturations_a_worker_cannot_write_are_shown_by_its_own_scrapes(tmp_path
     assert lines == ['coyote_relay_saturated_total{topology="blue"} 3.0']
 
 
+def test_events_with_the_directorys_name_set_empty_are_counted_in_memory(tmp_path: Path) -> None:
+    # prometheus-client's multiprocess mode is on, with no directory: an event is counted
+    # in memory, not in a counter file of prometheus-client's where the worker runs
+    script = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = ""
+from coyote_mw import Coyote, events
+metrics = Coyote(token="w" * 32, metrics="open").metrics
+events.emit("store_unreachable")
+print([x for x in metrics.render()[0].decode().splitlines() if x.startswith("coyote_store")])
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", script]
+    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['coyote_store_outages_total 1.0']"
+    assert not list(tmp_path.glob("counter_*"))  # (its gauges and locks are still written there)
+
+
 def test_saturations_counted_while_the_directory_is_gone_are_shown(tmp_path: Path) -> None:
     gone = "metrics.SAMPLE_INTERVAL = 3600  # only the calls below write the state\n"
     gone += "assert ops.get('/_coyote/metrics').status_code == 200\nshutil.rmtree(directory)"
@@ -921,7 +940,7 @@ def test_a_fold_that_cannot_write_or_lock_leaves_the_workers_files_counted(
     monkeypatch.setattr(metrics_files, "_write_archive", full)
     with caplog.at_level(logging.WARNING, logger="coyote_mw.metrics"):
         assert not mark_process_dead(920_002, str(tmp_path))
-    assert "worker 920002's counts not folded" in caplog.text and "No space" in caplog.text
+    assert "worker 920002's counts not all folded" in caplog.text and "No space" in caplog.text
     assert totals(tmp_path) == before  # its files put back, the archive as it was
     assert "coyote_requests_920002.labels" in worker_files(tmp_path)
     monkeypatch.undo()

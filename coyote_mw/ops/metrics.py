@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from coyote_mw import events
 from coyote_mw.http.responses import Response, json_response
 from coyote_mw.ops import metrics_files
-from coyote_mw.ops.metrics_files import EVENTS, SeriesFiles, Slot, add_values, read_series
+from coyote_mw.ops.metrics_files import SeriesFiles, Slot, add_values, read_series
 
 if TYPE_CHECKING:
     from coyote_mw.ops.base import Operator, OpsRequest
@@ -183,7 +183,8 @@ class _Shared:
         # _FromFiles shows 0 for an unlabelled counter no worker counted, as one
         # process shows it.  All of it under _events_lock.
         self.events: dict[str, Any] = {}
-        self.multiprocess_events = self.multiprocess and bool(_multiprocess_directory())
+        # (with PROMETHEUS_MULTIPROC_DIR set but empty too: in memory then, said once)
+        self.multiprocess_events = self.multiprocess
         if not self.multiprocess:
             for event in EVENT_COUNTERS:
                 self._counter(event)
@@ -571,7 +572,8 @@ class Metrics:
         with metrics_files.locked(directory):
             merged = read_series(directory, archived, held)
             if counted is not None:  # with them: a fold is seen in both or in neither
-                for labels, values in read_series(directory, family=EVENTS).items():
+                events_read = read_series(directory, family=metrics_files.EVENTS)
+                for labels, values in events_read.items():
                     counted[labels] = values[0][0]
         noted: dict[tuple[str, ...], float | None] = {}  # news for the archive
         drop: dict[tuple[str, ...], float] = {}  # its series to drop: gone since
@@ -623,12 +625,13 @@ def mark_process_dead(pid: int, directory: str | None = None) -> bool:
     """Multiprocess mode: what to do once worker ``pid`` has exited, in the process that
     saw it exit (``coyote leader --workers``'s supervisor does it; under gunicorn, call it
     from ``child_exit``).  prometheus-client's ``mark_process_dead`` (the worker's live
-    gauges dropped), then its request counts folded into the directory's archive and its
-    files removed (``metrics_files.fold``), so that a server that replaces its workers
-    keeps no more files than it has workers.  ``directory``: ``PROMETHEUS_MULTIPROC_DIR``
-    when not given.  False, and said: the counts stay in the worker's files (still read,
-    and counted), as when it is not called.  Called again in the same thread while it
-    runs (a signal handler): done after it, and True."""
+    gauges dropped), then its request and event counts folded into the directory's
+    archives and its files removed (``metrics_files.fold``), so that a server that
+    replaces its workers keeps no more files than it has workers.  ``directory``:
+    ``PROMETHEUS_MULTIPROC_DIR`` when not given.  False, and said: the counts not folded
+    stay in the worker's files (still read, and counted), as when it is not called.
+    Called again in the same thread while it runs (a signal handler): done after it, and
+    True."""
     if directory is None:
         directory = _multiprocess_directory()
     if not directory:
@@ -660,7 +663,12 @@ def _mark_dead(pid: int, directory: str) -> bool:
     try:
         folded = metrics_files.fold(directory, pid)
     except OSError as exc:
-        logger.warning("metrics: worker %d's counts not folded (its files stay): %s", pid, exc)
+        logger.warning(
+            "metrics: worker %d's counts not all folded (the files of those not folded stay, "
+            "still counted): %s",
+            pid,
+            exc,
+        )
         return False
     if not folded:
         logger.warning(
@@ -903,7 +911,9 @@ class _FromFiles:
         for (name, labels, _, _), value in self.counted.items():
             try:
                 key = tuple(json.loads(labels))
-            except ValueError:  # not a line of ours
+            except (ValueError, TypeError):  # not a line of ours
+                continue
+            if not all(type(v) is str for v in key):
                 continue
             if name in totals and len(key) == len(counters[name][1]):
                 totals[name][key] = totals[name].get(key, 0) + value

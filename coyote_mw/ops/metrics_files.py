@@ -95,7 +95,7 @@ REQUESTS = "coyote_requests"
 EVENTS = "coyote_events"
 """The event counters' files' family."""
 _FAMILIES = (REQUESTS, EVENTS)
-ARCHIVE = "coyote_requests_archive.json"
+ARCHIVE = f"{REQUESTS}_archive.json"
 """The counts of the workers that have exited and were folded (``fold``); the events'
 are in ``coyote_events_archive.json``."""
 LOCK = "coyote_requests.lock"
@@ -322,10 +322,10 @@ def _flock(fd: int, operation: int, deadline: float) -> bool:
 
 def fold(directory: str, pid: int, wait: float = LOCK_WAIT) -> bool:
     """Add the counts of worker ``pid``, which has exited, to the directory's archives
-    (its requests' and its events') and remove its files.  False: not folded, its files
+    (its requests', then its events') and remove its files.  False: not folded, its files
     left as they are (still read) - the lock not had within ``wait`` seconds; OSError:
-    an archive could not be written (a full disk), that family's files left as they
-    are."""
+    an archive could not be written (a full disk): the files of that family, and of any
+    after it, left as they are (still read), those folded before it gone."""
     families = [
         family
         for family in _FAMILIES

@@ -110,13 +110,14 @@ class Sink(Protocol):
 
 
 class _Kept:
-    """A connection's last response head that llhttp parsed whole from the start of a
-    read, framed by a Content-Length, kept alive, and passed every check
-    (``_Connection.kept``): its bytes, status, lines and length.  An instance answering
-    the same request again usually sends the very same head (its Date line changes once
-    a second): a read that begins with these bytes is that head, taken without llhttp
-    and the per-line calls, and its body is counted out by the length.  ``derived`` is a
-    reader's own, for what it makes of these lines (``coyote_mw.middleware.direct``)."""
+    """The last response head of a connection that llhttp parsed whole from the start of
+    a read, framed by a Content-Length, kept alive, and that passed every check
+    (``_Connection.kept``; a later head that is not such a one leaves it as it is): its
+    bytes, status, lines and length.  An instance answering the same request again
+    usually sends the very same head (its Date line changes once a second): a read that
+    begins with these bytes is that head, taken without llhttp and the per-line calls,
+    and its body is counted out by the length.  ``derived`` is a reader's own, for what
+    it makes of these lines (``coyote_mw.middleware.direct``)."""
 
     __slots__ = ("derived", "head", "headers", "length", "status")
 
@@ -127,7 +128,7 @@ class _Kept:
         self.status = status
         self.headers = headers  # (copied for each response: a reader may change its list)
         self.length = length
-        self.derived: Any = None
+        self.derived: list[tuple[bytes, bytes]] | None = None
 
 
 class _SecondResponse(Exception):

@@ -105,8 +105,10 @@ class Shortcut(Protocol):
 
 
 class _Replay:
-    """A connection's last request head that llhttp parsed whole in one read, with no
-    body, nothing before or behind it, and passed every check (``H1Connection.replay``):
+    """The last request head of a connection that llhttp parsed whole in one read, a
+    ``GET`` or ``HEAD`` whose request line ``_LINE`` reads as llhttp did, with no body,
+    nothing before or behind it, and that passed every check (``H1Connection.replay``;
+    a later head that is not such a one leaves it as it is):
     its header lines' bytes (from the request line's CRLF to the blank line's), the
     lines as they were read, and what the checks made of them.  A client on a kept-alive
     connection usually sends the same lines again, with another target: a read that is

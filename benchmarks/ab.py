@@ -43,16 +43,11 @@ SUITES = {
 }
 
 
-def python_of(checkout: Path) -> str:
-    """Python from ``checkout``'s own virtualenv when it has one."""
-    own = checkout / ".venv" / "bin" / "python"
-    return str(own) if own.exists() else sys.executable
-
-
-def uvicorn_of(checkout: Path) -> list[str]:
-    """uvicorn from ``checkout``'s own virtualenv when it has one."""
-    own = checkout / ".venv" / "bin" / "uvicorn"
-    return [str(own) if own.exists() else str(BIN / "uvicorn"), *UVICORN[1:]]
+def bin_of(checkout: Path, name: str) -> str:
+    """``name`` (python, uvicorn) from ``checkout``'s own virtualenv when it has one,
+    else from this one's."""
+    own = checkout / ".venv" / "bin" / name
+    return str(own) if own.exists() else str(BIN / name)
 
 
 def main() -> int:
@@ -95,9 +90,10 @@ def main() -> int:
         for side, checkout in (("before", base), ("after", ROOT)):
             port = free_port()
             if own:  # python -m benchmarks.proxy_apps APP PORT: on coyote's own server
-                argv = [python_of(checkout), "-m", f"benchmarks.{module}", app, str(port)]
+                argv = [bin_of(checkout, "python"), "-m", f"benchmarks.{module}", app, str(port)]
             else:
-                argv = [*uvicorn_of(checkout), "--port", str(port), f"benchmarks.{module}:{app}"]
+                uvicorn = [bin_of(checkout, "uvicorn"), *UVICORN[1:]]
+                argv = [*uvicorn, "--port", str(port), f"benchmarks.{module}:{app}"]
             servers[f"{app} {side}"] = Server(f"{app} {side}", argv, port, env, root=checkout)
     try:
         if upstream is not None:

@@ -182,9 +182,8 @@ class _Shared:
         # good (and on a full disk is a sparse map whose first write kills it: SIGBUS).
         # _FromFiles shows 0 for an unlabelled counter no worker counted, as one
         # process shows it.  All of it under _events_lock.
+        # (With PROMETHEUS_MULTIPROC_DIR set but empty too: in memory then, said once.)
         self.events: dict[str, Any] = {}
-        # (with PROMETHEUS_MULTIPROC_DIR set but empty too: in memory then, said once)
-        self.multiprocess_events = self.multiprocess
         if not self.multiprocess:
             for event in EVENT_COUNTERS:
                 self._counter(event)
@@ -226,7 +225,7 @@ class _Shared:
             # counter's first value writes its file under prometheus-client's own lock
             # too, and a child forked meanwhile would inherit both held for good
             with _events_lock:
-                if self.multiprocess_events:
+                if self.multiprocess:
                     self._count_in_files(EVENT_COUNTERS[event][0], labels, 1)
                     return
                 counter = self._counter(event)

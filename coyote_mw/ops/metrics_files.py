@@ -95,7 +95,13 @@ REQUESTS = "coyote_requests"
 EVENTS = "coyote_events"
 """The event counters' files' family."""
 _FAMILIES = (REQUESTS, EVENTS)
-ARCHIVE = f"{REQUESTS}_archive.json"
+
+
+def _archive(family: str) -> str:
+    return f"{family}_archive.json"
+
+
+ARCHIVE = _archive(REQUESTS)
 """The counts of the workers that have exited and were folded (``fold``); the events'
 are in ``coyote_events_archive.json``."""
 LOCK = "coyote_requests.lock"
@@ -489,10 +495,6 @@ def _slots_of(data: bytes) -> dict[int, Labels]:
         elif len(labels) == 4 and all(type(v) is str for v in labels):
             slots[index] = tuple(labels)
     return slots
-
-
-def _archive(family: str) -> str:
-    return f"{family}_archive.json"
 
 
 def _read_archive(

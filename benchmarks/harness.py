@@ -8,6 +8,7 @@ the load generator does not steal the servers' CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -117,8 +118,13 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far, user and system (Linux)."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.proc.pid)
+
+    def tree_cpu_seconds(self) -> float:
+        """CPU time the server process and its live descendants (nginx's worker,
+        granian's) have used so far, user and system (Linux)."""
+        assert self.proc is not None
+        return sum(_cpu_seconds(pid) for pid in _tree(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -128,6 +134,26 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (Linux: /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended since it was listed
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes] | None:

@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -91,6 +92,13 @@ http {{
     }}
 }}
 """
+
+
+def cpu_of(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Medians of the gateway's and the upstream's CPU us per request over the rounds."""
+    if not runs:
+        return 0.0, 0.0
+    return median(g for g, _ in runs), median(u for _, u in runs)
 
 
 def main() -> int:
@@ -191,6 +199,11 @@ def main() -> int:
     results: dict[tuple[str, int], dict[str, list[WrkResult]]] = {
         cell: {n: [] for n in names} for cell in cells
     }
+    # CPU time per request of each run: the gateway's (its process and children), and
+    # the upstream's, which shares core 1 with it
+    cpu: dict[tuple[str, int], dict[str, list[tuple[float, float]]]] = {
+        cell: {n: [] for n in names} for cell in cells
+    }
     try:
         upstream.start("/hello")
         for s in servers.values():
@@ -206,12 +219,19 @@ def main() -> int:
             for cell in cells:
                 path, c = cell
                 for name, url in targets.items():
+                    gateway = servers.get(name)
+                    g0 = gateway.tree_cpu_seconds() if gateway else 0.0
+                    u0 = upstream.cpu_seconds()
                     res = wrk(url + path, duration=args.duration, connections=c)
+                    n = max(res.requests, 1) / 1e6
+                    g = (gateway.tree_cpu_seconds() - g0) / n if gateway else 0.0
+                    u = (upstream.cpu_seconds() - u0) / n
                     results[cell][name].append(res)
+                    cpu[cell][name].append((g, u))
                     print(
                         f"round {r + 1} {path:<6} c={c:<3} {name:<18} {res.rps:9.0f} req/s"
                         f"  p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:6.2f} ms"
-                        f"  errors {res.errors}",
+                        f"  CPU us/req {g:5.1f} + upstream {u:5.1f}  errors {res.errors}",
                         flush=True,
                     )
     finally:
@@ -227,14 +247,16 @@ def main() -> int:
         print(
             f"\n{path} ({len(BIG if path == '/64k' else BODY)} bytes), {c} connections\n\n"
             "| variant | req/s | vs direct | vs nginx | p50 ms | p99 ms | p99 vs nginx "
-            "| errors |\n|---|---|---|---|---|---|---|---|"
+            "| CPU us/req | upstream's | errors |\n|---|---|---|---|---|---|---|---|---|---|"
         )
         for name, row in summary.items():
             vs_ngx = f"{row['rps'] / ngx['rps']:.2f}x" if ngx else "-"
             p99_ngx = f"{row['p99_ms'] / ngx['p99_ms']:.2f}x" if ngx else "-"
+            g, u = cpu_of(cpu[(path, c)][name])
             print(
                 f"| {name} | {row['rps']:.0f} | {row['rps'] / direct:.3f}x | {vs_ngx} | "
-                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {p99_ngx} | {row['errors']} |"
+                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {p99_ngx} | "
+                f"{g:.1f} | {u:.1f} | {row['errors']} |"
             )
         for name in ("coyote", "coyote --http coyote", "coyote on granian"):
             if ngx and name in summary:
@@ -248,6 +270,20 @@ def main() -> int:
             f"target: {TARGET_NGINX}: {name}, {path} c={c}: {'PASS' if ok else 'FAIL'} "
             f"({rps:.2f}x the throughput, {p99:.2f}x the p99)"
         )
+    for (path, c), by_name in cpu.items():
+        ours = "coyote --http coyote"
+        if "nginx" in by_name and by_name[ours]:
+            # The gateway and the upstream share core 1, so a request's turn on it is
+            # the two CPU times together: 0.8x nginx's throughput leaves coyote, beside
+            # the upstream it relays to, 1/0.8 of nginx's turn
+            ng, nu = cpu_of(by_name["nginx"])
+            g, u = cpu_of(by_name[ours])
+            budget = (ng + nu) / 0.8 - u
+            print(
+                f"core 1, {path} c={c}: nginx {ng:.1f} + upstream {nu:.1f} us a request; "
+                f"at 0.8x nginx, {ours} may take {budget:.1f} us beside its upstream's "
+                f"{u:.1f}: it takes {g:.1f} ({g / budget:.2f}x)"
+            )
     for (path, c), summary in summaries.items():
         pairs = [
             ("each logging", "coyote --http coyote", NGINX_LOGGED),

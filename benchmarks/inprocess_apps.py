@@ -1,4 +1,9 @@
-"""The servers of benchmarks/inprocess.py: one async handler, served four ways."""
+"""The servers of benchmarks/inprocess.py: one async handler, served several ways.
+
+The ``*_routes`` apps serve it from a table of ``ROUTES`` routes, as an app of some size
+has, the handler's in the middle of the host's list: a third static paths, a third
+``/api/v{i}/items/{id:int}``, a third ``/users{i}/{name}/profile`` (as in
+``benchmarks/router_lookup.py``)."""
 
 from __future__ import annotations
 
@@ -27,11 +32,36 @@ async def other(request: StarletteRequest) -> PlainTextResponse:
     return PlainTextResponse("the host's own route")
 
 
-def _coyote(metrics: str = "token") -> Coyote:
+ROUTES = 31  # the handler's and 30 others, 15 on either side of it in Starlette's list
+
+
+def _others() -> list[str]:
+    kinds = ("/static{i}", "/api/v{i}/items/{{id:int}}", "/users{i}/{{name}}/profile")
+    return [kinds[i % 3].format(i=i) for i in range(ROUTES - 1)]
+
+
+class Others(Client):
+    """The other routes of the ``*_routes`` apps."""
+
+    routes = [("GET", pattern) for pattern in _others()]
+
+    async def call(self, request: Request) -> Response:
+        return Response(b"another route", media_type="text/plain")
+
+
+def _coyote(metrics: str = "token", others: bool = False) -> Coyote:
     access_log_from_env()
     coyote = Coyote(metrics=metrics)
     coyote.register(Hello())
+    if others:
+        coyote.register(Others())
     return coyote
+
+
+def _native_routes() -> Starlette:
+    others = [Route(pattern, other) for pattern in _others()]
+    half = len(others) // 2
+    return Starlette(routes=[*others[:half], Route("/hello/{name}", hello_native), *others[half:]])
 
 
 def __getattr__(name: str) -> Any:
@@ -40,6 +70,8 @@ def __getattr__(name: str) -> Any:
         "coyote_app": lambda: _coyote().asgi(),
         "coyote_app_metrics_off": lambda: _coyote(metrics="off").asgi(),
         "coyote_host_app": lambda: _coyote().asgi(Starlette(routes=[Route("/other", other)])),
+        "native_app_routes": _native_routes,
+        "coyote_app_routes": lambda: _coyote(others=True).asgi(),
     }
     if name in builders:
         app = builders[name]()

@@ -4,6 +4,7 @@ by whichever scrapes, kept when a worker is killed, freed when routes leave."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -205,6 +206,111 @@ def test_a_disk_that_fills_up_kills_no_worker(tmp_path: Path) -> None:
     # once for its requests, once for its events
     assert len(said) == 2, out.stderr
     assert all("No space left on device" in line for line in said), out.stderr
+
+
+GAUGES_ON_A_FULL_DISK = """
+import logging, os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
+logging.basicConfig()
+from coyote_mw import Coyote
+from coyote_mw.ops.metrics import GAUGES, SAMPLE_INTERVAL
+from coyote_mw.routing.endpoint import Endpoint
+from coyote_mw.routing.patterns import parse_pattern
+import time
+metrics = Coyote(token="w" * 32, metrics="open").metrics
+fd = os.open(os.path.join(directory, "fill"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, bytes(4096))
+except OSError:
+    pass
+# no gauge file yet: the first sample makes them, on a full disk, at the scrape and in
+# the sampler's thread; then room again: the next sample writes them
+text = metrics.render()[0].decode()
+time.sleep(2.5 * SAMPLE_INTERVAL)
+print("coyote_relay_concurrency{" in text)
+os.close(fd)
+os.unlink(os.path.join(directory, "fill"))
+text = metrics.render()[0].decode()
+print('coyote_relay_concurrency{topology="default"}' in text)
+for name in sorted(os.listdir(directory)):  # each with the blocks of its whole size
+    if name.startswith("gauge_"):
+        st = os.stat(os.path.join(directory, name))
+        print(name.split("_")[1], st.st_size, st.st_blocks * 512 >= st.st_size)
+"""
+
+
+def test_gauges_on_a_full_disk_kill_no_worker(tmp_path: Path) -> None:
+    # prometheus-client maps a new gauge file sparse: on a disk with no room, its first
+    # write to it would be SIGBUS; coyote gives the file its blocks first (said once)
+    mount = 'mount -t tmpfs -o size=400k tmpfs "$1" && shift && exec "$@"'
+    argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(tmp_path)]
+    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
+    out = python(GAUGES_ON_A_FULL_DISK, tmp_path, under=argv)
+    lines = out.stdout.splitlines()
+    assert lines == ["False", "True", "livesum 65536 True"]  # no gauges, then the gauges
+    said = [line for line in out.stderr.splitlines() if "could not write" in line]
+    assert len(said) == 1, out.stderr
+    assert "No space left on device" in out.stderr, out.stderr
+    assert "writing this worker's metrics again" in out.stderr, out.stderr
+
+
+GAUGES_GROWN = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
+from prometheus_client import Gauge
+from coyote_mw.ops.metrics import GAUGES, _reserve_gauge_files
+name = "coyote_instances_ejected"
+labels = [("default", f"service-{n}") for n in range(int(sys.argv[2]))]
+_reserve_gauge_files(directory, {name: labels})
+path = os.path.join(directory, f"gauge_livemax_{os.getpid()}.db")
+reserved = os.stat(path)
+text, names, mode = GAUGES[name]
+gauge = Gauge(name, text, names, multiprocess_mode=mode, registry=None)
+for values in labels:
+    gauge.labels(*values).set(1)
+st = os.stat(path)
+# prometheus-client grew it no further than the blocks reserved for it
+print(st.st_size > 65536, st.st_size <= reserved.st_size, reserved.st_blocks * 512 >= reserved.st_size)
+"""
+
+
+def test_gauge_files_get_their_blocks_before_prometheus_client_grows_them(
+    tmp_path: Path,
+) -> None:
+    out = python(GAUGES_GROWN, tmp_path, 2000)  # past 64 KiB: grown twice
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_a_gauge_file_that_cannot_have_its_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coyote_mw.ops import metrics
+
+    series = {"coyote_routes": [("default",)]}
+    path = tmp_path / f"gauge_livemax_{os.getpid()}.db"
+
+    def refuse(code: int) -> Any:
+        def fallocate(fd: int, offset: int, length: int) -> None:
+            raise OSError(code, os.strerror(code))
+
+        return fallocate
+
+    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.ENOSPC))
+    with pytest.raises(OSError, match="No space left"):  # the sample skipped, said once
+        metrics._reserve_gauge_files(str(tmp_path), series)
+    assert not path.exists()  # no empty file left for prometheus-client to find
+    # a file system that cannot reserve blocks: written as prometheus-client writes it
+    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.EOPNOTSUPP))
+    metrics._reserve_gauge_files(str(tmp_path), series)
+    assert not path.exists()
+    path.write_bytes(bytes(65536))  # made by prometheus-client: kept as it is
+    metrics._reserve_gauge_files(str(tmp_path), series)
+    assert path.stat().st_size == 65536
+    monkeypatch.undo()
+    metrics._reserve_gauge_files(str(tmp_path), series)
+    assert path.stat().st_size == 65536
 
 
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:

@@ -47,11 +47,13 @@ ever counted an event.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -1031,6 +1033,12 @@ class _Sampler:
                 if new > 0:  # (then _events_lock: nothing holding that takes this one)
                     shared.count_saturated(topology, new)
                 self._counted[relay] = done
+            written = {
+                name: self._seen[name] | set(current)
+                for name, current in values.items()
+                if current or self._seen[name] - set(current)
+            }
+            _reserve_gauge_files(shared.directory, written)
             for name, current in values.items():
                 gone = self._seen[name] - set(current)
                 if not current and not gone:
@@ -1047,6 +1055,67 @@ class _Sampler:
         self._thread = None
         self._leaders = weakref.WeakSet()
         self._lock = threading.Lock()
+
+
+_GAUGE_FILE_MIN = 1 << 16  # a gauge file's first size (prometheus_client.mmap_dict)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _reserve_gauge_files(directory: str, series: Mapping[str, Iterable[tuple[str, ...]]]) -> None:
+    """Disk blocks for the gauge files a sample writes (``series``: by gauge, every
+    label tuple it writes), before prometheus-client writes to them.
+
+    prometheus-client makes a gauge file sparse (``truncate``, 64 KiB, doubled when it
+    fills) and writes it through a memory map: on a disk with no room, its first write
+    to a page with no block is SIGBUS, which kills the worker.  Each file gets its
+    blocks here first (``posix_fallocate``), up to the size prometheus-client would
+    grow it to for all of ``series`` (an upper bound: their entries, as if none were
+    written yet), so that a full disk is an OSError here (the sample is skipped, and
+    ``_Sampler.write_or_say`` says so) and the process goes on.  A file system that
+    cannot reserve (EINVAL, EOPNOTSUPP) is written as prometheus-client writes it."""
+    need: dict[str, int] = {}
+    for name, labels in series.items():
+        mode = GAUGES[name][2]
+        need[mode] = need.get(mode, 8) + sum(_entry_size(name, values) for values in labels)
+    pid = os.getpid()
+    for mode, size in need.items():
+        path = os.path.join(directory, f"gauge_{mode}_{pid}.db")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        had = -1
+        try:
+            had = os.fstat(fd).st_size
+            head = os.pread(fd, 4, 0)
+            used = int.from_bytes(head, sys.byteorder, signed=True) if len(head) == 4 else 0
+            target = _GAUGE_FILE_MIN
+            while target < max(used, 8) + size:
+                target *= 2
+            os.posix_fallocate(fd, 0, max(target, had))
+        except OSError as exc:
+            if had == 0:  # made here: prometheus-client must not find it empty
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if exc.errno in _NO_ROOM or had < 0:
+                raise
+        finally:
+            os.close(fd)
+
+
+_entry_sizes: dict[tuple[str, tuple[str, ...]], int] = {}
+
+
+def _entry_size(name: str, values: tuple[str, ...]) -> int:
+    """The bytes of gauge ``name``'s entry for ``values`` in its file, at most."""
+    size = _entry_sizes.get((name, values))
+    if size is None:
+        text, names, _ = GAUGES[name]
+        key = json.dumps([name, name, dict(zip(names, values, strict=True)), text])
+        # its length (4), its key padded to 8 (at most 8 more), its value and timestamp
+        # (16); and room for a key that prometheus-client spells a little longer
+        size = len(key.encode()) + 28 + 64
+        if len(_entry_sizes) >= 65536:
+            _entry_sizes.clear()
+        _entry_sizes[(name, values)] = size
+    return size
 
 
 _sampler = _Sampler()

@@ -272,7 +272,8 @@ for values in labels:
     gauge.labels(*values).set(1)
 st = os.stat(path)
 # prometheus-client grew it no further than the blocks reserved for it
-print(st.st_size > 65536, st.st_size <= reserved.st_size, reserved.st_blocks * 512 >= reserved.st_size)
+print(st.st_size > 65536, st.st_size <= reserved.st_size)
+print(reserved.st_blocks * 512 >= reserved.st_size)
 """
 
 

@@ -1078,8 +1078,8 @@ def _reserve_gauge_files(directory: str, series: Mapping[str, Iterable[tuple[str
         mode = GAUGES[name][2]
         need[mode] = need.get(mode, 8) + sum(_entry_size(name, values) for values in labels)
     pid = os.getpid()
-    for mode, size in need.items():
-        path = os.path.join(directory, f"gauge_{mode}_{pid}.db")
+    for kind, size in need.items():
+        path = os.path.join(directory, f"gauge_{kind}_{pid}.db")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         had = -1
         try:

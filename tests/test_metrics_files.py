@@ -234,7 +234,7 @@ os.unlink(os.path.join(directory, "fill"))
 text = metrics.render()[0].decode()
 print('coyote_relay_concurrency{topology="default"}' in text)
 for name in sorted(os.listdir(directory)):  # each with the blocks of its whole size
-    if name.startswith("gauge_"):
+    if name != "fill" and not name.startswith("coyote_"):  # (no temporary file left)
         st = os.stat(os.path.join(directory, name))
         print(name.split("_")[1], st.st_size, st.st_blocks * 512 >= st.st_size)
 """
@@ -260,58 +260,101 @@ GAUGES_GROWN = """
 import os, sys
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
 from prometheus_client import Gauge
+from coyote_mw.ops import metrics
 from coyote_mw.ops.metrics import GAUGES, _reserve_gauge_files
+asked = []
+def fallocate(fd, mode, offset, length):  # libc's, its lengths noted
+    asked.append(length)
+    return real(fd, mode, offset, length)
+real = metrics._find_fallocate()
+metrics._fallocate = fallocate
 name = "coyote_instances_ejected"
-labels = [("default", f"service-{n}") for n in range(int(sys.argv[2]))]
-_reserve_gauge_files(directory, {name: labels})
-path = os.path.join(directory, f"gauge_livemax_{os.getpid()}.db")
-reserved = os.stat(path)
 text, names, mode = GAUGES[name]
 gauge = Gauge(name, text, names, multiprocess_mode=mode, registry=None)
-for values in labels:
-    gauge.labels(*values).set(1)
-st = os.stat(path)
-# prometheus-client grew it no further than the blocks reserved for it
-print(st.st_size > 65536, st.st_size <= reserved.st_size)
-print(reserved.st_blocks * 512 >= reserved.st_size)
+path = os.path.join(directory, f"gauge_livemax_{os.getpid()}.db")
+filed = {mode: set()}
+def sample(labels):  # as _Sampler.write: reserved, written, noted
+    _reserve_gauge_files({name: labels}, filed)
+    for values in labels:
+        gauge.labels(*values).set(1)
+    filed[mode].update((name, values) for values in labels)
+    st = os.stat(path)
+    print(st.st_size, st.st_blocks * 512 >= st.st_size)
+first = [("default", "service-0")]
+sample(first)  # a new file: prometheus-client opens it at 64 KiB
+# 1,500 more at once: prometheus-client doubles it three times, each time within the
+# blocks reserved beyond its end (a truncate that made the file its own size would have
+# given back the blocks past it, and the next doubling would map them sparse)
+sample(first + [("default", f"service-{n}") for n in range(1, 1501)])
+sample(first + [("default", f"service-{n}") for n in range(1, 1501)])  # the same again
+print(asked)
 """
 
 
 def test_gauge_files_get_their_blocks_before_prometheus_client_grows_them(
     tmp_path: Path,
 ) -> None:
-    out = python(GAUGES_GROWN, tmp_path, 2000)  # past 64 KiB: grown twice
-    assert out.stdout.split() == ["True", "True", "True"]
+    out = python(GAUGES_GROWN, tmp_path).stdout.splitlines()
+    assert out[:3] == ["65536 True", "524288 True", "524288 True"]
+    # blocks for what the file grows to, not for its series twice (they are in it)
+    assert out[3] == "[65536, 524288, 524288]"
 
 
 def test_a_gauge_file_that_cannot_have_its_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import ctypes
+
     from coyote_mw.ops import metrics
 
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     series = {"coyote_routes": [("default",)]}
     path = tmp_path / f"gauge_livemax_{os.getpid()}.db"
 
     def refuse(code: int) -> Any:
-        def fallocate(fd: int, offset: int, length: int) -> None:
-            raise OSError(code, os.strerror(code))
+        def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+            ctypes.set_errno(code)
+            return -1
 
         return fallocate
 
-    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.ENOSPC))
-    with pytest.raises(OSError, match="No space left"):  # the sample skipped, said once
-        metrics._reserve_gauge_files(str(tmp_path), series)
-    assert not path.exists()  # no empty file left for prometheus-client to find
-    # a file system that cannot reserve blocks: written as prometheus-client writes it
-    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.EOPNOTSUPP))
-    metrics._reserve_gauge_files(str(tmp_path), series)
-    assert not path.exists()
-    path.write_bytes(bytes(65536))  # made by prometheus-client: kept as it is
-    metrics._reserve_gauge_files(str(tmp_path), series)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # no room: the sample skipped
+        monkeypatch.setattr(metrics, "_fallocate", refuse(code))
+        with pytest.raises(OSError) as raised:
+            metrics._reserve_gauge_files(series, {})
+        assert raised.value.errno == code
+        assert os.listdir(tmp_path) == []  # no file for prometheus-client, no other
+    # a file system that cannot reserve blocks: made and written as prometheus-client
+    # makes them (sparse)
+    monkeypatch.setattr(metrics, "_fallocate", refuse(errno.EOPNOTSUPP))
+    metrics._reserve_gauge_files(series, {})
+    assert os.listdir(tmp_path) == [path.name]
     assert path.stat().st_size == 65536
-    monkeypatch.undo()
-    metrics._reserve_gauge_files(str(tmp_path), series)
-    assert path.stat().st_size == 65536
+    monkeypatch.setattr(metrics, "_fallocate", None)  # found again: libc's
+    metrics._reserve_gauge_files(series, {})
+    st = path.stat()
+    assert st.st_size == 65536 and st.st_blocks * 512 >= 65536  # its holes filled
+
+
+def test_a_gauge_file_made_meanwhile_is_reserved_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coyote_mw.ops import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    path = tmp_path / f"gauge_livemax_{os.getpid()}.db"
+    link = os.link
+
+    def made_first(source: str, target: str) -> None:  # prometheus-client, just before
+        with open(target, "ab") as f:
+            f.truncate(65536)
+        link(source, target)  # FileExistsError
+
+    monkeypatch.setattr(os, "link", made_first)
+    metrics._reserve_gauge_files({"coyote_routes": [("default",)]}, {})
+    st = path.stat()  # its file, kept (not ours put in its place), with its blocks
+    assert st.st_size == 65536 and st.st_blocks * 512 >= 65536
+    assert os.listdir(tmp_path) == [path.name]
 
 
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ ever counted an event.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import glob
 import json
@@ -988,6 +989,9 @@ class _Sampler:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failing = False
+        # the gauge series in this process's gauge files, by multiprocess mode
+        self._filed: dict[str, set[tuple[str, tuple[str, ...]]]] = {}
+        self._filed_pid = 0
 
     def watch(self, metrics: Metrics) -> None:
         if metrics in self._leaders and self._thread is not None:
@@ -1038,7 +1042,10 @@ class _Sampler:
                 for name, current in values.items()
                 if current or self._seen[name] - set(current)
             }
-            _reserve_gauge_files(shared.directory, written)
+            pid = os.getpid()
+            if self._filed_pid != pid:  # (a fork: prometheus-client's files start anew)
+                self._filed, self._filed_pid = {}, pid
+            _reserve_gauge_files(written, self._filed)
             for name, current in values.items():
                 gone = self._seen[name] - set(current)
                 if not current and not gone:
@@ -1049,6 +1056,10 @@ class _Sampler:
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)
+            for name, series in written.items():
+                self._filed.setdefault(GAUGES[name][2], set()).update(
+                    (name, values) for values in series
+                )
 
     def forked(self) -> None:
         # the thread stayed in the parent; leaders come back by serving here
@@ -1059,45 +1070,109 @@ class _Sampler:
 
 _GAUGE_FILE_MIN = 1 << 16  # a gauge file's first size (prometheus_client.mmap_dict)
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_CANNOT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # no reserving on this file system
+_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
+_fallocate: Any = None  # fallocate(2), found at the first reservation (False: none here)
 
 
-def _reserve_gauge_files(directory: str, series: Mapping[str, Iterable[tuple[str, ...]]]) -> None:
-    """Disk blocks for the gauge files a sample writes (``series``: by gauge, every
-    label tuple it writes), before prometheus-client writes to them.
+def _reserve_gauge_files(
+    series: Mapping[str, Iterable[tuple[str, ...]]],
+    filed: Mapping[str, set[tuple[str, tuple[str, ...]]]],
+) -> None:
+    """Disk blocks for the gauge files a sample writes, before prometheus-client writes
+    to them: ``series``, by gauge, every label tuple the sample writes; ``filed``, by
+    multiprocess mode, the series in this process's files already.
 
-    prometheus-client makes a gauge file sparse (``truncate``, 64 KiB, doubled when it
+    prometheus-client makes a gauge file sparse (``truncate``: 64 KiB, doubled when it
     fills) and writes it through a memory map: on a disk with no room, its first write
-    to a page with no block is SIGBUS, which kills the worker.  Each file gets its
-    blocks here first (``posix_fallocate``), up to the size prometheus-client would
-    grow it to for all of ``series`` (an upper bound: their entries, as if none were
-    written yet), so that a full disk is an OSError here (the sample is skipped, and
-    ``_Sampler.write_or_say`` says so) and the process goes on.  A file system that
-    cannot reserve (EINVAL, EOPNOTSUPP) is written as prometheus-client writes it."""
-    need: dict[str, int] = {}
+    to a page with no block is SIGBUS, which kills the worker.  Each file is given here,
+    beyond its end (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: its size stays
+    prometheus-client's, which never shrinks it), the blocks of the size
+    prometheus-client would grow it to for the series not in it yet; a file not made
+    yet is made with them under another name and linked into place.  A full disk (a
+    quota, a file size limit) is then an OSError here: the sample is skipped, and
+    ``_Sampler.write_or_say`` says so.  Where ``fallocate`` is not (not Linux) or the
+    file system cannot reserve, the files are written as prometheus-client writes them."""
+    fallocate = _fallocate or _find_fallocate()
+    if not fallocate:
+        return
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # as prometheus-client reads it
+    if directory is None:
+        directory = os.environ.get("prometheus_multiproc_dir", "")  # noqa: SIM112
+    by_mode: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for name, labels in series.items():
-        mode = GAUGES[name][2]
-        need[mode] = need.get(mode, 8) + sum(_entry_size(name, values) for values in labels)
+        by_mode.setdefault(GAUGES[name][2], []).extend((name, values) for values in labels)
+    if len(_entry_sizes) > 65536:
+        _entry_sizes.clear()
     pid = os.getpid()
-    for kind, size in need.items():
-        path = os.path.join(directory, f"gauge_{kind}_{pid}.db")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        had = -1
+    for mode, entries in by_mode.items():
+        path = os.path.join(directory, f"gauge_{mode}_{pid}.db")
         try:
-            had = os.fstat(fd).st_size
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            fd = -1
+        if fd < 0:
+            if _made_reserved(fallocate, path, sum(_entry_size(*e) for e in entries)):
+                continue
+            fd = os.open(path, os.O_RDWR)  # made meanwhile: reserved as any other
+        try:
             head = os.pread(fd, 4, 0)
             used = int.from_bytes(head, sys.byteorder, signed=True) if len(head) == 4 else 0
-            target = _GAUGE_FILE_MIN
-            while target < max(used, 8) + size:
-                target *= 2
-            os.posix_fallocate(fd, 0, max(target, had))
-        except OSError as exc:
-            if had == 0:  # made here: prometheus-client must not find it empty
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            if exc.errno in _NO_ROOM or had < 0:
-                raise
+            known = filed.get(mode, set()) if used > 8 else set()
+            size = sum(_entry_size(*e) for e in entries if e not in known)
+            _reserve(fallocate, fd, max(used, 8) + size, os.fstat(fd).st_size)
         finally:
             os.close(fd)
+
+
+def _made_reserved(fallocate: Any, path: str, size: int) -> bool:
+    """``path`` made with the blocks of ``size`` bytes of entries (and its first 64 KiB,
+    the size prometheus-client finds): False when another made it meanwhile."""
+    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.new"  # (read as no .db file)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _reserve(fallocate, fd, 8 + size, 0)
+        os.ftruncate(fd, _GAUGE_FILE_MIN)  # within its blocks
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+
+
+def _reserve(fallocate: Any, fd: int, used: int, size: int) -> None:
+    """Blocks for ``fd`` up to what prometheus-client grows a file of ``size`` bytes to
+    once ``used`` bytes are in it."""
+    target = _GAUGE_FILE_MIN
+    while target < used or target < size:
+        target *= 2
+    if fallocate(fd, _KEEP_SIZE, 0, target) != 0:
+        code = ctypes.get_errno()
+        if code not in _CANNOT:
+            raise OSError(code, os.strerror(code))
+
+
+def _find_fallocate() -> Any:
+    """libc's ``fallocate`` (64-bit offsets), or False where there is none."""
+    global _fallocate
+    found: Any = False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for symbol in ("fallocate64", "fallocate"):
+            function = getattr(libc, symbol, None)
+            if function is not None and (symbol == "fallocate64" or sys.maxsize > 2**32):
+                function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+                function.restype = ctypes.c_int
+                found = function
+                break
+    except OSError:
+        pass
+    _fallocate = found
+    return found
 
 
 _entry_sizes: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -1111,10 +1186,7 @@ def _entry_size(name: str, values: tuple[str, ...]) -> int:
         key = json.dumps([name, name, dict(zip(names, values, strict=True)), text])
         # its length (4), its key padded to 8 (at most 8 more), its value and timestamp
         # (16); and room for a key that prometheus-client spells a little longer
-        size = len(key.encode()) + 28 + 64
-        if len(_entry_sizes) >= 65536:
-            _entry_sizes.clear()
-        _entry_sizes[(name, values)] = size
+        size = _entry_sizes[(name, values)] = len(key.encode()) + 28 + 64
     return size
 
 

@@ -287,7 +287,7 @@ sample(first)  # a new file: prometheus-client opens it at 64 KiB
 # given back the blocks past it, and the next doubling would map them sparse)
 sample(first + [("default", f"service-{n}") for n in range(1, 1501)])
 sample(first + [("default", f"service-{n}") for n in range(1, 1501)])  # the same again
-print(asked)
+print(asked)  # (the same again: reserved before, the file is not touched)
 """
 
 
@@ -297,7 +297,7 @@ def test_gauge_files_get_their_blocks_before_prometheus_client_grows_them(
     out = python(GAUGES_GROWN, tmp_path).stdout.splitlines()
     assert out[:3] == ["65536 True", "524288 True", "524288 True"]
     # blocks for what the file grows to, not for its series twice (they are in it)
-    assert out[3] == "[65536, 524288, 524288]"
+    assert out[3] == "[65536, 524288]"
 
 
 def test_a_gauge_file_that_cannot_have_its_blocks(
@@ -345,16 +345,83 @@ def test_a_gauge_file_made_meanwhile_is_reserved_as_it_is(
     path = tmp_path / f"gauge_livemax_{os.getpid()}.db"
     link = os.link
 
+    made: list[int] = []
+
     def made_first(source: str, target: str) -> None:  # prometheus-client, just before
         with open(target, "ab") as f:
             f.truncate(65536)
+        made.append(os.stat(target).st_ino)
         link(source, target)  # FileExistsError
 
     monkeypatch.setattr(os, "link", made_first)
     metrics._reserve_gauge_files({"coyote_routes": [("default",)]}, {})
     st = path.stat()  # its file, kept (not ours put in its place), with its blocks
+    assert made == [st.st_ino]
     assert st.st_size == 65536 and st.st_blocks * 512 >= 65536
     assert os.listdir(tmp_path) == [path.name]
+
+
+def test_gauge_files_where_there_are_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+
+    from coyote_mw.ops import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    path = tmp_path / f"gauge_livemax_{os.getpid()}.db"
+
+    def no_links(source: str, target: str) -> None:  # as vfat answers
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    libc = metrics._find_fallocate()
+    full = [True]
+
+    def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+        if full[0]:
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        return int(libc(fd, mode, offset, length))
+
+    monkeypatch.setattr(metrics, "_fallocate", fallocate)
+    series = {"coyote_routes": [("default",)]}
+    with pytest.raises(OSError, match="No space left"):  # its temporary file: no room
+        metrics._reserve_gauge_files(series, {})
+    assert os.listdir(tmp_path) == []
+    full[0] = False
+    metrics._reserve_gauge_files(series, {})  # made in place, with its blocks
+    st = path.stat()
+    assert os.listdir(tmp_path) == [path.name]
+    assert st.st_size == 65536 and st.st_blocks * 512 >= 65536
+
+
+def test_a_gauge_file_a_dead_worker_was_making_is_removed(tmp_path: Path) -> None:
+    stray = tmp_path / "gauge_livesum_4242.db.4242.140000.new"
+    stray.write_bytes(b"")
+    other = tmp_path / "gauge_livesum_4243.db.4243.140000.new"  # a live worker's
+    other.write_bytes(b"")
+    assert mark_process_dead(4242, str(tmp_path))
+    assert not stray.exists() and other.exists()
+
+
+def test_gauge_files_within_the_file_size_limit(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE, which not every file system checks on a reservation beyond the end
+    script = """
+import os, resource, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from coyote_mw.ops.metrics import _reserve_gauge_files
+resource.setrlimit(resource.RLIMIT_FSIZE, (100000, resource.RLIM_INFINITY))
+labels = [("default", f"service-{n}") for n in range(int(sys.argv[2]))]
+try:
+    _reserve_gauge_files({"coyote_instances_ejected": labels}, {})
+except OSError as exc:
+    print(exc.errno)
+else:
+    print("reserved")
+"""
+    assert python(script, tmp_path, 100).stdout.split() == ["reserved"]  # 64 KiB
+    assert python(script, tmp_path, 1000).stdout.split() == [str(errno.EFBIG)]
 
 
 def test_lines_cut_short_or_not_ours_are_not_read(tmp_path: Path) -> None:

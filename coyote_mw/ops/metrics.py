@@ -54,6 +54,7 @@ import glob
 import json
 import logging
 import os
+import resource
 import sys
 import threading
 import time
@@ -662,6 +663,10 @@ def _mark_dead(pid: int, directory: str) -> bool:
         pass
     else:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    # a gauge file it was making when it ended (_made_reserved), with its blocks
+    for stray in glob.glob(os.path.join(glob.escape(directory), f"gauge_*_{pid}.db.{pid}.*.new")):
+        with contextlib.suppress(OSError):
+            os.remove(stray)
     try:
         folded = metrics_files.fold(directory, pid)
     except OSError as exc:
@@ -1056,9 +1061,8 @@ class _Sampler:
                 for labels, value in current.items():
                     (gauge.labels(*labels) if labels else gauge).set(value)
                 self._seen[name] |= set(current)
-            for name, series in written.items():
                 self._filed.setdefault(GAUGES[name][2], set()).update(
-                    (name, values) for values in series
+                    (name, values) for values in written[name]
                 )
 
     def forked(self) -> None:
@@ -1069,10 +1073,13 @@ class _Sampler:
 
 
 _GAUGE_FILE_MIN = 1 << 16  # a gauge file's first size (prometheus_client.mmap_dict)
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_CANNOT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # no reserving on this file system
+# fallocate's answers that mean it cannot reserve here (the file system, a filter)
+_CANNOT = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.ENODEV)
+# link's that mean no hard links on this file system
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
 _fallocate: Any = None  # fallocate(2), found at the first reservation (False: none here)
+_reserved: dict[tuple[int, int], int] = {}  # bytes reserved, by file (device, inode)
 
 
 def _reserve_gauge_files(
@@ -1089,11 +1096,13 @@ def _reserve_gauge_files(
     beyond its end (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: its size stays
     prometheus-client's, which never shrinks it), the blocks of the size
     prometheus-client would grow it to for the series not in it yet; a file not made
-    yet is made with them under another name and linked into place.  A full disk (a
-    quota, a file size limit) is then an OSError here: the sample is skipped, and
+    yet is made with them under another name and linked into place (made in place
+    where there are no hard links).  A full disk, a quota or the file size limit
+    (``RLIMIT_FSIZE``) is then an OSError here: the sample is skipped, and
     ``_Sampler.write_or_say`` says so.  Where ``fallocate`` is not (not Linux) or the
-    file system cannot reserve, the files are written as prometheus-client writes them."""
-    fallocate = _fallocate or _find_fallocate()
+    file system cannot reserve, the files are written as prometheus-client writes them
+    (and on a copy-on-write file system blocks reserved are no promise)."""
+    fallocate = _fallocate if _fallocate is not None else _find_fallocate()
     if not fallocate:
         return
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # as prometheus-client reads it
@@ -1110,50 +1119,78 @@ def _reserve_gauge_files(
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            fd = -1
-        if fd < 0:
-            if _made_reserved(fallocate, path, sum(_entry_size(*e) for e in entries)):
+            fd = _made_reserved(fallocate, path, sum(_entry_size(*e) for e in entries))
+            if fd < 0:
                 continue
-            fd = os.open(path, os.O_RDWR)  # made meanwhile: reserved as any other
         try:
             head = os.pread(fd, 4, 0)
             used = int.from_bytes(head, sys.byteorder, signed=True) if len(head) == 4 else 0
             known = filed.get(mode, set()) if used > 8 else set()
             size = sum(_entry_size(*e) for e in entries if e not in known)
-            _reserve(fallocate, fd, max(used, 8) + size, os.fstat(fd).st_size)
+            _reserve(fallocate, fd, max(used, 8) + size)
         finally:
             os.close(fd)
 
 
-def _made_reserved(fallocate: Any, path: str, size: int) -> bool:
-    """``path`` made with the blocks of ``size`` bytes of entries (and its first 64 KiB,
-    the size prometheus-client finds): False when another made it meanwhile."""
+def _made_reserved(fallocate: Any, path: str, size: int) -> int:
+    """``path`` made with the blocks of ``size`` bytes of entries and its first 64 KiB
+    (the size prometheus-client then finds): -1; or, when another made it meanwhile, a
+    descriptor of that one, to reserve as any other."""
     temp = f"{path}.{os.getpid()}.{threading.get_ident()}.new"  # (read as no .db file)
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        _reserve(fallocate, fd, 8 + size, 0)
+        _reserve(fallocate, fd, 8 + size)
         os.ftruncate(fd, _GAUGE_FILE_MIN)  # within its blocks
         try:
             os.link(temp, path)
         except FileExistsError:
-            return False
-        return True
+            return os.open(path, os.O_RDWR)
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            return _made_in_place(path)
+        return -1
     finally:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(temp)
 
 
-def _reserve(fallocate: Any, fd: int, used: int, size: int) -> None:
-    """Blocks for ``fd`` up to what prometheus-client grows a file of ``size`` bytes to
-    once ``used`` bytes are in it."""
+def _made_in_place(path: str) -> int:
+    """Where there are no hard links: ``path`` made (or found) at prometheus-client's
+    first size, its blocks to be reserved; a file that cannot have them stays (sparse,
+    not written: each sample tries again), never removed under prometheus-client."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR)
+    os.ftruncate(fd, _GAUGE_FILE_MIN)
+    return fd
+
+
+def _reserve(fallocate: Any, fd: int, used: int) -> None:
+    """Blocks for ``fd`` up to what prometheus-client grows it to once ``used`` bytes
+    are in it (from the size it has now)."""
+    st = os.fstat(fd)
     target = _GAUGE_FILE_MIN
-    while target < used or target < size:
+    while target < used or target < st.st_size:
         target *= 2
-    if fallocate(fd, _KEEP_SIZE, 0, target) != 0:
+    key = (st.st_dev, st.st_ino)
+    if _reserved.get(key, 0) >= target:
+        return  # (reserved before: no write to the file, not even of its times)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and target > limit:  # (not every file system checks)
+        raise OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)} (RLIMIT_FSIZE {limit})")
+    while fallocate(fd, _KEEP_SIZE, 0, target) != 0:
         code = ctypes.get_errno()
-        if code not in _CANNOT:
-            raise OSError(code, os.strerror(code))
+        if code == errno.EINTR:
+            continue
+        if code in _CANNOT:
+            return
+        raise OSError(code, os.strerror(code))
+    if len(_reserved) >= 64:
+        _reserved.clear()
+    _reserved[key] = target
 
 
 def _find_fallocate() -> Any:

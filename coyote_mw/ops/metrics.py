@@ -1170,10 +1170,10 @@ def _made_in_place(path: str) -> int:
 
 def _reserve(fallocate: Any, fd: int, used: int) -> None:
     """Blocks for ``fd`` up to what prometheus-client grows it to once ``used`` bytes
-    are in it (from the size it has now)."""
+    are in it: it doubles the file from the size it has (its capacity), 64 KiB at first."""
     st = os.fstat(fd)
-    target = _GAUGE_FILE_MIN
-    while target < used or target < st.st_size:
+    target = st.st_size or _GAUGE_FILE_MIN
+    while target < used:
         target *= 2
     key = (st.st_dev, st.st_ino)
     if _reserved.get(key, 0) >= target:

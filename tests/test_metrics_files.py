@@ -58,6 +58,16 @@ def python(
     return out
 
 
+def small_disk(directory: Path) -> list[str]:
+    """The command to run a process under with ``directory`` a 400 KiB tmpfs of its own
+    (as /dev/shm), in a mount namespace of its own; the test skipped where there is none."""
+    mount = 'mount -t tmpfs -o size=400k tmpfs "$1" && shift && exec "$@"'
+    argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(directory)]
+    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
+    return argv
+
+
 def test_counts_are_read_back_by_labels_across_several_slot_files(tmp_path: Path) -> None:
     files = SeriesFiles(str(tmp_path))
     many = 2 * SLOTS + 3  # three .slots files
@@ -193,14 +203,10 @@ print(text.count('coyote_registrations_total{service="shop",topology="default"} 
 
 
 def test_a_disk_that_fills_up_kills_no_worker(tmp_path: Path) -> None:
-    # a tmpfs of its own (as /dev/shm), in a mount namespace of its own; filled while
-    # the worker runs, then new routes are counted: their slots' pages were never
-    # written (a write to a page the disk has no room for is SIGBUS)
-    mount = 'mount -t tmpfs -o size=400k tmpfs "$1" && shift && exec "$@"'
-    argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(tmp_path)]
-    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
-        pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
-    out = python(FULL_DISK, tmp_path, under=argv)
+    # a disk of its own, filled while the worker runs, then new routes are counted:
+    # their slots' pages were never written (a write to a page the disk has no room
+    # for is SIGBUS)
+    out = python(FULL_DISK, tmp_path, under=small_disk(tmp_path))
     assert out.stdout.split() == ["60", "1"]  # its own scrape shows every route, the event
     said = [line for line in out.stderr.splitlines() if "could not write" in line]
     # once for its requests, once for its events
@@ -243,11 +249,7 @@ for name in sorted(os.listdir(directory)):  # each with the blocks of its whole 
 def test_gauges_on_a_full_disk_kill_no_worker(tmp_path: Path) -> None:
     # prometheus-client maps a new gauge file sparse: on a disk with no room, its first
     # write to it would be SIGBUS; coyote gives the file its blocks first (said once)
-    mount = 'mount -t tmpfs -o size=400k tmpfs "$1" && shift && exec "$@"'
-    argv = ["unshare", "-rm", "sh", "-c", mount, "sh", str(tmp_path)]
-    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
-        pytest.skip("no tmpfs of its own here (unshare -rm, mount)")
-    out = python(GAUGES_ON_A_FULL_DISK, tmp_path, under=argv)
+    out = python(GAUGES_ON_A_FULL_DISK, tmp_path, under=small_disk(tmp_path))
     lines = out.stdout.splitlines()
     assert lines == ["False", "True", "livesum 65536 True"]  # no gauges, then the gauges
     said = [line for line in out.stderr.splitlines() if "could not write" in line]

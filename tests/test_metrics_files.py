@@ -219,9 +219,7 @@ import logging, os, sys
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory = sys.argv[1]
 logging.basicConfig()
 from coyote_mw import Coyote
-from coyote_mw.ops.metrics import GAUGES, SAMPLE_INTERVAL
-from coyote_mw.routing.endpoint import Endpoint
-from coyote_mw.routing.patterns import parse_pattern
+from coyote_mw.ops.metrics import SAMPLE_INTERVAL
 import time
 metrics = Coyote(token="w" * 32, metrics="open").metrics
 fd = os.open(os.path.join(directory, "fill"), os.O_WRONLY | os.O_CREAT)

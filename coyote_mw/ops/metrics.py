@@ -1052,9 +1052,9 @@ class _Sampler:
                 self._filed, self._filed_pid = {}, pid
             _reserve_gauge_files(written, self._filed)
             for name, current in values.items():
-                gone = self._seen[name] - set(current)
-                if not current and not gone:
+                if name not in written:
                     continue
+                gone = written[name] - set(current)
                 gauge = shared.gauge(name)
                 for labels in gone:  # 0, not its last value
                     (gauge.labels(*labels) if labels else gauge).set(0)
